@@ -1,0 +1,119 @@
+"""Settings, read from the environment (and an optional `.env` file) with the same names
+accepted as keys of `create_app(config_overrides)`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from dotenv import load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent
+load_dotenv(BASE_DIR / ".env")
+
+PROVIDERS = ("sandbox", "sendgrid")
+
+# name -> default; None means "no default" (the app decides, see load_settings)
+DEFAULTS: dict[str, Any] = {
+    "APP_ENV": "development",  # "production" makes missing secrets a start-up error
+    "DATABASE_URL": None,  # default: SQLite file under instance/
+    "REDIS_URL": None,  # default: an embedded Redis server under instance/
+    "EMAIL_PROVIDER": "sandbox",
+    "SENDGRID_API_KEY": "",
+    "SENDGRID_API_BASE": "https://api.sendgrid.com",
+    "SENDGRID_WEBHOOK_PUBLIC_KEY": "",
+    "SECRET_KEY": None,
+    "SUPPORT_ADDRESS": "support@clinicmail.example",
+    "MAIL_FROM_ADDRESS": "no-reply@clinicmail.example",
+    "MAIL_FROM_NAME": "",  # empty: the clinic's name
+    # Event webhook: how old a signed timestamp may be, and the largest body we read.
+    "WEBHOOK_TOLERANCE_SECONDS": 600,
+    "WEBHOOK_MAX_BYTES": 5 * 1024 * 1024,
+    # Email Activity API budget shared by all workers (SendGrid allows only a few a minute).
+    "ACTIVITY_REQUESTS_PER_MINUTE": 6,
+    "POLL_BATCH_SIZE": 50,
+    # Sandbox provider: where it keeps its state, and where it posts signed event batches.
+    "SANDBOX_STATE_PATH": None,  # default: instance/sandbox.sqlite3
+    "SANDBOX_WEBHOOK_URL": "",
+    # How often an open email log refreshes itself, in seconds.
+    "LOG_POLL_FAST_SECONDS": 3,
+    "LOG_POLL_SLOW_SECONDS": 30,
+    "SEND_TIMEOUT_SECONDS": 15,
+    "TRUSTED_HOSTS": "",  # comma-separated; empty allows any host (development)
+    "SESSION_COOKIE_SECURE": None,  # default: on in production
+    "LOGIN_RATE_LIMIT": "10 per 15 minutes",
+}
+
+INT_SETTINGS = {
+    "WEBHOOK_TOLERANCE_SECONDS",
+    "WEBHOOK_MAX_BYTES",
+    "ACTIVITY_REQUESTS_PER_MINUTE",
+    "POLL_BATCH_SIZE",
+    "LOG_POLL_FAST_SECONDS",
+    "LOG_POLL_SLOW_SECONDS",
+    "SEND_TIMEOUT_SECONDS",
+}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message says what to fix, in one line."""
+
+
+def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the app's settings: defaults, then the environment, then the overrides."""
+    overrides = overrides or {}
+    settings: dict[str, Any] = {}
+    for name, default in DEFAULTS.items():
+        value = overrides.get(name, os.environ.get(name, default))
+        if name in INT_SETTINGS and value is not None:
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+        settings[name] = value
+    for name, value in overrides.items():
+        settings.setdefault(name, value)
+
+    production = settings["APP_ENV"] == "production"
+    if settings["EMAIL_PROVIDER"] not in PROVIDERS:
+        raise ConfigError(
+            f"EMAIL_PROVIDER={settings['EMAIL_PROVIDER']!r} is not known; use one of: {', '.join(PROVIDERS)}"
+        )
+    if settings["EMAIL_PROVIDER"] == "sendgrid" and not settings["SENDGRID_API_KEY"]:
+        raise ConfigError("EMAIL_PROVIDER=sendgrid needs SENDGRID_API_KEY (an API key with Mail Send access)")
+    if not settings["DATABASE_URL"]:
+        if production:
+            raise ConfigError("DATABASE_URL is not set; production needs a PostgreSQL URL")
+        settings["DATABASE_URL"] = f"sqlite:///{Path(instance_path) / 'clinic.sqlite3'}"
+    settings["DATABASE_URL"] = _normalise_database_url(settings["DATABASE_URL"])
+    if not settings["SECRET_KEY"]:
+        if production:
+            raise ConfigError("SECRET_KEY is not set; production needs a long random SECRET_KEY")
+        settings["SECRET_KEY"] = _development_secret(instance_path)
+    if not settings["SANDBOX_STATE_PATH"]:
+        settings["SANDBOX_STATE_PATH"] = str(Path(instance_path) / "sandbox.sqlite3")
+    if settings["SESSION_COOKIE_SECURE"] is None:
+        settings["SESSION_COOKIE_SECURE"] = production
+    elif isinstance(settings["SESSION_COOKIE_SECURE"], str):
+        settings["SESSION_COOKIE_SECURE"] = settings["SESSION_COOKIE_SECURE"].lower() in ("1", "true", "yes")
+    return settings
+
+
+def _normalise_database_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL URLs, whichever spelling was given."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _development_secret(instance_path: str) -> str:
+    """Generate a secret once and keep it under instance/, so sessions survive restarts."""
+    path = Path(instance_path) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()

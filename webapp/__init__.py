@@ -1,0 +1,107 @@
+"""The clinic email log: application factory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+from redis import Redis
+from redis.exceptions import RedisError
+
+from config import BASE_DIR, ConfigError, load_settings
+from webapp.extensions import csrf, db, htmx, limiter, login_manager, migrate
+
+
+class StartupError(RuntimeError):
+    """A service the app needs does not answer; the message says what to fix, in one line."""
+
+
+def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
+    """Create and configure the app; raise ConfigError or StartupError on bad settings."""
+    app = Flask(
+        __name__,
+        instance_path=str(BASE_DIR / "instance"),
+        template_folder=str(BASE_DIR / "templates"),
+        static_folder=str(BASE_DIR / "static"),
+    )
+    os.makedirs(app.instance_path, exist_ok=True)
+    settings = load_settings(app.instance_path, config_overrides)
+    app.config.update(settings)
+    _configure_flask(app)
+    if not app.config["REDIS_URL"]:
+        from webapp import embedded_redis
+
+        app.config["REDIS_URL"] = embedded_redis.start(app.instance_path)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    htmx.init_app(app)
+    limiter.init_app(app)
+    app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"], socket_timeout=5)
+
+    from webapp import auth, cli, clients, emails, help, security, support, webhooks
+
+    security.init_app(app)
+    for blueprint in (auth.bp, clients.bp, emails.bp, help.bp, support.bp, webhooks.bp):
+        app.register_blueprint(blueprint)
+    cli.init_app(app)
+
+    if not app.config.get("SKIP_SERVICE_CHECK"):
+        check_services(app)
+    return app
+
+
+def _configure_flask(app: Flask) -> None:
+    """Translate our settings into the names Flask and its extensions read."""
+    url = app.config["DATABASE_URL"]
+    app.config["SQLALCHEMY_DATABASE_URI"] = url
+    if url.startswith("sqlite"):
+        # Web, worker and scheduler write the same file: wait for locks instead of failing.
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 30}}
+    else:
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["MAX_CONTENT_LENGTH"] = app.config["WEBHOOK_MAX_BYTES"]
+    # A log page stays open for hours; the session's own timeouts bound the token instead.
+    app.config["WTF_CSRF_TIME_LIMIT"] = None
+    hosts = [host.strip() for host in str(app.config["TRUSTED_HOSTS"]).split(",") if host.strip()]
+    app.config["TRUSTED_HOSTS"] = hosts or None
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+
+
+def check_services(app: Flask) -> None:
+    """Fail start-up with one clear line when the database or Redis does not answer."""
+    with app.app_context():
+        try:
+            with db.engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as error:
+            reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+            raise StartupError(
+                f"cannot reach the database at DATABASE_URL={_redact(app.config['DATABASE_URL'])} ({reason}); "
+                "check that it is running and the URL is right"
+            ) from None
+    try:
+        app.extensions["redis"].ping()
+    except RedisError as error:
+        raise StartupError(
+            f"cannot reach Redis at REDIS_URL={_redact(app.config['REDIS_URL'])} ({error}); "
+            "check that it is running and the URL is right"
+        ) from None
+
+
+def _redact(url: str) -> str:
+    """Hide a password inside a URL before printing it."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url.split("@")[-1]
+
+
+__all__ = ["ConfigError", "StartupError", "create_app"]

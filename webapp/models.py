@@ -1,0 +1,207 @@
+"""Database models. Services are the only code that writes them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask_login import UserMixin
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from webapp.extensions import db
+
+
+def utcnow() -> datetime:
+    """Return the current time, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """A timestamp that is timezone-aware UTC on every database (SQLite keeps no offset)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use timezone-aware UTC")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+JSONType = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+
+ROLES = ("clinician", "owner", "support")
+MESSAGE_KINDS = {
+    "appointment_reminder": "Appointment reminder",
+    "intake_form": "Intake form",
+    "receipt": "Receipt",
+    "free_text": "Message",
+}
+
+
+class Clinic(db.Model):
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(200))
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(UserMixin, db.Model):
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    # Support staff work for the platform, not for a clinic.
+    clinic_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("clinic.id"), index=True)
+    email: so.Mapped[str] = so.mapped_column(sa.String(320), unique=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(200))
+    role: so.Mapped[str] = so.mapped_column(sa.String(20))
+    password_hash: so.Mapped[str] = so.mapped_column(sa.String(300))
+    active: so.Mapped[bool] = so.mapped_column(default=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+
+    clinic: so.Mapped[Clinic | None] = so.relationship()
+
+    def set_password(self, password: str) -> None:
+        """Store a salted hash of the password, never the password."""
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        """Return whether the password matches the stored hash."""
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+
+class Client(db.Model):
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    clinic_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("clinic.id"), index=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(200))
+    email: so.Mapped[str] = so.mapped_column(sa.String(320))
+    phone: so.Mapped[str] = so.mapped_column(sa.String(50), default="")
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+
+
+class Email(db.Model):
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    clinic_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("clinic.id"), index=True)
+    client_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("client.id"))
+    # Our own id; it travels to the provider in custom_args so events find their email.
+    app_message_id: so.Mapped[str] = so.mapped_column(
+        sa.String(36), unique=True, default=lambda: str(uuid.uuid4())
+    )
+    to_address: so.Mapped[str] = so.mapped_column(sa.String(320))  # the address used at send time
+    subject: so.Mapped[str] = so.mapped_column(sa.String(300))
+    body: so.Mapped[str] = so.mapped_column(sa.Text)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(40))
+    status: so.Mapped[str] = so.mapped_column(sa.String(20), default="sending")
+    status_changed_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    # Bumped whenever anything shown about this email changes (status or timeline).
+    version: so.Mapped[int] = so.mapped_column(default=0)
+    provider: so.Mapped[str] = so.mapped_column(sa.String(20))
+    # SendGrid's X-Message-Id: it names the API call; per-recipient ids start with it.
+    provider_message_id: so.Mapped[str | None] = so.mapped_column(sa.String(200), index=True)
+    # queued -> sending -> accepted | failed; in_doubt when we cannot tell whether the provider took it
+    send_state: so.Mapped[str] = so.mapped_column(sa.String(20), default="queued")
+    send_attempts: so.Mapped[int] = so.mapped_column(default=0)
+    send_claimed_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    send_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    next_poll_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, index=True)
+    last_polled_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    resend_of_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("email.id"))
+    sent_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user.id"))
+    stuck_alerted_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+
+    client: so.Mapped[Client] = so.relationship()
+    resend_of: so.Mapped[Email | None] = so.relationship(remote_side=[id])
+    events: so.Mapped[list[EmailEvent]] = so.relationship(
+        back_populates="email", order_by="EmailEvent.occurred_at, EmailEvent.id"
+    )
+
+    __table_args__ = (sa.Index("ix_email_client_created", "client_id", "created_at"),)
+
+
+class EmailEvent(db.Model):
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    email_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("email.id"), index=True)
+    occurred_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(30))
+    reason: so.Mapped[str | None] = so.mapped_column(sa.Text)  # bounce/drop/deferral text
+    url: so.Mapped[str | None] = so.mapped_column(sa.Text)  # clicked link
+    attempt: so.Mapped[int | None] = so.mapped_column()  # deferral attempt number
+    machine: so.Mapped[bool] = so.mapped_column(default=False)  # provider says: machine open
+    source: so.Mapped[str] = so.mapped_column(sa.String(20))  # app, webhook, poll
+    raw: so.Mapped[dict | None] = so.mapped_column(JSONType)
+    # Stable across sources and retries, so a repeated event is stored once.
+    dedupe_key: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+
+    email: so.Mapped[Email] = so.relationship(back_populates="events")
+
+
+class SpamListEntry(db.Model):
+    """Our copy of the provider's spam-report list: sends to these addresses are refused."""
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    address: so.Mapped[str] = so.mapped_column(sa.String(320), unique=True)  # lower-cased
+    reported_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime)
+    email_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("email.id"))
+    source: so.Mapped[str] = so.mapped_column(sa.String(20))  # webhook, poll, sync
+
+    email: so.Mapped[Email | None] = so.relationship()
+
+
+class WebhookBatch(db.Model):
+    """A verified event-webhook body, stored before it is applied."""
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    provider: so.Mapped[str] = so.mapped_column(sa.String(20))
+    body: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary)
+    received_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    applied_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, index=True)
+
+
+class PendingEvent(db.Model):
+    """A provider event for an email we do not know yet (its send record may be late)."""
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    app_message_id: so.Mapped[str] = so.mapped_column(sa.String(100), index=True)
+    dedupe_key: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    payload: so.Mapped[dict] = so.mapped_column(JSONType)
+    received_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+
+
+class OperatorAlert(db.Model):
+    """Something an operator or support must look at (bad API key, stuck email)."""
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(40))
+    message: so.Mapped[str] = so.mapped_column(sa.Text)
+    email_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("email.id"))
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+
+
+class AuditEntry(db.Model):
+    """One append-only line of the audit trail."""
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    clinic_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("clinic.id"), index=True)
+    actor_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user.id"))
+    action: so.Mapped[str] = so.mapped_column(sa.String(40))
+    subject_type: so.Mapped[str] = so.mapped_column(sa.String(40), default="")
+    subject_id: so.Mapped[int | None] = so.mapped_column()
+    detail: so.Mapped[str] = so.mapped_column(sa.Text, default="")
+
+    actor: so.Mapped[User | None] = so.relationship()

@@ -1,0 +1,132 @@
+"""What every email provider module offers, in our own words.
+
+Provider modules turn the provider's wire format into these objects and back. They know
+nothing of Flask or the database: services hand them plain values and store what they return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One email to one recipient, ready for the provider."""
+
+    app_message_id: str
+    to_address: str
+    to_name: str
+    from_address: str
+    from_name: str
+    subject: str
+    body_text: str
+    category: str  # the kind of message, for the provider's statistics
+    reply_to: str = ""
+
+
+SendOutcome = Literal["accepted", "rejected", "rate_limited", "unauthorized", "unavailable", "in_doubt"]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What became of one send request.
+
+    accepted: the provider took it (provider_message_id names the request);
+    rejected: it never will (error says why, in the provider's own words);
+    rate_limited: try again after retry_after seconds;
+    unauthorized: the API key is wrong or lacks permission (an operator must act);
+    unavailable: the provider answered with a server error, so it did not take the message;
+    in_doubt: no answer (timeout, broken connection): it may or may not have taken it.
+    """
+
+    outcome: SendOutcome
+    provider_message_id: str | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """One thing that happened to one email, as any provider reports it."""
+
+    kind: str  # one of statuses.EVENT_KINDS
+    occurred_at: datetime
+    app_message_id: str | None = None
+    provider_message_id: str | None = None
+    recipient: str | None = None
+    reason: str | None = None
+    url: str | None = None
+    attempt: int | None = None
+    machine: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def dedupe_key(self) -> str:
+        """A key that is the same for the same event from a webhook retry or from polling."""
+        owner = self.app_message_id or self.provider_message_id or ""
+        parts = (owner, self.kind, str(int(self.occurred_at.timestamp())), self.url or "", str(self.attempt or ""))
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready copy, for keeping an event until its email is known."""
+        return {**asdict(self), "occurred_at": self.occurred_at.isoformat()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProviderEvent:
+        """Rebuild an event kept with to_dict."""
+        return cls(**{**data, "occurred_at": datetime.fromisoformat(data["occurred_at"])})
+
+
+@dataclass(frozen=True)
+class PollRef:
+    """What the poller knows of one email it asks the provider about."""
+
+    app_message_id: str
+    provider_message_id: str
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """The events the provider reported for the emails asked about, by app_message_id."""
+
+    events: dict[str, list[ProviderEvent]]
+    requests_made: int = 0  # against the provider's rate budget
+    rate_limited_for: float | None = None  # seconds to wait before polling again
+
+
+class ProviderError(RuntimeError):
+    """The provider could not answer a request (other than sending)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EmailProvider(ABC):
+    """The contract of an email provider module."""
+
+    name: str
+
+    @abstractmethod
+    def send(self, message: OutgoingMessage) -> SendResult:
+        """Hand one message to the provider."""
+
+    @abstractmethod
+    def poll(self, refs: list[PollRef], request_budget: int) -> PollResult:
+        """Return what the provider knows about these emails, using at most request_budget requests."""
+
+    @abstractmethod
+    def find_accepted(self, app_message_id: str) -> str | None:
+        """Return the provider's id if it ever accepted this message, else None."""
+
+    @abstractmethod
+    def spam_reports(self, since: datetime | None = None) -> list[tuple[str, datetime]]:
+        """Return the addresses on the provider's spam-report list, with when they reported."""
+
+    @abstractmethod
+    def remove_spam_report(self, address: str) -> None:
+        """Take one address off the provider's spam-report list."""

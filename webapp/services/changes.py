@@ -1,0 +1,72 @@
+"""Change markers: how the web layer tells, without the database, that a log has not changed.
+
+Each email carries a version number in the database. Each client's log also has a counter in
+Redis, bumped after every commit that changed one of that client's emails; the log poll compares
+it with the value it last rendered and answers 204 when they match.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import current_app
+from redis.exceptions import RedisError
+
+from webapp.models import Email
+
+log = logging.getLogger(__name__)
+
+
+def log_key(clinic_id: int, client_id: int) -> str:
+    """Return the Redis key of one client's log counter (scoped by clinic)."""
+    return f"emaillog:{clinic_id}:{client_id}"
+
+
+def mark_changed(email: Email) -> None:
+    """Record that something shown about this email changed; Redis is told after commit."""
+    email.version = (email.version or 0) + 1
+    session = so.object_session(email)
+    if session is not None:
+        session.info.setdefault("changed_logs", set()).add(log_key(email.clinic_id, email.client_id))
+
+
+def current_marker(clinic_id: int, client_id: int) -> str:
+    """Return the client's log counter, creating it when Redis has lost it."""
+    redis = current_app.extensions["redis"]
+    key = log_key(clinic_id, client_id)
+    value = redis.get(key)
+    if value is None:
+        value = redis.incr(key)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def marker_matches(clinic_id: int, client_id: int, seen: str) -> bool:
+    """Return whether the counter still has the value the browser last rendered."""
+    try:
+        value = current_app.extensions["redis"].get(log_key(clinic_id, client_id))
+    except RedisError:
+        return False
+    return value is not None and value.decode() == seen
+
+
+@sa.event.listens_for(so.Session, "after_commit")
+def _publish_changes(session: so.Session) -> None:
+    keys = session.info.pop("changed_logs", None)
+    if not keys:
+        return
+    try:
+        redis = current_app.extensions["redis"]
+        with redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.incr(key)
+            pipe.execute()
+    except (RedisError, RuntimeError) as error:
+        # A lost bump only costs one full refresh: the next poll re-renders from the database.
+        log.warning("could not bump log change counters: %s", error)
+
+
+@sa.event.listens_for(so.Session, "after_rollback")
+def _forget_changes(session: so.Session) -> None:
+    session.info.pop("changed_logs", None)

@@ -1,0 +1,107 @@
+"""The eight delivery statuses of an email, and which events lead to them.
+
+This module is the only place that knows status names, ranks and colours. It imports
+nothing of the app so that every layer, the templates included, can rely on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Status:
+    """One delivery status as the clinician sees it."""
+
+    key: str  # stored in the database and used in URLs
+    label: str
+    rank: int  # the current status of an email is the highest rank it has reached
+    final: bool  # nothing can change it any more
+    badge: str  # CSS modifier of the badge; the label always travels with it
+    can_change_soon: bool  # the log refreshes quickly while a row is in such a status
+
+    @property
+    def help_key(self) -> str:
+        """Anchor of this status in the help panel."""
+        return self.key
+
+
+SENDING = Status("sending", "Sending", 0, False, "pending", True)
+PROCESSED = Status("processed", "Processed", 1, False, "pending", True)
+DEFERRED = Status("deferred", "Deferred", 2, False, "warning", True)
+DELIVERED = Status("delivered", "Delivered", 3, False, "ok", False)
+OPEN = Status("open", "Open", 4, False, "ok", False)
+CLICKED = Status("clicked", "Clicked", 5, False, "ok", False)
+FAILED = Status("failed", "Failed", 6, True, "danger", False)
+SPAM_REPORT = Status("spam-report", "Spam report", 7, True, "danger", False)
+
+ALL: tuple[Status, ...] = (SENDING, PROCESSED, DEFERRED, DELIVERED, OPEN, CLICKED, FAILED, SPAM_REPORT)
+BY_KEY: dict[str, Status] = {status.key: status for status in ALL}
+
+# The order the help article explains them in: the path an email normally takes.
+HELP_ORDER: tuple[Status, ...] = ALL
+
+# Sending or Processed for longer than this is stuck (the help article's ten minutes).
+STUCK_AFTER_SECONDS = 10 * 60
+
+# Our own event kinds (provider modules translate their wire names into these). A kind that
+# maps to None is kept on the timeline but never changes the status.
+STATUS_FOR_EVENT: dict[str, Status | None] = {
+    "sending": SENDING,  # our own: the email was queued for the provider
+    "processed": PROCESSED,
+    "deferred": DEFERRED,
+    "delivered": DELIVERED,
+    "open": OPEN,
+    "click": CLICKED,
+    "bounce": FAILED,
+    "dropped": FAILED,
+    "rejected": FAILED,  # the provider refused the send request itself (400, 413)
+    "expired": FAILED,  # our own: deferred for longer than the provider retries
+    "spamreport": SPAM_REPORT,
+    "unsubscribe": None,
+    "group_unsubscribe": None,
+    "group_resubscribe": None,
+    "unknown": None,
+}
+
+EVENT_KINDS: tuple[str, ...] = tuple(STATUS_FOR_EVENT)
+
+# Human words for the timeline, one per event kind.
+EVENT_LABELS: dict[str, str] = {
+    "sending": "Queued for sending",
+    "processed": "Accepted by the email provider",
+    "deferred": "Deferred by the receiving server",
+    "delivered": "Delivered to the receiving server",
+    "open": "Opened",
+    "click": "Link clicked",
+    "bounce": "Bounced",
+    "dropped": "Dropped by the email provider",
+    "rejected": "Refused by the email provider",
+    "expired": "Given up after repeated deferrals",
+    "spamreport": "Reported as spam by the client",
+    "unsubscribe": "Unsubscribed",
+    "group_unsubscribe": "Unsubscribed from this kind of email",
+    "group_resubscribe": "Subscribed again",
+    "unknown": "Other provider event",
+}
+
+
+def get(key: str) -> Status:
+    """Return the status with this key; KeyError for an unknown key."""
+    return BY_KEY[key]
+
+
+def status_for_event(kind: str) -> Status | None:
+    """Return the status an event of this kind proves, or None for timeline-only events."""
+    return STATUS_FOR_EVENT.get(kind)
+
+
+def current_status(event_kinds: list[str] | set[str] | tuple[str, ...]) -> Status:
+    """Return the status proved by a set of events: the highest rank among them."""
+    reached = [status_for_event(kind) for kind in event_kinds]
+    return max((status for status in reached if status), key=lambda status: status.rank, default=SENDING)
+
+
+def later(a: Status, b: Status) -> Status:
+    """Return whichever of two statuses wins: the higher rank."""
+    return a if a.rank >= b.rank else b
