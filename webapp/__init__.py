@@ -23,7 +23,11 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     """Create and configure the app; raise ConfigError or StartupError on bad settings."""
     app = Flask(
         __name__,
-        instance_path=str(BASE_DIR / "instance"),
+        instance_path=str(
+            (config_overrides or {}).get("INSTANCE_PATH")
+            or os.environ.get("INSTANCE_PATH")
+            or BASE_DIR / "instance"
+        ),
         template_folder=str(BASE_DIR / "templates"),
         static_folder=str(BASE_DIR / "static"),
     )
@@ -35,6 +39,7 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
         from webapp import embedded_redis
 
         app.config["REDIS_URL"] = embedded_redis.start(app.instance_path)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", _limits_storage_uri(app.config["REDIS_URL"]))
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
@@ -44,10 +49,11 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
     app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"], socket_timeout=5)
 
-    from webapp import auth, cli, clients, emails, help, security, support, webhooks
+    from webapp import auth, cli, clients, emails, help, ops, owner, security, support, templating, webhooks
 
     security.init_app(app)
-    for blueprint in (auth.bp, clients.bp, emails.bp, help.bp, support.bp, webhooks.bp):
+    templating.init_app(app)
+    for blueprint in (auth.bp, clients.bp, emails.bp, help.bp, ops.bp, owner.bp, support.bp, webhooks.bp):
         app.register_blueprint(blueprint)
     cli.init_app(app)
 
@@ -75,6 +81,13 @@ def _configure_flask(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
 
 
+def _limits_storage_uri(redis_url: str) -> str:
+    """Keep login throttling in Redis, shared by every web process."""
+    if redis_url.startswith("unix://"):
+        return "redis+unix://" + redis_url[len("unix://") :]
+    return redis_url
+
+
 def check_services(app: Flask) -> None:
     """Fail start-up with one clear line when the database or Redis does not answer."""
     with app.app_context():
@@ -83,8 +96,9 @@ def check_services(app: Flask) -> None:
                 connection.execute(sa.text("SELECT 1"))
         except sa.exc.SQLAlchemyError as error:
             reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+            url = _redact(app.config["DATABASE_URL"])
             raise StartupError(
-                f"cannot reach the database at DATABASE_URL={_redact(app.config['DATABASE_URL'])} ({reason}); "
+                f"cannot reach the database at DATABASE_URL={url} ({reason}); "
                 "check that it is running and the URL is right"
             ) from None
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +16,7 @@ from webapp.extensions import db
 
 def utcnow() -> datetime:
     """Return the current time, timezone-aware, in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(sa.types.TypeDecorator):
@@ -30,13 +30,13 @@ class UTCDateTime(sa.types.TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given; use timezone-aware UTC")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 JSONType = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
@@ -115,6 +115,7 @@ class Email(db.Model):
     send_state: so.Mapped[str] = so.mapped_column(sa.String(20), default="queued")
     send_attempts: so.Mapped[int] = so.mapped_column(default=0)
     send_claimed_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    next_attempt_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, index=True)
     send_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     next_poll_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, index=True)
     last_polled_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
@@ -122,6 +123,7 @@ class Email(db.Model):
     sent_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user.id"))
     stuck_alerted_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
 
+    clinic: so.Mapped[Clinic] = so.relationship()
     client: so.Mapped[Client] = so.relationship()
     resend_of: so.Mapped[Email | None] = so.relationship(remote_side=[id])
     events: so.Mapped[list[EmailEvent]] = so.relationship(
@@ -205,3 +207,26 @@ class AuditEntry(db.Model):
     detail: so.Mapped[str] = so.mapped_column(sa.Text, default="")
 
     actor: so.Mapped[User | None] = so.relationship()
+
+
+class RemovalRequest(db.Model):
+    """A client's own request, by email to support, to be taken off the spam list."""
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    received_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    from_address: so.Mapped[str] = so.mapped_column(sa.String(320), index=True)  # lower-cased addr-spec
+    subject: so.Mapped[str] = so.mapped_column(sa.String(300), default="")
+    body_excerpt: so.Mapped[str] = so.mapped_column(sa.Text, default="")
+    message_id: so.Mapped[str] = so.mapped_column(sa.String(300), default="")
+    # Dedupe: the same mail delivered twice by the inbound webhook files one case.
+    fingerprint: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    # verified: the mail is authenticated for the From domain; unverified cases cannot be approved.
+    verdict: so.Mapped[str] = so.mapped_column(sa.String(20))
+    evidence: so.Mapped[dict] = so.mapped_column(JSONType, default=dict)
+    status: so.Mapped[str] = so.mapped_column(sa.String(20), default="pending")  # pending, approved, rejected
+    decided_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user.id"))
+    decided_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    decision_note: so.Mapped[str] = so.mapped_column(sa.Text, default="")
+    lifted_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)  # provider list updated
+
+    decided_by: so.Mapped[User | None] = so.relationship()

@@ -68,7 +68,13 @@ class ProviderEvent:
     def dedupe_key(self) -> str:
         """A key that is the same for the same event from a webhook retry or from polling."""
         owner = self.app_message_id or self.provider_message_id or ""
-        parts = (owner, self.kind, str(int(self.occurred_at.timestamp())), self.url or "", str(self.attempt or ""))
+        parts = (
+            owner,
+            self.kind,
+            str(int(self.occurred_at.timestamp())),
+            self.url or "",
+            str(self.attempt or ""),
+        )
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +102,7 @@ class PollResult:
     events: dict[str, list[ProviderEvent]]
     requests_made: int = 0  # against the provider's rate budget
     rate_limited_for: float | None = None  # seconds to wait before polling again
+    error: str | None = None  # why polling stopped early (other than a rate limit), for the operator
 
 
 class ProviderError(RuntimeError):

@@ -96,14 +96,10 @@ def keep_for_later(events: Iterable[ProviderEvent]) -> int:
 
 
 def _event_row(email_id: int, event: ProviderEvent, source: str) -> dict:
-    if event.kind not in statuses.STATUS_FOR_EVENT:
-        event_kind = "unknown"
-    else:
-        event_kind = event.kind
     return {
         "email_id": email_id,
         "occurred_at": event.occurred_at,
-        "kind": event_kind,
+        "kind": event.kind if event.kind in statuses.STATUS_FOR_EVENT else "unknown",
         "reason": event.reason,
         "url": event.url,
         "attempt": event.attempt,

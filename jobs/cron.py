@@ -1,0 +1,11 @@
+"""Periodic jobs for `rq cron jobs.cron` (exactly one such process runs)."""
+
+from rq import cron
+
+from jobs.maintenance import sandbox_tick, sweep, sync_spam_list
+from jobs.polling import poll_provider
+
+cron.register(poll_provider, "default", interval=5, result_ttl=60)
+cron.register(sweep, "default", interval=15, result_ttl=60)
+cron.register(sync_spam_list, "default", interval=600, result_ttl=60)
+cron.register(sandbox_tick, "default", interval=3, result_ttl=60)

@@ -1,0 +1,10 @@
+"""Webhook jobs."""
+
+from jobs import app_context
+from webapp.services import webhooks
+
+
+def apply_webhook_batch(batch_id: int) -> int:
+    """Apply one stored event-webhook batch."""
+    with app_context():
+        return webhooks.apply_batch(batch_id)

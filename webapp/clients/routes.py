@@ -1,0 +1,108 @@
+"""Client list, client file, email log and sending."""
+
+from __future__ import annotations
+
+import time
+
+from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user
+from werkzeug.wrappers import Response
+
+from webapp import statuses
+from webapp.clients import bp
+from webapp.clients.forms import SendEmailForm
+from webapp.extensions import db, htmx, limiter
+from webapp.models import Clinic, utcnow
+from webapp.security import clinic_staff_required, current_clinic_id, session_is_live
+from webapp.services import changes, clients, messages, sending
+
+
+@bp.get("/clients")
+@clinic_staff_required
+def index() -> str:
+    """List the clinic's clients, with a search by name or email."""
+    query = request.args.get("q", "").strip()[:200]
+    page = request.args.get("page", 1, type=int)
+    pagination = clients.search(current_clinic_id(), query, page)
+    health = clients.address_health(pagination.items, utcnow())
+    template = "clients/_list.html" if htmx and not htmx.history_restore_request else "clients/index.html"
+    return render_template(template, pagination=pagination, health=health, query=query)
+
+
+@bp.get("/clients/<int:client_id>")
+@clinic_staff_required
+def show(client_id: int) -> str:
+    """Show a client's file: contact details, address health, the email log and the send form."""
+    client = clients.get_client(current_clinic_id(), client_id)
+    health = clients.address_health([client], utcnow())[client.id]
+    return render_template(
+        "clients/show.html", client=client, health=health, form=SendEmailForm(), **_log_context(client.id)
+    )
+
+
+@bp.get("/clients/<int:client_id>/emails")
+@limiter.exempt
+def email_log(client_id: int) -> str | tuple[str, int]:
+    """Return the email log partial; 204 from Redis alone when nothing changed since `v`."""
+    if session_is_live() and session.get("role") in ("clinician", "owner"):
+        marker, _, fresh_until = request.args.get("v", "").partition("-")
+        still_fresh = fresh_until.isdigit() and time.time() < int(fresh_until)
+        if still_fresh and changes.marker_matches(session["clinic_id"], client_id, marker):
+            return "", 204
+    return _render_email_log(client_id)
+
+
+@clinic_staff_required
+def _render_email_log(client_id: int) -> str:
+    client = clients.get_client(current_clinic_id(), client_id)
+    return render_template("clients/_email_log.html", client=client, **_log_context(client.id))
+
+
+@bp.post("/clients/<int:client_id>/emails")
+@clinic_staff_required
+def send(client_id: int) -> str | Response | tuple[str, int]:
+    """Queue an email to the client; refuse it when the address is on the spam list."""
+    client = clients.get_client(current_clinic_id(), client_id)
+    form = SendEmailForm()
+    if form.validate_on_submit():
+        clinic = db.session.get(Clinic, client.clinic_id)
+        subject, body = messages.compose(
+            form.kind.data, client, clinic, form.subject.data or "", form.body.data or ""
+        )
+        try:
+            sending.queue_email(client, kind=form.kind.data, subject=subject, body=body, sent_by=current_user)
+        except sending.SendRefused as refused:
+            flash(f"Not sent: {refused.reason}.", "error")
+        else:
+            flash(f"Sending “{subject}” to {client.email}.", "success")
+            return redirect(url_for("clients.show", client_id=client.id), code=303)
+    health = clients.address_health([client], utcnow())[client.id]
+    return render_template(
+        "clients/show.html", client=client, health=health, form=form, **_log_context(client.id)
+    ), 422
+
+
+def _log_context(client_id: int) -> dict:
+    """Everything the email log partial needs, including when the browser should ask again."""
+    now = utcnow()
+    clinic_id = current_clinic_id()
+    status_key = request.args.get("status", "")
+    status_filter = status_key if status_key in statuses.BY_KEY else ""
+    marker = changes.current_marker(clinic_id, client_id)
+    rows = clients.email_log(clinic_id, client_id, status_filter or None, now)
+    config = current_app.config
+    soon = any(row.status.can_change_soon for row in rows)
+    # The browser may be told "unchanged" only until the next time-driven change (a row going
+    # stuck) and at most a minute, so relative times and a lost Redis bump never go stale for long.
+    fresh_until = now.timestamp() + 60
+    deadline = clients.stuck_deadline(rows)
+    if deadline is not None:
+        fresh_until = min(fresh_until, deadline.timestamp())
+    return {
+        "rows": rows,
+        "now": now,
+        "status_filter": status_filter,
+        "statuses": statuses.ALL,
+        "poll_seconds": config["LOG_POLL_FAST_SECONDS"] if soon else config["LOG_POLL_SLOW_SECONDS"],
+        "version": f"{marker}-{int(fresh_until)}",
+    }

@@ -1,0 +1,70 @@
+"""The clinic's users and audit trail, for owners."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from werkzeug.wrappers import Response
+
+from webapp.owner import bp
+from webapp.owner.forms import NewUserForm, UserActionForm
+from webapp.security import current_clinic_id, owner_required
+from webapp.services import staff
+
+
+@bp.get("/users")
+@owner_required
+def users() -> str:
+    """List the clinic's users."""
+    return render_template(
+        "owner/users.html",
+        users=staff.clinic_users(current_clinic_id()),
+        form=NewUserForm(),
+        action=UserActionForm(),
+    )
+
+
+@bp.post("/users")
+@owner_required
+def add_user() -> str | Response | tuple[str, int]:
+    """Add a clinician or owner to the clinic."""
+    form = NewUserForm()
+    if form.validate_on_submit():
+        try:
+            staff.add_user(current_user, form.email.data, form.name.data, form.role.data, form.password.data)
+        except staff.StaffError as error:
+            form.email.errors.append(str(error))
+        else:
+            flash(f"Added {form.email.data}.", "success")
+            return redirect(url_for("owner.users"), code=303)
+    users = staff.clinic_users(current_clinic_id())
+    return render_template("owner/users.html", users=users, form=form, action=UserActionForm()), 422
+
+
+@bp.post("/users/<int:user_id>/deactivate")
+@owner_required
+def deactivate_user(user_id: int) -> Response:
+    """Stop a user of the clinic from signing in."""
+    if UserActionForm().validate_on_submit():
+        try:
+            staff.set_active(current_user, user_id, active=False)
+        except staff.StaffError as error:
+            flash(str(error), "error")
+    return redirect(url_for("owner.users"), code=303)
+
+
+@bp.post("/users/<int:user_id>/activate")
+@owner_required
+def activate_user(user_id: int) -> Response:
+    """Let a deactivated user of the clinic sign in again."""
+    if UserActionForm().validate_on_submit():
+        staff.set_active(current_user, user_id, active=True)
+    return redirect(url_for("owner.users"), code=303)
+
+
+@bp.get("/audit")
+@owner_required
+def audit() -> str:
+    """Show the clinic's audit trail, newest first."""
+    page = request.args.get("page", 1, type=int)
+    return render_template("owner/audit.html", pagination=staff.audit_trail(current_clinic_id(), page))

@@ -1,0 +1,535 @@
+"""SendGrid v3: Mail Send, Email Activity polling, the spam-report list, and the signed event webhook.
+
+The same real event can reach us twice: pushed by the event webhook and pulled by polling the
+Email Activity API. The two name events differently and carry different fields, so both paths
+build ProviderEvents from the same few fields (our app_message_id, kind, whole-second time, url,
+attempt) and the events deduplicate against each other.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import binascii
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+from webapp.providers.base import (
+    EmailProvider,
+    OutgoingMessage,
+    PollRef,
+    PollResult,
+    ProviderError,
+    ProviderEvent,
+    SendResult,
+)
+
+# The custom arg that carries our own id to SendGrid and back in every event.
+APP_ID_ARG = "app_message_id"
+
+DEFAULT_RETRY_AFTER = 60.0
+ACTIVITY_MAX_LIMIT = 1000
+SPAM_REPORTS_PAGE = 500
+# SendGrid caps custom args at 10,000 bytes; anything much longer is not unique_args text.
+MAX_UNIQUE_ARGS_CHARS = 20_000
+
+# Email Activity event names -> our event kinds (the webhook spells several differently).
+POLLED_KINDS: dict[str, str] = {
+    "processed": "processed",
+    "delivered": "delivered",
+    "deferred": "deferred",
+    "dropped": "dropped",
+    "bounced": "bounce",
+    "opened": "open",
+    "clicked": "click",
+    "spam_report": "spamreport",
+    "unsubscribe": "unsubscribe",
+    "group_unsubscribe": "group_unsubscribe",
+    "group_resubscribe": "group_resubscribe",
+}
+
+# Event webhook names that are also our event kinds.
+WEBHOOK_KINDS: frozenset[str] = frozenset(
+    {
+        "processed",
+        "delivered",
+        "deferred",
+        "bounce",
+        "dropped",
+        "open",
+        "click",
+        "spamreport",
+        "unsubscribe",
+        "group_unsubscribe",
+        "group_resubscribe",
+    }
+)
+
+DROP_REASONS: dict[str, str] = {
+    "spam reporting address": "the client reported an earlier email as spam",
+    "bounced address": "an earlier email to this address bounced",
+    "invalid": "the address is not valid",
+    "invalid address": "the address is not valid",
+    "unsubscribed address": "the client unsubscribed",
+}
+
+_DIGITS = re.compile(r"[0-9]{1,15}")
+_MILLISECONDS_FROM = 10**11  # a unix time in seconds stays below this until the year 5138
+
+
+class _RequestFailed(ProviderError):
+    """A non-send request got no usable answer; status is None when there was no answer at all."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after)
+        self.status = status
+
+
+class SendGridProvider(EmailProvider):
+    """The SendGrid v3 Web API, spoken over httpx (also to the sandbox, through a WSGI transport)."""
+
+    name = "sendgrid"
+
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 15.0,
+        track_opens: bool = True,
+        track_clicks: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = httpx.Client(
+            base_url=api_base,
+            transport=transport,
+            timeout=timeout,
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Accept": "application/json",
+                "User-Agent": "clinic-email-log",
+            },
+        )
+        self._track_opens = track_opens
+        self._track_clicks = track_clicks
+        self._clock = clock
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+    # Sending
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        """POST one message to /v3/mail/send and say what became of it."""
+        try:
+            response = self._client.post("/v3/mail/send", json=self._mail_body(message))
+        except httpx.RequestError as error:
+            return SendResult("in_doubt", error=f"no answer from SendGrid ({type(error).__name__}: {error})")
+        status = response.status_code
+        if 200 <= status < 300:
+            return SendResult("accepted", provider_message_id=response.headers.get("X-Message-Id"))
+        error_text = _error_text(response)
+        if status in (401, 403):
+            return SendResult("unauthorized", error=error_text)
+        if status == 429:
+            return SendResult("rate_limited", error=error_text, retry_after=self._retry_after(response))
+        if status >= 500:
+            return SendResult("unavailable", error=error_text)
+        return SendResult("rejected", error=error_text)
+
+    def _mail_body(self, message: OutgoingMessage) -> dict[str, Any]:
+        """Build the Mail Send request body for one message."""
+        body: dict[str, Any] = {
+            "personalizations": [
+                {
+                    "to": [_address(message.to_address, message.to_name)],
+                    # Per personalization, because the spec types message-level custom_args as a string.
+                    "custom_args": {APP_ID_ARG: message.app_message_id},
+                }
+            ],
+            "from": _address(message.from_address, message.from_name),
+            "subject": message.subject,
+            "content": [{"type": "text/plain", "value": message.body_text}],
+            "tracking_settings": {
+                "open_tracking": {"enable": self._track_opens},
+                # Our emails are plain text, so click tracking only works with enable_text.
+                "click_tracking": {"enable": self._track_clicks, "enable_text": self._track_clicks},
+            },
+        }
+        if message.reply_to:
+            body["reply_to"] = {"email": message.reply_to}
+        if message.category:
+            body["categories"] = [message.category]
+        return body
+
+    def _retry_after(self, response: httpx.Response) -> float:
+        """Seconds to wait after a 429: Retry-After if given (no clock skew), else X-RateLimit-Reset."""
+        retry_after = response.headers.get("Retry-After", "").strip()
+        if _DIGITS.fullmatch(retry_after):
+            return max(1.0, float(retry_after))
+        reset = response.headers.get("X-RateLimit-Reset", "").strip()
+        if _DIGITS.fullmatch(reset):
+            return max(1.0, float(reset) - self._clock())
+        return DEFAULT_RETRY_AFTER
+
+    # Email Activity
+
+    def find_accepted(self, app_message_id: str) -> str | None:
+        """Ask Email Activity whether SendGrid took a message with our id; return its X-Message-Id."""
+        found = self._get_json(_messages_url(_app_id_term(app_message_id), limit=1))
+        messages = _messages_of(found)
+        if not messages:
+            return None
+        return str(messages[0].get("msg_id", "")).split(".", 1)[0] or None
+
+    def poll(self, refs: list[PollRef], request_budget: int) -> PollResult:
+        """List the messages with one request, then fetch each one's events while the budget lasts."""
+        if not refs or request_budget < 1:
+            return PollResult(events={})
+        requested = [ref.app_message_id for ref in refs]
+        by_x_message_id = {
+            ref.provider_message_id: ref.app_message_id for ref in refs if ref.provider_message_id
+        }
+        query = " OR ".join(_app_id_term(app_id) for app_id in requested)
+        # Room for a second copy of a message whose first send was in doubt.
+        limit = min(ACTIVITY_MAX_LIMIT, 2 * len(refs))
+        events: dict[str, list[ProviderEvent]] = {}
+        requests_made = 1
+        try:
+            listed = _messages_of(self._get_json(_messages_url(query, limit)))
+        except _RequestFailed as failure:
+            return _stopped(events, requests_made, failure)
+
+        order = {x_message_id: position for position, x_message_id in enumerate(by_x_message_id)}
+        listed.sort(key=lambda item: order.get(str(item.get("msg_id", "")).split(".", 1)[0], len(order)))
+        for item in listed:
+            if requests_made >= request_budget:
+                break
+            msg_id = str(item.get("msg_id", ""))
+            if not msg_id:
+                continue
+            requests_made += 1
+            try:
+                detail = self._get_json(f"/v3/messages/{quote(msg_id, safe='')}")
+            except _RequestFailed as failure:
+                if failure.status == 404:
+                    continue
+                return _stopped(events, requests_made, failure)
+            app_id = _owner(detail, set(requested), by_x_message_id)
+            if app_id is not None:
+                events.setdefault(app_id, []).extend(_polled_events(detail, app_id))
+        return PollResult(events=events, requests_made=requests_made)
+
+    # Suppressions
+
+    def spam_reports(self, since: datetime | None = None) -> list[tuple[str, datetime]]:
+        """Return every address on SendGrid's spam-report list (reported since `since`, if given)."""
+        params: dict[str, int] = {"limit": SPAM_REPORTS_PAGE, "offset": 0}
+        if since is not None:
+            params["start_time"] = int(since.timestamp())
+        reports: list[tuple[str, datetime]] = []
+        while True:
+            page = self._get_json("/v3/suppression/spam_reports", params=params)
+            if not isinstance(page, list):
+                raise ProviderError("SendGrid's spam-report list was not a JSON array")
+            for item in page:
+                try:
+                    created = datetime.fromtimestamp(_number(item["created"]), UTC)
+                    reports.append((item["email"].strip().lower(), created))
+                except (KeyError, TypeError, AttributeError, ValueError, OverflowError, OSError):
+                    raise ProviderError(
+                        f"SendGrid's spam-report list has an unreadable entry: {item!r}"
+                    ) from None
+            if len(page) < SPAM_REPORTS_PAGE:
+                return reports
+            params["offset"] += SPAM_REPORTS_PAGE
+
+    def remove_spam_report(self, address: str) -> None:
+        """Delete one address from SendGrid's spam-report list."""
+        response = self._request("DELETE", f"/v3/suppression/spam_reports/{quote(address, safe='@')}")
+        if response.status_code != 204:
+            raise ProviderError(
+                f"SendGrid did not remove {address} from the spam-report list "
+                f"(HTTP {response.status_code}: {_error_text(response)})"
+            )
+
+    # HTTP plumbing for everything but sending
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Make one request; raise _RequestFailed when there is no answer or a 429."""
+        try:
+            response = self._client.request(method, url, **kwargs)
+        except httpx.RequestError as error:
+            raise _RequestFailed(f"no answer from SendGrid ({type(error).__name__}: {error})") from error
+        if response.status_code == 429:
+            raise _RequestFailed(
+                f"SendGrid rate limit: {_error_text(response)}", 429, retry_after=self._retry_after(response)
+            )
+        return response
+
+    def _get_json(self, url: str, **kwargs: Any) -> Any:
+        """GET a JSON document; raise _RequestFailed unless the answer is 200 with JSON."""
+        response = self._request("GET", url, **kwargs)
+        if response.status_code != 200:
+            raise _RequestFailed(
+                f"SendGrid answered HTTP {response.status_code}: {_error_text(response)}",
+                response.status_code,
+            )
+        try:
+            return response.json()
+        except ValueError as error:
+            raise _RequestFailed(
+                f"SendGrid answered with invalid JSON: {error}", response.status_code
+            ) from error
+
+
+def _address(email: str, name: str) -> dict[str, str]:
+    """Return a SendGrid email object, without an empty name."""
+    return {"email": email, "name": name} if name else {"email": email}
+
+
+def _error_text(response: httpx.Response) -> str:
+    """Return SendGrid's own error messages (with the field each names), or the raw text."""
+    try:
+        errors = response.json().get("errors")
+    except (ValueError, AttributeError):
+        errors = None
+    if isinstance(errors, list):
+        messages = []
+        for error in errors:
+            if isinstance(error, dict) and error.get("message"):
+                field = error.get("field")
+                messages.append(f"{error['message']} ({field})" if field else str(error["message"]))
+        if messages:
+            return "; ".join(messages)
+    return f"HTTP {response.status_code}: {response.text[:500]}".strip()
+
+
+def _app_id_term(app_message_id: str) -> str:
+    """Return the Email Activity query term that finds messages carrying our id."""
+    escaped = app_message_id.replace("\\", "\\\\").replace('"', '\\"')
+    return f"unique_args['{APP_ID_ARG}']=\"{escaped}\""
+
+
+def _messages_url(query: str, limit: int) -> str:
+    """Build the Email Activity list URL, with spaces encoded as %20 as SendGrid documents."""
+    return f"/v3/messages?query={quote(query, safe='')}&limit={limit}"
+
+
+def _messages_of(document: Any) -> list[dict[str, Any]]:
+    """Return the `messages` list of an Email Activity answer."""
+    messages = document.get("messages") if isinstance(document, dict) else None
+    if not isinstance(messages, list):
+        raise _RequestFailed("SendGrid's Email Activity answer had no messages list")
+    return [item for item in messages if isinstance(item, dict)]
+
+
+def _stopped(
+    events: dict[str, list[ProviderEvent]], requests_made: int, failure: _RequestFailed
+) -> PollResult:
+    """Return what a poll got before a failure stopped it."""
+    if failure.retry_after is not None:
+        return PollResult(events=events, requests_made=requests_made, rate_limited_for=failure.retry_after)
+    return PollResult(events=events, requests_made=requests_made, error=str(failure))
+
+
+def _owner(detail: Any, requested: set[str], by_x_message_id: dict[str, str]) -> str | None:
+    """Return our id of a polled message: from its unique_args, else from its X-Message-Id prefix."""
+    if not isinstance(detail, dict):
+        return None
+    app_id = _unique_args(detail.get("unique_args")).get(APP_ID_ARG)
+    if isinstance(app_id, str) and app_id in requested:
+        return app_id
+    return by_x_message_id.get(str(detail.get("msg_id", "")).split(".", 1)[0])
+
+
+def _unique_args(text: Any) -> dict[str, Any]:
+    """Read Email Activity's unique_args: JSON-ish text such as "{'app_message_id': 'x'}"."""
+    if isinstance(text, dict):
+        return text
+    if not isinstance(text, str) or len(text) > MAX_UNIQUE_ARGS_CHARS:
+        return {}
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def _polled_events(detail: dict[str, Any], app_message_id: str) -> Iterator[ProviderEvent]:
+    """Turn one Email Activity message's events[] into ProviderEvents."""
+    msg_id = detail.get("msg_id")
+    recipient = detail.get("to_email")
+    for raw in detail.get("events") or []:
+        if not isinstance(raw, dict):
+            continue
+        occurred_at = _iso_time(raw.get("processed"))
+        if occurred_at is None:
+            continue
+        kind = POLLED_KINDS.get(str(raw.get("event_name")), "unknown")
+        yield ProviderEvent(
+            kind=kind,
+            occurred_at=occurred_at,
+            app_message_id=app_message_id,
+            provider_message_id=msg_id if isinstance(msg_id, str) else None,
+            recipient=recipient if isinstance(recipient, str) else None,
+            reason=_text(raw.get("reason")),
+            url=_text(raw.get("url")) if kind == "click" else None,
+            attempt=_whole_number(raw.get("attempt_num")) if kind == "deferred" else None,
+            raw=raw,
+        )
+
+
+def _iso_time(value: Any) -> datetime | None:
+    """Parse an ISO 8601 time as an aware UTC datetime (naive times are UTC)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _text(value: Any) -> str | None:
+    """Return a non-empty string, else None."""
+    return value if isinstance(value, str) and value else None
+
+
+def _whole_number(value: Any) -> int | None:
+    """Return an int from an int or a digit string (the webhook sends `attempt` as a string)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        return int(value)
+    return None
+
+
+def _number(value: Any) -> float:
+    """Return a unix time given as a number or a digit string; raise ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a time")
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+        return float(value)
+    raise ValueError(f"{value!r} is not a unix time")
+
+
+# Event webhook
+
+
+def verify_signature(
+    public_key_b64: str,
+    signature_b64: str | None,
+    timestamp: str | None,
+    body: bytes,
+    *,
+    tolerance_seconds: int,
+    now: float | None = None,
+) -> bool:
+    """Check SendGrid's ECDSA signature over timestamp + raw body, and that the timestamp is fresh."""
+    if not public_key_b64 or not signature_b64 or not timestamp or not _DIGITS.fullmatch(timestamp):
+        return False
+    current = time.time() if now is None else now
+    if abs(current - int(timestamp)) > tolerance_seconds:
+        return False
+    key = _public_key(public_key_b64)
+    if key is None:
+        return False
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+        key.verify(signature, timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    except (binascii.Error, ValueError, InvalidSignature):
+        return False
+    return True
+
+
+@lru_cache(maxsize=8)
+def _public_key(public_key_b64: str) -> ec.EllipticCurvePublicKey | None:
+    """Load a base64 DER SubjectPublicKeyInfo P-256 key, as SendGrid shows it; None if it is not one."""
+    try:
+        key = load_der_public_key(base64.b64decode(public_key_b64.strip(), validate=True))
+    except (binascii.Error, ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    return None
+
+
+def parse_webhook_events(body: bytes) -> list[ProviderEvent]:
+    """Parse an event webhook body (a JSON array of events); ValueError if it is not one."""
+    try:
+        items = json.loads(body)
+    except ValueError as error:
+        raise ValueError(f"the event webhook body is not JSON: {error}") from None
+    if not isinstance(items, list):
+        raise ValueError("the event webhook body is not a JSON array")
+    return [_webhook_event(item, position) for position, item in enumerate(items)]
+
+
+def _webhook_event(item: Any, position: int) -> ProviderEvent:
+    """Turn one webhook event object into a ProviderEvent."""
+    if not isinstance(item, dict):
+        raise ValueError(f"event {position} of the webhook body is not an object")
+    name = item.get("event")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"event {position} of the webhook body has no event type")
+    if "timestamp" not in item:
+        raise ValueError(f"event {position} of the webhook body has no timestamp")
+    try:
+        seconds = _number(item["timestamp"])
+        if seconds > _MILLISECONDS_FROM:
+            seconds /= 1000
+        occurred_at = datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError) as error:
+        raise ValueError(f"event {position} of the webhook body has a bad timestamp: {error}") from None
+    kind = name if name in WEBHOOK_KINDS else "unknown"
+    if kind in ("deferred", "delivered"):
+        reason = _text(item.get("response")) or _text(item.get("reason"))
+    else:
+        reason = _text(item.get("reason"))
+    return ProviderEvent(
+        kind=kind,
+        occurred_at=occurred_at,
+        app_message_id=_text(item.get(APP_ID_ARG)),
+        provider_message_id=_text(item.get("sg_message_id")),
+        recipient=_text(item.get("email")),
+        reason=reason,
+        url=_text(item.get("url")) if kind == "click" else None,
+        attempt=_whole_number(item.get("attempt")) if kind == "deferred" else None,
+        machine=kind == "open" and _truthy(item.get("sg_machine_open")),
+        raw=item,
+    )
+
+
+def _truthy(value: Any) -> bool:
+    """Read a JSON flag that may arrive as a boolean or as text."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1")
+    return value is True or value == 1
+
+
+def drop_reason_text(reason: str | None) -> str:
+    """Say in plain words why SendGrid dropped an email."""
+    if not reason:
+        return "the email provider gave no reason"
+    return DROP_REASONS.get(reason.strip().lower(), reason)

@@ -1,0 +1,151 @@
+"""Sessions, access rules and response headers shared by every blueprint."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Flask, abort, redirect, request, session, url_for
+from flask_login import current_user, logout_user
+from werkzeug.wrappers import Response
+
+from webapp.extensions import db, htmx, login_manager
+from webapp.models import User
+
+IDLE_TIMEOUT_SECONDS = 30 * 60
+ABSOLUTE_TIMEOUT_SECONDS = 8 * 60 * 60
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+
+
+def init_app(app: Flask) -> None:
+    """Wire session timeouts, the login redirect and security headers into the app."""
+    app.permanent_session_lifetime = ABSOLUTE_TIMEOUT_SECONDS
+    login_manager.session_protection = "basic"
+    login_manager.user_loader(_load_user)
+    login_manager.unauthorized_handler(_unauthorized)
+    app.before_request(_enforce_session_timeouts)
+    app.after_request(_security_headers)
+    register_error_pages(app)
+
+
+def _load_user(user_id: str) -> User | None:
+    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    # A session outlives neither its user nor a move to another clinic or role.
+    if user is None or user.clinic_id != session.get("clinic_id") or user.role != session.get("role"):
+        return None
+    return user
+
+
+def session_is_live() -> bool:
+    """Return whether the session belongs to a signed-in user and has not timed out (no database)."""
+    now = time.time()
+    return (
+        "_user_id" in session
+        and now - session.get("seen_at", 0) <= IDLE_TIMEOUT_SECONDS
+        and now - session.get("login_at", 0) <= ABSOLUTE_TIMEOUT_SECONDS
+    )
+
+
+def is_background_poll() -> bool:
+    """Return whether this request is the email log refreshing itself, not the user acting."""
+    return bool(htmx) and request.headers.get("HX-Trigger") == "email-log"
+
+
+def _enforce_session_timeouts() -> None:
+    if "_user_id" not in session:
+        return
+    if not session_is_live():
+        logout_user()
+        session.clear()
+        return
+    if not is_background_poll():
+        session["seen_at"] = int(time.time())
+
+
+def _unauthorized() -> Response:
+    if htmx:
+        # An htmx request must not swap the login form into the page: send the whole page there.
+        response = Response("", status=401)
+        response.headers["HX-Redirect"] = url_for("auth.login_form")
+        return response
+    if request.method == "GET" and request.path.startswith("/") and not request.path.startswith("//"):
+        session["next_url"] = request.full_path if request.query_string else request.path
+    return redirect(url_for("auth.login_form"))
+
+
+def _security_headers(response: Response) -> Response:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    if request.endpoint != "static":
+        # Client data must not linger in shared caches or the browser's back-forward cache.
+        headers["Cache-Control"] = "no-store"
+        headers.add("Vary", "HX-Request")
+        headers.add("Vary", "Cookie")
+    if session.get("_fresh") is not None and request.is_secure:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    return response
+
+
+def roles_required(*roles: str) -> Callable:
+    """Allow a view only to signed-in users with one of these roles (404 for the others)."""
+
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if current_user.role not in roles:
+                abort(404)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+clinic_staff_required = roles_required("clinician", "owner")
+support_required = roles_required("support")
+owner_required = roles_required("owner")
+
+
+def current_clinic_id() -> int:
+    """Return the signed-in user's clinic id: the only clinic id any query may use."""
+    clinic_id = current_user.clinic_id
+    if clinic_id is None:
+        abort(404)
+    return clinic_id
+
+
+ERROR_PAGES = {
+    400: ("Something in the request was wrong", "Please go back and try again."),
+    403: ("Not allowed", "You do not have access to this page."),
+    404: ("Not found", "This page does not exist, or you do not have access to it."),
+    413: ("Too large", "What you sent is larger than we accept."),
+    429: ("Too many attempts", "Please wait a few minutes before trying again."),
+}
+
+
+def register_error_pages(app: Flask) -> None:
+    """Show plain, kind error pages (a bare status for htmx requests)."""
+    from flask import render_template
+
+    def render(error: Any) -> tuple[str, int]:
+        code = getattr(error, "code", 500) or 500
+        title, message = ERROR_PAGES.get(code, ("Something went wrong", "Please try again."))
+        if htmx:
+            return message, code
+        return render_template("errors/error.html", title=title, message=message), code
+
+    for code in ERROR_PAGES:
+        app.register_error_handler(code, render)

@@ -1,0 +1,270 @@
+"""Reading clients and their email logs, always within one clinic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from flask import abort
+from flask_sqlalchemy.pagination import Pagination
+
+from webapp import statuses
+from webapp.extensions import db
+from webapp.models import Client, Email, EmailEvent, SpamListEntry
+from webapp.providers.sendgrid import drop_reason_text
+
+LOG_DAYS = 30
+PER_PAGE = 25
+# A click this soon after delivery is more likely a link scanner than a person.
+AUTOMATED_CLICK_SECONDS = 10
+# Several different links clicked within this many seconds: a scanner following every link.
+BURST_CLICK_SECONDS = 2
+
+
+def get_client(clinic_id: int, client_id: int) -> Client:
+    """Return the clinic's client with this id, or abort with 404 (also for other clinics')."""
+    client = db.session.execute(
+        sa.select(Client).where(Client.id == client_id, Client.clinic_id == clinic_id)
+    ).scalar_one_or_none()
+    if client is None:
+        abort(404)
+    return client
+
+
+def get_email(clinic_id: int, email_id: int) -> Email:
+    """Return the clinic's email with this id, or abort with 404."""
+    email = db.session.execute(
+        sa.select(Email).where(Email.id == email_id, Email.clinic_id == clinic_id)
+    ).scalar_one_or_none()
+    if email is None:
+        abort(404)
+    return email
+
+
+def search(clinic_id: int, query: str, page: int) -> Pagination:
+    """Return one page of the clinic's clients whose name or email contains the query."""
+    select = sa.select(Client).where(Client.clinic_id == clinic_id).order_by(Client.name, Client.id)
+    if query:
+        pattern = "%" + query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        select = select.where(
+            sa.or_(
+                sa.func.lower(Client.name).like(pattern, escape="\\"),
+                sa.func.lower(Client.email).like(pattern, escape="\\"),
+            )
+        )
+    return db.paginate(select, page=page, per_page=PER_PAGE, error_out=False)
+
+
+@dataclass
+class AddressHealth:
+    """How mail to a client's address on file is faring."""
+
+    state: str  # fine, failure, spam
+    spam_entry: SpamListEntry | None = None
+    failed_email: Email | None = None
+    failure_reason: str = ""
+
+    @property
+    def label(self) -> str:
+        return {"fine": "Fine", "failure": "Recent failure", "spam": "On the spam list"}[self.state]
+
+
+def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHealth]:
+    """Return the address health of each client, in two queries for the whole list."""
+    if not clients:
+        return {}
+    addresses = {client.email.strip().lower() for client in clients}
+    spam = {
+        entry.address: entry
+        for entry in db.session.execute(
+            sa.select(SpamListEntry).where(SpamListEntry.address.in_(addresses))
+        ).scalars()
+    }
+    latest = (
+        sa.select(Email.client_id, sa.func.max(Email.id).label("email_id"))
+        .where(
+            Email.client_id.in_([client.id for client in clients]),
+            Email.created_at >= now - timedelta(days=LOG_DAYS),
+        )
+        .group_by(Email.client_id)
+        .subquery()
+    )
+    latest_emails = {
+        email.client_id: email
+        for email in db.session.execute(
+            sa.select(Email).join(latest, latest.c.email_id == Email.id)
+        ).scalars()
+    }
+    health = {}
+    for client in clients:
+        address = client.email.strip().lower()
+        latest_email = latest_emails.get(client.id)
+        if address in spam:
+            health[client.id] = AddressHealth("spam", spam_entry=spam[address])
+        elif (
+            latest_email is not None
+            and latest_email.status == statuses.FAILED.key
+            and latest_email.to_address.strip().lower() == address
+        ):
+            health[client.id] = AddressHealth(
+                "failure", failed_email=latest_email, failure_reason=failure_reason(latest_email)
+            )
+        else:
+            health[client.id] = AddressHealth("fine")
+    return health
+
+
+def failure_reason(email: Email) -> str:
+    """Return why an email failed, in plain words."""
+    for event in reversed(email.events):
+        if event.kind == "dropped":
+            return drop_reason_text(event.reason)
+        if event.kind in ("bounce", "rejected", "expired"):
+            return plain_bounce_reason(event.reason)
+    return email.send_error or "the receiving email provider would not deliver it"
+
+
+def plain_bounce_reason(reason: str | None) -> str:
+    """Explain a bounce in plain words, keeping the server's own text for support."""
+    text = (reason or "").strip()
+    lowered = text.lower()
+    if any(marker in lowered for marker in ("5.1.1", "does not exist", "user unknown", "no such user")):
+        return f"the address does not exist at the receiving provider ({text})"
+    if "mailbox full" in lowered or "5.2.2" in lowered:
+        return f"the client's mailbox is full ({text})"
+    return text or "the receiving email provider refused it"
+
+
+@dataclass
+class TimelineEntry:
+    at: datetime
+    kind: str
+    label: str
+    detail: str = ""
+    url: str = ""
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LogRow:
+    email: Email
+    status: statuses.Status
+    stuck: bool
+    timeline: list[TimelineEntry]
+    late_change: LateChange | None
+    failure: str
+
+
+def email_log(clinic_id: int, client_id: int, status_key: str | None, now: datetime) -> list[LogRow]:
+    """Return the client's emails of the past 30 days, newest first, each with its timeline."""
+    select = (
+        sa.select(Email)
+        .where(
+            Email.clinic_id == clinic_id,
+            Email.client_id == client_id,
+            Email.created_at >= now - timedelta(days=LOG_DAYS),
+        )
+        .order_by(Email.created_at.desc(), Email.id.desc())
+        .options(sa.orm.selectinload(Email.events))
+    )
+    if status_key in statuses.BY_KEY:
+        select = select.where(Email.status == status_key)
+    return [_log_row(email, now) for email in db.session.execute(select).scalars()]
+
+
+def is_stuck(email: Email, now: datetime) -> bool:
+    """Return whether the email has sat in Sending or Processed for over ten minutes."""
+    return email.status in (statuses.SENDING.key, statuses.PROCESSED.key) and (
+        now - email.status_changed_at
+    ) > timedelta(seconds=statuses.STUCK_AFTER_SECONDS)
+
+
+def stuck_deadline(rows: list[LogRow]) -> datetime | None:
+    """Return when the first row not yet stuck would become stuck, if any could."""
+    deadlines = [
+        row.email.status_changed_at + timedelta(seconds=statuses.STUCK_AFTER_SECONDS)
+        for row in rows
+        if not row.stuck and row.status in (statuses.SENDING, statuses.PROCESSED)
+    ]
+    return min(deadlines, default=None)
+
+
+def _log_row(email: Email, now: datetime) -> LogRow:
+    status = statuses.get(email.status)
+    timeline = build_timeline(email.events)
+    return LogRow(
+        email=email,
+        status=status,
+        stuck=is_stuck(email, now),
+        timeline=timeline,
+        late_change=late_change_sentence(timeline),
+        failure=failure_reason(email) if status == statuses.FAILED else "",
+    )
+
+
+def build_timeline(events: list[EmailEvent]) -> list[TimelineEntry]:
+    """Turn stored events into timeline lines, labelling machine opens and automated clicks."""
+    ordered = sorted(events, key=lambda event: (event.occurred_at, event.kind, event.dedupe_key))
+    delivered_at = min((event.occurred_at for event in ordered if event.kind == "delivered"), default=None)
+    clicks = [event for event in ordered if event.kind == "click"]
+    entries = []
+    for event in ordered:
+        entry = TimelineEntry(
+            event.occurred_at, event.kind, statuses.EVENT_LABELS.get(event.kind, event.kind)
+        )
+        if event.kind == "deferred":
+            attempt = f"attempt {event.attempt}" if event.attempt else ""
+            entry.detail = "; ".join(part for part in (attempt, event.reason or "") if part)
+        elif event.kind == "dropped":
+            entry.detail = drop_reason_text(event.reason)
+        elif event.kind in ("bounce", "rejected", "expired"):
+            entry.detail = (
+                plain_bounce_reason(event.reason) if event.kind == "bounce" else (event.reason or "")
+            )
+        elif event.kind == "delivered":
+            entry.detail = (event.raw or {}).get("response", "")
+        elif event.kind == "open" and event.machine:
+            entry.tags.append("machine open")
+        elif event.kind == "click":
+            entry.url = event.url or ""
+            if _looks_automated(event, delivered_at, clicks):
+                entry.tags.append("likely automated")
+        entries.append(entry)
+    return entries
+
+
+@dataclass
+class LateChange:
+    """A failure or spam report that came after the email had been delivered."""
+
+    delivered_at: datetime
+    verb: str
+    changed_at: datetime
+
+
+def late_change_sentence(timeline: list[TimelineEntry]) -> LateChange | None:
+    """Find a failure or spam report that came after the email had been delivered."""
+    delivered = next((entry for entry in timeline if entry.kind == "delivered"), None)
+    late = next(
+        (entry for entry in timeline if entry.kind in ("bounce", "spamreport", "dropped")),
+        None,
+    )
+    if delivered is None or late is None or late.at < delivered.at:
+        return None
+    verb = {"bounce": "bounced", "spamreport": "was reported as spam", "dropped": "was dropped"}[late.kind]
+    return LateChange(delivered.at, verb, late.at)
+
+
+def _looks_automated(click: EmailEvent, delivered_at: datetime | None, clicks: list[EmailEvent]) -> bool:
+    if (
+        delivered_at is not None
+        and (click.occurred_at - delivered_at).total_seconds() <= AUTOMATED_CLICK_SECONDS
+    ):
+        return True
+    burst = {
+        other.url
+        for other in clicks
+        if abs((other.occurred_at - click.occurred_at).total_seconds()) <= BURST_CLICK_SECONDS
+    }
+    return len(burst) >= 3

@@ -1,0 +1,153 @@
+"""Demo data: a clinic, its users, clients on every sandbox scenario, 30 days of history."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from webapp.extensions import db
+from webapp.models import MESSAGE_KINDS, Client, Clinic, Email, User, utcnow
+from webapp.providers.base import ProviderEvent
+from webapp.services import accounts, messages
+from webapp.services.events import apply_events
+
+DEMO_CLINIC = "Harbour Physio & Massage"
+DEMO_USERS = ("clinician@example.com", "owner@example.com", "support@example.com")
+
+# (name, address): the +tag of an address picks its sandbox scenario (see README).
+CLIENTS = (
+    ("Jane Doe", "jane.doe+delivered@example.com"),
+    ("Liam Chen", "liam.chen+deferred@example.com"),
+    ("Priya Patel", "priya.patel+bounced@example.com"),
+    ("Marco Rossi", "marco.rossi+dropped@example.com"),
+    ("Aisha Khan", "aisha.khan+machine-open@example.com"),
+    ("Tom Becker", "tom.becker+clicked@example.com"),
+    ("Sofia Garcia", "sofia.garcia+spam@example.com"),
+    ("Noah Williams", "noah.williams+stuck@example.com"),
+    ("Emma Wilson", "emma.wilson@example.com"),
+    ("Lucas Martin", "lucas.martin@example.com"),
+    ("Olivia Brown", "olivia.brown@example.com"),
+    ("Ethan Nguyen", "ethan.nguyen@example.com"),
+    ("Mia Schmidt", "mia.schmidt@example.com"),
+    ("Oscar Dubois", "oscar.dubois@example.com"),
+    ("Chloe Taylor", "chloe.taylor@example.com"),
+    ("Daniel Kim", "daniel.kim@example.com"),
+    ("Grace O'Brien", "grace.obrien@example.com"),
+    ("Hugo Lambert", "hugo.lambert@example.com"),
+    ("Isla Murray", "isla.murray@example.com"),
+    ("Mateo Silva", "mateo.silva@example.com"),
+)
+
+# The events that bring an email to each status, as (minutes after sending, kind, details).
+HISTORIES: dict[str, list[tuple[float, str, dict]]] = {
+    "processed": [(0.1, "processed", {})],
+    "deferred": [
+        (0.1, "processed", {}),
+        (0.5, "deferred", {"attempt": 1, "reason": "421 4.7.0 Try again later"}),
+    ],
+    "delivered": [(0.1, "processed", {}), (0.5, "delivered", {"raw": {"response": "250 2.0.0 OK"}})],
+    "open": [
+        (0.1, "processed", {}),
+        (0.5, "delivered", {"raw": {"response": "250 2.0.0 OK"}}),
+        (42, "open", {"machine": True}),
+    ],
+    "clicked": [
+        (0.1, "processed", {}),
+        (0.5, "delivered", {"raw": {"response": "250 2.0.0 OK"}}),
+        (38, "open", {}),
+        (39, "click", {"url": "https://harbourphysio.example/intake"}),
+    ],
+    "failed": [
+        (0.1, "processed", {}),
+        (0.6, "bounce", {"reason": "550 5.1.1 The email account that you tried to reach does not exist"}),
+    ],
+    "spam-report": [
+        (0.1, "processed", {}),
+        (0.5, "delivered", {"raw": {"response": "250 2.0.0 OK"}}),
+        (90, "open", {}),
+        (91, "spamreport", {}),
+    ],
+}
+
+# Which status each client's past emails ended in; the others get a random mix.
+PINNED: dict[str, list[str]] = {
+    "marco.rossi+dropped@example.com": ["delivered", "spam-report"],
+    "priya.patel+bounced@example.com": ["delivered", "failed"],
+    "olivia.brown@example.com": ["open", "spam-report"],
+    "noah.williams+stuck@example.com": ["processed"],
+    "liam.chen+deferred@example.com": ["deferred"],
+}
+
+
+def seed(password: str) -> bool:
+    """Create the demo data once; return False when it already exists."""
+    if db.session.execute(sa.select(Clinic.id).where(Clinic.name == DEMO_CLINIC)).first():
+        return False
+    clinic = Clinic(name=DEMO_CLINIC)
+    db.session.add(clinic)
+    db.session.flush()
+    accounts.create_user(DEMO_USERS[0], "Casey Clinician", "clinician", password, clinic)
+    owner = accounts.create_user(DEMO_USERS[1], "Olive Owner", "owner", password, clinic)
+    accounts.create_user(DEMO_USERS[2], "Sam Support", "support", password, None)
+    rng = random.Random(42)
+    now = utcnow()
+    for name, address in CLIENTS:
+        client = Client(
+            clinic_id=clinic.id, name=name, email=address, phone=f"+1 555 01{rng.randint(10, 99)}"
+        )
+        db.session.add(client)
+        db.session.flush()
+        plan = PINNED.get(address) or rng.sample(
+            ["delivered", "open", "clicked", "delivered"], k=rng.randint(1, 3)
+        )
+        ages = sorted((rng.uniform(1, 29) for _ in plan), reverse=True)
+        for status, age_days in zip(plan, ages, strict=True):
+            if status in ("processed", "deferred"):
+                age_days = rng.uniform(0.05, 0.5)  # still in flight: hours, not days, old
+            _history_email(clinic, client, owner, status, now - timedelta(days=age_days), rng)
+    db.session.commit()
+    return True
+
+
+def set_passwords(password: str) -> None:
+    """Give every demo user this password."""
+    for user in db.session.execute(sa.select(User).where(User.email.in_(DEMO_USERS))).scalars():
+        user.set_password(password)
+    db.session.commit()
+
+
+def _history_email(
+    clinic: Clinic, client: Client, sender: User, status: str, sent_at, rng: random.Random
+) -> None:
+    kind = rng.choice([kind for kind in MESSAGE_KINDS if kind != "free_text"])
+    subject, body = messages.compose(kind, client, clinic, "", "")
+    email = Email(
+        clinic_id=clinic.id,
+        client_id=client.id,
+        to_address=client.email,
+        subject=subject,
+        body=body,
+        kind=kind,
+        provider="sandbox",
+        provider_message_id=uuid.uuid4().hex[:22],
+        send_state="accepted",
+        sent_by_id=sender.id,
+        created_at=sent_at,
+        status_changed_at=sent_at,
+    )
+    db.session.add(email)
+    db.session.flush()
+    events = [ProviderEvent("sending", sent_at, app_message_id=email.app_message_id)]
+    for minutes, kind_of_event, details in HISTORIES[status]:
+        events.append(
+            ProviderEvent(
+                kind_of_event,
+                sent_at + timedelta(minutes=minutes),
+                app_message_id=email.app_message_id,
+                **details,
+            )
+        )
+    apply_events(email, events, source="demo")

@@ -1,0 +1,105 @@
+"""Periodic sweeps: re-enqueue what Redis lost, flag stuck emails, give up on old deferrals."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+
+from webapp import statuses
+from webapp.extensions import db
+from webapp.models import Email, EmailEvent, utcnow
+from webapp.providers import get_provider
+from webapp.providers.base import ProviderError, ProviderEvent
+from webapp.queue import enqueue
+from webapp.services import sending, webhooks
+from webapp.services.events import add_to_spam_list, apply_events
+
+log = logging.getLogger(__name__)
+
+# The provider retries a deferred email for up to 72 hours, then gives up.
+DEFERRAL_GIVE_UP = timedelta(hours=72)
+
+
+def sweep(now: datetime | None = None) -> dict[str, int]:
+    """Run every sweep once; return how much each one did."""
+    now = now or utcnow()
+    done = {
+        "abandoned": sending.recover_abandoned_sends(now),
+        "sends": _enqueue_each(sending.SEND_JOB, sending.due_sends(now)),
+        "batches": _enqueue_each(webhooks.APPLY_JOB, webhooks.unapplied_batches(now - timedelta(seconds=30))),
+        "adopted": webhooks.adopt_pending_events(now),
+        "stuck": flag_stuck_emails(now),
+        "expired": expire_old_deferrals(now),
+    }
+    return done
+
+
+def flag_stuck_emails(now: datetime) -> int:
+    """Alert support once about each email stuck in Sending or Processed for over 10 minutes."""
+    cutoff = now - timedelta(seconds=statuses.STUCK_AFTER_SECONDS)
+    stuck = list(
+        db.session.execute(
+            sa.select(Email).where(
+                Email.status.in_((statuses.SENDING.key, statuses.PROCESSED.key)),
+                Email.status_changed_at <= cutoff,
+                Email.stuck_alerted_at.is_(None),
+            )
+        ).scalars()
+    )
+    for email in stuck:
+        email.stuck_alerted_at = now
+        sending.alert_operators(
+            "email_stuck",
+            f"Email {email.id} has been in {statuses.get(email.status).label} since "
+            f"{email.status_changed_at:%Y-%m-%d %H:%M} UTC.",
+            email,
+        )
+    db.session.commit()
+    return len(stuck)
+
+
+def expire_old_deferrals(now: datetime) -> int:
+    """Turn emails deferred for longer than the provider retries into Failed."""
+    first_deferral = (
+        sa.select(EmailEvent.email_id, sa.func.min(EmailEvent.occurred_at).label("first"))
+        .where(EmailEvent.kind == "deferred")
+        .group_by(EmailEvent.email_id)
+        .subquery()
+    )
+    expired = list(
+        db.session.execute(
+            sa.select(Email, first_deferral.c.first)
+            .join(first_deferral, first_deferral.c.email_id == Email.id)
+            .where(Email.status == statuses.DEFERRED.key, first_deferral.c.first <= now - DEFERRAL_GIVE_UP)
+        ).all()
+    )
+    for email, first in expired:
+        reason = "the receiving server kept deferring it for 72 hours; the provider gave up"
+        give_up = ProviderEvent(
+            "expired", first + DEFERRAL_GIVE_UP, app_message_id=email.app_message_id, reason=reason
+        )
+        apply_events(email, [give_up], source="app")
+    db.session.commit()
+    return len(expired)
+
+
+def sync_spam_list(since: datetime | None = None) -> int:
+    """Copy the provider's spam-report list into ours; return how many entries it has."""
+    try:
+        reports = get_provider(current_app.config).spam_reports(since)
+    except ProviderError as error:
+        log.warning("spam-report list sync failed: %s", error)
+        return 0
+    for address, reported_at in reports:
+        add_to_spam_list(address, reported_at, None, "sync")
+    db.session.commit()
+    return len(reports)
+
+
+def _enqueue_each(job: str, ids: list[int]) -> int:
+    for item_id in ids:
+        enqueue(job, item_id)
+    return len(ids)

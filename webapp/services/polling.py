@@ -1,0 +1,120 @@
+"""Polling the provider for status: reconciliation beside the event webhook.
+
+The provider's activity API allows only a few requests a minute per account, so every worker
+draws from one budget kept in Redis; young emails are asked about often, older ones rarely, and
+emails whose status is final not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+from redis.exceptions import RedisError
+
+from webapp import statuses
+from webapp.extensions import db
+from webapp.models import Email, utcnow
+from webapp.providers import get_provider
+from webapp.providers.base import EmailProvider, PollRef
+from webapp.services.events import apply_events
+
+log = logging.getLogger(__name__)
+
+BUDGET_KEY = "activity-budget"
+BLOCKED_KEY = "activity-blocked-until"
+
+# (age of the email, how long to wait between polls); past the last age we stop polling.
+POLL_SCHEDULE: tuple[tuple[timedelta, timedelta], ...] = (
+    (timedelta(minutes=10), timedelta(seconds=5)),
+    (timedelta(hours=1), timedelta(minutes=1)),
+    (timedelta(hours=24), timedelta(minutes=15)),
+    (timedelta(hours=80), timedelta(hours=1)),  # deferrals are retried for up to 72 hours
+)
+
+
+def schedule_next_poll(email: Email, now: datetime) -> None:
+    """Set when to ask the provider about this email next (None: never again)."""
+    if statuses.get(email.status).final or email.send_state != "accepted":
+        email.next_poll_at = None
+        return
+    age = now - email.created_at
+    for younger_than, wait in POLL_SCHEDULE:
+        if age < younger_than:
+            email.next_poll_at = now + wait
+            return
+    email.next_poll_at = None
+
+
+def take_budget(wanted: int) -> int:
+    """Reserve up to `wanted` activity requests from this minute's shared budget."""
+    redis = current_app.extensions["redis"]
+    limit = current_app.config["ACTIVITY_REQUESTS_PER_MINUTE"]
+    try:
+        if redis.exists(BLOCKED_KEY):
+            return 0
+        key = f"{BUDGET_KEY}:{int(time.time() // 60)}"
+        used = redis.incrby(key, wanted)
+        redis.expire(key, 120)
+        granted = max(0, min(wanted, limit - (used - wanted)))
+        if granted < wanted:
+            redis.decrby(key, wanted - granted)
+        return granted
+    except RedisError as error:
+        log.warning("activity budget unavailable: %s", error)
+        return 0
+
+
+def give_back_budget(unused: int) -> None:
+    """Return reserved requests that were not made."""
+    if unused > 0:
+        redis = current_app.extensions["redis"]
+        redis.decrby(f"{BUDGET_KEY}:{int(time.time() // 60)}", unused)
+
+
+def block_polling(seconds: float) -> None:
+    """Stop every worker polling for a while (the provider said 429)."""
+    current_app.extensions["redis"].set(BLOCKED_KEY, "1", px=max(1, int(seconds * 1000)))
+
+
+def due_for_poll(now: datetime, limit: int) -> list[Email]:
+    """Return the emails whose next poll time has come, oldest due first."""
+    return list(
+        db.session.execute(
+            sa.select(Email)
+            .where(Email.next_poll_at <= now, Email.send_state == "accepted")
+            .order_by(Email.next_poll_at)
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def poll_due(provider: EmailProvider | None = None) -> int:
+    """Ask the provider about every email due for a poll, in one batch; return how many changed."""
+    now = utcnow()
+    emails = [email for email in due_for_poll(now, current_app.config["POLL_BATCH_SIZE"])]
+    emails = [email for email in emails if email.provider_message_id]
+    if not emails:
+        return 0
+    budget = take_budget(1 + len(emails))
+    if budget == 0:
+        return 0
+    provider = provider or get_provider(current_app.config)
+    refs = [PollRef(email.app_message_id, email.provider_message_id or "") for email in emails]
+    result = provider.poll(refs, budget)
+    give_back_budget(budget - result.requests_made)
+    if result.rate_limited_for:
+        block_polling(result.rate_limited_for)
+    changed = 0
+    for email in emails:
+        events = result.events.get(email.app_message_id, [])
+        if events and apply_events(email, events, source="poll"):
+            changed += 1
+        email.last_polled_at = now
+        if result.rate_limited_for is None or events:
+            schedule_next_poll(email, now)
+    db.session.commit()
+    return changed

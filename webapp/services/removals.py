@@ -1,0 +1,119 @@
+"""Spam-list removal cases: only a verified request from the client's own address lifts a block."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import abort, current_app
+
+from webapp.extensions import db
+from webapp.models import Client, Clinic, OperatorAlert, RemovalRequest, SpamListEntry, User, utcnow
+from webapp.providers import get_provider
+from webapp.queue import enqueue
+from webapp.services import audit
+
+LIFT_JOB = "jobs.removals.lift_spam_block"
+
+
+class DecisionRefused(Exception):
+    """The case cannot be decided that way; the message says why."""
+
+
+def queue() -> list[RemovalRequest]:
+    """Return every case, pending ones first, newest first within each group."""
+    pending_first = sa.case((RemovalRequest.status == "pending", 0), else_=1)
+    return list(
+        db.session.execute(
+            sa.select(RemovalRequest).order_by(pending_first, RemovalRequest.received_at.desc())
+        ).scalars()
+    )
+
+
+def open_alerts() -> list[OperatorAlert]:
+    """Return the alerts nobody has resolved yet, newest first."""
+    return list(
+        db.session.execute(
+            sa.select(OperatorAlert)
+            .where(OperatorAlert.resolved_at.is_(None))
+            .order_by(OperatorAlert.created_at.desc())
+            .limit(100)
+        ).scalars()
+    )
+
+
+def get_case(case_id: int) -> RemovalRequest:
+    """Return one case or abort with 404."""
+    removal = db.session.get(RemovalRequest, case_id)
+    if removal is None:
+        abort(404)
+    return removal
+
+
+def matching_clients(removal: RemovalRequest) -> list[tuple[str, int]]:
+    """Return (clinic name, number of client files) that hold the request's address."""
+    rows = db.session.execute(
+        sa.select(Clinic.name, sa.func.count(Client.id))
+        .join(Client, Client.clinic_id == Clinic.id)
+        .where(sa.func.lower(Client.email) == removal.from_address)
+        .group_by(Clinic.name)
+        .order_by(Clinic.name)
+    ).all()
+    return [(name, count) for name, count in rows]
+
+
+def spam_entry(removal: RemovalRequest) -> SpamListEntry | None:
+    """Return the spam-list entry the case is about, if the address is on the list."""
+    return db.session.execute(
+        sa.select(SpamListEntry).where(SpamListEntry.address == removal.from_address)
+    ).scalar_one_or_none()
+
+
+def approve(removal: RemovalRequest, by: User, note: str) -> None:
+    """Approve a verified case from an address on file, and lift the block in a job."""
+    if removal.status != "pending":
+        raise DecisionRefused("This case has already been decided.")
+    if removal.verdict != "verified":
+        raise DecisionRefused(
+            "This request is not proven to come from the address it claims; it cannot be approved."
+        )
+    if not matching_clients(removal):
+        raise DecisionRefused("No client file holds this address; only the client on file can ask.")
+    _decide(removal, "approved", by, note)
+    enqueue(LIFT_JOB, removal.id)
+
+
+def reject(removal: RemovalRequest, by: User, note: str) -> None:
+    """Close a pending case without lifting the block."""
+    if removal.status != "pending":
+        raise DecisionRefused("This case has already been decided.")
+    _decide(removal, "rejected", by, note)
+
+
+def lift_block(case_id: int) -> bool:
+    """Remove an approved case's address from the provider's and our spam list (idempotent)."""
+    removal = db.session.get(RemovalRequest, case_id)
+    if removal is None or removal.status != "approved" or removal.lifted_at is not None:
+        return False
+    get_provider(current_app.config).remove_spam_report(removal.from_address)
+    db.session.execute(sa.delete(SpamListEntry).where(SpamListEntry.address == removal.from_address))
+    removal.lifted_at = utcnow()
+    audit.record(
+        "removal.lifted", None, clinic_id=None, subject_type="removal_request", subject_id=removal.id
+    )
+    db.session.commit()
+    return True
+
+
+def _decide(removal: RemovalRequest, status: str, by: User, note: str) -> None:
+    removal.status = status
+    removal.decided_by_id = by.id
+    removal.decided_at = utcnow()
+    removal.decision_note = note.strip()
+    audit.record(
+        f"removal.{status}",
+        by,
+        clinic_id=None,
+        subject_type="removal_request",
+        subject_id=removal.id,
+        detail=removal.decision_note,
+    )
+    db.session.commit()

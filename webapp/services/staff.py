@@ -1,0 +1,65 @@
+"""Clinic owners manage their clinic's users; every change is audited."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import abort
+from flask_sqlalchemy.pagination import Pagination
+
+from webapp.extensions import db
+from webapp.models import AuditEntry, Clinic, User
+from webapp.services import accounts, audit
+
+
+class StaffError(Exception):
+    """The change is not allowed; the message says why."""
+
+
+def clinic_users(clinic_id: int) -> list[User]:
+    """Return the clinic's users, by name."""
+    return list(
+        db.session.execute(sa.select(User).where(User.clinic_id == clinic_id).order_by(User.name)).scalars()
+    )
+
+
+def add_user(owner: User, email: str, name: str, role: str, password: str) -> User:
+    """Add a clinician or owner to the owner's clinic."""
+    if role not in ("clinician", "owner"):
+        raise StaffError("Owners can add clinicians and owners only.")
+    if db.session.execute(sa.select(User.id).where(User.email == email.strip().lower())).first():
+        raise StaffError("An account with this email already exists.")
+    clinic = db.session.get(Clinic, owner.clinic_id)
+    user = accounts.create_user(email, name, role, password, clinic, actor=owner)
+    db.session.commit()
+    return user
+
+
+def set_active(owner: User, user_id: int, *, active: bool) -> None:
+    """Activate or deactivate a user of the owner's own clinic (404 for anyone else's)."""
+    user = db.session.execute(
+        sa.select(User).where(User.id == user_id, User.clinic_id == owner.clinic_id)
+    ).scalar_one_or_none()
+    if user is None:
+        abort(404)
+    if user.id == owner.id and not active:
+        raise StaffError("You cannot deactivate your own account.")
+    user.active = active
+    audit.record(
+        "user.activate" if active else "user.deactivate",
+        owner,
+        clinic_id=owner.clinic_id,
+        subject_type="user",
+        subject_id=user.id,
+        detail=user.email,
+    )
+    db.session.commit()
+
+
+def audit_trail(clinic_id: int, page: int) -> Pagination:
+    """Return one page of the clinic's audit trail, newest first."""
+    select = (
+        sa.select(AuditEntry)
+        .where(AuditEntry.clinic_id == clinic_id)
+        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+    )
+    return db.paginate(select, page=page, per_page=50, error_out=False)

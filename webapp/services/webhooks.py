@@ -1,0 +1,92 @@
+"""Provider event batches: store verified bodies first, apply them in a job."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from webapp.extensions import db
+from webapp.models import Email, PendingEvent, WebhookBatch, utcnow
+from webapp.providers.base import ProviderEvent
+from webapp.providers.sendgrid import parse_webhook_events
+from webapp.services.events import apply_events, keep_for_later
+from webapp.services.polling import schedule_next_poll
+
+APPLY_JOB = "jobs.webhooks.apply_webhook_batch"
+# Events for an email we do not know are kept this long, in case its send record is late.
+KEEP_UNKNOWN_FOR = timedelta(days=7)
+
+
+def store_batch(provider: str, body: bytes) -> WebhookBatch:
+    """Keep a verified webhook body until a job applies it."""
+    batch = WebhookBatch(provider=provider, body=body, received_at=utcnow())
+    db.session.add(batch)
+    db.session.commit()
+    return batch
+
+
+def apply_batch(batch_id: int) -> int:
+    """Apply one stored batch (again, harmlessly, if it already was); return emails changed."""
+    batch = db.session.get(WebhookBatch, batch_id)
+    if batch is None:
+        return 0
+    changed = apply_provider_events(parse_webhook_events(batch.body), source="webhook")
+    batch.applied_at = batch.applied_at or utcnow()
+    db.session.commit()
+    return changed
+
+
+def apply_provider_events(events: Iterable[ProviderEvent], source: str) -> int:
+    """Apply events to the emails they name; keep the others for later. The caller commits."""
+    by_message: dict[str, list[ProviderEvent]] = defaultdict(list)
+    for event in events:
+        by_message[event.app_message_id or ""].append(event)
+    known = {
+        email.app_message_id: email
+        for email in db.session.execute(
+            sa.select(Email).where(Email.app_message_id.in_([key for key in by_message if key]))
+        ).scalars()
+    }
+    changed = 0
+    for app_message_id, message_events in by_message.items():
+        email = known.get(app_message_id)
+        if email is None:
+            keep_for_later(message_events)
+            continue
+        if email.send_state in ("sending", "in_doubt", "queued"):
+            # An event from the provider proves it accepted the message.
+            email.send_state = "accepted"
+            email.next_attempt_at = None
+            schedule_next_poll(email, utcnow())
+        if apply_events(email, message_events, source=source):
+            changed += 1
+    return changed
+
+
+def adopt_pending_events(now: datetime) -> int:
+    """Apply kept events whose email is now known; forget those kept too long."""
+    pending = list(
+        db.session.execute(
+            sa.select(PendingEvent).join(Email, Email.app_message_id == PendingEvent.app_message_id)
+        ).scalars()
+    )
+    changed = apply_provider_events([ProviderEvent.from_dict(row.payload) for row in pending], "webhook")
+    for row in pending:
+        db.session.delete(row)
+    db.session.execute(sa.delete(PendingEvent).where(PendingEvent.received_at < now - KEEP_UNKNOWN_FOR))
+    db.session.commit()
+    return changed
+
+
+def unapplied_batches(older_than: datetime) -> list[int]:
+    """Return ids of stored batches that no job has applied yet (a lost enqueue)."""
+    return list(
+        db.session.execute(
+            sa.select(WebhookBatch.id).where(
+                WebhookBatch.applied_at.is_(None), WebhookBatch.received_at <= older_than
+            )
+        ).scalars()
+    )

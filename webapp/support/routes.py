@@ -1,0 +1,61 @@
+"""The removal-request queue and its cases."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, url_for
+from flask_login import current_user
+from werkzeug.wrappers import Response
+
+from webapp.security import support_required
+from webapp.services import removals
+from webapp.support import bp
+from webapp.support.forms import DecisionForm
+
+
+@bp.get("/removal-requests")
+@support_required
+def queue() -> str:
+    """List removal requests, pending first, and open operator alerts."""
+    return render_template("support/queue.html", cases=removals.queue(), alerts=removals.open_alerts())
+
+
+@bp.get("/removal-requests/<int:case_id>")
+@support_required
+def case(case_id: int) -> str:
+    """Show one case with the evidence that it came from the client's own address."""
+    removal = removals.get_case(case_id)
+    return render_template(
+        "support/case.html", case=removal, matches=removals.matching_clients(removal), form=DecisionForm()
+    )
+
+
+@bp.post("/removal-requests/<int:case_id>/approve")
+@support_required
+def approve(case_id: int) -> Response:
+    """Lift the spam-list block for the address, if the evidence allows it."""
+    form = DecisionForm()
+    removal = removals.get_case(case_id)
+    if form.validate_on_submit():
+        try:
+            removals.approve(removal, current_user, form.note.data or "")
+        except removals.DecisionRefused as refused:
+            flash(str(refused), "error")
+        else:
+            flash(f"{removal.from_address} is off the spam list.", "success")
+    return redirect(url_for("support.case", case_id=removal.id), code=303)
+
+
+@bp.post("/removal-requests/<int:case_id>/reject")
+@support_required
+def reject(case_id: int) -> Response:
+    """Close the case without lifting the block."""
+    form = DecisionForm()
+    removal = removals.get_case(case_id)
+    if form.validate_on_submit():
+        try:
+            removals.reject(removal, current_user, form.note.data or "")
+        except removals.DecisionRefused as refused:
+            flash(str(refused), "error")
+        else:
+            flash("The request was rejected.", "success")
+    return redirect(url_for("support.case", case_id=removal.id), code=303)

@@ -1,0 +1,42 @@
+"""Template filters and values shared by every page."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Flask
+
+from webapp.models import MESSAGE_KINDS
+
+
+def init_app(app: Flask) -> None:
+    """Register the filters and globals."""
+    app.add_template_filter(ago)
+    app.add_template_filter(short_datetime)
+    app.add_template_filter(short_time)
+    app.add_template_global(MESSAGE_KINDS, "kind_labels")
+
+
+def ago(moment: datetime, now: datetime) -> str:
+    """Say how long ago something happened, in the words a person would use."""
+    seconds = max(0, int((now - moment).total_seconds()))
+    if seconds < 45:
+        return "just now"
+    if seconds < 3600:
+        minutes = max(1, round(seconds / 60))
+        return f"{minutes} min ago"
+    if seconds < 86400:
+        hours = round(seconds / 3600)
+        return f"{hours} hour{'s' if hours != 1 else ''} ago"
+    days = round(seconds / 86400)
+    return f"{days} day{'s' if days != 1 else ''} ago"
+
+
+def short_datetime(moment: datetime) -> str:
+    """Format a moment as "12 Nov 09:14 UTC" (the browser shows it in local time)."""
+    return moment.strftime("%d %b %H:%M UTC")
+
+
+def short_time(moment: datetime) -> str:
+    """Format a moment as "09:14 UTC" (the browser shows it in local time)."""
+    return moment.strftime("%H:%M UTC")
