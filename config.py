@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "TRUSTED_HOSTS": "",  # comma-separated; empty allows any host (development)
     "SESSION_COOKIE_SECURE": None,  # default: on in production
     "LOGIN_RATE_LIMIT": "10 per 15 minutes",
+    "PASSWORD_HASH_METHOD": "scrypt",
 }
 
 INT_SETTINGS = {

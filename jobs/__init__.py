@@ -10,7 +10,7 @@ from flask import Flask
 _app: Flask | None = None
 
 
-def use_app(app: Flask) -> None:
+def use_app(app: Flask | None) -> None:
     """Run jobs in this app (the worker command preloads it before forking)."""
     global _app
     _app = app

@@ -548,7 +548,8 @@ class SandboxServer:
             with self._db(write=False) as db:
                 pem = db.execute("SELECT value FROM meta WHERE key = 'private_key'").fetchone()[0]
             key = serialization.load_pem_private_key(pem.encode(), password=None)
-            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise TypeError(f"the sandbox state file {self.state_path} holds a key that is not ECDSA")
             self._private_key = key
         return self._private_key
 

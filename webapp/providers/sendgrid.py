@@ -201,11 +201,11 @@ class SendGridProvider(EmailProvider):
         """List the messages with one request, then fetch each one's events while the budget lasts."""
         if not refs or request_budget < 1:
             return PollResult(events={})
-        requested = [ref.app_message_id for ref in refs]
+        requested = {ref.app_message_id for ref in refs}
         by_x_message_id = {
             ref.provider_message_id: ref.app_message_id for ref in refs if ref.provider_message_id
         }
-        query = " OR ".join(_app_id_term(app_id) for app_id in requested)
+        query = " OR ".join(_app_id_term(ref.app_message_id) for ref in refs)
         # Room for a second copy of a message whose first send was in doubt.
         limit = min(ACTIVITY_MAX_LIMIT, 2 * len(refs))
         events: dict[str, list[ProviderEvent]] = {}
@@ -230,7 +230,7 @@ class SendGridProvider(EmailProvider):
                 if failure.status == 404:
                     continue
                 return _stopped(events, requests_made, failure)
-            app_id = _owner(detail, set(requested), by_x_message_id)
+            app_id = _owner(detail, requested, by_x_message_id)
             if app_id is not None:
                 events.setdefault(app_id, []).extend(_polled_events(detail, app_id))
         return PollResult(events=events, requests_made=requests_made)

@@ -6,7 +6,7 @@ import secrets
 import time
 
 import sqlalchemy as sa
-from flask import session
+from flask import current_app, session
 from flask_login import login_user
 
 from webapp.extensions import db
@@ -57,7 +57,7 @@ def create_user(
     if (role == "support") != (clinic is None):
         raise ValueError("support users belong to no clinic; every other user belongs to one")
     user = User(email=email.strip().lower(), name=name, role=role, clinic_id=clinic.id if clinic else None)
-    user.set_password(password)
+    user.set_password(password, current_app.config["PASSWORD_HASH_METHOD"])
     db.session.add(user)
     db.session.flush()
     audit.record(

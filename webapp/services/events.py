@@ -27,8 +27,8 @@ def insert_ignoring_duplicates(model: type, rows: list[dict]) -> int:
         return 0
     dialect = db.session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result = db.session.execute(insert(model).values(rows).on_conflict_do_nothing())
-    return result.rowcount or 0
+    statement = insert(model).values(rows).on_conflict_do_nothing().returning(model.id)
+    return len(db.session.execute(statement).all())
 
 
 def apply_events(email: Email, events: Iterable[ProviderEvent], source: str) -> bool:

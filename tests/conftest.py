@@ -1,0 +1,186 @@
+"""Shared fixtures: a real database (PostgreSQL when DATABASE_URL says so, else SQLite), a real
+Redis (REDIS_URL, else an embedded one), the sandbox provider, and a small world of two clinics."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+
+PASSWORD = "correct horse battery staple"
+TEST_DATABASE_URL = os.environ.get("DATABASE_URL", "")
+ON_POSTGRES = TEST_DATABASE_URL.startswith("postgres")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis: the one REDIS_URL names, or an embedded server for this test run."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    from webapp import embedded_redis
+
+    folder = tempfile.mkdtemp(prefix="redis-")
+    yield embedded_redis.start(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> str:
+    """Run the migrations once; return the URL (PostgreSQL) or a template file (SQLite)."""
+    from flask_migrate import upgrade
+
+    from webapp import create_app
+
+    if ON_POSTGRES:
+        engine = sa.create_engine(_psycopg(TEST_DATABASE_URL))
+        with engine.begin() as connection:
+            connection.execute(sa.text("DROP SCHEMA public CASCADE"))
+            connection.execute(sa.text("CREATE SCHEMA public"))
+        engine.dispose()
+        url = TEST_DATABASE_URL
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'template.sqlite3'}"
+    app = create_app(_settings(tmp_path_factory.mktemp("instance"), url, redis_url))
+    with app.app_context():
+        upgrade(directory=app.extensions["migrate"].directory)
+        from webapp.extensions import db
+
+        db.engine.dispose()
+    return url
+
+
+def _psycopg(url: str) -> str:
+    from config import _normalise_database_url
+
+    return _normalise_database_url(url)
+
+
+def _settings(instance: Path, database_url: str, redis_url: str, **extra: object) -> dict:
+    return {
+        "TESTING": True,
+        "INSTANCE_PATH": str(instance),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": "test-secret-key-not-for-production",
+        "EMAIL_PROVIDER": "sandbox",
+        "SANDBOX_STATE_PATH": str(instance / "sandbox.sqlite3"),
+        "SANDBOX_WEBHOOK_URL": "",
+        "ACTIVITY_REQUESTS_PER_MINUTE": 1000,
+        "WTF_CSRF_ENABLED": False,
+        "RATELIMIT_ENABLED": False,
+        # Tests create many users; a cheap hash keeps them fast (production keeps scrypt).
+        "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+        **extra,
+    }
+
+
+@pytest.fixture
+def make_app(
+    migrated_database: str, redis_url: str, tmp_path: Path
+) -> Iterator[callable]:  # type: ignore[valid-type]
+    """Build the app for one test (call it with setting overrides); data is wiped afterwards."""
+    from webapp import create_app
+    from webapp.extensions import db
+
+    if ON_POSTGRES:
+        url = migrated_database
+    else:
+        copy = tmp_path / "test.sqlite3"
+        shutil.copy(migrated_database.removeprefix("sqlite:///"), copy)
+        url = f"sqlite:///{copy}"
+    apps: list[Flask] = []
+
+    def build(**overrides: object) -> Flask:
+        app = create_app(_settings(tmp_path, url, redis_url, **overrides))
+        apps.append(app)
+        return app
+
+    Redis.from_url(redis_url).flushdb()
+    yield build
+    for app in apps:
+        with app.app_context():
+            db.session.remove()
+            if ON_POSTGRES and app is apps[0]:
+                tables = ", ".join(f'"{table.name}"' for table in db.metadata.sorted_tables)
+                with db.engine.begin() as connection:
+                    connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            db.engine.dispose()
+    import jobs
+
+    jobs.use_app(None)
+
+
+@pytest.fixture
+def app(make_app: callable) -> Iterator[Flask]:  # type: ignore[valid-type]
+    """The app with test settings, inside an app context."""
+    application = make_app()
+    with application.app_context():
+        yield application
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@dataclass
+class World:
+    """Two clinics with users of every role and clients with emails."""
+
+    clinic_a: object
+    clinic_b: object
+    users: dict[str, object]
+    client_a: object
+    client_b: object
+
+
+@pytest.fixture
+def world(app: Flask) -> World:
+    from webapp.extensions import db
+    from webapp.models import Client, Clinic
+    from webapp.services import accounts
+
+    clinic_a = Clinic(name="Clinic A")
+    clinic_b = Clinic(name="Clinic B")
+    db.session.add_all([clinic_a, clinic_b])
+    db.session.flush()
+    users = {
+        "clinician": accounts.create_user("clinician@a.example", "Cleo A", "clinician", PASSWORD, clinic_a),
+        "owner": accounts.create_user("owner@a.example", "Owen A", "owner", PASSWORD, clinic_a),
+        "support": accounts.create_user("support@platform.example", "Sue Support", "support", PASSWORD, None),
+        "clinician_b": accounts.create_user("clinician@b.example", "Cleo B", "clinician", PASSWORD, clinic_b),
+        "owner_b": accounts.create_user("owner@b.example", "Owen B", "owner", PASSWORD, clinic_b),
+    }
+    client_a = Client(clinic_id=clinic_a.id, name="Jane Doe", email="jane.doe+delivered@example.com")
+    client_b = Client(clinic_id=clinic_b.id, name="Bob Other", email="bob.other+delivered@example.com")
+    db.session.add_all([client_a, client_b])
+    db.session.commit()
+    return World(clinic_a, clinic_b, users, client_a, client_b)
+
+
+def login(client: FlaskClient, email: str, password: str = PASSWORD) -> None:
+    """Sign in through the real login form."""
+    response = client.post("/login", data={"email": email, "password": password})
+    assert response.status_code == 302, response.data[:500]
+
+
+def run_jobs(app: Flask) -> None:
+    """Run every queued job (and what they enqueue) in this process, against the real Redis."""
+    from rq import SimpleWorker
+
+    import jobs
+    from webapp.queue import get_queue
+
+    jobs.use_app(app)
+    with app.app_context():
+        SimpleWorker([get_queue()], connection=app.extensions["redis"]).work(burst=True)

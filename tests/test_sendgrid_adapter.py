@@ -1,0 +1,661 @@
+"""The SendGrid adapter, end to end against the sandbox through httpx.WSGITransport (no mocks of it)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from webapp import statuses
+from webapp.providers.base import OutgoingMessage, PollRef, ProviderError
+from webapp.providers.sandbox import SandboxServer
+from webapp.providers.sendgrid import (
+    POLLED_KINDS,
+    WEBHOOK_KINDS,
+    SendGridProvider,
+    drop_reason_text,
+    parse_webhook_events,
+)
+
+START = 1_767_348_000.0
+API_BASE = "http://sandbox.test"
+
+
+class FakeClock:
+    """A clock the test moves by hand, shared by the sandbox and the adapter."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RecordingTransport(httpx.BaseTransport):
+    """Pass requests on to another transport, keeping a copy of each."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.requests: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.inner.handle_request(request)
+
+
+class RaisingTransport(httpx.BaseTransport):
+    """A network that never answers."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        raise self.error
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sandbox(tmp_path, clock) -> SandboxServer:
+    return SandboxServer(str(tmp_path / "sandbox.sqlite3"), clock=clock)
+
+
+@pytest.fixture
+def transport(sandbox) -> RecordingTransport:
+    return RecordingTransport(httpx.WSGITransport(app=sandbox))
+
+
+@pytest.fixture
+def provider(transport, clock):
+    provider = SendGridProvider("SG.test-key", API_BASE, transport=transport, clock=clock)
+    yield provider
+    provider.close()
+
+
+def provider_with_key(sandbox: SandboxServer, key: str) -> SendGridProvider:
+    return SendGridProvider(key, API_BASE, transport=httpx.WSGITransport(app=sandbox))
+
+
+def outgoing(to: str = "delivered@example.com", app_id: str = "msg-1", **changes: str) -> OutgoingMessage:
+    fields = {
+        "app_message_id": app_id,
+        "to_address": to,
+        "to_name": "Jane Doe",
+        "from_address": "clinic@example.com",
+        "from_name": "Riverside Vets",
+        "subject": "Appointment reminder",
+        "body_text": "See you on Tuesday at 10:00.",
+        "category": "appointment_reminder",
+        **changes,
+    }
+    return OutgoingMessage(**fields)
+
+
+def raw_client(sandbox: SandboxServer) -> httpx.Client:
+    return httpx.Client(
+        base_url=API_BASE,
+        transport=httpx.WSGITransport(app=sandbox),
+        headers={"Authorization": "Bearer SG.test-key"},
+    )
+
+
+def send_and_ref(provider: SendGridProvider, to: str, app_id: str) -> PollRef:
+    result = provider.send(outgoing(to, app_id))
+    assert result.outcome == "accepted", result
+    return PollRef(app_id, result.provider_message_id or "")
+
+
+# Sending
+
+
+def test_accepted_send_returns_the_x_message_id(provider, sandbox):
+    result = provider.send(outgoing())
+
+    assert result.outcome == "accepted"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", result.provider_message_id or "")
+    assert sandbox.requests_seen("/v3/mail/send") == 1
+
+
+def test_send_request_has_the_documented_shape(provider, transport):
+    provider.send(outgoing(reply_to="desk@example.com"))
+
+    request = transport.requests[-1]
+    assert (request.method, request.url.path) == ("POST", "/v3/mail/send")
+    assert request.headers["Authorization"] == "Bearer SG.test-key"
+    body = json.loads(request.content)
+    assert body["personalizations"] == [
+        {
+            "to": [{"email": "delivered@example.com", "name": "Jane Doe"}],
+            "custom_args": {"app_message_id": "msg-1"},
+        }
+    ]
+    assert body["from"] == {"email": "clinic@example.com", "name": "Riverside Vets"}
+    assert body["reply_to"] == {"email": "desk@example.com"}
+    assert body["subject"] == "Appointment reminder"
+    assert body["content"] == [{"type": "text/plain", "value": "See you on Tuesday at 10:00."}]
+    assert body["categories"] == ["appointment_reminder"]
+    assert body["tracking_settings"]["open_tracking"] == {"enable": True}
+    assert body["tracking_settings"]["click_tracking"] == {"enable": True, "enable_text": True}
+
+
+def test_tracking_can_be_turned_off(sandbox):
+    transport = RecordingTransport(httpx.WSGITransport(app=sandbox))
+    provider = SendGridProvider("k", API_BASE, transport=transport, track_opens=False, track_clicks=False)
+
+    provider.send(outgoing(to_name="", from_name=""))
+
+    body = json.loads(transport.requests[-1].content)
+    assert body["tracking_settings"]["open_tracking"] == {"enable": False}
+    assert body["tracking_settings"]["click_tracking"] == {"enable": False, "enable_text": False}
+    assert body["personalizations"][0]["to"] == [{"email": "delivered@example.com"}]
+    assert body["from"] == {"email": "clinic@example.com"}
+    assert "reply_to" not in body
+
+
+def test_the_provider_keeps_our_id_and_gives_it_back(provider, sandbox, clock):
+    result = provider.send(outgoing(app_id="01HXYZ-our-id"))
+    clock.advance(5)
+
+    with raw_client(sandbox) as client:
+        detail = client.get(f"/v3/messages/{result.provider_message_id}.filterdrecv-sandbox-0").json()
+
+    assert detail["unique_args"] == "{'app_message_id': '01HXYZ-our-id'}"
+
+
+def test_invalid_recipient_is_rejected_with_the_providers_words(provider):
+    result = provider.send(outgoing(to="jane.example.com"))
+
+    assert result.outcome == "rejected"
+    assert result.error == "Does not contain a valid address. (personalizations.0.to.0.email)"
+
+
+def test_rejection_lists_every_problem(provider):
+    result = provider.send(outgoing(to="nobody", from_address="clinic", subject="", body_text=""))
+
+    assert result.outcome == "rejected"
+    for field in ("personalizations.0.to.0.email", "from.email", "subject", "content.0.value"):
+        assert f"({field})" in (result.error or "")
+
+
+def test_too_large_is_rejected(provider):
+    result = provider.send(outgoing(body_text="x" * (30 * 1024 * 1024 + 1)))
+
+    assert result.outcome == "rejected"
+    assert result.error == "content too large"
+
+
+@pytest.mark.parametrize(
+    ("key", "error"), [("", "authorization required"), ("sandbox-forbidden", "access forbidden")]
+)
+def test_bad_keys_are_unauthorized(sandbox, key, error):
+    result = provider_with_key(sandbox, key).send(outgoing())
+
+    assert result.outcome == "unauthorized"
+    assert result.error == error
+
+
+def test_rate_limit_waits_until_the_reset_header(provider, sandbox):
+    sandbox.fail_next(429, retry_after=42)
+
+    result = provider.send(outgoing())
+
+    assert result.outcome == "rate_limited"
+    assert result.retry_after == 42
+    assert result.error == "too many requests"
+
+
+def test_rate_limit_without_a_hint_waits_a_minute(provider, sandbox):
+    sandbox.fail_next(429)
+
+    assert provider.send(outgoing()).retry_after == 60
+
+
+def test_retry_after_header_wins_over_the_reset_time():
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"Retry-After": "7", "X-RateLimit-Reset": str(int(START) + 3600)}
+        return httpx.Response(429, headers=headers, json={"errors": [{"message": "too many requests"}]})
+
+    provider = SendGridProvider("k", API_BASE, transport=httpx.MockTransport(answer), clock=lambda: START)
+
+    assert provider.send(outgoing()).retry_after == 7
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_server_errors_are_unavailable(provider, sandbox, status):
+    sandbox.fail_next(status, path_prefix="/v3/mail/send")
+
+    result = provider.send(outgoing())
+
+    assert result.outcome == "unavailable"
+    assert result.error == "internal error"
+    assert provider.send(outgoing()).outcome == "accepted"
+
+
+def test_a_lost_answer_is_found_again_by_our_id(provider, sandbox, clock):
+    sandbox.accept_then_fail_next()
+
+    result = provider.send(outgoing(app_id="lost-1"))
+    clock.advance(2)
+    found = provider.find_accepted("lost-1")
+
+    assert result.outcome == "unavailable"
+    assert found is not None and re.fullmatch(r"[A-Za-z0-9_-]{22}", found)
+    assert provider.find_accepted("never-sent") is None
+
+
+def test_find_accepted_sees_nothing_before_the_provider_processed_it(provider, clock):
+    provider.send(outgoing(app_id="new-1"))
+
+    assert provider.find_accepted("new-1") is None
+    clock.advance(2)
+    assert provider.find_accepted("new-1") is not None
+
+
+@pytest.mark.parametrize(
+    "error", [httpx.ReadTimeout("timed out"), httpx.ConnectError("refused"), httpx.RemoteProtocolError("eof")]
+)
+def test_no_answer_is_in_doubt(error):
+    provider = SendGridProvider("k", API_BASE, transport=RaisingTransport(error))
+
+    result = provider.send(outgoing())
+
+    assert result.outcome == "in_doubt"
+    assert type(error).__name__ in (result.error or "")
+
+
+def test_find_accepted_raises_on_failures(provider, sandbox):
+    sandbox.fail_next(429, retry_after=30)
+    with pytest.raises(ProviderError) as rate_limited:
+        provider.find_accepted("msg-1")
+    sandbox.fail_next(500)
+    with pytest.raises(ProviderError) as broken:
+        provider.find_accepted("msg-1")
+
+    assert rate_limited.value.retry_after == 30
+    assert broken.value.retry_after is None
+    with pytest.raises(ProviderError):
+        SendGridProvider("k", API_BASE, transport=RaisingTransport(httpx.ReadTimeout("t"))).find_accepted("x")
+
+
+# Polling
+
+SCENARIO_KINDS = {
+    "delivered": ["processed", "delivered"],
+    "deferred": ["processed", "deferred", "deferred", "delivered"],
+    "bounced": ["processed", "bounce"],
+    "dropped": ["processed", "dropped"],
+    "machine-open": ["processed", "delivered", "open"],
+    "clicked": ["processed", "delivered", "open", "click"],
+    "spam": ["processed", "delivered", "open", "spamreport"],
+    "stuck": ["processed"],
+}
+
+
+@pytest.mark.parametrize(("scenario", "kinds"), SCENARIO_KINDS.items())
+def test_each_scenario_reaches_its_events(provider, clock, scenario, kinds):
+    ref = send_and_ref(provider, f"jane+{scenario}@example.com", "msg-1")
+    clock.advance(120)
+
+    result = provider.poll([ref], request_budget=5)
+
+    events = sorted(result.events["msg-1"], key=lambda event: event.occurred_at)
+    assert [event.kind for event in events] == kinds
+    assert result.requests_made == 2
+    for event in events:
+        assert event.app_message_id == "msg-1"
+        assert event.recipient == f"jane+{scenario}@example.com"
+        assert (event.provider_message_id or "").startswith(ref.provider_message_id + ".")
+        assert event.occurred_at.tzinfo is not None and event.occurred_at.utcoffset().total_seconds() == 0
+
+
+def test_polled_events_carry_their_details(provider, clock):
+    refs = [
+        send_and_ref(provider, "deferred@example.com", "deferred-1"),
+        send_and_ref(provider, "clicked@example.com", "clicked-1"),
+        send_and_ref(provider, "bounced@example.com", "bounced-1"),
+        send_and_ref(provider, "dropped@example.com", "dropped-1"),
+    ]
+    clock.advance(120)
+
+    events = provider.poll(refs, request_budget=10).events
+
+    deferrals = [event for event in events["deferred-1"] if event.kind == "deferred"]
+    assert [(event.attempt, event.reason) for event in deferrals] == [
+        (1, "421 4.7.0 Try again later"),
+        (2, "421 4.7.0 Try again later"),
+    ]
+    assert [event.url for event in events["clicked-1"] if event.kind == "click"] == [
+        "https://example.com/intake-form"
+    ]
+    bounce = next(event for event in events["bounced-1"] if event.kind == "bounce")
+    assert bounce.reason == "550 5.1.1 The email account that you tried to reach does not exist"
+    drop = next(event for event in events["dropped-1"] if event.kind == "dropped")
+    assert drop.reason == "Spam Reporting Address"
+
+
+def test_events_appear_as_time_passes(provider, clock):
+    ref = send_and_ref(provider, "deferred@example.com", "msg-1")
+
+    seen = []
+    for seconds in (0, 1, 2, 5, 8):
+        clock.now = START + seconds
+        result = provider.poll([ref], request_budget=5)
+        seen.append(len(result.events.get("msg-1", [])))
+
+    assert seen == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("budget", [0, 1, 2, 3, 4, 5, 9])
+def test_polling_stays_within_its_budget(provider, sandbox, clock, budget):
+    refs = [send_and_ref(provider, f"client{i}+delivered@example.com", f"msg-{i}") for i in range(4)]
+    clock.advance(60)
+    before = sandbox.requests_seen("/v3/messages")
+
+    result = provider.poll(refs, request_budget=budget)
+
+    assert result.requests_made == min(budget, 5)
+    assert sandbox.requests_seen("/v3/messages") - before == result.requests_made
+    assert len(result.events) == max(0, min(budget, 5) - 1)
+    assert result.rate_limited_for is None and result.error is None
+
+
+def test_polling_asks_about_the_first_refs_first(provider, clock):
+    refs = [send_and_ref(provider, f"client{i}+delivered@example.com", f"msg-{i}") for i in range(4)]
+    clock.advance(60)
+
+    result = provider.poll(refs, request_budget=3)
+
+    assert set(result.events) == {"msg-0", "msg-1"}
+
+
+def test_rate_limited_list_stops_polling(provider, sandbox, clock):
+    ref = send_and_ref(provider, "delivered@example.com", "msg-1")
+    clock.advance(60)
+    sandbox.fail_next(429, path_prefix="/v3/messages", retry_after=30)
+
+    result = provider.poll([ref], request_budget=5)
+
+    assert result.events == {}
+    assert result.requests_made == 1
+    assert result.rate_limited_for == 30
+
+
+def test_rate_limited_detail_keeps_what_was_fetched(provider, sandbox, clock):
+    first = send_and_ref(provider, "delivered@example.com", "msg-1")
+    second = send_and_ref(provider, "clicked@example.com", "msg-2")
+    clock.advance(60)
+    sandbox.fail_next(429, path_prefix=f"/v3/messages/{second.provider_message_id}")
+
+    result = provider.poll([first, second], request_budget=5)
+
+    assert set(result.events) == {"msg-1"}
+    assert result.requests_made == 3
+    assert result.rate_limited_for == 60
+
+
+def test_a_broken_activity_api_is_reported_not_raised(provider, sandbox, clock):
+    ref = send_and_ref(provider, "delivered@example.com", "msg-1")
+    clock.advance(60)
+    sandbox.fail_next(503, path_prefix="/v3/messages")
+
+    result = provider.poll([ref], request_budget=5)
+
+    assert result.events == {}
+    assert result.rate_limited_for is None
+    assert "503" in (result.error or "")
+
+
+def test_polled_messages_are_matched_by_x_message_id_without_unique_args():
+    detail = {
+        "msg_id": "XMSGID.filterdrecv-1",
+        "to_email": "jane@example.com",
+        "unique_args": "Null",
+        "events": [
+            {"event_name": "delivered", "processed": "2026-01-02T10:00:05Z"},
+            {"event_name": "group_unsubscribe", "processed": "2026-01-02T10:01:00Z"},
+            {"event_name": "something_new", "processed": "2026-01-02T10:02:00Z"},
+            {"event_name": "opened", "processed": "not a time"},
+        ],
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v3/messages":
+            return httpx.Response(200, json={"messages": [{"msg_id": detail["msg_id"]}]})
+        return httpx.Response(200, json=detail)
+
+    provider = SendGridProvider("k", API_BASE, transport=httpx.MockTransport(answer))
+
+    result = provider.poll([PollRef("ours-1", "XMSGID")], request_budget=5)
+
+    events = result.events["ours-1"]
+    assert [event.kind for event in events] == ["delivered", "group_unsubscribe", "unknown"]
+    assert events[0].occurred_at == datetime(2026, 1, 2, 10, 0, 5, tzinfo=UTC)
+    assert all(event.app_message_id == "ours-1" for event in events)
+
+
+def test_poll_with_nothing_to_ask_makes_no_request(provider, sandbox):
+    assert provider.poll([], request_budget=5).requests_made == 0
+    assert sandbox.requests_seen("/v3/") == 0
+
+
+# Spam reports
+
+
+def test_spam_reports_list_the_dropped_and_the_reporting_addresses(provider, clock):
+    provider.send(outgoing("dropped@example.com", "msg-1"))
+    provider.send(outgoing("spam@example.com", "msg-2"))
+
+    assert [address for address, _ in provider.spam_reports()] == ["dropped@example.com"]
+    clock.advance(60)
+    reports = dict(provider.spam_reports())
+
+    assert set(reports) == {"dropped@example.com", "spam@example.com"}
+    assert reports["spam@example.com"] == datetime.fromtimestamp(START + 20, UTC)
+    since = datetime.fromtimestamp(START + 10, UTC)
+    assert [address for address, _ in provider.spam_reports(since=since)] == ["spam@example.com"]
+
+
+def test_an_address_on_the_spam_list_is_dropped_whatever_its_scenario(provider, clock):
+    provider.send(outgoing("spam@example.com", "msg-1"))
+    clock.advance(60)
+
+    ref = send_and_ref(provider, "spam@example.com", "msg-2")
+    clock.advance(60)
+
+    assert [event.kind for event in provider.poll([ref], 5).events["msg-2"]] == ["processed", "dropped"]
+
+
+def test_spam_reports_are_read_page_by_page(provider, sandbox, clock):
+    personalizations = [{"to": [{"email": f"client{i}+dropped@example.com"}]} for i in range(501)]
+    body = {
+        "personalizations": personalizations,
+        "from": {"email": "clinic@example.com"},
+        "subject": "Hello",
+        "content": [{"type": "text/plain", "value": "Hello"}],
+    }
+    with raw_client(sandbox) as client:
+        assert client.post("/v3/mail/send", json=body).status_code == 202
+    before = sandbox.requests_seen("/v3/suppression/spam_reports")
+
+    reports = provider.spam_reports()
+
+    assert len({address for address, _ in reports}) == 501
+    assert sandbox.requests_seen("/v3/suppression/spam_reports") - before == 2
+
+
+def test_removing_a_spam_report_lets_later_sends_through(provider, clock):
+    first = send_and_ref(provider, "dropped@example.com", "msg-1")
+    clock.advance(60)
+    assert [event.kind for event in provider.poll([first], 5).events["msg-1"]] == ["processed", "dropped"]
+
+    provider.remove_spam_report("Dropped@Example.com")
+
+    assert provider.spam_reports() == []
+    second = send_and_ref(provider, "dropped@example.com", "msg-2")
+    clock.advance(60)
+    assert [event.kind for event in provider.poll([second], 5).events["msg-2"]] == ["processed", "delivered"]
+
+
+def test_removing_a_spam_report_can_fail(provider, sandbox):
+    sandbox.fail_next(500, path_prefix="/v3/suppression/spam_reports/")
+
+    with pytest.raises(ProviderError, match="internal error"):
+        provider.remove_spam_report("jane@example.com")
+
+
+def test_spam_reports_raise_when_the_provider_cannot_answer(provider, sandbox):
+    sandbox.fail_next(429, retry_after=15)
+
+    with pytest.raises(ProviderError) as raised:
+        provider.spam_reports()
+
+    assert raised.value.retry_after == 15
+
+
+# Event webhook parsing
+
+
+def webhook_body(*events: dict) -> bytes:
+    return (json.dumps(list(events)) + "\r\n").encode()
+
+
+def test_webhook_events_are_mapped_to_our_kinds():
+    common = {"email": "jane@example.com", "sg_message_id": "X.f-1", "app_message_id": "msg-1"}
+    body = webhook_body(
+        {**common, "event": "processed", "timestamp": 1767348000},
+        {**common, "event": "deferred", "timestamp": 1767348001, "attempt": "3", "response": "421 later"},
+        {**common, "event": "delivered", "timestamp": 1767348002, "response": "250 OK"},
+        {**common, "event": "bounce", "timestamp": 1767348003, "reason": "550 no", "type": "blocked"},
+        {**common, "event": "dropped", "timestamp": 1767348004, "reason": "Bounced Address"},
+        {**common, "event": "open", "timestamp": 1767348005, "sg_machine_open": True},
+        {**common, "event": "open", "timestamp": 1767348006, "sg_machine_open": False},
+        {**common, "event": "click", "timestamp": 1767348007, "url": "https://example.com/a"},
+        {**common, "event": "spamreport", "timestamp": 1767348008},
+        {**common, "event": "group_unsubscribe", "timestamp": 1767348009, "url": "https://x/unsub"},
+        {**common, "event": "account_status_change", "timestamp": 1767348010, "type": "compliance_suspend"},
+    )
+
+    events = parse_webhook_events(body)
+
+    assert [event.kind for event in events] == [
+        "processed",
+        "deferred",
+        "delivered",
+        "bounce",
+        "dropped",
+        "open",
+        "open",
+        "click",
+        "spamreport",
+        "group_unsubscribe",
+        "unknown",
+    ]
+    assert events[1].attempt == 3 and events[1].reason == "421 later"
+    assert events[2].reason == "250 OK"
+    assert events[3].reason == "550 no" and events[3].raw["type"] == "blocked"
+    assert events[4].reason == "Bounced Address"
+    assert (events[5].machine, events[6].machine) == (True, False)
+    assert events[7].url == "https://example.com/a"
+    assert events[9].url is None
+    assert all(event.app_message_id == "msg-1" for event in events)
+    assert all(
+        event.provider_message_id == "X.f-1" and event.recipient == "jane@example.com" for event in events
+    )
+    assert events[0].occurred_at == datetime.fromtimestamp(1767348000, UTC)
+    assert events[0].raw["event"] == "processed"
+
+
+@pytest.mark.parametrize("timestamp", [1767348000, 1767348000.75, "1767348000", 1767348000123])
+def test_webhook_timestamps_in_any_documented_form(timestamp):
+    (event,) = parse_webhook_events(webhook_body({"event": "processed", "timestamp": timestamp}))
+
+    assert int(event.occurred_at.timestamp()) == 1767348000
+    assert event.occurred_at.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"\xff\xfe",
+        b'{"event": "processed", "timestamp": 1}',
+        b"[1, 2]",
+        b'[{"timestamp": 1767348000}]',
+        b'[{"event": "processed"}]',
+        b'[{"event": "processed", "timestamp": "yesterday"}]',
+        b'[{"event": "processed", "timestamp": true}]',
+        b'[{"event": "", "timestamp": 1767348000}]',
+    ],
+)
+def test_malformed_webhook_bodies_are_refused(body):
+    with pytest.raises(ValueError):
+        parse_webhook_events(body)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+WEBHOOK_ITEMS = st.fixed_dictionaries(
+    {},
+    optional={
+        "event": st.sampled_from(sorted(WEBHOOK_KINDS)) | JSON_VALUES,
+        "timestamp": st.integers(-(10**15), 10**15) | st.floats() | st.text() | JSON_VALUES,
+        "attempt": JSON_VALUES,
+        "sg_machine_open": JSON_VALUES,
+        "app_message_id": JSON_VALUES,
+        "url": JSON_VALUES,
+    },
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(items=st.lists(WEBHOOK_ITEMS | JSON_VALUES, max_size=5))
+def test_webhook_parsing_refuses_with_value_error_only(items):
+    body = json.dumps(items).encode()
+    try:
+        events = parse_webhook_events(body)
+    except ValueError:
+        return
+    assert len(events) == len(items)
+    assert all(event.kind in statuses.EVENT_KINDS and event.occurred_at.tzinfo is UTC for event in events)
+    assert all(isinstance(event.dedupe_key, str) for event in events)
+
+
+def test_an_empty_batch_is_no_events():
+    assert parse_webhook_events(b"[]\r\n") == []
+
+
+def test_every_mapped_kind_is_one_of_ours():
+    assert set(POLLED_KINDS.values()) <= set(statuses.EVENT_KINDS)
+    assert set(WEBHOOK_KINDS) <= set(statuses.EVENT_KINDS)
+
+
+@pytest.mark.parametrize(
+    ("reason", "text"),
+    [
+        ("Spam Reporting Address", "the client reported an earlier email as spam"),
+        ("Bounced Address", "an earlier email to this address bounced"),
+        ("Invalid", "the address is not valid"),
+        ("Invalid Address", "the address is not valid"),
+        ("Unsubscribed Address", "the client unsubscribed"),
+        ("Spam Content", "Spam Content"),
+        (None, "the email provider gave no reason"),
+    ],
+)
+def test_drop_reasons_in_plain_words(reason, text):
+    assert drop_reason_text(reason) == text
