@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     # Sandbox provider: where it keeps its state, and where it posts signed event batches.
     "SANDBOX_STATE_PATH": None,  # default: instance/sandbox.sqlite3
     "SANDBOX_WEBHOOK_URL": "",
+    "SANDBOX_SPEED": 1.0,  # tests speed the simulated deliveries up
     # How often an open email log refreshes itself, in seconds.
     "LOG_POLL_FAST_SECONDS": 3,
     "LOG_POLL_SLOW_SECONDS": 30,
@@ -68,6 +69,8 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
     settings: dict[str, Any] = {}
     for name, default in DEFAULTS.items():
         value = overrides.get(name, os.environ.get(name, default))
+        if name == "SANDBOX_SPEED":
+            value = float(value)
         if name in INT_SETTINGS and value is not None:
             try:
                 value = int(value)

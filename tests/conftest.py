@@ -85,9 +85,7 @@ def _settings(instance: Path, database_url: str, redis_url: str, **extra: object
 
 
 @pytest.fixture
-def make_app(
-    migrated_database: str, redis_url: str, tmp_path: Path
-) -> Iterator[callable]:  # type: ignore[valid-type]
+def make_app(migrated_database: str, redis_url: str, tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
     """Build the app for one test (call it with setting overrides); data is wiped afterwards."""
     from webapp import create_app
     from webapp.extensions import db

@@ -53,7 +53,9 @@ def event(email: Email, kind: str, minute: int, **extra) -> ProviderEvent:
 
 def timeline(email: Email) -> list[tuple]:
     rows = db.session.execute(
-        sa.select(EmailEvent.kind, EmailEvent.occurred_at, EmailEvent.reason, EmailEvent.url, EmailEvent.attempt)
+        sa.select(
+            EmailEvent.kind, EmailEvent.occurred_at, EmailEvent.reason, EmailEvent.url, EmailEvent.attempt
+        )
         .where(EmailEvent.email_id == email.id)
         .order_by(EmailEvent.occurred_at, EmailEvent.kind, EmailEvent.dedupe_key)
     )

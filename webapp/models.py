@@ -116,6 +116,8 @@ class Email(db.Model):
     send_attempts: so.Mapped[int] = so.mapped_column(default=0)
     send_claimed_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
     next_attempt_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, index=True)
+    # Since when we cannot tell whether the provider took it (timeout, server error, dead worker).
+    in_doubt_since: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
     send_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     next_poll_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, index=True)
     last_polled_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from webapp.providers.base import EmailProvider
+from webapp.providers.sandbox import SandboxServer
 
 
 def get_provider(config: dict[str, Any]) -> EmailProvider:
@@ -25,8 +27,13 @@ def get_provider(config: dict[str, Any]) -> EmailProvider:
     )
 
 
-def get_sandbox(config: dict[str, Any]):  # noqa: ANN201 - the sandbox module is imported lazily
+def get_sandbox(config: dict[str, Any]) -> SandboxServer:
     """Return the sandbox provider's server (its state lives in its own file)."""
-    from webapp.providers.sandbox import SandboxServer
+    return _sandbox(
+        config["SANDBOX_STATE_PATH"], config.get("SANDBOX_WEBHOOK_URL") or "", config["SANDBOX_SPEED"]
+    )
 
-    return SandboxServer(config["SANDBOX_STATE_PATH"], webhook_url=config.get("SANDBOX_WEBHOOK_URL") or "")
+
+@lru_cache(maxsize=8)
+def _sandbox(state_path: str, webhook_url: str, speed: float) -> SandboxServer:
+    return SandboxServer(state_path, webhook_url=webhook_url, speed=speed)

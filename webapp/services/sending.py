@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 
 SEND_JOB = "jobs.sending.send_email"
 MAX_BACKOFF = timedelta(minutes=10)
-# How long we wait before asking the provider whether an in-doubt send arrived.
-IN_DOUBT_RECHECK = timedelta(seconds=20)
+# How long we wait before asking the provider whether an in-doubt send arrived, and how long
+# its activity records may lag behind: only after that does "not found" mean "not sent".
+IN_DOUBT_RECHECK = timedelta(seconds=30)
+IN_DOUBT_GRACE = timedelta(minutes=5)
 
 
 @dataclass
@@ -113,7 +115,8 @@ def deliver(email_id: int, provider: EmailProvider | None = None) -> str:
     if claimed is None or email is None:
         return email.send_state if email else "missing"
     provider = provider or get_provider(current_app.config)
-    if email.send_attempts > 1 and _already_accepted(email, provider):
+    if email.in_doubt_since is not None and _resolve_doubt(email, provider, now):
+        db.session.commit()
         return email.send_state
     result = provider.send(_outgoing(email))
     if result.outcome == "accepted":
@@ -130,26 +133,27 @@ def deliver(email_id: int, provider: EmailProvider | None = None) -> str:
             "check SENDGRID_API_KEY and its Mail Send permission.",
         )
     else:  # unavailable or in_doubt: it may have arrived; ask before sending again
+        email.in_doubt_since = email.in_doubt_since or now
         _retry_later(email, "in_doubt", IN_DOUBT_RECHECK, result.error)
     db.session.commit()
     return email.send_state
 
 
-def _already_accepted(email: Email, provider: EmailProvider) -> bool:
-    """Ask the provider whether an earlier attempt of this email arrived after all."""
+def _resolve_doubt(email: Email, provider: EmailProvider, now: datetime) -> bool:
+    """Find out whether an earlier attempt arrived; return True when we must not send now."""
     if email.provider_message_id:
         _mark_accepted(email, email.provider_message_id)
-        db.session.commit()
         return True
     try:
         found = provider.find_accepted(email.app_message_id)
     except ProviderError as error:
         _retry_later(email, "in_doubt", timedelta(seconds=error.retry_after or 60), str(error))
-        db.session.commit()
         return True
     if found:
         _mark_accepted(email, found)
-        db.session.commit()
+        return True
+    if now - email.in_doubt_since < IN_DOUBT_GRACE:
+        _retry_later(email, "in_doubt", IN_DOUBT_RECHECK, "waiting for the provider's records")
         return True
     return False
 
@@ -170,6 +174,7 @@ def _outgoing(email: Email) -> OutgoingMessage:
 
 def _mark_accepted(email: Email, provider_message_id: str | None) -> None:
     email.send_state = "accepted"
+    email.in_doubt_since = None
     email.provider_message_id = provider_message_id
     email.send_error = None
     email.next_attempt_at = None
@@ -230,7 +235,7 @@ def recover_abandoned_sends(now: datetime, after: timedelta = timedelta(minutes=
     result = db.session.execute(
         sa.update(Email)
         .where(Email.send_state == "sending", Email.send_claimed_at <= now - after)
-        .values(send_state="in_doubt", next_attempt_at=now)
+        .values(send_state="in_doubt", next_attempt_at=now, in_doubt_since=Email.send_claimed_at)
         .execution_options(synchronize_session=False)
     )
     db.session.commit()

@@ -111,6 +111,7 @@ def upgrade():
     sa.Column('send_attempts', sa.Integer(), nullable=False),
     sa.Column('send_claimed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('in_doubt_since', sa.DateTime(timezone=True), nullable=True),
     sa.Column('send_error', sa.Text(), nullable=True),
     sa.Column('next_poll_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_polled_at', sa.DateTime(timezone=True), nullable=True),

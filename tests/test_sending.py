@@ -1,0 +1,213 @@
+"""Sending through the real worker, the real SendGrid adapter and the sandbox: every outcome,
+and never a second accepted send for the same email."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import timedelta
+
+import httpx
+import sqlalchemy as sa
+
+from tests.conftest import run_jobs
+from webapp.extensions import db
+from webapp.models import Email, OperatorAlert, utcnow
+from webapp.providers import get_provider, get_sandbox
+from webapp.queue import get_queue
+from webapp.services import sending
+from webapp.services.polling import poll_due
+
+
+def accepted_sends(app, email: Email) -> int:
+    """Count the messages the provider's side accepted for this email."""
+    with sqlite3.connect(app.config["SANDBOX_STATE_PATH"]) as state:
+        rows = state.execute("SELECT custom_args FROM messages").fetchall()
+    return sum(1 for (args,) in rows if json.loads(args).get("app_message_id") == email.app_message_id)
+
+
+def queue(world, address: str | None = None) -> Email:
+    return sending.queue_email(
+        world.client_a,
+        kind="appointment_reminder",
+        subject="Appointment reminder",
+        body="See you on Monday",
+        sent_by=world.users["clinician"],
+        to_address=address,
+    )
+
+
+def make_due(email: Email) -> None:
+    email.next_attempt_at = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+
+
+def test_a_queued_email_is_sent_once_by_the_worker_and_reaches_delivered(app, world):
+    app.config["SANDBOX_SPEED"] = 1000.0  # the sandbox's seconds pass in milliseconds
+    email = queue(world)
+    assert email.status == "sending"
+    assert len(get_queue()) == 1
+    run_jobs(app)
+    db.session.refresh(email)
+    assert email.send_state == "accepted"
+    assert email.provider_message_id
+    assert accepted_sends(app, email) == 1
+    # A re-run of the same job, and the sweeper, never send it again.
+    get_queue().enqueue(sending.SEND_JOB, email.id)
+    run_jobs(app)
+    assert sending.deliver(email.id) == "accepted"
+    assert accepted_sends(app, email) == 1
+    email.next_poll_at = utcnow()
+    db.session.commit()
+    import time
+
+    time.sleep(0.05)
+    assert poll_due() == 1
+    db.session.refresh(email)
+    assert email.status == "delivered"
+
+
+def test_an_invalid_address_fails_with_the_providers_own_words(app, world):
+    email = queue(world, address="not-an-address")
+    run_jobs(app)
+    db.session.refresh(email)
+    assert email.send_state == "failed"
+    assert email.status == "failed"
+    assert "valid" in (email.send_error or "").lower()
+    assert [event.kind for event in email.events] == ["sending", "rejected"]
+
+
+def test_a_bad_api_key_keeps_the_email_queued_and_alerts_operators(app, world):
+    app.config["EMAIL_PROVIDER"] = "sandbox"
+    email = queue(world)
+    provider = get_provider(app.config)
+    provider._client.headers["Authorization"] = "Bearer sandbox-forbidden"
+    assert sending.deliver(email.id, provider) == "queued"
+    db.session.refresh(email)
+    assert email.status == "sending"
+    assert email.next_attempt_at > utcnow()
+    alert = db.session.execute(sa.select(OperatorAlert)).scalar_one()
+    assert alert.kind == "provider_auth"
+    assert accepted_sends(app, email) == 0
+
+
+def test_rate_limited_sends_wait_as_the_headers_say(app, world):
+    email = queue(world)
+    get_sandbox(app.config).fail_next(429, path_prefix="/v3/mail/send", retry_after=120)
+    assert sending.deliver(email.id) == "queued"
+    db.session.refresh(email)
+    wait = (email.next_attempt_at - utcnow()).total_seconds()
+    assert 100 < wait <= 121
+    make_due(email)
+    assert sending.deliver(email.id) == "accepted"
+    assert accepted_sends(app, email) == 1
+
+
+def test_a_server_error_is_retried_without_a_second_accepted_send(app, world):
+    app.config["SANDBOX_SPEED"] = 1000.0  # by the retry, the provider's records show the message
+    email = queue(world)
+    sandbox = get_sandbox(app.config)
+    sandbox.accept_then_fail_next()  # accepted, but the answer is lost as a 500
+    assert sending.deliver(email.id) == "in_doubt"
+    assert accepted_sends(app, email) == 1
+    make_due(email)
+    assert sending.deliver(email.id) == "accepted"
+    assert accepted_sends(app, email) == 1
+
+
+def test_a_server_error_before_acceptance_is_sent_again(app, world):
+    email = queue(world)
+    get_sandbox(app.config).fail_next(503, path_prefix="/v3/mail/send")
+    assert sending.deliver(email.id) == "in_doubt"
+    assert accepted_sends(app, email) == 0
+    make_due(email)
+    # Not found yet, but the provider's records may lag: keep waiting.
+    assert sending.deliver(email.id) == "in_doubt"
+    assert accepted_sends(app, email) == 0
+    email.in_doubt_since = utcnow() - sending.IN_DOUBT_GRACE
+    make_due(email)
+    assert sending.deliver(email.id) == "accepted"
+    assert accepted_sends(app, email) == 1
+
+
+def test_a_timeout_is_in_doubt_not_failed(app, world):
+    from webapp.providers.sendgrid import SendGridProvider
+
+    class Timeout(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            raise httpx.ReadTimeout("no answer", request=request)
+
+    email = queue(world)
+    assert (
+        sending.deliver(email.id, SendGridProvider("key", "http://x.invalid", transport=Timeout()))
+        == "in_doubt"
+    )
+    db.session.refresh(email)
+    assert email.status == "sending"
+
+
+def test_a_sweep_re_enqueues_sends_that_redis_lost(app, world):
+    from webapp.services.maintenance import sweep
+
+    email = queue(world)
+    app.extensions["redis"].flushdb()  # Redis lost the job
+    email.created_at = utcnow() - timedelta(minutes=1)
+    db.session.commit()
+    assert sweep()["sends"] == 1
+    run_jobs(app)
+    db.session.refresh(email)
+    assert email.send_state == "accepted"
+    assert accepted_sends(app, email) == 1
+
+
+def test_a_send_abandoned_mid_call_is_checked_before_any_resend(app, world):
+    from webapp.services.maintenance import sweep
+
+    app.config["SANDBOX_SPEED"] = 1000.0
+    email = queue(world)
+    sending.deliver(email.id)
+    assert accepted_sends(app, email) == 1
+    # The worker died after the provider accepted but before we recorded it.
+    email.send_state = "sending"
+    email.provider_message_id = None
+    email.send_claimed_at = utcnow() - timedelta(minutes=6)
+    db.session.commit()
+    assert sweep()["abandoned"] == 1
+    run_jobs(app)
+    db.session.refresh(email)
+    assert email.send_state == "accepted"
+    assert email.provider_message_id
+    assert accepted_sends(app, email) == 1
+
+
+def test_an_address_on_the_spam_list_is_refused_before_anything_is_queued(app, world):
+    from webapp.services.events import add_to_spam_list
+
+    add_to_spam_list(world.client_a.email, utcnow(), None, "sync")
+    db.session.commit()
+    try:
+        queue(world)
+    except sending.SendRefused as refused:
+        assert "spam" in refused.reason
+    else:
+        raise AssertionError("the send was not refused")
+    assert db.session.execute(sa.select(sa.func.count(Email.id))).scalar() == 0
+    assert len(get_queue()) == 0
+
+
+def test_a_send_to_a_suppressed_address_is_dropped_and_says_why(app, world):
+    app.config["SANDBOX_SPEED"] = 1000.0
+    email = queue(world, address="marco.rossi+dropped@example.com")
+    run_jobs(app)
+    import time
+
+    time.sleep(0.05)
+    email.next_poll_at = utcnow()
+    db.session.commit()
+    poll_due()
+    db.session.refresh(email)
+    assert email.status == "failed"
+    from webapp.services.clients import failure_reason
+
+    assert failure_reason(email) == "the client reported an earlier email as spam"
+    assert sending.spam_list_entry("marco.rossi+dropped@example.com") is not None
