@@ -3,6 +3,7 @@ Redis (REDIS_URL, else an embedded one), the sandbox provider, and a small world
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -25,7 +26,14 @@ ON_POSTGRES = TEST_DATABASE_URL.startswith("postgres")
 def redis_url() -> Iterator[str]:
     """A real Redis: the one REDIS_URL names, or an embedded server for this test run."""
     if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
+        # Each run takes its own database number, so runs side by side never flush each other's.
+        url = os.environ["REDIS_URL"]
+        if not url.startswith("unix:"):
+            base = url.split("?")[0].rstrip("/")
+            if base.rsplit("/", 1)[-1].isdigit() and base.count("/") > 2:
+                base = base.rsplit("/", 1)[0]
+            url = f"{base}/{1 + os.getpid() % 15}"
+        yield url
         return
     from webapp import embedded_redis
 
@@ -42,12 +50,7 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory, redis_url: str) 
     from webapp import create_app
 
     if ON_POSTGRES:
-        engine = sa.create_engine(_psycopg(TEST_DATABASE_URL))
-        with engine.begin() as connection:
-            connection.execute(sa.text("DROP SCHEMA public CASCADE"))
-            connection.execute(sa.text("CREATE SCHEMA public"))
-        engine.dispose()
-        url = TEST_DATABASE_URL
+        url = _private_postgres_database(TEST_DATABASE_URL)
     else:
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'template.sqlite3'}"
     app = create_app(_settings(tmp_path_factory.mktemp("instance"), url, redis_url))
@@ -57,6 +60,26 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory, redis_url: str) 
 
         db.engine.dispose()
     return url
+
+
+def _private_postgres_database(url: str) -> str:
+    """Create a fresh database for this run beside the given one, so parallel runs never collide."""
+    server = sa.engine.make_url(_psycopg(url))
+    name = f"{server.database}_pytest_{os.getpid()}"
+    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    atexit.register(_drop_database, server, name)
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(server: sa.engine.URL, name: str) -> None:
+    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
 
 
 def _psycopg(url: str) -> str:

@@ -1,0 +1,148 @@
+"""The product as the README runs it: `bin/run` on the embedded defaults, driven over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "smoke-test-password"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_product(instance: Path, port: int) -> subprocess.Popen:
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(INSTANCE_PATH=str(instance), DEMO_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [str(ROOT / "bin" / "run"), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal gives it
+    )
+
+
+def wait_until_healthy(base: str, process: subprocess.Popen) -> None:
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("the product did not become healthy in time")
+
+
+def press_ctrl_c(process: subprocess.Popen) -> list[psutil.Process]:
+    """Send SIGINT to the process group, as Ctrl-C does; return the processes that were running."""
+    family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    os.killpg(process.pid, signal.SIGINT)
+    process.wait(timeout=30)
+    return family
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', html
+    )
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def sign_in(http: httpx.Client) -> None:
+    token = csrf_token(http.get("/login").text)
+    response = http.post(
+        "/login", data={"email": "clinician@example.com", "password": PASSWORD, "csrf_token": token}
+    )
+    assert response.status_code == 302, response.text[:300]
+
+
+def test_run_command_sends_an_email_to_delivered_and_stops_cleanly(tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_product(tmp_path, port)
+    try:
+        wait_until_healthy(base, process)
+        with httpx.Client(base_url=base, timeout=10) as http:
+            sign_in(http)
+            client_page = http.get("/clients?q=jane.doe")
+            client_path = re.search(r'href="(/clients/\d+)"', client_page.text).group(1)
+            page = http.get(client_path)
+            assert "jane.doe+delivered@example.com" in page.text
+            response = http.post(
+                f"{client_path}/emails",
+                data={
+                    "kind": "free_text",
+                    "subject": "Smoke test reminder",
+                    "body": "Hello from the smoke test",
+                    "csrf_token": csrf_token(page.text),
+                },
+            )
+            assert response.status_code == 303
+            deadline = time.time() + 60
+            status = ""
+            while time.time() < deadline:
+                log = http.get(f"{client_path}/emails", headers={"HX-Request": "true"}).text
+                row = log[log.index("Smoke test reminder") :]
+                status = re.search(r'class="badge badge-\w+"[^>]*>([^<]+)<', row).group(1)
+                if status == "Delivered":
+                    break
+                time.sleep(0.5)
+            assert status == "Delivered"
+    finally:
+        family = press_ctrl_c(process)
+    output = process.stdout.read() if process.stdout else ""
+    assert process.returncode == 0, output[-2000:]
+    time.sleep(0.5)
+    still_running = [proc for proc in family if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE]
+    assert still_running == [], still_running
+
+    # Starting again keeps the data.
+    process = start_product(tmp_path, port)
+    try:
+        wait_until_healthy(base, process)
+        with httpx.Client(base_url=base, timeout=10) as http:
+            sign_in(http)
+            assert "Smoke test reminder" in http.get(client_path).text
+    finally:
+        press_ctrl_c(process)
+    assert process.returncode == 0
+
+
+def test_bad_settings_stop_start_up_with_one_clear_line(tmp_path):
+    cases = {
+        "DATABASE_URL": ("postgresql://nobody@127.0.0.1:9/none", "cannot reach the database"),
+        "REDIS_URL": ("redis://127.0.0.1:9/0", "cannot reach Redis"),
+        "EMAIL_PROVIDER": ("carrier-pigeon", "EMAIL_PROVIDER='carrier-pigeon' is not known"),
+    }
+    for name, (value, expected) in cases.items():
+        env = {key: val for key, val in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL")}
+        env.update(INSTANCE_PATH=str(tmp_path / name), **{name: value})
+        result = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "flask"), "--app", "wsgi", "init-db"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode != 0
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
