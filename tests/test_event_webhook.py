@@ -1,0 +1,173 @@
+"""The signed event webhook, end to end: the sandbox signs and posts, our route verifies, stores
+and acknowledges, a job applies; replays in any order and number end in the same statuses."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import time
+
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.conftest import run_jobs
+from webapp.extensions import db
+from webapp.models import Client, Email, EmailEvent, PendingEvent, WebhookBatch
+from webapp.providers import get_sandbox
+from webapp.services import sending
+
+URL = "/webhooks/sendgrid/events"
+SCENARIOS = ("delivered", "deferred", "bounced", "machine-open", "clicked", "spam", "stuck")
+
+
+def sign(key: ec.EllipticCurvePrivateKey, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    stamp = str(timestamp if timestamp is not None else int(time.time()))
+    signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return {
+        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+        "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
+        "Content-Type": "application/json",
+    }
+
+
+def public_key_b64(key: ec.EllipticCurvePrivateKey) -> str:
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode()
+
+
+@pytest.fixture
+def key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture
+def signed_app(make_app, key):
+    app = make_app(SENDGRID_WEBHOOK_PUBLIC_KEY=public_key_b64(key), WEBHOOK_TOLERANCE_SECONDS=600)
+    with app.app_context():
+        yield app
+
+
+def one_event(**fields) -> bytes:
+    event = {"email": "a@example.com", "timestamp": int(time.time()), "event": "delivered", **fields}
+    return json.dumps([event]).encode() + b"\r\n"
+
+
+def test_a_valid_signature_is_stored_and_acknowledged(signed_app, key):
+    body = one_event(app_message_id="not-known-yet", sg_event_id="e1")
+    response = signed_app.test_client().post(URL, data=body, headers=sign(key, body))
+    assert response.status_code == 200
+    batch = db.session.execute(sa.select(WebhookBatch)).scalar_one()
+    assert batch.body == body  # the exact bytes, trailing CRLF kept
+    run_jobs(signed_app)
+    db.session.refresh(batch)
+    assert batch.applied_at is not None
+    # An event for an email we do not know is kept for later, not dropped.
+    assert db.session.execute(sa.select(PendingEvent.app_message_id)).scalar_one() == "not-known-yet"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["body", "wrong key", "stale", "future", "missing signature", "missing timestamp", "not base64"],
+)
+def test_a_bad_or_missing_signature_is_refused(signed_app, key, tamper):
+    body = one_event(app_message_id="x")
+    headers = sign(key, body)
+    if tamper == "body":
+        body = body.replace(b"delivered", b"bounce")
+    elif tamper == "wrong key":
+        headers = sign(ec.generate_private_key(ec.SECP256R1()), body)
+    elif tamper == "stale":
+        headers = sign(key, body, int(time.time()) - 601)
+    elif tamper == "future":
+        headers = sign(key, body, int(time.time()) + 601)
+    elif tamper == "missing signature":
+        del headers["X-Twilio-Email-Event-Webhook-Signature"]
+    elif tamper == "missing timestamp":
+        del headers["X-Twilio-Email-Event-Webhook-Timestamp"]
+    else:
+        headers["X-Twilio-Email-Event-Webhook-Signature"] = "%%%not-base64%%%"
+    response = signed_app.test_client().post(URL, data=body, headers=headers)
+    assert response.status_code == 403
+    assert db.session.execute(sa.select(sa.func.count(WebhookBatch.id))).scalar() == 0
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"event": "delivered"}', b"[1, 2]", b'[{"email": "a"}]'])
+def test_a_signed_but_malformed_body_is_a_bad_request(signed_app, key, body):
+    response = signed_app.test_client().post(URL, data=body, headers=sign(key, body))
+    assert response.status_code == 400
+    assert db.session.execute(sa.select(sa.func.count(WebhookBatch.id))).scalar() == 0
+
+
+def test_an_oversized_body_is_refused(make_app, key):
+    app = make_app(SENDGRID_WEBHOOK_PUBLIC_KEY=public_key_b64(key), WEBHOOK_MAX_BYTES=1000)
+    body = one_event(padding="x" * 2000)
+    assert app.test_client().post(URL, data=body, headers=sign(key, body)).status_code == 413
+
+
+def test_unknown_event_types_are_kept_not_fatal(signed_app, key, world):
+    email = sending.queue_email(world.client_a, kind="receipt", subject="R", body="B", sent_by=None)
+    body = one_event(event="account_status_change", app_message_id=email.app_message_id, sg_event_id="z")
+    assert signed_app.test_client().post(URL, data=body, headers=sign(key, body)).status_code == 200
+    run_jobs(signed_app)
+    kinds = db.session.execute(sa.select(EmailEvent.kind).where(EmailEvent.email_id == email.id)).scalars()
+    assert "unknown" in set(kinds)
+    db.session.refresh(email)
+    assert email.status == "sending"
+
+
+def test_the_sandbox_batches_replayed_shuffled_and_duplicated_end_in_the_same_statuses(app, world):
+    """Send one email per scenario, collect every signed batch the sandbox posts, then replay them."""
+    app.config["SANDBOX_SPEED"] = 1000.0
+    emails = {}
+    for scenario in SCENARIOS:
+        client = Client(clinic_id=world.clinic_a.id, name=scenario, email=f"pat+{scenario}@example.com")
+        db.session.add(client)
+        db.session.commit()
+        emails[scenario] = sending.queue_email(
+            client, kind="receipt", subject=scenario, body="-", sent_by=None
+        )
+    run_jobs(app)  # the worker sends them all through the sandbox
+    time.sleep(0.1)  # the sandbox's simulated seconds pass
+
+    posted: list[tuple[bytes, dict[str, str]]] = []
+    http = app.test_client()
+
+    def post(body: bytes, headers: dict[str, str]) -> int:
+        posted.append((body, headers))
+        return http.post(URL, data=body, headers=headers).status_code
+
+    assert get_sandbox(app.config).deliver_webhooks(post=post) > 0
+    run_jobs(app)
+    expected = {
+        "delivered": "delivered",
+        "deferred": "delivered",
+        "bounced": "failed",
+        "machine-open": "open",
+        "clicked": "clicked",
+        "spam": "spam-report",
+        "stuck": "processed",
+    }
+    first = {name: db.session.get(Email, email.id).status for name, email in emails.items()}
+    assert first == expected
+    timeline_size = db.session.execute(sa.select(sa.func.count(EmailEvent.id))).scalar()
+    machine_open = db.session.execute(
+        sa.select(EmailEvent.machine).where(
+            EmailEvent.email_id == emails["machine-open"].id, EmailEvent.kind == "open"
+        )
+    ).scalar_one()
+    assert machine_open is True
+
+    # The same batches again, shuffled and each posted up to three times: nothing changes.
+    replay = [batch for batch in posted for _ in range(random.randint(1, 3))]
+    random.Random(7).shuffle(replay)
+    for body, headers in replay:
+        assert http.post(URL, data=body, headers=headers).status_code == 200
+    run_jobs(app)
+    db.session.expire_all()
+    assert {name: db.session.get(Email, email.id).status for name, email in emails.items()} == expected
+    assert db.session.execute(sa.select(sa.func.count(EmailEvent.id))).scalar() == timeline_size

@@ -1,0 +1,78 @@
+"""Periodic sweeps: stuck emails, 72-hour deferrals, late send records, the spam-list copy."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from webapp.extensions import db
+from webapp.models import Email, OperatorAlert, PendingEvent, SpamListEntry, utcnow
+from webapp.providers.base import ProviderEvent
+from webapp.services import maintenance, sending
+from webapp.services.events import apply_events, keep_for_later
+
+
+def queued(world) -> Email:
+    return sending.queue_email(world.client_a, kind="receipt", subject="R", body="B", sent_by=None)
+
+
+def test_an_email_stuck_for_ten_minutes_alerts_support_once(app, world):
+    email = queued(world)
+    email.status_changed_at = utcnow() - timedelta(minutes=11)
+    db.session.commit()
+    assert maintenance.flag_stuck_emails(utcnow()) == 1
+    assert maintenance.flag_stuck_emails(utcnow()) == 0
+    alert = db.session.execute(sa.select(OperatorAlert)).scalar_one()
+    assert alert.kind == "email_stuck" and alert.email_id == email.id
+
+
+def test_an_email_not_yet_stuck_raises_no_alert(app, world):
+    queued(world)
+    assert maintenance.flag_stuck_emails(utcnow()) == 0
+
+
+def test_a_deferral_older_than_72_hours_becomes_failed(app, world):
+    email = queued(world)
+    first = utcnow() - timedelta(hours=73)
+    apply_events(
+        email, [ProviderEvent("deferred", first, app_message_id=email.app_message_id, attempt=1)], "poll"
+    )
+    db.session.commit()
+    assert maintenance.expire_old_deferrals(utcnow()) == 1
+    db.session.refresh(email)
+    assert email.status == "failed"
+    assert maintenance.expire_old_deferrals(utcnow()) == 0
+
+
+def test_events_that_came_before_their_send_record_are_applied_later(app, world):
+    email = queued(world)
+    late = ProviderEvent("delivered", utcnow(), app_message_id=email.app_message_id)
+    keep_for_later([late])
+    db.session.commit()
+    assert maintenance.sweep()["adopted"] == 1
+    db.session.refresh(email)
+    assert email.status == "delivered"
+    assert db.session.execute(sa.select(sa.func.count(PendingEvent.id))).scalar() == 0
+
+
+def test_kept_events_expire_after_a_week(app, world):
+    keep_for_later([ProviderEvent("delivered", utcnow(), app_message_id="never-known")])
+    db.session.commit()
+    maintenance.sweep(utcnow() + timedelta(days=8))
+    assert db.session.execute(sa.select(sa.func.count(PendingEvent.id))).scalar() == 0
+
+
+def test_the_spam_list_copy_follows_the_provider(app, world):
+    # The sandbox's list holds its "dropped" scenario addresses once it has seen them.
+    from webapp.providers import get_provider
+
+    provider = get_provider(app.config)
+    provider.send(
+        sending.OutgoingMessage(
+            "id-1", "marco+dropped@example.com", "Marco", "a@b.example", "A", "S", "B", "receipt"
+        )
+    )
+    assert maintenance.sync_spam_list() >= 1
+    addresses = set(db.session.execute(sa.select(SpamListEntry.address)).scalars())
+    assert "marco+dropped@example.com" in addresses

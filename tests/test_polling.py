@@ -1,0 +1,97 @@
+"""Polling the provider: batches, one shared rate budget in Redis, young emails often, final never."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from tests.conftest import run_jobs
+from webapp.extensions import db
+from webapp.models import Client, Email, utcnow
+from webapp.providers import get_sandbox
+from webapp.services import polling, sending
+
+
+def send_many(app, world, count: int, scenario: str = "delivered") -> list[Email]:
+    emails = []
+    for number in range(count):
+        client = Client(
+            clinic_id=world.clinic_a.id, name=f"C{number}", email=f"c{number}+{scenario}@example.com"
+        )
+        db.session.add(client)
+        db.session.commit()
+        emails.append(sending.queue_email(client, kind="receipt", subject="R", body="B", sent_by=None))
+    run_jobs(app)
+    time.sleep(0.05)
+    for email in emails:
+        db.session.refresh(email)
+        email.next_poll_at = utcnow()
+    db.session.commit()
+    return emails
+
+
+def test_one_batch_brings_every_due_email_up_to_date(app, world):
+    app.config["SANDBOX_SPEED"] = 1000.0
+    emails = send_many(app, world, 5)
+    sandbox = get_sandbox(app.config)
+    before = sandbox.requests_seen("/v3/messages")
+    assert polling.poll_due() == 5
+    assert sandbox.requests_seen("/v3/messages") - before == 1 + 5  # one list query, one detail each
+    assert {db.session.get(Email, email.id).status for email in emails} == {"delivered"}
+
+
+def test_all_workers_share_one_budget_per_minute(app, world):
+    app.config["SANDBOX_SPEED"] = 1000.0
+    app.config["ACTIVITY_REQUESTS_PER_MINUTE"] = 3
+    send_many(app, world, 5)
+    sandbox = get_sandbox(app.config)
+    before = sandbox.requests_seen("/v3/messages")
+    polling.poll_due()
+    polling.poll_due()  # a second worker in the same minute finds the budget spent
+    used = sandbox.requests_seen("/v3/messages") - before
+    assert used == 3
+    assert int(app.extensions["redis"].get(f"{polling.BUDGET_KEY}:{int(time.time() // 60)}")) == 3
+
+
+def test_a_429_stops_every_worker_until_the_reset(app, world):
+    app.config["SANDBOX_SPEED"] = 1000.0
+    emails = send_many(app, world, 2)
+    get_sandbox(app.config).fail_next(429, path_prefix="/v3/messages", retry_after=30)
+    assert polling.poll_due() == 0
+    ttl = app.extensions["redis"].pttl(polling.BLOCKED_KEY)
+    assert 20_000 < ttl <= 30_000
+    assert polling.take_budget(5) == 0
+    assert all(db.session.get(Email, email.id).status == "sending" for email in emails)
+
+
+def test_young_emails_are_polled_often_old_ones_rarely_final_ones_never(app, world):
+    email = sending.queue_email(world.client_a, kind="receipt", subject="R", body="B", sent_by=None)
+    email.send_state = "accepted"
+    now = utcnow()
+    polling.schedule_next_poll(email, now)
+    assert email.next_poll_at - now == timedelta(seconds=5)
+    email.created_at = now - timedelta(hours=30)
+    polling.schedule_next_poll(email, now)
+    assert email.next_poll_at - now == timedelta(hours=1)
+    email.created_at = now - timedelta(days=5)
+    polling.schedule_next_poll(email, now)
+    assert email.next_poll_at is None
+    email.created_at = now
+    email.status = "failed"
+    polling.schedule_next_poll(email, now)
+    assert email.next_poll_at is None
+    db.session.rollback()
+
+
+def test_the_poll_job_runs_through_the_queue(app, world):
+    app.config["SANDBOX_SPEED"] = 1000.0
+    emails = send_many(app, world, 1, scenario="clicked")
+    from webapp.queue import get_queue
+
+    get_queue().enqueue("jobs.polling.poll_provider")
+    run_jobs(app)
+    email = db.session.execute(sa.select(Email).where(Email.id == emails[0].id)).scalar_one()
+    assert email.status == "clicked"
+    assert email.last_polled_at is not None
