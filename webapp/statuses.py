@@ -66,6 +66,12 @@ STATUS_FOR_EVENT: dict[str, Status | None] = {
 
 EVENT_KINDS: tuple[str, ...] = tuple(STATUS_FOR_EVENT)
 
+
+def lifecycle_position(kind: str) -> int:
+    """Order events that share a timestamp (providers report whole seconds) as an email lives them."""
+    return EVENT_KINDS.index(kind) if kind in STATUS_FOR_EVENT else len(EVENT_KINDS)
+
+
 # Human words for the timeline, one per event kind.
 EVENT_LABELS: dict[str, str] = {
     "sending": "Queued for sending",

@@ -62,11 +62,15 @@ class AddressHealth:
 
     state: str  # fine, failure, spam
     spam_entry: SpamListEntry | None = None
+    # The email the client reported as spam, when this clinic sent it: the spam list is shared by
+    # every clinic, and another clinic's subject line is not this clinic's business.
+    spam_email: Email | None = None
     failed_email: Email | None = None
     failure_reason: str = ""
 
     @property
     def label(self) -> str:
+        """The mark shown beside the client, in words (the colour only repeats it)."""
         return {"fine": "Fine", "failure": "Recent failure", "spam": "On the spam list"}[self.state]
 
 
@@ -78,7 +82,9 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
     spam = {
         entry.address: entry
         for entry in db.session.execute(
-            sa.select(SpamListEntry).where(SpamListEntry.address.in_(addresses))
+            sa.select(SpamListEntry)
+            .where(SpamListEntry.address.in_(addresses))
+            .options(sa.orm.selectinload(SpamListEntry.email))
         ).scalars()
     }
     latest = (
@@ -101,7 +107,9 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
         address = client.email.strip().lower()
         latest_email = latest_emails.get(client.id)
         if address in spam:
-            health[client.id] = AddressHealth("spam", spam_entry=spam[address])
+            entry = spam[address]
+            own_email = entry.email if entry.email and entry.email.clinic_id == client.clinic_id else None
+            health[client.id] = AddressHealth("spam", spam_entry=entry, spam_email=own_email)
         elif (
             latest_email is not None
             and latest_email.status == statuses.FAILED.key
@@ -138,6 +146,8 @@ def plain_bounce_reason(reason: str | None) -> str:
 
 @dataclass
 class TimelineEntry:
+    """One line of an email's timeline, in the clinician's words."""
+
     at: datetime
     kind: str
     label: str
@@ -148,6 +158,8 @@ class TimelineEntry:
 
 @dataclass
 class LogRow:
+    """One email of the log with everything its row shows."""
+
     email: Email
     status: statuses.Status
     stuck: bool
@@ -205,7 +217,10 @@ def _log_row(email: Email, now: datetime) -> LogRow:
 
 def build_timeline(events: list[EmailEvent]) -> list[TimelineEntry]:
     """Turn stored events into timeline lines, labelling machine opens and automated clicks."""
-    ordered = sorted(events, key=lambda event: (event.occurred_at, event.kind, event.dedupe_key))
+    ordered = sorted(
+        events,
+        key=lambda event: (event.occurred_at, statuses.lifecycle_position(event.kind), event.dedupe_key),
+    )
     delivered_at = min((event.occurred_at for event in ordered if event.kind == "delivered"), default=None)
     clicks = [event for event in ordered if event.kind == "click"]
     entries = []
@@ -252,7 +267,7 @@ def late_change_sentence(timeline: list[TimelineEntry]) -> LateChange | None:
     )
     if delivered is None or late is None or late.at < delivered.at:
         return None
-    verb = {"bounce": "bounced", "spamreport": "was reported as spam", "dropped": "was dropped"}[late.kind]
+    verb = {"bounce": "bounced", "spamreport": "reported as spam", "dropped": "dropped"}[late.kind]
     return LateChange(delivered.at, verb, late.at)
 
 

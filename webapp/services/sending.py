@@ -81,7 +81,10 @@ def queue_email(
     )
     db.session.add(email)
     db.session.flush()
-    queued = ProviderEvent("sending", email.created_at, app_message_id=email.app_message_id)
+    # Whole seconds, like the provider's own timestamps, so the timeline sorts naturally.
+    queued = ProviderEvent(
+        "sending", email.created_at.replace(microsecond=0), app_message_id=email.app_message_id
+    )
     apply_events(email, [queued], source="app")
     audit.record(
         "email.resend" if resend_of else "email.send",

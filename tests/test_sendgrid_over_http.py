@@ -1,0 +1,54 @@
+"""EMAIL_PROVIDER=sendgrid against any server that speaks the documented API: here the sandbox
+served over real HTTP on loopback, so the adapter's own HTTP client does the talking."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from werkzeug.serving import make_server
+
+from tests.conftest import run_jobs
+from webapp.extensions import db
+from webapp.models import utcnow
+from webapp.providers.sandbox import SandboxServer
+from webapp.services import polling, sending
+
+
+@pytest.fixture
+def sendgrid_api(tmp_path):
+    server = make_server("127.0.0.1", 0, SandboxServer(str(tmp_path / "provider.sqlite3"), speed=1000.0))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_the_product_works_unchanged_against_a_documented_api(make_app, sendgrid_api):
+    app = make_app(EMAIL_PROVIDER="sendgrid", SENDGRID_API_KEY="SG.test-key", SENDGRID_API_BASE=sendgrid_api)
+    with app.app_context():
+        from webapp.models import Client, Clinic
+
+        clinic = Clinic(name="HTTP clinic")
+        db.session.add(clinic)
+        db.session.flush()
+        client = Client(clinic_id=clinic.id, name="Ann", email="ann+clicked@example.com")
+        db.session.add(client)
+        db.session.commit()
+        email = sending.queue_email(
+            client, kind="intake_form", subject="Intake", body="Please fill", sent_by=None
+        )
+        assert email.provider == "sendgrid"
+        run_jobs(app)
+        db.session.refresh(email)
+        assert email.send_state == "accepted"
+        time.sleep(0.05)
+        email.next_poll_at = utcnow()
+        db.session.commit()
+        assert polling.poll_due() == 1
+        db.session.refresh(email)
+        assert email.status == "clicked"
+        assert {"sending", "processed", "delivered", "open", "click"} <= {
+            event.kind for event in email.events
+        }
