@@ -73,6 +73,9 @@ def _configure_flask(app: Flask) -> None:
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    # The idle timeout lives in the session itself (security.py); re-signing the cookie on
+    # every background poll would only cost time.
+    app.config["SESSION_REFRESH_EACH_REQUEST"] = False
     app.config["MAX_CONTENT_LENGTH"] = app.config["WEBHOOK_MAX_BYTES"]
     # A log page stays open for hours; the session's own timeouts bound the token instead.
     app.config["WTF_CSRF_TIME_LIMIT"] = None
