@@ -6,9 +6,16 @@ from datetime import datetime, timezone
 
 import pytest
 
-from config import ConfigError, load_settings
+from config import DEFAULTS, ConfigError, load_settings
 from webapp.extensions import db
 from webapp.models import Clinic
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    """These tests read settings from the environment: start from none (CI sets some)."""
+    for name in DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
 
 
 def test_a_development_secret_is_generated_once_and_kept(tmp_path):
