@@ -44,7 +44,18 @@ DEFAULTS: dict[str, Any] = {
     "SEND_TIMEOUT_SECONDS": 15,
     "TRUSTED_HOSTS": "",  # comma-separated; empty allows any host (development)
     "SESSION_COOKIE_SECURE": None,  # default: on in production
-    "LOGIN_RATE_LIMIT": "10 per 15 minutes",
+    "LOGIN_RATE_LIMIT": "10 per 15 minutes",  # attempts per account, from any address
+    # Failed attempts per client address: a clinic's staff often share one address behind NAT.
+    "LOGIN_ADDRESS_RATE_LIMIT": "30 per 15 minutes",
+    # A moving window: no double burst at the edge of a fixed window.
+    "RATELIMIT_STRATEGY": "moving-window",
+    # How many reverse proxies stand in front of the app; their X-Forwarded-For/-Proto are
+    # trusted (the client address feeds login throttling). 0: use the connecting address.
+    "TRUSTED_PROXIES": 0,
+    # Inbound Parse (removal requests mailed to support): the password SendGrid sends with HTTP
+    # Basic auth (put it in the Inbound Parse URL). Empty closes the route, except in the sandbox.
+    "INBOUND_WEBHOOK_SECRET": "",
+    "INBOUND_MAX_BYTES": 32 * 1024 * 1024,  # SendGrid accepts mail up to 30 MB
     "PASSWORD_HASH_METHOD": "scrypt",
 }
 
@@ -56,6 +67,8 @@ INT_SETTINGS = {
     "LOG_POLL_FAST_SECONDS",
     "LOG_POLL_SLOW_SECONDS",
     "SEND_TIMEOUT_SECONDS",
+    "TRUSTED_PROXIES",
+    "INBOUND_MAX_BYTES",
 }
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from flask import Flask, abort, redirect, request, session, url_for
 from flask_login import current_user, logout_user
+from werkzeug.exceptions import SecurityError
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
 from webapp.extensions import db, htmx, login_manager
@@ -25,6 +27,10 @@ CONTENT_SECURITY_POLICY = (
 
 def init_app(app: Flask) -> None:
     """Wire session timeouts, the login redirect and security headers into the app."""
+    proxies = app.config.get("TRUSTED_PROXIES", 0)
+    if proxies:
+        # Only the proxies we run may say who the client is: the address keys login throttling.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     app.permanent_session_lifetime = ABSOLUTE_TIMEOUT_SECONDS
     login_manager.session_protection = "basic"
     login_manager.user_loader(_load_user)
@@ -36,8 +42,13 @@ def init_app(app: Flask) -> None:
 
 def _load_user(user_id: str) -> User | None:
     user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
-    # A session outlives neither its user nor a move to another clinic or role.
-    if user is None or user.clinic_id != session.get("clinic_id") or user.role != session.get("role"):
+    # A session outlives neither its user, nor a deactivation, nor a move to another clinic or role.
+    if (
+        user is None
+        or not user.active
+        or user.clinic_id != session.get("clinic_id")
+        or user.role != session.get("role")
+    ):
         return None
     return user
 
@@ -92,7 +103,7 @@ def _security_headers(response: Response) -> Response:
         headers["Cache-Control"] = "no-store"
         headers.add("Vary", "HX-Request")
         headers.add("Vary", "Cookie")
-    if session.get("_fresh") is not None and request.is_secure:
+    if request.is_secure:
         headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
     return response
 
@@ -143,7 +154,8 @@ def register_error_pages(app: Flask) -> None:
     def render(error: Any) -> tuple[str, int]:
         code = getattr(error, "code", 500) or 500
         title, message = ERROR_PAGES.get(code, ("Something went wrong", "Please try again."))
-        if htmx:
+        # An untrusted Host leaves no way to build URLs, so no page around the message.
+        if htmx or isinstance(error, SecurityError):
             return message, code
         return render_template("errors/error.html", title=title, message=message), code
 

@@ -3,6 +3,8 @@
   "use strict";
 
   // --- The email log refreshes itself while the tab is visible -------------------------------
+  // The server says how often (data-poll-seconds: fast while a row can still change soon); a
+  // hidden tab asks nothing, and asks at once when it becomes visible again.
   let pollTimer = null;
 
   function schedulePoll() {
@@ -27,15 +29,29 @@
     schedulePoll();
   });
 
-  // --- Timelines stay open across refreshes ---------------------------------------------------
+  // --- A refresh keeps open timelines open and the keyboard focus where it was ---------------
   let openTimelines = [];
+  let focusedId = null;
 
   document.addEventListener("htmx:beforeSwap", function (event) {
-    if (event.detail.target && event.detail.target.id === "email-log") {
-      openTimelines = Array.from(document.querySelectorAll("#email-log .toggle[aria-expanded='true']"))
-        .map(function (button) { return button.getAttribute("aria-controls"); });
-    }
+    if (!event.detail.target || event.detail.target.id !== "email-log") return;
+    openTimelines = Array.from(document.querySelectorAll("#email-log .toggle[aria-expanded='true']"))
+      .map(function (button) { return button.getAttribute("aria-controls"); });
+    const active = document.activeElement;
+    focusedId = active && active.id && event.detail.target.contains(active) ? active.id : null;
   });
+
+  function restoreLogState() {
+    openTimelines.forEach(function (id) {
+      const button = document.querySelector("#email-log .toggle[aria-controls='" + id + "']");
+      if (button) setTimeline(button, true);
+    });
+    if (focusedId) {
+      const again = document.getElementById(focusedId);
+      if (again) again.focus({ preventScroll: true });
+      focusedId = null;
+    }
+  }
 
   function setTimeline(button, open) {
     const timeline = document.getElementById(button.getAttribute("aria-controls"));
@@ -51,7 +67,7 @@
     if (copy) copyText(copy);
     if (event.target.closest("[data-close-help]")) closeHelp();
     const badge = event.target.closest("[data-help-badge]");
-    if (badge) lastBadge = badge;
+    if (badge) lastBadgeId = badge.id;
   });
 
   // --- "updated N s ago" and local times -------------------------------------------------------
@@ -73,8 +89,14 @@
     const now = Date.now() / 1000;
     const updated = document.querySelector("#email-log .updated");
     if (updated) {
-      const text = updated.querySelector(".updated-text");
-      text.textContent = "updated " + relative(Math.max(0, Math.round(now - Number(updated.dataset.checkedAt))));
+      const age = Math.max(0, Math.round(now - Number(updated.dataset.checkedAt)));
+      const log = document.getElementById("email-log");
+      const interval = Number(log.dataset.pollSeconds || 30);
+      // Missed several refreshes in a row (offline, server down): say so rather than look alive.
+      const stale = document.visibilityState === "visible" && age > 3 * interval + 10;
+      updated.classList.toggle("stale", stale);
+      updated.querySelector(".updated-text").textContent =
+        (stale ? "not updated since " : "updated ") + relative(age);
     }
     document.querySelectorAll("time[data-relative]").forEach(function (time) {
       const then = Date.parse(time.getAttribute("datetime")) / 1000;
@@ -97,11 +119,12 @@
 
   document.addEventListener("htmx:afterRequest", function (event) {
     const elt = event.detail.elt;
+    // A 204 ("nothing changed") is a successful check too.
     if (elt && elt.id === "email-log" && event.detail.successful) markChecked();
   });
 
   // --- The help panel opens beside the log and closes from the keyboard ----------------------
-  let lastBadge = null;
+  let lastBadgeId = null;
 
   function closeHelp() {
     const panel = document.getElementById("help-panel");
@@ -109,7 +132,9 @@
     panel.hidden = true;
     panel.innerHTML = "";
     document.body.classList.remove("help-open");
-    if (lastBadge && document.body.contains(lastBadge)) lastBadge.focus();
+    // The log may have been refreshed meanwhile: find the badge again by its id.
+    const badge = lastBadgeId && document.getElementById(lastBadgeId);
+    if (badge) badge.focus();
   }
 
   document.addEventListener("keydown", function (event) {
@@ -121,8 +146,10 @@
     if (target && target.id === "help-panel") {
       target.hidden = false;
       document.body.classList.add("help-open");
-      target.setAttribute("aria-labelledby", "help-panel-title");
-      target.focus();
+      target.focus({ preventScroll: true });
+      // On a narrow screen the panel sits above the log: bring its top into view.
+      const top = target.getBoundingClientRect().top;
+      if (top < 0 || top > window.innerHeight - 80) target.scrollIntoView({ block: "start" });
     }
   });
 
@@ -130,21 +157,27 @@
   function copyText(button) {
     const source = document.getElementById(button.dataset.copyTarget);
     const status = button.parentElement.querySelector(".copy-status");
-    if (!source || !navigator.clipboard) return;
+    if (!source) return;
+    function selectInstead() {
+      const details = source.closest("details");
+      if (details) details.open = true;
+      window.getSelection().selectAllChildren(source);
+      if (status) status.textContent = "The text is selected: copy it with Ctrl+C (⌘C on a Mac).";
+    }
+    if (!navigator.clipboard) { selectInstead(); return; }
     navigator.clipboard.writeText(source.textContent.trim()).then(
-      function () { if (status) status.textContent = "Copied."; },
-      function () { if (status) status.textContent = "Copy failed: select the text and copy it instead."; }
+      function () { if (status) status.textContent = "Copied. Paste it into a message to the client."; },
+      selectInstead
     );
   }
 
   // --- Every swap and the first load ------------------------------------------------------------
   document.addEventListener("htmx:load", function (event) {
-    localise(event.detail.elt);
-    if (event.detail.elt.id === "email-log" || event.detail.elt.querySelector && event.detail.elt.querySelector("#email-log")) {
-      openTimelines.forEach(function (id) {
-        const button = document.querySelector(".toggle[aria-controls='" + id + "']");
-        if (button) setTimeline(button, true);
-      });
+    const elt = event.detail.elt;
+    localise(elt);
+    if (elt.id === "email-log" || (elt.querySelector && elt.querySelector("#email-log"))) {
+      restoreLogState();
+      renderClock();
       schedulePoll();
     }
   });

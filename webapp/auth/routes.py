@@ -17,8 +17,24 @@ def _login_attempt_account() -> str:
     return "login-account:" + (request.form.get("email") or "").strip().lower()
 
 
-def _login_limit() -> str:
+def _account_limit() -> str:
     return current_app.config["LOGIN_RATE_LIMIT"]
+
+
+def _address_limit() -> str:
+    return current_app.config["LOGIN_ADDRESS_RATE_LIMIT"]
+
+
+def _failed(response: Response) -> bool:
+    """Only failed sign-ins count against an address: a clinic's staff may share one."""
+    return response.status_code != 302
+
+
+def _safe_next(url: str | None) -> str | None:
+    """Return a same-site path to go back to, or None (never another site)."""
+    if url and url.startswith("/") and not url.startswith(("//", "/\\")):
+        return url
+    return None
 
 
 @bp.get("/")
@@ -40,8 +56,8 @@ def login_form() -> str | Response:
 
 
 @bp.post("/login")
-@limiter.limit(_login_limit, methods=["POST"])
-@limiter.limit(_login_limit, methods=["POST"], key_func=_login_attempt_account)
+@limiter.limit(_address_limit, methods=["POST"], deduct_when=_failed)
+@limiter.limit(_account_limit, methods=["POST"], key_func=_login_attempt_account)
 def login() -> str | Response | tuple[str, int]:
     """Check the credentials and start a new session."""
     form = LoginForm()
@@ -51,8 +67,9 @@ def login() -> str | Response | tuple[str, int]:
     if user is None:
         flash("That email and password do not match an account.", "error")
         return render_template("auth/login.html", form=form), 401
+    # Read before the session is replaced: nothing else of the pre-login session survives.
+    next_url = _safe_next(session.get("next_url"))
     accounts.start_session(user)
-    next_url = session.pop("next_url", None)
     return redirect(next_url or url_for("auth.index"))
 
 

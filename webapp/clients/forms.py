@@ -1,14 +1,21 @@
 """Forms of the client file."""
 
 from flask_wtf import FlaskForm
-from wtforms import SelectField, StringField, TextAreaField
+from wtforms import SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
 from webapp.models import MESSAGE_KINDS
 
 
 class SendEmailForm(FlaskForm):
-    kind = SelectField("Kind of message", choices=list(MESSAGE_KINDS.items()), validators=[DataRequired()])
+    """Compose an email to the client from one of the message kinds."""
+
+    kind = SelectField(
+        "Kind of message",
+        # SelectChoice, not (value, label) tuples: WTForms 3.3 deprecates tuples (removed in 3.4).
+        choices=[SelectChoice(value, label) for value, label in MESSAGE_KINDS.items()],
+        validators=[DataRequired()],
+    )
     subject = StringField("Subject", validators=[Optional(), Length(max=200)])
     body = TextAreaField("Message", validators=[Optional(), Length(max=20000)])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import current_app, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -25,8 +25,9 @@ def index() -> str:
     page = request.args.get("page", 1, type=int)
     pagination = clients.search(current_clinic_id(), query, page)
     health = clients.address_health(pagination.items, utcnow())
-    template = "clients/_list.html" if htmx and not htmx.history_restore_request else "clients/index.html"
-    return render_template(template, pagination=pagination, health=health, query=query)
+    partial = bool(htmx) and not htmx.history_restore_request
+    template = "clients/_list.html" if partial else "clients/index.html"
+    return render_template(template, pagination=pagination, health=health, query=query, oob=partial)
 
 
 @bp.get("/clients/<int:client_id>")
@@ -42,8 +43,10 @@ def show(client_id: int) -> str:
 
 @bp.get("/clients/<int:client_id>/emails")
 @limiter.exempt
-def email_log(client_id: int) -> str | tuple[str, int]:
+def email_log(client_id: int) -> Response | tuple[str, int]:
     """Return the email log partial; 204 from Redis alone when nothing changed since `v`."""
+    # This path runs every few seconds for every open log: it reads the session cookie and one
+    # Redis key, and touches neither the database nor a template (tests/test_email_log.py).
     if session_is_live() and session.get("role") in ("clinician", "owner"):
         marker, _, fresh_until = request.args.get("v", "").partition("-")
         still_fresh = fresh_until.isdigit() and time.time() < int(fresh_until)
@@ -53,9 +56,16 @@ def email_log(client_id: int) -> str | tuple[str, int]:
 
 
 @clinic_staff_required
-def _render_email_log(client_id: int) -> str:
+def _render_email_log(client_id: int) -> Response:
     client = clients.get_client(current_clinic_id(), client_id)
-    return render_template("clients/_email_log.html", client=client, **_log_context(client.id))
+    context = _log_context(client.id)
+    response = make_response(render_template("clients/_email_log.html", client=client, **context))
+    if request.headers.get("HX-Trigger") == "log-filter":
+        # The filter belongs in the page's address, so a reload or a shared link keeps it.
+        response.headers["HX-Push-Url"] = url_for(
+            "clients.show", client_id=client.id, status=context["status_filter"] or None
+        )
+    return response
 
 
 @bp.post("/clients/<int:client_id>/emails")

@@ -33,8 +33,7 @@ def resend(email_id: int) -> str | Response | tuple[str, int]:
             original, to_address=form.to_address.data, update_client=form.update_client.data, by=current_user
         )
     except sending.SendRefused as refused:
-        db.session.rollback()
-        flash(f"Not sent: {refused.reason}.", "error")
-        return render_template("emails/resend.html", email=original, form=form), 422
+        db.session.rollback()  # also undoes a corrected address saved to the client file
+        return render_template("emails/resend.html", email=original, form=form, refused=refused), 422
     flash(f"Resending “{original.subject}” to {form.to_address.data}.", "success")
     return redirect(url_for("clients.show", client_id=original.client_id), code=303)

@@ -9,6 +9,7 @@ from werkzeug.wrappers import Response
 from webapp.owner import bp
 from webapp.owner.forms import NewUserForm, UserActionForm
 from webapp.security import current_clinic_id, owner_required
+from webapp.services import audit as audit_trail
 from webapp.services import staff
 
 
@@ -67,4 +68,6 @@ def activate_user(user_id: int) -> Response:
 def audit() -> str:
     """Show the clinic's audit trail, newest first."""
     page = request.args.get("page", 1, type=int)
-    return render_template("owner/audit.html", pagination=staff.audit_trail(current_clinic_id(), page))
+    return render_template(
+        "owner/audit.html", pagination=staff.audit_trail(current_clinic_id(), page), label=audit_trail.label
+    )

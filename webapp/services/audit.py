@@ -5,6 +5,22 @@ from __future__ import annotations
 from webapp.extensions import db
 from webapp.models import AuditEntry, User, utcnow
 
+# What each action means, in the words the audit page shows clinic owners.
+LABELS = {
+    "login": "Signed in",
+    "login.failed": "Failed sign-in",
+    "user.create": "Added a user",
+    "user.activate": "Reactivated a user",
+    "user.deactivate": "Deactivated a user",
+    "email.send": "Sent an email",
+    "email.resend": "Resent an email",
+    "client.update_email": "Corrected a client's address",
+    "removal.received": "Spam-list removal request received",
+    "removal.approved": "Spam-list removal approved",
+    "removal.rejected": "Spam-list removal rejected",
+    "removal.lifted": "Spam-list block lifted",
+}
+
 
 def record(
     action: str,
@@ -27,3 +43,8 @@ def record(
             detail=detail,
         )
     )
+
+
+def label(action: str) -> str:
+    """Return the plain-words name of an audit action (the code itself when unknown)."""
+    return LABELS.get(action, action)

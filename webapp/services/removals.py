@@ -1,4 +1,8 @@
-"""Spam-list removal cases: only a verified request from the client's own address lifts a block."""
+"""Spam-list removal cases: only a verified request from the client's own address lifts a block.
+
+Cases are filed only by the inbound-mail webhook (webapp.services.inbound); nobody can open one by
+hand, so nobody can ask on a client's behalf. Support decides; a job lifts the block.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ from flask import abort, current_app
 from webapp.extensions import db
 from webapp.models import Client, Clinic, OperatorAlert, RemovalRequest, SpamListEntry, User, utcnow
 from webapp.providers import get_provider
+from webapp.providers.base import ProviderError
 from webapp.queue import enqueue
 from webapp.services import audit
+from webapp.services.sending import alert_operators
 
 LIFT_JOB = "jobs.removals.lift_spam_block"
 
@@ -69,8 +75,6 @@ def spam_entry(removal: RemovalRequest) -> SpamListEntry | None:
 
 def approve(removal: RemovalRequest, by: User, note: str) -> None:
     """Approve a verified case from an address on file, and lift the block in a job."""
-    if removal.status != "pending":
-        raise DecisionRefused("This case has already been decided.")
     if removal.verdict != "verified":
         raise DecisionRefused(
             "This request is not proven to come from the address it claims; it cannot be approved."
@@ -83,8 +87,6 @@ def approve(removal: RemovalRequest, by: User, note: str) -> None:
 
 def reject(removal: RemovalRequest, by: User, note: str) -> None:
     """Close a pending case without lifting the block."""
-    if removal.status != "pending":
-        raise DecisionRefused("This case has already been decided.")
     _decide(removal, "rejected", by, note)
 
 
@@ -93,27 +95,77 @@ def lift_block(case_id: int) -> bool:
     removal = db.session.get(RemovalRequest, case_id)
     if removal is None or removal.status != "approved" or removal.lifted_at is not None:
         return False
-    get_provider(current_app.config).remove_spam_report(removal.from_address)
+    try:
+        # Idempotent at the provider: removing an address twice is harmless.
+        get_provider(current_app.config).remove_spam_report(removal.from_address)
+    except ProviderError as error:
+        alert_operators(
+            "removal_lift_failed",
+            f"Removal case {removal.id} was approved but the provider did not lift the block yet "
+            f"({error}); it will be tried again.",
+        )
+        db.session.commit()
+        raise
+    lifted = db.session.execute(
+        sa.update(RemovalRequest)
+        .where(RemovalRequest.id == case_id, RemovalRequest.lifted_at.is_(None))
+        .values(lifted_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not lifted:  # another worker finished it first
+        db.session.rollback()
+        return False
     db.session.execute(sa.delete(SpamListEntry).where(SpamListEntry.address == removal.from_address))
-    removal.lifted_at = utcnow()
-    audit.record(
-        "removal.lifted", None, clinic_id=None, subject_type="removal_request", subject_id=removal.id
-    )
+    _audit_for_clinics("removal.lifted", None, removal, removal.from_address)
     db.session.commit()
     return True
 
 
-def _decide(removal: RemovalRequest, status: str, by: User, note: str) -> None:
-    removal.status = status
-    removal.decided_by_id = by.id
-    removal.decided_at = utcnow()
-    removal.decision_note = note.strip()
-    audit.record(
-        f"removal.{status}",
-        by,
-        clinic_id=None,
-        subject_type="removal_request",
-        subject_id=removal.id,
-        detail=removal.decision_note,
+def due_lifts() -> list[int]:
+    """Return approved cases whose block is not lifted yet (a failed or lost lift job)."""
+    return list(
+        db.session.execute(
+            sa.select(RemovalRequest.id)
+            .where(RemovalRequest.status == "approved", RemovalRequest.lifted_at.is_(None))
+            .order_by(RemovalRequest.id)
+        ).scalars()
     )
+
+
+def _decide(removal: RemovalRequest, status: str, by: User, note: str) -> None:
+    """Decide a pending case exactly once, even when two support users click at the same time."""
+    note = note.strip()
+    decided = db.session.execute(
+        sa.update(RemovalRequest)
+        .where(RemovalRequest.id == removal.id, RemovalRequest.status == "pending")
+        .values(status=status, decided_by_id=by.id, decided_at=utcnow(), decision_note=note)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not decided:
+        db.session.rollback()
+        raise DecisionRefused("This case has already been decided.")
+    detail = removal.from_address + (f": {note}" if note else "")
+    _audit_for_clinics(f"removal.{status}", by, removal, detail)
     db.session.commit()
+    db.session.refresh(removal)
+
+
+def _audit_for_clinics(action: str, by: User | None, removal: RemovalRequest, detail: str) -> None:
+    """Audit once in each clinic whose client files hold the address, so its owners see it."""
+    clinic_ids = list(
+        db.session.execute(
+            sa.select(Client.clinic_id)
+            .where(sa.func.lower(Client.email) == removal.from_address)
+            .distinct()
+            .order_by(Client.clinic_id)
+        ).scalars()
+    )
+    for clinic_id in clinic_ids or [None]:
+        audit.record(
+            action,
+            by,
+            clinic_id=clinic_id,
+            subject_type="removal_request",
+            subject_id=removal.id,
+            detail=detail,
+        )

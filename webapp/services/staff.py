@@ -29,8 +29,13 @@ def add_user(owner: User, email: str, name: str, role: str, password: str) -> Us
     if db.session.execute(sa.select(User.id).where(User.email == email.strip().lower())).first():
         raise StaffError("An account with this email already exists.")
     clinic = db.session.get(Clinic, owner.clinic_id)
-    user = accounts.create_user(email, name, role, password, clinic, actor=owner)
-    db.session.commit()
+    try:
+        user = accounts.create_user(email, name, role, password, clinic, actor=owner)
+        db.session.commit()
+    except sa.exc.IntegrityError:
+        # Another request added the same address a moment ago.
+        db.session.rollback()
+        raise StaffError("An account with this email already exists.") from None
     return user
 
 

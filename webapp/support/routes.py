@@ -7,7 +7,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from webapp.security import support_required
-from webapp.services import removals
+from webapp.services import inbound, removals
 from webapp.support import bp
 from webapp.support.forms import DecisionForm
 
@@ -25,7 +25,12 @@ def case(case_id: int) -> str:
     """Show one case with the evidence that it came from the client's own address."""
     removal = removals.get_case(case_id)
     return render_template(
-        "support/case.html", case=removal, matches=removals.matching_clients(removal), form=DecisionForm()
+        "support/case.html",
+        case=removal,
+        matches=removals.matching_clients(removal),
+        spam_entry=removals.spam_entry(removal),
+        reasons=inbound.REASONS,
+        form=DecisionForm(),
     )
 
 

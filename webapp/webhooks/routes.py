@@ -1,16 +1,19 @@
-"""SendGrid's event webhook: verify, store, acknowledge; a job applies the batch."""
+"""SendGrid's webhooks. Events: verify, store, acknowledge; a job applies the batch.
+Inbound Parse: mail to the support address, filed as spam-list removal cases."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from flask import abort, current_app, request
+from werkzeug.wrappers import Response
 
 from webapp.extensions import csrf, limiter
 from webapp.providers import get_sandbox
 from webapp.providers.sendgrid import parse_webhook_events, verify_signature
 from webapp.queue import enqueue
-from webapp.services import webhooks
+from webapp.services import inbound, webhooks
 from webapp.webhooks import bp
 
 log = logging.getLogger(__name__)
@@ -51,3 +54,54 @@ def _webhook_public_key() -> str:
     if config["EMAIL_PROVIDER"] == "sandbox":
         return get_sandbox(config).public_key_b64
     return ""
+
+
+@bp.post("/sendgrid/inbound")
+@csrf.exempt
+@limiter.exempt
+def sendgrid_inbound() -> tuple[str, int] | Response:
+    """File a mail sent to support as a removal case (401 without the shared secret).
+
+    Any 4xx makes SendGrid drop the mail, so failures worth a retry answer 503.
+    """
+    refusal = _inbound_refusal()
+    if refusal is not None:
+        return refusal
+    limit = current_app.config["INBOUND_MAX_BYTES"]
+    request.max_content_length = limit
+    request.max_form_memory_size = limit  # the raw mail is a form field, not a file
+    raw = request.form.get("email", "")
+    if not raw.strip():
+        log.warning("inbound mail without the raw MIME: enable 'POST the raw, full MIME message'")
+        abort(400)
+    try:
+        inbound.receive(
+            raw.encode("utf-8"),
+            receiver_dkim=request.form.get("dkim", ""),
+            spf=request.form.get("SPF", ""),
+        )
+    except ValueError as error:
+        log.info("unreadable inbound mail: %s", error)
+        abort(400)
+    except inbound.InboundUnavailable as error:
+        log.warning("inbound mail not filed, SendGrid will retry: %s", error)
+        return "", 503
+    return "", 200
+
+
+def _inbound_refusal() -> Response | None:
+    """Return the answer to a request without the shared secret, or None when it has it."""
+    config = current_app.config
+    secret = config["INBOUND_WEBHOOK_SECRET"]
+    if not secret:
+        # Closed by default; only the sandbox demo may run without a secret.
+        if config["EMAIL_PROVIDER"] == "sandbox":
+            return None
+        log.error("inbound mail refused: set INBOUND_WEBHOOK_SECRET to accept removal requests")
+        return Response("", status=403)
+    auth = request.authorization
+    password = (auth.password or "") if auth is not None and auth.type == "basic" else ""
+    if not hmac.compare_digest(password.encode(), secret.encode()):
+        log.warning("inbound mail refused: missing or wrong INBOUND_WEBHOOK_SECRET")
+        return Response("", status=401, headers={"WWW-Authenticate": 'Basic realm="inbound"'})
+    return None

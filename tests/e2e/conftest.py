@@ -1,0 +1,229 @@
+"""Browser tests: the real app served on a loopback port, driven by Debian's Chromium.
+
+The server runs in a thread of the test process, so a test can seed the database, run queued
+jobs and poll the sandbox provider itself, then watch the page react.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
+from werkzeug.serving import make_server
+
+from tests.conftest import PASSWORD
+
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps dialling out, which the closed test
+# network refuses; the rest keep a headless run quiet and fast.
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# Recorded by the page itself, so a test sees CSP violations even when nothing else logs them.
+RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", function (event) {
+  window.__cspViolations.push(event.violatedDirective + " " + (event.blockedURI || "inline"));
+});
+"""
+
+CLINICIAN = "clinician@a.example"
+
+
+@pytest.fixture(scope="session")
+def playwright_instance() -> Iterator[Playwright]:
+    """One Playwright driver for the whole run."""
+    with sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_instance: Playwright) -> Iterator[Browser]:
+    """Debian's Chromium (CI installs the `chromium` package); never a downloaded browser."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)")
+    browser = playwright_instance.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@dataclass
+class LiveServer:
+    """The app served on a loopback port."""
+
+    app: Flask
+    url: str
+
+    def run(self, work: Callable[[], Any]) -> Any:
+        """Run `work` inside the app's context (as a worker or a scheduled job would)."""
+        with self.app.app_context():
+            return work()
+
+
+@pytest.fixture
+def live_server(make_app: Callable[..., Flask]) -> Iterator[LiveServer]:
+    """The app with fast log polling and a fast sandbox, served in a background thread."""
+    app = make_app(
+        LOG_POLL_FAST_SECONDS=1,
+        LOG_POLL_SLOW_SECONDS=2,
+        SANDBOX_SPEED=1000.0,  # the sandbox's seconds pass in milliseconds
+        WTF_CSRF_ENABLED=True,  # the browser goes through the real CSRF checks
+    )
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield LiveServer(app, f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+        server.server_close()
+
+
+@dataclass
+class PageProblems:
+    """Console errors, uncaught exceptions and CSP violations seen by one page."""
+
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+
+    def csp_violations(self, page: Page) -> list[str]:
+        """Return the CSP violations the current document recorded."""
+        return page.evaluate("window.__cspViolations || []")
+
+    def assert_clean(self, page: Page, allow: tuple[str, ...] = ()) -> None:
+        """Fail when the console showed an error (other than allowed ones) or CSP blocked anything."""
+        errors = [error for error in self.console_errors if not any(text in error for text in allow)]
+        assert errors == [], errors
+        assert self.page_errors == [], self.page_errors
+        assert self.csp_violations(page) == []
+
+
+@pytest.fixture
+def problems() -> PageProblems:
+    """What went wrong in the page, collected as the test runs."""
+    return PageProblems()
+
+
+@pytest.fixture
+def page(browser: Browser, problems: PageProblems) -> Iterator[Page]:
+    """A fresh desktop-sized page that records console errors and CSP violations."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    context.add_init_script(RECORD_CSP_VIOLATIONS)
+    page = context.new_page()
+    attach_problem_listeners(page, problems)
+    yield page
+    context.close()
+
+
+def attach_problem_listeners(page: Page, problems: PageProblems) -> None:
+    """Collect console errors and uncaught exceptions of this page into `problems`."""
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" or "Content-Security-Policy" in message.text:
+            problems.console_errors.append(f"{message.text} ({message.location.get('url', '')})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.page_errors.append(str(error)))
+
+
+def sign_in(page: Page, base_url: str, email: str = CLINICIAN, password: str = PASSWORD) -> None:
+    """Sign in through the login form, as a person would."""
+    page.goto(f"{base_url}/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: not url.endswith("/login"))
+
+
+@dataclass
+class SeededClinic:
+    """What the seeded clinic holds, by id (objects would be tied to the seeding session)."""
+
+    client_id: int  # Jane: a history of every kind of event
+    quiet_client_id: int  # one delivered email
+    blocked_client_id: int  # on the spam list
+    email_ids: dict[str, int]
+
+
+def seed_clinic(live: LiveServer) -> SeededClinic:
+    """A clinic with a clinician and a client whose log has a history of every kind of event."""
+    from tests.test_email_log import BOUNCE, add_email
+    from webapp.extensions import db
+    from webapp.models import Client, Clinic, utcnow
+    from webapp.services import accounts
+
+    def work() -> SeededClinic:
+        clinic = Clinic(name="Harbour Physio")
+        db.session.add(clinic)
+        db.session.flush()
+        accounts.create_user(CLINICIAN, "Cleo Clinician", "clinician", PASSWORD, clinic)
+        jane = Client(
+            clinic_id=clinic.id, name="Jane Doe", email="jane.doe+delivered@example.com", phone="+1 555 0101"
+        )
+        quiet = Client(clinic_id=clinic.id, name="Sam Quiet", email="sam.quiet+delivered@example.com")
+        blocked = Client(clinic_id=clinic.id, name="Marco Rossi", email="marco.rossi+dropped@example.com")
+        db.session.add_all([jane, quiet, blocked])
+        db.session.commit()
+        now = utcnow()
+        delivered = [(5, "processed", {}), (20, "delivered", {"raw": {"response": "250 2.0.0 OK"}})]
+        ids = {
+            "clicked": add_email(
+                jane,
+                sent_at=now - timedelta(days=2, hours=3),
+                subject="Your intake form",
+                kind="intake_form",
+                events=[
+                    *delivered,
+                    (2400, "open", {"machine": True}),
+                    (2460, "click", {"url": "https://harbourphysio.example/intake?step=1&ref=email"}),
+                ],
+            ).id,
+            "bounced": add_email(
+                jane,
+                sent_at=now - timedelta(days=6),
+                subject="Appointment reminder",
+                to_address="jane.doe@old-provider.example",
+                events=[*delivered, (3 * 3600, "bounce", {"reason": BOUNCE})],
+            ).id,
+            "deferred": add_email(
+                jane,
+                sent_at=now - timedelta(days=9),
+                subject="Your receipt",
+                kind="receipt",
+                events=[
+                    (5, "processed", {}),
+                    (60, "deferred", {"attempt": 1, "reason": "421 4.7.0 Try again later"}),
+                    (900, "deferred", {"attempt": 2, "reason": "421 4.7.0 Try again later"}),
+                    (1800, "delivered", {}),
+                ],
+            ).id,
+        }
+        add_email(quiet, sent_at=now - timedelta(days=1), events=delivered)
+        add_email(
+            blocked,
+            sent_at=now - timedelta(days=4),
+            subject="Appointment reminder",
+            events=[*delivered, (5400, "open", {}), (5460, "spamreport", {})],
+        )
+        return SeededClinic(jane.id, quiet.id, blocked.id, ids)
+
+    return live.run(work)

@@ -1,0 +1,131 @@
+"""The help guide: every status explained, whole at /help and one at a time in the panel."""
+
+from __future__ import annotations
+
+import html as entities
+import re
+
+import pytest
+
+from tests.conftest import login
+from webapp import statuses
+from webapp.help.guide import GUIDE
+
+CLINICIAN = "clinician@a.example"
+
+
+def words(html: str) -> str:
+    """Collapse markup into the words a reader sees."""
+    return entities.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip())
+
+
+@pytest.fixture
+def signed_in(client, world):
+    login(client, CLINICIAN)
+    return client
+
+
+def test_the_guide_covers_all_eight_statuses_and_nothing_else():
+    assert set(GUIDE) == set(statuses.BY_KEY) and len(GUIDE) == 8
+    for key, entry in GUIDE.items():
+        assert entry.summary and entry.meaning and entry.next_steps, key
+
+
+def test_the_whole_guide_explains_every_status_and_the_removal_flow(signed_in, app):
+    response = signed_in.get("/help")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    text = words(html)
+    support = app.config["SUPPORT_ADDRESS"]
+    for status in statuses.ALL:
+        section = html[html.index(f'<section id="{status.key}"') :]
+        section = words(section[: section.index("</section>")])
+        entry = GUIDE[status.key]
+        assert section.startswith(status.label), status.key
+        assert "What to do" in section, status.key
+        for paragraph in (*entry.meaning, *entry.next_steps, *entry.caveats):
+            assert paragraph.format(support=support) in section, paragraph
+    assert "{support}" not in html
+    removal = words(html[html.index('<section id="spam-list-removal"') :])
+    assert "Removing a client from the spam list" in removal
+    assert f"The client emails {support} from the address in their client file" in removal
+    assert "Why it must come from the client" in removal and "For compliance" in removal
+    assert text.count("What to do") == 8
+
+
+@pytest.mark.parametrize(
+    ("key", "facts"),
+    [
+        ("sending", ["longer than 10 minutes, contact support at {support}", "stuck"]),
+        ("processed", ["longer than 10 minutes, contact support at {support}", "stuck"]),
+        ("deferred", ["temporarily refused", "72 hours", "attempt"]),
+        (
+            "delivered",
+            [
+                "does not guarantee that the email reached the client's inbox",
+                "junk, spam",
+                "contact their email provider",
+                "Open or Clicked",
+            ],
+        ),
+        ("open", ["skewed by privacy and firewall settings", "machine open"]),
+        ("clicked", ["skewed by privacy and firewall settings", "likely automated"]),
+        (
+            "failed",
+            [
+                "outdated address or a typo",
+                "reported an earlier email as spam",
+                "Resend…",
+                "must come directly from them",
+            ],
+        ),
+        (
+            "spam-report",
+            [
+                "marked the email as spam",
+                "email {support} from the address in their client file",
+                "must come directly from the client",
+            ],
+        ),
+    ],
+)
+def test_each_status_says_what_the_seed_article_says(signed_in, app, key, facts):
+    html = signed_in.get(f"/help/statuses/{key}").get_data(as_text=True)
+    text = words(html)
+    for fact in facts:
+        assert fact.format(support=app.config["SUPPORT_ADDRESS"]) in text, fact
+
+
+def test_a_status_opens_in_the_panel_for_htmx_and_as_a_page_otherwise(signed_in):
+    panel = signed_in.get("/help/statuses/delivered", headers={"HX-Request": "true"})
+    html = panel.get_data(as_text=True)
+    assert panel.status_code == 200 and "<html" not in html
+    assert 'id="help-panel-title"' in html and 'data-close-help aria-label="Close help"' in html
+    assert re.search(r'class="badge badge-ok">Delivered<', html)
+    assert 'href="/help#delivered"' in html
+    assert "Removing a client from the spam list" not in html
+
+    page = signed_in.get("/help/statuses/delivered").get_data(as_text=True)
+    assert page.startswith("<!doctype html>") and "What this status means" in page
+
+
+@pytest.mark.parametrize("key", ["failed", "spam-report"])
+def test_the_panel_for_a_blocked_address_explains_the_removal(signed_in, app, key):
+    html = signed_in.get(f"/help/statuses/{key}", headers={"HX-Request": "true"}).get_data(as_text=True)
+    text = words(html)
+    assert "Removing a client from the spam list" in text
+    assert f"The client emails {app.config['SUPPORT_ADDRESS']}" in text
+    assert "Why it must come from the client" in text
+
+
+def test_an_unknown_status_is_not_found(signed_in):
+    assert signed_in.get("/help/statuses/bounced").status_code == 404
+    assert signed_in.get("/help/statuses/<script>").status_code == 404
+
+
+def test_help_needs_a_signed_in_user_of_any_role(client, world):
+    assert client.get("/help").status_code == 302
+    htmx = client.get("/help/statuses/sending", headers={"HX-Request": "true"})
+    assert htmx.headers.get("HX-Redirect") == "/login"
+    login(client, "support@platform.example")
+    assert client.get("/help").status_code == 200

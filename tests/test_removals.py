@@ -1,0 +1,197 @@
+"""Support decisions on spam-list removal requests, end to end through the inbound webhook, the
+support pages, the lift job and the sandbox provider's spam-report list."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import login, run_jobs
+from tests.test_inbound import keys, mail, post, sign  # noqa: F401 - keys is a fixture
+from tests.test_security_html import html_guard, separate_requests  # noqa: F401 - autouse fixtures
+from webapp.extensions import db
+from webapp.models import AuditEntry, OperatorAlert, RemovalRequest, SpamListEntry
+from webapp.providers import get_provider, get_sandbox
+from webapp.queue import get_queue
+from webapp.services import maintenance, removals, sending
+
+ADDRESS = "jane+dropped@clinic.example"  # the sandbox puts this address on its spam-report list
+
+
+@pytest.fixture
+def blocked(app, world, keys):  # noqa: F811
+    """Jane's address (client A) is on the provider's spam list and ours; sends are refused."""
+    app.config["DKIM_DNSFUNC"] = keys.dns
+    world.client_a.email = ADDRESS
+    db.session.commit()
+    send(world)
+    run_jobs(app)
+    assert maintenance.sync_spam_list() >= 1
+    assert ADDRESS in reported(app)
+    with pytest.raises(sending.SendRefused):
+        send(world)
+    return world
+
+
+def send(world):
+    return sending.queue_email(
+        world.client_a, kind="appointment_reminder", subject="Reminder", body="See you", sent_by=None
+    )
+
+
+def reported(app) -> set[str]:
+    return {address for address, _ in get_provider(app.config).spam_reports()}
+
+
+def file_case(app, raw: bytes, dkim_field: str = "none") -> RemovalRequest:
+    assert post(app.test_client(), raw, dkim_field).status_code == 200
+    return db.session.execute(sa.select(RemovalRequest).order_by(RemovalRequest.id.desc())).scalars().first()
+
+
+def support_client(app):
+    client = app.test_client()
+    login(client, "support@platform.example")
+    return client
+
+
+def audit_rows(action: str) -> list[AuditEntry]:
+    return list(db.session.execute(sa.select(AuditEntry).where(AuditEntry.action == action)).scalars())
+
+
+def test_an_approved_verified_request_lifts_the_block_end_to_end(app, blocked, keys):  # noqa: F811
+    case = file_case(app, sign(keys, mail(f"Jane <{ADDRESS}>")))
+    assert case.verdict == "verified"
+    support = support_client(app)
+    page = support.get(f"/support/removal-requests/{case.id}").get_data(as_text=True)
+    assert "Verified" in page and "Clinic A (1)" in page and "On the spam list since" in page
+
+    response = support.post(
+        f"/support/removal-requests/{case.id}/approve", data={"note": "Signed by her domain"}
+    )
+    assert response.status_code == 303
+    db.session.refresh(case)
+    assert case.status == "approved" and case.lifted_at is None
+    run_jobs(app)
+
+    db.session.refresh(case)
+    assert case.lifted_at is not None
+    assert ADDRESS not in reported(app)
+    assert (
+        db.session.execute(sa.select(SpamListEntry).where(SpamListEntry.address == ADDRESS)).first() is None
+    )
+    email = send(blocked)  # no longer refused
+    run_jobs(app)
+    db.session.refresh(email)
+    assert email.send_state == "accepted"
+    # One decision row and one lift row, both in the clinic whose client asked, so its owners see them.
+    [approved] = audit_rows("removal.approved")
+    assert (approved.clinic_id, approved.actor_id) == (blocked.clinic_a.id, blocked.users["support"].id)
+    assert approved.detail == f"{ADDRESS}: Signed by her domain"
+    [lifted] = audit_rows("removal.lifted")
+    assert lifted.clinic_id == blocked.clinic_a.id
+    owner = app.test_client()
+    login(owner, "owner@a.example")
+    trail = owner.get("/clinic/audit").get_data(as_text=True)
+    assert "Spam-list removal approved" in trail and "Spam-list block lifted" in trail
+
+
+def test_an_unverified_request_cannot_be_approved(app, blocked):
+    case = file_case(app, mail(f"Jane <{ADDRESS}>"))  # unsigned
+    assert case.verdict == "unverified"
+    support = support_client(app)
+    page = support.get(f"/support/removal-requests/{case.id}").get_data(as_text=True)
+    assert "Not verified" in page and "No signature proves" in page
+    response = support.post(
+        f"/support/removal-requests/{case.id}/approve", data={"note": ""}, follow_redirects=True
+    )
+    assert "cannot be approved" in response.get_data(as_text=True)
+    db.session.refresh(case)
+    assert case.status == "pending"
+    assert len(get_queue()) == 0
+    assert ADDRESS in reported(app)
+    assert audit_rows("removal.approved") == []
+
+
+def test_a_verified_request_from_an_address_on_no_client_file_cannot_be_approved(app, blocked, keys):  # noqa: F811
+    case = file_case(app, sign(keys, mail("jane+other@clinic.example")))
+    assert case.verdict == "verified"
+    with pytest.raises(removals.DecisionRefused, match="No client file"):
+        removals.approve(case, blocked.users["support"], "")
+    assert case.status == "pending"
+
+
+def test_a_rejected_request_leaves_the_block_and_a_case_is_decided_once(app, blocked, keys):  # noqa: F811
+    case = file_case(app, sign(keys, mail(f"Jane <{ADDRESS}>")))
+    support = support_client(app)
+    assert (
+        support.post(
+            f"/support/removal-requests/{case.id}/reject", data={"note": "asked by clinic"}
+        ).status_code
+        == 303
+    )
+    db.session.refresh(case)
+    assert case.status == "rejected"
+    with pytest.raises(removals.DecisionRefused, match="already been decided"):
+        removals.approve(case, blocked.users["support"], "")
+    with pytest.raises(removals.DecisionRefused, match="already been decided"):
+        removals.reject(case, blocked.users["support"], "")
+    run_jobs(app)
+    assert ADDRESS in reported(app)
+    assert len(audit_rows("removal.rejected")) == 1
+    assert audit_rows("removal.approved") == []
+
+
+def test_a_failed_lift_alerts_and_is_retried_by_the_sweep(app, blocked, keys):  # noqa: F811
+    import jobs.removals
+
+    case = file_case(app, sign(keys, mail(f"Jane <{ADDRESS}>")))
+    get_sandbox(app.config).fail_next(500, path_prefix="/v3/suppression/spam_reports")
+    removals.approve(case, blocked.users["support"], "")
+    run_jobs(app)  # the lift job fails
+    db.session.refresh(case)
+    assert case.lifted_at is None
+    assert removals.due_lifts() == [case.id]
+    assert db.session.execute(
+        sa.select(OperatorAlert).where(OperatorAlert.kind == "removal_lift_failed")
+    ).first()
+    jobs.use_app(app)
+    assert jobs.removals.sweep_lifts() == 1
+    run_jobs(app)
+    db.session.refresh(case)
+    assert case.lifted_at is not None
+    assert ADDRESS not in reported(app)
+    assert removals.lift_block(case.id) is False  # idempotent
+    assert len(audit_rows("removal.lifted")) == 1
+
+
+def test_no_route_lets_anyone_file_a_case_except_the_inbound_webhook(app, world):
+    """Support (or anyone) cannot ask on a client's behalf: every other POST leaves cases alone."""
+    plausible = {
+        "email": world.client_a.email,
+        "from": world.client_a.email,
+        "from_address": world.client_a.email,
+        "subject": "Please remove me",
+        "body": "Remove me from the spam list",
+        "note": "on behalf of the client",
+        "kind": "free_text",
+    }
+    ids = {
+        "case_id": 1,
+        "client_id": world.client_a.id,
+        "email_id": 1,
+        "user_id": world.users["clinician"].id,
+    }
+    for role in ("support", "owner", "clinician", None):
+        for rule in app.url_map.iter_rules():
+            if "POST" not in rule.methods or rule.endpoint == "webhooks.sendgrid_inbound":
+                continue
+            client = app.test_client()
+            if role:
+                login(client, world.users[role].email)
+            url = rule.build({name: ids.get(name, 1) for name in rule.arguments}, append_unknown=False)[1]
+            client.post(url, data=plausible)
+    assert db.session.execute(sa.select(sa.func.count(RemovalRequest.id))).scalar() == 0
+    # There is no form for it either: no page links or posts to a way of filing a case.
+    support = support_client(app)
+    for path in ("/support/removal-requests", "/help"):
+        assert "sendgrid/inbound" not in support.get(path).get_data(as_text=True)
