@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, g
 from flask.testing import FlaskClient
 from redis import Redis
 
@@ -145,6 +145,13 @@ def make_app(migrated_database: str, redis_url: str, tmp_path: Path) -> Iterator
 def app(make_app: callable) -> Iterator[Flask]:  # type: ignore[valid-type]
     """The app with test settings, inside an app context."""
     application = make_app()
+
+    # Requests in a test share the test's app context, and with it `g`, where Flask-Login keeps
+    # the signed-in user; forget it after each request, as a fresh context would in production.
+    @application.teardown_request
+    def forget_request_user(_error: BaseException | None) -> None:
+        g.pop("_login_user", None)
+
     with application.app_context():
         yield application
 

@@ -160,7 +160,7 @@ def test_the_idle_timeout_is_30_minutes(app, world):
     client = signed_in(app)
     set_session(client, seen_at=now - 31 * 60)
     response = client.get(f"/clients/{world.client_a.id}/emails", headers={"HX-Request": "true"})
-    assert response.status_code == 401 and response.headers["HX-Redirect"] == "/login"
+    assert response.status_code == 204 and response.headers["HX-Redirect"] == "/login"
 
 
 def test_the_log_refreshing_itself_does_not_keep_a_session_alive(app, world):

@@ -82,7 +82,8 @@ def _enforce_session_timeouts() -> None:
 def _unauthorized() -> Response:
     if htmx:
         # An htmx request must not swap the login form into the page: send the whole page there.
-        response = Response("", status=401)
+        # 204, not 401: htmx follows HX-Redirect either way, and the browser logs no error.
+        response = Response("", status=204)
         response.headers["HX-Redirect"] = url_for("auth.login_form")
         return response
     if request.method == "GET" and request.path.startswith("/") and not request.path.startswith("//"):

@@ -227,13 +227,7 @@ class SandboxServer:
         self.speed = speed
         self._private_key: ec.EllipticCurvePrivateKey | None = None
         Path(state_path).parent.mkdir(parents=True, exist_ok=True)
-        db = self._connect()
-        try:
-            # WAL lets the web process read while a worker writes; the mode sticks to the file.
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-        finally:
-            db.close()
+        self._create_schema()
         with self._db() as db:
             if db.execute("SELECT 1 FROM meta WHERE key = 'private_key'").fetchone() is None:
                 pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
@@ -244,6 +238,23 @@ class SandboxServer:
                 db.execute("INSERT INTO meta (key, value) VALUES ('private_key', ?)", (pem.decode(),))
 
     # State
+
+    def _create_schema(self) -> None:
+        """Create the state tables; several processes may do this at once on a new file."""
+        for attempt in range(50):
+            db = self._connect()
+            try:
+                # WAL lets the web process read while a worker writes; the mode sticks to the file.
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as error:
+                # Switching the journal mode does not wait for another connection's lock.
+                if "locked" not in str(error) or attempt == 49:
+                    raise
+                time.sleep(0.1)
+            finally:
+                db.close()
 
     def _connect(self) -> sqlite3.Connection:
         """Open the state file; another process holding the write lock makes us wait, not fail."""

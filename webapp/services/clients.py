@@ -166,6 +166,7 @@ class LogRow:
     timeline: list[TimelineEntry]
     late_change: LateChange | None
     failure: str
+    resent: Email | None = None  # the newer email that resent this one
 
 
 def email_log(clinic_id: int, client_id: int, status_key: str | None, now: datetime) -> list[LogRow]:
@@ -182,7 +183,18 @@ def email_log(clinic_id: int, client_id: int, status_key: str | None, now: datet
     )
     if status_key in statuses.BY_KEY:
         select = select.where(Email.status == status_key)
-    return [_log_row(email, now) for email in db.session.execute(select).scalars()]
+    rows = [_log_row(email, now) for email in db.session.execute(select).scalars()]
+    resends = {
+        email.resend_of_id: email
+        for email in db.session.execute(
+            sa.select(Email)
+            .where(Email.clinic_id == clinic_id, Email.resend_of_id.in_([row.email.id for row in rows]))
+            .order_by(Email.created_at)
+        ).scalars()
+    }
+    for row in rows:
+        row.resent = resends.get(row.email.id)
+    return rows
 
 
 def is_stuck(email: Email, now: datetime) -> bool:
