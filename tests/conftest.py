@@ -212,3 +212,33 @@ def run_jobs(app: Flask) -> None:
     jobs.use_app(app)
     with app.app_context():
         SimpleWorker([get_queue()], connection=app.extensions["redis"]).work(burst=True)
+
+
+# The provider's side of the wire, for the provider-layer tests: a sandbox on a clock the test moves.
+SANDBOX_START = 1_767_348_000.0
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = SANDBOX_START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, clock: FakeClock):  # noqa: ANN201 - imported lazily, like the app
+    """A sandbox provider with its own state file."""
+    from webapp.providers.sandbox import SandboxServer
+
+    return SandboxServer(str(tmp_path / "sandbox.sqlite3"), clock=clock)

@@ -18,12 +18,12 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from tests.conftest import FakeClock
 from webapp.providers.base import OutgoingMessage
 from webapp.providers.sandbox import SandboxServer
 from webapp.providers.sendgrid import SendGridProvider
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "sendgrid-openapi"
-START = 1_767_348_000.0
 API_BASE = "http://sandbox.test"
 JSON = "application/json"
 
@@ -124,26 +124,6 @@ class RecordingTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         return self.inner.handle_request(request)
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def sandbox(tmp_path, clock) -> SandboxServer:
-    return SandboxServer(str(tmp_path / "sandbox.sqlite3"), clock=clock)
 
 
 @pytest.fixture

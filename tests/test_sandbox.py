@@ -12,6 +12,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from tests.conftest import SANDBOX_START as START
 from webapp.providers.sandbox import (
     SCENARIOS,
     QuerySyntaxError,
@@ -21,26 +22,7 @@ from webapp.providers.sandbox import (
     scenario_for,
 )
 
-START = 1_767_348_000.0
 API_BASE = "http://sandbox.test"
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import SANDBOX_START as START
 from webapp import statuses
 from webapp.providers.base import OutgoingMessage, PollRef, ProviderError
 from webapp.providers.sandbox import SandboxServer
@@ -22,21 +23,7 @@ from webapp.providers.sendgrid import (
     parse_webhook_events,
 )
 
-START = 1_767_348_000.0
 API_BASE = "http://sandbox.test"
-
-
-class FakeClock:
-    """A clock the test moves by hand, shared by the sandbox and the adapter."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class RecordingTransport(httpx.BaseTransport):
@@ -59,16 +46,6 @@ class RaisingTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         raise self.error
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def sandbox(tmp_path, clock) -> SandboxServer:
-    return SandboxServer(str(tmp_path / "sandbox.sqlite3"), clock=clock)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webapp.providers.base import OutgoingMessage, PollRef
-from webapp.providers.sandbox import SandboxServer
 from webapp.providers.sendgrid import SendGridProvider, parse_webhook_events, verify_signature
 
 NOW = 1_767_348_000
@@ -160,26 +159,6 @@ def test_the_key_may_be_given_with_surrounding_whitespace(key):
 
 
 # The sandbox's signed batches against polling the same messages
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = float(NOW)
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def sandbox(tmp_path, clock) -> SandboxServer:
-    return SandboxServer(str(tmp_path / "sandbox.sqlite3"), clock=clock)
 
 
 @pytest.fixture
