@@ -788,3 +788,16 @@ def test_a_spam_banner_escapes_the_reported_subject(signed_in, world):
     html = signed_in.get(f"/clients/{jane.id}").get_data(as_text=True)
     banner = html[html.index('class="banner banner-danger"') : html.index('id="email-log"')]
     assert_escaped(banner)
+
+
+def test_the_client_file_still_opens_when_redis_is_away(signed_in, app, world, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    def unreachable(*args, **kwargs):
+        raise RedisConnectionError("Redis is away")
+
+    monkeypatch.setattr(app.extensions["redis"], "get", unreachable)
+    monkeypatch.setattr(app.extensions["redis"], "incr", unreachable)
+    page = signed_in.get(f"/clients/{world.client_a.id}")
+    assert page.status_code == 200
+    assert "Email log" in page.get_data(as_text=True)

@@ -171,3 +171,68 @@ def test_the_sandbox_batches_replayed_shuffled_and_duplicated_end_in_the_same_st
     db.session.expire_all()
     assert {name: db.session.get(Email, email.id).status for name, email in emails.items()} == expected
     assert db.session.execute(sa.select(sa.func.count(EmailEvent.id))).scalar() == timeline_size
+
+
+def _open_event(email: Email, machine: bool) -> ProviderEvent:
+    from datetime import datetime, timezone
+
+    from webapp.providers.base import ProviderEvent
+
+    return ProviderEvent(
+        "open",
+        datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc),
+        app_message_id=email.app_message_id,
+        provider_message_id="XID.filter-1",
+        machine=machine,
+        raw={"event": "open", "sg_machine_open": machine} if machine else {"event_name": "opened"},
+    )
+
+
+@pytest.mark.parametrize("webhook_first", [True, False])
+def test_the_webhook_copy_of_an_event_wins_whichever_arrives_first(app, world, webhook_first):
+    from webapp.services.webhooks import apply_provider_events
+
+    email = sending.queue_email(world.client_a, kind="receipt", subject="R", body="B", sent_by=None)
+    polled, pushed = _open_event(email, machine=False), _open_event(email, machine=True)
+    order = (
+        [(pushed, "webhook"), (polled, "poll")] if webhook_first else [(polled, "poll"), (pushed, "webhook")]
+    )
+    for event, source in order:
+        apply_provider_events([event], source)
+        db.session.commit()
+    stored = db.session.execute(sa.select(EmailEvent).where(EmailEvent.kind == "open")).scalars().all()
+    assert [(event.machine, event.source) for event in stored] == [(True, "webhook")]
+
+
+def test_an_event_proves_an_in_doubt_send_and_names_its_provider_id(app, world):
+    from webapp.services.webhooks import apply_provider_events
+
+    email = sending.queue_email(world.client_a, kind="receipt", subject="R", body="B", sent_by=None)
+    email.send_state = "in_doubt"
+    db.session.commit()
+    apply_provider_events([_open_event(email, machine=False)], "webhook")
+    db.session.commit()
+    assert (email.send_state, email.provider_message_id) == ("accepted", "XID")
+    assert email.next_poll_at is not None
+
+
+def test_nul_characters_from_the_provider_are_stored_without_them(app, world):
+    from datetime import datetime, timezone
+
+    from webapp.providers.base import ProviderEvent
+    from webapp.services.webhooks import apply_provider_events
+
+    email = sending.queue_email(world.client_a, kind="receipt", subject="R", body="B", sent_by=None)
+    bounce = ProviderEvent(
+        "bounce",
+        datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc),
+        app_message_id=email.app_message_id,
+        reason="550 no\x00such user",
+        raw={"reason": "550 no\x00such user", "k\x00": ["\x00"]},
+    )
+    apply_provider_events([bounce], "webhook")
+    db.session.commit()
+    stored = db.session.execute(sa.select(EmailEvent).where(EmailEvent.kind == "bounce")).scalar_one()
+    assert stored.reason == "550 nosuch user"
+    assert stored.raw == {"reason": "550 nosuch user", "k": [""]}
+    assert email.status == "failed"

@@ -82,6 +82,8 @@ def _configure_flask(app: Flask) -> None:
     hosts = [host.strip() for host in str(app.config["TRUSTED_HOSTS"]).split(",") if host.strip()]
     app.config["TRUSTED_HOSTS"] = hosts or None
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # Login must keep working when Redis is briefly away (the limits resume with it).
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
 
 
 def _limits_storage_uri(redis_url: str) -> str:

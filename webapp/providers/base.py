@@ -39,7 +39,7 @@ class SendResult:
     rejected: it never will (error says why, in the provider's own words);
     rate_limited: try again after retry_after seconds;
     unauthorized: the API key is wrong or lacks permission (an operator must act);
-    unavailable: the provider answered with a server error, so it did not take the message;
+    unavailable: the provider answered with a server error (it may still have taken the message);
     in_doubt: no answer (timeout, broken connection): it may or may not have taken it.
     """
 
@@ -103,6 +103,8 @@ class PollResult:
     requests_made: int = 0  # against the provider's rate budget
     rate_limited_for: float | None = None  # seconds to wait before polling again
     error: str | None = None  # why polling stopped early (other than a rate limit), for the operator
+    # The emails (app_message_ids) whose whole state this answer reports; the others were not reached.
+    covered: frozenset[str] = frozenset()
 
 
 class ProviderError(RuntimeError):

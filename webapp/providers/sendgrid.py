@@ -217,8 +217,10 @@ class SendGridProvider(EmailProvider):
 
         order = {x_message_id: position for position, x_message_id in enumerate(by_x_message_id)}
         listed.sort(key=lambda item: order.get(str(item.get("msg_id", "")).split(".", 1)[0], len(order)))
-        for item in listed:
+        not_reached: set[str] = set()
+        for position, item in enumerate(listed):
             if requests_made >= request_budget:
+                not_reached = _owners_of(listed[position:], requested, by_x_message_id)
                 break
             msg_id = str(item.get("msg_id", ""))
             if not msg_id:
@@ -233,7 +235,9 @@ class SendGridProvider(EmailProvider):
             app_id = _owner(detail, requested, by_x_message_id)
             if app_id is not None:
                 events.setdefault(app_id, []).extend(_polled_events(detail, app_id))
-        return PollResult(events=events, requests_made=requests_made)
+        return PollResult(
+            events=events, requests_made=requests_made, covered=frozenset(requested - not_reached)
+        )
 
     # Suppressions
 
@@ -346,6 +350,19 @@ def _stopped(
     if failure.retry_after is not None:
         return PollResult(events=events, requests_made=requests_made, rate_limited_for=failure.retry_after)
     return PollResult(events=events, requests_made=requests_made, error=str(failure))
+
+
+def _owners_of(items: list[Any], requested: set[str], by_x_message_id: dict[str, str]) -> set[str]:
+    """Return our ids of listed messages whose details were not fetched; when a message cannot be
+    told apart (no X-Message-Id known yet), every email without one counts as not reached."""
+    owners: set[str] = set()
+    for item in items:
+        prefix = str(item.get("msg_id", "") if isinstance(item, dict) else "").split(".", 1)[0]
+        if prefix in by_x_message_id:
+            owners.add(by_x_message_id[prefix])
+        else:
+            owners |= requested - set(by_x_message_id.values())
+    return owners
 
 
 def _owner(detail: Any, requested: set[str], by_x_message_id: dict[str, str]) -> str | None:

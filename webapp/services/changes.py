@@ -36,9 +36,14 @@ def current_marker(clinic_id: int, client_id: int) -> str:
     """Return the client's log counter, creating it when Redis has lost it."""
     redis = current_app.extensions["redis"]
     key = log_key(clinic_id, client_id)
-    value = redis.get(key)
-    if value is None:
-        value = redis.incr(key)
+    try:
+        value = redis.get(key)
+        if value is None:
+            value = redis.incr(key)
+    except RedisError as error:
+        # The page still renders from the database; the next poll simply renders again.
+        log.warning("log change counter unavailable: %s", error)
+        return "none"
     return value.decode() if isinstance(value, bytes) else str(value)
 
 

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 BUDGET_KEY = "activity-budget"
 BLOCKED_KEY = "activity-blocked-until"
+POLL_LOCK_KEY = "activity-poll-lock"
 
 # (age of the email, how long to wait between polls); past the last age we stop polling.
 POLL_SCHEDULE: tuple[tuple[timedelta, timedelta], ...] = (
@@ -94,27 +95,39 @@ def due_for_poll(now: datetime, limit: int) -> list[Email]:
 
 def poll_due(provider: EmailProvider | None = None) -> int:
     """Ask the provider about every email due for a poll, in one batch; return how many changed."""
-    now = utcnow()
-    emails = [email for email in due_for_poll(now, current_app.config["POLL_BATCH_SIZE"])]
-    emails = [email for email in emails if email.provider_message_id]
+    lock = current_app.extensions["redis"].lock(POLL_LOCK_KEY, timeout=120, blocking=False)
+    if not lock.acquire():
+        return 0  # another worker is polling this very batch
+    try:
+        return _poll_batch(provider or get_provider(current_app.config), utcnow())
+    finally:
+        lock.release()
+
+
+def _poll_batch(provider: EmailProvider, now: datetime) -> int:
+    # In id order, like the webhook job: concurrent writers then lock emails in one order.
+    emails = sorted(due_for_poll(now, current_app.config["POLL_BATCH_SIZE"]), key=lambda email: email.id)
     if not emails:
         return 0
     budget = take_budget(1 + len(emails))
     if budget == 0:
         return 0
-    provider = provider or get_provider(current_app.config)
     refs = [PollRef(email.app_message_id, email.provider_message_id or "") for email in emails]
     result = provider.poll(refs, budget)
     give_back_budget(budget - result.requests_made)
     if result.rate_limited_for:
         block_polling(result.rate_limited_for)
+    if result.error:
+        log.warning("polling the email provider stopped early: %s", result.error)
     changed = 0
     for email in emails:
         events = result.events.get(email.app_message_id, [])
         if events and apply_events(email, events, source="poll"):
             changed += 1
-        email.last_polled_at = now
-        if result.rate_limited_for is None or events:
+        # Emails the answer did not reach keep their turn at the head of the queue (unless the
+        # provider failed outright: then everyone waits for the normal interval).
+        if email.app_message_id in result.covered or result.error:
+            email.last_polled_at = now
             schedule_next_poll(email, now)
     db.session.commit()
     return changed

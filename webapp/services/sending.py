@@ -19,7 +19,7 @@ from flask import current_app
 from webapp.extensions import db
 from webapp.models import Client, Email, OperatorAlert, SpamListEntry, User, utcnow
 from webapp.providers import get_provider
-from webapp.providers.base import EmailProvider, OutgoingMessage, ProviderError, ProviderEvent
+from webapp.providers.base import EmailProvider, OutgoingMessage, ProviderError, ProviderEvent, SendResult
 from webapp.queue import enqueue
 from webapp.services import audit
 from webapp.services.events import apply_events
@@ -122,6 +122,10 @@ def deliver(email_id: int, provider: EmailProvider | None = None) -> str:
         db.session.commit()
         return email.send_state
     result = provider.send(_outgoing(email))
+    db.session.refresh(email)
+    if email.send_state != "sending":
+        # A webhook event arrived during the call and proved the provider took it.
+        return _record_late_answer(email, result)
     if result.outcome == "accepted":
         _mark_accepted(email, result.provider_message_id)
     elif result.outcome == "rejected":
@@ -138,6 +142,13 @@ def deliver(email_id: int, provider: EmailProvider | None = None) -> str:
     else:  # unavailable or in_doubt: it may have arrived; ask before sending again
         email.in_doubt_since = email.in_doubt_since or now
         _retry_later(email, "in_doubt", IN_DOUBT_RECHECK, result.error)
+    db.session.commit()
+    return email.send_state
+
+
+def _record_late_answer(email: Email, result: SendResult) -> str:
+    if result.outcome == "accepted" and not email.provider_message_id:
+        email.provider_message_id = result.provider_message_id
     db.session.commit()
     return email.send_state
 

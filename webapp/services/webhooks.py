@@ -50,20 +50,30 @@ def apply_provider_events(events: Iterable[ProviderEvent], source: str) -> int:
             sa.select(Email).where(Email.app_message_id.in_([key for key in by_message if key]))
         ).scalars()
     }
-    changed = 0
     for app_message_id, message_events in by_message.items():
-        email = known.get(app_message_id)
-        if email is None:
+        if app_message_id not in known:
             keep_for_later(message_events)
-            continue
+    changed = 0
+    # In id order, like the poller: concurrent writers then lock emails in one order.
+    for email in sorted(known.values(), key=lambda email: email.id):
+        message_events = by_message[email.app_message_id]
         if email.send_state in ("sending", "in_doubt", "queued"):
-            # An event from the provider proves it accepted the message.
-            email.send_state = "accepted"
-            email.next_attempt_at = None
-            schedule_next_poll(email, utcnow())
+            _accepted_on_evidence(email, message_events)
         if apply_events(email, message_events, source=source):
             changed += 1
     return changed
+
+
+def _accepted_on_evidence(email: Email, events: list[ProviderEvent]) -> None:
+    """An event from the provider proves it accepted the message: record that, and its id."""
+    email.send_state = "accepted"
+    email.in_doubt_since = None
+    email.next_attempt_at = None
+    provider_ids = [event.provider_message_id for event in events if event.provider_message_id]
+    if provider_ids and not email.provider_message_id:
+        # The per-recipient id starts with the id of the send request (X-Message-Id).
+        email.provider_message_id = provider_ids[0].split(".", 1)[0]
+    schedule_next_poll(email, utcnow())
 
 
 def adopt_pending_events(now: datetime) -> int:
