@@ -7,6 +7,7 @@ import base64
 import json
 import random
 import time
+from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from tests.conftest import run_jobs
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, PendingEvent, WebhookBatch
 from webapp.providers import get_sandbox
+from webapp.providers.base import ProviderEvent
 from webapp.services import sending
 
 URL = "/webhooks/sendgrid/events"
@@ -174,10 +176,6 @@ def test_the_sandbox_batches_replayed_shuffled_and_duplicated_end_in_the_same_st
 
 
 def _open_event(email: Email, machine: bool) -> ProviderEvent:
-    from datetime import datetime, timezone
-
-    from webapp.providers.base import ProviderEvent
-
     return ProviderEvent(
         "open",
         datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc),
@@ -217,9 +215,6 @@ def test_an_event_proves_an_in_doubt_send_and_names_its_provider_id(app, world):
 
 
 def test_nul_characters_from_the_provider_are_stored_without_them(app, world):
-    from datetime import datetime, timezone
-
-    from webapp.providers.base import ProviderEvent
     from webapp.services.webhooks import apply_provider_events
 
     email = sending.queue_email(world.client_a, kind="receipt", subject="R", body="B", sent_by=None)
