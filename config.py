@@ -83,7 +83,12 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
     for name, default in DEFAULTS.items():
         value = overrides.get(name, os.environ.get(name, default))
         if name == "SANDBOX_SPEED":
-            value = float(value)
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"SANDBOX_SPEED must be a number, got {value!r}") from None
+            if value <= 0:
+                raise ConfigError("SANDBOX_SPEED must be greater than 0")
         if name in INT_SETTINGS and value is not None:
             try:
                 value = int(value)
@@ -100,6 +105,13 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         )
     if settings["EMAIL_PROVIDER"] == "sendgrid" and not settings["SENDGRID_API_KEY"]:
         raise ConfigError("EMAIL_PROVIDER=sendgrid needs SENDGRID_API_KEY (an API key with Mail Send access)")
+    if settings["SENDGRID_WEBHOOK_PUBLIC_KEY"] and not _is_ec_public_key(
+        settings["SENDGRID_WEBHOOK_PUBLIC_KEY"]
+    ):
+        raise ConfigError(
+            "SENDGRID_WEBHOOK_PUBLIC_KEY is not a base64 DER public key; copy it from SendGrid's "
+            "Event Webhook settings (it starts with MFkw)"
+        )
     if not settings["DATABASE_URL"]:
         if production:
             raise ConfigError("DATABASE_URL is not set; production needs a PostgreSQL URL")
@@ -116,6 +128,22 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
     elif isinstance(settings["SESSION_COOKIE_SECURE"], str):
         settings["SESSION_COOKIE_SECURE"] = settings["SESSION_COOKIE_SECURE"].lower() in ("1", "true", "yes")
     return settings
+
+
+def _is_ec_public_key(value: str) -> bool:
+    """Return whether the value is a base64 DER elliptic-curve public key, as SendGrid shows it."""
+    import base64
+    import binascii
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    try:
+        return isinstance(
+            load_der_public_key(base64.b64decode(value, validate=True)), ec.EllipticCurvePublicKey
+        )
+    except (ValueError, binascii.Error, TypeError):
+        return False
 
 
 def _normalise_database_url(url: str) -> str:

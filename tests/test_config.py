@@ -71,3 +71,11 @@ def test_naive_timestamps_are_refused(app):
     with pytest.raises(Exception, match="naive datetime"):
         db.session.commit()
     db.session.rollback()
+
+
+def test_a_bad_webhook_key_or_sandbox_speed_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="SENDGRID_WEBHOOK_PUBLIC_KEY"):
+        load_settings(str(tmp_path), {"SENDGRID_WEBHOOK_PUBLIC_KEY": "bm90IGEga2V5"})
+    for speed in ("fast", "0"):
+        with pytest.raises(ConfigError, match="SANDBOX_SPEED"):
+            load_settings(str(tmp_path), {"SANDBOX_SPEED": speed})

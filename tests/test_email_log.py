@@ -801,3 +801,16 @@ def test_the_client_file_still_opens_when_redis_is_away(signed_in, app, world, m
     page = signed_in.get(f"/clients/{world.client_a.id}")
     assert page.status_code == 200
     assert "Email log" in page.get_data(as_text=True)
+
+
+def test_a_second_confirmation_does_not_resend_twice(signed_in, world):
+    jane = world.client_a
+    failed = add_email(
+        jane, subject="Intake form", kind="intake_form", to_address="jane@typo.example", events=BOUNCED
+    )
+    data = {"confirm": "yes", "to_address": "jane.new@example.com"}
+    assert signed_in.post(f"/emails/{failed.id}/resend", data=data).status_code == 303
+    again = signed_in.post(f"/emails/{failed.id}/resend", data=data)
+    assert again.status_code == 422
+    assert "already been resent" in again.get_data(as_text=True)
+    assert len(emails_of(jane)) == 2

@@ -76,3 +76,40 @@ def test_the_spam_list_copy_follows_the_provider(app, world):
     assert maintenance.sync_spam_list() >= 1
     addresses = set(db.session.execute(sa.select(SpamListEntry.address)).scalars())
     assert "marco+dropped@example.com" in addresses
+
+
+def test_an_address_taken_off_the_providers_list_is_taken_off_ours(app, world):
+    from webapp.services.events import add_to_spam_list
+
+    add_to_spam_list("gone-from-provider@example.com", utcnow(), None, "webhook")
+    db.session.commit()
+    maintenance.sync_spam_list()
+    addresses = set(db.session.execute(sa.select(SpamListEntry.address)).scalars())
+    assert "gone-from-provider@example.com" not in addresses
+
+
+def test_a_stuck_alert_resolves_itself_once_the_email_moves_on(app, world):
+    email = queued(world)
+    email.status_changed_at = utcnow() - timedelta(minutes=11)
+    db.session.commit()
+    maintenance.flag_stuck_emails(utcnow())
+    apply_events(
+        email, [ProviderEvent("delivered", utcnow(), app_message_id=email.app_message_id)], "webhook"
+    )
+    db.session.commit()
+    maintenance.flag_stuck_emails(utcnow())
+    assert db.session.execute(sa.select(OperatorAlert.resolved_at)).scalar_one() is not None
+
+
+def test_support_marks_an_alert_as_dealt_with(app, world, client):
+    from tests.conftest import login
+
+    sending.alert_operators("provider_auth", "The API key was refused.")
+    db.session.commit()
+    login(client, "support@platform.example")
+    assert "The API key was refused." in client.get("/support/removal-requests").get_data(as_text=True)
+    alert_id = db.session.execute(sa.select(OperatorAlert.id)).scalar_one()
+    assert client.post(f"/support/alerts/{alert_id}/resolve").status_code == 303
+    db.session.expire_all()
+    assert db.session.get(OperatorAlert, alert_id).resolved_at is not None
+    assert "The API key was refused." not in client.get("/support/removal-requests").get_data(as_text=True)

@@ -81,7 +81,9 @@ def test_every_audited_action_writes_exactly_one_row(app, world):
     assert owner.post(f"/emails/{failed.id}/resend", data=resend).status_code == 303
     assert trail.added() == {"email.resend": 1}
     corrected = {**resend, "to_address": "jane.new@example.com", "update_client": "y"}
-    assert owner.post(f"/emails/{failed.id}/resend", data=corrected).status_code == 303
+    another_failure = email_with_history(world.client_a)
+    trail.added()
+    assert owner.post(f"/emails/{another_failure.id}/resend", data=corrected).status_code == 303
     assert trail.added() == {"email.resend": 1, "client.update_email": 1}
 
     new_user = {"name": "Nia Nurse", "email": "nia@a.example", "role": "clinician", "password": "x" * 16}

@@ -56,6 +56,7 @@ def test_every_post_without_a_valid_token_is_refused(protected, world, email):
         "email_id": 1,
         "user_id": world.users["clinician"].id,
         "case_id": 1,
+        "alert_id": 1,
     }
     for rule in posts:
         url = rule.build({name: ids[name] for name in rule.arguments}, append_unknown=False)[1]

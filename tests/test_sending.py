@@ -154,6 +154,8 @@ def test_a_sweep_re_enqueues_sends_that_redis_lost(app, world):
     email.created_at = utcnow() - timedelta(minutes=1)
     db.session.commit()
     assert sweep()["sends"] == 1
+    sweep()  # a second sweep before any worker ran queues no second copy
+    assert len(get_queue()) == 1
     run_jobs(app)
     db.session.refresh(email)
     assert email.send_state == "accepted"

@@ -8,6 +8,7 @@ from typing import Any
 from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue
+from rq.exceptions import DuplicateJobError
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,20 @@ def get_queue() -> Queue:
 def enqueue(func_path: str, *args: Any, job_id: str | None = None) -> bool:
     """Enqueue a job by dotted path; return False (and log) when Redis is not there.
 
-    A lost enqueue is not lost work: the sweeper finds due rows in the database again.
+    A lost enqueue is not lost work: the sweeper finds due rows in the database again. With a
+    job_id, a job that is already queued under that id is not queued twice.
     """
     try:
-        get_queue().enqueue(func_path, *args, job_id=job_id, result_ttl=60, failure_ttl=7 * 24 * 3600)
+        get_queue().enqueue(
+            func_path,
+            *args,
+            job_id=job_id,
+            unique=job_id is not None,
+            result_ttl=60,
+            failure_ttl=7 * 24 * 3600,
+        )
+    except DuplicateJobError:
+        return True  # that very job is already waiting
     except RedisError as error:
         log.warning("could not enqueue %s%r: %s", func_path, args, error)
         return False

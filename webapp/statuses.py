@@ -38,9 +38,6 @@ SPAM_REPORT = Status("spam-report", "Spam report", 7, True, "danger", False)
 ALL: tuple[Status, ...] = (SENDING, PROCESSED, DEFERRED, DELIVERED, OPEN, CLICKED, FAILED, SPAM_REPORT)
 BY_KEY: dict[str, Status] = {status.key: status for status in ALL}
 
-# The order the help article explains them in: the path an email normally takes.
-HELP_ORDER: tuple[Status, ...] = ALL
-
 # Sending or Processed for longer than this is stuck (the help article's ten minutes).
 STUCK_AFTER_SECONDS = 10 * 60
 
@@ -106,8 +103,3 @@ def current_status(event_kinds: list[str] | set[str] | tuple[str, ...]) -> Statu
     """Return the status proved by a set of events: the highest rank among them."""
     reached = [status_for_event(kind) for kind in event_kinds]
     return max((status for status in reached if status), key=lambda status: status.rank, default=SENDING)
-
-
-def later(a: Status, b: Status) -> Status:
-    """Return whichever of two statuses wins: the higher rank."""
-    return a if a.rank >= b.rank else b

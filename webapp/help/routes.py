@@ -15,7 +15,7 @@ from webapp.help.guide import GUIDE, REMOVAL_FLOW, REMOVAL_WHY
 @login_required
 def index() -> str:
     """Show the whole guide to delivery statuses."""
-    return render_template("help/index.html", statuses=statuses.HELP_ORDER, guide=GUIDE, **_support())
+    return render_template("help/index.html", statuses=statuses.ALL, guide=GUIDE, **_support())
 
 
 @bp.get("/help/statuses/<key>")

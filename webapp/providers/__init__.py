@@ -10,20 +10,37 @@ from webapp.providers.sandbox import SandboxServer
 
 
 def get_provider(config: dict[str, Any]) -> EmailProvider:
-    """Return the configured provider; the sandbox is reached through the real SendGrid adapter."""
+    """Return the configured provider; the sandbox is reached through the real SendGrid adapter.
+
+    One provider (and so one pool of HTTP connections) is kept per process and setting.
+    """
+    timeout = config["SEND_TIMEOUT_SECONDS"]
+    if config["EMAIL_PROVIDER"] == "sandbox":
+        return _sandbox_provider(
+            config["SANDBOX_STATE_PATH"],
+            config.get("SANDBOX_WEBHOOK_URL") or "",
+            config["SANDBOX_SPEED"],
+            timeout,
+        )
+    return _sendgrid_provider(config["SENDGRID_API_KEY"], config["SENDGRID_API_BASE"], timeout)
+
+
+@lru_cache(maxsize=8)
+def _sendgrid_provider(api_key: str, api_base: str, timeout: float) -> EmailProvider:
+    from webapp.providers.sendgrid import SendGridProvider
+
+    return SendGridProvider(api_key, api_base, timeout=timeout)
+
+
+@lru_cache(maxsize=8)
+def _sandbox_provider(state_path: str, webhook_url: str, speed: float, timeout: float) -> EmailProvider:
     import httpx
 
     from webapp.providers.sendgrid import SendGridProvider
 
-    if config["EMAIL_PROVIDER"] == "sandbox":
-        return SendGridProvider(
-            "sandbox",
-            "http://sandbox.invalid",
-            transport=httpx.WSGITransport(app=get_sandbox(config)),
-            timeout=config["SEND_TIMEOUT_SECONDS"],
-        )
+    server = _sandbox(state_path, webhook_url, speed)
     return SendGridProvider(
-        config["SENDGRID_API_KEY"], config["SENDGRID_API_BASE"], timeout=config["SEND_TIMEOUT_SECONDS"]
+        "sandbox", "http://sandbox.invalid", transport=httpx.WSGITransport(app=server), timeout=timeout
     )
 
 

@@ -10,7 +10,7 @@ from flask import current_app
 
 from webapp import statuses
 from webapp.extensions import db
-from webapp.models import Email, EmailEvent, utcnow
+from webapp.models import Email, EmailEvent, OperatorAlert, RemovalRequest, SpamListEntry, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import ProviderError, ProviderEvent
 from webapp.queue import enqueue
@@ -28,8 +28,11 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
     now = now or utcnow()
     done = {
         "abandoned": sending.recover_abandoned_sends(now),
-        "sends": _enqueue_each(sending.SEND_JOB, sending.due_sends(now)),
-        "batches": _enqueue_each(webhooks.APPLY_JOB, webhooks.unapplied_batches(now - timedelta(seconds=30))),
+        "sends": _enqueue_each(sending.SEND_JOB, "send", sending.due_sends(now)),
+        "batches": _enqueue_each(
+            webhooks.APPLY_JOB, "batch", webhooks.unapplied_batches(now - timedelta(seconds=30))
+        ),
+        "forgotten_batches": webhooks.forget_applied_batches(now),
         "adopted": webhooks.adopt_pending_events(now),
         "stuck": flag_stuck_emails(now),
         "expired": expire_old_deferrals(now),
@@ -48,6 +51,17 @@ def flag_stuck_emails(now: datetime) -> int:
                 Email.stuck_alerted_at.is_(None),
             )
         ).scalars()
+    )
+    # An alert about an email that has since moved on needs nobody's attention any more.
+    moved_on = sa.select(Email.id).where(Email.status.not_in((statuses.SENDING.key, statuses.PROCESSED.key)))
+    db.session.execute(
+        sa.update(OperatorAlert)
+        .where(
+            OperatorAlert.kind == "email_stuck",
+            OperatorAlert.resolved_at.is_(None),
+            OperatorAlert.email_id.in_(moved_on),
+        )
+        .values(resolved_at=now)
     )
     for email in stuck:
         email.stuck_alerted_at = now
@@ -86,20 +100,38 @@ def expire_old_deferrals(now: datetime) -> int:
     return len(expired)
 
 
-def sync_spam_list(since: datetime | None = None) -> int:
-    """Copy the provider's spam-report list into ours; return how many entries it has."""
+def sync_spam_list() -> int:
+    """Make our copy of the spam-report list equal the provider's; return how many entries it has.
+
+    Entries that appeared while the list was being fetched (a webhook's spam report) are kept, and
+    an address lifted meanwhile (an approved removal) is not added back.
+    """
+    started = utcnow()
+    known_before = db.session.execute(sa.select(sa.func.max(SpamListEntry.id))).scalar() or 0
     try:
-        reports = get_provider(current_app.config).spam_reports(since)
+        reports = get_provider(current_app.config).spam_reports()
     except ProviderError as error:
         log.warning("spam-report list sync failed: %s", error)
         return 0
+    lifted = set(
+        db.session.execute(
+            sa.select(RemovalRequest.from_address).where(RemovalRequest.lifted_at >= started)
+        ).scalars()
+    )
+    on_provider_list = {address for address, _ in reports}
     for address, reported_at in reports:
-        add_to_spam_list(address, reported_at, None, "sync")
+        if address not in lifted:
+            add_to_spam_list(address, reported_at, None, "sync")
+    db.session.execute(
+        sa.delete(SpamListEntry).where(
+            SpamListEntry.id <= known_before, SpamListEntry.address.not_in(on_provider_list)
+        )
+    )
     db.session.commit()
-    return len(reports)
+    return len(on_provider_list - lifted)
 
 
-def _enqueue_each(job: str, ids: list[int]) -> int:
+def _enqueue_each(job: str, prefix: str, ids: list[int]) -> int:
     for item_id in ids:
-        enqueue(job, item_id)
+        enqueue(job, item_id, job_id=f"{prefix}-{item_id}")
     return len(ids)

@@ -46,6 +46,17 @@ def open_alerts() -> list[OperatorAlert]:
     )
 
 
+def resolve_alert(alert_id: int, by: User) -> None:
+    """Mark an operator alert as dealt with (404 for an unknown one)."""
+    alert = db.session.get(OperatorAlert, alert_id)
+    if alert is None:
+        abort(404)
+    if alert.resolved_at is None:
+        alert.resolved_at = utcnow()
+        audit.record("alert.resolve", by, clinic_id=None, subject_type="operator_alert", subject_id=alert.id)
+        db.session.commit()
+
+
 def get_case(case_id: int) -> RemovalRequest:
     """Return one case or abort with 404."""
     removal = db.session.get(RemovalRequest, case_id)

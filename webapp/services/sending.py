@@ -258,6 +258,10 @@ def recover_abandoned_sends(now: datetime, after: timedelta = timedelta(minutes=
 
 def resend(original: Email, *, to_address: str, update_client: bool, by: User | None) -> Email:
     """Queue a copy of a failed email, optionally saving a corrected address in the client file."""
+    # Lock the original so two confirmations (a double click) cannot both resend it.
+    db.session.execute(sa.select(Email.id).where(Email.id == original.id).with_for_update())
+    if db.session.execute(sa.select(Email.id).where(Email.resend_of_id == original.id)).first():
+        raise SendRefused("this email has already been resent")
     client = original.client
     address = to_address.strip()
     if update_client and address.lower() != client.email.strip().lower():

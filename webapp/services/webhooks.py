@@ -91,12 +91,22 @@ def adopt_pending_events(now: datetime) -> int:
     return changed
 
 
-def unapplied_batches(older_than: datetime) -> list[int]:
+def unapplied_batches(older_than: datetime, limit: int = 200) -> list[int]:
     """Return ids of stored batches that no job has applied yet (a lost enqueue)."""
     return list(
         db.session.execute(
-            sa.select(WebhookBatch.id).where(
-                WebhookBatch.applied_at.is_(None), WebhookBatch.received_at <= older_than
-            )
+            sa.select(WebhookBatch.id)
+            .where(WebhookBatch.applied_at.is_(None), WebhookBatch.received_at <= older_than)
+            .order_by(WebhookBatch.id)
+            .limit(limit)
         ).scalars()
     )
+
+
+def forget_applied_batches(now: datetime) -> int:
+    """Delete applied batches once their events have long been stored as timeline rows."""
+    result = db.session.execute(
+        sa.delete(WebhookBatch).where(WebhookBatch.applied_at < now - KEEP_UNKNOWN_FOR)
+    )
+    db.session.commit()
+    return result.rowcount or 0

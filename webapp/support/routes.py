@@ -16,7 +16,18 @@ from webapp.support.forms import DecisionForm
 @support_required
 def queue() -> str:
     """List removal requests, pending first, and open operator alerts."""
-    return render_template("support/queue.html", cases=removals.queue(), alerts=removals.open_alerts())
+    return render_template(
+        "support/queue.html", cases=removals.queue(), alerts=removals.open_alerts(), form=DecisionForm()
+    )
+
+
+@bp.post("/alerts/<int:alert_id>/resolve")
+@support_required
+def resolve_alert(alert_id: int) -> Response:
+    """Mark an operator alert as dealt with."""
+    if DecisionForm().validate_on_submit():
+        removals.resolve_alert(alert_id, current_user)
+    return redirect(url_for("support.queue"), code=303)
 
 
 @bp.get("/removal-requests/<int:case_id>")
@@ -46,7 +57,7 @@ def approve(case_id: int) -> Response:
         except removals.DecisionRefused as refused:
             flash(str(refused), "error")
         else:
-            flash(f"{removal.from_address} is off the spam list.", "success")
+            flash(f"Approved: lifting the block for {removal.from_address}…", "success")
     return redirect(url_for("support.case", case_id=removal.id), code=303)
 
 
