@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from flask import Flask, g
@@ -242,3 +243,15 @@ def sandbox(tmp_path: Path, clock: FakeClock):  # noqa: ANN201 - imported lazily
     from webapp.providers.sandbox import SandboxServer
 
     return SandboxServer(str(tmp_path / "sandbox.sqlite3"), clock=clock)
+
+
+class RecordingTransport(httpx.BaseTransport):
+    """Pass requests on to another transport, keeping a copy of each."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.requests: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.inner.handle_request(request)

@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, RecordingTransport
 from webapp.providers.base import OutgoingMessage
 from webapp.providers.sandbox import SandboxServer
 from webapp.providers.sendgrid import SendGridProvider
@@ -112,18 +112,6 @@ def validator(spec: dict[str, Any], pointer: str) -> Draft202012Validator:
 def assert_valid(spec: dict[str, Any], pointer: str, document: Any) -> None:
     errors = sorted(validator(spec, pointer).iter_errors(document), key=lambda error: list(error.path))
     assert not errors, "\n".join(f"{list(error.path)}: {error.message}" for error in errors)
-
-
-class RecordingTransport(httpx.BaseTransport):
-    """Pass requests on to another transport, keeping a copy of each."""
-
-    def __init__(self, inner: httpx.BaseTransport) -> None:
-        self.inner = inner
-        self.requests: list[httpx.Request] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.inner.handle_request(request)
 
 
 @pytest.fixture

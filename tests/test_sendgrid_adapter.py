@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import SANDBOX_START as START
+from tests.conftest import RecordingTransport
 from webapp import statuses
 from webapp.providers.base import OutgoingMessage, PollRef, ProviderError
 from webapp.providers.sandbox import SandboxServer
@@ -24,18 +25,6 @@ from webapp.providers.sendgrid import (
 )
 
 API_BASE = "http://sandbox.test"
-
-
-class RecordingTransport(httpx.BaseTransport):
-    """Pass requests on to another transport, keeping a copy of each."""
-
-    def __init__(self, inner: httpx.BaseTransport) -> None:
-        self.inner = inner
-        self.requests: list[httpx.Request] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.inner.handle_request(request)
 
 
 class RaisingTransport(httpx.BaseTransport):
