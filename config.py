@@ -56,6 +56,12 @@ DEFAULTS: dict[str, Any] = {
     # Basic auth (put it in the Inbound Parse URL). Empty closes the route, except in the sandbox.
     "INBOUND_WEBHOOK_SECRET": "",
     "INBOUND_MAX_BYTES": 32 * 1024 * 1024,  # SendGrid accepts mail up to 30 MB
+    # A removal request signed or dated longer ago than this may be an old mail sent again.
+    "REMOVAL_MAX_AGE_DAYS": 7,
+    # The check of one removal mail (its DKIM signatures) must end within this many seconds;
+    # each DNS lookup of a signing key gives up after DKIM_DNS_TIMEOUT_SECONDS.
+    "INBOUND_CHECK_SECONDS": 30,
+    "DKIM_DNS_TIMEOUT_SECONDS": 5,
     "PASSWORD_HASH_METHOD": "scrypt",
 }
 
@@ -69,6 +75,9 @@ INT_SETTINGS = {
     "SEND_TIMEOUT_SECONDS",
     "TRUSTED_PROXIES",
     "INBOUND_MAX_BYTES",
+    "REMOVAL_MAX_AGE_DAYS",
+    "INBOUND_CHECK_SECONDS",
+    "DKIM_DNS_TIMEOUT_SECONDS",
 }
 
 

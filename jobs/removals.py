@@ -1,8 +1,15 @@
 """Spam-list removal jobs."""
 
 from jobs import app_context
+from webapp.models import utcnow
 from webapp.queue import enqueue
-from webapp.services import removals
+from webapp.services import inbound, removals
+
+
+def check_removal_request(case_id: int) -> str:
+    """Decide whether a mail filed by the inbound route proves a removal request."""
+    with app_context():
+        return inbound.check(case_id)
 
 
 def lift_spam_block(case_id: int) -> bool:
@@ -17,4 +24,13 @@ def sweep_lifts() -> int:
         due = removals.due_lifts()
         for case_id in due:
             enqueue(removals.LIFT_JOB, case_id)
+        return len(due)
+
+
+def sweep_checks() -> int:
+    """Enqueue the check of every filed mail whose check was lost, killed or timed out."""
+    with app_context():
+        due = inbound.due_checks(utcnow())
+        for case_id in due:
+            inbound.enqueue_check(case_id)
         return len(due)

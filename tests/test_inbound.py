@@ -1,10 +1,12 @@
-"""Spam-list removal requests by email (SendGrid Inbound Parse): a corpus of genuine and forged
-mails, signed with keys generated here and served by an injected DNS lookup."""
+"""Spam-list removal requests by email (SendGrid Inbound Parse): a corpus of genuine, forged and
+hostile mails, each posted through the inbound route, checked by the real job (RQ, real Redis) and
+read back from the support pages. Keys are generated here and served by an injected DNS lookup."""
 
 from __future__ import annotations
 
 import base64
-import json
+import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,12 +18,15 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.conftest import login, run_jobs
 from tests.test_security_html import html_guard, separate_requests  # noqa: F401 - autouse fixtures
 from webapp.extensions import db
-from webapp.models import AuditEntry, Client, RemovalRequest, utcnow
-from webapp.services import inbound
+from webapp.models import AuditEntry, Client, OperatorAlert, RemovalRequest, SpamListEntry, utcnow
+from webapp.providers.sandbox_mail import inbound_post
+from webapp.services import inbound, removals
 
 INBOUND = "/webhooks/sendgrid/inbound"
+SUPPORT = "support@clinicmail.example"
 ON_FILE = "jane@clinic.example"
 SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id"]
 # A look-alike of clinic.example ("clinіc", Cyrillic і), as its owner would register it.
@@ -43,38 +48,48 @@ def _key() -> tuple[bytes, bytes]:
 
 @dataclass
 class Keys:
-    """Signing keys by domain, and the DNS that publishes their public halves."""
+    """Signing keys by domain, the DNS that publishes their public halves, and what it was asked."""
 
     private: dict[str, bytes] = field(default_factory=dict)
     records: dict[bytes, bytes] = field(default_factory=dict)
+    lookups: list[bytes] = field(default_factory=list)
 
     def add(self, domain: str, selector: str = "sel") -> None:
         pem, txt = _key()
         self.private[domain] = pem
         self.records[f"{selector}._domainkey.{domain}.".encode()] = txt
 
-    def dns(self, name: bytes, timeout: int = 5) -> bytes | None:
+    def dns(self, name: bytes, timeout: float = 5) -> bytes | None:
+        self.lookups.append(name)
         return self.records.get(name)
+
+
+DOMAINS = (
+    "clinic.example",
+    "mail.clinic.example",
+    "evil.example",
+    "lists.example",
+    HOMOGLYPH_DOMAIN,
+    "example",
+    "co.uk",
+    "clinic.co.uk",
+)
 
 
 @pytest.fixture(scope="module")
 def keys() -> Keys:
     found = Keys()
-    for domain in ("clinic.example", "evil.example", "lists.example", HOMOGLYPH_DOMAIN, "example"):
+    for domain in DOMAINS:
         found.add(domain)
     return found
 
 
 @pytest.fixture
-def intake(app, keys):
-    """The app with the test DNS, and a client file holding the address on file."""
+def intake(app, world, keys):
+    """The app with the test DNS, users of every role, and a client file holding the address."""
     app.config["DKIM_DNSFUNC"] = keys.dns
-    from webapp.models import Clinic
-
-    clinic = Clinic(name="Clinic A")
-    db.session.add(clinic)
-    db.session.flush()
-    db.session.add(Client(clinic_id=clinic.id, name="Jane Doe", email="Jane@Clinic.example"))
+    keys.lookups.clear()
+    db.session.add(Client(clinic_id=world.clinic_a.id, name="Jane Doe", email="Jane@Clinic.example"))
     db.session.commit()
     return app
 
@@ -82,16 +97,20 @@ def intake(app, keys):
 def mail(
     from_header: str | list[str] = f"Jane Doe <{ON_FILE}>",
     *,
+    to: str | list[str] = SUPPORT,
     subject: str = "Please take me off the spam list",
     body: str = "Hello,\r\nI reported your reminder as spam by mistake. Please remove me.\r\nJane\r\n",
     date: object = "now",
     extra: list[str] | None = None,
     content_type: str = "text/plain; charset=utf-8",
+    encoding: str = "utf-8",
 ) -> bytes:
     """Build a raw mail, byte for byte, so tests control every header."""
     froms = from_header if isinstance(from_header, list) else [from_header]
+    tos = to if isinstance(to, list) else [to]
     lines = [f"From: {value}" for value in froms]
-    lines += ["To: support@clinicmail.example", f"Subject: {subject}"]
+    lines += [f"To: {value}" for value in tos]
+    lines.append(f"Subject: {subject}")
     if date == "now":
         date = utcnow() - timedelta(minutes=2)
     if date is not None:
@@ -99,35 +118,50 @@ def mail(
     lines += [f"Message-ID: {make_msgid(domain='clinic.example')}", "MIME-Version: 1.0"]
     lines.append(f"Content-Type: {content_type}")
     lines += extra or []
-    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode("utf-8")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body.encode(encoding)
 
 
-def sign(keys: Keys, raw: bytes, domain: str = "clinic.example", key_of: str | None = None) -> bytes:
+def sign(
+    keys: Keys,
+    raw: bytes,
+    domain: str = "clinic.example",
+    key_of: str | None = None,
+    *,
+    headers: list[bytes] | None = None,
+    length: bool = False,
+    algorithm: bytes = b"rsa-sha256",
+    at: float | None = None,
+) -> bytes:
     """Prepend a DKIM signature for `domain`, made with the key of `key_of` (default: its own)."""
-    header = dkim.sign(
-        raw,
-        b"sel",
-        domain.encode(),
-        keys.private[key_of or domain],
-        include_headers=SIGNED_HEADERS,
-    )
+    clock = dkim.time
+    if at is not None:  # dkimpy stamps t= from time.time(): sign "in the past"
+        dkim.time = types.SimpleNamespace(time=lambda: at)
+    try:
+        header = dkim.sign(
+            raw,
+            b"sel",
+            domain.encode(),
+            keys.private[key_of or domain],
+            include_headers=headers or SIGNED_HEADERS,
+            length=length,
+            signature_algorithm=algorithm,
+        )
+    finally:
+        dkim.time = clock
     return header + raw
 
 
 def post(client, raw: bytes, dkim_field: str = "none", **fields: str):
     """Post a mail the way Inbound Parse does with "POST the raw, full MIME message"."""
-    data = {
-        "email": raw.decode("utf-8", "replace"),
-        "dkim": dkim_field,
-        "SPF": "pass",
-        "to": "support@clinicmail.example",
-        "from": "whatever the mail claims",
-        "envelope": json.dumps({"to": ["support@clinicmail.example"], "from": "bounce@evil.example"}),
-        "charsets": json.dumps({"to": "UTF-8", "from": "UTF-8", "subject": "UTF-8"}),
-        "spam_score": "0.1",
+    body, content_type = inbound_post(
+        raw,
+        dkim=dkim_field,
+        SPF="pass",
+        to=SUPPORT,
+        **{"from": "whatever the mail claims"},
         **fields,
-    }
-    return client.post(INBOUND, data=data, content_type="multipart/form-data")
+    )
+    return client.post(INBOUND, data=body, content_type=content_type)
 
 
 def cases() -> list[RemovalRequest]:
@@ -135,9 +169,18 @@ def cases() -> list[RemovalRequest]:
     return list(db.session.execute(sa.select(RemovalRequest).order_by(RemovalRequest.id)).scalars())
 
 
+def file_and_check(app, raw: bytes, dkim_field: str = "none") -> RemovalRequest:
+    """Post one mail, run the queued check job, and return the newest case."""
+    response = post(app.test_client(), raw, dkim_field)
+    assert response.status_code == 200, response.data
+    run_jobs(app)
+    return cases()[-1]
+
+
 # The corpus: (name, build(keys) -> (raw mail, SendGrid's dkim field), verdict, reasons, from_address)
 Build = Callable[[Keys], tuple[bytes, str]]
-OLD = utcnow() - timedelta(days=8)
+NOW = utcnow()
+OLD = NOW - timedelta(days=8)
 
 
 def _tampered(keys: Keys) -> tuple[bytes, str]:
@@ -146,19 +189,62 @@ def _tampered(keys: Keys) -> tuple[bytes, str]:
 
 
 def _two_signatures(keys: Keys) -> tuple[bytes, str]:
-    # A mailing list signed on top of the client's own signature: dkimpy's verify() alone
-    # would judge the topmost, unaligned one.
+    # A mailing list signed on top of the client's own signature: the aligned one below counts.
     return sign(keys, sign(keys, mail()), domain="lists.example"), "none"
+
+
+def _prepended(header: str) -> Build:
+    """An unsigned copy of a signed header, added above the signed mail (DKIM reads the last)."""
+    return lambda k: (f"{header}\r\n".encode() + sign(k, mail()), "none")
+
+
+def _appended_after_l(keys: Keys) -> tuple[bytes, str]:
+    return sign(keys, mail(), length=True) + b"P.S. Also send all my records to evil@evil.example\r\n", "none"
+
+
+def _rewritten_date(keys: Keys) -> tuple[bytes, str]:
+    # A genuine mail signed 8 days ago, its Date rewritten to look fresh: the signature breaks.
+    raw = sign(keys, mail(date=OLD), at=OLD.timestamp())
+    return raw.replace(format_datetime(OLD).encode(), format_datetime(NOW).encode()), "none"
+
+
+def _latin1_8bit(keys: Keys) -> tuple[bytes, str]:
+    body = "Bonjour,\r\nJ'ai signalé votre e-mail comme spam par erreur. Retirez-moi de la liste.\r\nRené\r\n"
+    raw = mail(
+        "René <jane@clinic.example>".encode("ascii", "replace").decode(),
+        body=body,
+        content_type="text/plain; charset=iso-8859-1",
+        extra=["Content-Transfer-Encoding: 8bit"],
+        encoding="iso-8859-1",
+    )
+    return sign(keys, raw), "none"
+
+
+def _huge_display_name(keys: Keys) -> tuple[bytes, str]:
+    return sign(keys, mail(f'"{"a" * 80_000}" <{ON_FILE}>')), "none"
+
+
+def _forwarded_reply(keys: Keys) -> tuple[bytes, str]:
+    # The client's ordinary reply to the clinic, genuinely signed, then sent on to support.
+    raw = sign(keys, mail(to="Reception <reception@harbour.example>", subject="Re: Appointment reminder"))
+    return raw, "none"
 
 
 CORPUS: list[tuple[str, Build, str, set[str], str]] = [
     ("valid aligned DKIM", lambda k: (sign(k, mail()), "none"), "verified", set(), ON_FILE),
     (
         "sender in a subdomain of the signer",
-        lambda k: (sign(k, mail(f"Jane <jane@mail.{'clinic.example'}>")), "none"),
+        lambda k: (sign(k, mail("Jane <jane@mail.clinic.example>")), "none"),
         "verified",
         set(),
         "jane@mail.clinic.example",
+    ),
+    (
+        "signer in a subdomain of the sender (relaxed alignment)",
+        lambda k: (sign(k, mail(), "mail.clinic.example"), "none"),
+        "verified",
+        set(),
+        ON_FILE,
     ),
     (
         "uppercase variant of the address",
@@ -175,6 +261,51 @@ CORPUS: list[tuple[str, Build, str, set[str], str]] = [
         "jane+remove@clinic.example",
     ),
     ("two signatures, the aligned one below", _two_signatures, "verified", set(), ON_FILE),
+    (
+        "support named with a display name among other recipients",
+        lambda k: (sign(k, mail(to=f"Clinic Mail Support <{SUPPORT}>, friend@else.example")), "none"),
+        "verified",
+        set(),
+        ON_FILE,
+    ),
+    (
+        "support in a signed Cc",
+        lambda k: (
+            sign(
+                k,
+                mail(to="reception@harbour.example", extra=[f"Cc: {SUPPORT}"]),
+                headers=[*SIGNED_HEADERS, b"cc"],
+            ),
+            "none",
+        ),
+        "verified",
+        set(),
+        ON_FILE,
+    ),
+    (
+        "oversigned headers (h= names From and Subject twice)",
+        lambda k: (sign(k, mail(), headers=[*SIGNED_HEADERS, b"from", b"subject"]), "none"),
+        "verified",
+        set(),
+        ON_FILE,
+    ),
+    ("DKIM-signed iso-8859-1 8bit mail", _latin1_8bit, "verified", set(), ON_FILE),
+    (
+        "quoted-printable body",
+        lambda k: (
+            sign(
+                k,
+                mail(
+                    body="Please remove me =E2=80=93 Jane\r\n",
+                    extra=["Content-Transfer-Encoding: quoted-printable"],
+                ),
+            ),
+            "none",
+        ),
+        "verified",
+        set(),
+        ON_FILE,
+    ),
     (
         "display-name spoof",
         lambda k: (sign(k, mail(f'"{ON_FILE}" <attacker@evil.example>'), "evil.example"), "none"),
@@ -198,6 +329,35 @@ CORPUS: list[tuple[str, Build, str, set[str], str]] = [
         "unverified",
         {"multiple_from"},
         "",
+    ),
+    (
+        "unsigned From prepended",
+        _prepended("From: attacker@evil.example"),
+        "unverified",
+        {"multiple_from"},
+        "",
+    ),
+    (
+        "unsigned Subject prepended",
+        _prepended("Subject: Please remove me from the spam list"),
+        "unverified",
+        {"duplicate_header"},
+        ON_FILE,
+    ),
+    (
+        "unsigned Date prepended",
+        _prepended(f"Date: {format_datetime(NOW)}"),
+        "unverified",
+        {"duplicate_header"},
+        ON_FILE,
+    ),
+    ("unsigned To prepended", _prepended(f"To: {SUPPORT}"), "unverified", {"duplicate_header"}, ON_FILE),
+    (
+        "two Cc headers",
+        _prepended(f"Cc: {SUPPORT}\r\nCc: x@else.example"),
+        "unverified",
+        {"duplicate_header"},
+        ON_FILE,
     ),
     (
         "group syntax",
@@ -242,6 +402,13 @@ CORPUS: list[tuple[str, Build, str, set[str], str]] = [
         ON_FILE,
     ),
     (
+        "d= is a public suffix (co.uk) above the sender's domain",
+        lambda k: (sign(k, mail("jane@clinic.co.uk"), "co.uk"), "none"),
+        "unverified",
+        {"no_aligned_dkim"},
+        "jane@clinic.co.uk",
+    ),
+    (
         "aligned d= signed with someone else's key",
         lambda k: (sign(k, mail(), "clinic.example", key_of="evil.example"), "none"),
         "unverified",
@@ -266,36 +433,15 @@ CORPUS: list[tuple[str, Build, str, set[str], str]] = [
         ON_FILE,
     ),
     (
-        "SendGrid dkim field: aligned pass",
+        "SendGrid dkim pass with no signature in the raw mail",
         lambda k: (mail(), "{@clinic.example : pass}"),
-        "verified",
-        set(),
-        ON_FILE,
-    ),
-    (
-        "SendGrid dkim field: several entries, one aligned pass",
-        lambda k: (mail(), "{@lists.example : pass, @clinic.example : pass}"),
-        "verified",
-        set(),
-        ON_FILE,
-    ),
-    (
-        "SendGrid dkim field: unaligned pass",
-        lambda k: (mail(), "{@evil.example : pass}"),
         "unverified",
         {"no_aligned_dkim"},
         ON_FILE,
     ),
     (
-        "SendGrid dkim field: look-alike suffix",
-        lambda k: (mail(), "{@evilclinic.example : pass}"),
-        "unverified",
-        {"no_aligned_dkim"},
-        ON_FILE,
-    ),
-    (
-        "SendGrid dkim field: aligned fail",
-        lambda k: (mail(), "{@clinic.example : fail}"),
+        "SendGrid dkim pass, several entries, over an unaligned signature",
+        lambda k: (sign(k, mail(), "evil.example"), "{@lists.example : pass, @clinic.example : pass}"),
         "unverified",
         {"no_aligned_dkim"},
         ON_FILE,
@@ -307,12 +453,84 @@ CORPUS: list[tuple[str, Build, str, set[str], str]] = [
         {"no_aligned_dkim"},
         ON_FILE,
     ),
+    ("l= signature with appended text", _appended_after_l, "unverified", {"weak_signature"}, ON_FILE),
     (
-        "SendGrid pass but the From is spoofed by display name",
-        lambda k: (mail(f'"{ON_FILE}" <attacker@evil.example>'), "{@evil.example : pass}"),
+        "h= leaves out Subject",
+        lambda k: (sign(k, mail(), headers=[b"from", b"to", b"date", b"message-id"]), "none"),
         "unverified",
-        {"display_name_address"},
-        "attacker@evil.example",
+        {"weak_signature"},
+        ON_FILE,
+    ),
+    (
+        "h= leaves out To",
+        lambda k: (sign(k, mail(), headers=[b"from", b"subject", b"date"]), "none"),
+        "unverified",
+        {"weak_signature"},
+        ON_FILE,
+    ),
+    (
+        "h= leaves out Date",
+        lambda k: (sign(k, mail(), headers=[b"from", b"to", b"subject"]), "none"),
+        "unverified",
+        {"weak_signature"},
+        ON_FILE,
+    ),
+    (
+        "rsa-sha1 signature",
+        lambda k: (sign(k, mail(), algorithm=b"rsa-sha1"), "none"),
+        "unverified",
+        {"weak_signature"},
+        ON_FILE,
+    ),
+    (
+        "genuine client mail addressed to the clinic, sent on to support",
+        _forwarded_reply,
+        "unverified",
+        {"not_to_support"},
+        ON_FILE,
+    ),
+    (
+        "support only in an unsigned Cc",
+        lambda k: (sign(k, mail(to="reception@harbour.example", extra=[f"Cc: {SUPPORT}"])), "none"),
+        "unverified",
+        {"not_to_support"},
+        ON_FILE,
+    ),
+    (
+        "support only in a display name",
+        lambda k: (sign(k, mail(to=f'"{SUPPORT}" <reception@harbour.example>')), "none"),
+        "unverified",
+        {"not_to_support"},
+        ON_FILE,
+    ),
+    ("rewritten Date over an old t=", _rewritten_date, "unverified", {"weak_signature"}, ON_FILE),
+    (
+        "fresh Date, but signed 8 days ago (t=)",
+        lambda k: (sign(k, mail(), at=OLD.timestamp()), "none"),
+        "unverified",
+        {"weak_signature"},
+        ON_FILE,
+    ),
+    (
+        "old Date (replay)",
+        lambda k: (sign(k, mail(date=OLD), at=OLD.timestamp()), "none"),
+        "unverified",
+        {"stale_date"},
+        ON_FILE,
+    ),
+    (
+        "Date in the future",
+        lambda k: (sign(k, mail(date=NOW + timedelta(days=3))), "none"),
+        "unverified",
+        {"future_date"},
+        ON_FILE,
+    ),
+    (
+        "no Date",
+        lambda k: (sign(k, mail(date=None), headers=[b"from", b"to", b"subject"]), "none"),
+        "unverified",
+        {"missing_header", "no_date"},
+        ON_FILE,
     ),
     (
         "homoglyph domain, validly signed by its owner",
@@ -325,18 +543,10 @@ CORPUS: list[tuple[str, Build, str, set[str], str]] = [
         "homoglyph domain in raw UTF-8",
         lambda k: (mail("jane@clіnic.example"), "{@clinic.example : pass}"),
         "unverified",
-        {"from_defect"},
+        set(),
         "",
     ),
-    ("old Date (replay)", lambda k: (sign(k, mail(date=OLD)), "none"), "unverified", {"stale_date"}, ON_FILE),
-    (
-        "Date in the future",
-        lambda k: (sign(k, mail(date=utcnow() + timedelta(days=3))), "none"),
-        "unverified",
-        {"future_date"},
-        ON_FILE,
-    ),
-    ("no Date", lambda k: (sign(k, mail(date=None)), "none"), "unverified", {"no_date"}, ON_FILE),
+    ("80,000-character From display name", _huge_display_name, "unverified", {"header_too_long"}, ""),
     ("no From", lambda k: (mail([]), "{@clinic.example : pass}"), "unverified", {"no_from"}, ""),
 ]
 
@@ -348,187 +558,230 @@ SPOOFS = {name for name, _, verdict, _, _ in CORPUS if verdict == "unverified"}
 )
 def test_each_mail_of_the_corpus_gets_the_right_verdict(intake, keys, name, build, verdict, reasons, address):
     raw, dkim_field = build(keys)
-    response = post(intake.test_client(), raw, dkim_field)
-    assert response.status_code == 200, response.data
-    [case] = cases()
+    case = file_and_check(intake, raw, dkim_field)
     assert case.verdict == verdict, case.evidence
     assert reasons <= set(case.evidence["reasons"]), case.evidence
     if verdict == "verified":
         assert case.evidence["reasons"] == []
+    else:
+        assert case.evidence["reasons"], "an unverified case says why"
     if address:
         assert case.from_address == address
     assert case.status == "pending"
+    standing = removals.case_standing(case)
+    assert standing.approvable is False  # nothing is on the spam list yet
     if name in SPOOFS:
         # A spoof never yields a verified case, least of all for the address on file.
         assert not any(c.verdict == "verified" for c in cases())
+    # The support pages show it, with its reason beside a disabled approve button.
+    support = intake.test_client()
+    login(support, "support@platform.example")
+    page = support.get(f"/support/removal-requests/{case.id}").get_data(as_text=True)
+    assert standing.label in page
+    assert "disabled" in page
 
 
 def test_the_corpus_is_large_enough_and_covers_both_verdicts():
-    assert len(CORPUS) >= 20
+    assert len(CORPUS) >= 40
     assert {verdict for _, _, verdict, _, _ in CORPUS} == {"verified", "unverified"}
 
 
-def test_a_verified_case_keeps_its_evidence_and_a_plain_text_excerpt(intake, keys):
-    body = "Please remove me.\r\n" + "x" * 3000
-    raw = sign(keys, mail(body=body))
+def test_the_case_page_shows_the_signed_headers_and_body_and_nothing_unsigned(intake, keys):
+    raw = sign(
+        keys, mail(extra=["X-Note: unsigned words support must not read"], body="Please remove me.\r\n")
+    )
+    raw = b"Reply-To: attacker@evil.example\r\n" + raw
+    case = file_and_check(intake, raw)
+    assert case.verdict == "verified", case.evidence
+    assert set(case.evidence["signed_headers"]) == {"from", "to", "subject", "date", "message-id"}
+    support = intake.test_client()
+    login(support, "support@platform.example")
+    page = support.get(f"/support/removal-requests/{case.id}").get_data(as_text=True)
+    assert "Please take me off the spam list" in page
+    assert "Please remove me." in page
+    assert "attacker@evil.example" not in page
+    assert "unsigned words" not in page
+
+
+def test_the_8bit_latin1_mail_reaches_support_without_replacement_characters(intake, keys):
+    raw, _ = _latin1_8bit(keys)
+    case = file_and_check(intake, raw)
+    assert case.verdict == "verified", case.evidence
+    assert case.raw_mail == raw  # the bytes as sent, never decoded on the way in
+    assert "signalé" in case.body_excerpt and "René" in case.body_excerpt
+    assert "\ufffd" not in case.body_excerpt
+
+
+def test_a_message_id_or_signature_seen_before_does_not_verify(intake, keys):
+    raw = sign(keys, mail())
+    first = file_and_check(intake, raw)
+    assert first.verdict == "verified"
+    # The same bytes again (SendGrid retrying) file no second case.
+    assert post(intake.test_client(), raw).status_code == 200
+    assert len(cases()) == 1
+    # The same mail relayed once more, with a trace header added: a replay.
+    second = file_and_check(intake, b"Received: from relay.example\r\n" + raw)
+    assert second.verdict == "unverified"
+    assert "seen_before" in second.evidence["reasons"]
+    assert removals.case_standing(second).label == f"Duplicate of case {first.id}"
+    # The same signature over an unsigned, new Message-ID: still the same proof.
+    unsigned_id = sign(keys, mail(), headers=[b"from", b"to", b"subject", b"date"])
+    third = file_and_check(intake, unsigned_id)
+    assert third.verdict == "verified"
+    fourth = file_and_check(intake, unsigned_id.replace(b"Message-ID: <", b"Message-ID: <x"))
+    assert "seen_before" in fourth.evidence["reasons"]
+
+
+def test_the_route_stores_the_raw_mail_and_answers_at_once_the_job_checks_it(intake, keys):
+    raw = sign(keys, mail())
     assert post(intake.test_client(), raw).status_code == 200
     [case] = cases()
-    assert case.evidence["verified_by"] == "dkim"
-    assert case.evidence["from_domain"] == "clinic.example"
-    [signature] = case.evidence["dkim"]
-    assert signature == {"d": "clinic.example", "s": "sel", "result": "pass", "aligned": True, "error": ""}
-    assert case.evidence["spf"] == "pass"
-    assert case.body_excerpt.startswith("Please remove me.")
-    assert len(case.body_excerpt) == inbound.EXCERPT_CHARS
-    assert case.subject == "Please take me off the spam list"
-    assert case.message_id.endswith("@clinic.example>")
+    assert case.verdict == "checking" and case.raw_mail == raw
+    assert keys.lookups == []  # the route looked nothing up
+    support = intake.test_client()
+    login(support, "support@platform.example")
+    assert "Checking" in support.get("/support/removal-requests").get_data(as_text=True)
+    run_jobs(intake)
+    assert cases()[0].verdict == "verified"
+
+
+def test_100_signatures_on_a_5_mb_body_are_bounded(intake, keys):
+    body = ("Please remove me. " * 64 + "\r\n") * (5 * 1024 * 1024 // 1154)
+    raw = mail(body=body)
+    for _ in range(100):  # forged signatures that claim the sender's own domain
+        raw = sign(keys, raw, "clinic.example", key_of="evil.example")
+    started = time.monotonic()
+    assert post(intake.test_client(), raw).status_code == 200
+    route_seconds = time.monotonic() - started
+    assert route_seconds < 1, route_seconds  # the issue's bound for the route: it only stores
+    run_jobs(intake)
+    [case] = cases()
+    assert case.verdict == "unverified"
+    checked = [sig for sig in case.evidence["dkim"] if sig["result"] not in ("skipped", "weak")]
+    assert len(checked) == inbound.MAX_CHECKED_SIGNATURES
+    assert len(keys.lookups) == inbound.MAX_CHECKED_SIGNATURES
+
+
+def test_the_check_stops_at_its_deadline(intake, keys):
+    intake.config["INBOUND_CHECK_SECONDS"] = 0
+    case = file_and_check(intake, sign(keys, mail()))
+    assert case.verdict == "unverified"
+    assert keys.lookups == []
+    assert case.evidence["dkim"][0]["result"] == "skipped"
+
+
+def test_a_dns_timeout_is_retried_then_the_case_is_marked(intake, keys):
+    def timing_out(name: bytes, timeout: float = 5) -> bytes | None:
+        raise dkim.DnsTimeoutError("timed out")
+
+    intake.config["DKIM_DNSFUNC"] = timing_out
+    assert post(intake.test_client(), sign(keys, mail())).status_code == 200
+    [case] = cases()
+    for _ in range(inbound.MAX_CHECK_ATTEMPTS - 1):
+        with pytest.raises(inbound.CheckUnfinished):
+            inbound.check(case.id)
+    assert inbound.check(case.id) == "unverified"
+    assert "dns_unavailable" in cases()[0].evidence["reasons"]
+
+
+def test_a_lost_check_job_is_queued_again_by_the_sweep(intake, keys):
+    from jobs.removals import sweep_checks
+    from webapp.queue import get_queue
+
+    assert post(intake.test_client(), sign(keys, mail())).status_code == 200
+    get_queue().empty()  # Redis lost the job
+    [case] = cases()
+    case.received_at = utcnow() - timedelta(minutes=5)
+    db.session.commit()
+    import jobs
+
+    jobs.use_app(intake)
+    assert sweep_checks() == 1
+    run_jobs(intake)
+    assert cases()[0].verdict == "verified"
+
+
+def test_a_parsed_mode_post_is_filed_as_unverifiable_and_alerts_operators(intake):
+    response = intake.test_client().post(
+        INBOUND,
+        data={
+            "from": f"Jane Doe <{ON_FILE}>",
+            "to": SUPPORT,
+            "subject": "Remove me",
+            "text": "Please",
+            "dkim": "",
+        },
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 200
+    [case] = cases()
+    assert case.verdict == "unverifiable"
+    assert case.from_address == ON_FILE
+    assert removals.case_standing(case).reason == inbound.REASONS["parsed_mode"]
+    [alert] = db.session.execute(sa.select(OperatorAlert)).scalars()
+    assert alert.kind == "inbound_parsed_mode" and "raw, full MIME" in alert.message
+
+
+def test_a_body_that_is_not_a_form_gets_400_and_oversize_gets_413(intake):
+    client = intake.test_client()
+    assert client.post(INBOUND, data=b"hello", content_type="text/plain").status_code == 400
+    assert client.post(INBOUND, data={"other": "x"}, content_type="multipart/form-data").status_code == 400
+    intake.config["INBOUND_MAX_BYTES"] = 1000
+    assert post(client, b"x" * 5000).status_code == 413
+    assert cases() == []
+
+
+def test_unproven_cases_from_one_sender_are_rate_limited(intake, keys):
+    for index in range(inbound.UNPROVEN_PER_SENDER_PER_DAY + 2):
+        file_and_check(intake, mail(body=f"Remove me, take {index}\r\n"))
+    statuses = [case.status for case in cases()]
+    assert statuses.count("pending") == inbound.UNPROVEN_PER_SENDER_PER_DAY
+    assert statuses.count("closed") == 2
+    # A proven mail from the same sender is never held back.
+    assert file_and_check(intake, sign(keys, mail())).status == "pending"
+
+
+def test_a_verified_case_records_an_audit_line(intake, keys):
+    case = file_and_check(intake, sign(keys, mail()))
     audit = db.session.execute(sa.select(AuditEntry).where(AuditEntry.action == "removal.received")).scalars()
     assert [(entry.subject_id, entry.detail) for entry in audit] == [(case.id, "verified")]
 
 
-def test_only_the_plain_text_part_is_kept_never_html(intake, keys):
-    boundary = "b1"
-    body = (
-        f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlain words\r\n"
-        f"--{boundary}\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p onclick=x()>Rich</p>\r\n"
-        f"--{boundary}--\r\n"
-    )
-    raw = sign(keys, mail(body=body, content_type=f'multipart/alternative; boundary="{boundary}"'))
-    assert post(intake.test_client(), raw).status_code == 200
-    [case] = cases()
-    assert case.verdict == "verified"
-    assert case.body_excerpt == "Plain words"
-    html_only = mail(body="<p>Only HTML</p>", content_type="text/html; charset=utf-8")
-    assert post(intake.test_client(), html_only).status_code == 200
-    assert cases()[-1].body_excerpt == ""
+def test_the_queue_lists_pending_cases_oldest_first_50_a_page(intake, keys):
+    start = utcnow() - timedelta(days=1)
+    for index in range(55):
+        db.session.add(
+            RemovalRequest(
+                received_at=start + timedelta(minutes=index),
+                from_address=f"client{index}@clinic.example",
+                fingerprint=f"{index:064d}",
+                verdict="unverified",
+                evidence={"reasons": ["no_aligned_dkim"]},
+            )
+        )
+    db.session.commit()
+    support = intake.test_client()
+    login(support, "support@platform.example")
+    first = support.get("/support/removal-requests").get_data(as_text=True)
+    assert "client0@" in first and "client49@" in first and "client50@" not in first
+    assert first.index("client0@") < first.index("client1@")
+    second = support.get("/support/removal-requests?page=2").get_data(as_text=True)
+    assert "client50@" in second and "client54@" in second
+    for page in ("99999999999999999999999", "-3", "x"):
+        assert support.get(f"/support/removal-requests?page={page}").status_code == 200
 
 
-def test_a_redelivered_mail_files_one_case(intake, keys):
-    raw = sign(keys, mail())
-    client = intake.test_client()
-    assert post(client, raw).status_code == 200
-    assert post(client, raw).status_code == 200
-    # A replay with an unsigned header added is the same signed mail: still one case.
-    assert post(client, b"X-Replayed: yes\r\n" + raw).status_code == 200
-    assert len(cases()) == 1
-    unsigned = mail()
-    assert post(client, unsigned).status_code == 200
-    assert post(client, unsigned).status_code == 200
-    assert len(cases()) == 2
-
-
-def test_a_tampered_copy_filed_first_does_not_swallow_the_genuine_mail(intake, keys):
-    genuine = sign(keys, mail())
-    client = intake.test_client()
-    assert post(client, genuine.replace(b"by mistake", b"on purpose")).status_code == 200
-    assert post(client, genuine).status_code == 200
-    assert [case.verdict for case in cases()] == ["unverified", "verified"]
-
-
-def test_a_dns_timeout_asks_sendgrid_to_retry_and_files_nothing(intake, keys):
-    def timing_out(name: bytes, timeout: int = 5) -> bytes | None:
-        raise dkim.DnsTimeoutError("timed out")
-
-    raw = sign(keys, mail())
-    intake.config["DKIM_DNSFUNC"] = timing_out
-    assert post(intake.test_client(), raw).status_code == 503
-    assert cases() == []
-    intake.config["DKIM_DNSFUNC"] = keys.dns
-    assert post(intake.test_client(), raw).status_code == 200
-    assert [case.verdict for case in cases()] == ["verified"]
-
-
-def test_a_database_failure_is_a_5xx_so_sendgrid_retries(intake, keys, monkeypatch):
-    def broken(*args, **kwargs):
-        raise sa.exc.OperationalError("INSERT", {}, Exception("database is down"))
-
-    monkeypatch.setattr(db.session, "flush", broken)
-    response = post(intake.test_client(), sign(keys, mail()))
-    assert 500 <= response.status_code < 600
-    monkeypatch.undo()
-    assert cases() == []
-
-
-def test_a_malformed_form_is_400(intake):
-    client = intake.test_client()
-    assert client.post(INBOUND, data={"dkim": "none"}, content_type="multipart/form-data").status_code == 400
-    assert client.post(INBOUND, json={"email": "From: a@b.example"}).status_code == 400
-    assert post(client, b"   ").status_code == 400
-    assert cases() == []
-
-
-def test_a_large_mail_is_accepted(intake, keys):
-    # Larger than Flask's default limit for one form field (500 kB): the raw mail is a field.
-    attachment = "".join(f"{'z' * 76}\r\n" for _ in range(9000))
-    raw = sign(keys, mail(body="Please remove me.\r\n" + attachment))
-    assert len(raw) > 600_000
-    assert post(intake.test_client(), raw).status_code == 200
-    assert [case.verdict for case in cases()] == ["verified"]
-
-
-def test_nul_bytes_and_undecodable_bytes_are_stored_cleanly(intake):
-    raw = mail(subject="Hello\x00there", body="Body\x00with a NUL") + b"\xff\xfe latin-1 bytes\r\n"
-    assert post(intake.test_client(), raw).status_code == 200
-    [case] = cases()
-    assert case.subject == "Hellothere"
-    assert "\x00" not in case.body_excerpt and case.body_excerpt.startswith("Bodywith a NUL")
-
-
-def test_a_sender_that_cannot_be_read_is_kept_as_written(intake, keys):
-    raw = sign(keys, mail(f"{ON_FILE} <attacker@evil.example>"), "evil.example")
-    assert post(intake.test_client(), raw).status_code == 200
-    [case] = cases()
-    assert case.from_address == f"{ON_FILE} <attacker@evil.example>"
-    assert case.evidence["reasons"] == ["from_defect"]
-
-
-@pytest.mark.parametrize("provider", ["sandbox", "sendgrid"])
-def test_the_shared_secret_is_required_when_set(make_app, keys, provider):
-    app = make_app(INBOUND_WEBHOOK_SECRET="s3cret-value", EMAIL_PROVIDER=provider, SENDGRID_API_KEY="SG.test")
-    app.config["DKIM_DNSFUNC"] = keys.dns
-    client = app.test_client()
-    raw = sign(keys, mail())
-    assert post(client, raw).status_code == 401
-    wrong = {"Authorization": "Basic " + base64.b64encode(b"sendgrid:wrong").decode()}
-    assert client.post(INBOUND, data={"email": raw.decode()}, headers=wrong).status_code == 401
-    right = {"Authorization": "Basic " + base64.b64encode(b"any-user:s3cret-value").decode()}
-    response = client.post(INBOUND, data={"email": raw.decode(), "dkim": "none"}, headers=right)
-    assert response.status_code == 200
-    with app.app_context():
-        assert [case.verdict for case in cases()] == ["verified"]
-
-
-def test_without_a_secret_the_route_is_closed_outside_the_sandbox(make_app, keys):
-    app = make_app(EMAIL_PROVIDER="sendgrid", SENDGRID_API_KEY="SG.test")
-    client = app.test_client()
-    assert post(client, sign(keys, mail())).status_code == 403
-    with_any = {"Authorization": "Basic " + base64.b64encode(b"a:").decode()}
-    assert client.post(INBOUND, data={"email": "x"}, headers=with_any).status_code == 403
-
-
-def test_sendgrid_dkim_field_parsing_is_defensive():
-    parse = inbound.parse_receiver_dkim
-    assert parse("{@glennhotel-com.20150623.gappssmtp.com : pass}") == [
-        {"d": "glennhotel-com.20150623.gappssmtp.com", "result": "pass"}
-    ]
-    assert parse("{@a.example : pass, @B.Example. : fail}") == [
-        {"d": "a.example", "result": "pass"},
-        {"d": "b.example", "result": "fail"},
-    ]
-    for garbage in ("none", "", "{}", "pass", "{: pass}", "{{{{", "\x00" * 10, "@" * 5000):
-        assert all(entry["result"] != "pass" or entry["d"] for entry in parse(garbage))
-        assert parse(garbage) == []
-
-
-def test_alignment_is_relaxed_but_never_a_bare_top_level_domain():
-    assert inbound.aligned("clinic.example", "clinic.example")
-    assert inbound.aligned("Clinic.Example.", "mail.clinic.example")
-    assert not inbound.aligned("mail.clinic.example", "clinic.example")
-    assert not inbound.aligned("example", "clinic.example")
-    assert not inbound.aligned("nic.example", "clinic.example")
-    assert not inbound.aligned("", "clinic.example")
-
-
-def test_production_verifies_with_real_dns_unless_a_test_injects_a_lookup(app):
-    assert "DKIM_DNSFUNC" not in app.config
-    assert inbound._configured_dns() is dkim.dnsplug.get_txt
+def test_standing_names_each_reason_a_case_cannot_be_approved(intake, keys):
+    case = file_and_check(intake, sign(keys, mail()))
+    assert removals.case_standing(case).label == "Not on the spam list"
+    db.session.add(SpamListEntry(address=ON_FILE, reported_at=utcnow(), source="webhook"))
+    db.session.commit()
+    standing = removals.case_standing(case)
+    assert standing.approvable and standing.label == "Approvable"
+    assert "1 client file" in standing.reason
+    stranger = file_and_check(intake, sign(keys, mail("stranger@clinic.example")))
+    db.session.add(SpamListEntry(address="stranger@clinic.example", reported_at=utcnow(), source="webhook"))
+    db.session.commit()
+    assert removals.case_standing(stranger).label == "Proven, but on no client file"
+    unproven = file_and_check(intake, mail(body="unsigned\r\n"))
+    assert removals.case_standing(unproven).label == "Sender not proven"

@@ -21,7 +21,7 @@ from webapp.models import Clinic, User
 
 def init_app(app: Flask) -> None:
     """Register the commands."""
-    for command in (init_db, seed_demo, create_user, worker, up):
+    for command in (init_db, seed_demo, create_user, worker, up, sandbox_client_mail):
         app.cli.add_command(command)
 
 
@@ -73,6 +73,25 @@ def create_user(email: str, name: str, role: str, clinic_name: str | None, passw
         raise click.ClickException(str(error)) from None
     db.session.commit()
     click.echo(f"Created {role} {email}.")
+
+
+@click.command("sandbox-client-mail")
+@click.option("--from", "address", required=True, help="The client's address, as on their client file.")
+def sandbox_client_mail(address: str) -> None:
+    """Sandbox only: email support from a client's address, asking to come off the spam list.
+
+    The sandbox writes the mail, DKIM-signs it with its own key for the address's domain and posts
+    it through the real inbound route; a worker then checks it and support sees the case.
+    """
+    from webapp.services import demo
+
+    try:
+        status = demo.post_sandbox_client_mail(address)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    if status != 200:
+        raise click.ClickException(f"the inbound route answered {status}")
+    click.echo(f"Sent a removal request from {address} to {current_app.config['SUPPORT_ADDRESS']}.")
 
 
 @click.command("worker")

@@ -219,16 +219,27 @@ class RemovalRequest(db.Model):
     from_address: so.Mapped[str] = so.mapped_column(sa.String(320), index=True)  # lower-cased addr-spec
     subject: so.Mapped[str] = so.mapped_column(sa.String(300), default="")
     body_excerpt: so.Mapped[str] = so.mapped_column(sa.Text, default="")
-    message_id: so.Mapped[str] = so.mapped_column(sa.String(300), default="")
-    # Dedupe: the same mail delivered twice by the inbound webhook files one case.
+    message_id: so.Mapped[str] = so.mapped_column(sa.String(300), default="", index=True)
+    # Dedupe: the same mail (its exact bytes) delivered twice by the inbound webhook files one case.
     fingerprint: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
-    # verified: the mail is authenticated for the From domain; unverified cases cannot be approved.
+    # The mail as it arrived, bytes untouched: the check job reads it, DKIM needs every byte.
+    raw_mail: so.Mapped[bytes | None] = so.mapped_column(sa.LargeBinary)
+    # checking (the job has not decided yet), verified (proven, see services/inbound.py),
+    # unverified, or unverifiable (no raw mail, or the check could not be completed).
     verdict: so.Mapped[str] = so.mapped_column(sa.String(20))
+    check_attempts: so.Mapped[int] = so.mapped_column(default=0)
+    checked_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    # sha256 of the signature that proved the mail: the same signature twice is a replay.
+    proof_key: so.Mapped[str | None] = so.mapped_column(sa.String(64), index=True)
     evidence: so.Mapped[dict] = so.mapped_column(JSONType, default=dict)
-    status: so.Mapped[str] = so.mapped_column(sa.String(20), default="pending")  # pending, approved, rejected
+    # pending, approved, rejected, or closed (another case from the address was approved first,
+    # or too many unproven requests from one sender)
+    status: so.Mapped[str] = so.mapped_column(sa.String(20), default="pending")
     decided_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user.id"))
     decided_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
     decision_note: so.Mapped[str] = so.mapped_column(sa.Text, default="")
     lifted_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)  # provider list updated
 
     decided_by: so.Mapped[User | None] = so.relationship()
+
+    __table_args__ = (sa.Index("ix_removal_request_status_received", "status", "received_at"),)

@@ -20,7 +20,7 @@ def get_queue() -> Queue:
     return Queue(QUEUE_NAME, connection=current_app.extensions["redis"])
 
 
-def enqueue(func_path: str, *args: Any, job_id: str | None = None) -> bool:
+def enqueue(func_path: str, *args: Any, job_id: str | None = None, timeout: int | None = None) -> bool:
     """Enqueue a job by dotted path; return False (and log) when Redis is not there.
 
     A lost enqueue is not lost work: the sweeper finds due rows in the database again. With a
@@ -31,6 +31,7 @@ def enqueue(func_path: str, *args: Any, job_id: str | None = None) -> bool:
             func_path,
             *args,
             job_id=job_id,
+            job_timeout=timeout,
             unique=job_id is not None,
             result_ttl=60,
             failure_ttl=7 * 24 * 3600,

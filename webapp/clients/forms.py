@@ -31,3 +31,7 @@ class SendEmailForm(FlaskForm):
                     ok = False
             return ok
         return True
+
+
+class SandboxMailForm(FlaskForm):
+    """Sandbox demo: play the client and email support (only the CSRF token)."""

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import time
 
-from flask import current_app, flash, make_response, redirect, render_template, request, session, url_for
+from flask import (
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from webapp import statuses
 from webapp.clients import bp
-from webapp.clients.forms import SendEmailForm
+from webapp.clients.forms import SandboxMailForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
 from webapp.models import Clinic, utcnow
 from webapp.security import clinic_staff_required, current_clinic_id, session_is_live
-from webapp.services import changes, clients, messages, sending
+from webapp.services import changes, clients, demo, messages, sending
 
 
 @bp.get("/clients")
@@ -59,7 +69,11 @@ def email_log(client_id: int) -> Response | tuple[str, int]:
 def _render_email_log(client_id: int) -> Response:
     client = clients.get_client(current_clinic_id(), client_id)
     context = _log_context(client.id)
-    response = make_response(render_template("clients/_email_log.html", client=client, **context))
+    # The banner depends on the log (a spam report, a lifted block): it is refreshed with it.
+    health = clients.address_health([client], utcnow())[client.id]
+    response = make_response(
+        render_template("clients/_email_log.html", client=client, health=health, banner_oob=True, **context)
+    )
     if request.headers.get("HX-Trigger") == "log-filter":
         # The filter belongs in the page's address, so a reload or a shared link keeps it.
         response.headers["HX-Push-Url"] = url_for(
@@ -90,6 +104,25 @@ def send(client_id: int) -> str | Response | tuple[str, int]:
     return render_template(
         "clients/show.html", client=client, health=health, form=form, **_log_context(client.id)
     ), 422
+
+
+@bp.post("/clients/<int:client_id>/sandbox-removal-mail")
+@clinic_staff_required
+def sandbox_removal_mail(client_id: int) -> Response:
+    """Sandbox demo only: play the client, emailing support from their address to lift the block."""
+    if current_app.config["EMAIL_PROVIDER"] != "sandbox":
+        abort(404)
+    client = clients.get_client(current_clinic_id(), client_id)
+    if SandboxMailForm().validate_on_submit():
+        if demo.post_sandbox_client_mail(client.email) == 200:
+            flash(
+                f"Sandbox: {client.name} emailed {current_app.config['SUPPORT_ADDRESS']} asking to come off "
+                "the spam list. Support can now approve it.",
+                "success",
+            )
+        else:
+            flash("Sandbox: the support mailbox did not accept the mail.", "error")
+    return redirect(url_for("clients.show", client_id=client.id), code=303)
 
 
 def _log_context(client_id: int) -> dict:

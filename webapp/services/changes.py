@@ -32,6 +32,11 @@ def mark_changed(email: Email) -> None:
         session.info.setdefault("changed_logs", set()).add(log_key(email.clinic_id, email.client_id))
 
 
+def mark_client_changed(session: so.Session, clinic_id: int, client_id: int) -> None:
+    """Record that something shown on this client's file changed (the spam list, say)."""
+    session.info.setdefault("changed_logs", set()).add(log_key(clinic_id, client_id))
+
+
 def current_marker(clinic_id: int, client_id: int) -> str:
     """Return the client's log counter, creating it when Redis has lost it."""
     redis = current_app.extensions["redis"]

@@ -151,3 +151,34 @@ def _history_email(
             )
         )
     apply_events(email, events, source="demo")
+
+
+def post_sandbox_client_mail(address: str) -> int:
+    """Play the client: write their signed removal mail in the sandbox and post it to our inbound route.
+
+    Returns the inbound route's HTTP status (200 when the mail was filed). The mail goes through
+    the real route and the real check, so the demo proves nothing the product would not.
+    """
+    from flask import current_app, url_for
+
+    from webapp.providers import sandbox_mail
+
+    config = current_app.config
+    if config["EMAIL_PROVIDER"] != "sandbox":
+        raise ValueError("the client's mail can be simulated only with EMAIL_PROVIDER=sandbox")
+    address = address.strip()
+    client = db.session.execute(
+        sa.select(Client).where(sa.func.lower(Client.email) == address.lower()).order_by(Client.id).limit(1)
+    ).scalar_one_or_none()
+    clinic = db.session.get(Clinic, client.clinic_id) if client else None
+    raw = sandbox_mail.client_removal_mail(
+        config, address, client.name if client else "", clinic.name if clinic else ""
+    )
+    db.session.commit()  # end this session's transaction before the inbound route writes
+    body, content_type = sandbox_mail.inbound_post(raw, dkim="none", SPF="pass", to=config["SUPPORT_ADDRESS"])
+    secret = config["INBOUND_WEBHOOK_SECRET"]
+    auth = ("sendgrid", secret) if secret else None
+    response = current_app.test_client().post(
+        url_for("webhooks.sendgrid_inbound"), data=body, content_type=content_type, auth=auth
+    )
+    return response.status_code

@@ -1,25 +1,42 @@
-"""Spam-list removal requests that arrive by email: judge the sender, file each mail once.
+"""Spam-list removal requests that arrive by email: file each mail at once, prove it in a job.
 
-SendGrid Inbound Parse posts every mail sent to the support address, raw MIME included. Anyone can
-write any From header, so a mail counts as *verified* only when it is authenticated for its From
-domain: a DKIM signature that verifies (checked here with dkimpy, every signature, not only the
-topmost) and whose d= is aligned with that domain, or an aligned pass in the receiving server's own
-DKIM results. Authentication-Results headers inside the mail are ignored: anyone can write them.
-Every other mail is still filed, as *unverified*: support sees it, and nobody can approve it.
+SendGrid Inbound Parse posts every mail sent to the support address. The route only stores the
+raw bytes (`file_mail`) and queues `check`, which decides whether the mail proves that the client
+asked, on purpose, to be taken off the spam list. A mail is *verified* only when all of this holds:
+
+- a DKIM signature in the raw mail verifies (our own check, with dkimpy) and its d= has the same
+  organisational domain as the From address (relaxed alignment, public-suffix list bundled);
+- that signature covers From, To, Subject and Date, has no body length limit (l=), is not
+  rsa-sha1, and its key is at least 1024 bits (RFC 8301);
+- From, To, Cc, Subject, Date and Message-ID each appear at most once (From, To, Subject and Date
+  exactly once), so what support reads is what was signed;
+- the signed To or Cc names the support address: a client's mail to anyone else is no request;
+- the signed Date and the signature's own t= are at most REMOVAL_MAX_AGE_DAYS old;
+- neither its Message-ID nor its signature was seen in an earlier case (a replay).
+
+SendGrid's own `dkim` field and any Authentication-Results header are shown to support as
+information; they never verify a request. Every mail is filed, verified or not: support sees it,
+and only verified ones can be approved.
 """
 
 from __future__ import annotations
 
 import email
 import email.errors
+import email.headerregistry
+import email.parser
 import email.policy
+import email.utils
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
+from email.headerregistry import Address
+from email.message import EmailMessage, Message
+from functools import lru_cache
 from typing import Any
 
 import dkim
@@ -27,17 +44,35 @@ import dkim.dnsplug
 import dkim.util
 import sqlalchemy as sa
 from flask import current_app
+from publicsuffixlist import PublicSuffixList
 
 from webapp.extensions import db
 from webapp.models import Client, RemovalRequest, utcnow
+from webapp.queue import enqueue
 from webapp.services import audit
 
 log = logging.getLogger(__name__)
 
-# A genuine request older than this may be an old signed mail sent again (DKIM replay).
-REPLAY_WINDOW = timedelta(days=7)
+CHECK_JOB = "jobs.removals.check_removal_request"
 FUTURE_TOLERANCE = timedelta(days=1)
-EXCERPT_CHARS = 2000
+EXCERPT_CHARS = 4000
+# Hostile mail is bounded before anything parses it: the whole header block, each header that
+# support reads or that we parse, and each signature.
+MAX_HEADER_BLOCK = 256 * 1024
+MAX_KEY_HEADER = 2000
+MAX_SIGNATURE_HEADER = 8192
+# Only signatures of the sender's own domain are checked, and only this many of them.
+MAX_CHECKED_SIGNATURES = 3
+# After this many checks that did not finish (a killed job, DNS down), the case is unverifiable.
+MAX_CHECK_ATTEMPTS = 3
+# Unproven cases one sender may open in a day before further ones are closed on arrival.
+UNPROVEN_PER_SENDER_PER_DAY = 5
+
+SINGLE_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
+REQUIRED_SIGNED = ("from", "to", "subject", "date")
+# What the case page shows of a verified mail: these headers when the signature covers them.
+SHOWN_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
+ACCEPTED_ALGORITHMS = (b"rsa-sha256", b"ed25519-sha256")
 
 # dkimpy's DNS interface: (name: bytes, timeout=...) -> TXT record bytes or None.
 DnsFunc = Callable[..., bytes | None]
@@ -52,151 +87,243 @@ REASONS = {
     "display_name_address": "The sender's display name shows a different address than the real one.",
     "idn_address": "The address uses international or look-alike characters and is not exactly on a "
     "client file.",
+    "duplicate_header": "A header that is signed appears more than once, so what you would read may not "
+    "be what was signed.",
+    "missing_header": "The mail lacks a To, Subject or Date header.",
+    "header_too_long": "A header is far longer than any genuine mail's.",
+    "headers_too_large": "The mail's headers are far larger than any genuine mail's.",
+    "not_to_support": "The mail was not addressed to the support address: it was written to someone "
+    "else and passed on.",
     "no_date": "The mail has no readable date.",
-    "stale_date": "The mail is dated more than 7 days ago: it may be an old mail sent again.",
+    "stale_date": "The mail was signed or dated more than the allowed number of days ago: it may be an "
+    "old mail sent again.",
     "future_date": "The mail is dated in the future.",
-    "no_aligned_dkim": "No signature proves that the mail came from the sender's domain.",
+    "seen_before": "The same mail (its Message-ID or signature) was already filed in an earlier case.",
+    "no_aligned_dkim": "No valid signature proves that the mail came from the sender's domain.",
+    "weak_signature": "The sender's domain signed it, but the signature does not cover the whole mail "
+    "(a body length limit, a missing From, To, Subject or Date, or an outdated algorithm).",
+    "dns_unavailable": "The sender domain's signing key could not be fetched.",
+    "check_failed": "The check could not be completed.",
+    "parsed_mode": "Cannot be verified: the support mailbox is not sending the raw message.",
+    "unreadable": "The mail cannot be read.",
 }
 
 # Reasons that leave no single sender address to check signatures against.
 UNREADABLE_SENDER = {"no_from", "multiple_from", "group_syntax", "multiple_mailboxes", "from_defect"}
 
-_ADDRESS_IN_TEXT = re.compile(r"[^\s<>\"'(),;:@]+@[^\s<>\"'(),;:@]+")
 # SendGrid's dkim field is not JSON: "{@example.com : pass}", several entries, or "none".
-_RECEIVER_RESULT = re.compile(r"@([A-Za-z0-9_.-]+)\s*:\s*([A-Za-z]+)")
+_RECEIVER_RESULT = re.compile(r"@([A-Za-z0-9_.-]{1,253})\s{0,5}:\s{0,5}([A-Za-z]{1,20})")
+_DISPLAY_NAME_SEPARATORS = re.compile(r"[\s<>\"'(),;:]+")
 _DKIM_LOG = logging.getLogger("dkimpy")
 
 
-class InboundUnavailable(RuntimeError):
-    """The mail cannot be judged or stored right now; SendGrid must try again later (5xx)."""
+class CheckUnfinished(RuntimeError):
+    """The check could not finish now (DNS timed out); it is tried again later."""
 
 
 @dataclass
-class Assessment:
-    """What a mail proves about its sender."""
+class Verdict:
+    """What a mail proves about its sender, and what support may read of it."""
 
-    from_address: str
+    from_address: str = ""
     from_domain: str = ""
     reasons: list[str] = field(default_factory=list)
     signatures: list[dict[str, Any]] = field(default_factory=list)
-    receiver: list[dict[str, str]] = field(default_factory=list)
-    verified_by: str = ""
+    signed_headers: dict[str, str] = field(default_factory=dict)
+    other_signed: list[str] = field(default_factory=list)
+    subject: str = ""
+    message_id: str = ""
     date: datetime | None = None
-    fingerprint: str = ""
+    signed_at: datetime | None = None
+    body: str = ""
+    proof_key: str = ""
 
     @property
     def verified(self) -> bool:
-        """Return whether nothing speaks against the mail and a signature proves its domain."""
-        return not self.reasons and bool(self.verified_by)
+        """Return whether nothing speaks against the mail and a signature proves it."""
+        return not self.reasons and bool(self.proof_key)
 
 
-def receive(
-    raw: bytes,
-    *,
-    receiver_dkim: str = "",
-    spf: str = "",
-    dnsfunc: DnsFunc | None = None,
-    now: datetime | None = None,
-) -> tuple[RemovalRequest, bool]:
-    """File one inbound mail as a removal case, once; return the case and whether it is new.
+def file_mail(raw: bytes, *, receiver_dkim: str = "", spf: str = "") -> tuple[RemovalRequest, bool]:
+    """Store one inbound mail as a case awaiting its check; return it and whether it is new.
 
-    Raises InboundUnavailable for failures worth a retry (DNS timeout, database error).
+    The same bytes delivered twice file one case. Nothing is parsed here: the check runs in a job.
     """
-    now = now or utcnow()
-    message = read_message(raw)
-    found = assess(message, raw, receiver_dkim, now, dnsfunc or _configured_dns())
+    fingerprint = hashlib.sha256(raw).hexdigest()
+    case = _by_fingerprint(fingerprint)
+    if case is not None:
+        return case, False
+    case = RemovalRequest(
+        received_at=utcnow(),
+        from_address="",
+        raw_mail=raw,
+        fingerprint=fingerprint,
+        verdict="checking",
+        evidence={"receiver_dkim": _clean(receiver_dkim, 500), "spf": _clean(spf, 500)},
+    )
+    case, created = _add_once(case)
+    if created:
+        enqueue_check(case.id)
+    return case, created
+
+
+def enqueue_check(case_id: int) -> bool:
+    """Queue the check of one filed mail, stopped by RQ if it overruns its deadline."""
+    return enqueue(CHECK_JOB, case_id, timeout=current_app.config["INBOUND_CHECK_SECONDS"] + 30)
+
+
+def file_parsed_mail(fields: dict[str, str]) -> tuple[RemovalRequest, bool]:
+    """File a mail that Inbound Parse sent without its raw MIME, as unverifiable, and alert."""
+    from webapp.services.sending import alert_operators
+
+    claimed = fields.get("from", "")[:MAX_KEY_HEADER]
+    address = ""
     try:
-        existing = _by_fingerprint(found.fingerprint)
-        if existing is not None:
-            return existing, False
-        if "idn_address" in found.reasons and _on_file(found.from_address):
-            found.reasons.remove("idn_address")
-        case = RemovalRequest(
-            received_at=now,
-            from_address=_clean(found.from_address, 320),
-            subject=_clean(str(_header(message, "Subject")), 300),
-            body_excerpt=body_excerpt(message),
-            message_id=_clean(str(_header(message, "Message-ID")), 300),
-            fingerprint=found.fingerprint,
-            verdict="verified" if found.verified else "unverified",
-            evidence=_evidence(found, receiver_dkim, spf),
-        )
-        db.session.add(case)
-        try:
-            db.session.flush()
-        except sa.exc.IntegrityError:
-            # The same mail, delivered twice at once: the other delivery filed it.
-            db.session.rollback()
-            duplicate = _by_fingerprint(found.fingerprint)
-            if duplicate is None:
-                raise
-            return duplicate, False
-        audit.record(
-            "removal.received",
-            None,
-            clinic_id=None,
-            subject_type="removal_request",
-            subject_id=case.id,
-            detail=case.verdict,
+        parsed = email.headerregistry.HeaderRegistry()("from", claimed)
+        if len(parsed.addresses) == 1:
+            address = parsed.addresses[0].addr_spec.lower()
+    except Exception:  # an unreadable claim is shown as written
+        address = ""
+    text = "\x1f".join(fields.get(name, "") for name in ("from", "to", "subject", "text", "headers"))
+    fingerprint = hashlib.sha256(("parsed\x1f" + text).encode("utf-8", "replace")).hexdigest()
+    case = _by_fingerprint(fingerprint)
+    if case is not None:
+        return case, False
+    case = RemovalRequest(
+        received_at=utcnow(),
+        from_address=_clean(address or claimed, 320),
+        subject=_clean(fields.get("subject", ""), 300),
+        body_excerpt=_clean(fields.get("text", "").strip(), EXCERPT_CHARS),
+        fingerprint=fingerprint,
+        verdict="unverifiable",
+        checked_at=utcnow(),
+        evidence={
+            "reasons": ["parsed_mode"],
+            "receiver_dkim": _clean(fields.get("dkim", ""), 500),
+            "spf": _clean(fields.get("SPF", ""), 500),
+        },
+    )
+    case, created = _add_once(case)
+    if created:
+        alert_operators(
+            "inbound_parsed_mode",
+            "A removal request arrived without its raw message, so nobody can verify it. In SendGrid's "
+            "Inbound Parse settings for the support address, turn on “POST the raw, full MIME message”.",
         )
         db.session.commit()
-    except sa.exc.SQLAlchemyError as error:
-        db.session.rollback()
-        raise InboundUnavailable(f"could not store the removal request: {error}") from error
-    return case, True
+    return case, created
 
 
-def read_message(raw: bytes) -> EmailMessage:
-    """Parse raw MIME with the modern policy; raise ValueError when it is not a mail at all."""
-    try:
-        message = email.message_from_bytes(raw, policy=email.policy.default)
-    except Exception as error:  # the parser is lenient; what it rejects can never be read
-        raise ValueError(f"unreadable mail: {error}") from error
-    if not message.keys():
-        raise ValueError("the mail has no headers")
-    return message
+def check(case_id: int, *, now: datetime | None = None, dnsfunc: DnsFunc | None = None) -> str:
+    """Decide whether a filed mail is a verified request; return the case's verdict.
+
+    Idempotent: a case already decided is left alone. Raises CheckUnfinished when the signing key
+    could not be fetched, so the job is tried again (at most MAX_CHECK_ATTEMPTS times).
+    """
+    config = current_app.config
+    claimed = db.session.execute(
+        sa.update(RemovalRequest)
+        .where(RemovalRequest.id == case_id, RemovalRequest.verdict == "checking")
+        .values(check_attempts=RemovalRequest.check_attempts + 1)
+        .returning(RemovalRequest.check_attempts)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    db.session.commit()
+    case = db.session.get(RemovalRequest, case_id)
+    if case is None or claimed is None:
+        return case.verdict if case else "missing"
+    if claimed > MAX_CHECK_ATTEMPTS:
+        return _give_up(case, "check_failed")
+    now = now or utcnow()
+    found = judge(
+        case.raw_mail or b"",
+        support_address=config["SUPPORT_ADDRESS"],
+        now=now,
+        max_age=timedelta(days=config["REMOVAL_MAX_AGE_DAYS"]),
+        dnsfunc=dnsfunc or configured_dns(config),
+        dns_timeout=config["DKIM_DNS_TIMEOUT_SECONDS"],
+        deadline=time.monotonic() + config["INBOUND_CHECK_SECONDS"],
+    )
+    if "dns_unavailable" in found.reasons and claimed < MAX_CHECK_ATTEMPTS:
+        raise CheckUnfinished(f"case {case_id}: a DKIM key lookup timed out")
+    earlier = _seen_before(case, found)
+    if earlier is not None:
+        found.reasons.append("seen_before")
+    if "idn_address" in found.reasons and _on_file(found.from_address):
+        found.reasons.remove("idn_address")
+    _record(case, found, earlier, now)
+    db.session.commit()
+    return case.verdict
 
 
-def assess(
-    message: EmailMessage, raw: bytes, receiver_dkim: str, now: datetime, dnsfunc: DnsFunc
-) -> Assessment:
-    """Judge what the mail proves about its sender (no database)."""
-    address, reasons = sender_address(message)
-    found = Assessment(from_address=address, reasons=reasons)
-    if not set(reasons) & UNREADABLE_SENDER:
-        found.from_domain = address.rpartition("@")[2]
-    found.date, date_reason = _date(message, now)
+def judge(
+    raw: bytes,
+    *,
+    support_address: str,
+    now: datetime,
+    max_age: timedelta,
+    dnsfunc: DnsFunc,
+    dns_timeout: float = 5,
+    deadline: float | None = None,
+) -> Verdict:
+    """Judge what a raw mail proves (no database); bounded in time by `deadline` (monotonic)."""
+    found = Verdict()
+    header_end = _header_end(raw)
+    if header_end < 0 or header_end > MAX_HEADER_BLOCK:
+        found.reasons.append("headers_too_large" if header_end > MAX_HEADER_BLOCK else "unreadable")
+        return found
+    headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:header_end])
+    if not headers.keys():
+        found.reasons.append("unreadable")
+        return found
+    counts = _header_counts(headers)
+    found.subject = _clean(_decoded(headers.get("Subject", "")), 300)
+    found.message_id = _clean(_first(headers, "Message-ID").strip(), 300)
+    if any(len(_first(headers, name)) > MAX_KEY_HEADER for name in SINGLE_HEADERS):
+        found.reasons.append("header_too_long")
+        found.from_address = _clean(_first(headers, "From"), 320)
+        return found
+    found.from_address, sender_reasons = sender_address(headers)
+    found.reasons += sender_reasons
+    if not set(sender_reasons) & UNREADABLE_SENDER:
+        found.from_domain = found.from_address.rpartition("@")[2]
+    if any(counts.get(name, 0) > 1 for name in SINGLE_HEADERS if name != "from"):
+        found.reasons.append("duplicate_header")
+    if any(counts.get(name, 0) == 0 for name in ("to", "subject", "date")):
+        found.reasons.append("missing_header")
+    found.date, date_reason = _age_reason(_date(headers), now, max_age)
     if date_reason:
         found.reasons.append(date_reason)
-    found.signatures = check_signatures(raw, found.from_domain, dnsfunc)
-    found.receiver = [
-        {**entry, "aligned": bool(found.from_domain) and aligned(entry["d"], found.from_domain)}
-        for entry in parse_receiver_dkim(receiver_dkim)
-    ]
-    if any(sig["result"] == "pass" and sig["aligned"] for sig in found.signatures):
-        found.verified_by = "dkim"
-    elif any(entry["result"] == "pass" and entry["aligned"] for entry in found.receiver):
-        found.verified_by = "receiver"
-    elif not found.reasons and any(sig["result"] == "temperror" for sig in found.signatures):
-        raise InboundUnavailable("a DKIM key lookup timed out")
-    elif found.from_domain:  # (with no single sender, the reason is already recorded)
-        found.reasons.append("no_aligned_dkim")
-    found.fingerprint = fingerprint(found, message, raw)
+    proof = _check_signatures(raw, found, now, max_age, dnsfunc, dns_timeout, deadline)
+    if proof is None:
+        if not found.reasons or found.from_domain:
+            found.reasons.append(_no_proof_reason(found.signatures))
+    else:
+        signed_names = proof["signed"]
+        found.proof_key = hashlib.sha256(proof["b"].encode()).hexdigest()
+        found.signed_headers = {
+            name: _clean(_decoded(_first(headers, name)), MAX_KEY_HEADER)
+            for name in SHOWN_HEADERS
+            if name in signed_names and counts.get(name)
+        }
+        found.other_signed = sorted(set(signed_names) - set(SHOWN_HEADERS))
+        recipients = [_first(headers, "To")] + ([_first(headers, "Cc")] if "cc" in signed_names else [])
+        if not _names_address(recipients, support_address):
+            found.reasons.append("not_to_support")
+    found.body = body_text(raw)
     return found
 
 
-def sender_address(message: EmailMessage) -> tuple[str, list[str]]:
+def sender_address(headers: Message) -> tuple[str, list[str]]:
     """Return the From addr-spec, lower-cased, and why it cannot be trusted (empty: it can)."""
+    written = headers.get_all("From") or []
+    if not written:
+        return "", ["no_from"]
+    shown = _clean(", ".join(" ".join(str(value).split()) for value in written), 320)
+    if len(written) > 1:
+        return shown, ["multiple_from"]
     try:
-        headers = message.get_all("From") or []
-        if not headers:
-            return "", ["no_from"]
-        # An untrustworthy From is kept as written, so it cannot pass for a clean address.
-        written = [value for name, value in message.raw_items() if name.lower() == "from"]
-        shown = _clean(", ".join(" ".join(value.split()) for value in written), 320)
-        if len(headers) > 1:
-            return shown, ["multiple_from"]
-        header = headers[0]
+        header = email.policy.default.header_factory("from", str(written[0]))
         if any(group.display_name is not None for group in header.groups):
             return shown, ["group_syntax"]
         if len(header.addresses) != 1:
@@ -205,15 +332,14 @@ def sender_address(message: EmailMessage) -> tuple[str, list[str]]:
         if any(not isinstance(defect, email.errors.ObsoleteHeaderDefect) for defect in header.defects):
             return shown, ["from_defect"]
         mailbox = header.addresses[0]
-        address = mailbox.addr_spec.lower()
         if not mailbox.username or not mailbox.domain:
             return shown, ["from_defect"]
+        address = mailbox.addr_spec.lower()
     except Exception as error:  # a hostile header must not stop the intake
         log.info("unreadable From header: %s", error)
-        return "", ["from_defect"]
+        return shown, ["from_defect"]
     reasons = []
-    shown_addresses = {found.lower() for found in _ADDRESS_IN_TEXT.findall(mailbox.display_name)}
-    if shown_addresses - {address}:
+    if _addresses_in_text(mailbox.display_name) - {address}:
         reasons.append("display_name_address")
     if not address.isascii() or any(label.startswith("xn--") for label in mailbox.domain.lower().split(".")):
         reasons.append("idn_address")
@@ -221,54 +347,17 @@ def sender_address(message: EmailMessage) -> tuple[str, list[str]]:
 
 
 def aligned(signing_domain: str, from_domain: str) -> bool:
-    """Return whether a signing domain (d=) is the From domain or a parent of it, never a bare TLD."""
-    signer = signing_domain.lower().rstrip(".")
-    sender = from_domain.lower().rstrip(".")
-    return "." in signer and (sender == signer or sender.endswith("." + signer))
+    """Return whether d= and the From domain share an organisational domain (never a public suffix)."""
+    signer = organisational_domain(signing_domain)
+    return signer is not None and signer == organisational_domain(from_domain)
 
 
-def check_signatures(raw: bytes, from_domain: str, dnsfunc: DnsFunc) -> list[dict[str, Any]]:
-    """Verify every DKIM signature of the mail; return d=, s=, b= and the result of each."""
-    timed_out: list[bytes] = []
-
-    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
-        try:
-            return dnsfunc(name, timeout=timeout)
-        except dkim.DnsTimeoutError:
-            timed_out.append(name)
-            raise
-
-    try:
-        checker = dkim.DKIM(raw, logger=_DKIM_LOG)
-    except Exception as error:  # a message dkimpy cannot split has no usable signature
-        log.info("DKIM cannot read the message: %s", error)
-        return []
-    values = [value for name, value in checker.headers if name.lower() == b"dkim-signature"]
-    results = []
-    for index, value in enumerate(values):
-        try:
-            tags = dkim.util.parse_tag_value(value)
-        except Exception:  # unreadable tags: dkimpy's verify reports the failure
-            tags = {}
-        signer = _text(tags.get(b"d", b"")).lower().rstrip(".")
-        before = len(timed_out)
-        error_text = ""
-        try:
-            passed = bool(checker.verify(idx=index, dnsfunc=lookup))
-        except Exception as error:  # a hostile signature must not stop the intake
-            passed, error_text = False, f"{type(error).__name__}: {error}"
-        result = "pass" if passed else ("temperror" if len(timed_out) > before else "fail")
-        results.append(
-            {
-                "d": _clean(signer, 255),
-                "s": _clean(_text(tags.get(b"s", b"")), 255),
-                "result": result,
-                "aligned": bool(from_domain) and aligned(signer, from_domain),
-                "error": _clean(error_text, 300),
-                "b": re.sub(r"\s+", "", _text(tags.get(b"b", b""))),
-            }
-        )
-    return results
+def organisational_domain(domain: str) -> str | None:
+    """Return the registrable domain ("clinic.example" for "mail.clinic.example"), or None."""
+    name = domain.lower().rstrip(".")
+    if not name or len(name) > 253:
+        return None
+    return _public_suffixes().privatesuffix(name)
 
 
 def parse_receiver_dkim(value: str) -> list[dict[str, str]]:
@@ -279,29 +368,11 @@ def parse_receiver_dkim(value: str) -> list[dict[str, str]]:
     ]
 
 
-def fingerprint(found: Assessment, message: EmailMessage, raw: bytes) -> str:
-    """Return the dedupe key: the sender and the proving signatures, else the whole mail.
-
-    Keyed on the signature that proves the mail, a replay of that mail with its unsigned headers
-    changed still files no second case; an unproven mail is keyed on its exact bytes.
-    """
-    receiver_domains = {entry["d"] for entry in found.receiver if entry["result"] == "pass"}
-    proving = sorted(
-        sig["b"]
-        for sig in found.signatures
-        if sig["aligned"] and sig["b"] and (sig["result"] == "pass" or sig["d"] in receiver_domains)
-    )
-    if found.verified_by and proving:
-        parts = [found.from_address, *proving]
-    else:
-        message_id = str(_header(message, "Message-ID"))
-        parts = [found.from_address, message_id, hashlib.sha256(raw).hexdigest()]
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "replace")).hexdigest()
-
-
-def body_excerpt(message: EmailMessage) -> str:
-    """Return the start of the plain-text part (never HTML), for support to read."""
+def body_text(raw: bytes) -> str:
+    """Return the plain-text part of the mail (never HTML), decoded by its own charset."""
     try:
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
         part = message.get_body(preferencelist=("plain",))
         text = part.get_content() if part is not None else ""
     except Exception:  # an undecodable body still files the case
@@ -309,39 +380,317 @@ def body_excerpt(message: EmailMessage) -> str:
     return _clean(str(text).strip(), EXCERPT_CHARS)
 
 
-def _date(message: EmailMessage, now: datetime) -> tuple[datetime | None, str]:
-    """Return the mail's Date and the reason it is unacceptable, if it is."""
+def configured_dns(config: dict[str, Any]) -> DnsFunc:
+    """Return the DKIM key lookup: a test's, the sandbox's for its demo domain, else real DNS."""
+    if config.get("DKIM_DNSFUNC"):
+        return config["DKIM_DNSFUNC"]
+    if config["EMAIL_PROVIDER"] == "sandbox":
+        from webapp.providers.sandbox_mail import sandbox_dns
+
+        return sandbox_dns(config)
+    return dkim.dnsplug.get_txt
+
+
+def due_checks(now: datetime, after: timedelta = timedelta(minutes=2)) -> list[int]:
+    """Return cases still awaiting their check well after arrival (a lost or killed job)."""
+    return list(
+        db.session.execute(
+            sa.select(RemovalRequest.id)
+            .where(RemovalRequest.verdict == "checking", RemovalRequest.received_at <= now - after)
+            .order_by(RemovalRequest.id)
+            .limit(500)
+        ).scalars()
+    )
+
+
+def _check_signatures(
+    raw: bytes,
+    found: Verdict,
+    now: datetime,
+    max_age: timedelta,
+    dnsfunc: DnsFunc,
+    dns_timeout: float,
+    deadline: float | None,
+) -> dict[str, Any] | None:
+    """Check the signatures of the sender's domain; return the first that proves the mail."""
     try:
-        headers = message.get_all("Date") or []
-        moment = headers[0].datetime if len(headers) == 1 else None
-    except Exception:  # an unreadable date is no date
-        moment = None
+        checker = dkim.DKIM(raw, logger=_DKIM_LOG, minkey=1024, timeout=dns_timeout)
+    except Exception as error:  # a message dkimpy cannot split has no usable signature
+        log.info("DKIM cannot read the message: %s", error)
+        return None
+    values = [value for name, value in checker.headers if name.lower() == b"dkim-signature"]
+    checked = 0
+    for index, value in enumerate(values):
+        tags = _signature_tags(value)
+        signer = _text(tags.get(b"d", b"")).lower().rstrip(".")
+        entry = {
+            "d": _clean(signer, 255),
+            "s": _clean(_text(tags.get(b"s", b"")), 255),
+            "result": "",
+            "why": "",
+        }
+        found.signatures.append(entry)
+        if not found.from_domain or not aligned(signer, found.from_domain):
+            entry.update(result="skipped", why="not the sender's domain")
+            continue
+        if checked >= MAX_CHECKED_SIGNATURES or (deadline is not None and time.monotonic() > deadline):
+            entry.update(result="skipped", why="too many signatures to check")
+            continue
+        weakness = _weakness(tags, now, max_age)
+        if weakness:
+            entry.update(result="weak", why=weakness)
+            continue
+        checked += 1
+        entry.update(_verify(checker, index, dnsfunc, dns_timeout, deadline))
+        if entry["result"] == "pass":
+            signed = [_text(name).strip().lower() for name in tags.get(b"h", b"").split(b":")]
+            found.signed_at = _signed_at(tags)
+            return {"signed": signed, "b": re.sub(r"\s+", "", _text(tags.get(b"b", b"")))}
+    return None
+
+
+def _weakness(tags: dict[bytes, bytes], now: datetime, max_age: timedelta) -> str:
+    """Return why a signature cannot prove a request even if it verifies ("" if it can)."""
+    if tags.get(b"a", b"").strip() not in ACCEPTED_ALGORITHMS:
+        return f"algorithm {_text(tags.get(b'a', b'')).strip() or 'missing'} is not accepted"
+    if b"l" in tags:
+        return "it signs only the first part of the body (l=)"
+    signed = {_text(name).strip().lower() for name in tags.get(b"h", b"").split(b":")}
+    missing = [name for name in REQUIRED_SIGNED if name not in signed]
+    if missing:
+        return "it does not cover " + ", ".join(missing)
+    signed_at = _signed_at(tags)
+    if signed_at is not None and _age_reason(signed_at, now, max_age)[1]:
+        return "it was made outside the allowed time window (t=)"
+    return ""
+
+
+def _verify(
+    checker: dkim.DKIM, index: int, dnsfunc: DnsFunc, dns_timeout: float, deadline: float | None
+) -> dict[str, str]:
+    """Verify one signature; a DNS timeout is a temporary error, anything else a failure."""
+    timed_out = False
+
+    def lookup(name: bytes, timeout: float = dns_timeout) -> bytes | None:
+        nonlocal timed_out
+        left = dns_timeout if deadline is None else max(0.1, min(dns_timeout, deadline - time.monotonic()))
+        try:
+            return dnsfunc(name, timeout=left)
+        except dkim.DnsTimeoutError:
+            timed_out = True
+            raise
+
+    try:
+        passed = bool(checker.verify(idx=index, dnsfunc=lookup))
+        why = "" if passed else "the signature does not match the mail"
+    except Exception as error:  # a hostile signature must not stop the intake
+        passed, why = False, f"{type(error).__name__}: {error}"
+    if timed_out:
+        return {"result": "temperror", "why": "the signing key could not be fetched (DNS timed out)"}
+    return {"result": "pass" if passed else "fail", "why": _clean(why, 300)}
+
+
+def _no_proof_reason(signatures: list[dict[str, Any]]) -> str:
+    results = {sig["result"] for sig in signatures}
+    if "temperror" in results:
+        return "dns_unavailable"
+    if "weak" in results and "fail" not in results:
+        return "weak_signature"
+    return "no_aligned_dkim"
+
+
+def _signature_tags(value: bytes) -> dict[bytes, bytes]:
+    if len(value) > MAX_SIGNATURE_HEADER:
+        return {}
+    try:
+        return dkim.util.parse_tag_value(value)
+    except Exception:  # unreadable tags: nothing to check
+        return {}
+
+
+def _signed_at(tags: dict[bytes, bytes]) -> datetime | None:
+    value = tags.get(b"t", b"").strip()
+    if not value.isdigit() or len(value) > 12:
+        return None
+    return datetime.fromtimestamp(int(value), UTC)
+
+
+def _age_reason(moment: datetime | None, now: datetime, max_age: timedelta) -> tuple[datetime | None, str]:
+    """Return the moment and why it is too old or too far ahead ("" when it is fine)."""
     if moment is None:
         return None, "no_date"
-    if moment.tzinfo is None:  # "-0000": the sender did not say; read it as UTC
-        moment = moment.replace(tzinfo=UTC)
-    if now - moment > REPLAY_WINDOW:
+    if now - moment > max_age:
         return moment, "stale_date"
     if moment - now > FUTURE_TOLERANCE:
         return moment, "future_date"
     return moment, ""
 
 
-def _evidence(found: Assessment, receiver_dkim: str, spf: str) -> dict[str, Any]:
-    """Return what support sees of the proof, kept with the case (DNS keys rotate later)."""
+def _date(headers: Message) -> datetime | None:
+    values = headers.get_all("Date") or []
+    if len(values) != 1:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(str(values[0]))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:  # "-0000": the sender did not say; read it as UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _names_address(values: list[str], wanted: str) -> bool:
+    """Return whether any of these To/Cc values names the address (by addr-spec, any case)."""
+    target = wanted.strip().lower()
+    for value in values:
+        try:
+            header = email.policy.default.header_factory("to", value)
+            mailboxes: tuple[Address, ...] = header.addresses
+        except Exception:  # an unreadable recipient list names nobody
+            continue
+        if any(mailbox.addr_spec.lower() == target for mailbox in mailboxes):
+            return True
+    return False
+
+
+def _addresses_in_text(text: str) -> set[str]:
+    """Return address-like words of a display name (split first: linear on hostile input)."""
     return {
-        "verified_by": found.verified_by,
-        "reasons": list(found.reasons),
+        word.lower()
+        for word in _DISPLAY_NAME_SEPARATORS.split(text)
+        if word.count("@") == 1 and not word.startswith("@") and not word.endswith("@")
+    }
+
+
+def _header_end(raw: bytes) -> int:
+    """Return where the header block ends (-1 when there is no body separator nor any header)."""
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        found = raw.find(separator, 0, MAX_HEADER_BLOCK + 4)
+        if found >= 0:
+            return found + len(separator)
+    if len(raw) > MAX_HEADER_BLOCK:
+        return MAX_HEADER_BLOCK + 1
+    return len(raw) if raw.strip() else -1
+
+
+def _header_counts(headers: Message) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for name in headers:
+        counts[name.lower()] = counts.get(name.lower(), 0) + 1
+    return counts
+
+
+def _first(headers: Message, name: str) -> str:
+    value = headers.get(name)
+    return "" if value is None else str(value)
+
+
+def _decoded(value: object) -> str:
+    """Return a header as a person reads it (encoded words decoded), bounded."""
+    text = str(value)[:MAX_KEY_HEADER]
+    try:
+        return str(email.policy.default.header_factory("subject", text))
+    except Exception:  # undecodable: show it as written
+        return text
+
+
+def _record(case: RemovalRequest, found: Verdict, earlier: RemovalRequest | None, now: datetime) -> None:
+    """Write the verdict and what support may read into the case."""
+    case.from_address = _clean(found.from_address, 320)
+    case.subject = found.signed_headers.get("subject", found.subject)[:300]
+    case.message_id = found.message_id
+    case.proof_key = found.proof_key or None
+    case.body_excerpt = found.body
+    case.verdict = "verified" if found.verified else "unverified"
+    case.checked_at = now
+    case.evidence = {
+        **(case.evidence or {}),
+        "reasons": list(dict.fromkeys(found.reasons)),
         "from_domain": _clean(found.from_domain, 255),
         "date": found.date.isoformat() if found.date else "",
-        "dkim": [{key: value for key, value in sig.items() if key != "b"} for sig in found.signatures],
-        "receiver_dkim": _clean(receiver_dkim, 500),
+        "signed_at": found.signed_at.isoformat() if found.signed_at else "",
+        "dkim": found.signatures[:20],
+        "more_signatures": max(0, len(found.signatures) - 20),
+        "signed_headers": found.signed_headers,
+        "other_signed": found.other_signed[:30],
+        "seen_in_case": earlier.id if earlier is not None else None,
         "receiver_dkim_aligned_pass": [
-            entry["d"] for entry in found.receiver if entry["result"] == "pass" and entry["aligned"]
+            entry["d"]
+            for entry in parse_receiver_dkim((case.evidence or {}).get("receiver_dkim", ""))
+            if entry["result"] == "pass" and found.from_domain and aligned(entry["d"], found.from_domain)
         ],
-        # Kept for support only: SPF judges the envelope sender, not the From address.
-        "spf": _clean(spf, 500),
     }
+    if case.verdict == "unverified" and _too_many_unproven(case, now):
+        case.status = "closed"
+        case.decision_note = "Closed on arrival: too many unproven requests from this sender today."
+    audit.record(
+        "removal.received",
+        None,
+        clinic_id=None,
+        subject_type="removal_request",
+        subject_id=case.id,
+        detail=case.verdict,
+    )
+
+
+def _give_up(case: RemovalRequest, reason: str) -> str:
+    from webapp.services.sending import alert_operators
+
+    case.verdict = "unverifiable"
+    case.checked_at = utcnow()
+    case.evidence = {**(case.evidence or {}), "reasons": [reason]}
+    alert_operators(
+        "removal_check_failed",
+        f"Removal request {case.id} could not be checked after {MAX_CHECK_ATTEMPTS} tries; "
+        "ask the client to send it again.",
+    )
+    db.session.commit()
+    return case.verdict
+
+
+def _seen_before(case: RemovalRequest, found: Verdict) -> RemovalRequest | None:
+    """Return an earlier case with the same Message-ID or the same proving signature."""
+    same = []
+    if found.message_id:
+        same.append(RemovalRequest.message_id == found.message_id)
+    if found.proof_key:
+        same.append(RemovalRequest.proof_key == found.proof_key)
+    if not same:
+        return None
+    return db.session.execute(
+        sa.select(RemovalRequest)
+        .where(sa.or_(*same), RemovalRequest.id < case.id)
+        .order_by(RemovalRequest.id)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def _too_many_unproven(case: RemovalRequest, now: datetime) -> bool:
+    if not case.from_address:
+        return False
+    count = db.session.execute(
+        sa.select(sa.func.count(RemovalRequest.id)).where(
+            RemovalRequest.from_address == case.from_address,
+            RemovalRequest.verdict == "unverified",
+            RemovalRequest.received_at >= now - timedelta(days=1),
+            RemovalRequest.id != case.id,
+        )
+    ).scalar()
+    return (count or 0) >= UNPROVEN_PER_SENDER_PER_DAY
+
+
+def _add_once(case: RemovalRequest) -> tuple[RemovalRequest, bool]:
+    """Insert a case; when the same mail raced in at once, return the other delivery's case."""
+    db.session.add(case)
+    try:
+        db.session.commit()
+    except sa.exc.IntegrityError:
+        db.session.rollback()
+        existing = _by_fingerprint(case.fingerprint)
+        if existing is None:
+            raise
+        return existing, False
+    return case, True
 
 
 def _by_fingerprint(key: str) -> RemovalRequest | None:
@@ -360,16 +709,10 @@ def _on_file(address: str) -> bool:
     )
 
 
-def _configured_dns() -> DnsFunc:
-    """Return the DKIM key lookup: real DNS, unless a test put its own in DKIM_DNSFUNC."""
-    return current_app.config.get("DKIM_DNSFUNC") or dkim.dnsplug.get_txt
-
-
-def _header(message: EmailMessage, name: str) -> object:
-    try:
-        return message.get(name, "") or ""
-    except Exception:  # an unreadable header reads as empty
-        return ""
+@lru_cache(maxsize=1)
+def _public_suffixes() -> PublicSuffixList:
+    """The bundled public-suffix list (no network), loaded once per process."""
+    return PublicSuffixList()
 
 
 def _text(value: bytes) -> str:
@@ -378,6 +721,7 @@ def _text(value: bytes) -> str:
 
 def _clean(text: str, limit: int) -> str:
     """Make attacker-supplied text storable anywhere: no NULs, no lone surrogates, bounded."""
+    text = str(text)[: limit * 2]
     try:  # raw 8-bit header bytes come back from the parser as surrogate escapes
         data = text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:

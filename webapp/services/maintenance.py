@@ -67,8 +67,9 @@ def flag_stuck_emails(now: datetime) -> int:
         email.stuck_alerted_at = now
         sending.alert_operators(
             "email_stuck",
-            f"Email {email.id} has been in {statuses.get(email.status).label} since "
-            f"{email.status_changed_at:%Y-%m-%d %H:%M} UTC.",
+            f"Stuck: “{email.subject}” from {email.clinic.name} to {email.client.name} "
+            f"<{email.to_address}> (email {email.id}) has been in {statuses.get(email.status).label} "
+            f"since {email.status_changed_at:%Y-%m-%d %H:%M} UTC.",
             email,
         )
     db.session.commit()

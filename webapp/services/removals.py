@@ -6,44 +6,158 @@ hand, so nobody can ask on a client's behalf. Support decides; a job lifts the b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 from flask import abort, current_app
 
 from webapp.extensions import db
-from webapp.models import Client, Clinic, OperatorAlert, RemovalRequest, SpamListEntry, User, utcnow
+from webapp.models import Client, Clinic, Email, OperatorAlert, RemovalRequest, SpamListEntry, User, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import ProviderError
 from webapp.queue import enqueue
-from webapp.services import audit
+from webapp.services import audit, changes
+from webapp.services.inbound import REASONS
 from webapp.services.sending import alert_operators
 
 LIFT_JOB = "jobs.removals.lift_spam_block"
+QUEUE_PAGE_SIZE = 50
 
 
 class DecisionRefused(Exception):
     """The case cannot be decided that way; the message says why."""
 
 
-def queue() -> list[RemovalRequest]:
-    """Return every case, pending ones first, newest first within each group."""
-    pending_first = sa.case((RemovalRequest.status == "pending", 0), else_=1)
-    return list(
+@dataclass
+class Standing:
+    """Whether support can approve a case now, in words that sit beside the approve button."""
+
+    approvable: bool
+    label: str
+    reason: str
+
+
+def queue_page(view: str, page: int) -> tuple[list[RemovalRequest], int]:
+    """Return one page of cases and how many there are: pending oldest first, else newest decided."""
+    if view == "pending":
+        where = RemovalRequest.status == "pending"
+        order = (RemovalRequest.received_at, RemovalRequest.id)
+    else:
+        where = RemovalRequest.status != "pending"
+        order = (RemovalRequest.decided_at.desc(), RemovalRequest.id.desc())
+    total = db.session.execute(sa.select(sa.func.count(RemovalRequest.id)).where(where)).scalar() or 0
+    cases = db.session.execute(
+        sa.select(RemovalRequest)
+        .where(where)
+        .order_by(*order)
+        .offset((page - 1) * QUEUE_PAGE_SIZE)
+        .limit(QUEUE_PAGE_SIZE)
+    ).scalars()
+    return list(cases), total
+
+
+def standings(cases: list[RemovalRequest]) -> dict[int, Standing]:
+    """Return each case's standing, in two queries for the whole page."""
+    addresses = {case.from_address for case in cases if case.from_address}
+    on_file: dict[str, int] = dict(
         db.session.execute(
-            sa.select(RemovalRequest).order_by(pending_first, RemovalRequest.received_at.desc())
+            sa.select(sa.func.lower(Client.email), sa.func.count(Client.id))
+            .where(sa.func.lower(Client.email).in_(addresses))
+            .group_by(sa.func.lower(Client.email))
+        ).all()
+    )
+    listed = set(
+        db.session.execute(
+            sa.select(SpamListEntry.address).where(SpamListEntry.address.in_(addresses))
         ).scalars()
+    )
+    return {
+        case.id: standing(case, on_file.get(case.from_address, 0), case.from_address in listed)
+        for case in cases
+    }
+
+
+def standing(case: RemovalRequest, client_files: int, on_spam_list: bool) -> Standing:
+    """Return whether the case can be approved and, if not, why (most fundamental reason first)."""
+    evidence = case.evidence or {}
+    reasons = evidence.get("reasons") or []
+    if case.status != "pending":
+        return Standing(
+            False, case.status.capitalize(), case.decision_note or f"This case was {case.status}."
+        )
+    if case.verdict == "checking":
+        return Standing(False, "Checking", "The sender's signature is still being checked.")
+    if case.verdict == "unverifiable":
+        first = REASONS.get(reasons[0], "") if reasons else ""
+        return Standing(False, "Cannot be verified", first or "This mail cannot be verified.")
+    if "seen_before" in reasons:
+        earlier = evidence.get("seen_in_case")
+        return Standing(
+            False, f"Duplicate of case {earlier}", f"The same mail was already filed as case {earlier}."
+        )
+    if case.verdict != "verified":
+        first = REASONS.get(reasons[0], reasons[0]) if reasons else ""
+        return Standing(False, "Sender not proven", first or "Nothing proves who sent this mail.")
+    if not client_files:
+        return Standing(
+            False,
+            "Proven, but on no client file",
+            "No client file holds this address; only the client on file can ask.",
+        )
+    if not on_spam_list:
+        return Standing(
+            False, "Not on the spam list", "This address is not on the spam list: there is nothing to lift."
+        )
+    files = "1 client file" if client_files == 1 else f"{client_files} client files"
+    return Standing(
+        True, "Approvable", f"The sender is proven; the address is on {files} and on the spam list."
     )
 
 
-def open_alerts() -> list[OperatorAlert]:
-    """Return the alerts nobody has resolved yet, newest first."""
-    return list(
+def case_standing(case: RemovalRequest) -> Standing:
+    """Return one case's standing as it is now."""
+    return standings([case])[case.id]
+
+
+@dataclass
+class AlertRow:
+    """An open alert with what support needs to act on it."""
+
+    alert: OperatorAlert
+    email: Email | None
+    client: Client | None
+    clinic: Clinic | None
+
+
+def alert_rows() -> list[AlertRow]:
+    """Return the alerts nobody has resolved yet, newest first, with the email they name."""
+    rows = db.session.execute(
+        sa.select(OperatorAlert, Email, Client, Clinic)
+        .outerjoin(Email, Email.id == OperatorAlert.email_id)
+        .outerjoin(Client, Client.id == Email.client_id)
+        .outerjoin(Clinic, Clinic.id == Email.clinic_id)
+        .where(OperatorAlert.resolved_at.is_(None))
+        .order_by(OperatorAlert.created_at.desc(), OperatorAlert.id.desc())
+        .limit(100)
+    ).all()
+    return [AlertRow(alert, email, client, clinic) for alert, email, client, clinic in rows]
+
+
+def alerted_email(email_id: int) -> tuple[Email, list[OperatorAlert]]:
+    """Return an email that an operator alert names, with those alerts; 404 for any other email.
+
+    Support works for the platform, not for a clinic: it may read what an alert points at, and
+    nothing else of a client file.
+    """
+    alerts = list(
         db.session.execute(
-            sa.select(OperatorAlert)
-            .where(OperatorAlert.resolved_at.is_(None))
-            .order_by(OperatorAlert.created_at.desc())
-            .limit(100)
+            sa.select(OperatorAlert).where(OperatorAlert.email_id == email_id).order_by(OperatorAlert.id)
         ).scalars()
     )
+    email = db.session.get(Email, email_id) if alerts else None
+    if email is None:
+        abort(404)
+    return email, alerts
 
 
 def resolve_alert(alert_id: int, by: User) -> None:
@@ -85,13 +199,10 @@ def spam_entry(removal: RemovalRequest) -> SpamListEntry | None:
 
 
 def approve(removal: RemovalRequest, by: User, note: str) -> None:
-    """Approve a verified case from an address on file, and lift the block in a job."""
-    if removal.verdict != "verified":
-        raise DecisionRefused(
-            "This request is not proven to come from the address it claims; it cannot be approved."
-        )
-    if not matching_clients(removal):
-        raise DecisionRefused("No client file holds this address; only the client on file can ask.")
+    """Approve an approvable case, close the others from its address, and lift the block in a job."""
+    now_standing = case_standing(removal)
+    if not now_standing.approvable:
+        raise DecisionRefused(f"This request cannot be approved: {now_standing.reason}")
     _decide(removal, "approved", by, note)
     enqueue(LIFT_JOB, removal.id)
 
@@ -127,6 +238,11 @@ def lift_block(case_id: int) -> bool:
         db.session.rollback()
         return False
     db.session.execute(sa.delete(SpamListEntry).where(SpamListEntry.address == removal.from_address))
+    for clinic_id, client_id in db.session.execute(
+        sa.select(Client.clinic_id, Client.id).where(sa.func.lower(Client.email) == removal.from_address)
+    ).all():
+        # Open client files drop their spam banner on their next refresh.
+        changes.mark_client_changed(db.session, clinic_id, client_id)
     _audit_for_clinics("removal.lifted", None, removal, removal.from_address)
     db.session.commit()
     return True
@@ -157,6 +273,8 @@ def _decide(removal: RemovalRequest, status: str, by: User, note: str) -> None:
         raise DecisionRefused("This case has already been decided.")
     detail = removal.from_address + (f": {note}" if note else "")
     _audit_for_clinics(f"removal.{status}", by, removal, detail)
+    if status == "approved":
+        _close_others(removal)
     db.session.commit()
     db.session.refresh(removal)
 
@@ -179,4 +297,22 @@ def _audit_for_clinics(action: str, by: User | None, removal: RemovalRequest, de
             subject_type="removal_request",
             subject_id=removal.id,
             detail=detail,
+        )
+
+
+def _close_others(approved: RemovalRequest) -> None:
+    """Close every other pending case from the approved case's address: its request is served."""
+    others = db.session.execute(
+        sa.select(RemovalRequest).where(
+            RemovalRequest.from_address == approved.from_address,
+            RemovalRequest.status == "pending",
+            RemovalRequest.id != approved.id,
+        )
+    ).scalars()
+    for other in others:
+        other.status = "closed"
+        other.decided_at = utcnow()
+        other.decision_note = f"Closed: case {approved.id} from the same address was approved."
+        _audit_for_clinics(
+            "removal.closed", None, other, f"{other.from_address}: served by case {approved.id}"
         )

@@ -2,22 +2,46 @@
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from webapp.security import support_required
-from webapp.services import inbound, removals
+from webapp.services import clients, inbound, removals
 from webapp.support import bp
 from webapp.support.forms import DecisionForm
+
+# Page numbers beyond this are clamped: no query ever gets an offset that overflows.
+MAX_PAGE = 100_000
 
 
 @bp.get("/removal-requests")
 @support_required
 def queue() -> str:
-    """List removal requests, pending first, and open operator alerts."""
+    """List removal requests (pending oldest first, 50 a page) and open operator alerts."""
+    view = "decided" if request.args.get("view") == "decided" else "pending"
+    page = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
+    cases, total = removals.queue_page(view, page)
     return render_template(
-        "support/queue.html", cases=removals.queue(), alerts=removals.open_alerts(), form=DecisionForm()
+        "support/queue.html",
+        cases=cases,
+        standings=removals.standings(cases),
+        view=view,
+        page=page,
+        pages=max(1, -(-total // removals.QUEUE_PAGE_SIZE)),
+        total=total,
+        alerts=removals.alert_rows(),
+        form=DecisionForm(),
+    )
+
+
+@bp.get("/emails/<int:email_id>")
+@support_required
+def email_timeline(email_id: int) -> str:
+    """Show the timeline of one email an operator alert names (nothing else of the client file)."""
+    email, alerts = removals.alerted_email(email_id)
+    return render_template(
+        "support/email.html", email=email, alerts=alerts, timeline=clients.build_timeline(email.events)
     )
 
 
@@ -38,6 +62,7 @@ def case(case_id: int) -> str:
     return render_template(
         "support/case.html",
         case=removal,
+        standing=removals.case_standing(removal),
         matches=removals.matching_clients(removal),
         spam_entry=removals.spam_entry(removal),
         reasons=inbound.REASONS,

@@ -7,6 +7,7 @@ import hmac
 import logging
 
 from flask import abort, current_app, request
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
 from webapp.extensions import csrf, limiter
@@ -15,6 +16,7 @@ from webapp.providers.sendgrid import parse_webhook_events, verify_signature
 from webapp.queue import enqueue
 from webapp.services import inbound, webhooks
 from webapp.webhooks import bp
+from webapp.webhooks.forms import multipart_fields
 
 log = logging.getLogger(__name__)
 
@@ -60,33 +62,41 @@ def _webhook_public_key() -> str:
 @csrf.exempt
 @limiter.exempt
 def sendgrid_inbound() -> tuple[str, int] | Response:
-    """File a mail sent to support as a removal case (401 without the shared secret).
+    """Store a mail sent to support as a removal case, checked later in a job (401 without the secret).
 
     Any 4xx makes SendGrid drop the mail, so failures worth a retry answer 503.
     """
     refusal = _inbound_refusal()
     if refusal is not None:
         return refusal
-    limit = current_app.config["INBOUND_MAX_BYTES"]
-    request.max_content_length = limit
-    request.max_form_memory_size = limit  # the raw mail is a form field, not a file
-    raw = request.form.get("email", "")
-    if not raw.strip():
-        log.warning("inbound mail without the raw MIME: enable 'POST the raw, full MIME message'")
+    try:
+        fields = multipart_fields(request, current_app.config["INBOUND_MAX_BYTES"])
+    except ValueError as error:
+        log.info("unreadable inbound post: %s", error)
         abort(400)
     try:
-        inbound.receive(
-            raw.encode("utf-8"),
-            receiver_dkim=request.form.get("dkim", ""),
-            spf=request.form.get("SPF", ""),
-        )
-    except ValueError as error:
-        log.info("unreadable inbound mail: %s", error)
-        abort(400)
-    except inbound.InboundUnavailable as error:
+        if fields.get("email", b"").strip():
+            inbound.file_mail(
+                fields["email"],
+                receiver_dkim=_field_text(fields, "dkim"),
+                spf=_field_text(fields, "SPF"),
+            )
+        elif fields.get("from") or fields.get("text") or fields.get("headers"):
+            log.warning("inbound mail without the raw MIME: enable 'POST the raw, full MIME message'")
+            inbound.file_parsed_mail({name: _field_text(fields, name) for name in PARSED_FIELDS})
+        else:
+            abort(400)
+    except SQLAlchemyError as error:
         log.warning("inbound mail not filed, SendGrid will retry: %s", error)
         return "", 503
     return "", 200
+
+
+PARSED_FIELDS = ("from", "to", "subject", "text", "headers", "dkim", "SPF")
+
+
+def _field_text(fields: dict[str, bytes], name: str) -> str:
+    return fields.get(name, b"")[:200_000].decode("utf-8", "replace")
 
 
 def _inbound_refusal() -> Response | None:
