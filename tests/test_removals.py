@@ -44,7 +44,10 @@ def reported(app) -> set[str]:
 
 
 def file_case(app, raw: bytes, dkim_field: str = "none") -> RemovalRequest:
+    """Post the mail through the inbound route and run its check job."""
     assert post(app.test_client(), raw, dkim_field).status_code == 200
+    run_jobs(app)
+    db.session.expire_all()
     return db.session.execute(sa.select(RemovalRequest).order_by(RemovalRequest.id.desc())).scalars().first()
 
 
@@ -63,7 +66,7 @@ def test_an_approved_verified_request_lifts_the_block_end_to_end(app, blocked, k
     assert case.verdict == "verified"
     support = support_client(app)
     page = support.get(f"/support/removal-requests/{case.id}").get_data(as_text=True)
-    assert "Verified" in page and "Clinic A (1)" in page and "On the spam list since" in page
+    assert "Approvable" in page and "Clinic A (1)" in page and "On the spam list since" in page
 
     response = support.post(
         f"/support/removal-requests/{case.id}/approve", data={"note": "Signed by her domain"}
@@ -100,7 +103,7 @@ def test_an_unverified_request_cannot_be_approved(app, blocked):
     assert case.verdict == "unverified"
     support = support_client(app)
     page = support.get(f"/support/removal-requests/{case.id}").get_data(as_text=True)
-    assert "Not verified" in page and "No signature proves" in page
+    assert "Sender not proven" in page and "No valid signature proves" in page
     response = support.post(
         f"/support/removal-requests/{case.id}/approve", data={"note": ""}, follow_redirects=True
     )
@@ -183,7 +186,12 @@ def test_no_route_lets_anyone_file_a_case_except_the_inbound_webhook(app, world)
     }
     for role in ("support", "owner", "clinician", None):
         for rule in app.url_map.iter_rules():
-            if "POST" not in rule.methods or rule.endpoint == "webhooks.sendgrid_inbound":
+            # The sandbox demo's "play the client" button posts through the inbound webhook
+            # (tests/test_removals.py::test_the_sandbox_demo_*); it does not exist beside a real provider.
+            if "POST" not in rule.methods or rule.endpoint in (
+                "webhooks.sendgrid_inbound",
+                "clients.sandbox_removal_mail",
+            ):
                 continue
             client = app.test_client()
             if role:
@@ -195,3 +203,84 @@ def test_no_route_lets_anyone_file_a_case_except_the_inbound_webhook(app, world)
     support = support_client(app)
     for path in ("/support/removal-requests", "/help"):
         assert "sendgrid/inbound" not in support.get(path).get_data(as_text=True)
+
+
+def test_approving_one_case_closes_the_others_from_that_address(app, blocked, keys):  # noqa: F811
+    first = file_case(app, sign(keys, mail(f"Jane <{ADDRESS}>", body="Remove me please\r\n")))
+    second = file_case(app, sign(keys, mail(f"Jane <{ADDRESS}>", body="Did you get my mail?\r\n")))
+    other = file_case(app, sign(keys, mail("someone@clinic.example")))
+    removals.approve(second, blocked.users["support"], "")
+    db.session.expire_all()
+    assert (first.status, second.status, other.status) == ("closed", "approved", "pending")
+    assert f"case {second.id}" in first.decision_note
+    assert removals.case_standing(first).label == "Closed"
+    [closed] = audit_rows("removal.closed")
+    assert closed.subject_id == first.id and closed.clinic_id == blocked.clinic_a.id
+    support = support_client(app)
+    decided = support.get("/support/removal-requests?view=decided").get_data(as_text=True)
+    assert "Closed" in decided and "Approved" in decided
+
+
+def test_a_case_whose_address_left_the_spam_list_cannot_be_approved(app, blocked, keys):  # noqa: F811
+    case = file_case(app, sign(keys, mail(f"Jane <{ADDRESS}>")))
+    db.session.execute(sa.delete(SpamListEntry).where(SpamListEntry.address == ADDRESS))
+    db.session.commit()
+    with pytest.raises(removals.DecisionRefused, match="not on the spam list"):
+        removals.approve(case, blocked.users["support"], "")
+    assert support_client(app).post(f"/support/removal-requests/{case.id}/approve").status_code == 303
+    db.session.refresh(case)
+    assert case.status == "pending"
+
+
+def test_the_sandbox_demo_plays_the_client_and_support_lifts_the_block(app, blocked):
+    """The demo's "client's email": written and signed by the sandbox, through the real route and check."""
+    app.config.pop("DKIM_DNSFUNC")  # the sandbox's own DNS publishes its key
+    result = app.test_cli_runner().invoke(args=["sandbox-client-mail", "--from", ADDRESS])
+    assert result.exit_code == 0, result.output
+    run_jobs(app)
+    case = db.session.execute(sa.select(RemovalRequest)).scalar_one()
+    assert case.verdict == "verified", case.evidence
+    assert case.evidence["signed_headers"]["to"] == app.config["SUPPORT_ADDRESS"]
+    assert removals.case_standing(case).approvable
+    removals.approve(case, blocked.users["support"], "demo")
+    run_jobs(app)
+    db.session.refresh(case)
+    assert case.lifted_at is not None and ADDRESS not in reported(app)
+    # The button does the same from the client file; beside a real provider neither exists.
+    clinician = app.test_client()
+    login(clinician, "clinician@a.example")
+    assert clinician.post(f"/clients/{blocked.client_a.id}/sandbox-removal-mail").status_code == 303
+    assert db.session.execute(sa.select(sa.func.count(RemovalRequest.id))).scalar() == 2
+    app.config["EMAIL_PROVIDER"] = "sendgrid"
+    assert clinician.post(f"/clients/{blocked.client_a.id}/sandbox-removal-mail").status_code == 404
+    result = app.test_cli_runner().invoke(args=["sandbox-client-mail", "--from", ADDRESS])
+    assert result.exit_code != 0 and "sandbox" in result.output
+
+
+def test_a_stuck_alert_names_the_email_and_support_may_open_only_its_timeline(app, blocked):
+    from datetime import timedelta
+
+    from webapp.models import Email, utcnow
+
+    email = db.session.execute(sa.select(Email)).scalars().first()
+    email.status = "processed"
+    email.status_changed_at = utcnow() - timedelta(minutes=20)
+    db.session.commit()
+    assert maintenance.flag_stuck_emails(utcnow()) == 1
+    [alert] = db.session.execute(
+        sa.select(OperatorAlert).where(OperatorAlert.kind == "email_stuck")
+    ).scalars()
+    assert "Clinic A" in alert.message and "Jane Doe" in alert.message and email.to_address in alert.message
+    support = support_client(app)
+    queue = support.get("/support/removal-requests").get_data(as_text=True)
+    assert f"/support/emails/{email.id}" in queue and "What to do" in queue
+    timeline = support.get(f"/support/emails/{email.id}")
+    assert timeline.status_code == 200 and email.app_message_id in timeline.get_data(as_text=True)
+    unalerted = sending.queue_email(
+        blocked.client_b, kind="receipt", subject="Receipt", body="Thanks", sent_by=None
+    )
+    assert support.get(f"/support/emails/{unalerted.id}").status_code == 404
+    assert support.get(f"/clients/{blocked.client_a.id}").status_code in (403, 404)
+    clinician = app.test_client()
+    login(clinician, "clinician@a.example")
+    assert clinician.get(f"/support/emails/{email.id}").status_code in (403, 404)

@@ -178,7 +178,7 @@ def post_sandbox_client_mail(address: str) -> int:
     body, content_type = sandbox_mail.inbound_post(raw, dkim="none", SPF="pass", to=config["SUPPORT_ADDRESS"])
     secret = config["INBOUND_WEBHOOK_SECRET"]
     auth = ("sendgrid", secret) if secret else None
-    response = current_app.test_client().post(
-        url_for("webhooks.sendgrid_inbound"), data=body, content_type=content_type, auth=auth
-    )
+    with current_app.test_request_context():  # a path to post to, from a request or the CLI alike
+        path = url_for("webhooks.sendgrid_inbound")
+    response = current_app.test_client().post(path, data=body, content_type=content_type, auth=auth)
     return response.status_code

@@ -200,6 +200,8 @@ def spam_entry(removal: RemovalRequest) -> SpamListEntry | None:
 
 def approve(removal: RemovalRequest, by: User, note: str) -> None:
     """Approve an approvable case, close the others from its address, and lift the block in a job."""
+    if removal.status != "pending":
+        raise DecisionRefused("This case has already been decided.")
     now_standing = case_standing(removal)
     if not now_standing.approvable:
         raise DecisionRefused(f"This request cannot be approved: {now_standing.reason}")
