@@ -23,9 +23,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_product(instance: Path, port: int) -> subprocess.Popen:
+def start_product(instance: Path, port: int, **settings: str) -> subprocess.Popen:
+    """Start `bin/run` on the embedded defaults, with any extra settings in its environment."""
     env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(INSTANCE_PATH=str(instance), DEMO_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1")
+    env.update(INSTANCE_PATH=str(instance), DEMO_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1", **settings)
     return subprocess.Popen(
         [str(ROOT / "bin" / "run"), "--port", str(port)],
         env=env,
