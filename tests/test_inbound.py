@@ -33,6 +33,30 @@ SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id"]
 HOMOGLYPH_DOMAIN = "xn--clnc-ozd.example"
 
 
+# A 768-bit RSA key (RFC 8301 forbids keys under 1024 bits; cryptography will not make one).
+WEAK_KEY = b"""\
+-----BEGIN RSA PRIVATE KEY-----
+MIIBywIBAAJhAKu/RzYXS5Brs+HzfZ7S2hywoDURorJ8j8K5bS5en1ou09E147S1
+X42IZxHU3wnKJdWI7wCrdA33FvABgG24fk0qWKqnhJk36GZ6m38Q2C20OVBxiNLU
+u50Q7RtTCjBO/QIDAQABAmBE6LcyvcAEzyHae66gZes7baaqBExqHs4zi+CBpVd8
+gKNeIqgdHlSbXeo03lsq+17wKC1iR9Mqgej1O4wpcCJaA7jJzril2XgmMVYgHmwt
+fj/E94WC0F9wa130PAPSdKUCMQDfWBqzlwB6QSu4hOIybBJGp8YFiuubsdjWrPg7
+ZWcJjiV3BRRFdzLeaBSko9yGSV8CMQDE297SJ69SWqvf/LnpDGvtN0xjFspsMCmt
+F96KX+tYLA/7bXaQcWb5QrRtC9eWGSMCMQDbXttjOFcUvbxm0canRfUxhwr+WLQQ
+yj+0pFJxbKkm/oKYA9okXO8O+uYDzJsHHzsCMHBXaVlU/GBrDhrNButQA2dkX1tM
+7ke/VIlLTdx50LyIqLY7SaY0kSc+QejZETa/MQIxANUpWqz3dWl5u/tIKAZw0xEQ
+k5TtC5lbOjSd60zwQroVD0kSImxN/e8gV9koH8b+PQ==
+-----END RSA PRIVATE KEY-----
+"""
+
+
+def _public_record(private: rsa.RSAPrivateKey) -> bytes:
+    der = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+
+
 def _key() -> tuple[bytes, bytes]:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = private.private_bytes(
@@ -54,9 +78,12 @@ class Keys:
     records: dict[bytes, bytes] = field(default_factory=dict)
     lookups: list[bytes] = field(default_factory=list)
 
-    def add(self, domain: str, selector: str = "sel") -> None:
-        pem, txt = _key()
-        self.private[domain] = pem
+    def add(self, domain: str, selector: str = "sel", pem: bytes | None = None) -> None:
+        if pem is None:
+            pem, txt = _key()
+        else:
+            txt = _public_record(serialization.load_pem_private_key(pem, password=None))
+        self.private[f"{selector}:{domain}" if selector != "sel" else domain] = pem
         self.records[f"{selector}._domainkey.{domain}.".encode()] = txt
 
     def dns(self, name: bytes, timeout: float = 5) -> bytes | None:
@@ -81,6 +108,7 @@ def keys() -> Keys:
     found = Keys()
     for domain in DOMAINS:
         found.add(domain)
+    found.add("clinic.example", selector="short", pem=WEAK_KEY)
     return found
 
 
@@ -131,6 +159,7 @@ def sign(
     length: bool = False,
     algorithm: bytes = b"rsa-sha256",
     at: float | None = None,
+    selector: str = "sel",
 ) -> bytes:
     """Prepend a DKIM signature for `domain`, made with the key of `key_of` (default: its own)."""
     clock = dkim.time
@@ -139,9 +168,9 @@ def sign(
     try:
         header = dkim.sign(
             raw,
-            b"sel",
+            selector.encode(),
             domain.encode(),
-            keys.private[key_of or domain],
+            keys.private[key_of or (domain if selector == "sel" else f"{selector}:{domain}")],
             include_headers=headers or SIGNED_HEADERS,
             length=length,
             signature_algorithm=algorithm,
@@ -483,6 +512,13 @@ CORPUS: list[tuple[str, Build, str, set[str], str]] = [
         ON_FILE,
     ),
     (
+        "RSA key under 1024 bits",
+        lambda k: (sign(k, mail(), selector="short"), "none"),
+        "unverified",
+        {"no_aligned_dkim"},
+        ON_FILE,
+    ),
+    (
         "genuine client mail addressed to the clinic, sent on to support",
         _forwarded_reply,
         "unverified",
@@ -785,3 +821,9 @@ def test_standing_names_each_reason_a_case_cannot_be_approved(intake, keys):
     assert removals.case_standing(stranger).label == "Proven, but on no client file"
     unproven = file_and_check(intake, mail(body="unsigned\r\n"))
     assert removals.case_standing(unproven).label == "Sender not proven"
+
+
+def test_a_key_under_1024_bits_fails_for_its_size(intake, keys):
+    case = file_and_check(intake, sign(keys, mail(), selector="short"))
+    [signature] = case.evidence["dkim"]
+    assert signature["result"] == "fail" and "too small" in signature["why"], signature

@@ -16,7 +16,8 @@ from tests.test_security_html import (  # noqa: F401 - autouse fixtures
     separate_requests,
 )
 from webapp.extensions import db
-from webapp.models import AuditEntry
+from webapp.models import AuditEntry, SpamListEntry, utcnow
+from webapp.services import sending
 
 
 def actions() -> Counter[str]:
@@ -104,6 +105,11 @@ def test_every_audited_action_writes_exactly_one_row(app, world):
     trail.added()
     approve = removal_case(world.client_a.email.lower(), tag="approve")
     reject = removal_case(world.client_a.email.lower(), tag="reject")
+    # A verified case is approvable only while its address is on the spam list.
+    if sending.spam_list_entry(world.client_a.email) is None:
+        listed = SpamListEntry(address=world.client_a.email.lower(), reported_at=utcnow(), source="webhook")
+        db.session.add(listed)
+        db.session.commit()
     assert (
         support.post(f"/support/removal-requests/{reject.id}/reject", data={"note": "no"}).status_code == 303
     )

@@ -15,12 +15,11 @@ from datetime import timedelta
 from html.parser import HTMLParser
 
 import pytest
-import sqlalchemy as sa
 from flask import g, request, request_finished, request_started
 
 from tests.conftest import login
 from webapp.extensions import db
-from webapp.models import Client, Email, RemovalRequest, SpamListEntry, utcnow
+from webapp.models import Client, Email, RemovalRequest
 from webapp.providers.base import ProviderEvent
 from webapp.services import sending
 from webapp.services.events import apply_events
@@ -160,14 +159,6 @@ def removal_case(address: str, *, verdict: str = "verified", tag: str = "1") -> 
         evidence={"verified_by": "dkim", "reasons": [], "dkim": [], "receiver_dkim": "none"},
     )
     db.session.add(case)
-    if (
-        verdict == "verified"
-        and not db.session.execute(
-            sa.select(SpamListEntry.id).where(SpamListEntry.address == address)
-        ).first()
-    ):
-        # A verified case is about an address on the spam list, or there is nothing to approve.
-        db.session.add(SpamListEntry(address=address, reported_at=utcnow(), source="webhook"))
     db.session.commit()
     return case
 
