@@ -24,7 +24,6 @@ from __future__ import annotations
 import email
 import email.errors
 import email.headerregistry
-import email.parser
 import email.policy
 import email.utils
 import hashlib
@@ -35,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
-from email.message import EmailMessage, Message
+from email.message import EmailMessage
 from functools import lru_cache
 from typing import Any
 
@@ -68,7 +67,18 @@ MAX_CHECK_ATTEMPTS = 3
 # Unproven cases one sender may open in a day before further ones are closed on arrival.
 UNPROVEN_PER_SENDER_PER_DAY = 5
 
-SINGLE_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
+SINGLE_HEADERS = (
+    "from",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message-id",
+    # How the body is read: a second copy could change what support would be shown.
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+)
 REQUIRED_SIGNED = ("from", "to", "subject", "date")
 # What the case page shows of a verified mail: these headers when the signature covers them.
 SHOWN_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
@@ -272,29 +282,32 @@ def judge(
     if header_end < 0 or header_end > MAX_HEADER_BLOCK:
         found.reasons.append("headers_too_large" if header_end > MAX_HEADER_BLOCK else "unreadable")
         return found
-    headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:header_end])
-    if not headers.keys():
+    try:
+        # Every header is read from dkimpy's own parse: what we check is exactly what it verifies.
+        checker = dkim.DKIM(raw, logger=_DKIM_LOG, minkey=1024, timeout=dns_timeout)
+    except Exception as error:  # a mail DKIM cannot split cannot be proven, nor safely shown
+        log.info("DKIM cannot read the message: %s", error)
         found.reasons.append("unreadable")
         return found
-    counts = _header_counts(headers)
-    found.subject = _clean(_decoded(headers.get("Subject", "")), 300)
-    found.message_id = _clean(_first(headers, "Message-ID").strip(), 300)
-    if any(len(_first(headers, name)) > MAX_KEY_HEADER for name in SINGLE_HEADERS):
+    headers = MailHeaders(checker.headers)
+    found.subject = _clean(_decoded(headers.first("subject")), 300)
+    found.message_id = _clean(headers.first("message-id"), 300)
+    if any(len(value) > MAX_KEY_HEADER for name in SINGLE_HEADERS for value in headers.all(name)):
         found.reasons.append("header_too_long")
-        found.from_address = _clean(_first(headers, "From"), 320)
+        found.from_address = _clean(headers.first("from"), 320)
         return found
-    found.from_address, sender_reasons = sender_address(headers)
+    found.from_address, sender_reasons = sender_address(headers.all("from"))
     found.reasons += sender_reasons
     if not set(sender_reasons) & UNREADABLE_SENDER:
         found.from_domain = found.from_address.rpartition("@")[2]
-    if any(counts.get(name, 0) > 1 for name in SINGLE_HEADERS if name != "from"):
+    if any(headers.count(name) > 1 for name in SINGLE_HEADERS if name != "from"):
         found.reasons.append("duplicate_header")
-    if any(counts.get(name, 0) == 0 for name in ("to", "subject", "date")):
+    if any(headers.count(name) == 0 for name in ("to", "subject", "date")):
         found.reasons.append("missing_header")
-    found.date, date_reason = _age_reason(_date(headers), now, max_age)
+    found.date, date_reason = _age_reason(_date(headers.all("date")), now, max_age)
     if date_reason:
         found.reasons.append(date_reason)
-    proof = _check_signatures(raw, found, now, max_age, dnsfunc, dns_timeout, deadline)
+    proof = _check_signatures(checker, found, now, max_age, dnsfunc, dns_timeout, deadline)
     if proof is None:
         if not found.reasons or found.from_domain:
             found.reasons.append(_no_proof_reason(found.signatures))
@@ -302,28 +315,58 @@ def judge(
         signed_names = proof["signed"]
         found.proof_key = hashlib.sha256(proof["b"].encode()).hexdigest()
         found.signed_headers = {
-            name: _clean(_decoded(_first(headers, name)), MAX_KEY_HEADER)
+            name: _clean(_decoded(headers.first(name)), MAX_KEY_HEADER)
             for name in SHOWN_HEADERS
-            if name in signed_names and counts.get(name)
+            if name in signed_names and headers.count(name)
         }
         found.other_signed = sorted(set(signed_names) - set(SHOWN_HEADERS))
-        recipients = [_first(headers, "To")] + ([_first(headers, "Cc")] if "cc" in signed_names else [])
+        recipients = headers.all("to") + (headers.all("cc") if "cc" in signed_names else [])
         if not _names_address(recipients, support_address):
             found.reasons.append("not_to_support")
-    found.body = body_text(raw)
+    found.body = body_text(headers.as_bytes() + b"\r\n" + checker.body)
     return found
 
 
-def sender_address(headers: Message) -> tuple[str, list[str]]:
+class MailHeaders:
+    """A mail's headers as dkimpy split them: (name, value) byte pairs in their order."""
+
+    def __init__(self, pairs: list[list[bytes]]) -> None:
+        self.pairs = pairs
+        self.values: dict[str, list[str]] = {}
+        for name, value in pairs:
+            text = value.decode("utf-8", "surrogateescape")
+            # Unfold: a line break followed by white space is part of the same header.
+            self.values.setdefault(name.decode("ascii", "replace").lower(), []).append(
+                " ".join(text.split("\r\n")).strip()
+            )
+
+    def all(self, name: str) -> list[str]:
+        """Return every value of a header, unfolded, in order."""
+        return self.values.get(name, [])
+
+    def first(self, name: str) -> str:
+        """Return the first value of a header, or ""."""
+        values = self.all(name)
+        return values[0] if values else ""
+
+    def count(self, name: str) -> int:
+        """Return how many times a header appears."""
+        return len(self.all(name))
+
+    def as_bytes(self) -> bytes:
+        """Return the header block again, as DKIM read it."""
+        return b"".join(name + b":" + value for name, value in self.pairs)
+
+
+def sender_address(written: list[str]) -> tuple[str, list[str]]:
     """Return the From addr-spec, lower-cased, and why it cannot be trusted (empty: it can)."""
-    written = headers.get_all("From") or []
     if not written:
         return "", ["no_from"]
-    shown = _clean(", ".join(" ".join(str(value).split()) for value in written), 320)
+    shown = _clean(", ".join(" ".join(value.split()) for value in written), 320)
     if len(written) > 1:
         return shown, ["multiple_from"]
     try:
-        header = email.policy.default.header_factory("from", str(written[0]))
+        header = email.policy.default.header_factory("from", written[0])
         if any(group.display_name is not None for group in header.groups):
             return shown, ["group_syntax"]
         if len(header.addresses) != 1:
@@ -404,7 +447,7 @@ def due_checks(now: datetime, after: timedelta = timedelta(minutes=2)) -> list[i
 
 
 def _check_signatures(
-    raw: bytes,
+    checker: dkim.DKIM,
     found: Verdict,
     now: datetime,
     max_age: timedelta,
@@ -413,11 +456,6 @@ def _check_signatures(
     deadline: float | None,
 ) -> dict[str, Any] | None:
     """Check the signatures of the sender's domain; return the first that proves the mail."""
-    try:
-        checker = dkim.DKIM(raw, logger=_DKIM_LOG, minkey=1024, timeout=dns_timeout)
-    except Exception as error:  # a message dkimpy cannot split has no usable signature
-        log.info("DKIM cannot read the message: %s", error)
-        return None
     values = [value for name, value in checker.headers if name.lower() == b"dkim-signature"]
     checked = 0
     for index, value in enumerate(values):
@@ -526,12 +564,11 @@ def _age_reason(moment: datetime | None, now: datetime, max_age: timedelta) -> t
     return moment, ""
 
 
-def _date(headers: Message) -> datetime | None:
-    values = headers.get_all("Date") or []
+def _date(values: list[str]) -> datetime | None:
     if len(values) != 1:
         return None
     try:
-        moment = email.utils.parsedate_to_datetime(str(values[0]))
+        moment = email.utils.parsedate_to_datetime(values[0])
     except (TypeError, ValueError, IndexError):
         return None
     if moment.tzinfo is None:  # "-0000": the sender did not say; read it as UTC
@@ -571,18 +608,6 @@ def _header_end(raw: bytes) -> int:
     if len(raw) > MAX_HEADER_BLOCK:
         return MAX_HEADER_BLOCK + 1
     return len(raw) if raw.strip() else -1
-
-
-def _header_counts(headers: Message) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for name in headers:
-        counts[name.lower()] = counts.get(name.lower(), 0) + 1
-    return counts
-
-
-def _first(headers: Message, name: str) -> str:
-    value = headers.get(name)
-    return "" if value is None else str(value)
 
 
 def _decoded(value: object) -> str:
