@@ -647,6 +647,7 @@ def _record(case: RemovalRequest, found: Verdict, earlier: RemovalRequest | None
     }
     if case.verdict == "unverified" and _too_many_unproven(case, now):
         case.status = "closed"
+        case.decided_at = now
         case.decision_note = "Closed on arrival: too many unproven requests from this sender today."
     audit.record(
         "removal.received",
