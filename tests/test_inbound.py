@@ -660,12 +660,47 @@ def test_a_message_id_or_signature_seen_before_does_not_verify(intake, keys):
     assert second.verdict == "unverified"
     assert "seen_before" in second.evidence["reasons"]
     assert removals.case_standing(second).label == f"Duplicate of case {first.id}"
-    # The same signature over an unsigned, new Message-ID: still the same proof.
+    # The same signature with its b= re-encoded (a leading zero byte still verifies) and the
+    # Message-ID header refolded: the same proof, whatever its bytes.
+    value = raw.split(b"b=")[-1].split(b"\r\nFrom:")[0]
+    signature = base64.b64decode(b"".join(value.split()))
+    reencoded = raw.replace(value, base64.b64encode(b"\x00" + signature))
+    third = file_and_check(intake, reencoded.replace(b"Message-ID: <", b"Message-ID:  <"))
+    assert third.verdict == "unverified" and "seen_before" in third.evidence["reasons"], third.evidence
+    # A signature that leaves Message-ID out cannot prove a request: its Message-ID could be new.
     unsigned_id = sign(keys, mail(), headers=[b"from", b"to", b"subject", b"date"])
-    third = file_and_check(intake, unsigned_id)
-    assert third.verdict == "verified"
-    fourth = file_and_check(intake, unsigned_id.replace(b"Message-ID: <", b"Message-ID: <x"))
-    assert "seen_before" in fourth.evidence["reasons"]
+    assert file_and_check(intake, unsigned_id).evidence["reasons"] == ["weak_signature"]
+
+
+def test_a_lone_carriage_return_in_the_headers_makes_the_mail_unreadable(intake, keys):
+    """dkimpy reads a lone CR as part of a line, other parsers as its end: injected MIME headers."""
+    genuine = sign(keys, mail(body="Do NOT take me off the list.\r\n"))
+    injected = (
+        b'X-Relay: 1\rContent-Type: multipart/mixed; boundary="zz"\r\r--zz\rContent-Type: text/plain\r\r'
+        b"Please take me off the spam list.\r--zz--\r\n"
+    )
+    case = file_and_check(intake, injected + genuine)
+    assert case.verdict == "unverified" and case.evidence["reasons"] == ["unreadable"]
+    assert "Please take me off" not in case.body_excerpt
+
+
+def test_hostile_shapes_are_refused_before_dkim_reads_them(intake, keys):
+    many_lines = mail(extra=["X-Pad: 1"] * (inbound.MAX_HEADER_LINES + 1))
+    assert file_and_check(intake, many_lines).evidence["reasons"] == ["headers_too_large"]
+    folded = mail(extra=["X-Fold: a" + "\r\n b" * (inbound.MAX_HEADER_LINES + 1)])
+    assert file_and_check(intake, folded).evidence["reasons"] == ["headers_too_large"]
+    absent = [f"x-absent-{index}".encode() for index in range(inbound.MAX_SIGNED_NAMES)]
+    wide = sign(keys, mail(), headers=[*SIGNED_HEADERS, *absent])
+    case = file_and_check(intake, wide)
+    assert case.evidence["reasons"] == ["weak_signature"] and "more than" in case.evidence["dkim"][0]["why"]
+
+
+def test_a_mail_of_100000_parts_is_not_parsed_part_by_part(intake, keys):
+    parts = b"".join(b"--b\r\nContent-Type: application/x\r\n\r\nx\r\n" for _ in range(100_000))
+    raw = mail(content_type='multipart/mixed; boundary="b"', body="") + parts + b"--b--\r\n"
+    case = file_and_check(intake, sign(keys, raw))
+    assert case.verdict == "verified", case.evidence  # genuine, if odd: shown as what it is
+    assert case.body_excerpt == "(This mail has too many parts to show.)"
 
 
 def test_the_route_stores_the_raw_mail_and_answers_at_once_the_job_checks_it(intake, keys):
@@ -684,8 +719,10 @@ def test_the_route_stores_the_raw_mail_and_answers_at_once_the_job_checks_it(int
 def test_100_signatures_on_a_5_mb_body_are_bounded(intake, keys):
     body = ("Please remove me. " * 64 + "\r\n") * (5 * 1024 * 1024 // 1154)
     raw = mail(body=body)
-    for _ in range(100):  # forged signatures that claim the sender's own domain
-        raw = sign(keys, raw, "clinic.example", key_of="evil.example")
+    # 100 forged signatures that claim the sender's own domain (one made, then copied under
+    # other selectors: signing 5 MB a hundred times would only slow the test down).
+    forged = sign(keys, raw, "clinic.example", key_of="evil.example")[: -len(raw)]
+    raw = b"".join(forged.replace(b"s=sel;", f"s=sel{index};".encode()) for index in range(100)) + raw
     started = time.monotonic()
     assert post(intake.test_client(), raw).status_code == 200
     route_seconds = time.monotonic() - started
@@ -696,6 +733,7 @@ def test_100_signatures_on_a_5_mb_body_are_bounded(intake, keys):
     checked = [sig for sig in case.evidence["dkim"] if sig["result"] not in ("skipped", "weak")]
     assert len(checked) == inbound.MAX_CHECKED_SIGNATURES
     assert len(keys.lookups) == inbound.MAX_CHECKED_SIGNATURES
+    assert len(case.evidence["dkim"]) + case.evidence["more_signatures"] == 100
 
 
 def test_the_check_stops_at_its_deadline(intake, keys):

@@ -6,13 +6,16 @@ asked, on purpose, to be taken off the spam list. A mail is *verified* only when
 
 - a DKIM signature in the raw mail verifies (our own check, with dkimpy) and its d= has the same
   organisational domain as the From address (relaxed alignment, public-suffix list bundled);
-- that signature covers From, To, Subject and Date, has no body length limit (l=), is not
-  rsa-sha1, and its key is at least 1024 bits (RFC 8301);
+- that signature covers From, To, Subject, Date and Message-ID, has no body length limit (l=),
+  is not rsa-sha1, and its key is at least 1024 bits (RFC 8301);
 - From, To, Cc, Subject, Date and Message-ID each appear at most once (From, To, Subject and Date
   exactly once), so what support reads is what was signed;
 - the signed To or Cc names the support address: a client's mail to anyone else is no request;
 - the signed Date and the signature's own t= are at most REMOVAL_MAX_AGE_DAYS old;
-- neither its Message-ID nor its signature was seen in an earlier case (a replay).
+- neither its Message-ID nor what its signature vouches for was seen in an earlier case.
+
+Every header is read from dkimpy's own parse of the mail, so what we check and show is exactly
+what DKIM verified; sizes are bounded before any parser runs.
 
 SendGrid's own `dkim` field and any Authentication-Results header are shown to support as
 information; they never verify a request. Every mail is filed, verified or not: support sees it,
@@ -58,6 +61,12 @@ EXCERPT_CHARS = 4000
 # Hostile mail is bounded before anything parses it: the whole header block, each header that
 # support reads or that we parse, and each signature.
 MAX_HEADER_BLOCK = 256 * 1024
+# dkimpy's header parse and selection grow faster than linearly with these: bound them first.
+MAX_HEADER_LINES = 2000
+MAX_SIGNED_NAMES = 64
+# What is read of the body to show support: its start, and a bounded number of MIME parts.
+MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_BODY_PARTS = 200
 MAX_KEY_HEADER = 2000
 MAX_SIGNATURE_HEADER = 8192
 # Only signatures of the sender's own domain are checked, and only this many of them.
@@ -79,7 +88,8 @@ SINGLE_HEADERS = (
     "content-type",
     "content-transfer-encoding",
 )
-REQUIRED_SIGNED = ("from", "to", "subject", "date")
+# Message-ID too: a replay of a signature with a new, unsigned Message-ID must still be recognised.
+REQUIRED_SIGNED = ("from", "to", "subject", "date", "message-id")
 # What the case page shows of a verified mail: these headers when the signature covers them.
 SHOWN_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
 ACCEPTED_ALGORITHMS = (b"rsa-sha256", b"ed25519-sha256")
@@ -279,8 +289,13 @@ def judge(
     """Judge what a raw mail proves (no database); bounded in time by `deadline` (monotonic)."""
     found = Verdict()
     header_end = _header_end(raw)
-    if header_end < 0 or header_end > MAX_HEADER_BLOCK:
-        found.reasons.append("headers_too_large" if header_end > MAX_HEADER_BLOCK else "unreadable")
+    if header_end > MAX_HEADER_BLOCK or raw.count(b"\n", 0, max(header_end, 0)) > MAX_HEADER_LINES:
+        found.reasons.append("headers_too_large")
+        return found
+    if header_end < 0 or b"\x00" in raw[:header_end] or re.search(rb"\r(?!\n)", raw[:header_end]):
+        # A lone CR ends a line for some parsers and not for others: what DKIM verified would
+        # not be what support reads.
+        found.reasons.append("unreadable")
         return found
     try:
         # Every header is read from dkimpy's own parse: what we check is exactly what it verifies.
@@ -313,7 +328,10 @@ def judge(
             found.reasons.append(_no_proof_reason(found.signatures))
     else:
         signed_names = proof["signed"]
-        found.proof_key = hashlib.sha256(proof["b"].encode()).hexdigest()
+        # Keyed on what the signature vouches for, not on its b= bytes (an RSA signature can be
+        # re-encoded and still verify): the same signed mail is the same proof.
+        vouched = [proof["d"], proof["bh"], *(headers.first(name) for name in REQUIRED_SIGNED)]
+        found.proof_key = hashlib.sha256("\x1f".join(vouched).encode("utf-8", "surrogateescape")).hexdigest()
         found.signed_headers = {
             name: _clean(_decoded(headers.first(name)), MAX_KEY_HEADER)
             for name in SHOWN_HEADERS
@@ -323,7 +341,7 @@ def judge(
         recipients = headers.all("to") + (headers.all("cc") if "cc" in signed_names else [])
         if not _names_address(recipients, support_address):
             found.reasons.append("not_to_support")
-    found.body = body_text(headers.as_bytes() + b"\r\n" + checker.body)
+    found.body = body_text(headers, checker.body)
     return found
 
 
@@ -352,10 +370,6 @@ class MailHeaders:
     def count(self, name: str) -> int:
         """Return how many times a header appears."""
         return len(self.all(name))
-
-    def as_bytes(self) -> bytes:
-        """Return the header block again, as DKIM read it."""
-        return b"".join(name + b":" + value for name, value in self.pairs)
 
 
 def sender_address(written: list[str]) -> tuple[str, list[str]]:
@@ -411,10 +425,26 @@ def parse_receiver_dkim(value: str) -> list[dict[str, str]]:
     ]
 
 
-def body_text(raw: bytes) -> str:
-    """Return the plain-text part of the mail (never HTML), decoded by its own charset."""
+def body_text(headers: MailHeaders, body: bytes) -> str:
+    """Return the plain-text part of the signed body (never HTML), decoded by its own charset.
+
+    Only the body's own MIME headers are given to the parser, rebuilt from DKIM's parse, and the
+    body is bounded in size and parts: a hostile mail cannot make this slow.
+    """
+    body = body[:MAX_BODY_BYTES]
+    if body.count(b"\n--") > MAX_BODY_PARTS:
+        return "(This mail has too many parts to show.)"
+    content = [
+        f"{label}: {headers.first(name)}\r\n".encode("utf-8", "surrogateescape")
+        for name, label in (
+            ("mime-version", "MIME-Version"),
+            ("content-type", "Content-Type"),
+            ("content-transfer-encoding", "Content-Transfer-Encoding"),
+        )
+        if headers.count(name)
+    ]
     try:
-        message = email.message_from_bytes(raw, policy=email.policy.default)
+        message = email.message_from_bytes(b"".join(content) + b"\r\n" + body, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         part = message.get_body(preferencelist=("plain",))
         text = part.get_content() if part is not None else ""
@@ -483,7 +513,7 @@ def _check_signatures(
         if entry["result"] == "pass":
             signed = [_text(name).strip().lower() for name in tags.get(b"h", b"").split(b":")]
             found.signed_at = _signed_at(tags)
-            return {"signed": signed, "b": re.sub(r"\s+", "", _text(tags.get(b"b", b"")))}
+            return {"signed": signed, "d": signer, "bh": re.sub(r"\s+", "", _text(tags.get(b"bh", b"")))}
     return None
 
 
@@ -493,7 +523,10 @@ def _weakness(tags: dict[bytes, bytes], now: datetime, max_age: timedelta) -> st
         return f"algorithm {_text(tags.get(b'a', b'')).strip() or 'missing'} is not accepted"
     if b"l" in tags:
         return "it signs only the first part of the body (l=)"
-    signed = {_text(name).strip().lower() for name in tags.get(b"h", b"").split(b":")}
+    names = tags.get(b"h", b"").split(b":")
+    if len(names) > MAX_SIGNED_NAMES:
+        return f"it lists more than {MAX_SIGNED_NAMES} headers"
+    signed = {_text(name).strip().lower() for name in names}
     missing = [name for name in REQUIRED_SIGNED if name not in signed]
     if missing:
         return "it does not cover " + ", ".join(missing)
