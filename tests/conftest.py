@@ -238,6 +238,19 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
+def app_clock() -> Iterator[FakeClock]:
+    """Move the whole app's time (and the configured sandbox's) by hand, from now on."""
+    import time
+
+    from webapp import clock as app_time
+
+    fake = FakeClock(time.time())
+    app_time.use(fake)
+    yield fake
+    app_time.use(None)
+
+
+@pytest.fixture
 def sandbox(tmp_path: Path, clock: FakeClock):  # noqa: ANN201 - imported lazily, like the app
     """A sandbox provider with its own state file."""
     from webapp.providers.sandbox import SandboxServer
