@@ -10,16 +10,23 @@ they shrink the time settings instead, and say so.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import random
+import signal
+import subprocess
 import time
 from collections import Counter
 
 import httpx
+import psutil
 import pytest
 import sqlalchemy as sa
+from rq import Worker
 from rq.job import Job, JobStatus
 
 from tests.conftest import run_jobs
-from tests.faults import Processes, horse_of, outcome, settled, wait_for
+from tests.faults import FLASK, Processes, child_env, free_port, horse_of, outcome, settled, wait_for
 from webapp import clock
 from webapp.extensions import db
 from webapp.models import Client, Clinic, Email, OperatorAlert
@@ -242,3 +249,140 @@ def test_a_429_with_a_reset_time_holds_back_every_send_of_the_account(make_app, 
         )
         assert inside_window == 1
         assert (result.sent_once, result.lost, result.doubled, result.unresolved) == (10, 0, 0, 0)
+
+
+def healthy(port: int):
+    def check() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def child_named(parent: subprocess.Popen, word: str) -> psutil.Process | None:
+    """Return the running child of `flask up` whose command is this word, if there is one."""
+    for child in psutil.Process(parent.pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.status() != psutil.STATUS_ZOMBIE and any(
+                part == word or part.endswith(f"/{word}") for part in child.cmdline()
+            ):
+                return child
+    return None
+
+
+def test_redis_killed_and_restarted_under_flask_up(make_app, processes, capsys):
+    """`flask up` (what bin/run runs) on a private redis-server, which is SIGKILLed mid-run and
+    started again empty. Web, worker and scheduler ride it out (none dies), and emails queued
+    before, during and after the outage are each sent once. Then a worker killed outright is
+    restarted by the supervisor, and Ctrl-C still stops everything. (Wall time.)"""
+    redis_port = free_port()
+    redis = processes.redis_server(redis_port)
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", SANDBOX_SPEED=20.0)
+    with app.app_context():
+        clients = add_clients(10)
+        web_port = free_port()
+        up = processes.start("up", [*FLASK, "up", "--port", str(web_port), "--no-demo"], child_env(app))
+        wait_for(healthy(web_port), 90, what="flask up to answer")
+        children = {word: child_named(up, word) for word in ("gunicorn", "worker", "scheduler")}
+        email_ids = [queue(client) for client in clients[:3]]
+        wait_for(lambda: settled(app, email_ids), 60, what="the first emails")
+
+        redis.kill()
+        redis.wait()
+        email_ids += [queue(client) for client in clients[3:6]]  # only the rows know of these
+        time.sleep(3)
+        redis = processes.redis_server(redis_port)  # back, and empty
+        email_ids += [queue(client) for client in clients[6:9]]
+        wait_for(lambda: settled(app, email_ids), 90, what="the emails queued around the outage")
+        assert "stopped unexpectedly" not in processes.log(up)
+        assert all(child.is_running() for child in children.values())
+
+        children["worker"].kill()
+        wait_for(lambda: "worker stopped unexpectedly" in processes.log(up), 10, what="the supervisor")
+        killed = children["worker"].pid
+        wait_for(lambda: getattr(child_named(up, "worker"), "pid", killed) != killed, 10, what="a new worker")
+        processes.remember(up)
+        email_ids.append(queue(clients[9]))
+        wait_for(lambda: settled(app, email_ids), 60, what="an email sent by the restarted worker")
+
+        family = [psutil.Process(up.pid), *psutil.Process(up.pid).children(recursive=True)]
+        os.killpg(up.pid, signal.SIGINT)  # Ctrl-C
+        assert up.wait(timeout=30) == 0
+        time.sleep(0.5)
+        assert [proc for proc in family if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE] == []
+        result = outcome(app, email_ids)
+        report(capsys, result.line("Redis killed and restarted under flask up", f"{len(email_ids)} emails"))
+        assert (result.sent_once, result.lost, result.doubled, result.unresolved) == (10, 0, 0, 0)
+
+
+def test_workers_killed_at_random_strand_nothing(make_app, processes, capsys):
+    """Two workers, 60 emails queued two a second, and every 0.3 to 1 s a SIGKILL: of the
+    work-horse running a job, or now and then of a whole worker (its horse finishes alone and a
+    new worker takes its place). Sends are slowed down before and after the provider takes
+    them, so kills land on both sides of it.
+
+    Scaled in wall time: the time settings are shrunk 40-fold (a send is abandoned after 3 s,
+    not 120 s; "not found" means "not sent" after 8 s, not 300 s; the activity budget is
+    240 a minute, not 6), so the 30 s kill phase stands for 20 minutes of kills, and every email
+    must be sent once within 22.5 s after it, the scaled 15 minutes. Killing a worker's whole
+    process group at once leaves RQ's record of its running job alive for a 90 s heartbeat that
+    does not scale; tests/test_queue.py covers that case with the heartbeat expired by hand."""
+    app = make_app(
+        SEND_TIMEOUT_SECONDS=2,
+        SEND_ABANDONED_SECONDS=3,
+        IN_DOUBT_GRACE_SECONDS=8,
+        ACTIVITY_REQUESTS_PER_MINUTE=240,
+        SANDBOX_SPEED=40.0,
+    )
+    with app.app_context():
+        clients = add_clients(60)
+        sandbox = get_sandbox(app.config)
+        sandbox.hold_next(count=100_000, seconds=0.3)
+        sandbox.hold_next(count=100_000, seconds=0.3, after_accepting=True)
+        workers = [processes.worker(app) for _ in range(2)]
+        wait_for(lambda: len(Worker.all(connection=get_queue().connection)) == 2, 60, what="two workers")
+        rng = random.Random(238)
+        kills: Counter[str] = Counter()
+        email_ids: list[int] = []
+        start = time.monotonic()
+        next_email = next_kill = next_sweep = start
+        while (now := time.monotonic()) - start < 30:
+            if now >= next_email and len(email_ids) < len(clients):
+                email_ids.append(queue(clients[len(email_ids)]))
+                next_email += 0.5
+            if now >= next_kill:
+                worker = rng.choice(workers)
+                if rng.random() < 0.1 and kills["worker"] < 3:
+                    processes.remember(worker)
+                    worker.kill()
+                    workers[workers.index(worker)] = processes.worker(app)
+                    kills["worker"] += 1
+                elif (horse := horse_of(worker)) is not None:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        horse.kill()
+                        kills["horse"] += 1
+                next_kill = now + rng.uniform(0.3, 1.0)
+            if now >= next_sweep:
+                maintenance.sweep()
+                sending.check_in_doubt()
+                next_sweep = now + 0.5
+            time.sleep(0.05)
+        kill_phase_end = time.monotonic()
+        drive(lambda: settled(app, email_ids), timeout=60)
+        settled_after = time.monotonic() - kill_phase_end
+        result = outcome(app, email_ids)
+        attempts = db.session.execute(sa.select(sa.func.sum(Email.send_attempts))).scalar()
+        report(
+            capsys,
+            result.line(
+                "workers killed at random",
+                f"{kills['horse']} horses and {kills['worker']} workers killed, {attempts} send attempts "
+                f"for {len(email_ids)} emails; all settled {settled_after:.1f} s after the kills (scaled "
+                f"{settled_after * 40 / 60:.1f} min)",
+            ),
+        )
+        assert (result.sent_once, result.lost, result.doubled, result.unresolved) == (len(email_ids), 0, 0, 0)
+        assert settled_after <= 22.5
+        assert kills["horse"] >= 10

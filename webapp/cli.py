@@ -201,7 +201,8 @@ def _wait_for_redis(redis: Redis, who: str) -> bool:
 
 
 class _OncePerOutage(logging.Filter):
-    """Let through one of RQ's "could not connect to Redis" lines per outage, not one a retry."""
+    """Let through one of RQ's "could not connect to Redis" lines per outage, not one a retry,
+    and none of its tracebacks of a lost connection (the worker command says what happened)."""
 
     QUIET_SECONDS = 120.0
 
@@ -210,6 +211,8 @@ class _OncePerOutage(logging.Filter):
         self._last = 0.0
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], RedisError):
+            return False
         if "could not connect to Redis" not in str(record.msg):
             return True
         now = time.monotonic()
