@@ -267,6 +267,36 @@ def test_no_answer_is_in_doubt(error):
     assert type(error).__name__ in (result.error or "")
 
 
+def test_find_accepted_asks_for_the_details_of_a_message_whose_address_reads_differently(sandbox, clock):
+    class OtherSpelling(httpx.BaseTransport):
+        """The provider lists the recipient's address spelled otherwise than we stored it."""
+
+        def __init__(self) -> None:
+            self.inner = httpx.WSGITransport(app=sandbox)
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = self.inner.handle_request(request)
+            if request.url.path != "/v3/messages":
+                return response
+            response.read()
+            listed = response.json()
+            for item in listed["messages"]:
+                item["to_email"] = "xn--" + item["to_email"]
+            return httpx.Response(200, json=listed)
+
+    provider = SendGridProvider("SG.test-key", API_BASE, transport=OtherSpelling(), clock=clock)
+    provider.send(outgoing("jane@example.com", "odd-1"))
+    clock.advance(5)
+    refs = [SentRef("odd-1", "jane@example.com"), SentRef("other", "bob@example.com")]
+
+    answer = provider.find_accepted(refs, 3)
+    starved = provider.find_accepted(refs, 1)
+
+    assert set(answer.found) == {"odd-1"} and answer.checked == {"odd-1", "other"}
+    assert answer.requests_made == 2
+    assert starved.found == {} and starved.checked == frozenset()  # "not found" would prove nothing
+
+
 def test_find_accepted_reports_failures(provider, sandbox):
     refs = [SentRef("msg-1", "delivered@example.com")]
     sandbox.fail_next(429, retry_after=30)

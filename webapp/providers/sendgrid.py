@@ -199,7 +199,8 @@ class SendGridProvider(EmailProvider):
 
         A list answer names each message's recipient but not its custom args, so one request asks
         about emails to different addresses only, and tells them apart by address; emails that
-        share an address wait for a later request.
+        share an address wait for a later request. A listed message whose address matches none of
+        ours costs one more request, for its details.
         """
         found: dict[str, str | None] = {}
         checked: set[str] = set()
@@ -230,12 +231,23 @@ class SendGridProvider(EmailProvider):
                     error=None if failure.retry_after is not None else str(failure),
                 )
             complete = len(listed) < limit
+            by_app_id = {ref.app_message_id: ref for ref in batch.values()}
             for item in listed:
+                msg_id = str(item.get("msg_id", ""))
                 ref = batch.get(str(item.get("to_email", "")).strip().lower())
+                if ref is None and msg_id and requests_made < request_budget:
+                    # The address reads differently from ours: the message's details name our id.
+                    requests_made += 1
+                    try:
+                        detail = self._get_json(f"/v3/messages/{quote(msg_id, safe='')}")
+                    except _RequestFailed:
+                        detail = {}
+                    unique_args = detail.get("unique_args") if isinstance(detail, dict) else None
+                    ref = by_app_id.get(str(_unique_args(unique_args).get(APP_ID_ARG)))
                 if ref is None:
                     complete = False  # a message we cannot tell apart: "not found" proves nothing
                     continue
-                found.setdefault(ref.app_message_id, str(item.get("msg_id", "")).split(".", 1)[0] or None)
+                found.setdefault(ref.app_message_id, msg_id.split(".", 1)[0] or None)
             checked.update(
                 ref.app_message_id for ref in batch.values() if complete or ref.app_message_id in found
             )
