@@ -22,6 +22,12 @@ from redis.exceptions import RedisError
 from webapp.extensions import db
 from webapp.models import Clinic, User
 
+# How often a worker cleans RQ's registries (abandoned jobs, jobs stuck between queues).
+MAINTENANCE_SECONDS = 60
+# `up` restarts a child that died after 1 s, doubling while it keeps dying young.
+RESTART_MAX_SECONDS = 30.0
+RESTART_RESET_SECONDS = 60.0
+
 
 def init_app(app: Flask) -> None:
     """Register the commands."""
@@ -113,7 +119,7 @@ def worker(burst: bool) -> None:
         if burst or rq_worker.stop_asked:
             return
         # RQ quits its loop on most connection errors (a Redis restart): wait, then start again.
-        if not _wait_for_redis(redis, "worker"):
+        if not _wait_for_redis(redis, "worker", pause=1.0):
             return
 
 
@@ -165,21 +171,24 @@ def _stop_listening(rq_worker: object) -> None:
             rq_worker.pubsub.close()  # type: ignore[attr-defined]
 
 
-# How often a worker cleans RQ's registries (abandoned jobs, jobs stuck between queues).
-MAINTENANCE_SECONDS = 60
-
-
-def _wait_for_redis(redis: Redis, who: str) -> bool:
-    """Wait, with backoff, until Redis answers again; say so once each way. False: asked to stop."""
+def _wait_for_redis(redis: Redis, who: str, pause: float = 0.0) -> bool:
+    """Wait, with backoff, until Redis answers (at least `pause` seconds, so a loop that keeps
+    failing for another reason does not spin); say so once each way. False: asked to stop."""
     stop = {"asked": False}
 
     def request_stop(signum: int, _frame: object) -> None:
         stop["asked"] = True
 
+    def sleep(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not stop["asked"]:
+            time.sleep(0.1)
+
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     delay = 0.5
     said = False
     try:
+        sleep(pause)
         while not stop["asked"]:
             try:
                 redis.ping()
@@ -187,12 +196,15 @@ def _wait_for_redis(redis: Redis, who: str) -> bool:
                 if not said:
                     click.echo(f"{who}: Redis does not answer ({error}); retrying with backoff", err=True)
                     said = True
-                deadline = time.monotonic() + delay
-                while time.monotonic() < deadline and not stop["asked"]:
-                    time.sleep(0.1)
+                sleep(delay)
                 delay = min(delay * 2, 10.0)
             else:
-                click.echo(f"{who}: Redis answers again; carrying on", err=True)
+                click.echo(
+                    f"{who}: Redis answers again; carrying on"
+                    if said
+                    else f"{who}: RQ stopped its loop (see above); starting it again",
+                    err=True,
+                )
                 return True
         return False
     finally:
@@ -326,7 +338,3 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], url: str) ->
             process.wait()
     click.echo("Stopped.")
     sys.exit(0)
-
-
-RESTART_MAX_SECONDS = 30.0
-RESTART_RESET_SECONDS = 60.0
