@@ -221,8 +221,10 @@ def check_in_doubt(provider: EmailProvider | None = None) -> int:
     """Ask the provider's records about in-doubt sends, many per request and within the shared
     activity budget; return how many were settled (accepted, or found unsent and queued again)."""
     redis = current_app.extensions["redis"]
+    # Long enough for a check's requests to time out; short, so a killed checker blocks little.
+    hold = IN_DOUBT_REQUESTS_PER_CHECK * current_app.config["SEND_TIMEOUT_SECONDS"] + 15
     try:
-        lock = redis.lock(IN_DOUBT_LOCK_KEY, timeout=120, blocking=False)
+        lock = redis.lock(IN_DOUBT_LOCK_KEY, timeout=hold, blocking=False)
         if not lock.acquire():
             return 0  # another worker is checking these very emails
     except RedisError as error:
