@@ -82,7 +82,25 @@ def drive(done, timeout: float) -> None:
         if done():
             return
         time.sleep(0.2)
-    raise AssertionError("the work did not settle in time")
+    raise AssertionError(f"the work did not settle in time: {unsettled()}")
+
+
+def unsettled() -> list[str]:
+    """Describe the emails not yet sent or failed, and their send jobs, for a failure message."""
+    db.session.expire_all()
+    lines = []
+    for email in db.session.execute(
+        sa.select(Email).where(Email.send_state.not_in(("accepted", "failed")))
+    ).scalars():
+        try:
+            job = Job.fetch(sending.send_job_id(email.id), connection=get_queue().connection).get_status()
+        except Exception as error:  # noqa: BLE001 - a description, whatever went wrong
+            job = type(error).__name__
+        lines.append(
+            f"email {email.id}: {email.send_state}, {email.send_attempts} attempts, claimed "
+            f"{email.send_claimed_at}, next {email.next_attempt_at}, error {email.send_error!r}, job {job}"
+        )
+    return lines
 
 
 def test_a_send_job_killed_twice_sends_the_email_once(make_app, processes, capsys):
@@ -347,7 +365,8 @@ def test_workers_killed_at_random_strand_nothing(make_app, processes, capsys):
         kills: Counter[str] = Counter()
         email_ids: list[int] = []
         start = time.monotonic()
-        next_email = next_kill = next_sweep = start
+        next_email = next_sweep = start
+        next_kill = start + rng.uniform(0.3, 1.0)
         while (now := time.monotonic()) - start < 30:
             if now >= next_email and len(email_ids) < len(clients):
                 email_ids.append(queue(clients[len(email_ids)]))

@@ -88,3 +88,21 @@ def test_a_webhook_batch_whose_job_failed_is_applied_by_the_next_sweep(app, worl
     run_jobs(app)
     db.session.expire_all()
     assert db.session.get(WebhookBatch, batch.id).applied_at is not None
+
+
+def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_queued_again(app, monkeypatch):
+    """RQ moves a job out of its queue, then starts it; a worker killed in between leaves it
+    "queued" in no queue. Seen so twice, seconds apart, it is queued again."""
+    import webapp.queue
+
+    queue = get_queue()
+    enqueue("tests.test_queue.works", job_id=JOB_ID)
+    queue.connection.lmove(queue.key, queue.intermediate_queue_key)  # what a worker does first
+    assert enqueue("tests.test_queue.works", job_id=JOB_ID)
+    assert queue.job_ids == []  # the first sighting: a worker may be starting it this instant
+    monkeypatch.setattr(webapp.queue, "STRANDED_AFTER_SECONDS", 0.0)
+    assert enqueue("tests.test_queue.works", job_id=JOB_ID)
+    assert queue.job_ids == [JOB_ID]
+    assert queue.connection.llen(queue.intermediate_queue_key) == 0
+    assert enqueue("tests.test_queue.works", job_id=JOB_ID)
+    assert queue.job_ids == [JOB_ID]  # back in its queue: waiting, not queued twice

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 QUEUE_NAME = "default"
 RESULT_TTL = 60
 FAILURE_TTL = 7 * 24 * 3600  # kept for whoever looks into a failure; it never blocks a new job
+# A worker moves a job out of its queue and starts it within milliseconds; a queued job seen out
+# of its queue, not started, for this long lost its worker in between.
+STRANDED_AFTER_SECONDS = 5.0
 # A job in one of these states will run without our help.
 WAITING = frozenset(
     {
@@ -81,20 +84,25 @@ def forget_ended_job(queue: Queue, job_id: str) -> bool:
     connection = queue.connection
     job_key = Job.key_for(job_id)
     started = StartedJobRegistry(queue=queue).key
+    stranded_key = f"stranded-job:{job_id}"
     with connection.pipeline() as pipe:
         try:
             pipe.watch(job_key)
             raw_status = pipe.hget(job_key, "status")
             status = raw_status.decode() if raw_status else ""
-            if status in WAITING:
-                return False
             # Each execution's score is when its heartbeat expires: a worker that died (SIGKILL,
-            # lost machine) leaves a started job whose executions have all expired.
+            # lost machine) leaves executions that have all expired.
             executions = list(pipe.zscan_iter(started, match=f"{_glob_escape(job_id)}:*"))
-            if status == JobStatus.STARTED and any(score > time.time() for _, score in executions):
+            running = any(score > time.time() for _, score in executions)
+            if status == JobStatus.STARTED and running:
+                return False
+            if status in WAITING and not _stranded(pipe, queue, job_id, status, running, stranded_key):
                 return False
             pipe.multi()
-            pipe.delete(job_key, Result.get_key(job_id), ExecutionRegistry(job_id, connection).key)
+            pipe.delete(
+                job_key, Result.get_key(job_id), ExecutionRegistry(job_id, connection).key, stranded_key
+            )
+            pipe.lrem(queue.intermediate_queue_key, 0, job_id)
             for registry in (FailedJobRegistry, FinishedJobRegistry, CanceledJobRegistry):
                 pipe.zrem(registry(queue=queue).key, job_id)
             if executions:
@@ -105,6 +113,18 @@ def forget_ended_job(queue: Queue, job_id: str) -> bool:
     if status:
         log.info("job %s had ended (%s); queuing it again", job_id, status)
     return True
+
+
+def _stranded(pipe: Any, queue: Queue, job_id: str, status: str, running: bool, key: str) -> bool:
+    """Return whether a job that says it is queued is in no queue and was not started, on two
+    sightings some seconds apart (a worker that took it died before it started it)."""
+    if status != JobStatus.QUEUED or running or pipe.lpos(queue.key, job_id) is not None:
+        return False
+    seen = pipe.get(key)
+    if seen is None:
+        pipe.set(key, repr(time.time()), ex=3600)
+        return False
+    return time.time() - float(seen) >= STRANDED_AFTER_SECONDS
 
 
 def _glob_escape(text: str) -> str:
