@@ -368,7 +368,9 @@ def due_sends(now: datetime, limit: int = 500) -> list[int]:
     """Return ids of emails whose send is due (a lost job, a retry time reached)."""
     if sends_blocked_until() is not None:
         return []  # the provider's rate limit: their jobs would only wait
-    grace = now - timedelta(seconds=15)
+    # A new email's own job is on its way; queuing it again is harmless (one send-<id> job waits
+    # at a time), so this only saves the sweeper some work.
+    grace = now - timedelta(seconds=5)
     return list(
         db.session.execute(
             sa.select(Email.id)
