@@ -42,6 +42,11 @@ DEFAULTS: dict[str, Any] = {
     "LOG_POLL_FAST_SECONDS": 3,
     "LOG_POLL_SLOW_SECONDS": 30,
     "SEND_TIMEOUT_SECONDS": 15,
+    # A send whose worker has said nothing for this long died mid-call: check whether it arrived.
+    "SEND_ABANDONED_SECONDS": 120,
+    # How long the provider's activity records may lag behind a send: an email whose send is in
+    # doubt is sent again only when they do not show it this long after the attempt.
+    "IN_DOUBT_GRACE_SECONDS": 300,
     "TRUSTED_HOSTS": "",  # comma-separated; empty allows any host (development)
     "SESSION_COOKIE_SECURE": None,  # default: on in production
     "LOGIN_RATE_LIMIT": "10 per 15 minutes",  # attempts per account, from any address
@@ -73,6 +78,8 @@ INT_SETTINGS = {
     "LOG_POLL_FAST_SECONDS",
     "LOG_POLL_SLOW_SECONDS",
     "SEND_TIMEOUT_SECONDS",
+    "SEND_ABANDONED_SECONDS",
+    "IN_DOUBT_GRACE_SECONDS",
     "TRUSTED_PROXIES",
     "INBOUND_MAX_BYTES",
     "REMOVAL_MAX_AGE_DAYS",
@@ -108,6 +115,13 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         settings.setdefault(name, value)
 
     production = settings["APP_ENV"] == "production"
+    if settings["SEND_ABANDONED_SECONDS"] <= settings["SEND_TIMEOUT_SECONDS"]:
+        raise ConfigError(
+            "SEND_ABANDONED_SECONDS must be longer than SEND_TIMEOUT_SECONDS (a send still waiting "
+            "for the provider is not abandoned)"
+        )
+    if settings["IN_DOUBT_GRACE_SECONDS"] < 1:
+        raise ConfigError("IN_DOUBT_GRACE_SECONDS must be at least 1")
     if settings["EMAIL_PROVIDER"] not in PROVIDERS:
         raise ConfigError(
             f"EMAIL_PROVIDER={settings['EMAIL_PROVIDER']!r} is not known; use one of: {', '.join(PROVIDERS)}"

@@ -1,4 +1,4 @@
-"""Periodic jobs for `rq cron jobs.cron` (exactly one such process runs)."""
+"""Periodic jobs for `flask --app wsgi scheduler` or `rq cron jobs.cron` (exactly one such process runs)."""
 
 from rq import cron
 

@@ -79,3 +79,11 @@ def test_a_bad_webhook_key_or_sandbox_speed_is_a_clear_error(tmp_path):
     for speed in ("fast", "0"):
         with pytest.raises(ConfigError, match="SANDBOX_SPEED"):
             load_settings(str(tmp_path), {"SANDBOX_SPEED": speed})
+
+
+def test_time_settings_that_would_misjudge_a_send_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="SEND_ABANDONED_SECONDS must be longer than SEND_TIMEOUT_SECONDS"):
+        load_settings(str(tmp_path), {"SEND_TIMEOUT_SECONDS": "30", "SEND_ABANDONED_SECONDS": "20"})
+    with pytest.raises(ConfigError, match="IN_DOUBT_GRACE_SECONDS must be a whole number"):
+        load_settings(str(tmp_path), {"IN_DOUBT_GRACE_SECONDS": "soon"})
+    assert load_settings(str(tmp_path), {"IN_DOUBT_GRACE_SECONDS": "60"})["IN_DOUBT_GRACE_SECONDS"] == 60

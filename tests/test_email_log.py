@@ -418,6 +418,27 @@ def test_a_row_stuck_in_sending_or_processed_says_so_and_that_support_knows(sign
         assert "stuck" not in text(row_html(html, email))
 
 
+def test_a_row_whose_send_is_in_doubt_says_we_are_checking_with_the_provider(signed_in, world):
+    jane = world.client_a
+    now = utcnow()
+    checking = add_email(jane, sent_at=now - timedelta(minutes=2))
+    long_checking = add_email(jane, sent_at=now - timedelta(minutes=12))
+    for email in (checking, long_checking):
+        email.send_state = "in_doubt"
+        email.in_doubt_since = email.created_at
+    db.session.commit()
+
+    html = signed_in.get(f"/clients/{jane.id}").get_data(as_text=True)
+    row = text(row_html(html, checking))
+    assert "we are checking whether the provider received it" in row
+    assert "the client does not get it twice" in row
+    assert "Support has been told" not in row and "stuck" not in row
+    row = text(row_html(html, long_checking))
+    assert "we are checking whether the provider received it" in row
+    assert "support has been told automatically" in row
+    assert "looks stuck" not in row  # one notice, the one that says what is going on
+
+
 def test_badges_open_the_help_for_their_status_in_the_panel(signed_in, world):
     email = add_email(world.client_a, events=[*DELIVERED, (60, "spamreport", {})])
     html = signed_in.get(f"/clients/{world.client_a.id}").get_data(as_text=True)

@@ -113,3 +113,42 @@ def test_support_marks_an_alert_as_dealt_with(app, world, client):
     db.session.expire_all()
     assert db.session.get(OperatorAlert, alert_id).resolved_at is not None
     assert "The API key was refused." not in client.get("/support/removal-requests").get_data(as_text=True)
+
+
+def test_an_email_in_doubt_for_ten_minutes_raises_one_alert_that_says_so(app, world):
+    email = queued(world)
+    email.send_state = "in_doubt"
+    email.in_doubt_since = email.status_changed_at = utcnow() - timedelta(minutes=11)
+    email.send_error = "no answer from SendGrid (ReadTimeout: timed out)"
+    killed = queued(world)
+    killed.send_state = "sending"  # claimed, and its worker killed again and again since
+    killed.send_claimed_at = killed.status_changed_at = utcnow() - timedelta(minutes=11)
+    db.session.commit()
+    assert maintenance.flag_stuck_emails(utcnow()) == 2
+    assert maintenance.flag_stuck_emails(utcnow()) == 0
+    alerts = db.session.execute(sa.select(OperatorAlert).order_by(OperatorAlert.email_id)).scalars().all()
+    assert [(alert.kind, alert.email_id) for alert in alerts] == [
+        ("email_in_doubt", email.id),
+        ("email_in_doubt", killed.id),
+    ]
+    assert "cannot tell whether the email provider received it" in alerts[0].message
+    apply_events(
+        email, [ProviderEvent("delivered", utcnow(), app_message_id=email.app_message_id)], "webhook"
+    )
+    db.session.commit()
+    maintenance.flag_stuck_emails(utcnow())
+    db.session.refresh(alerts[0])
+    assert alerts[0].resolved_at is not None
+
+
+def test_one_failing_sweep_step_does_not_stop_the_others(app, world, monkeypatch):
+    email = queued(world)
+    email.status_changed_at = utcnow() - timedelta(minutes=11)
+    db.session.commit()
+
+    def broken(now):
+        raise RuntimeError("database hiccup")
+
+    monkeypatch.setattr(sending, "recover_abandoned_sends", broken)
+    done = maintenance.sweep()
+    assert done["abandoned"] == 0 and done["stuck"] == 1

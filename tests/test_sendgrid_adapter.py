@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tests.conftest import SANDBOX_START as START
 from tests.conftest import RecordingTransport
 from webapp import statuses
-from webapp.providers.base import OutgoingMessage, PollRef, ProviderError
+from webapp.providers.base import OutgoingMessage, PollRef, ProviderError, SentRef
 from webapp.providers.sandbox import SandboxServer
 from webapp.providers.sendgrid import (
     POLLED_KINDS,
@@ -213,19 +213,46 @@ def test_a_lost_answer_is_found_again_by_our_id(provider, sandbox, clock):
 
     result = provider.send(outgoing(app_id="lost-1"))
     clock.advance(2)
-    found = provider.find_accepted("lost-1")
+    answer = provider.find_accepted(
+        [SentRef("lost-1", "delivered@example.com"), SentRef("never-sent", "other@example.com")], 1
+    )
 
     assert result.outcome == "unavailable"
+    found = answer.found["lost-1"]
     assert found is not None and re.fullmatch(r"[A-Za-z0-9_-]{22}", found)
-    assert provider.find_accepted("never-sent") is None
+    assert "never-sent" not in answer.found
+    assert answer.checked == {"lost-1", "never-sent"}
+    assert answer.requests_made == 1
 
 
 def test_find_accepted_sees_nothing_before_the_provider_processed_it(provider, clock):
     provider.send(outgoing(app_id="new-1"))
+    refs = [SentRef("new-1", "delivered@example.com")]
 
-    assert provider.find_accepted("new-1") is None
+    assert provider.find_accepted(refs, 1).found == {}
     clock.advance(2)
-    assert provider.find_accepted("new-1") is not None
+    assert "new-1" in provider.find_accepted(refs, 1).found
+
+
+def test_find_accepted_asks_about_many_in_one_request_telling_them_apart_by_address(
+    provider, sandbox, clock, transport
+):
+    refs = [SentRef(f"id-{n}", f"client{n}+delivered@example.com") for n in range(40)]
+    for ref in refs[::2]:
+        provider.send(outgoing(ref.to_address, ref.app_message_id))
+    # Two emails to one address cannot be told apart in one answer: they go in two requests.
+    refs += [SentRef("same-a", "shared@example.com"), SentRef("same-b", "shared@example.com")]
+    provider.send(outgoing("shared@example.com", "same-b"))
+    clock.advance(5)
+    transport.requests.clear()
+
+    answer = provider.find_accepted(refs, 5)
+
+    assert answer.requests_made == 2 and len(transport.requests) == 2
+    assert set(answer.found) == {ref.app_message_id for ref in refs[:40:2]} | {"same-b"}
+    assert answer.checked == {ref.app_message_id for ref in refs}
+    one_request = provider.find_accepted(refs, 1)
+    assert one_request.checked == {ref.app_message_id for ref in refs} - {"same-b"}
 
 
 @pytest.mark.parametrize(
@@ -240,18 +267,47 @@ def test_no_answer_is_in_doubt(error):
     assert type(error).__name__ in (result.error or "")
 
 
-def test_find_accepted_raises_on_failures(provider, sandbox):
-    sandbox.fail_next(429, retry_after=30)
-    with pytest.raises(ProviderError) as rate_limited:
-        provider.find_accepted("msg-1")
-    sandbox.fail_next(500)
-    with pytest.raises(ProviderError) as broken:
-        provider.find_accepted("msg-1")
+def test_find_accepted_asks_for_the_details_of_a_message_whose_address_reads_differently(sandbox, clock):
+    class OtherSpelling(httpx.BaseTransport):
+        """The provider lists the recipient's address spelled otherwise than we stored it."""
 
-    assert rate_limited.value.retry_after == 30
-    assert broken.value.retry_after is None
-    with pytest.raises(ProviderError):
-        SendGridProvider("k", API_BASE, transport=RaisingTransport(httpx.ReadTimeout("t"))).find_accepted("x")
+        def __init__(self) -> None:
+            self.inner = httpx.WSGITransport(app=sandbox)
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = self.inner.handle_request(request)
+            if request.url.path != "/v3/messages":
+                return response
+            response.read()
+            listed = response.json()
+            for item in listed["messages"]:
+                item["to_email"] = "xn--" + item["to_email"]
+            return httpx.Response(200, json=listed)
+
+    provider = SendGridProvider("SG.test-key", API_BASE, transport=OtherSpelling(), clock=clock)
+    provider.send(outgoing("jane@example.com", "odd-1"))
+    clock.advance(5)
+    refs = [SentRef("odd-1", "jane@example.com"), SentRef("other", "bob@example.com")]
+
+    answer = provider.find_accepted(refs, 3)
+    starved = provider.find_accepted(refs, 1)
+
+    assert set(answer.found) == {"odd-1"} and answer.checked == {"odd-1", "other"}
+    assert answer.requests_made == 2
+    assert starved.found == {} and starved.checked == frozenset()  # "not found" would prove nothing
+
+
+def test_find_accepted_reports_failures(provider, sandbox):
+    refs = [SentRef("msg-1", "delivered@example.com")]
+    sandbox.fail_next(429, retry_after=30)
+    rate_limited = provider.find_accepted(refs, 3)
+    sandbox.fail_next(500)
+    broken = provider.find_accepted(refs, 3)
+    no_answer = SendGridProvider("k", API_BASE, transport=RaisingTransport(httpx.ReadTimeout("t")))
+
+    assert rate_limited.rate_limited_for == 30 and rate_limited.checked == frozenset()
+    assert broken.error and broken.rate_limited_for is None and broken.checked == frozenset()
+    assert "ReadTimeout" in (no_answer.find_accepted(refs, 1).error or "")
 
 
 # Polling

@@ -91,42 +91,65 @@ def test_a_bad_api_key_keeps_the_email_queued_and_alerts_operators(app, world):
     assert accepted_sends(app, email) == 0
 
 
-def test_rate_limited_sends_wait_as_the_headers_say(app, world):
+def test_rate_limited_sends_wait_as_the_headers_say(app, world, app_clock):
     email = queue(world)
     get_sandbox(app.config).fail_next(429, path_prefix="/v3/mail/send", retry_after=120)
     assert sending.deliver(email.id) == "queued"
     db.session.refresh(email)
     wait = (email.next_attempt_at - utcnow()).total_seconds()
     assert 100 < wait <= 121
-    make_due(email)
+    app_clock.advance(121)
     assert sending.deliver(email.id) == "accepted"
     assert accepted_sends(app, email) == 1
 
 
-def test_a_server_error_is_retried_without_a_second_accepted_send(app, world):
-    app.config["SANDBOX_SPEED"] = 1000.0  # by the retry, the provider's records show the message
+def test_a_429_holds_back_every_send_of_the_account_until_its_reset(app, world):
+    first, second = queue(world), queue(world)
+    sandbox = get_sandbox(app.config)
+    sandbox.fail_next(429, path_prefix="/v3/mail/send", retry_after=120)
+    before = sandbox.requests_seen("/v3/mail/send")
+    assert sending.deliver(first.id) == "queued"
+    assert sending.deliver(second.id) == "queued"
+    assert sandbox.requests_seen("/v3/mail/send") - before == 1  # the second never asked
+    db.session.refresh(second)
+    assert 100 < (second.next_attempt_at - utcnow()).total_seconds() <= 121
+    assert sending.due_sends(utcnow() + timedelta(minutes=5)) == []
+
+
+def test_a_server_error_is_retried_without_a_second_accepted_send(app, world, app_clock):
     email = queue(world)
     sandbox = get_sandbox(app.config)
     sandbox.accept_then_fail_next()  # accepted, but the answer is lost as a 500
     assert sending.deliver(email.id) == "in_doubt"
     assert accepted_sends(app, email) == 1
-    make_due(email)
-    assert sending.deliver(email.id) == "accepted"
+    app_clock.advance(31)  # by the check, the provider's records show the message
+    assert sending.check_in_doubt() == 1
+    db.session.refresh(email)
+    assert email.send_state == "accepted"
+    assert email.provider_message_id
     assert accepted_sends(app, email) == 1
 
 
-def test_a_server_error_before_acceptance_is_sent_again(app, world):
+def test_a_server_error_before_acceptance_is_sent_again(app, world, app_clock):
     email = queue(world)
     get_sandbox(app.config).fail_next(503, path_prefix="/v3/mail/send")
     assert sending.deliver(email.id) == "in_doubt"
     assert accepted_sends(app, email) == 0
-    make_due(email)
-    # Not found yet, but the provider's records may lag: keep waiting.
-    assert sending.deliver(email.id) == "in_doubt"
-    assert accepted_sends(app, email) == 0
-    email.in_doubt_since = utcnow() - sending.IN_DOUBT_GRACE
-    make_due(email)
-    assert sending.deliver(email.id) == "accepted"
+    app_clock.advance(5)
+    assert sending.check_in_doubt() == 0  # not due yet
+    # Not found, but the provider's records may lag: keep waiting.
+    app_clock.advance(26)
+    assert sending.check_in_doubt() == 0
+    db.session.refresh(email)
+    assert email.send_state == "in_doubt"
+    assert email.next_attempt_at == email.send_claimed_at + sending.in_doubt_grace()
+    app_clock.advance(270)
+    assert sending.check_in_doubt() == 1
+    db.session.refresh(email)
+    assert email.send_state == "queued"
+    run_jobs(app)
+    db.session.refresh(email)
+    assert email.send_state == "accepted"
     assert accepted_sends(app, email) == 1
 
 
@@ -175,7 +198,11 @@ def test_a_send_abandoned_mid_call_is_checked_before_any_resend(app, world):
     email.send_claimed_at = utcnow() - timedelta(minutes=6)
     db.session.commit()
     assert sweep()["abandoned"] == 1
-    run_jobs(app)
+    db.session.refresh(email)
+    assert email.send_state == "in_doubt"
+    assert email.in_doubt_since == email.send_claimed_at
+    run_jobs(app)  # the poll job checks in-doubt sends first
+    sending.check_in_doubt()
     db.session.refresh(email)
     assert email.send_state == "accepted"
     assert email.provider_message_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import secrets
 import signal
@@ -14,14 +16,22 @@ import click
 import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_migrate import upgrade
+from redis import Redis
+from redis.exceptions import RedisError
 
 from webapp.extensions import db
 from webapp.models import Clinic, User
 
+# How often a worker cleans RQ's registries (abandoned jobs, jobs stuck between queues).
+MAINTENANCE_SECONDS = 60
+# `up` restarts a child that died after 1 s, doubling while it keeps dying young.
+RESTART_MAX_SECONDS = 30.0
+RESTART_RESET_SECONDS = 60.0
+
 
 def init_app(app: Flask) -> None:
     """Register the commands."""
-    for command in (init_db, seed_demo, create_user, worker, up, sandbox_client_mail):
+    for command in (init_db, seed_demo, create_user, worker, scheduler, up, sandbox_client_mail):
         app.cli.add_command(command)
 
 
@@ -97,17 +107,149 @@ def sandbox_client_mail(address: str) -> None:
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker(burst: bool) -> None:
-    """Run an RQ worker (with its scheduler) on the app's queue, with the app preloaded."""
+    """Run an RQ worker on the app's queue, with the app preloaded; it rides out Redis restarts."""
     from rq import Worker
 
     import jobs
     from webapp.queue import get_queue
 
+    class AppWorker(Worker):
+        """An RQ worker that remembers being asked to stop, as against losing Redis."""
+
+        stop_asked = False
+
+        def request_stop(self, signum: int, frame: object) -> None:
+            self.stop_asked = True
+            super().request_stop(signum, frame)
+
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     jobs.use_app(app)
     # Each job runs in a forked child: give it fresh database connections, not the parent's.
     db.engine.dispose()
-    Worker([get_queue()], connection=app.extensions["redis"]).work(with_scheduler=True, burst=burst)
+    redis = app.extensions["redis"]
+    logging.getLogger("rq.worker").addFilter(_OncePerOutage())
+    while True:
+        rq_worker = AppWorker([get_queue()], connection=redis, maintenance_interval=MAINTENANCE_SECONDS)
+        try:
+            rq_worker.work(burst=burst)
+        except RedisError as error:
+            click.echo(f"worker: lost Redis ({error})", err=True)
+        _stop_listening(rq_worker)
+        if burst or rq_worker.stop_asked:
+            return
+        # RQ quits its loop on most connection errors (a Redis restart): wait, then start again.
+        if not _wait_for_redis(redis, "worker", pause=1.0):
+            return
+
+
+@click.command("scheduler")
+def scheduler() -> None:
+    """Run the periodic jobs of jobs/cron.py (exactly one scheduler); it rides out Redis restarts."""
+    from rq.cron import CronScheduler
+    from rq.exceptions import StopRequested
+
+    class AppCron(CronScheduler):
+        """rq cron's scheduler, remembering being asked to stop, as against losing Redis."""
+
+        stop_asked = False
+
+        def _request_stop(self, signum: int, frame: object) -> None:
+            if self.stop_asked:
+                return  # already stopping (Ctrl-C reaches us, then the supervisor's SIGTERM)
+            self.stop_asked = True
+            super()._request_stop(signum, frame)
+
+    redis = current_app.extensions["redis"]
+    cron = AppCron(connection=redis)
+    cron.load_config_from_file("jobs.cron")
+    while not cron.stop_asked:
+        try:
+            cron.start()
+        except StopRequested:
+            return
+        except RedisError as error:
+            if cron.stop_asked:
+                return
+            click.echo(f"scheduler: lost Redis ({error})", err=True)
+            try:
+                if not _wait_for_redis(redis, "scheduler"):
+                    return
+            except StopRequested:
+                return
+        else:
+            return
+
+
+def _stop_listening(rq_worker: object) -> None:
+    """Stop a finished worker's command listener, which RQ leaves running when Redis is gone."""
+    thread = getattr(rq_worker, "pubsub_thread", None)
+    if thread is not None and thread.is_alive():
+        thread.stop()
+        thread.join(timeout=1)
+        with contextlib.suppress(RedisError, OSError):
+            rq_worker.pubsub.close()  # type: ignore[attr-defined]
+
+
+def _wait_for_redis(redis: Redis, who: str, pause: float = 0.0) -> bool:
+    """Wait, with backoff, until Redis answers (at least `pause` seconds, so a loop that keeps
+    failing for another reason does not spin); say so once each way. False: asked to stop."""
+    stop = {"asked": False}
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop["asked"] = True
+
+    def sleep(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not stop["asked"]:
+            time.sleep(0.1)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    delay = 0.5
+    said = False
+    try:
+        sleep(pause)
+        while not stop["asked"]:
+            try:
+                redis.ping()
+            except RedisError as error:
+                if not said:
+                    click.echo(f"{who}: Redis does not answer ({error}); retrying with backoff", err=True)
+                    said = True
+                sleep(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                click.echo(
+                    f"{who}: Redis answers again; carrying on"
+                    if said
+                    else f"{who}: RQ stopped its loop (see above); starting it again",
+                    err=True,
+                )
+                return True
+        return False
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _OncePerOutage(logging.Filter):
+    """Let through one of RQ's "could not connect to Redis" lines per outage, not one a retry,
+    and none of its tracebacks of a lost connection (the worker command says what happened)."""
+
+    QUIET_SECONDS = 120.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], RedisError):
+            return False
+        if "could not connect to Redis" not in str(record.msg):
+            return True
+        now = time.monotonic()
+        repeated = now - self._last < self.QUIET_SECONDS
+        self._last = now
+        return not repeated
 
 
 @click.command("up")
@@ -156,13 +298,14 @@ def up(host: str, port: int, demo: bool) -> None:
             "wsgi:app",
         ],
         "worker": [sys.executable, "-m", "flask", "--app", "wsgi", "worker"],
-        "scheduler": [str(bin_dir / "rq"), "cron", "--url", config["REDIS_URL"], "jobs.cron"],
+        "scheduler": [sys.executable, "-m", "flask", "--app", "wsgi", "scheduler"],
     }
     _supervise(commands, env, f"http://{host}:{port}")
 
 
 def _supervise(commands: dict[str, list[str]], env: dict[str, str], url: str) -> None:
-    """Start the processes, stop them all when one dies or when we are asked to stop."""
+    """Start the processes and keep them running: restart one that dies (with backoff, so a
+    child that cannot start does not spin); stop them all when we are asked to stop."""
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -171,28 +314,46 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], url: str) ->
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    processes = {
-        name: subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parents[1])
-        for name, command in commands.items()
-    }
+    root = Path(__file__).resolve().parents[1]
+
+    def start(name: str) -> subprocess.Popen:
+        return subprocess.Popen(commands[name], env=env, cwd=root)
+
+    processes = {name: start(name) for name in commands}
+    started_at = {name: time.monotonic() for name in commands}
+    delays = dict.fromkeys(commands, 0.0)
+    restart_at: dict[str, float] = {}
     click.echo(f"Clinic email log running at {url} (Ctrl-C stops web, worker and scheduler).")
-    exit_code = 0
     while not stopping:
+        now = time.monotonic()
         for name, process in processes.items():
-            if process.poll() is not None:
-                click.echo(f"{name} stopped unexpectedly (exit {process.returncode}); stopping everything.")
-                exit_code = 1
-                stopping = True
+            if name in restart_at:
+                if now >= restart_at[name]:
+                    del restart_at[name]
+                    processes[name] = start(name)
+                    started_at[name] = now
+                continue
+            if process.poll() is None:
+                continue
+            # Back off only while it keeps dying soon after each start.
+            ran_long = now - started_at[name] > RESTART_RESET_SECONDS
+            delays[name] = 1.0 if ran_long or not delays[name] else min(delays[name] * 2, RESTART_MAX_SECONDS)
+            click.echo(
+                f"{name} stopped unexpectedly (exit {process.returncode}); "
+                f"restarting it in {delays[name]:.0f} s."
+            )
+            restart_at[name] = now + delays[name]
         time.sleep(0.2)
-    for process in processes.values():
+    running = [process for name, process in processes.items() if name not in restart_at]
+    for process in running:
         if process.poll() is None:
             process.terminate()
     deadline = time.time() + 15
-    for process in processes.values():
+    for process in running:
         try:
             process.wait(timeout=max(0.1, deadline - time.time()))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
     click.echo("Stopped.")
-    sys.exit(exit_code)
+    sys.exit(0)

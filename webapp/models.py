@@ -11,12 +11,13 @@ import sqlalchemy.orm as so
 from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from webapp import clock
 from webapp.extensions import db
 
 
 def utcnow() -> datetime:
     """Return the current time, timezone-aware, in UTC."""
-    return datetime.now(UTC)
+    return clock.now()
 
 
 class UTCDateTime(sa.types.TypeDecorator):

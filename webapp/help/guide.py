@@ -27,6 +27,9 @@ GUIDE: dict[str, GuideEntry] = {
             "The email has been created and is being handed to the email provider that delivers our mail.",
             "This normally takes a few seconds. After a few minutes at most, the email should move on to "
             "Processed.",
+            "If the provider's answer is lost on the way (a network or provider fault), the log says we "
+            "are checking whether the provider received it. We ask the provider's records before "
+            "sending it again, so the client does not get the same email twice.",
         ),
         next_steps=(
             "Nothing yet: the log updates by itself.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from webapp import clock
 from webapp.providers.base import EmailProvider
 from webapp.providers.sandbox import SandboxServer
 
@@ -29,7 +30,7 @@ def get_provider(config: dict[str, Any]) -> EmailProvider:
 def _sendgrid_provider(api_key: str, api_base: str, timeout: float) -> EmailProvider:
     from webapp.providers.sendgrid import SendGridProvider
 
-    return SendGridProvider(api_key, api_base, timeout=timeout)
+    return SendGridProvider(api_key, api_base, timeout=timeout, clock=clock.timestamp)
 
 
 @lru_cache(maxsize=8)
@@ -40,7 +41,11 @@ def _sandbox_provider(state_path: str, webhook_url: str, speed: float, timeout: 
 
     server = _sandbox(state_path, webhook_url, speed)
     return SendGridProvider(
-        "sandbox", "http://sandbox.invalid", transport=httpx.WSGITransport(app=server), timeout=timeout
+        "sandbox",
+        "http://sandbox.invalid",
+        transport=httpx.WSGITransport(app=server),
+        timeout=timeout,
+        clock=clock.timestamp,
     )
 
 
@@ -53,4 +58,4 @@ def get_sandbox(config: dict[str, Any]) -> SandboxServer:
 
 @lru_cache(maxsize=8)
 def _sandbox(state_path: str, webhook_url: str, speed: float) -> SandboxServer:
-    return SandboxServer(state_path, webhook_url=webhook_url, speed=speed)
+    return SandboxServer(state_path, webhook_url=webhook_url, speed=speed, clock=clock.timestamp)

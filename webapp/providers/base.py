@@ -107,6 +107,28 @@ class PollResult:
     covered: frozenset[str] = frozenset()
 
 
+@dataclass(frozen=True)
+class SentRef:
+    """An email whose send may or may not have reached the provider."""
+
+    app_message_id: str
+    to_address: str
+
+
+@dataclass(frozen=True)
+class AcceptedResult:
+    """What the provider's records say about sends that are in doubt."""
+
+    # app_message_id -> the provider's id of the request that carried it (None if not given)
+    found: dict[str, str | None]
+    # The emails (app_message_ids) the answer fully covers: those not found were never accepted
+    # (as far as the provider's records go yet); the others were not asked about.
+    checked: frozenset[str] = frozenset()
+    requests_made: int = 0
+    rate_limited_for: float | None = None  # seconds to wait before asking again
+    error: str | None = None  # why the provider could not answer, for the operator
+
+
 class ProviderError(RuntimeError):
     """The provider could not answer a request (other than sending)."""
 
@@ -129,8 +151,8 @@ class EmailProvider(ABC):
         """Return what the provider knows about these emails, using at most request_budget requests."""
 
     @abstractmethod
-    def find_accepted(self, app_message_id: str) -> str | None:
-        """Return the provider's id if it ever accepted this message, else None."""
+    def find_accepted(self, refs: list[SentRef], request_budget: int) -> AcceptedResult:
+        """Say which of these messages the provider ever accepted, using at most request_budget requests."""
 
     @abstractmethod
     def spam_reports(self, since: datetime | None = None) -> list[tuple[str, datetime]]:

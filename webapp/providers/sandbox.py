@@ -312,6 +312,23 @@ class SandboxServer:
                 (count,),
             )
 
+    def hold_next(
+        self,
+        count: int = 1,
+        seconds: float = 30.0,
+        path_prefix: str = "/v3/mail/send",
+        after_accepting: bool = False,
+    ) -> None:
+        """Make the next `count` requests under path_prefix wait `seconds` before they are answered
+        (fault tests kill the worker meanwhile); with after_accepting, a send is taken first."""
+        kind = "hold_after_accept" if after_accepting else "hold"
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO failures (kind, status, path_prefix, retry_after, remaining)"
+                " VALUES (?, 0, ?, ?, ?)",
+                (kind, path_prefix, seconds, count),
+            )
+
     def requests_seen(self, path_prefix: str) -> int:
         """Return how many requests arrived for paths starting with path_prefix."""
         with self._db(write=False) as db:
@@ -343,6 +360,9 @@ class SandboxServer:
                 (int(now // 60),),
             ).fetchone()[0]
             failure = _take_failure(db, "fail", request.path)
+            hold = _take_failure(db, "hold", request.path)
+        if hold is not None:
+            time.sleep(hold["retry_after"])  # outside the transaction: others carry on meanwhile
         reset = (int(now // 60) + 1) * 60
         rate_headers = {
             "X-RateLimit-Limit": str(RATE_LIMIT),
@@ -389,6 +409,9 @@ class SandboxServer:
         with self._db() as db:
             self._record(db, payload, x_message_id, now)
             lost = _take_failure(db, "accept_then_fail", request.path)
+            hold = _take_failure(db, "hold_after_accept", request.path)
+        if hold is not None:
+            time.sleep(hold["retry_after"])  # taken, and the answer is late
         if lost is not None:
             return _failure_response(500)
         return Response(status=202, headers={"X-Message-Id": x_message_id})

@@ -27,7 +27,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from webapp import clock as app_clock
 from webapp.providers.base import (
+    AcceptedResult,
     EmailProvider,
     OutgoingMessage,
     PollRef,
@@ -35,6 +37,7 @@ from webapp.providers.base import (
     ProviderError,
     ProviderEvent,
     SendResult,
+    SentRef,
 )
 
 # The custom arg that carries our own id to SendGrid and back in every event.
@@ -42,6 +45,8 @@ APP_ID_ARG = "app_message_id"
 
 DEFAULT_RETRY_AFTER = 60.0
 ACTIVITY_MAX_LIMIT = 1000
+# How many of our ids one Email Activity query asks about (the query travels in the URL).
+FIND_BATCH_SIZE = 50
 SPAM_REPORTS_PAGE = 500
 # SendGrid caps custom args at 10,000 bytes; anything much longer is not unique_args text.
 MAX_UNIQUE_ARGS_CHARS = 20_000
@@ -189,13 +194,64 @@ class SendGridProvider(EmailProvider):
 
     # Email Activity
 
-    def find_accepted(self, app_message_id: str) -> str | None:
-        """Ask Email Activity whether SendGrid took a message with our id; return its X-Message-Id."""
-        found = self._get_json(_messages_url(_app_id_term(app_message_id), limit=1))
-        messages = _messages_of(found)
-        if not messages:
-            return None
-        return str(messages[0].get("msg_id", "")).split(".", 1)[0] or None
+    def find_accepted(self, refs: list[SentRef], request_budget: int) -> AcceptedResult:
+        """Ask Email Activity which of these messages SendGrid took, many in one request.
+
+        A list answer names each message's recipient but not its custom args, so one request asks
+        about emails to different addresses only, and tells them apart by address; emails that
+        share an address wait for a later request. A listed message whose address matches none of
+        ours costs one more request, for its details.
+        """
+        found: dict[str, str | None] = {}
+        checked: set[str] = set()
+        pending = list(refs)
+        requests_made = 0
+        while pending and requests_made < request_budget:
+            batch: dict[str, SentRef] = {}
+            later: list[SentRef] = []
+            for ref in pending:
+                address = ref.to_address.strip().lower()
+                if address in batch or len(batch) >= FIND_BATCH_SIZE:
+                    later.append(ref)
+                else:
+                    batch[address] = ref
+            pending = later
+            query = " OR ".join(_app_id_term(ref.app_message_id) for ref in batch.values())
+            # Room for a second copy of each, so a full page means "there may be more".
+            limit = min(ACTIVITY_MAX_LIMIT, 2 * len(batch) + 1)
+            requests_made += 1
+            try:
+                listed = _messages_of(self._get_json(_messages_url(query, limit)))
+            except _RequestFailed as failure:
+                return AcceptedResult(
+                    found,
+                    frozenset(checked),
+                    requests_made,
+                    rate_limited_for=failure.retry_after,
+                    error=None if failure.retry_after is not None else str(failure),
+                )
+            complete = len(listed) < limit
+            by_app_id = {ref.app_message_id: ref for ref in batch.values()}
+            for item in listed:
+                msg_id = str(item.get("msg_id", ""))
+                ref = batch.get(str(item.get("to_email", "")).strip().lower())
+                if ref is None and msg_id and requests_made < request_budget:
+                    # The address reads differently from ours: the message's details name our id.
+                    requests_made += 1
+                    try:
+                        detail = self._get_json(f"/v3/messages/{quote(msg_id, safe='')}")
+                    except _RequestFailed:
+                        detail = {}
+                    unique_args = detail.get("unique_args") if isinstance(detail, dict) else None
+                    ref = by_app_id.get(str(_unique_args(unique_args).get(APP_ID_ARG)))
+                if ref is None:
+                    complete = False  # a message we cannot tell apart: "not found" proves nothing
+                    continue
+                found.setdefault(ref.app_message_id, msg_id.split(".", 1)[0] or None)
+            checked.update(
+                ref.app_message_id for ref in batch.values() if complete or ref.app_message_id in found
+            )
+        return AcceptedResult(found, frozenset(checked), requests_made)
 
     def poll(self, refs: list[PollRef], request_budget: int) -> PollResult:
         """List the messages with one request, then fetch each one's events while the budget lasts."""
@@ -466,7 +522,7 @@ def verify_signature(
     """Check SendGrid's ECDSA signature over timestamp + raw body, and that the timestamp is fresh."""
     if not public_key_b64 or not signature_b64 or not timestamp or not _DIGITS.fullmatch(timestamp):
         return False
-    current = time.time() if now is None else now
+    current = app_clock.timestamp() if now is None else now
     if abs(current - int(timestamp)) > tolerance_seconds:
         return False
     key = _public_key(public_key_b64)

@@ -8,6 +8,8 @@ it with the value it last rendered and answers 204 when they match.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -32,9 +34,10 @@ def mark_changed(email: Email) -> None:
         session.info.setdefault("changed_logs", set()).add(log_key(email.clinic_id, email.client_id))
 
 
-def mark_client_changed(session: so.Session, clinic_id: int, client_id: int) -> None:
-    """Record that something shown on this client's file changed (the spam list, say)."""
-    session.info.setdefault("changed_logs", set()).add(log_key(clinic_id, client_id))
+def mark_logs_changed(session: Any, clients: Iterable[tuple[int, int]]) -> None:
+    """Record that a bulk update (which bumped versions itself) changed these (clinic, client) logs."""
+    keys = {log_key(clinic, client) for clinic, client in clients}
+    session.info.setdefault("changed_logs", set()).update(keys)
 
 
 def current_marker(clinic_id: int, client_id: int) -> str:

@@ -167,6 +167,8 @@ class LogRow:
     late_change: LateChange | None
     failure: str
     resent: Email | None = None  # the newer email that resent this one
+    # The provider's answer was lost: we are asking its records whether it took the email.
+    in_doubt: bool = False
 
 
 def email_log(clinic_id: int, client_id: int, status_key: str | None, now: datetime) -> list[LogRow]:
@@ -224,6 +226,7 @@ def _log_row(email: Email, now: datetime) -> LogRow:
         timeline=timeline,
         late_change=late_change_sentence(timeline),
         failure=failure_reason(email) if status == statuses.FAILED else "",
+        in_doubt=email.send_state == "in_doubt",
     )
 
 

@@ -189,7 +189,8 @@ def file_mail(raw: bytes, *, receiver_dkim: str = "", spf: str = "") -> tuple[Re
 
 def enqueue_check(case_id: int) -> bool:
     """Queue the check of one filed mail, stopped by RQ if it overruns its deadline."""
-    return enqueue(CHECK_JOB, case_id, timeout=current_app.config["INBOUND_CHECK_SECONDS"] + 30)
+    timeout = current_app.config["INBOUND_CHECK_SECONDS"] + 30
+    return enqueue(CHECK_JOB, case_id, job_id=f"removal-check-{case_id}", timeout=timeout)
 
 
 def file_parsed_mail(fields: dict[str, str]) -> tuple[RemovalRequest, bool]:

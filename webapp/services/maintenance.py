@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -26,22 +27,32 @@ DEFERRAL_GIVE_UP = timedelta(hours=72)
 def sweep(now: datetime | None = None) -> dict[str, int]:
     """Run every sweep once; return how much each one did."""
     now = now or utcnow()
-    done = {
-        "abandoned": sending.recover_abandoned_sends(now),
-        "sends": _enqueue_each(sending.SEND_JOB, "send", sending.due_sends(now)),
-        "batches": _enqueue_each(
+    steps: dict[str, Callable[[], int]] = {
+        "abandoned": lambda: sending.recover_abandoned_sends(now),
+        "stuck": lambda: flag_stuck_emails(now),
+        "sends": lambda: _enqueue_each(sending.SEND_JOB, "send", sending.due_sends(now)),
+        "batches": lambda: _enqueue_each(
             webhooks.APPLY_JOB, "batch", webhooks.unapplied_batches(now - timedelta(seconds=30))
         ),
-        "forgotten_batches": webhooks.forget_applied_batches(now),
-        "adopted": webhooks.adopt_pending_events(now),
-        "stuck": flag_stuck_emails(now),
-        "expired": expire_old_deferrals(now),
+        "adopted": lambda: webhooks.adopt_pending_events(now),
+        "expired": lambda: expire_old_deferrals(now),
+        "forgotten_batches": lambda: webhooks.forget_applied_batches(now),
     }
+    done = {}
+    for name, step in steps.items():
+        # One step failing (a database hiccup, a bad row) must not keep the others from running.
+        try:
+            done[name] = step()
+        except Exception:
+            db.session.rollback()
+            log.exception("sweep step %s failed", name)
+            done[name] = 0
     return done
 
 
 def flag_stuck_emails(now: datetime) -> int:
-    """Alert support once about each email stuck in Sending or Processed for over 10 minutes."""
+    """Alert support once about each email stuck in Sending or Processed for over 10 minutes
+    (an email whose send is in doubt among them, with what is being done about it)."""
     cutoff = now - timedelta(seconds=statuses.STUCK_AFTER_SECONDS)
     stuck = list(
         db.session.execute(
@@ -57,7 +68,7 @@ def flag_stuck_emails(now: datetime) -> int:
     db.session.execute(
         sa.update(OperatorAlert)
         .where(
-            OperatorAlert.kind == "email_stuck",
+            OperatorAlert.kind.in_(("email_stuck", "email_in_doubt")),
             OperatorAlert.resolved_at.is_(None),
             OperatorAlert.email_id.in_(moved_on),
         )
@@ -65,13 +76,25 @@ def flag_stuck_emails(now: datetime) -> int:
     )
     for email in stuck:
         email.stuck_alerted_at = now
-        sending.alert_operators(
-            "email_stuck",
-            f"Stuck: “{email.subject}” from {email.clinic.name} to {email.client.name} "
-            f"<{email.to_address}> (email {email.id}) has been in {statuses.get(email.status).label} "
-            f"since {email.status_changed_at:%Y-%m-%d %H:%M} UTC.",
-            email,
-        )
+        if email.send_state in ("sending", "in_doubt"):
+            since = email.in_doubt_since or email.send_claimed_at or email.created_at
+            sending.alert_operators(
+                "email_in_doubt",
+                f"Email {email.id}: we cannot tell whether the email provider received it (in doubt "
+                f"since {since:%Y-%m-%d %H:%M} UTC: {email.send_error or 'no answer'}). We keep "
+                "checking the provider's records and send it again only once they show it did not "
+                "arrive. If this lasts, check that the Email Activity add-on and the event webhook "
+                "work.",
+                email,
+            )
+        else:
+            sending.alert_operators(
+                "email_stuck",
+                f"Stuck: “{email.subject}” from {email.clinic.name} to {email.client.name} "
+                f"<{email.to_address}> (email {email.id}) has been in {statuses.get(email.status).label} "
+                f"since {email.status_changed_at:%Y-%m-%d %H:%M} UTC.",
+                email,
+            )
     db.session.commit()
     return len(stuck)
 

@@ -8,14 +8,13 @@ emails whose status is final not at all.
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app
 from redis.exceptions import RedisError
 
-from webapp import statuses
+from webapp import clock, statuses
 from webapp.extensions import db
 from webapp.models import Email, utcnow
 from webapp.providers import get_provider
@@ -55,9 +54,9 @@ def take_budget(wanted: int) -> int:
     redis = current_app.extensions["redis"]
     limit = current_app.config["ACTIVITY_REQUESTS_PER_MINUTE"]
     try:
-        if redis.exists(BLOCKED_KEY):
+        if blocked_until(BLOCKED_KEY) is not None:
             return 0
-        key = f"{BUDGET_KEY}:{int(time.time() // 60)}"
+        key = f"{BUDGET_KEY}:{int(clock.timestamp() // 60)}"
         used = redis.incrby(key, wanted)
         redis.expire(key, 120)
         granted = max(0, min(wanted, limit - (used - wanted)))
@@ -72,13 +71,34 @@ def take_budget(wanted: int) -> int:
 def give_back_budget(unused: int) -> None:
     """Return reserved requests that were not made."""
     if unused > 0:
-        redis = current_app.extensions["redis"]
-        redis.decrby(f"{BUDGET_KEY}:{int(time.time() // 60)}", unused)
+        try:
+            current_app.extensions["redis"].decrby(f"{BUDGET_KEY}:{int(clock.timestamp() // 60)}", unused)
+        except RedisError as error:
+            log.warning("could not give back activity budget: %s", error)
+
+
+def block(key: str, seconds: float) -> None:
+    """Hold every worker back from one kind of request for a while (the provider said 429)."""
+    until = clock.timestamp() + seconds
+    # The value says until when (so a test's clock can move past it); the expiry tidies up.
+    current_app.extensions["redis"].set(key, repr(until), px=max(1, int(seconds * 1000)))
+
+
+def blocked_until(key: str) -> float | None:
+    """Return the unix time a block set with `block` lasts until, or None when there is none."""
+    value = current_app.extensions["redis"].get(key)
+    if value is None:
+        return None
+    try:
+        until = float(value)
+    except ValueError:
+        return None
+    return until if until > clock.timestamp() else None
 
 
 def block_polling(seconds: float) -> None:
-    """Stop every worker polling for a while (the provider said 429)."""
-    current_app.extensions["redis"].set(BLOCKED_KEY, "1", px=max(1, int(seconds * 1000)))
+    """Stop every worker polling (and checking in-doubt sends) for a while (the provider said 429)."""
+    block(BLOCKED_KEY, seconds)
 
 
 def due_for_poll(now: datetime, limit: int) -> list[Email]:

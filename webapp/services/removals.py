@@ -240,11 +240,13 @@ def lift_block(case_id: int) -> bool:
         db.session.rollback()
         return False
     db.session.execute(sa.delete(SpamListEntry).where(SpamListEntry.address == removal.from_address))
-    for clinic_id, client_id in db.session.execute(
-        sa.select(Client.clinic_id, Client.id).where(sa.func.lower(Client.email) == removal.from_address)
-    ).all():
-        # Open client files drop their spam banner on their next refresh.
-        changes.mark_client_changed(db.session, clinic_id, client_id)
+    # Open client files drop their spam banner on their next refresh.
+    changes.mark_logs_changed(
+        db.session,
+        db.session.execute(
+            sa.select(Client.clinic_id, Client.id).where(sa.func.lower(Client.email) == removal.from_address)
+        ).all(),
+    )
     _audit_for_clinics("removal.lifted", None, removal, removal.from_address)
     db.session.commit()
     return True

@@ -9,30 +9,50 @@ trying again: a missed email is visible in the log, a duplicate clinical email i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app
+from redis.exceptions import LockError, RedisError
 
 from webapp.extensions import db
 from webapp.models import Client, Email, OperatorAlert, SpamListEntry, User, utcnow
 from webapp.providers import get_provider
-from webapp.providers.base import EmailProvider, OutgoingMessage, ProviderError, ProviderEvent, SendResult
+from webapp.providers.base import (
+    AcceptedResult,
+    EmailProvider,
+    OutgoingMessage,
+    ProviderEvent,
+    SendResult,
+    SentRef,
+)
 from webapp.queue import enqueue
 from webapp.services import audit
+from webapp.services.changes import mark_changed, mark_logs_changed
 from webapp.services.events import apply_events
-from webapp.services.polling import schedule_next_poll
+from webapp.services.polling import (
+    block,
+    block_polling,
+    blocked_until,
+    give_back_budget,
+    schedule_next_poll,
+    take_budget,
+)
 
 log = logging.getLogger(__name__)
 
 SEND_JOB = "jobs.sending.send_email"
 MAX_BACKOFF = timedelta(minutes=10)
-# How long we wait before asking the provider whether an in-doubt send arrived, and how long
-# its activity records may lag behind: only after that does "not found" mean "not sent".
+# The first look at the provider's records after a lost answer: most accepted sends show by then.
+# Until IN_DOUBT_GRACE_SECONDS after the attempt, "not found" only means "not yet".
 IN_DOUBT_RECHECK = timedelta(seconds=30)
-IN_DOUBT_GRACE = timedelta(minutes=5)
+# One check asks about at most this many batches (POLL_BATCH_SIZE emails each).
+IN_DOUBT_REQUESTS_PER_CHECK = 3
+IN_DOUBT_LOCK_KEY = "in-doubt-check-lock"
+SEND_BLOCK_KEY = "send-blocked-until"
 
 
 @dataclass
@@ -95,81 +115,199 @@ def queue_email(
         detail=f"to client {client.id}" + (f", resend of email {resend_of.id}" if resend_of else ""),
     )
     db.session.commit()
-    enqueue(SEND_JOB, email.id)
+    enqueue(SEND_JOB, email.id, job_id=send_job_id(email.id))
     return email
+
+
+def send_job_id(email_id: int) -> str:
+    """Return the job id of an email's send: one such job waits or runs at a time."""
+    return f"send-{email_id}"
 
 
 def deliver(email_id: int, provider: EmailProvider | None = None) -> str:
     """Hand one queued email to the provider unless that already happened; return its send state."""
     now = utcnow()
+    blocked = sends_blocked_until()
+    if blocked is not None:
+        return _wait_for_rate_limit(email_id, blocked)
     claimed = db.session.execute(
         sa.update(Email)
         .where(
             Email.id == email_id,
-            Email.send_state.in_(("queued", "in_doubt")),
+            Email.send_state == "queued",
             sa.or_(Email.next_attempt_at.is_(None), Email.next_attempt_at <= now),
         )
         .values(send_state="sending", send_claimed_at=now, send_attempts=Email.send_attempts + 1)
-        .returning(Email.send_state)
+        .returning(Email.send_attempts)
         .execution_options(synchronize_session=False)
     ).first()
     db.session.commit()
     email = db.session.get(Email, email_id)
     if claimed is None or email is None:
         return email.send_state if email else "missing"
+    attempt = claimed.send_attempts
     provider = provider or get_provider(current_app.config)
-    if email.in_doubt_since is not None and _resolve_doubt(email, provider, now):
-        db.session.commit()
-        return email.send_state
     result = provider.send(_outgoing(email))
-    db.session.refresh(email)
-    if email.send_state != "sending":
-        # A webhook event arrived during the call and proved the provider took it.
+    db.session.refresh(email, with_for_update=True)
+    if email.send_state != "sending" or email.send_attempts != attempt:
+        # The sweeper gave up waiting for this answer, or a webhook event proved the send.
         return _record_late_answer(email, result)
     if result.outcome == "accepted":
         _mark_accepted(email, result.provider_message_id)
     elif result.outcome == "rejected":
         _mark_rejected(email, result.error or "refused by the email provider")
     elif result.outcome == "rate_limited":
-        _retry_later(email, "queued", timedelta(seconds=result.retry_after or 60), result.error)
+        wait = result.retry_after or 60
+        # The limit is the account's: every worker holds back, not only this email.
+        block_sends(wait)
+        _retry_later(email, timedelta(seconds=wait), result.error)
     elif result.outcome == "unauthorized":
-        _retry_later(email, "queued", MAX_BACKOFF, result.error)
+        _retry_later(email, MAX_BACKOFF, result.error)
         alert_operators(
             "provider_auth",
             f"The email provider refused our API key ({result.error}). Emails stay queued; "
             "check SENDGRID_API_KEY and its Mail Send permission.",
         )
     else:  # unavailable or in_doubt: it may have arrived; ask before sending again
-        email.in_doubt_since = email.in_doubt_since or now
-        _retry_later(email, "in_doubt", IN_DOUBT_RECHECK, result.error)
+        _mark_in_doubt(email, now, result.error)
     db.session.commit()
     return email.send_state
+
+
+def _wait_for_rate_limit(email_id: int, until: float) -> str:
+    """Leave a queued email until the account's rate limit resets, without asking the provider."""
+    resume = datetime.fromtimestamp(until, UTC)
+    db.session.execute(
+        sa.update(Email)
+        .where(
+            Email.id == email_id,
+            Email.send_state == "queued",
+            sa.or_(Email.next_attempt_at.is_(None), Email.next_attempt_at < resume),
+        )
+        .values(next_attempt_at=resume, send_error="waiting for the email provider's rate limit to reset")
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    state = db.session.execute(sa.select(Email.send_state).where(Email.id == email_id)).scalar()
+    return state or "missing"
 
 
 def _record_late_answer(email: Email, result: SendResult) -> str:
-    if result.outcome == "accepted" and not email.provider_message_id:
-        email.provider_message_id = result.provider_message_id
+    """Keep what an answer that came after we stopped waiting for it tells us."""
+    if result.outcome == "accepted":
+        if email.send_state in ("in_doubt", "queued"):
+            # The provider has it: the check, or the second attempt it led to, is not needed.
+            _mark_accepted(email, result.provider_message_id)
+        elif email.send_state == "accepted" and not email.provider_message_id:
+            email.provider_message_id = result.provider_message_id
     db.session.commit()
     return email.send_state
 
 
-def _resolve_doubt(email: Email, provider: EmailProvider, now: datetime) -> bool:
-    """Find out whether an earlier attempt arrived; return True when we must not send now."""
-    if email.provider_message_id:
-        _mark_accepted(email, email.provider_message_id)
-        return True
+def _mark_in_doubt(email: Email, now: datetime, error: str | None) -> None:
+    email.send_state = "in_doubt"
+    email.in_doubt_since = email.in_doubt_since or now
+    email.send_error = error
+    email.next_attempt_at = now + min(IN_DOUBT_RECHECK, in_doubt_grace())
+    mark_changed(email)
+
+
+def in_doubt_grace() -> timedelta:
+    """How long after an attempt "not in the provider's records" may be taken to mean "not sent"."""
+    return timedelta(seconds=current_app.config["IN_DOUBT_GRACE_SECONDS"])
+
+
+def check_in_doubt(provider: EmailProvider | None = None) -> int:
+    """Ask the provider's records about in-doubt sends, many per request and within the shared
+    activity budget; return how many were settled (accepted, or found unsent and queued again)."""
+    redis = current_app.extensions["redis"]
+    # Long enough for a check's requests to time out; short, so a killed checker blocks little.
+    hold = IN_DOUBT_REQUESTS_PER_CHECK * current_app.config["SEND_TIMEOUT_SECONDS"] + 15
     try:
-        found = provider.find_accepted(email.app_message_id)
-    except ProviderError as error:
-        _retry_later(email, "in_doubt", timedelta(seconds=error.retry_after or 60), str(error))
-        return True
-    if found:
-        _mark_accepted(email, found)
-        return True
-    if now - email.in_doubt_since < IN_DOUBT_GRACE:
-        _retry_later(email, "in_doubt", IN_DOUBT_RECHECK, "waiting for the provider's records")
-        return True
-    return False
+        lock = redis.lock(IN_DOUBT_LOCK_KEY, timeout=hold, blocking=False)
+        if not lock.acquire():
+            return 0  # another worker is checking these very emails
+    except RedisError as error:
+        log.warning("cannot check in-doubt sends without Redis: %s", error)
+        return 0
+    try:
+        return _check_in_doubt(provider or get_provider(current_app.config), utcnow())
+    finally:
+        with contextlib.suppress(LockError, RedisError):  # it expires by itself
+            lock.release()
+
+
+def _check_in_doubt(provider: EmailProvider, now: datetime) -> int:
+    batch_size = current_app.config["POLL_BATCH_SIZE"]
+    emails = list(
+        db.session.execute(
+            sa.select(Email)
+            .where(Email.send_state == "in_doubt", Email.next_attempt_at <= now)
+            .order_by(Email.next_attempt_at, Email.id)
+            .limit(batch_size * IN_DOUBT_REQUESTS_PER_CHECK)
+        ).scalars()
+    )
+    if not emails:
+        return 0
+    unknown = [email for email in emails if not email.provider_message_id]
+    answer = AcceptedResult(found={})
+    if unknown:
+        budget = take_budget(min(IN_DOUBT_REQUESTS_PER_CHECK, -(-len(unknown) // batch_size)))
+        if budget:
+            refs = [SentRef(email.app_message_id, email.to_address) for email in unknown]
+            answer = provider.find_accepted(refs, budget)
+            give_back_budget(budget - answer.requests_made)
+        if answer.rate_limited_for:
+            block_polling(answer.rate_limited_for)
+        if answer.error:
+            log.warning("checking in-doubt sends failed: %s", answer.error)
+    settled: list[int] = []
+    resend: list[int] = []
+    grace = in_doubt_grace()
+    # In id order, like the webhook job and the poller: concurrent writers lock rows in one order.
+    for email in sorted(emails, key=lambda email: email.id):
+        db.session.refresh(email, with_for_update=True)
+        if email.send_state != "in_doubt":
+            continue  # settled meanwhile by a webhook event or a late answer
+        attempted_at = email.send_claimed_at or email.in_doubt_since or now
+        if email.provider_message_id or email.app_message_id in answer.found:
+            _mark_accepted(email, email.provider_message_id or answer.found.get(email.app_message_id))
+            settled.append(email.id)
+        elif email.app_message_id in answer.checked:
+            if now - attempted_at >= grace:
+                # Long enough for the provider's records to show it: it never arrived.
+                email.send_state = "queued"
+                email.next_attempt_at = now
+                email.send_error = "the email provider has no record of it; sending it again"
+                mark_changed(email)
+                settled.append(email.id)
+                resend.append(email.id)
+            else:
+                email.next_attempt_at = attempted_at + grace
+        elif answer.error:
+            email.next_attempt_at = now + IN_DOUBT_RECHECK  # the provider is failing: do not hammer it
+        # Otherwise the budget or a rate limit stopped us first: it keeps its turn at the head.
+    db.session.commit()
+    for email_id in resend:
+        enqueue(SEND_JOB, email_id, job_id=send_job_id(email_id))
+    return len(settled)
+
+
+def block_sends(seconds: float) -> None:
+    """Hold back every send for a while: the provider's rate limit is the account's."""
+    try:
+        block(SEND_BLOCK_KEY, seconds)
+    except RedisError as error:
+        log.warning("could not share the email provider's rate limit: %s", error)
+
+
+def sends_blocked_until() -> float | None:
+    """Return until when the provider's rate limit holds every send back, or None."""
+    try:
+        return blocked_until(SEND_BLOCK_KEY)
+    except RedisError as error:
+        log.warning("cannot read the email provider's rate limit: %s", error)
+        return None
 
 
 def _outgoing(email: Email) -> OutgoingMessage:
@@ -187,6 +325,8 @@ def _outgoing(email: Email) -> OutgoingMessage:
 
 
 def _mark_accepted(email: Email, provider_message_id: str | None) -> None:
+    if email.send_state == "in_doubt":
+        mark_changed(email)
     email.send_state = "accepted"
     email.in_doubt_since = None
     email.provider_message_id = provider_message_id
@@ -203,11 +343,10 @@ def _mark_rejected(email: Email, error: str) -> None:
     apply_events(email, [rejected], source="app")
 
 
-def _retry_later(email: Email, state: str, wait: timedelta, error: str | None) -> None:
-    backoff = min(MAX_BACKOFF, timedelta(seconds=5 * 2 ** min(email.send_attempts, 10)))
-    email.send_state = state
+def _retry_later(email: Email, wait: timedelta, error: str | None) -> None:
+    email.send_state = "queued"
     email.send_error = error
-    email.next_attempt_at = utcnow() + max(wait, backoff if state == "in_doubt" else wait)
+    email.next_attempt_at = utcnow() + wait
 
 
 def alert_operators(kind: str, message: str, email: Email | None = None) -> None:
@@ -226,13 +365,17 @@ def alert_operators(kind: str, message: str, email: Email | None = None) -> None
 
 
 def due_sends(now: datetime, limit: int = 500) -> list[int]:
-    """Return ids of emails whose send is due again (lost job, retry time reached)."""
-    grace = now - timedelta(seconds=15)
+    """Return ids of emails whose send is due (a lost job, a retry time reached)."""
+    if sends_blocked_until() is not None:
+        return []  # the provider's rate limit: their jobs would only wait
+    # A new email's own job is on its way; queuing it again is harmless (one send-<id> job waits
+    # at a time), so this only saves the sweeper some work.
+    grace = now - timedelta(seconds=5)
     return list(
         db.session.execute(
             sa.select(Email.id)
             .where(
-                Email.send_state.in_(("queued", "in_doubt")),
+                Email.send_state == "queued",
                 sa.or_(
                     Email.next_attempt_at <= now,
                     sa.and_(Email.next_attempt_at.is_(None), Email.created_at <= grace),
@@ -244,16 +387,26 @@ def due_sends(now: datetime, limit: int = 500) -> list[int]:
     )
 
 
-def recover_abandoned_sends(now: datetime, after: timedelta = timedelta(minutes=5)) -> int:
+def recover_abandoned_sends(now: datetime) -> int:
     """Put sends whose worker died mid-call in doubt, so they are checked, not blindly resent."""
-    result = db.session.execute(
+    after = timedelta(seconds=current_app.config["SEND_ABANDONED_SECONDS"])
+    recovered = db.session.execute(
         sa.update(Email)
         .where(Email.send_state == "sending", Email.send_claimed_at <= now - after)
-        .values(send_state="in_doubt", next_attempt_at=now, in_doubt_since=Email.send_claimed_at)
+        .values(
+            send_state="in_doubt",
+            next_attempt_at=now,
+            # Since the first attempt we could not account for, however many died after it.
+            in_doubt_since=sa.func.coalesce(Email.in_doubt_since, Email.send_claimed_at),
+            send_error="the worker sending it stopped before the provider answered",
+            version=Email.version + 1,
+        )
+        .returning(Email.clinic_id, Email.client_id)
         .execution_options(synchronize_session=False)
-    )
+    ).all()
+    mark_logs_changed(db.session, [(row.clinic_id, row.client_id) for row in recovered])
     db.session.commit()
-    return result.rowcount or 0
+    return len(recovered)
 
 
 def resend(original: Email, *, to_address: str, update_client: bool, by: User | None) -> Email:

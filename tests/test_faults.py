@@ -1,0 +1,408 @@
+"""Fault tests: real database, real Redis, real worker processes killed with SIGKILL, a Redis
+restarted under `flask up`, and the sandbox provider failing on purpose. Each prints what became
+of its emails by the provider's own count (sent once, lost, doubled, unresolved); all but "sent
+once" must be zero.
+
+Where the code reads the time through webapp.clock (services, jobs, the configured sandbox) a
+test moves a fake clock instead of waiting. Tests with real processes cannot share a fake clock;
+they shrink the time settings instead, and say so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import httpx
+import psutil
+import pytest
+import sqlalchemy as sa
+from rq import Worker
+from rq.job import Job, JobStatus
+
+from tests.conftest import run_jobs
+from tests.faults import FLASK, Processes, child_env, free_port, horse_of, outcome, settled, wait_for
+from webapp import clock
+from webapp.extensions import db
+from webapp.models import Client, Clinic, Email, OperatorAlert
+from webapp.providers import get_sandbox
+from webapp.providers.sendgrid import SendGridProvider
+from webapp.queue import get_queue
+from webapp.services import maintenance, sending
+
+# Time settings for tests with real processes: seconds where production has minutes.
+FAST = {"SEND_TIMEOUT_SECONDS": 2, "SEND_ABANDONED_SECONDS": 3, "IN_DOUBT_GRACE_SECONDS": 2}
+
+
+@pytest.fixture
+def processes(make_app, tmp_path):
+    """Processes the test starts; stopped (before the database is wiped) and checked afterwards."""
+    started = Processes(tmp_path)
+    yield started
+    assert started.stop() == [], "a process outlived its process group"
+
+
+def report(capsys, line: str) -> None:
+    """Print a fault test's counts even while pytest captures output."""
+    with capsys.disabled():
+        print(f"\n{line}")
+
+
+def add_clients(count: int, shared: int = 0) -> list[Client]:
+    """Clients of one clinic; the last `shared` of them share an address with an earlier one."""
+    clinic = Clinic(name="Fault Clinic")
+    db.session.add(clinic)
+    db.session.flush()
+    clients = []
+    for number in range(count):
+        address = number % (count - shared) if shared else number
+        clients.append(
+            Client(clinic_id=clinic.id, name=f"Client {number}", email=f"c{address}+delivered@example.com")
+        )
+    db.session.add_all(clients)
+    db.session.commit()
+    return clients
+
+
+def queue(client: Client) -> int:
+    return sending.queue_email(client, kind="receipt", subject="Receipt", body="Thank you", sent_by=None).id
+
+
+def drive(done, timeout: float) -> None:
+    """Do what the scheduler does (sweep, check in-doubt sends) until `done()` or the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        maintenance.sweep()
+        sending.check_in_doubt()
+        if done():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the work did not settle in time: {unsettled()}")
+
+
+def unsettled() -> list[str]:
+    """Describe the emails not yet sent or failed, and their send jobs, for a failure message."""
+    db.session.expire_all()
+    lines = []
+    for email in db.session.execute(
+        sa.select(Email).where(Email.send_state.not_in(("accepted", "failed")))
+    ).scalars():
+        try:
+            job = Job.fetch(sending.send_job_id(email.id), connection=get_queue().connection).get_status()
+        except Exception as error:  # noqa: BLE001 - a description, whatever went wrong
+            job = type(error).__name__
+        lines.append(
+            f"email {email.id}: {email.send_state}, {email.send_attempts} attempts, claimed "
+            f"{email.send_claimed_at}, next {email.next_attempt_at}, error {email.send_error!r}, job {job}"
+        )
+    return lines
+
+
+def test_a_send_job_killed_twice_sends_the_email_once(make_app, processes, capsys):
+    """The issue's case: the send job is killed, the sweeper queues `send-<id>` again, that job is
+    killed too and goes to RQ's failed list; the next sweep must still queue it, and the email is
+    sent once. (Real worker; time settings in seconds, see FAST.)"""
+    app = make_app(**FAST)
+    with app.app_context():
+        (client,) = add_clients(1)
+        sandbox = get_sandbox(app.config)
+        sandbox.hold_next(count=2, seconds=120)  # the first two sends hang until their horse is killed
+        worker = processes.worker(app)
+        email_id = queue(client)
+        job_id = sending.send_job_id(email_id)
+        for kill in (1, 2):
+            # The horse is inside the provider call (the sandbox counted the request) when it dies.
+            horse = wait_for(
+                lambda kill=kill: sandbox.requests_seen("/v3/mail/send") == kill and horse_of(worker),
+                timeout=60,
+                what=f"send attempt {kill}",
+            )
+            horse.kill()
+            wait_for(
+                lambda: Job.fetch(job_id, connection=get_queue().connection).get_status() == JobStatus.FAILED,
+                timeout=30,
+                what="the killed job on the failed list",
+            )
+            if kill == 1:
+                drive(lambda: sandbox.requests_seen("/v3/mail/send") == 2, timeout=60)
+        drive(lambda: settled(app, [email_id]), timeout=60)
+        result = outcome(app, [email_id])
+        report(
+            capsys,
+            result.line("send job killed twice", f"{db.session.get(Email, email_id).send_attempts} attempts"),
+        )
+        assert (result.sent_once, result.lost, result.doubled, result.unresolved) == (1, 0, 0, 0)
+
+
+class Storm(httpx.BaseTransport):
+    """The provider's network during a storm: Mail Send answers 500, times out, or takes the
+    message and then drops the connection or answers 502; the activity API answers 503 or times
+    out. Outside the storm it is the sandbox. Like SendGrid, it refuses activity requests beyond
+    its per-minute limit with 429 and a reset time, and counts them."""
+
+    def __init__(self, inner: httpx.BaseTransport, until: float, activity_limit: int) -> None:
+        self.inner = inner
+        self.until = until
+        self.activity_limit = activity_limit
+        self.turn = 0
+        self.activity: Counter[int] = Counter()
+        self.refused = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        now = clock.timestamp()
+        path = request.url.path
+        if path.startswith("/v3/messages"):
+            minute = int(now // 60)
+            self.activity[minute] += 1
+            if self.activity[minute] > self.activity_limit:
+                self.refused += 1
+                return httpx.Response(
+                    429,
+                    json={"errors": [{"message": "too many requests"}]},
+                    headers={"X-RateLimit-Reset": str((minute + 1) * 60)},
+                )
+        if now >= self.until:
+            return self.inner.handle_request(request)
+        self.turn += 1
+        if path != "/v3/mail/send":
+            if self.turn % 2:
+                raise httpx.ConnectTimeout("timed out", request=request)
+            return httpx.Response(503, json={"errors": [{"message": "service unavailable"}]})
+        mode = self.turn % 4
+        if mode == 0:
+            return httpx.Response(500, json={"errors": [{"message": "internal error"}]})
+        if mode == 1:
+            raise httpx.ReadTimeout("timed out", request=request)
+        taken = self.inner.handle_request(request)  # the provider has it; its answer is lost
+        taken.close()
+        if mode == 2:
+            raise httpx.RemoteProtocolError("connection dropped", request=request)
+        return httpx.Response(502, json={"errors": [{"message": "bad gateway"}]})
+
+
+def run_cron_job(app, job: str) -> None:
+    """Queue one of the cron schedule's jobs and run the queue, as `flask scheduler` would."""
+    get_queue().enqueue(job)
+    run_jobs(app)
+
+
+def test_a_storm_of_server_errors_and_timeouts_over_300_sends_settles_within_15_minutes(
+    make_app, app_clock, monkeypatch, capsys
+):
+    """300 sends, two a second, into a 150 s storm of 5xx answers and timeouts (a quarter of them
+    taken by the provider before the answer was lost). With the default activity budget (6
+    requests a minute), every email is sent once within 15 minutes of the storm's end, and the
+    activity API never sees more requests than the budget. Simulated time (the app clock)."""
+    app = make_app(ACTIVITY_REQUESTS_PER_MINUTE=6, SANDBOX_SPEED=1.0)
+    with app.app_context():
+        clients = add_clients(240, shared=40)  # some clients get two emails: batches must tell them apart
+        storm_end = clock.timestamp() + 150
+        storm = Storm(httpx.WSGITransport(app=get_sandbox(app.config)), storm_end, 6)
+        provider = SendGridProvider(
+            "sandbox", "http://sandbox.invalid", transport=storm, clock=clock.timestamp
+        )
+        monkeypatch.setattr("webapp.providers._sandbox_provider", lambda *args: provider)
+        email_ids: list[int] = []
+        elapsed = 0.0
+        deadline = storm_end + 15 * 60
+        while clock.timestamp() < deadline:
+            if len(email_ids) < 300:
+                for _ in range(5):
+                    email_ids.append(queue(clients[len(email_ids) % len(clients)]))
+            run_jobs(app)
+            if elapsed % 5 == 0:
+                run_cron_job(app, "jobs.polling.poll_provider")
+            if elapsed % 15 == 0:
+                run_cron_job(app, "jobs.maintenance.sweep")
+            if len(email_ids) == 300 and clock.timestamp() > storm_end and settled(app, email_ids):
+                break
+            # Finer steps while the emails come in, coarser ones while they settle.
+            step = 2.5 if elapsed < 150 else 5.0
+            app_clock.advance(step)
+            elapsed += step
+        after_storm = (clock.timestamp() - storm_end) / 60
+        result = outcome(app, email_ids)
+        in_doubt_alerts = db.session.execute(
+            sa.select(sa.func.count()).where(OperatorAlert.kind == "email_in_doubt")
+        ).scalar()
+        report(
+            capsys,
+            result.line(
+                "5xx/timeout storm over 300 sends",
+                f"settled {after_storm:.1f} min after the storm; activity API at most "
+                f"{max(storm.activity.values())}/min, {storm.refused} refused; "
+                f"{in_doubt_alerts} in-doubt alerts",
+            ),
+        )
+        assert (result.sent_once, result.lost, result.doubled, result.unresolved) == (300, 0, 0, 0)
+        assert after_storm <= 15
+        assert storm.refused == 0 and max(storm.activity.values()) <= 6
+
+
+def test_a_429_with_a_reset_time_holds_back_every_send_of_the_account(make_app, app_clock, capsys):
+    """SendGrid answers one send with 429 and a reset 90 s away: no other send goes out before
+    the reset, however many workers and sweeps try; then all go out once. Simulated time."""
+    app = make_app()
+    with app.app_context():
+        clients = add_clients(10)
+        sandbox = get_sandbox(app.config)
+        sandbox.fail_next(429, path_prefix="/v3/mail/send", retry_after=90)
+        before = sandbox.requests_seen("/v3/mail/send")
+        email_ids = [queue(client) for client in clients]
+        run_jobs(app)
+        for _ in range(5):  # 75 s of sweeps inside the window
+            app_clock.advance(15)
+            run_cron_job(app, "jobs.maintenance.sweep")
+        inside_window = sandbox.requests_seen("/v3/mail/send") - before
+        app_clock.advance(16)
+        run_cron_job(app, "jobs.maintenance.sweep")
+        result = outcome(app, email_ids)
+        report(
+            capsys, result.line("429 with a reset time", f"{inside_window} send request(s) inside the window")
+        )
+        assert inside_window == 1
+        assert (result.sent_once, result.lost, result.doubled, result.unresolved) == (10, 0, 0, 0)
+
+
+def healthy(port: int):
+    def check() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def child_named(parent: subprocess.Popen, word: str) -> psutil.Process | None:
+    """Return the running child of `flask up` whose command is this word, if there is one."""
+    for child in psutil.Process(parent.pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.status() != psutil.STATUS_ZOMBIE and any(
+                part == word or part.endswith(f"/{word}") for part in child.cmdline()
+            ):
+                return child
+    return None
+
+
+def test_redis_killed_and_restarted_under_flask_up(make_app, processes, capsys):
+    """`flask up` (what bin/run runs) on a private redis-server, which is SIGKILLed mid-run and
+    started again empty. Web, worker and scheduler ride it out (none dies), and emails queued
+    before, during and after the outage are each sent once. Then a worker killed outright is
+    restarted by the supervisor, and Ctrl-C still stops everything. (Wall time.)"""
+    redis_port = free_port()
+    redis = processes.redis_server(redis_port)
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", SANDBOX_SPEED=20.0)
+    with app.app_context():
+        clients = add_clients(10)
+        web_port = free_port()
+        up = processes.start("up", [*FLASK, "up", "--port", str(web_port), "--no-demo"], child_env(app))
+        wait_for(healthy(web_port), 90, what="flask up to answer")
+        children = {word: child_named(up, word) for word in ("gunicorn", "worker", "scheduler")}
+        email_ids = [queue(client) for client in clients[:3]]
+        wait_for(lambda: settled(app, email_ids), 60, what="the first emails")
+
+        redis.kill()
+        redis.wait()
+        email_ids += [queue(client) for client in clients[3:6]]  # only the rows know of these
+        time.sleep(3)
+        redis = processes.redis_server(redis_port)  # back, and empty
+        email_ids += [queue(client) for client in clients[6:9]]
+        wait_for(lambda: settled(app, email_ids), 90, what="the emails queued around the outage")
+        assert "stopped unexpectedly" not in processes.log(up)
+        assert all(child.is_running() for child in children.values())
+
+        children["worker"].kill()
+        wait_for(lambda: "worker stopped unexpectedly" in processes.log(up), 10, what="the supervisor")
+        killed = children["worker"].pid
+        wait_for(lambda: getattr(child_named(up, "worker"), "pid", killed) != killed, 10, what="a new worker")
+        processes.remember(up)
+        email_ids.append(queue(clients[9]))
+        wait_for(lambda: settled(app, email_ids), 60, what="an email sent by the restarted worker")
+
+        family = [psutil.Process(up.pid), *psutil.Process(up.pid).children(recursive=True)]
+        os.killpg(up.pid, signal.SIGINT)  # Ctrl-C
+        assert up.wait(timeout=30) == 0
+        time.sleep(0.5)
+        assert [proc for proc in family if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE] == []
+        result = outcome(app, email_ids)
+        report(capsys, result.line("Redis killed and restarted under flask up", f"{len(email_ids)} emails"))
+        assert (result.sent_once, result.lost, result.doubled, result.unresolved) == (10, 0, 0, 0)
+
+
+def test_workers_killed_at_random_strand_nothing(make_app, processes, capsys):
+    """Two workers, 60 emails queued two a second, and every 0.3 to 1 s a SIGKILL: of the
+    work-horse running a job, or now and then of a whole worker (its horse finishes alone and a
+    new worker takes its place). Sends are slowed down before and after the provider takes
+    them, so kills land on both sides of it.
+
+    Scaled in wall time: the time settings are shrunk 40-fold (a send is abandoned after 3 s,
+    not 120 s; "not found" means "not sent" after 8 s, not 300 s; the activity budget is
+    240 a minute, not 6), so the 30 s kill phase stands for 20 minutes of kills, and every email
+    must be sent once within 22.5 s after it, the scaled 15 minutes. Killing a worker's whole
+    process group at once leaves RQ's record of its running job alive for a 90 s heartbeat that
+    does not scale; tests/test_queue.py covers that case with the heartbeat expired by hand.
+    FAULT_SEED picks another sequence of kills."""
+    app = make_app(
+        SEND_TIMEOUT_SECONDS=2,
+        SEND_ABANDONED_SECONDS=3,
+        IN_DOUBT_GRACE_SECONDS=8,
+        ACTIVITY_REQUESTS_PER_MINUTE=240,
+        SANDBOX_SPEED=40.0,
+    )
+    with app.app_context():
+        clients = add_clients(60)
+        sandbox = get_sandbox(app.config)
+        sandbox.hold_next(count=100_000, seconds=0.3)
+        sandbox.hold_next(count=100_000, seconds=0.3, after_accepting=True)
+        workers = [processes.worker(app) for _ in range(2)]
+        wait_for(lambda: len(Worker.all(connection=get_queue().connection)) == 2, 60, what="two workers")
+        rng = random.Random(int(os.environ.get("FAULT_SEED", "238")))
+        kills: Counter[str] = Counter()
+        email_ids: list[int] = []
+        start = time.monotonic()
+        next_email = next_sweep = start
+        next_kill = start + rng.uniform(0.3, 1.0)
+        while (now := time.monotonic()) - start < 30:
+            if now >= next_email and len(email_ids) < len(clients):
+                email_ids.append(queue(clients[len(email_ids)]))
+                next_email += 0.5
+            if now >= next_kill:
+                worker = rng.choice(workers)
+                if rng.random() < 0.1 and kills["worker"] < 3:
+                    processes.remember(worker)
+                    worker.kill()
+                    workers[workers.index(worker)] = processes.worker(app)
+                    kills["worker"] += 1
+                elif (horse := horse_of(worker)) is not None:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        horse.kill()
+                        kills["horse"] += 1
+                next_kill = now + rng.uniform(0.3, 1.0)
+            if now >= next_sweep:
+                maintenance.sweep()
+                sending.check_in_doubt()
+                next_sweep = now + 0.5
+            time.sleep(0.05)
+        kill_phase_end = time.monotonic()
+        drive(lambda: settled(app, email_ids), timeout=60)
+        settled_after = time.monotonic() - kill_phase_end
+        result = outcome(app, email_ids)
+        attempts = db.session.execute(sa.select(sa.func.sum(Email.send_attempts))).scalar()
+        report(
+            capsys,
+            result.line(
+                "workers killed at random",
+                f"{kills['horse']} horses and {kills['worker']} workers killed, {attempts} send attempts "
+                f"for {len(email_ids)} emails; all settled {settled_after:.1f} s after the kills (scaled "
+                f"{settled_after * 40 / 60:.1f} min)",
+            ),
+        )
+        assert (result.sent_once, result.lost, result.doubled, result.unresolved) == (len(email_ids), 0, 0, 0)
+        assert settled_after <= 22.5
+        assert kills["horse"] >= 10
