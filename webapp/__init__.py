@@ -32,6 +32,9 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
         static_folder=str(BASE_DIR / "static"),
     )
     os.makedirs(app.instance_path, exist_ok=True)
+    from webapp.params import IdConverter
+
+    app.url_map.converters["int"] = IdConverter
     settings = load_settings(app.instance_path, config_overrides)
     app.config.update(settings)
     _configure_flask(app)

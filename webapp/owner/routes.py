@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from webapp.owner import bp
 from webapp.owner.forms import NewUserForm, UserActionForm
+from webapp.params import page_number
 from webapp.security import current_clinic_id, owner_required
 from webapp.services import audit as audit_trail
 from webapp.services import staff
@@ -67,7 +68,7 @@ def activate_user(user_id: int) -> Response:
 @owner_required
 def audit() -> str:
     """Show the clinic's audit trail, newest first."""
-    page = request.args.get("page", 1, type=int)
+    page = page_number()
     return render_template(
         "owner/audit.html", pagination=staff.audit_trail(current_clinic_id(), page), label=audit_trail.label
     )
