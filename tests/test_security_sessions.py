@@ -87,7 +87,11 @@ def test_behind_a_trusted_proxy_the_forwarded_client_address_is_throttled(app, w
 
 @pytest.mark.parametrize("env", ["production", "development"])
 def test_the_session_cookie_is_httponly_samesite_lax_and_secure_in_production(app, world, make_app, env):
-    built = make_app(APP_ENV=env)
+    from tests.test_config import production
+
+    settings = production() if env == "production" else {}
+    settings.pop("DATABASE_URL", None)  # the test database
+    built = make_app(**settings)
     response = built.test_client().post(
         "/login", data={"email": "owner@a.example", "password": PASSWORD}, base_url="https://clinic.example"
     )

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from config import BASE_DIR, ConfigError, load_settings
 from webapp.extensions import csrf, db, htmx, limiter, login_manager, migrate
+from webapp.private_files import ensure_private_file
 
 
 class StartupError(RuntimeError):
@@ -44,6 +45,7 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
         app.config["REDIS_URL"] = embedded_redis.start(app.instance_path)
     app.config.setdefault("RATELIMIT_STORAGE_URI", _limits_storage_uri(app.config["REDIS_URL"]))
 
+    _keep_sqlite_private(app.config["DATABASE_URL"])
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     login_manager.init_app(app)
@@ -87,6 +89,13 @@ def _configure_flask(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     # Login must keep working when Redis is briefly away (the limits resume with it).
     app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+
+
+def _keep_sqlite_private(url: str) -> None:
+    """Create a SQLite database file owner-only: it holds password hashes and client data."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        ensure_private_file(parsed.database)
 
 
 def _limits_storage_uri(redis_url: str) -> str:
