@@ -51,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_RATE_LIMIT": "10 per 15 minutes",  # attempts per account, from any address
     # Failed attempts per client address: a clinic's staff often share one address behind NAT.
     "LOGIN_ADDRESS_RATE_LIMIT": "30 per 15 minutes",
+    # Refused additions of a user per clinic owner: each says an address cannot be used.
+    "ADD_USER_REFUSAL_LIMIT": "20 per hour",
     # A moving window: no double burst at the edge of a fixed window.
     "RATELIMIT_STRATEGY": "moving-window",
     # How many reverse proxies stand in front of the app; their X-Forwarded-For/-Proto are

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, url_for
+from flask import current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
+from webapp.extensions import limiter
 from webapp.owner import bp
 from webapp.owner.forms import NewUserForm, UserActionForm
 from webapp.params import page_number
@@ -26,8 +27,20 @@ def users() -> str:
     )
 
 
+def _refused(response: Response) -> bool:
+    return response.status_code == 422
+
+
+def _owner_key() -> str:
+    return f"add-user:{getattr(current_user, 'id', None)}"
+
+
 @bp.post("/users")
 @owner_required
+# A refusal still says the address cannot be used: bound how many addresses an owner can try.
+@limiter.limit(
+    lambda: current_app.config["ADD_USER_REFUSAL_LIMIT"], key_func=_owner_key, deduct_when=_refused
+)
 def add_user() -> str | Response | tuple[str, int]:
     """Add a clinician or owner to the clinic."""
     form = NewUserForm()
