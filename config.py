@@ -48,7 +48,10 @@ DEFAULTS: dict[str, Any] = {
     "SEND_TIMEOUT_SECONDS": 15,
     "TRUSTED_HOSTS": "",  # comma-separated; empty allows any host (development)
     "SESSION_COOKIE_SECURE": None,  # default: on in production
-    "LOGIN_RATE_LIMIT": "10 per 15 minutes",  # attempts per account, from any address
+    # Failed sign-ins of one account from one address: the first few are free, then each waits
+    # twice as long as the last (1 s, 2 s, 4 s …) up to the maximum. Other addresses are not slowed.
+    "LOGIN_FREE_FAILURES": 3,
+    "LOGIN_MAX_DELAY_SECONDS": 15 * 60,
     # Failed attempts per client address: a clinic's staff often share one address behind NAT.
     "LOGIN_ADDRESS_RATE_LIMIT": "30 per 15 minutes",
     # Refused additions of a user per clinic owner: each says an address cannot be used.
@@ -84,6 +87,8 @@ INT_SETTINGS = {
     "REMOVAL_MAX_AGE_DAYS",
     "INBOUND_CHECK_SECONDS",
     "DKIM_DNS_TIMEOUT_SECONDS",
+    "LOGIN_FREE_FAILURES",
+    "LOGIN_MAX_DELAY_SECONDS",
 }
 
 

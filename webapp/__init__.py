@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from config import BASE_DIR, ConfigError, load_settings
 from webapp.extensions import csrf, db, htmx, limiter, login_manager, migrate
 from webapp.private_files import ensure_private_file
+from webapp.services.login_throttle import LoginThrottle
 
 
 class StartupError(RuntimeError):
@@ -53,6 +54,13 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     htmx.init_app(app)
     limiter.init_app(app)
     app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"], socket_timeout=5)
+    app.extensions["login_throttle"] = LoginThrottle(
+        app.extensions["redis"],
+        free_failures=app.config["LOGIN_FREE_FAILURES"],
+        max_delay_seconds=app.config["LOGIN_MAX_DELAY_SECONDS"],
+        # One switch for all sign-in throttling, as for Flask-Limiter.
+        enabled=app.config.get("RATELIMIT_ENABLED", True),
+    )
 
     from webapp import auth, cli, clients, emails, help, ops, owner, security, support, templating, webhooks
 
@@ -86,7 +94,9 @@ def _configure_flask(app: Flask) -> None:
     app.config["WTF_CSRF_TIME_LIMIT"] = None
     hosts = [host.strip() for host in str(app.config["TRUSTED_HOSTS"]).split(",") if host.strip()]
     app.config["TRUSTED_HOSTS"] = hosts or None
-    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # Off: they would tell a guesser how many attempts remain, and Flask-Limiter would overwrite
+    # the Retry-After of the login delays with its own window. Its 429s get one (security.py).
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     # Login must keep working when Redis is briefly away (the limits resume with it).
     app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
 

@@ -8,12 +8,13 @@ from functools import wraps
 from typing import Any
 
 from flask import Flask, abort, redirect, request, session, url_for
+from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user, logout_user
 from werkzeug.exceptions import SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from webapp.extensions import db, htmx, login_manager
+from webapp.extensions import db, htmx, limiter, login_manager
 from webapp.models import User
 
 IDLE_TIMEOUT_SECONDS = 30 * 60
@@ -152,13 +153,21 @@ def register_error_pages(app: Flask) -> None:
     """Show plain, kind error pages (a bare status for htmx requests)."""
     from flask import render_template
 
-    def render(error: Any) -> tuple[str, int]:
+    def render(error: Any) -> tuple[str, int, dict[str, str]]:
         code = getattr(error, "code", 500) or 500
         title, message = ERROR_PAGES.get(code, ("Something went wrong", "Please try again."))
+        headers = _retry_after(error)
         # An untrusted Host leaves no way to build URLs, so no page around the message.
         if htmx or isinstance(error, SecurityError):
-            return message, code
-        return render_template("errors/error.html", title=title, message=message), code
+            return message, code, headers
+        return render_template("errors/error.html", title=title, message=message), code, headers
 
     for code in ERROR_PAGES:
         app.register_error_handler(code, render)
+
+
+def _retry_after(error: Any) -> dict[str, str]:
+    """Say when a rate limit lets the client try again."""
+    if not isinstance(error, RateLimitExceeded) or limiter.current_limit is None:
+        return {}
+    return {"Retry-After": str(max(1, int(limiter.current_limit.reset_at - time.time())))}

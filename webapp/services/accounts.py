@@ -4,33 +4,58 @@ from __future__ import annotations
 
 import secrets
 import time
+from functools import lru_cache
 
 import sqlalchemy as sa
 from flask import current_app, session
 from flask_login import login_user
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
 from webapp.models import ROLES, Clinic, User
 from webapp.services import audit
-
-# Compared against when the account does not exist, so both paths take as long.
-_DUMMY = User(email="", name="", role="clinician", password_hash="")
-_DUMMY.set_password(secrets.token_hex(8))
+from webapp.services.login_throttle import LoginThrottle
 
 
-def authenticate(email: str, password: str) -> User | None:
-    """Return the active user with these credentials, or None."""
+class TooSoon(Exception):
+    """Too many failed sign-ins for this account from this address: wait before the next."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(f"try again in {seconds} seconds")
+        self.seconds = seconds
+
+
+def authenticate(email: str, password: str, address: str) -> User | None:
+    """Return the active user with these credentials, or None; raise TooSoon while delayed.
+
+    A failure takes the same work whether the account exists or not (a password hash of the
+    configured kind, one audit row, one commit), so its timing does not tell which.
+    """
+    throttle: LoginThrottle = current_app.extensions["login_throttle"]
+    wait = throttle.wait_seconds(email, address)
+    if wait:
+        raise TooSoon(wait)
     user = db.session.execute(
         sa.select(User).where(sa.func.lower(User.email) == email.strip().lower())
     ).scalar_one_or_none()
     if user is None:
-        _DUMMY.check_password(password)
-        return None
-    if not user.check_password(password) or not user.active:
+        check_password_hash(_dummy_hash(current_app.config["PASSWORD_HASH_METHOD"]), password)
+        # No clinic to tell; the row is the platform's record of attempts on unknown accounts.
+        audit.record("login.failed", None, clinic_id=None, subject_type="user", detail="no such account")
+    elif not user.check_password(password) or not user.active:
         audit.record("login.failed", None, clinic_id=user.clinic_id, subject_type="user", subject_id=user.id)
-        db.session.commit()
-        return None
-    return user
+    else:
+        throttle.record_success(email, address)
+        return user
+    db.session.commit()
+    throttle.record_failure(email, address)
+    return None
+
+
+@lru_cache(maxsize=4)
+def _dummy_hash(method: str) -> str:
+    """A hash of the configured kind to check unknown accounts against, so both paths cost the same."""
+    return generate_password_hash(secrets.token_hex(8), method=method)
 
 
 def start_session(user: User) -> None:
