@@ -51,6 +51,9 @@ DEFAULTS: dict[str, Any] = {
     # Failed sign-ins of one account from one address: the first few are free, then each waits
     # twice as long as the last (1 s, 2 s, 4 s …) up to the maximum. Other addresses are not slowed.
     "LOGIN_FREE_FAILURES": 3,
+    # A failed sign-in is answered no sooner than this, whether the account exists or not. Keep it
+    # above the time of one password hash (scrypt: about 0.1 to 0.3 s).
+    "LOGIN_FAILURE_SECONDS": 0.5,
     "LOGIN_MAX_DELAY_SECONDS": 15 * 60,
     # Failed attempts per client address: a clinic's staff often share one address behind NAT.
     "LOGIN_ADDRESS_RATE_LIMIT": "30 per 15 minutes",
@@ -109,6 +112,11 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
                 raise ConfigError(f"SANDBOX_SPEED must be a number, got {value!r}") from None
             if value <= 0:
                 raise ConfigError("SANDBOX_SPEED must be greater than 0")
+        if name == "LOGIN_FAILURE_SECONDS":
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"LOGIN_FAILURE_SECONDS must be a number, got {value!r}") from None
         if name in INT_SETTINGS and value is not None:
             try:
                 value = int(value)

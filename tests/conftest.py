@@ -102,6 +102,8 @@ def _settings(instance: Path, database_url: str, redis_url: str, **extra: object
         "ACTIVITY_REQUESTS_PER_MINUTE": 1000,
         "WTF_CSRF_ENABLED": False,
         "RATELIMIT_ENABLED": False,
+        # Failed sign-ins answer at once (tests/test_session_revocation.py checks the floor).
+        "LOGIN_FAILURE_SECONDS": 0,
         # Tests create many users; a cheap hash keeps them fast (production keeps scrypt).
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
         **extra,

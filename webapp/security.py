@@ -14,11 +14,10 @@ from werkzeug.exceptions import SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from webapp.extensions import db, htmx, limiter, login_manager
+from webapp.extensions import htmx, limiter, login_manager
 from webapp.models import User
-
-IDLE_TIMEOUT_SECONDS = 30 * 60
-ABSOLUTE_TIMEOUT_SECONDS = 8 * 60 * 60
+from webapp.services import accounts
+from webapp.services.accounts import ABSOLUTE_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -42,7 +41,8 @@ def init_app(app: Flask) -> None:
 
 
 def _load_user(user_id: str) -> User | None:
-    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    # A session the server ended (sign-out, sign-out everywhere, deactivation) is over, copies too.
+    user = accounts.session_user(int(user_id), session.get("sid", "")) if user_id.isdigit() else None
     # A session outlives neither its user, nor a deactivation, nor a move to another clinic or role.
     if (
         user is None

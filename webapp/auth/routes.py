@@ -73,7 +73,19 @@ def login() -> str | Response | tuple[str, int]:
 @bp.post("/logout")
 @login_required
 def logout() -> Response:
-    """End the session."""
+    """End the session, on the server too: a copy of the cookie stops working."""
+    accounts.end_session(session.get("sid", ""))
     logout_user()
     session.clear()
+    return redirect(url_for("auth.login_form"))
+
+
+@bp.post("/logout/everywhere")
+@login_required
+def logout_everywhere() -> Response:
+    """End every session of the signed-in user, on every device."""
+    accounts.sign_out_everywhere(current_user)
+    logout_user()
+    session.clear()
+    flash("You are signed out on every device.", "success")
     return redirect(url_for("auth.login_form"))

@@ -59,6 +59,8 @@ def set_active(owner: User, user_id: int, *, active: bool) -> None:
     if user.id == owner.id and not active:
         raise StaffError("You cannot deactivate your own account.")
     user.active = active
+    if not active:
+        accounts.end_all_sessions(user)  # now, not at their next request's check
     audit.record(
         "user.activate" if active else "user.deactivate",
         owner,
