@@ -23,6 +23,10 @@ PROVIDERS = ("sandbox", "sendgrid")
 DEFAULTS: dict[str, Any] = {
     "APP_ENV": "development",  # "production" makes missing secrets a start-up error
     "DATABASE_URL": None,  # default: SQLite file under instance/
+    # PostgreSQL: the role that owns the tables runs the migrations (init-db), and the app connects
+    # as DATABASE_URL's role, which may read and write rows but neither change the schema nor
+    # edit the audit trail. Default: DATABASE_URL (one role for both, as on SQLite).
+    "MIGRATION_DATABASE_URL": None,
     "REDIS_URL": None,  # default: an embedded Redis server under instance/
     "EMAIL_PROVIDER": "sandbox",
     "SENDGRID_API_KEY": "",
@@ -147,6 +151,14 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
             raise ConfigError("DATABASE_URL is not set; production needs a PostgreSQL URL")
         settings["DATABASE_URL"] = f"sqlite:///{Path(instance_path) / 'clinic.sqlite3'}"
     settings["DATABASE_URL"] = _normalise_database_url(settings["DATABASE_URL"])
+    settings["MIGRATION_DATABASE_URL"] = _normalise_database_url(
+        settings["MIGRATION_DATABASE_URL"] or settings["DATABASE_URL"]
+    )
+    if not _same_database(settings["DATABASE_URL"], settings["MIGRATION_DATABASE_URL"]):
+        raise ConfigError(
+            "MIGRATION_DATABASE_URL must name the same database as DATABASE_URL (same host, port "
+            "and name), as the role that owns the tables"
+        )
     if not settings["SECRET_KEY"]:
         settings["SECRET_KEY"] = _development_secret(instance_path)
     if not settings["SANDBOX_STATE_PATH"]:
@@ -212,6 +224,23 @@ def is_p256_public_key(value: str) -> bool:
     except (ValueError, binascii.Error, TypeError, UnsupportedAlgorithm):
         return False
     return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+
+
+def _same_database(url: str, other: str) -> bool:
+    """Return whether two database URLs name the same database (the roles may differ)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        first, second = make_url(url), make_url(other)
+    except ArgumentError:
+        return url == other
+    return (first.drivername, first.host, first.port, first.database) == (
+        second.drivername,
+        second.host,
+        second.port,
+        second.database,
+    )
 
 
 def _normalise_database_url(url: str) -> str:

@@ -187,6 +187,26 @@ def test_naive_timestamps_are_refused(app):
     db.session.rollback()
 
 
+def test_migrations_may_run_as_another_role_of_the_same_database_only(tmp_path):
+    settings = load_settings(
+        str(tmp_path),
+        {
+            "DATABASE_URL": "postgresql://app@db/clinic",
+            "MIGRATION_DATABASE_URL": "postgres://owner:pw@db/clinic",
+        },
+    )
+    assert settings["MIGRATION_DATABASE_URL"] == "postgresql+psycopg://owner:pw@db/clinic"
+    assert (
+        load_settings(str(tmp_path), {"DATABASE_URL": "postgresql://app@db/clinic"})["MIGRATION_DATABASE_URL"]
+        == "postgresql+psycopg://app@db/clinic"
+    )
+    for other in ("postgresql://owner@db/elsewhere", "postgresql://owner@otherhost/clinic"):
+        with pytest.raises(ConfigError, match="MIGRATION_DATABASE_URL must name the same database"):
+            load_settings(
+                str(tmp_path), {"DATABASE_URL": "postgresql://app@db/clinic", "MIGRATION_DATABASE_URL": other}
+            )
+
+
 def test_a_bad_webhook_key_or_sandbox_speed_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="SENDGRID_WEBHOOK_PUBLIC_KEY"):
         load_settings(str(tmp_path), {"SENDGRID_WEBHOOK_PUBLIC_KEY": "bm90IGEga2V5"})

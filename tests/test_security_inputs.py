@@ -144,7 +144,12 @@ def routes() -> list[tuple[str, str, str, tuple[str, ...]]]:
     from webapp import create_app
 
     app = create_app(
-        {"SKIP_SERVICE_CHECK": True, "DATABASE_URL": "sqlite://", "REDIS_URL": "redis://127.0.0.1:1/0"}
+        {
+            "SKIP_SERVICE_CHECK": True,
+            "DATABASE_URL": "sqlite://",
+            "MIGRATION_DATABASE_URL": "sqlite://",
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+        }
     )
     return [
         (rule.endpoint, method, rule.rule, tuple(sorted(rule.arguments)))

@@ -12,6 +12,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from config import BASE_DIR, ConfigError, load_settings
+from webapp.database import warn_if_app_role_can_rewrite_audit
 from webapp.extensions import csrf, db, htmx, limiter, login_manager, migrate
 from webapp.private_files import ensure_private_file
 from webapp.services.login_throttle import LoginThrottle
@@ -121,6 +122,8 @@ def check_services(app: Flask) -> None:
         try:
             with db.engine.connect() as connection:
                 connection.execute(sa.text("SELECT 1"))
+                if app.config["APP_ENV"] == "production":
+                    warn_if_app_role_can_rewrite_audit(connection)
         except sa.exc.SQLAlchemyError as error:
             reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
             url = _redact(app.config["DATABASE_URL"])

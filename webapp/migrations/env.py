@@ -17,6 +17,13 @@ logger = logging.getLogger('alembic.env')
 
 
 def get_engine():
+    # Migrations run as the role that owns the tables (MIGRATION_DATABASE_URL); the app's own
+    # connection is a runtime role that may not change the schema (webapp/database.py).
+    url = current_app.config.get("MIGRATION_DATABASE_URL")
+    if url and url != current_app.config["DATABASE_URL"]:
+        import sqlalchemy as sa
+
+        return sa.create_engine(url, poolclass=sa.pool.NullPool)
     return current_app.extensions['migrate'].db.engine
 
 
