@@ -3,6 +3,9 @@ accepted as keys of `create_app(config_overrides)`."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -12,6 +15,7 @@ from dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent
 load_dotenv(BASE_DIR / ".env")
+log = logging.getLogger(__name__)
 
 PROVIDERS = ("sandbox", "sendgrid")
 
@@ -19,6 +23,10 @@ PROVIDERS = ("sandbox", "sendgrid")
 DEFAULTS: dict[str, Any] = {
     "APP_ENV": "development",  # "production" makes missing secrets a start-up error
     "DATABASE_URL": None,  # default: SQLite file under instance/
+    # PostgreSQL: the role that owns the tables runs the migrations (init-db), and the app connects
+    # as DATABASE_URL's role, which may read and write rows but neither change the schema nor
+    # edit the audit trail. Default: DATABASE_URL (one role for both, as on SQLite).
+    "MIGRATION_DATABASE_URL": None,
     "REDIS_URL": None,  # default: an embedded Redis server under instance/
     "EMAIL_PROVIDER": "sandbox",
     "SENDGRID_API_KEY": "",
@@ -49,9 +57,17 @@ DEFAULTS: dict[str, Any] = {
     "IN_DOUBT_GRACE_SECONDS": 300,
     "TRUSTED_HOSTS": "",  # comma-separated; empty allows any host (development)
     "SESSION_COOKIE_SECURE": None,  # default: on in production
-    "LOGIN_RATE_LIMIT": "10 per 15 minutes",  # attempts per account, from any address
+    # Failed sign-ins of one account from one address: the first few are free, then each waits
+    # twice as long as the last (1 s, 2 s, 4 s …) up to the maximum. Other addresses are not slowed.
+    "LOGIN_FREE_FAILURES": 3,
+    # A failed sign-in is answered no sooner than this, whether the account exists or not. Keep it
+    # above the time of one password hash (scrypt: about 0.1 to 0.3 s).
+    "LOGIN_FAILURE_SECONDS": 0.5,
+    "LOGIN_MAX_DELAY_SECONDS": 15 * 60,
     # Failed attempts per client address: a clinic's staff often share one address behind NAT.
     "LOGIN_ADDRESS_RATE_LIMIT": "30 per 15 minutes",
+    # Refused additions of a user per clinic owner: each says an address cannot be used.
+    "ADD_USER_REFUSAL_LIMIT": "20 per hour",
     # A moving window: no double burst at the edge of a fixed window.
     "RATELIMIT_STRATEGY": "moving-window",
     # How many reverse proxies stand in front of the app; their X-Forwarded-For/-Proto are
@@ -85,6 +101,8 @@ INT_SETTINGS = {
     "REMOVAL_MAX_AGE_DAYS",
     "INBOUND_CHECK_SECONDS",
     "DKIM_DNS_TIMEOUT_SECONDS",
+    "LOGIN_FREE_FAILURES",
+    "LOGIN_MAX_DELAY_SECONDS",
 }
 
 
@@ -105,6 +123,11 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
                 raise ConfigError(f"SANDBOX_SPEED must be a number, got {value!r}") from None
             if value <= 0:
                 raise ConfigError("SANDBOX_SPEED must be greater than 0")
+        if name == "LOGIN_FAILURE_SECONDS":
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"LOGIN_FAILURE_SECONDS must be a number, got {value!r}") from None
         if name in INT_SETTINGS and value is not None:
             try:
                 value = int(value)
@@ -128,21 +151,29 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         )
     if settings["EMAIL_PROVIDER"] == "sendgrid" and not settings["SENDGRID_API_KEY"]:
         raise ConfigError("EMAIL_PROVIDER=sendgrid needs SENDGRID_API_KEY (an API key with Mail Send access)")
-    if settings["SENDGRID_WEBHOOK_PUBLIC_KEY"] and not _is_ec_public_key(
+    if settings["SENDGRID_WEBHOOK_PUBLIC_KEY"] and not is_p256_public_key(
         settings["SENDGRID_WEBHOOK_PUBLIC_KEY"]
     ):
         raise ConfigError(
-            "SENDGRID_WEBHOOK_PUBLIC_KEY is not a base64 DER public key; copy it from SendGrid's "
+            "SENDGRID_WEBHOOK_PUBLIC_KEY is not a base64 DER P-256 public key; copy it from SendGrid's "
             "Event Webhook settings (it starts with MFkw)"
         )
+    if production:
+        _refuse_unsafe_production(settings)
     if not settings["DATABASE_URL"]:
         if production:
             raise ConfigError("DATABASE_URL is not set; production needs a PostgreSQL URL")
         settings["DATABASE_URL"] = f"sqlite:///{Path(instance_path) / 'clinic.sqlite3'}"
     settings["DATABASE_URL"] = _normalise_database_url(settings["DATABASE_URL"])
+    settings["MIGRATION_DATABASE_URL"] = _normalise_database_url(
+        settings["MIGRATION_DATABASE_URL"] or settings["DATABASE_URL"]
+    )
+    if not _same_database(settings["DATABASE_URL"], settings["MIGRATION_DATABASE_URL"]):
+        raise ConfigError(
+            "MIGRATION_DATABASE_URL must name the same database as DATABASE_URL (same host, port "
+            "and name), as the role that owns the tables"
+        )
     if not settings["SECRET_KEY"]:
-        if production:
-            raise ConfigError("SECRET_KEY is not set; production needs a long random SECRET_KEY")
         settings["SECRET_KEY"] = _development_secret(instance_path)
     if not settings["SANDBOX_STATE_PATH"]:
         settings["SANDBOX_STATE_PATH"] = str(Path(instance_path) / "sandbox.sqlite3")
@@ -153,20 +184,77 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
     return settings
 
 
-def _is_ec_public_key(value: str) -> bool:
-    """Return whether the value is a base64 DER elliptic-curve public key, as SendGrid shows it."""
-    import base64
-    import binascii
+# Placeholders people paste from examples; a random key contains none of them by chance.
+PLACEHOLDER_SECRETS = ("changeme", "change-me", "change_me", "secret", "password", "example", "insecure")
+MIN_SECRET_LENGTH = 32
+NEW_SECRET_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
+
+def _refuse_unsafe_production(settings: dict[str, Any]) -> None:
+    """Refuse production settings that would start but leave the app open or deaf."""
+    secret = settings["SECRET_KEY"] or ""
+    if not secret:
+        raise ConfigError(f"SECRET_KEY is not set; production needs a long random one: {NEW_SECRET_HINT}")
+    if is_weak_secret(secret):
+        raise ConfigError(
+            f"SECRET_KEY is too weak for production (anyone could forge sessions); use at least "
+            f"{MIN_SECRET_LENGTH} random characters: {NEW_SECRET_HINT}"
+        )
+    if settings["EMAIL_PROVIDER"] == "sandbox":
+        raise ConfigError(
+            "EMAIL_PROVIDER=sandbox is the built-in simulator (its inbound route is open and it signs "
+            "its own webhooks); production needs EMAIL_PROVIDER=sendgrid"
+        )
+    if settings["EMAIL_PROVIDER"] == "sendgrid" and not settings["SENDGRID_WEBHOOK_PUBLIC_KEY"]:
+        raise ConfigError(
+            "EMAIL_PROVIDER=sendgrid needs SENDGRID_WEBHOOK_PUBLIC_KEY, or no delivery event is ever "
+            "accepted; turn on the Event Webhook's signature in SendGrid and copy its public key"
+        )
+    if not str(settings["TRUSTED_HOSTS"]).strip():
+        log.warning(
+            "TRUSTED_HOSTS is empty: the app answers to any Host header; set it to the host names "
+            "users reach it by"
+        )
+
+
+def is_weak_secret(secret: str) -> bool:
+    """Return whether a SECRET_KEY is short, repetitive or a well-known placeholder."""
+    lowered = secret.lower()
+    return (
+        len(secret) < MIN_SECRET_LENGTH
+        or len(set(secret)) < 10
+        or any(word in lowered for word in PLACEHOLDER_SECRETS)
+    )
+
+
+def is_p256_public_key(value: str) -> bool:
+    """Return whether the value is a base64 DER P-256 public key, the kind SendGrid signs with."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_der_public_key
 
     try:
-        return isinstance(
-            load_der_public_key(base64.b64decode(value, validate=True)), ec.EllipticCurvePublicKey
-        )
-    except (ValueError, binascii.Error, TypeError):
+        key = load_der_public_key(base64.b64decode(value.strip(), validate=True))
+    except (ValueError, binascii.Error, TypeError, UnsupportedAlgorithm):
         return False
+    return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+
+
+def _same_database(url: str, other: str) -> bool:
+    """Return whether two database URLs name the same database (the roles may differ)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        first, second = make_url(url), make_url(other)
+    except ArgumentError:
+        return url == other
+    return (first.drivername, first.host, first.port, first.database) == (
+        second.drivername,
+        second.host,
+        second.port,
+        second.database,
+    )
 
 
 def _normalise_database_url(url: str) -> str:
@@ -179,9 +267,9 @@ def _normalise_database_url(url: str) -> str:
 
 def _development_secret(instance_path: str) -> str:
     """Generate a secret once and keep it under instance/, so sessions survive restarts."""
+    from webapp.private_files import write_private_file_once
+
     path = Path(instance_path) / "secret_key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private_file_once(path, secrets.token_urlsafe(48).encode())
     return path.read_text().strip()

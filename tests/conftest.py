@@ -21,6 +21,10 @@ from redis import Redis
 PASSWORD = "correct horse battery staple"
 TEST_DATABASE_URL = os.environ.get("DATABASE_URL", "")
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgres")
+# On PostgreSQL the app connects as a runtime role, as in production: DATABASE_URL's role when
+# MIGRATION_DATABASE_URL names another one (CI), else a role the tests create.
+OWNER_DATABASE_URL = os.environ.get("MIGRATION_DATABASE_URL") or TEST_DATABASE_URL
+TEST_RUNTIME_ROLE = "clinic_runtime_test"
 
 
 @pytest.fixture(scope="session")
@@ -43,37 +47,62 @@ def redis_url() -> Iterator[str]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def migrated_database(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> str:
-    """Run the migrations once; return the URL (PostgreSQL) or a template file (SQLite)."""
-    from flask_migrate import upgrade
+@dataclass
+class DatabaseUrls:
+    """Where the tests' data lives: the app's URL, and the owner's (migrations, wiping)."""
 
+    url: str  # the app's connection: a runtime role on PostgreSQL, a template file on SQLite
+    owner_url: str
+
+
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> DatabaseUrls:
+    """Run the migrations once (as the owner, granting the runtime role, as `init-db` does)."""
     from webapp import create_app
+    from webapp.database import migrate_database
 
     if ON_POSTGRES:
-        url = _private_postgres_database(TEST_DATABASE_URL)
+        database = _private_postgres_database(OWNER_DATABASE_URL, TEST_DATABASE_URL)
     else:
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'template.sqlite3'}"
-    app = create_app(_settings(tmp_path_factory.mktemp("instance"), url, redis_url))
+        database = DatabaseUrls(url, url)
+    app = create_app(_settings(tmp_path_factory.mktemp("instance"), database, redis_url))
     with app.app_context():
-        upgrade(directory=app.extensions["migrate"].directory)
+        migrate_database(app)
         from webapp.extensions import db
 
         db.engine.dispose()
-    return url
+    return database
 
 
-def _private_postgres_database(url: str) -> str:
+def _private_postgres_database(owner_url: str, app_url: str) -> DatabaseUrls:
     """Create a fresh database for this run beside the given one, so parallel runs never collide."""
-    server = sa.engine.make_url(_psycopg(url))
+    server = sa.engine.make_url(_psycopg(owner_url))
+    runtime = sa.engine.make_url(_psycopg(app_url))
     name = f"{server.database}_pytest_{os.getpid()}"
     engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
         connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        if runtime.username == server.username:
+            runtime = runtime.set(username=TEST_RUNTIME_ROLE, password=TEST_RUNTIME_ROLE)
+            _create_role(connection, TEST_RUNTIME_ROLE)
     engine.dispose()
     atexit.register(_drop_database, server, name)
-    return server.set(database=name).render_as_string(hide_password=False)
+    return DatabaseUrls(
+        url=runtime.set(database=name).render_as_string(hide_password=False),
+        owner_url=server.set(database=name).render_as_string(hide_password=False),
+    )
+
+
+def _create_role(connection: sa.Connection, role: str) -> None:
+    """Create a login role with no rights of its own, unless it exists (runs may race to make it)."""
+    connection.execute(
+        sa.text(
+            f"DO $$ BEGIN CREATE ROLE {role} LOGIN PASSWORD '{role}'; "
+            "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        )
+    )
 
 
 def _drop_database(server: sa.engine.URL, name: str) -> None:
@@ -89,11 +118,12 @@ def _psycopg(url: str) -> str:
     return _normalise_database_url(url)
 
 
-def _settings(instance: Path, database_url: str, redis_url: str, **extra: object) -> dict:
+def _settings(instance: Path, database: DatabaseUrls, redis_url: str, **extra: object) -> dict:
     return {
         "TESTING": True,
         "INSTANCE_PATH": str(instance),
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": database.url,
+        "MIGRATION_DATABASE_URL": database.owner_url,
         "REDIS_URL": redis_url,
         "SECRET_KEY": "test-secret-key-not-for-production",
         "EMAIL_PROVIDER": "sandbox",
@@ -102,6 +132,8 @@ def _settings(instance: Path, database_url: str, redis_url: str, **extra: object
         "ACTIVITY_REQUESTS_PER_MINUTE": 1000,
         "WTF_CSRF_ENABLED": False,
         "RATELIMIT_ENABLED": False,
+        # Failed sign-ins answer at once (tests/test_session_revocation.py checks the floor).
+        "LOGIN_FAILURE_SECONDS": 0,
         # Tests create many users; a cheap hash keeps them fast (production keeps scrypt).
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
         **extra,
@@ -109,21 +141,21 @@ def _settings(instance: Path, database_url: str, redis_url: str, **extra: object
 
 
 @pytest.fixture
-def make_app(migrated_database: str, redis_url: str, tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+def make_app(migrated_database: DatabaseUrls, redis_url: str, tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
     """Build the app for one test (call it with setting overrides); data is wiped afterwards."""
     from webapp import create_app
     from webapp.extensions import db
 
     if ON_POSTGRES:
-        url = migrated_database
+        database = migrated_database
     else:
         copy = tmp_path / "test.sqlite3"
-        shutil.copy(migrated_database.removeprefix("sqlite:///"), copy)
-        url = f"sqlite:///{copy}"
+        shutil.copy(migrated_database.url.removeprefix("sqlite:///"), copy)
+        database = DatabaseUrls(f"sqlite:///{copy}", f"sqlite:///{copy}")
     apps: list[Flask] = []
 
     def build(**overrides: object) -> Flask:
-        app = create_app(_settings(tmp_path, url, redis_url, **overrides))
+        app = create_app(_settings(tmp_path, database, redis_url, **overrides))
         apps.append(app)
         return app
 
@@ -132,14 +164,24 @@ def make_app(migrated_database: str, redis_url: str, tmp_path: Path) -> Iterator
     for app in apps:
         with app.app_context():
             db.session.remove()
-            if ON_POSTGRES and app is apps[0]:
-                tables = ", ".join(f'"{table.name}"' for table in db.metadata.sorted_tables)
-                with db.engine.begin() as connection:
-                    connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
             db.engine.dispose()
+    if ON_POSTGRES and apps:
+        # As the owner: the app's runtime role may TRUNCATE nothing (the audit trail least of all).
+        _wipe(migrated_database.owner_url)
     import jobs
 
     jobs.use_app(None)
+
+
+def _wipe(owner_url: str) -> None:
+    """Empty every table of the test database."""
+    from webapp.extensions import db
+
+    tables = ", ".join(f'"{table.name}"' for table in db.metadata.sorted_tables)
+    engine = sa.create_engine(owner_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
 
 
 @pytest.fixture

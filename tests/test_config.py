@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import secrets
 from datetime import datetime, timezone
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from config import DEFAULTS, ConfigError, load_settings
 from webapp.extensions import db
@@ -25,14 +30,123 @@ def test_a_development_secret_is_generated_once_and_kept(tmp_path):
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
 
 
+def p256_key_b64() -> str:
+    der = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return base64.b64encode(der).decode()
+
+
+def production(**changes: str) -> dict[str, str]:
+    """A production configuration that starts; each test spoils one thing."""
+    settings = {
+        "APP_ENV": "production",
+        "DATABASE_URL": "postgresql://x/y",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "EMAIL_PROVIDER": "sendgrid",
+        "SENDGRID_API_KEY": "SG.key",
+        "SENDGRID_WEBHOOK_PUBLIC_KEY": p256_key_b64(),
+        "TRUSTED_HOSTS": "clinic.example",
+    }
+    settings.update(changes)
+    return {name: value for name, value in settings.items() if value is not None}
+
+
+def test_a_complete_production_configuration_starts(tmp_path):
+    settings = load_settings(str(tmp_path), production())
+    assert settings["SESSION_COOKIE_SECURE"] is True
+
+
 def test_production_without_a_secret_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="SECRET_KEY"):
-        load_settings(str(tmp_path), {"APP_ENV": "production", "DATABASE_URL": "postgresql://x/y"})
+    with pytest.raises(ConfigError, match="SECRET_KEY is not set"):
+        load_settings(str(tmp_path), production(SECRET_KEY=None))
 
 
 def test_production_without_a_database_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="DATABASE_URL"):
-        load_settings(str(tmp_path), {"APP_ENV": "production", "SECRET_KEY": "s" * 40})
+        load_settings(str(tmp_path), production(DATABASE_URL=None))
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "x",
+        "changeme",
+        "CHANGEME-please-a-long-enough-secret-key",
+        "s" * 64,
+        "abababababababababababababababab12",
+        "my-app-secret-key-0123456789-abcdefgh",
+        "short-but-random-Zq8",
+    ],
+)
+def test_production_refuses_a_weak_secret_key(tmp_path, secret):
+    with pytest.raises(ConfigError, match="SECRET_KEY is too weak") as refused:
+        load_settings(str(tmp_path), production(SECRET_KEY=secret))
+    assert "\n" not in str(refused.value) and "secrets.token_urlsafe" in str(refused.value)
+
+
+def test_development_keeps_accepting_any_secret_key(tmp_path):
+    assert load_settings(str(tmp_path), {"SECRET_KEY": "x"})["SECRET_KEY"] == "x"
+
+
+def test_production_refuses_the_sandbox_provider(tmp_path):
+    with pytest.raises(ConfigError, match="EMAIL_PROVIDER=sandbox is the built-in simulator"):
+        load_settings(str(tmp_path), production(EMAIL_PROVIDER="sandbox"))
+
+
+def test_production_with_sendgrid_needs_the_webhook_key(tmp_path):
+    with pytest.raises(ConfigError, match="needs SENDGRID_WEBHOOK_PUBLIC_KEY"):
+        load_settings(str(tmp_path), production(SENDGRID_WEBHOOK_PUBLIC_KEY=None))
+
+
+@pytest.mark.parametrize("curve", [ec.SECP384R1(), ec.SECP256K1(), "rsa"])
+def test_a_webhook_key_that_is_not_p256_is_refused(tmp_path, curve):
+    private = rsa.generate_private_key(65537, 2048) if curve == "rsa" else ec.generate_private_key(curve)
+    der = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    key = base64.b64encode(der).decode()
+    for settings in (production(SENDGRID_WEBHOOK_PUBLIC_KEY=key), {"SENDGRID_WEBHOOK_PUBLIC_KEY": key}):
+        with pytest.raises(ConfigError, match="not a base64 DER P-256 public key"):
+            load_settings(str(tmp_path), settings)
+
+
+def test_production_warns_when_trusted_hosts_is_empty(tmp_path, caplog):
+    load_settings(str(tmp_path), production())
+    assert "TRUSTED_HOSTS" not in caplog.text
+    load_settings(str(tmp_path), production(TRUSTED_HOSTS=""))
+    [record] = [record for record in caplog.records if "TRUSTED_HOSTS" in record.getMessage()]
+    assert record.levelname == "WARNING" and "any Host header" in record.getMessage()
+
+
+def test_files_that_hold_keys_are_created_owner_only(tmp_path):
+    from webapp.providers.sandbox import SandboxServer
+    from webapp.providers.sandbox_mail import _private_key_pem
+
+    previous = os.umask(0o022)  # a usual umask: new files readable by everyone
+    try:
+        load_settings(str(tmp_path), {})
+        sandbox = SandboxServer(str(tmp_path / "sandbox.sqlite3"))
+        sandbox.public_key_b64  # noqa: B018 - reads the stored key
+        _private_key_pem(tmp_path / "sandbox.dkim.pem")
+    finally:
+        os.umask(previous)
+    files = ["secret_key", "sandbox.sqlite3", "sandbox.dkim.pem"]
+    files += [name for name in ("sandbox.sqlite3-wal", "sandbox.sqlite3-shm") if (tmp_path / name).exists()]
+    for name in files:
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_a_sandbox_state_file_made_before_is_tightened(tmp_path):
+    from webapp.providers.sandbox import SandboxServer
+
+    state = tmp_path / "sandbox.sqlite3"
+    state.touch(mode=0o644)
+    state.chmod(0o644)
+    SandboxServer(str(state))
+    assert state.stat().st_mode & 0o777 == 0o600
 
 
 def test_unknown_provider_and_missing_api_key_are_clear_errors(tmp_path):
@@ -71,6 +185,26 @@ def test_naive_timestamps_are_refused(app):
     with pytest.raises(Exception, match="naive datetime"):
         db.session.commit()
     db.session.rollback()
+
+
+def test_migrations_may_run_as_another_role_of_the_same_database_only(tmp_path):
+    settings = load_settings(
+        str(tmp_path),
+        {
+            "DATABASE_URL": "postgresql://app@db/clinic",
+            "MIGRATION_DATABASE_URL": "postgres://owner:pw@db/clinic",
+        },
+    )
+    assert settings["MIGRATION_DATABASE_URL"] == "postgresql+psycopg://owner:pw@db/clinic"
+    assert (
+        load_settings(str(tmp_path), {"DATABASE_URL": "postgresql://app@db/clinic"})["MIGRATION_DATABASE_URL"]
+        == "postgresql+psycopg://app@db/clinic"
+    )
+    for other in ("postgresql://owner@db/elsewhere", "postgresql://owner@otherhost/clinic"):
+        with pytest.raises(ConfigError, match="MIGRATION_DATABASE_URL must name the same database"):
+            load_settings(
+                str(tmp_path), {"DATABASE_URL": "postgresql://app@db/clinic", "MIGRATION_DATABASE_URL": other}
+            )
 
 
 def test_a_bad_webhook_key_or_sandbox_speed_is_a_clear_error(tmp_path):

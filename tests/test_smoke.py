@@ -17,6 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "smoke-test-password"
 
 
+# The product starts on its embedded defaults, whatever database the test run itself uses.
+DATABASE_SETTINGS = ("DATABASE_URL", "MIGRATION_DATABASE_URL", "REDIS_URL")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -25,7 +29,7 @@ def free_port() -> int:
 
 def start_product(instance: Path, port: int, **settings: str) -> subprocess.Popen:
     """Start `bin/run` on the embedded defaults, with any extra settings in its environment."""
-    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL")}
+    env = {key: value for key, value in os.environ.items() if key not in DATABASE_SETTINGS}
     env.update(INSTANCE_PATH=str(instance), DEMO_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1", **settings)
     return subprocess.Popen(
         [str(ROOT / "bin" / "run"), "--port", str(port)],
@@ -133,7 +137,7 @@ def test_bad_settings_stop_start_up_with_one_clear_line(tmp_path):
         "EMAIL_PROVIDER": ("carrier-pigeon", "EMAIL_PROVIDER='carrier-pigeon' is not known"),
     }
     for name, (value, expected) in cases.items():
-        env = {key: val for key, val in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL")}
+        env = {key: val for key, val in os.environ.items() if key not in DATABASE_SETTINGS}
         env.update(INSTANCE_PATH=str(tmp_path / name), **{name: value})
         result = subprocess.run(
             [str(ROOT / ".venv" / "bin" / "flask"), "--app", "wsgi", "init-db"],

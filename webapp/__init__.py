@@ -12,7 +12,10 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from config import BASE_DIR, ConfigError, load_settings
+from webapp.database import warn_if_app_role_can_rewrite_audit
 from webapp.extensions import csrf, db, htmx, limiter, login_manager, migrate
+from webapp.private_files import ensure_private_file
+from webapp.services.login_throttle import LoginThrottle
 
 
 class StartupError(RuntimeError):
@@ -32,6 +35,9 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
         static_folder=str(BASE_DIR / "static"),
     )
     os.makedirs(app.instance_path, exist_ok=True)
+    from webapp.params import IdConverter
+
+    app.url_map.converters["int"] = IdConverter
     settings = load_settings(app.instance_path, config_overrides)
     app.config.update(settings)
     _configure_flask(app)
@@ -41,6 +47,7 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
         app.config["REDIS_URL"] = embedded_redis.start(app.instance_path)
     app.config.setdefault("RATELIMIT_STORAGE_URI", _limits_storage_uri(app.config["REDIS_URL"]))
 
+    _keep_sqlite_private(app.config["DATABASE_URL"])
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     login_manager.init_app(app)
@@ -48,6 +55,13 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     htmx.init_app(app)
     limiter.init_app(app)
     app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"], socket_timeout=5)
+    app.extensions["login_throttle"] = LoginThrottle(
+        app.extensions["redis"],
+        free_failures=app.config["LOGIN_FREE_FAILURES"],
+        max_delay_seconds=app.config["LOGIN_MAX_DELAY_SECONDS"],
+        # One switch for all sign-in throttling, as for Flask-Limiter.
+        enabled=app.config.get("RATELIMIT_ENABLED", True),
+    )
 
     from webapp import auth, cli, clients, emails, help, ops, owner, security, support, templating, webhooks
 
@@ -81,9 +95,18 @@ def _configure_flask(app: Flask) -> None:
     app.config["WTF_CSRF_TIME_LIMIT"] = None
     hosts = [host.strip() for host in str(app.config["TRUSTED_HOSTS"]).split(",") if host.strip()]
     app.config["TRUSTED_HOSTS"] = hosts or None
-    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # Off: they would tell a guesser how many attempts remain, and Flask-Limiter would overwrite
+    # the Retry-After of the login delays with its own window. Its 429s get one (security.py).
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     # Login must keep working when Redis is briefly away (the limits resume with it).
     app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+
+
+def _keep_sqlite_private(url: str) -> None:
+    """Create a SQLite database file owner-only: it holds password hashes and client data."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        ensure_private_file(parsed.database)
 
 
 def _limits_storage_uri(redis_url: str) -> str:
@@ -99,6 +122,8 @@ def check_services(app: Flask) -> None:
         try:
             with db.engine.connect() as connection:
                 connection.execute(sa.text("SELECT 1"))
+                if app.config["APP_ENV"] == "production":
+                    warn_if_app_role_can_rewrite_audit(connection)
         except sa.exc.SQLAlchemyError as error:
             reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
             url = _redact(app.config["DATABASE_URL"])

@@ -15,10 +15,10 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 from flask import Flask, current_app
-from flask_migrate import upgrade
 from redis import Redis
 from redis.exceptions import RedisError
 
+from webapp.database import migrate_database
 from webapp.extensions import db
 from webapp.models import Clinic, User
 
@@ -37,9 +37,16 @@ def init_app(app: Flask) -> None:
 
 @click.command("init-db")
 def init_db() -> None:
-    """Create or upgrade the database tables (runs the migrations)."""
-    upgrade(directory=current_app.extensions["migrate"].directory)
+    """Create or upgrade the database tables (runs the migrations).
+
+    On PostgreSQL with MIGRATION_DATABASE_URL set, the migrations run as that role (the owner of
+    the tables), then DATABASE_URL's role (the app's) is granted row access, and only SELECT and
+    INSERT on the audit trail.
+    """
+    role = migrate_database(current_app._get_current_object())  # type: ignore[attr-defined]
     click.echo("Database is up to date.")
+    if role:
+        click.echo(f"Runtime role {role} may read and write rows; the audit trail it can only add to.")
 
 
 @click.command("seed-demo")
@@ -263,7 +270,7 @@ def up(host: str, port: int, demo: bool) -> None:
     from webapp.services import demo as demo_data
 
     config = current_app.config
-    upgrade(directory=current_app.extensions["migrate"].directory)
+    migrate_database(current_app._get_current_object())  # type: ignore[attr-defined]
     if demo and db.session.execute(sa.select(User.id).limit(1)).first() is None:
         password = os.environ.get("DEMO_PASSWORD") or secrets.token_urlsafe(9)
         demo_data.seed(password)

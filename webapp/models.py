@@ -83,6 +83,17 @@ class User(UserMixin, db.Model):
         return self.active
 
 
+class UserSession(db.Model):
+    """A signed-in session, so that ending it on the server ends it at once, cookie copies too."""
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    # sha256 of the session's random id (the cookie holds the id itself, signed).
+    sid_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user.id"), index=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    ended_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+
+
 class Client(db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     clinic_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("clinic.id"), index=True)

@@ -8,16 +8,16 @@ from functools import wraps
 from typing import Any
 
 from flask import Flask, abort, redirect, request, session, url_for
+from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user, logout_user
 from werkzeug.exceptions import SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from webapp.extensions import db, htmx, login_manager
+from webapp.extensions import htmx, limiter, login_manager
 from webapp.models import User
-
-IDLE_TIMEOUT_SECONDS = 30 * 60
-ABSOLUTE_TIMEOUT_SECONDS = 8 * 60 * 60
+from webapp.services import accounts
+from webapp.services.accounts import ABSOLUTE_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -41,7 +41,8 @@ def init_app(app: Flask) -> None:
 
 
 def _load_user(user_id: str) -> User | None:
-    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    # A session the server ended (sign-out, sign-out everywhere, deactivation) is over, copies too.
+    user = accounts.session_user(int(user_id), session.get("sid", "")) if user_id.isdigit() else None
     # A session outlives neither its user, nor a deactivation, nor a move to another clinic or role.
     if (
         user is None
@@ -152,13 +153,21 @@ def register_error_pages(app: Flask) -> None:
     """Show plain, kind error pages (a bare status for htmx requests)."""
     from flask import render_template
 
-    def render(error: Any) -> tuple[str, int]:
+    def render(error: Any) -> tuple[str, int, dict[str, str]]:
         code = getattr(error, "code", 500) or 500
         title, message = ERROR_PAGES.get(code, ("Something went wrong", "Please try again."))
+        headers = _retry_after(error)
         # An untrusted Host leaves no way to build URLs, so no page around the message.
         if htmx or isinstance(error, SecurityError):
-            return message, code
-        return render_template("errors/error.html", title=title, message=message), code
+            return message, code, headers
+        return render_template("errors/error.html", title=title, message=message), code, headers
 
     for code in ERROR_PAGES:
         app.register_error_handler(code, render)
+
+
+def _retry_after(error: Any) -> dict[str, str]:
+    """Say when a rate limit lets the client try again."""
+    if not isinstance(error, RateLimitExceeded) or limiter.current_limit is None:
+        return {}
+    return {"Retry-After": str(max(1, int(limiter.current_limit.reset_at - time.time())))}

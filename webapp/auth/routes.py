@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import current_app, flash, make_response, redirect, render_template, session, url_for
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, logout_user
 from werkzeug.wrappers import Response
 
@@ -10,15 +11,6 @@ from webapp.auth import bp
 from webapp.auth.forms import LoginForm
 from webapp.extensions import limiter
 from webapp.services import accounts
-
-
-def _login_attempt_account() -> str:
-    """Rate-limit key: the account being tried, whatever address the attempts come from."""
-    return "login-account:" + (request.form.get("email") or "").strip().lower()
-
-
-def _account_limit() -> str:
-    return current_app.config["LOGIN_RATE_LIMIT"]
 
 
 def _address_limit() -> str:
@@ -57,13 +49,18 @@ def login_form() -> str | Response:
 
 @bp.post("/login")
 @limiter.limit(_address_limit, methods=["POST"], deduct_when=_failed)
-@limiter.limit(_account_limit, methods=["POST"], key_func=_login_attempt_account)
 def login() -> str | Response | tuple[str, int]:
     """Check the credentials and start a new session."""
     form = LoginForm()
     if not form.validate_on_submit():
         return render_template("auth/login.html", form=form), 400
-    user = accounts.authenticate(form.email.data or "", form.password.data or "")
+    try:
+        user = accounts.authenticate(form.email.data or "", form.password.data or "", get_remote_address())
+    except accounts.TooSoon as too_soon:
+        flash(f"Too many failed attempts: please wait {too_soon.seconds} seconds and try again.", "error")
+        response = make_response(render_template("auth/login.html", form=form), 429)
+        response.headers["Retry-After"] = str(too_soon.seconds)
+        return response
     if user is None:
         flash("That email and password do not match an account.", "error")
         return render_template("auth/login.html", form=form), 401
@@ -76,7 +73,19 @@ def login() -> str | Response | tuple[str, int]:
 @bp.post("/logout")
 @login_required
 def logout() -> Response:
-    """End the session."""
+    """End the session, on the server too: a copy of the cookie stops working."""
+    accounts.end_session(session.get("sid", ""))
     logout_user()
     session.clear()
+    return redirect(url_for("auth.login_form"))
+
+
+@bp.post("/logout/everywhere")
+@login_required
+def logout_everywhere() -> Response:
+    """End every session of the signed-in user, on every device."""
+    accounts.sign_out_everywhere(current_user)
+    logout_user()
+    session.clear()
+    flash("You are signed out on every device.", "success")
     return redirect(url_for("auth.login_form"))

@@ -23,8 +23,9 @@ from webapp.clients import bp
 from webapp.clients.forms import SandboxMailForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
 from webapp.models import Clinic, utcnow
+from webapp.params import page_number, whole_number
 from webapp.security import clinic_staff_required, current_clinic_id, session_is_live
-from webapp.services import changes, clients, demo, messages, sending
+from webapp.services import accounts, changes, clients, demo, messages, sending
 
 
 @bp.get("/clients")
@@ -32,7 +33,7 @@ from webapp.services import changes, clients, demo, messages, sending
 def index() -> str:
     """List the clinic's clients, with a search by name or email."""
     query = request.args.get("q", "").strip()[:200]
-    page = request.args.get("page", 1, type=int)
+    page = page_number()
     pagination = clients.search(current_clinic_id(), query, page)
     health = clients.address_health(pagination.items, utcnow())
     partial = bool(htmx) and not htmx.history_restore_request
@@ -58,9 +59,12 @@ def email_log(client_id: int) -> Response | tuple[str, int]:
     # This path runs every few seconds for every open log: it reads the session cookie and one
     # Redis key, and touches neither the database nor a template (tests/test_email_log.py).
     if session_is_live() and session.get("role") in ("clinician", "owner"):
-        marker, _, fresh_until = request.args.get("v", "").partition("-")
-        still_fresh = fresh_until.isdigit() and time.time() < int(fresh_until)
-        if still_fresh and changes.marker_matches(session["clinic_id"], client_id, marker):
+        marker, _, fresh_part = request.args.get("v", "").partition("-")
+        fresh_until = whole_number(fresh_part)
+        still_fresh = fresh_until is not None and time.time() < fresh_until
+        # Redis says whether the session is still live: an ended one gets the full path, refused there.
+        live = accounts.live_key(session.get("sid", ""))
+        if still_fresh and changes.marker_matches(session["clinic_id"], client_id, marker, live):
             return "", 204
     return _render_email_log(client_id)
 
@@ -68,6 +72,7 @@ def email_log(client_id: int) -> Response | tuple[str, int]:
 @clinic_staff_required
 def _render_email_log(client_id: int) -> Response:
     client = clients.get_client(current_clinic_id(), client_id)
+    accounts.keep_live(session.get("sid", ""), session.get("login_at", 0))  # the database just confirmed it
     context = _log_context(client.id)
     # The banner depends on the log (a spam report, a lifted block): it is refreshed with it.
     health = clients.address_health([client], utcnow())[client.id]

@@ -11,11 +11,19 @@ config = context.config
 
 # Interpret the config file for Python logging.
 # This line sets up loggers basically.
-fileConfig(config.config_file_name)
+# Keep the app's own loggers: `flask up` and the tests migrate in a process that goes on logging.
+fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 
 def get_engine():
+    # Migrations run as the role that owns the tables (MIGRATION_DATABASE_URL); the app's own
+    # connection is a runtime role that may not change the schema (webapp/database.py).
+    url = current_app.config.get("MIGRATION_DATABASE_URL")
+    if url and url != current_app.config["DATABASE_URL"]:
+        import sqlalchemy as sa
+
+        return sa.create_engine(url, poolclass=sa.pool.NullPool)
     return current_app.extensions['migrate'].db.engine
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
+from webapp.extensions import limiter
 from webapp.owner import bp
 from webapp.owner.forms import NewUserForm, UserActionForm
+from webapp.params import page_number
 from webapp.security import current_clinic_id, owner_required
 from webapp.services import audit as audit_trail
 from webapp.services import staff
@@ -25,8 +27,20 @@ def users() -> str:
     )
 
 
+def _refused(response: Response) -> bool:
+    return response.status_code == 422
+
+
+def _owner_key() -> str:
+    return f"add-user:{getattr(current_user, 'id', None)}"
+
+
 @bp.post("/users")
 @owner_required
+# A refusal still says the address cannot be used: bound how many addresses an owner can try.
+@limiter.limit(
+    lambda: current_app.config["ADD_USER_REFUSAL_LIMIT"], key_func=_owner_key, deduct_when=_refused
+)
 def add_user() -> str | Response | tuple[str, int]:
     """Add a clinician or owner to the clinic."""
     form = NewUserForm()
@@ -67,7 +81,7 @@ def activate_user(user_id: int) -> Response:
 @owner_required
 def audit() -> str:
     """Show the clinic's audit trail, newest first."""
-    page = request.args.get("page", 1, type=int)
+    page = page_number()
     return render_template(
         "owner/audit.html", pagination=staff.audit_trail(current_clinic_id(), page), label=audit_trail.label
     )

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,6 +34,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
+
+from webapp.private_files import ensure_private_file
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,8 @@ class SandboxServer:
         self.clock = clock
         self.speed = speed
         self._private_key: ec.EllipticCurvePrivateKey | None = None
-        Path(state_path).parent.mkdir(parents=True, exist_ok=True)
+        # It holds the key that signs our webhooks: SQLite gives its -wal and -shm files this mode too.
+        ensure_private_file(state_path)
         self._create_schema()
         with self._db() as db:
             if db.execute("SELECT 1 FROM meta WHERE key = 'private_key'").fetchone() is None:

@@ -10,7 +10,6 @@ route, so the check that decides a request runs exactly as in production.
 from __future__ import annotations
 
 import base64
-import os
 import uuid
 from collections.abc import Callable
 from email.message import EmailMessage
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from webapp.models import utcnow
+from webapp.private_files import write_private_file_once
 
 SELECTOR = "sandbox"
 SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type"]
@@ -95,16 +95,7 @@ def _private_key_pem(path: Path) -> bytes:
             serialization.NoEncryption(),
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        draft = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(pem)
-        try:  # a link never replaces: when two processes race, both keep the first key
-            os.link(draft, path)
-        except FileExistsError:
-            pass
-        finally:
-            draft.unlink()
+        write_private_file_once(path, pem)  # when two processes race, both keep the first key
     return path.read_bytes()
 
 

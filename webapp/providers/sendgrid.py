@@ -93,6 +93,8 @@ DROP_REASONS: dict[str, str] = {
 
 _DIGITS = re.compile(r"[0-9]{1,15}")
 _MILLISECONDS_FROM = 10**11  # a unix time in seconds stays below this until the year 5138
+# Events are flat objects with a few short lists (categories): a little room, no more.
+MAX_WEBHOOK_DEPTH = 8
 
 
 class _RequestFailed(ProviderError):
@@ -552,11 +554,30 @@ def parse_webhook_events(body: bytes) -> list[ProviderEvent]:
     """Parse an event webhook body (a JSON array of events); ValueError if it is not one."""
     try:
         items = json.loads(body)
+    except RecursionError:
+        raise ValueError("the event webhook body nests too deeply") from None
     except ValueError as error:
         raise ValueError(f"the event webhook body is not JSON: {error}") from None
     if not isinstance(items, list):
         raise ValueError("the event webhook body is not a JSON array")
+    if _nests_deeper_than(items, MAX_WEBHOOK_DEPTH):
+        # Real events are flat; deep nesting only makes storing and rendering them costly.
+        raise ValueError("the event webhook body nests too deeply")
     return [_webhook_event(item, position) for position, item in enumerate(items)]
+
+
+def _nests_deeper_than(value: Any, limit: int) -> bool:
+    """Return whether JSON arrays and objects nest more than `limit` levels (without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _webhook_event(item: Any, position: int) -> ProviderEvent:

@@ -2,50 +2,192 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import secrets
 import time
+from datetime import timedelta
+from functools import lru_cache
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import current_app, session
 from flask_login import login_user
+from redis.exceptions import RedisError
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
-from webapp.models import ROLES, Clinic, User
+from webapp.models import ROLES, Clinic, User, UserSession, utcnow
 from webapp.services import audit
+from webapp.services.login_throttle import LoginThrottle
 
-# Compared against when the account does not exist, so both paths take as long.
-_DUMMY = User(email="", name="", role="clinician", password_hash="")
-_DUMMY.set_password(secrets.token_hex(8))
+log = logging.getLogger(__name__)
+
+IDLE_TIMEOUT_SECONDS = 30 * 60
+ABSOLUTE_TIMEOUT_SECONDS = 8 * 60 * 60
 
 
-def authenticate(email: str, password: str) -> User | None:
-    """Return the active user with these credentials, or None."""
-    user = db.session.execute(
-        sa.select(User).where(sa.func.lower(User.email) == email.strip().lower())
-    ).scalar_one_or_none()
-    if user is None:
-        _DUMMY.check_password(password)
-        return None
-    if not user.check_password(password) or not user.active:
-        audit.record("login.failed", None, clinic_id=user.clinic_id, subject_type="user", subject_id=user.id)
-        db.session.commit()
-        return None
-    return user
+class TooSoon(Exception):
+    """Too many failed sign-ins for this account from this address: wait before the next."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(f"try again in {seconds} seconds")
+        self.seconds = seconds
+
+
+def authenticate(email: str, password: str, address: str) -> User | None:
+    """Return the active user with these credentials, or None; raise TooSoon while delayed.
+
+    A failure takes the same work whether the account exists or not (a password hash of the
+    configured kind, one audit row, one commit), and is answered no sooner than
+    LOGIN_FAILURE_SECONDS after it began: what little still differs (a foreign-key check of the
+    audit row) does not show in its timing either.
+    """
+    started = time.perf_counter()
+    throttle: LoginThrottle = current_app.extensions["login_throttle"]
+    wait = throttle.wait_seconds(email, address)
+    if wait:
+        raise TooSoon(wait)
+    # Columns, not the entity: loading a User only for existing accounts would cost time.
+    account = db.session.execute(
+        sa.select(User.id, User.clinic_id, User.password_hash, User.active).where(
+            sa.func.lower(User.email) == email.strip().lower()
+        )
+    ).first()
+    method = current_app.config["PASSWORD_HASH_METHOD"]
+    stored_hash = account.password_hash if account else _dummy_hash(method)
+    if check_password_hash(stored_hash, password) and account is not None and account.active:
+        throttle.record_success(email, address)
+        return db.session.get(User, account.id)
+    audit.record(
+        "login.failed",
+        None,
+        # No account, no clinic to tell: the row is the platform's record of the attempt.
+        clinic_id=account.clinic_id if account else None,
+        subject_type="user",
+        subject_id=account.id if account else None,
+        detail="" if account else "no such account",
+    )
+    db.session.commit()
+    throttle.record_failure(email, address)
+    time.sleep(max(0.0, started + current_app.config["LOGIN_FAILURE_SECONDS"] - time.perf_counter()))
+    return None
+
+
+@lru_cache(maxsize=4)
+def _dummy_hash(method: str) -> str:
+    """A hash of the configured kind to check unknown accounts against, so both paths cost the same."""
+    return generate_password_hash(secrets.token_hex(8), method=method)
 
 
 def start_session(user: User) -> None:
     """Begin a fresh session for this user (a new session, never the pre-login one)."""
     session.clear()
     login_user(user)
-    now = int(time.time())
-    session["sid"] = secrets.token_urlsafe(16)
-    session["login_at"] = now
-    session["seen_at"] = now
+    now = utcnow()
+    sid = secrets.token_urlsafe(32)
+    # Sessions past the absolute timeout are dead anyway: forget this user's.
+    db.session.execute(
+        sa.delete(UserSession).where(
+            UserSession.user_id == user.id,
+            UserSession.created_at < now - timedelta(seconds=ABSOLUTE_TIMEOUT_SECONDS),
+        )
+    )
+    db.session.add(UserSession(sid_hash=sid_hash(sid), user_id=user.id, created_at=now))
+    session["sid"] = sid
+    session["login_at"] = int(now.timestamp())
+    session["seen_at"] = int(now.timestamp())
     session["clinic_id"] = user.clinic_id
     session["role"] = user.role
     session.permanent = True
     audit.record("login", user, clinic_id=user.clinic_id, subject_type="user", subject_id=user.id)
     db.session.commit()
+    _set_live(sid, ABSOLUTE_TIMEOUT_SECONDS)
+
+
+def session_user(user_id: int, sid: str) -> User | None:
+    """Return the user of a session the server has not ended, or None."""
+    if not sid:
+        return None
+    return db.session.execute(
+        sa.select(User)
+        .join(UserSession, UserSession.user_id == User.id)
+        .where(User.id == user_id, UserSession.sid_hash == sid_hash(sid), UserSession.ended_at.is_(None))
+    ).scalar_one_or_none()
+
+
+def end_session(sid: str) -> None:
+    """End one session (sign-out): its cookie, and every copy of it, stops working."""
+    if sid:
+        _end(UserSession.sid_hash == sid_hash(sid))
+        db.session.commit()
+
+
+def end_all_sessions(user: User) -> None:
+    """End every session of the user (sign out everywhere, deactivation); the caller commits."""
+    _end(UserSession.user_id == user.id)
+
+
+def sign_out_everywhere(user: User) -> None:
+    """End every session of the user at their own request, and audit it."""
+    end_all_sessions(user)
+    audit.record("logout.everywhere", user, clinic_id=user.clinic_id, subject_type="user", subject_id=user.id)
+    db.session.commit()
+
+
+def _end(condition: sa.ColumnElement[bool]) -> None:
+    ended = db.session.execute(
+        sa.update(UserSession)
+        .where(condition, UserSession.ended_at.is_(None))
+        .values(ended_at=utcnow())
+        .returning(UserSession.sid_hash)
+        .execution_options(synchronize_session=False)
+    ).scalars()
+    # Redis is told after the commit (below), so a rolled-back end leaves the session alive.
+    db.session.info.setdefault("ended_sessions", set()).update(ended)
+
+
+def sid_hash(sid: str) -> str:
+    """Return the stored form of a session id."""
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+def live_key(sid: str) -> str:
+    """Return the Redis key that says a session is live (the log poll reads it, not the database)."""
+    return f"session-live:{sid_hash(sid)}"
+
+
+def keep_live(sid: str, login_at: int) -> None:
+    """Mark a session the database just confirmed as live again, in case Redis lost the mark."""
+    remaining = ABSOLUTE_TIMEOUT_SECONDS - (int(time.time()) - login_at)
+    if sid and remaining > 0:
+        _set_live(sid, remaining, only_if_missing=True)
+
+
+def _set_live(sid: str, seconds: int, only_if_missing: bool = False) -> None:
+    try:
+        current_app.extensions["redis"].set(live_key(sid), b"1", ex=seconds, nx=only_if_missing)
+    except RedisError as error:
+        # Without the mark the log poll renders from the database, which knows the session.
+        log.warning("session mark unavailable: %s", error)
+
+
+@sa.event.listens_for(so.Session, "after_commit")
+def _forget_ended_sessions(db_session: so.Session) -> None:
+    hashes = db_session.info.pop("ended_sessions", None)
+    if not hashes:
+        return
+    try:
+        current_app.extensions["redis"].delete(*(f"session-live:{value}" for value in hashes))
+    except (RedisError, RuntimeError) as error:
+        # The database has ended them: every request but the log's "nothing changed" answer
+        # already refuses them, and that answer carries no data.
+        log.warning("could not drop the marks of ended sessions: %s", error)
+
+
+@sa.event.listens_for(so.Session, "after_rollback")
+def _keep_sessions(db_session: so.Session) -> None:
+    db_session.info.pop("ended_sessions", None)
 
 
 def create_user(

@@ -9,6 +9,7 @@ from webapp.models import AuditEntry, User, utcnow
 LABELS = {
     "login": "Signed in",
     "login.failed": "Failed sign-in",
+    "logout.everywhere": "Signed out everywhere",
     "user.create": "Added a user",
     "user.activate": "Reactivated a user",
     "user.deactivate": "Deactivated a user",

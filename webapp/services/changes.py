@@ -55,13 +55,14 @@ def current_marker(clinic_id: int, client_id: int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def marker_matches(clinic_id: int, client_id: int, seen: str) -> bool:
-    """Return whether the counter still has the value the browser last rendered."""
+def marker_matches(clinic_id: int, client_id: int, seen: str, live_key: str) -> bool:
+    """Return whether the counter still has the value the browser last rendered, and the session
+    whose live mark is `live_key` is live (one round trip for both)."""
     try:
-        value = current_app.extensions["redis"].get(log_key(clinic_id, client_id))
+        value, live = current_app.extensions["redis"].mget(log_key(clinic_id, client_id), live_key)
     except RedisError:
         return False
-    return value is not None and value.decode() == seen
+    return live is not None and value is not None and value.decode() == seen
 
 
 @sa.event.listens_for(so.Session, "after_commit")

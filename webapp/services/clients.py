@@ -71,7 +71,10 @@ class AddressHealth:
     @property
     def label(self) -> str:
         """The mark shown beside the client, in words (the colour only repeats it)."""
-        return {"fine": "Fine", "failure": "Recent failure", "spam": "On the spam list"}[self.state]
+        if self.state == "spam":
+            # Only a report about this clinic's own email is named as one.
+            return "On the spam list" if self.spam_email is not None else "Blocked"
+        return {"fine": "Fine", "failure": "Recent failure"}[self.state]
 
 
 def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHealth]:

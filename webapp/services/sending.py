@@ -61,6 +61,9 @@ class SendRefused(Exception):
 
     reason: str
     spam_entry: SpamListEntry | None = None
+    # Whether the spam report was about this clinic's own email. The spam list is shared by all
+    # clinics: another clinic's report (whether and when there was one) is not this clinic's business.
+    own_report: bool = False
 
 
 def spam_list_entry(address: str) -> SpamListEntry | None:
@@ -84,9 +87,10 @@ def queue_email(
     address = (to_address or client.email).strip()
     entry = spam_list_entry(address)
     if entry is not None:
-        raise SendRefused(
-            f"{address} is on the spam list: the client reported an earlier email as spam", entry
-        )
+        if entry.email is not None and entry.email.clinic_id == client.clinic_id:
+            reason = f"{address} is on the spam list: the client reported an earlier email as spam"
+            raise SendRefused(reason, entry, own_report=True)
+        raise SendRefused(f"{address} is blocked: our email provider does not deliver to it", entry)
     email = Email(
         clinic_id=client.clinic_id,
         client_id=client.id,

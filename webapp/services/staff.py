@@ -22,12 +22,22 @@ def clinic_users(clinic_id: int) -> list[User]:
     )
 
 
+# One answer whether the address belongs to someone of this clinic (the owner sees them in the
+# list anyway) or of any other: which clinics a person works for is theirs to tell.
+ADDRESS_TAKEN = (
+    "This address cannot be used for a new account. If the person is not in the list below, ask them "
+    "for another address (their work address at this clinic, say), or contact support."
+)
+
+
 def add_user(owner: User, email: str, name: str, role: str, password: str) -> User:
     """Add a clinician or owner to the owner's clinic."""
     if role not in ("clinician", "owner"):
         raise StaffError("Owners can add clinicians and owners only.")
-    if db.session.execute(sa.select(User.id).where(User.email == email.strip().lower())).first():
-        raise StaffError("An account with this email already exists.")
+    if db.session.execute(
+        sa.select(User.id).where(sa.func.lower(User.email) == email.strip().lower())
+    ).first():
+        raise StaffError(ADDRESS_TAKEN)
     clinic = db.session.get(Clinic, owner.clinic_id)
     try:
         user = accounts.create_user(email, name, role, password, clinic, actor=owner)
@@ -35,7 +45,7 @@ def add_user(owner: User, email: str, name: str, role: str, password: str) -> Us
     except sa.exc.IntegrityError:
         # Another request added the same address a moment ago.
         db.session.rollback()
-        raise StaffError("An account with this email already exists.") from None
+        raise StaffError(ADDRESS_TAKEN) from None
     return user
 
 
@@ -49,6 +59,8 @@ def set_active(owner: User, user_id: int, *, active: bool) -> None:
     if user.id == owner.id and not active:
         raise StaffError("You cannot deactivate your own account.")
     user.active = active
+    if not active:
+        accounts.end_all_sessions(user)  # now, not at their next request's check
     audit.record(
         "user.activate" if active else "user.deactivate",
         owner,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from flask import current_app
+from redis.exceptions import RedisError
 
 from webapp.extensions import db
 from webapp.models import Email, PendingEvent, WebhookBatch, utcnow
@@ -15,9 +20,39 @@ from webapp.providers.sendgrid import parse_webhook_events
 from webapp.services.events import apply_events, keep_for_later
 from webapp.services.polling import schedule_next_poll
 
+log = logging.getLogger(__name__)
+
 APPLY_JOB = "jobs.webhooks.apply_webhook_batch"
 # Events for an email we do not know are kept this long, in case its send record is late.
 KEEP_UNKNOWN_FOR = timedelta(days=7)
+
+
+def first_delivery(provider: str, timestamp: str, body: bytes, expires_at: float, now: float) -> bool:
+    """Remember a verified delivery until its signature expires; return False when it came before.
+
+    Keyed on what was signed, not on the signature: an ECDSA signature has a twin, (r, n - s),
+    that verifies as well, so a replay could come with different signature bytes.
+    """
+    key = _delivery_key(provider, timestamp, body)
+    ttl = max(1, math.ceil(expires_at - now))
+    try:
+        return bool(current_app.extensions["redis"].set(key, b"1", nx=True, ex=ttl))
+    except RedisError as error:
+        # Storing a batch twice is harmless (events are stored once each); losing one is not.
+        log.warning("webhook replay check unavailable, storing the batch: %s", error)
+        return True
+
+
+def forget_delivery(provider: str, timestamp: str, body: bytes) -> None:
+    """Forget a delivery we failed to store, so that the provider's retry is taken."""
+    try:
+        current_app.extensions["redis"].delete(_delivery_key(provider, timestamp, body))
+    except RedisError as error:
+        log.warning("could not forget a webhook delivery: %s", error)
+
+
+def _delivery_key(provider: str, timestamp: str, body: bytes) -> str:
+    return f"webhook-seen:{provider}:{hashlib.sha256(timestamp.encode() + b'.' + body).hexdigest()}"
 
 
 def store_batch(provider: str, body: bytes) -> WebhookBatch:

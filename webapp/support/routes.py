@@ -6,13 +6,11 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
+from webapp.params import page_number
 from webapp.security import support_required
 from webapp.services import clients, inbound, removals
 from webapp.support import bp
 from webapp.support.forms import DecisionForm
-
-# Page numbers beyond this are clamped: no query ever gets an offset that overflows.
-MAX_PAGE = 100_000
 
 
 @bp.get("/removal-requests")
@@ -20,7 +18,7 @@ MAX_PAGE = 100_000
 def queue() -> str:
     """List removal requests (pending oldest first, 50 a page) and open operator alerts."""
     view = "decided" if request.args.get("view") == "decided" else "pending"
-    page = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
+    page = page_number()
     cases, total = removals.queue_page(view, page)
     return render_template(
         "support/queue.html",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 
 from flask import abort, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,12 +31,16 @@ TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 def sendgrid_events() -> tuple[str, int]:
     """Accept a signed batch of delivery events (403 unsigned, 400 malformed)."""
     body = request.get_data(cache=False)  # the exact bytes that were signed
+    timestamp = request.headers.get(TIMESTAMP_HEADER, "")
+    tolerance = current_app.config["WEBHOOK_TOLERANCE_SECONDS"]
+    now = time.time()
     if not verify_signature(
         _webhook_public_key(),
         request.headers.get(SIGNATURE_HEADER),
-        request.headers.get(TIMESTAMP_HEADER),
+        timestamp,
         body,
-        tolerance_seconds=current_app.config["WEBHOOK_TOLERANCE_SECONDS"],
+        tolerance_seconds=tolerance,
+        now=now,
     ):
         abort(403)
     try:
@@ -43,7 +48,15 @@ def sendgrid_events() -> tuple[str, int]:
     except ValueError as error:
         log.info("malformed event webhook body: %s", error)
         abort(400)
-    batch = webhooks.store_batch("sendgrid", body)
+    # The signature stays valid for the tolerance: a copy posted again within it is acknowledged
+    # and dropped. Verified above, so the timestamp is a whole number.
+    if not webhooks.first_delivery("sendgrid", timestamp, body, int(timestamp) + tolerance, now):
+        return "", 200
+    try:
+        batch = webhooks.store_batch("sendgrid", body)
+    except SQLAlchemyError:
+        webhooks.forget_delivery("sendgrid", timestamp, body)
+        raise
     enqueue(webhooks.APPLY_JOB, batch.id)
     return "", 200
 
