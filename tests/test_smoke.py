@@ -12,6 +12,9 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
+
+pytestmark = pytest.mark.embedded
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "smoke-test-password"

@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.conftest import RECORD_CSP_VIOLATIONS, PageProblems, attach_problem_listeners
 from tests.test_smoke import PASSWORD, free_port, press_ctrl_c, start_product, wait_until_healthy
+
+pytestmark = pytest.mark.embedded
 
 CLIENT = "Sofia Garcia"  # sofia.garcia+spam@example.com: the sandbox reports her next email as spam
 BANNER = "Emails to this address are blocked"
