@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from flask import (
@@ -22,7 +23,7 @@ from webapp import statuses
 from webapp.clients import bp
 from webapp.clients.forms import SandboxMailForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
-from webapp.models import Clinic, utcnow
+from webapp.models import Client, Clinic, utcnow
 from webapp.security import clinic_staff_required, current_clinic_id, session_is_live
 from webapp.services import changes, clients, demo, messages, sending
 
@@ -45,10 +46,7 @@ def index() -> str:
 def show(client_id: int) -> str:
     """Show a client's file: contact details, address health, the email log and the send form."""
     client = clients.get_client(current_clinic_id(), client_id)
-    health = clients.address_health([client], utcnow())[client.id]
-    return render_template(
-        "clients/show.html", client=client, health=health, form=SendEmailForm(), **_log_context(client.id)
-    )
+    return render_template("clients/show.html", client=client, form=SendEmailForm(), **_log_context(client))
 
 
 @bp.get("/clients/<int:client_id>/emails")
@@ -68,11 +66,21 @@ def email_log(client_id: int) -> Response | tuple[str, int]:
 @clinic_staff_required
 def _render_email_log(client_id: int) -> Response:
     client = clients.get_client(current_clinic_id(), client_id)
-    context = _log_context(client.id)
-    # The banner depends on the log (a spam report, a lifted block): it is refreshed with it.
-    health = clients.address_health([client], utcnow())[client.id]
+    context = _log_context(client)
+    # The banner, the header's mark and the send form depend on the log (a spam report, a lifted
+    # block): they are refreshed with it. The form only when sending became possible or impossible
+    # (or the address changed), so a clinician's half-typed message is never wiped by a poll.
+    shown_form = request.args.get("f")
+    form_oob = shown_form is not None and shown_form != context["form_key"]
     response = make_response(
-        render_template("clients/_email_log.html", client=client, health=health, banner_oob=True, **context)
+        render_template(
+            "clients/_email_log.html",
+            client=client,
+            banner_oob=True,
+            form_oob=form_oob,
+            form=SendEmailForm(formdata=None) if form_oob else None,
+            **context,
+        )
     )
     if request.headers.get("HX-Trigger") == "log-filter":
         # The filter belongs in the page's address, so a reload or a shared link keeps it.
@@ -100,10 +108,7 @@ def send(client_id: int) -> str | Response | tuple[str, int]:
         else:
             flash(f"Sending “{subject}” to {client.email}.", "success")
             return redirect(url_for("clients.show", client_id=client.id), code=303)
-    health = clients.address_health([client], utcnow())[client.id]
-    return render_template(
-        "clients/show.html", client=client, health=health, form=form, **_log_context(client.id)
-    ), 422
+    return render_template("clients/show.html", client=client, form=form, **_log_context(client)), 422
 
 
 @bp.post("/clients/<int:client_id>/sandbox-removal-mail")
@@ -125,10 +130,12 @@ def sandbox_removal_mail(client_id: int) -> Response:
     return redirect(url_for("clients.show", client_id=client.id), code=303)
 
 
-def _log_context(client_id: int) -> dict:
+def _log_context(client: Client) -> dict:
     """Everything the email log partial needs, including when the browser should ask again."""
     now = utcnow()
     clinic_id = current_clinic_id()
+    client_id = client.id
+    health = clients.address_health([client], now)[client.id]
     status_key = request.args.get("status", "")
     status_filter = status_key if status_key in statuses.BY_KEY else ""
     marker = changes.current_marker(clinic_id, client_id)
@@ -142,6 +149,8 @@ def _log_context(client_id: int) -> dict:
     if deadline is not None:
         fresh_until = min(fresh_until, deadline.timestamp())
     return {
+        "health": health,
+        "form_key": _form_key(client, health),
         "rows": rows,
         "now": now,
         "status_filter": status_filter,
@@ -149,3 +158,9 @@ def _log_context(client_id: int) -> dict:
         "poll_seconds": config["LOG_POLL_FAST_SECONDS"] if soon else config["LOG_POLL_SLOW_SECONDS"],
         "version": f"{marker}-{int(fresh_until)}",
     }
+
+
+def _form_key(client: Client, health: clients.AddressHealth) -> str:
+    """Name what the send form shows (possible or not, and to which address) without the address."""
+    address = hashlib.sha256(client.email.strip().lower().encode()).hexdigest()[:8]
+    return ("blocked-" if health.blocked else "open-") + address

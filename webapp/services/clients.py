@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 import sqlalchemy as sa
 from flask import abort
@@ -58,69 +59,146 @@ def search(clinic_id: int, query: str, page: int) -> Pagination:
 
 @dataclass
 class AddressHealth:
-    """How mail to a client's address on file is faring."""
+    """How mail to a client's address on file is faring: what the clinician must know first.
 
-    state: str  # fine, failure, spam
+    One answer feeds the client list's mark, the client file's header, banner and send form, so
+    they can never disagree. Blocked (on the spam list) wins; otherwise the newest email to the
+    address, by send time, decides.
+    """
+
+    state: str  # spam, failure, stuck, deferred, fine
     spam_entry: SpamListEntry | None = None
     # The email the client reported as spam, when this clinic sent it: the spam list is shared by
     # every clinic, and another clinic's subject line is not this clinic's business.
     spam_email: Email | None = None
-    failed_email: Email | None = None
+    # When the client reported it (None: we only know the address is listed since `listed_at`).
+    reported_at: datetime | None = None
+    latest: Email | None = None  # the newest email to the address on file
     failure_reason: str = ""
+
+    LABELS: ClassVar[dict[str, str]] = {
+        "fine": "Fine",
+        "failure": "Recent failure",
+        "stuck": "Email stuck",
+        "deferred": "Delayed",
+        "spam": "On the spam list",
+    }
 
     @property
     def label(self) -> str:
         """The mark shown beside the client, in words (the colour only repeats it)."""
-        return {"fine": "Fine", "failure": "Recent failure", "spam": "On the spam list"}[self.state]
+        return self.LABELS[self.state]
+
+    @property
+    def blocked(self) -> bool:
+        """Whether sending to the address is refused."""
+        return self.state == "spam"
+
+    @property
+    def failed_email(self) -> Email | None:
+        """The newest email, when it failed (what the failure banner is about)."""
+        return self.latest if self.state == "failure" else None
+
+    @property
+    def listed_at(self) -> datetime | None:
+        """Since when the address is on our copy of the spam list."""
+        return self.spam_entry.reported_at if self.spam_entry else None
 
 
 def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHealth]:
-    """Return the address health of each client, in two queries for the whole list."""
+    """Return the address health of each client, in three queries for the whole list."""
     if not clients:
         return {}
-    addresses = {client.email.strip().lower() for client in clients}
+    addresses = {_address(client.email) for client in clients}
     spam = {
         entry.address: entry
         for entry in db.session.execute(
-            sa.select(SpamListEntry)
-            .where(SpamListEntry.address.in_(addresses))
-            .options(sa.orm.selectinload(SpamListEntry.email))
+            sa.select(SpamListEntry).where(SpamListEntry.address.in_(addresses))
         ).scalars()
     }
-    latest = (
-        sa.select(Email.client_id, sa.func.max(Email.id).label("email_id"))
+    newest = (
+        sa.select(
+            Email.id,
+            sa.func.row_number()
+            .over(partition_by=Email.client_id, order_by=(Email.created_at.desc(), Email.id.desc()))
+            .label("n"),
+        )
+        .join(Client, Client.id == Email.client_id)
         .where(
             Email.client_id.in_([client.id for client in clients]),
             Email.created_at >= now - timedelta(days=LOG_DAYS),
+            # An email to an address since corrected says nothing about the address on file.
+            sa.func.lower(Email.to_address) == sa.func.lower(Client.email),
         )
-        .group_by(Email.client_id)
         .subquery()
     )
     latest_emails = {
         email.client_id: email
         for email in db.session.execute(
-            sa.select(Email).join(latest, latest.c.email_id == Email.id)
+            sa.select(Email)
+            .join(newest, newest.c.id == Email.id)
+            .where(newest.c.n == 1)
+            .options(sa.orm.selectinload(Email.events))
         ).scalars()
     }
+    reports = _spam_reports(clients, {address for address in addresses if address in spam})
     health = {}
     for client in clients:
-        address = client.email.strip().lower()
-        latest_email = latest_emails.get(client.id)
+        address = _address(client.email)
+        latest = latest_emails.get(client.id)
         if address in spam:
             entry = spam[address]
-            own_email = entry.email if entry.email and entry.email.clinic_id == client.clinic_id else None
-            health[client.id] = AddressHealth("spam", spam_entry=entry, spam_email=own_email)
-        elif (
-            latest_email is not None
-            and latest_email.status == statuses.FAILED.key
-            and latest_email.to_address.strip().lower() == address
-        ):
+            reported = reports.get((client.clinic_id, address))
+            if reported is not None:
+                spam_email, reported_at = reported
+            else:
+                # Another clinic's email, or one we never saw: the entry's date is the report's
+                # only when it came from the report itself (not from a later dropped send).
+                spam_email = None
+                dropped = (
+                    entry.source != "sync"
+                    and entry.email is not None
+                    and entry.email.status != statuses.SPAM_REPORT.key
+                )
+                reported_at = None if dropped else entry.reported_at
             health[client.id] = AddressHealth(
-                "failure", failed_email=latest_email, failure_reason=failure_reason(latest_email)
+                "spam", spam_entry=entry, spam_email=spam_email, reported_at=reported_at, latest=latest
             )
-        else:
+        elif latest is None:
             health[client.id] = AddressHealth("fine")
+        elif latest.status == statuses.FAILED.key:
+            health[client.id] = AddressHealth("failure", latest=latest, failure_reason=failure_reason(latest))
+        elif is_stuck(latest, now):
+            health[client.id] = AddressHealth("stuck", latest=latest)
+        elif latest.status == statuses.DEFERRED.key:
+            health[client.id] = AddressHealth("deferred", latest=latest)
+        else:
+            health[client.id] = AddressHealth("fine", latest=latest)
     return health
+
+
+def _address(address: str) -> str:
+    return address.strip().lower()
+
+
+def _spam_reports(
+    clients: list[Client], addresses: set[str]
+) -> dict[tuple[int, str], tuple[Email, datetime]]:
+    """Return, per (clinic, address), the newest email of that clinic reported as spam, and when."""
+    if not addresses:
+        return {}
+    rows = db.session.execute(
+        sa.select(Email, EmailEvent.occurred_at)
+        .join(EmailEvent, EmailEvent.email_id == Email.id)
+        .where(
+            EmailEvent.kind == "spamreport",
+            Email.clinic_id.in_({client.clinic_id for client in clients}),
+            sa.func.lower(Email.to_address).in_(addresses),
+        )
+        .order_by(EmailEvent.occurred_at)
+    ).all()
+    # Later rows overwrite earlier ones: the newest report wins.
+    return {(email.clinic_id, _address(email.to_address)): (email, at) for email, at in rows}
 
 
 def failure_reason(email: Email) -> str:

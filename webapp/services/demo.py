@@ -9,7 +9,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from webapp.extensions import db
-from webapp.models import MESSAGE_KINDS, Client, Clinic, Email, User, utcnow
+from webapp.models import MESSAGE_KINDS, Client, Clinic, Email, SpamListEntry, User, utcnow
 from webapp.providers.base import ProviderEvent
 from webapp.services import accounts, messages
 from webapp.services.events import apply_events
@@ -109,7 +109,25 @@ def seed(password: str) -> bool:
                 age_days = rng.uniform(0.05, 0.5)  # still in flight: hours, not days, old
             _history_email(clinic, client, owner, status, now - timedelta(days=age_days), rng)
     db.session.commit()
+    _share_spam_list_with_sandbox()
     return True
+
+
+def _share_spam_list_with_sandbox() -> None:
+    """Put every address our history shows reported as spam on the sandbox's own list too.
+
+    The provider's list is the truth `maintenance.sync_spam_list` copies: without this, the first
+    sync would unblock clients whose log shows a Spam report.
+    """
+    from flask import current_app
+
+    from webapp.providers import get_sandbox
+
+    if current_app.config["EMAIL_PROVIDER"] != "sandbox":
+        return
+    sandbox = get_sandbox(current_app.config)
+    for entry in db.session.execute(sa.select(SpamListEntry)).scalars():
+        sandbox.add_spam_report(entry.address, entry.reported_at.timestamp())
 
 
 def set_passwords(password: str) -> None:

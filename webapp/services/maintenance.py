@@ -16,7 +16,7 @@ from webapp.providers import get_provider
 from webapp.providers.base import ProviderError, ProviderEvent
 from webapp.queue import enqueue
 from webapp.services import sending, webhooks
-from webapp.services.events import add_to_spam_list, apply_events
+from webapp.services.events import add_to_spam_list, apply_events, spam_list_changed
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +143,30 @@ def sync_spam_list() -> int:
         ).scalars()
     )
     on_provider_list = {address for address, _ in reports}
+    ours = {
+        entry.address: entry
+        for entry in db.session.execute(
+            sa.select(SpamListEntry).where(SpamListEntry.address.in_(on_provider_list))
+        ).scalars()
+    }
     for address, reported_at in reports:
-        if address not in lifted:
+        if address in lifted:
+            continue
+        entry = ours.get(address)
+        if entry is None:
             add_to_spam_list(address, reported_at, None, "sync")
-    db.session.execute(
-        sa.delete(SpamListEntry).where(
-            SpamListEntry.id <= known_before, SpamListEntry.address.not_in(on_provider_list)
-        )
-    )
+        elif entry.source != "sync" and abs((entry.reported_at - reported_at).total_seconds()) >= 1:
+            # Ours was dated by the event that told us (a dropped send); the provider knows when
+            # the client reported it, which is what the client file says.
+            entry.reported_at = reported_at
+            entry.source = "sync"
+            spam_list_changed([address])
+    dropped = db.session.execute(
+        sa.delete(SpamListEntry)
+        .where(SpamListEntry.id <= known_before, SpamListEntry.address.not_in(on_provider_list))
+        .returning(SpamListEntry.address)
+    ).scalars()
+    spam_list_changed(list(dropped))
     db.session.commit()
     return len(on_provider_list - lifted)
 

@@ -1,0 +1,290 @@
+"""The client file tells the truth (issue 11): the spam list, the banner, the address-health mark
+and the send form agree with the log, in the demo and everywhere else, and change together."""
+
+from __future__ import annotations
+
+import html as entities
+import re
+import time
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import PASSWORD, login
+from tests.test_email_log import BOUNCED, CLINICIAN, DELIVERED, add_email, htmx_get, poll_url, text
+from webapp import statuses
+from webapp.extensions import db
+from webapp.models import Client, SpamListEntry, utcnow
+from webapp.providers.base import ProviderEvent
+from webapp.services.events import add_to_spam_list, apply_events
+
+
+@pytest.fixture
+def signed_in_jane(client, world):
+    login(client, CLINICIAN)
+    return client, world.client_a
+
+
+BLOCKED = "Emails to this address are blocked"
+SPAM_REPORTED = [*DELIVERED, (3600, "spamreport", {})]
+
+
+def health_marks(html: str) -> dict[str, str]:
+    """Return each listed client's address-health mark, by name."""
+    marks = re.findall(r'class="client-name"[^>]*>([^<]+)</a>.*?class="health health-(\w+)"', html, re.S)
+    return {entities.unescape(name): mark for name, mark in marks}
+
+
+def actions(html: str) -> str:
+    """Return the header's address-health mark and "Send email" link."""
+    match = re.search(r'<div id="client-actions"[^>]*>(.*?)</div>', html, re.S)
+    assert match, "no #client-actions"
+    return match.group(0)
+
+
+def send_form(html: str) -> str:
+    match = re.search(r'<section id="send-email"[^>]*>.*?</section>', html, re.S)
+    assert match, "no #send-email"
+    return match.group(0)
+
+
+# --- 1. Demo data agrees with itself -------------------------------------------------------------
+
+
+def test_demo_clients_whose_log_shows_a_spam_report_are_blocked_everywhere(app, client):
+    from webapp.providers import get_provider
+    from webapp.services import clients, demo, maintenance
+
+    demo.seed(PASSWORD)
+    # The scheduler copies the provider's list into ours: it must not unblock anyone.
+    maintenance.sync_spam_list()
+    login(client, "clinician@example.com")
+    listing = health_marks(client.get("/clients").get_data(as_text=True))
+    provider_list = {address for address, _ in get_provider(app.config).spam_reports()}
+    demo_clients = db.session.execute(sa.select(Client).order_by(Client.id)).scalars().all()
+    reported_names = set()
+    for person in demo_clients:
+        rows = clients.email_log(person.clinic_id, person.id, None, utcnow())
+        reported = any(
+            row.status == statuses.SPAM_REPORT and row.email.to_address.lower() == person.email.lower()
+            for row in rows
+        )
+        page = client.get(f"/clients/{person.id}").get_data(as_text=True)
+        if reported:
+            reported_names.add(person.name)
+            assert listing[person.name] == "spam", person.name
+            assert person.email.lower() in provider_list, person.name
+            assert BLOCKED in page and "On the spam list" in actions(page), person.name
+            assert 'href="#send-email"' not in actions(page)
+            assert "Sending is not possible" in send_form(page)
+            refused = client.post(f"/clients/{person.id}/emails", data={"kind": "receipt"})
+            assert refused.status_code == 422, person.name
+        else:
+            assert BLOCKED not in page, person.name
+            assert listing[person.name] != "spam", person.name
+            assert f'action="/clients/{person.id}/emails"' in send_form(page)
+    assert {"Olivia Brown", "Marco Rossi"} <= reported_names
+
+
+def test_a_spam_report_to_another_clinic_refreshes_this_clinics_open_file(app, client, world):
+    login(client, CLINICIAN)
+    jane = world.client_a
+    url = poll_url(client.get(f"/clients/{jane.id}").get_data(as_text=True))
+    elsewhere = Client(clinic_id=world.clinic_b.id, name="Jane at B", email=jane.email.upper())
+    db.session.add(elsewhere)
+    db.session.commit()
+    add_email(elsewhere, events=SPAM_REPORTED)
+
+    changed = htmx_get(client, url)
+    assert changed.status_code == 200
+    assert BLOCKED in changed.get_data(as_text=True)
+    assert "On the spam list" in actions(changed.get_data(as_text=True))
+
+
+def test_an_address_taken_off_the_providers_list_refreshes_open_files(app, client, world):
+    from webapp.services import maintenance
+
+    login(client, CLINICIAN)
+    jane = world.client_a
+    add_to_spam_list(jane.email, utcnow(), None, "webhook")
+    db.session.commit()
+    page = client.get(f"/clients/{jane.id}").get_data(as_text=True)
+    assert BLOCKED in page
+    maintenance.sync_spam_list()  # the sandbox never had it
+
+    changed = htmx_get(client, poll_url(page))
+    assert changed.status_code == 200
+    assert BLOCKED not in changed.get_data(as_text=True)
+    assert 'href="#send-email"' in actions(changed.get_data(as_text=True))
+
+
+# --- 2. The spam banner names the reported email and the date of the report ----------------------
+
+
+def test_the_banner_names_the_reported_email_not_a_later_dropped_one(signed_in_jane):
+    client, jane = signed_in_jane
+    now = utcnow()
+    reported = add_email(
+        jane, sent_at=now - timedelta(days=6), subject="Your intake form", events=SPAM_REPORTED
+    )
+    # Our copy of the list lost the entry (a sync), then a later send was dropped for it.
+    db.session.execute(sa.delete(SpamListEntry))
+    db.session.commit()
+    add_email(
+        jane,
+        sent_at=now - timedelta(hours=1),
+        subject="Your receipt",
+        events=[(5, "processed", {}), (30, "dropped", {"reason": "Spam Reporting Address"})],
+    )
+
+    html = client.get(f"/clients/{jane.id}").get_data(as_text=True)
+    banner = text(html[html.index('class="banner banner-danger"') : html.index('id="email-log"')])
+    report_day = (reported.created_at + timedelta(seconds=3600)).strftime("%d %b %Y")
+    assert f"Jane Doe reported the email “Your intake form” as spam on {report_day}." in banner
+    assert "Your receipt" not in banner
+    assert (now - timedelta(hours=1)).strftime("%d %b %Y") not in banner or report_day in banner
+    assert f'href="#email-{reported.id}"' in html
+
+
+def test_a_block_known_only_from_a_dropped_send_does_not_invent_a_report_date(signed_in_jane):
+    client, jane = signed_in_jane
+    dropped = add_email(
+        jane,
+        sent_at=utcnow() - timedelta(days=2),
+        subject="Your receipt",
+        events=[(5, "processed", {}), (30, "dropped", {"reason": "Spam Reporting Address"})],
+    )
+    html = client.get(f"/clients/{jane.id}").get_data(as_text=True)
+    banner = text(html[html.index('class="banner banner-danger"') : html.index('id="email-log"')])
+    assert "Jane Doe reported an email as spam; our email provider told us on" in banner
+    assert dropped.created_at.strftime("%d %b %Y") in banner
+    assert "Your receipt" not in banner
+
+
+def test_a_sync_dates_the_block_by_the_providers_report(app, world):
+    from webapp.providers import get_sandbox
+    from webapp.services import clients, maintenance
+
+    jane = world.client_a
+    reported_on = utcnow() - timedelta(days=9)
+    get_sandbox(app.config).add_spam_report(jane.email, reported_on.timestamp())
+    add_email(
+        jane,
+        sent_at=utcnow() - timedelta(hours=2),
+        events=[(5, "processed", {}), (30, "dropped", {"reason": "Spam Reporting Address"})],
+    )
+    maintenance.sync_spam_list()
+    health = clients.address_health([jane], utcnow())[jane.id]
+    assert health.blocked
+    assert int(health.listed_at.timestamp()) == int(reported_on.timestamp())
+
+
+# --- 4. Everything that depends on the log changes in the same refresh ---------------------------
+
+
+def test_a_spam_report_while_the_file_is_open_changes_banner_mark_and_form_in_one_refresh(signed_in_jane):
+    client, jane = signed_in_jane
+    email = add_email(jane, events=DELIVERED)
+    page = client.get(f"/clients/{jane.id}").get_data(as_text=True)
+    assert "Fine" in actions(page) and 'href="#send-email"' in actions(page)
+    url = poll_url(page)
+
+    apply_events(
+        email, [ProviderEvent("spamreport", utcnow(), app_message_id=email.app_message_id)], "webhook"
+    )
+    db.session.commit()
+    html = htmx_get(client, url).get_data(as_text=True)
+    assert re.search(r'class="badge badge-danger"[^>]*>Spam report<', html)
+    assert '<div id="client-banner" hx-swap-oob="true">' in html and BLOCKED in html
+    mark = actions(html)
+    assert 'hx-swap-oob="true"' in mark and "On the spam list" in mark and 'href="#send-email"' not in mark
+    form = send_form(html)
+    assert 'hx-swap-oob="true"' in form and "Sending is not possible" in form
+    assert f'action="/clients/{jane.id}/emails"' not in form
+
+    # Nothing changed since: 204. A change that leaves sending possible or not keeps the form
+    # (and what the clinician is typing in it) out of the refresh.
+    url = poll_url(html)
+    assert htmx_get(client, url).status_code == 204
+    add_email(jane, events=DELIVERED)
+    again = htmx_get(client, url).get_data(as_text=True)
+    assert 'id="send-email"' not in again and 'id="client-actions"' in again
+
+
+def test_a_lifted_block_brings_the_send_form_back_in_the_same_refresh(signed_in_jane):
+    from webapp.services.events import spam_list_changed
+
+    client, jane = signed_in_jane
+    add_email(jane, events=SPAM_REPORTED)
+    url = poll_url(client.get(f"/clients/{jane.id}").get_data(as_text=True))
+    db.session.execute(sa.delete(SpamListEntry))
+    spam_list_changed([jane.email])
+    db.session.commit()
+
+    html = htmx_get(client, url).get_data(as_text=True)
+    assert BLOCKED not in html
+    assert 'href="#send-email"' in actions(html)
+    assert f'action="/clients/{jane.id}/emails"' in send_form(html)
+
+
+# --- 5. Address health: what the clinician must know, newest by send time, blocked wins ----------
+
+
+def test_address_health_follows_the_newest_email_by_send_time_and_blocked_wins(signed_in_jane, world):
+    client, _ = signed_in_jane
+    now = utcnow()
+    names = ["Stuck", "Spam", "Newer", "Deferred", "Fine", "Failed"]
+    people = {}
+    for name in names:
+        person = Client(
+            clinic_id=world.clinic_a.id, name=f"Health {name}", email=f"{name.lower()}@example.com"
+        )
+        db.session.add(person)
+        people[name] = person
+    db.session.commit()
+    add_email(people["Stuck"], sent_at=now - timedelta(days=1), events=DELIVERED)
+    add_email(people["Stuck"], sent_at=now - timedelta(minutes=25), events=[(5, "processed", {})])
+    add_email(people["Spam"], sent_at=now - timedelta(days=3), events=SPAM_REPORTED)
+    add_email(
+        people["Spam"], sent_at=now - timedelta(days=2), to_address="other@example.com", events=DELIVERED
+    )
+    # Recorded later (a higher id) but sent earlier: the newest by send time decides.
+    add_email(people["Newer"], sent_at=now - timedelta(hours=1), events=DELIVERED)
+    add_email(people["Newer"], sent_at=now - timedelta(days=2), events=BOUNCED)
+    add_email(
+        people["Deferred"],
+        sent_at=now - timedelta(hours=3),
+        events=[(5, "processed", {}), (60, "deferred", {"attempt": 1, "reason": "421 busy"})],
+    )
+    add_email(people["Fine"], sent_at=now - timedelta(hours=3), events=DELIVERED)
+    add_email(people["Failed"], sent_at=now - timedelta(hours=3), events=BOUNCED)
+
+    marks = health_marks(client.get("/clients?q=health").get_data(as_text=True))
+    assert marks == {
+        "Health Stuck": "stuck",
+        "Health Spam": "spam",
+        "Health Newer": "fine",
+        "Health Deferred": "deferred",
+        "Health Fine": "fine",
+        "Health Failed": "failure",
+    }
+    stuck_page = client.get(f"/clients/{people['Stuck'].id}").get_data(as_text=True)
+    assert "Email stuck" in actions(stuck_page)
+    spam_page = client.get(f"/clients/{people['Spam'].id}").get_data(as_text=True)
+    assert "On the spam list" in actions(spam_page) and BLOCKED in spam_page
+
+
+def test_a_row_going_stuck_changes_the_mark_when_the_log_refreshes(signed_in_jane, app_clock):
+    client, jane = signed_in_jane
+    add_email(jane, sent_at=utcnow(), events=[(1, "processed", {})])
+    page = client.get(f"/clients/{jane.id}").get_data(as_text=True)
+    assert "Fine" in actions(page)
+    url = poll_url(page)
+    fresh_until = int(re.search(r"v=\d+-(\d+)", url).group(1))
+    assert fresh_until <= int((utcnow() + timedelta(minutes=10)).timestamp())  # asks again by then
+    app_clock.advance(11 * 60)
+    html = htmx_get(client, re.sub(r"(v=\d+-)\d+", rf"\g<1>{int(time.time()) - 1}", url)).get_data(
+        as_text=True
+    )
+    assert "Email stuck" in actions(html)
