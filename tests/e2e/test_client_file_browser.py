@@ -1,0 +1,74 @@
+"""Issue 11 in a real browser: everything on the client file that depends on the log changes in
+the same refresh; resending and correcting an address; Needs attention; appointments at risk."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+
+from tests.e2e.conftest import LiveServer, seed_clinic, sign_in
+
+MARK_PAGE = "window.__samePage = true"
+SAME_PAGE = "window.__samePage === true"
+BLOCKED = "Emails to this address are blocked"
+
+
+def report_spam(live: LiveServer, email_id: int) -> None:
+    """The client presses "Report spam" on this email; the provider tells us."""
+    from webapp.extensions import db
+    from webapp.models import Email, utcnow
+    from webapp.providers.base import ProviderEvent
+    from webapp.services.events import apply_events
+
+    def work() -> None:
+        email = db.session.get(Email, email_id)
+        apply_events(
+            email, [ProviderEvent("spamreport", utcnow(), app_message_id=email.app_message_id)], "webhook"
+        )
+        db.session.commit()
+
+    live.run(work)
+
+
+def deliver_another(live: LiveServer, client_id: int) -> None:
+    from tests.test_email_log import DELIVERED, add_email
+    from webapp.extensions import db
+    from webapp.models import Client
+
+    live.run(lambda: add_email(db.session.get(Client, client_id), subject="Another one", events=DELIVERED))
+
+
+# --- 4. A spam report arriving while the file is open ---------------------------------------------
+
+
+def test_a_spam_report_changes_badge_banner_mark_and_send_form_without_a_reload(
+    live_server, page: Page, problems
+):
+    seeded = seed_clinic(live_server)
+    sign_in(page, live_server.url)
+    page.goto(f"{live_server.url}/clients/{seeded.client_id}")
+    actions = page.locator("#client-actions")
+    expect(actions).to_contain_text("Fine")
+    expect(actions.get_by_role("link", name="Send email")).to_be_visible()
+    expect(page.locator("#send-email").get_by_role("button", name="Send email")).to_be_visible()
+    expect(page.get_by_text(BLOCKED)).to_have_count(0)
+    page.evaluate(MARK_PAGE)
+
+    # A change that leaves sending possible keeps what the clinician is typing.
+    page.locator("#subject").fill("Half-typed subject")
+    deliver_another(live_server, seeded.client_id)
+    expect(page.locator(".log-row", has_text="Another one")).to_have_count(1, timeout=5_000)
+    expect(page.locator("#subject")).to_have_value("Half-typed subject")
+
+    clicked = seeded.email_ids["clicked"]
+    report_spam(live_server, clicked)
+    expect(page.locator(f"#badge-{clicked}")).to_have_text(re.compile("^Spam report"), timeout=5_000)
+    # In the same refresh: the banner, the header's mark and link, and the send form.
+    expect(page.get_by_role("heading", name=BLOCKED)).to_be_visible()
+    expect(actions).to_contain_text("On the spam list")
+    expect(actions.get_by_role("link", name="Send email")).to_have_count(0)
+    expect(page.locator("#send-email")).to_contain_text("Sending is not possible")
+    expect(page.locator("#send-email form")).to_have_count(0)
+    assert page.evaluate(SAME_PAGE)
+    problems.assert_clean(page)
