@@ -414,6 +414,9 @@ def test_a_row_stuck_in_sending_or_processed_says_so_and_that_support_knows(sign
         row = text(row_html(html, email))
         assert f"This email has been in {label} for more than 10 minutes, so it looks stuck." in row
         assert "Support has been told automatically" in row
+        # One story with the help: the reference support knows it by, and when to get in touch.
+        assert f"under reference E-{email.id}; you do not need to contact them." in row
+        assert f"quoting E-{email.id}, only if it is still stuck 1 hour after it was sent" in row
     for email in (young, deferred):
         assert "stuck" not in text(row_html(html, email))
 
@@ -446,7 +449,7 @@ def test_badges_open_the_help_for_their_status_in_the_panel(signed_in, world):
         r"<a id=\"badge-\d+\" class=\"badge badge-danger\"(.*?)</a>", row_html(html, email), re.S
     )
     assert 'href="/help#spam-report"' in badge.group(1)  # without JavaScript: the whole guide
-    assert 'hx-get="/help/statuses/spam-report"' in badge.group(1)
+    assert f'hx-get="/help/statuses/spam-report?email={email.id}"' in badge.group(1)
     assert 'hx-target="#help-panel"' in badge.group(1)
     assert "Spam report" in badge.group(1) and "what this status means" in badge.group(1)
     assert '<section id="help-panel"' in html

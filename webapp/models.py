@@ -135,6 +135,11 @@ class Email(db.Model):
 
     __table_args__ = (sa.Index("ix_email_client_created", "client_id", "created_at"),)
 
+    @property
+    def reference(self) -> str:
+        """The short name support knows this email by (its alerts and timeline page show it)."""
+        return f"E-{self.id}"
+
 
 class EmailEvent(db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)

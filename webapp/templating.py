@@ -6,6 +6,8 @@ from datetime import datetime
 
 from flask import Flask
 
+from webapp import statuses
+from webapp.help.guide import STILL_STUCK_HOURS
 from webapp.models import MESSAGE_KINDS
 
 
@@ -14,7 +16,9 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(ago)
     app.add_template_filter(short_datetime)
     app.add_template_filter(short_time)
+    app.add_template_filter(status_label)
     app.add_template_global(MESSAGE_KINDS, "kind_labels")
+    app.add_template_global(STILL_STUCK_HOURS, "still_stuck_hours")
 
 
 def ago(moment: datetime, now: datetime) -> str:
@@ -40,3 +44,8 @@ def short_datetime(moment: datetime) -> str:
 def short_time(moment: datetime) -> str:
     """Format a moment as "09:14 UTC" (the browser shows it in local time)."""
     return moment.strftime("%H:%M UTC")
+
+
+def status_label(key: str) -> str:
+    """Return the label of a status key ("spam-report" -> "Spam report")."""
+    return statuses.get(key).label if key in statuses.BY_KEY else key

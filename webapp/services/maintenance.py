@@ -80,7 +80,7 @@ def flag_stuck_emails(now: datetime) -> int:
             since = email.in_doubt_since or email.send_claimed_at or email.created_at
             sending.alert_operators(
                 "email_in_doubt",
-                f"Email {email.id}: we cannot tell whether the email provider received it (in doubt "
+                f"Email {email.reference}: we cannot tell whether the email provider received it (in doubt "
                 f"since {since:%Y-%m-%d %H:%M} UTC: {email.send_error or 'no answer'}). We keep "
                 "checking the provider's records and send it again only once they show it did not "
                 "arrive. If this lasts, check that the Email Activity add-on and the event webhook "
@@ -91,8 +91,8 @@ def flag_stuck_emails(now: datetime) -> int:
             sending.alert_operators(
                 "email_stuck",
                 f"Stuck: “{email.subject}” from {email.clinic.name} to {email.client.name} "
-                f"<{email.to_address}> (email {email.id}) has been in {statuses.get(email.status).label} "
-                f"since {email.status_changed_at:%Y-%m-%d %H:%M} UTC.",
+                f"<{email.to_address}> (reference {email.reference}) has been in "
+                f"{statuses.get(email.status).label} since {email.status_changed_at:%Y-%m-%d %H:%M} UTC.",
                 email,
             )
     db.session.commit()
