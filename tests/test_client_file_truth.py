@@ -15,7 +15,7 @@ from tests.conftest import PASSWORD, login
 from tests.test_email_log import BOUNCED, CLINICIAN, DELIVERED, add_email, htmx_get, poll_url, text
 from webapp import statuses
 from webapp.extensions import db
-from webapp.models import Client, SpamListEntry, utcnow
+from webapp.models import Client, Email, SpamListEntry, utcnow
 from webapp.providers.base import ProviderEvent
 from webapp.services.events import add_to_spam_list, apply_events
 
@@ -288,3 +288,96 @@ def test_a_row_going_stuck_changes_the_mark_when_the_log_refreshes(signed_in_jan
         as_text=True
     )
     assert "Email stuck" in actions(html)
+
+
+# --- 6. Wording -----------------------------------------------------------------------------------
+
+
+def test_the_custom_kind_has_one_name_in_the_menu_the_hints_the_errors_and_the_log(signed_in_jane):
+    client, jane = signed_in_jane
+    page = client.get(f"/clients/{jane.id}").get_data(as_text=True)
+    form = send_form(page)
+    assert re.search(r'<option value="free_text">Custom message</option>', form)
+    assert "required for a custom message" in form
+    assert "free text" not in page.lower() and "free-text" not in page.lower()
+    refused = client.post(f"/clients/{jane.id}/emails", data={"kind": "free_text"}).get_data(as_text=True)
+    assert refused.count("Required for a custom message.") == 2
+    client.post(
+        f"/clients/{jane.id}/emails", data={"kind": "free_text", "subject": "Parking", "body": "Back door"}
+    )
+    assert '<span class="log-kind">Custom message</span>' in client.get(f"/clients/{jane.id}").get_data(
+        as_text=True
+    )
+
+
+def test_a_resend_to_another_clients_blocked_address_names_that_client(signed_in_jane, world):
+    client, jane = signed_in_jane
+    tom = Client(clinic_id=world.clinic_a.id, name="Tom Becker", email="tom@example.com")
+    db.session.add(tom)
+    db.session.commit()
+    add_to_spam_list("TOM@example.com", utcnow(), None, "webhook")
+    add_to_spam_list("stranger@example.com", utcnow(), None, "webhook")
+    db.session.commit()
+    failed = add_email(jane, events=BOUNCED)
+
+    words = text(
+        client.post(
+            f"/emails/{failed.id}/resend", data={"confirm": "yes", "to_address": "tom@example.com"}
+        ).get_data(as_text=True)
+    )
+    assert "tom@example.com is the address on Tom Becker’s file, not Jane Doe’s." in words
+    assert "Only Tom Becker can lift this block" in words
+    assert "Only Jane Doe can lift" not in words
+    words = text(
+        client.post(
+            f"/emails/{failed.id}/resend", data={"confirm": "yes", "to_address": "stranger@example.com"}
+        ).get_data(as_text=True)
+    )
+    assert "stranger@example.com is not on any of your client files, not Jane Doe’s." in words
+    assert "Only the person who uses it can lift this block" in words
+    # Her own blocked address: she is the one to ask.
+    add_to_spam_list(jane.email, utcnow(), None, "webhook")
+    db.session.commit()
+    words = text(
+        client.post(
+            f"/emails/{failed.id}/resend", data={"confirm": "yes", "to_address": jane.email}
+        ).get_data(as_text=True)
+    )
+    assert f"Only Jane Doe can lift this, by emailing {client.application.config['SUPPORT_ADDRESS']}" in words
+
+
+def test_an_older_failed_email_offers_no_resend_once_a_later_copy_was_delivered(signed_in_jane):
+    from tests.test_email_log import row_html
+
+    client, jane = signed_in_jane
+    now = utcnow()
+    typo = "jane@typo.example"
+    older = add_email(jane, sent_at=now - timedelta(days=3), to_address=typo, events=BOUNCED)
+    newer = add_email(jane, sent_at=now - timedelta(days=1), to_address=typo, events=BOUNCED)
+    receipt = add_email(
+        jane,
+        sent_at=now - timedelta(days=2),
+        to_address=typo,
+        subject="Your receipt",
+        kind="receipt",
+        events=BOUNCED,
+    )
+    client.post(
+        f"/emails/{newer.id}/resend",
+        data={"confirm": "yes", "to_address": "jane@right.example", "update_client": "y"},
+    )
+    resent = db.session.execute(sa.select(Email).where(Email.resend_of_id == newer.id)).scalar_one()
+    apply_events(
+        resent,
+        [ProviderEvent("delivered", utcnow(), app_message_id=resent.app_message_id)],
+        "webhook",
+    )
+    db.session.commit()
+
+    page = client.get(f"/clients/{jane.id}").get_data(as_text=True)
+    row = row_html(page, older)
+    assert f'action="/emails/{older.id}/resend"' not in row
+    assert "A later copy reached Jane Doe" in text(row) and "jane@right.example" in text(row)
+    assert f'href="#email-{resent.id}"' in row
+    # Another email, never delivered since, can still be resent.
+    assert f'action="/emails/{receipt.id}/resend"' in row_html(page, receipt)

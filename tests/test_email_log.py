@@ -622,12 +622,12 @@ def test_each_kind_of_message_is_queued_with_its_ready_made_text(signed_in, worl
     assert re.search(r'class="badge badge-pending"[^>]*>Sending<', row_html(page, email))
 
 
-def test_free_text_needs_a_subject_and_a_message(signed_in, world):
+def test_a_custom_message_needs_a_subject_and_a_text(signed_in, world):
     jane = world.client_a
     response = signed_in.post(f"/clients/{jane.id}/emails", data={"kind": "free_text", "subject": " "})
     assert response.status_code == 422
     html = response.get_data(as_text=True)
-    assert html.count("Required for a free-text message.") == 2
+    assert html.count("Required for a custom message.") == 2
     assert '<option selected value="free_text">' in html or 'value="free_text" selected' in html
     response = signed_in.post(f"/clients/{jane.id}/emails", data={"kind": "nonsense"})
     assert response.status_code == 422 and "Not a valid choice" in response.get_data(as_text=True)
@@ -640,7 +640,7 @@ def test_free_text_needs_a_subject_and_a_message(signed_in, world):
     assert response.status_code == 303
     (email,) = emails_of(jane)
     assert (email.kind, email.subject, email.body) == ("free_text", "Parking", "Use the back door")
-    assert '<span class="log-kind">Message</span>' in signed_in.get(f"/clients/{jane.id}").get_data(
+    assert '<span class="log-kind">Custom message</span>' in signed_in.get(f"/clients/{jane.id}").get_data(
         as_text=True
     )
 

@@ -47,7 +47,7 @@ MESSAGE_KINDS = {
     "appointment_reminder": "Appointment reminder",
     "intake_form": "Intake form",
     "receipt": "Receipt",
-    "free_text": "Message",
+    "free_text": "Custom message",  # written by the clinician; the others have a ready-made text
 }
 
 

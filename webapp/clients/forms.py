@@ -17,17 +17,17 @@ class SendEmailForm(FlaskForm):
         validators=[DataRequired()],
     )
     subject = StringField("Subject", validators=[Optional(), Length(max=200)])
-    body = TextAreaField("Message", validators=[Optional(), Length(max=20000)])
+    body = TextAreaField("Message text", validators=[Optional(), Length(max=20000)])
 
     def validate(self, extra_validators: dict | None = None) -> bool:
-        """Free text needs its own subject and message; the other kinds have defaults."""
+        """A custom message needs its own subject and text; the other kinds have defaults."""
         if not super().validate(extra_validators):
             return False
         if self.kind.data == "free_text":
             ok = True
             for field in (self.subject, self.body):
                 if not (field.data or "").strip():
-                    field.errors.append("Required for a free-text message.")
+                    field.errors.append("Required for a custom message.")
                     ok = False
             return ok
         return True

@@ -34,6 +34,14 @@ def resend(email_id: int) -> str | Response | tuple[str, int]:
         )
     except sending.SendRefused as refused:
         db.session.rollback()  # also undoes a corrected address saved to the client file
-        return render_template("emails/resend.html", email=original, form=form, refused=refused), 422
+        # Only the person whose address is blocked can lift it: name them, not this email's client.
+        holders = (
+            clients.clients_with_address(original.clinic_id, refused.spam_entry.address)
+            if refused.spam_entry
+            else []
+        )
+        return render_template(
+            "emails/resend.html", email=original, form=form, refused=refused, holders=holders
+        ), 422
     flash(f"Resending “{original.subject}” to {form.to_address.data}.", "success")
     return redirect(url_for("clients.show", client_id=original.client_id), code=303)

@@ -57,6 +57,17 @@ def search(clinic_id: int, query: str, page: int) -> Pagination:
     return db.paginate(select, page=page, per_page=PER_PAGE, error_out=False)
 
 
+def clients_with_address(clinic_id: int, address: str) -> list[Client]:
+    """Return the clinic's clients whose file holds this address (any case)."""
+    return list(
+        db.session.execute(
+            sa.select(Client)
+            .where(Client.clinic_id == clinic_id, sa.func.lower(Client.email) == _address(address))
+            .order_by(Client.name, Client.id)
+        ).scalars()
+    )
+
+
 @dataclass
 class AddressHealth:
     """How mail to a client's address on file is faring: what the clinician must know first.
@@ -245,6 +256,8 @@ class LogRow:
     late_change: LateChange | None
     failure: str
     resent: Email | None = None  # the newer email that resent this one
+    # A later email with the same kind and subject that reached the client: nothing to resend.
+    superseded_by: Email | None = None
     # The provider's answer was lost: we are asking its records whether it took the email.
     in_doubt: bool = False
 
@@ -274,7 +287,42 @@ def email_log(clinic_id: int, client_id: int, status_key: str | None, now: datet
     }
     for row in rows:
         row.resent = resends.get(row.email.id)
+    _mark_superseded(clinic_id, client_id, rows, now)
     return rows
+
+
+# Statuses that show an email reached the client's mailbox.
+REACHED = (statuses.DELIVERED.key, statuses.OPEN.key, statuses.CLICKED.key)
+
+
+def _mark_superseded(clinic_id: int, client_id: int, rows: list[LogRow], now: datetime) -> None:
+    """Point each failed row at a later copy that reached the client (after an address
+    correction, say): offering "Resend…" for it would send the same email twice."""
+    failed = [row for row in rows if row.status == statuses.FAILED and row.resent is None]
+    if not failed:
+        return
+    reached = list(
+        db.session.execute(
+            sa.select(Email)
+            .where(
+                Email.clinic_id == clinic_id,
+                Email.client_id == client_id,
+                Email.status.in_(REACHED),
+                Email.created_at >= now - timedelta(days=LOG_DAYS),
+            )
+            .order_by(Email.created_at, Email.id)
+        ).scalars()
+    )
+    for row in failed:
+        row.superseded_by = next(
+            (
+                later
+                for later in reached
+                if later.created_at > row.email.created_at
+                and (later.kind, later.subject) == (row.email.kind, row.email.subject)
+            ),
+            None,
+        )
 
 
 def is_stuck(email: Email, now: datetime) -> bool:
