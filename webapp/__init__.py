@@ -49,11 +49,34 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
     app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"], socket_timeout=5)
 
-    from webapp import auth, cli, clients, emails, help, ops, owner, security, support, templating, webhooks
+    from webapp import (
+        attention,
+        auth,
+        cli,
+        clients,
+        emails,
+        help,
+        ops,
+        owner,
+        security,
+        support,
+        templating,
+        webhooks,
+    )
 
     security.init_app(app)
     templating.init_app(app)
-    for blueprint in (auth.bp, clients.bp, emails.bp, help.bp, ops.bp, owner.bp, support.bp, webhooks.bp):
+    for blueprint in (
+        attention.bp,
+        auth.bp,
+        clients.bp,
+        emails.bp,
+        help.bp,
+        ops.bp,
+        owner.bp,
+        support.bp,
+        webhooks.bp,
+    ):
         app.register_blueprint(blueprint)
     cli.init_app(app)
 

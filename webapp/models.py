@@ -55,6 +55,8 @@ class Clinic(db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     name: so.Mapped[str] = so.mapped_column(sa.String(200))
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    # IANA name (Europe/London): the clinic's times, appointments above all, are read in it.
+    timezone: so.Mapped[str] = so.mapped_column(sa.String(64), default="UTC", server_default="UTC")
 
 
 class User(UserMixin, db.Model):
@@ -125,10 +127,17 @@ class Email(db.Model):
     resend_of_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("email.id"))
     sent_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user.id"))
     stuck_alerted_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    # The appointment a reminder or intake form is for: at risk if it does not arrive in time.
+    appointment_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, index=True)
+    # A clinician dealt with it another way (called the client): off the Needs attention page.
+    handled_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    handled_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user.id"))
 
     clinic: so.Mapped[Clinic] = so.relationship()
     client: so.Mapped[Client] = so.relationship()
     resend_of: so.Mapped[Email | None] = so.relationship(remote_side=[id])
+    sent_by: so.Mapped[User | None] = so.relationship(foreign_keys=[sent_by_id])
+    handled_by: so.Mapped[User | None] = so.relationship(foreign_keys=[handled_by_id])
     events: so.Mapped[list[EmailEvent]] = so.relationship(
         back_populates="email", order_by="EmailEvent.occurred_at, EmailEvent.id"
     )

@@ -8,7 +8,7 @@ from flask import Flask
 
 from webapp import statuses
 from webapp.help.guide import STILL_STUCK_HOURS
-from webapp.models import MESSAGE_KINDS
+from webapp.models import MESSAGE_KINDS, Email
 
 
 def init_app(app: Flask) -> None:
@@ -17,6 +17,8 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(short_datetime)
     app.add_template_filter(short_time)
     app.add_template_filter(status_label)
+    app.add_template_filter(failure_reason)
+    app.context_processor(_attention_count)
     app.add_template_global(MESSAGE_KINDS, "kind_labels")
     app.add_template_global(STILL_STUCK_HOURS, "still_stuck_hours")
 
@@ -49,3 +51,25 @@ def short_time(moment: datetime) -> str:
 def status_label(key: str) -> str:
     """Return the label of a status key ("spam-report" -> "Spam report")."""
     return statuses.get(key).label if key in statuses.BY_KEY else key
+
+
+def failure_reason(email: Email) -> str:
+    """Say why an email failed, in plain words."""
+    from webapp.services.clients import failure_reason as reason
+
+    return reason(email)
+
+
+def _attention_count() -> dict:
+    """Offer the navigation's Needs attention count; only pages that show it pay for it."""
+
+    def count() -> int:
+        from flask_login import current_user
+
+        from webapp.services import attention
+
+        if not current_user.is_authenticated or current_user.clinic_id is None:
+            return 0
+        return attention.counts(current_user.clinic_id)["all"]
+
+    return {"attention_count": count}

@@ -14,6 +14,7 @@ LABELS = {
     "user.deactivate": "Deactivated a user",
     "email.send": "Sent an email",
     "email.resend": "Resent an email",
+    "email.handled": "Dealt with an email another way",
     "client.update_email": "Corrected a client's address",
     "removal.received": "Spam-list removal request received",
     "removal.approved": "Spam-list removal approved",

@@ -299,30 +299,49 @@ def _mark_superseded(clinic_id: int, client_id: int, rows: list[LogRow], now: da
     """Point each failed row at a later copy that reached the client (after an address
     correction, say): offering "Resend…" for it would send the same email twice."""
     failed = [row for row in rows if row.status == statuses.FAILED and row.resent is None]
+    later = later_copies(clinic_id, [row.email for row in failed], now)
+    for row in failed:
+        row.superseded_by = later.get(row.email.id)
+
+
+def later_copies(clinic_id: int, failed: list[Email], now: datetime) -> dict[int, Email]:
+    """Return, by failed email id, a later email with the same kind and subject that reached the
+    same client: that email needs no resend."""
     if not failed:
-        return
-    reached = list(
+        return {}
+    reached = db.session.execute(
+        sa.select(Email)
+        .where(
+            Email.clinic_id == clinic_id,
+            Email.client_id.in_({email.client_id for email in failed}),
+            Email.status.in_(REACHED),
+            Email.created_at >= now - timedelta(days=LOG_DAYS),
+        )
+        .order_by(Email.created_at, Email.id)
+    ).scalars()
+    by_what: dict[tuple[int, str, str], list[Email]] = {}
+    for email in reached:
+        by_what.setdefault((email.client_id, email.kind, email.subject), []).append(email)
+    found = {}
+    for email in failed:
+        copies = by_what.get((email.client_id, email.kind, email.subject), [])
+        later = next((copy for copy in copies if copy.created_at > email.created_at), None)
+        if later is not None:
+            found[email.id] = later
+    return found
+
+
+def resent_ids(clinic_id: int, email_ids: list[int]) -> set[int]:
+    """Return which of these emails have been resent."""
+    if not email_ids:
+        return set()
+    return set(
         db.session.execute(
-            sa.select(Email)
-            .where(
-                Email.clinic_id == clinic_id,
-                Email.client_id == client_id,
-                Email.status.in_(REACHED),
-                Email.created_at >= now - timedelta(days=LOG_DAYS),
+            sa.select(Email.resend_of_id).where(
+                Email.clinic_id == clinic_id, Email.resend_of_id.in_(email_ids)
             )
-            .order_by(Email.created_at, Email.id)
         ).scalars()
     )
-    for row in failed:
-        row.superseded_by = next(
-            (
-                later
-                for later in reached
-                if later.created_at > row.email.created_at
-                and (later.kind, later.subject) == (row.email.kind, row.email.subject)
-            ),
-            None,
-        )
 
 
 def is_stuck(email: Email, now: datetime) -> bool:
