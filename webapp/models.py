@@ -49,6 +49,8 @@ MESSAGE_KINDS = {
     "receipt": "Receipt",
     "free_text": "Custom message",  # written by the clinician; the others have a ready-made text
 }
+# The kinds that can carry the time of the appointment they are for.
+APPOINTMENT_KINDS = ("appointment_reminder", "intake_form")
 
 
 class Clinic(db.Model):

@@ -72,3 +72,74 @@ def test_a_spam_report_changes_badge_banner_mark_and_send_form_without_a_reload(
     expect(page.locator("#send-email form")).to_have_count(0)
     assert page.evaluate(SAME_PAGE)
     problems.assert_clean(page)
+
+
+# --- 9 and 11. Needs attention, appointments first -------------------------------------------------
+
+
+def add_at_risk_reminder(live: LiveServer, client_id: int) -> int:
+    """A reminder still deferred, for an appointment 20 hours from now."""
+    from datetime import timedelta
+
+    from tests.test_email_log import add_email
+    from webapp.extensions import db
+    from webapp.models import Client, utcnow
+
+    def work() -> int:
+        email = add_email(
+            db.session.get(Client, client_id),
+            sent_at=utcnow() - timedelta(minutes=30),
+            subject="See you tomorrow",
+            events=[(5, "processed", {}), (60, "deferred", {"attempt": 1, "reason": "421 busy"})],
+        )
+        email.appointment_at = utcnow() + timedelta(hours=20)
+        db.session.commit()
+        return email.id
+
+    return live.run(work)
+
+
+def test_needs_attention_lands_first_puts_the_appointment_on_top_and_clears_what_is_dealt_with(
+    live_server, page: Page, problems
+):
+    seeded = seed_clinic(live_server)
+    at_risk = add_at_risk_reminder(live_server, seeded.client_id)
+    sign_in(page, live_server.url)
+    expect(page).to_have_url(re.compile(r"/attention$"))
+    nav = page.get_by_role("navigation", name="Main")
+    # Jane's appointment, her failed email, Marco blocked.
+    expect(nav.get_by_role("link", name=re.compile(r"^Needs attention"))).to_contain_text("3")
+
+    items = page.locator(".attention-item")
+    expect(items).to_have_count(3)
+    first = items.first
+    expect(first).to_contain_text("Call the client")
+    expect(first).to_contain_text("Jane Doe: appointment")
+    expect(first.get_by_role("link", name="+1 555 0101")).to_have_attribute("href", "tel:+15550101")
+    expect(items.nth(1)).to_contain_text("“Appointment reminder” failed")
+    expect(items.nth(2)).to_contain_text("Marco Rossi: emails are blocked by a spam report")
+
+    first.get_by_role("button", name="Called: mark as dealt with").click()
+    expect(page.get_by_text("Marked “See you tomorrow” to Jane Doe as dealt with.")).to_be_visible()
+    expect(page.locator(f"#attention-appointment-{at_risk}")).to_have_count(0)
+    expect(items).to_have_count(2)
+    expect(nav.get_by_role("link", name=re.compile(r"^Needs attention"))).to_contain_text("2")
+
+    items.first.get_by_role("button", name="Resend…").click()
+    expect(page.get_by_role("heading", name="Resend “Appointment reminder”?")).to_be_visible()
+    problems.assert_clean(page)
+
+
+def test_a_reminder_is_composed_with_its_appointment_time(live_server, page: Page, problems):
+    seeded = seed_clinic(live_server)
+    sign_in(page, live_server.url)
+    page.goto(f"{live_server.url}/clients/{seeded.quiet_client_id}")
+    form = page.locator("#send-email")
+    form.get_by_label("Kind of message").select_option(label="Appointment reminder")
+    form.get_by_label("Appointment").fill("2099-03-04T09:15")
+    form.get_by_role("button", name="Send email").click()
+    expect(page.get_by_text("Sending “Appointment reminder”")).to_be_visible()
+    row = page.locator(".log-row").first
+    expect(row.locator(".log-appointment")).to_contain_text("for the appointment")
+    expect(row.locator(".log-appointment time")).to_have_attribute("datetime", "2099-03-04T09:15:00+00:00")
+    problems.assert_clean(page)

@@ -1,10 +1,13 @@
 """Forms of the client file."""
 
+from datetime import datetime
+
 from flask_wtf import FlaskForm
-from wtforms import SelectChoice, SelectField, StringField, TextAreaField
+from wtforms import DateTimeLocalField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
-from webapp.models import MESSAGE_KINDS
+from webapp import timezones
+from webapp.models import APPOINTMENT_KINDS, MESSAGE_KINDS, utcnow
 
 
 class SendEmailForm(FlaskForm):
@@ -18,11 +21,30 @@ class SendEmailForm(FlaskForm):
     )
     subject = StringField("Subject", validators=[Optional(), Length(max=200)])
     body = TextAreaField("Message text", validators=[Optional(), Length(max=20000)])
+    appointment = DateTimeLocalField(
+        "Appointment", format=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"], validators=[Optional()]
+    )
+    # The clinic's zone, in which the typed appointment time is read (set by the view).
+    clinic_timezone = "UTC"
+
+    def appointment_at(self) -> datetime | None:
+        """Return the typed appointment time in UTC, read in the clinic's time zone."""
+        if self.appointment.data is None or self.kind.data not in APPOINTMENT_KINDS:
+            return None
+        return timezones.to_utc(self.appointment.data, self.clinic_timezone)
 
     def validate(self, extra_validators: dict | None = None) -> bool:
-        """A custom message needs its own subject and text; the other kinds have defaults."""
+        """A custom message needs its own subject and text; the other kinds have defaults.
+        An appointment belongs to reminders and intake forms, and is in the future."""
         if not super().validate(extra_validators):
             return False
+        if self.appointment.data is not None:
+            if self.kind.data not in APPOINTMENT_KINDS:
+                self.appointment.errors.append("Only reminders and intake forms are for an appointment.")
+                return False
+            if self.appointment_at() <= utcnow():
+                self.appointment.errors.append("The appointment must be in the future.")
+                return False
         if self.kind.data == "free_text":
             ok = True
             for field in (self.subject, self.body):

@@ -95,14 +95,23 @@ def _render_email_log(client_id: int) -> Response:
 def send(client_id: int) -> str | Response | tuple[str, int]:
     """Queue an email to the client; refuse it when the address is on the spam list."""
     client = clients.get_client(current_clinic_id(), client_id)
+    clinic = db.session.get(Clinic, client.clinic_id)
     form = SendEmailForm()
+    form.clinic_timezone = clinic.timezone
     if form.validate_on_submit():
-        clinic = db.session.get(Clinic, client.clinic_id)
+        appointment_at = form.appointment_at()
         subject, body = messages.compose(
-            form.kind.data, client, clinic, form.subject.data or "", form.body.data or ""
+            form.kind.data, client, clinic, form.subject.data or "", form.body.data or "", appointment_at
         )
         try:
-            sending.queue_email(client, kind=form.kind.data, subject=subject, body=body, sent_by=current_user)
+            sending.queue_email(
+                client,
+                kind=form.kind.data,
+                subject=subject,
+                body=body,
+                sent_by=current_user,
+                appointment_at=appointment_at,
+            )
         except sending.SendRefused as refused:
             flash(f"Not sent: {refused.reason}.", "error")
         else:

@@ -79,6 +79,7 @@ def queue_email(
     sent_by: User | None,
     to_address: str | None = None,
     resend_of: Email | None = None,
+    appointment_at: datetime | None = None,
 ) -> Email:
     """Record a new email in Sending and enqueue its send; refuse addresses on the spam list."""
     address = (to_address or client.email).strip()
@@ -97,6 +98,7 @@ def queue_email(
         provider=current_app.config["EMAIL_PROVIDER"],
         sent_by_id=sent_by.id if sent_by else None,
         resend_of_id=resend_of.id if resend_of else None,
+        appointment_at=appointment_at,
         created_at=utcnow(),
     )
     db.session.add(email)
@@ -435,4 +437,5 @@ def resend(original: Email, *, to_address: str, update_client: bool, by: User | 
         sent_by=by,
         to_address=address,
         resend_of=original,
+        appointment_at=original.appointment_at,
     )
