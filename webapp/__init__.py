@@ -38,7 +38,10 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     if not app.config["REDIS_URL"]:
         from webapp import embedded_redis
 
-        app.config["REDIS_URL"] = embedded_redis.start(app.instance_path)
+        try:
+            app.config["REDIS_URL"] = embedded_redis.start(app.instance_path)
+        except embedded_redis.EmbeddedRedisError as error:
+            raise StartupError(f"{error}; or set REDIS_URL to a running Redis") from None
     app.config.setdefault("RATELIMIT_STORAGE_URI", _limits_storage_uri(app.config["REDIS_URL"]))
 
     db.init_app(app)
