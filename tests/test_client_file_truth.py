@@ -381,3 +381,69 @@ def test_an_older_failed_email_offers_no_resend_once_a_later_copy_was_delivered(
     assert f'href="#email-{resent.id}"' in row
     # Another email, never delivered since, can still be resent.
     assert f'action="/emails/{receipt.id}/resend"' in row_html(page, receipt)
+
+
+# --- 8. Resend what the client cannot find; correct the address from the client file ---------------
+
+
+def test_a_delivered_email_the_client_cannot_find_is_resent_after_the_junk_folder_check(signed_in_jane):
+    from tests.test_email_log import emails_of, row_html
+
+    client, jane = signed_in_jane
+    delivered = add_email(jane, subject="Your intake form", events=DELIVERED)
+    opened = add_email(jane, subject="Opened one", events=[*DELIVERED, (60, "open", {"machine": True})])
+    clicked = add_email(
+        jane, subject="Clicked one", events=[*DELIVERED, (60, "click", {"url": "https://x.example"})]
+    )
+    page = client.get(f"/clients/{jane.id}").get_data(as_text=True)
+    for email in (delivered, opened):
+        assert f'action="/emails/{email.id}/resend"' in row_html(page, email)
+        assert "Jane Doe says it never arrived?" in text(row_html(page, email))
+    assert f'action="/emails/{clicked.id}/resend"' not in row_html(page, clicked)
+
+    confirm = text(client.post(f"/emails/{delivered.id}/resend").get_data(as_text=True))
+    assert "was delivered: Jane Doe’s email provider accepted it at" in confirm
+    assert "First: Delivered does not guarantee the inbox. Ask Jane Doe to look in their junk" in confirm
+    assert "looked in their junk and spam folders and searched for it" in confirm
+    data = {"confirm": "yes", "to_address": jane.email}
+    skipped = client.post(f"/emails/{delivered.id}/resend", data=data)
+    assert skipped.status_code == 422
+    assert "First ask the client to look in their junk and spam folders" in skipped.get_data(as_text=True)
+    assert len(emails_of(jane)) == 3
+
+    done = client.post(f"/emails/{delivered.id}/resend", data={**data, "checked_junk": "y"})
+    assert done.status_code == 303
+    resent = emails_of(jane)[-1]
+    assert resent.resend_of_id == delivered.id and resent.subject == "Your intake form"
+    page = client.get(f"/clients/{jane.id}").get_data(as_text=True)
+    assert "Jane Doe could not find it: resent" in text(row_html(page, delivered))
+    assert "which Jane Doe could not find." in text(row_html(page, resent))
+    assert f'action="/emails/{delivered.id}/resend"' not in row_html(page, delivered)
+
+
+def test_the_address_is_corrected_from_the_client_file_and_audited(signed_in_jane, world):
+    from webapp.models import AuditEntry
+
+    client, jane = signed_in_jane
+    old = jane.email
+    page = client.get(f"/clients/{jane.id}").get_data(as_text=True)
+    assert f'action="/clients/{jane.id}/address"' in page
+    url = poll_url(page)
+
+    bad = client.post(f"/clients/{jane.id}/address", data={"email": "not an address"})
+    assert bad.status_code == 422 and "Invalid email address" in bad.get_data(as_text=True)
+    done = client.post(f"/clients/{jane.id}/address", data={"email": "jane.new@example.com"})
+    assert done.status_code == 303 and done.headers["Location"] == f"/clients/{jane.id}"
+    db.session.refresh(jane)
+    assert jane.email == "jane.new@example.com"
+    entry = db.session.query(AuditEntry).filter_by(action="client.update_email").one()
+    assert entry.detail == f"{old} → jane.new@example.com" and entry.actor.name == "Cleo A"
+    page = client.get(f"/clients/{jane.id}").get_data(as_text=True)
+    assert f"Saved jane.new@example.com as Jane Doe’s email address (was {old})." in page
+    assert "To: jane.new@example.com" in text(send_form(page))
+    # A page left open gets the new send form on its next refresh.
+    refreshed = htmx_get(client, url).get_data(as_text=True)
+    assert "To: jane.new@example.com" in text(send_form(refreshed))
+
+    other = world.client_b
+    assert client.post(f"/clients/{other.id}/address", data={"email": "x@example.com"}).status_code == 404

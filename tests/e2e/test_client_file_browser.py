@@ -143,3 +143,36 @@ def test_a_reminder_is_composed_with_its_appointment_time(live_server, page: Pag
     expect(row.locator(".log-appointment")).to_contain_text("for the appointment")
     expect(row.locator(".log-appointment time")).to_have_attribute("datetime", "2099-03-04T09:15:00+00:00")
     problems.assert_clean(page)
+
+
+# --- 8. Resend a delivered email the client cannot find; correct the address ------------------------
+
+
+def test_a_clinician_corrects_the_address_and_resends_a_delivered_email(live_server, page: Page, problems):
+    seeded = seed_clinic(live_server)
+    sign_in(page, live_server.url)
+    page.goto(f"{live_server.url}/clients/{seeded.quiet_client_id}")
+
+    page.get_by_text("Correct the email address").click()
+    page.get_by_label("New email address for Sam Quiet").fill("sam.new+delivered@example.com")
+    page.get_by_role("button", name="Save the address").click()
+    expect(
+        page.get_by_text("Saved sam.new+delivered@example.com as Sam Quiet’s email address")
+    ).to_be_visible()
+    expect(page.locator("#send-email")).to_contain_text("To: sam.new+delivered@example.com")
+
+    row = page.locator(".log-row").first
+    row.locator(".toggle").click()
+    expect(row.get_by_text("Sam Quiet says it never arrived?")).to_be_visible()
+    row.get_by_role("button", name="Check junk folders, then resend…").click()
+    expect(page.get_by_text("Delivered does not guarantee the inbox")).to_be_visible()
+    expect(page.get_by_label("Send to")).to_have_value("sam.new+delivered@example.com")
+    page.get_by_role("button", name="Resend email").click()
+    expect(page.get_by_text("First ask the client to look in their junk and spam folders")).to_be_visible()
+    page.get_by_label(re.compile("looked in their junk and spam folders")).check()
+    page.get_by_role("button", name="Resend email").click()
+    expect(
+        page.get_by_text("Resending “Appointment reminder” to sam.new+delivered@example.com.")
+    ).to_be_visible()
+    expect(page.locator(".log-row")).to_have_count(2)
+    problems.assert_clean(page, allow=("status of 422",))

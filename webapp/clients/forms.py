@@ -3,8 +3,8 @@
 from datetime import datetime
 
 from flask_wtf import FlaskForm
-from wtforms import DateTimeLocalField, SelectChoice, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms import DateTimeLocalField, EmailField, SelectChoice, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Email, Length, Optional
 
 from webapp import timezones
 from webapp.models import APPOINTMENT_KINDS, MESSAGE_KINDS, utcnow
@@ -53,6 +53,12 @@ class SendEmailForm(FlaskForm):
                     ok = False
             return ok
         return True
+
+
+class AddressForm(FlaskForm):
+    """Correct the client's email address on file."""
+
+    email = EmailField("New email address", validators=[DataRequired(), Email(), Length(max=320)])
 
 
 class SandboxMailForm(FlaskForm):

@@ -21,11 +21,11 @@ from werkzeug.wrappers import Response
 
 from webapp import statuses
 from webapp.clients import bp
-from webapp.clients.forms import SandboxMailForm, SendEmailForm
+from webapp.clients.forms import AddressForm, SandboxMailForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
 from webapp.models import Client, Clinic, utcnow
 from webapp.security import clinic_staff_required, current_clinic_id, session_is_live
-from webapp.services import changes, clients, demo, messages, sending
+from webapp.services import addresses, changes, clients, demo, messages, sending
 
 
 @bp.get("/clients")
@@ -46,7 +46,27 @@ def index() -> str:
 def show(client_id: int) -> str:
     """Show a client's file: contact details, address health, the email log and the send form."""
     client = clients.get_client(current_clinic_id(), client_id)
-    return render_template("clients/show.html", client=client, form=SendEmailForm(), **_log_context(client))
+    return render_template("clients/show.html", client=client, form=SendEmailForm(), **_page_context(client))
+
+
+@bp.post("/clients/<int:client_id>/address")
+@clinic_staff_required
+def correct_address(client_id: int) -> Response | tuple[str, int]:
+    """Save a corrected email address in the client file (audited)."""
+    client = clients.get_client(current_clinic_id(), client_id)
+    form = AddressForm()
+    if form.validate_on_submit():
+        old = client.email
+        if addresses.correct_address(client, form.email.data, current_user):
+            db.session.commit()
+            flash(f"Saved {client.email} as {client.name}’s email address (was {old}).", "success")
+        else:
+            flash(f"{client.name}’s email address was already {old}.", "success")
+        return redirect(url_for("clients.show", client_id=client.id), code=303)
+    context = _page_context(client, address_form=form)
+    return render_template(
+        "clients/show.html", client=client, form=SendEmailForm(formdata=None), **context
+    ), 422
 
 
 @bp.get("/clients/<int:client_id>/emails")
@@ -117,7 +137,7 @@ def send(client_id: int) -> str | Response | tuple[str, int]:
         else:
             flash(f"Sending “{subject}” to {client.email}.", "success")
             return redirect(url_for("clients.show", client_id=client.id), code=303)
-    return render_template("clients/show.html", client=client, form=form, **_log_context(client)), 422
+    return render_template("clients/show.html", client=client, form=form, **_page_context(client)), 422
 
 
 @bp.post("/clients/<int:client_id>/sandbox-removal-mail")
@@ -137,6 +157,13 @@ def sandbox_removal_mail(client_id: int) -> Response:
         else:
             flash("Sandbox: the support mailbox did not accept the mail.", "error")
     return redirect(url_for("clients.show", client_id=client.id), code=303)
+
+
+def _page_context(client: Client, address_form: AddressForm | None = None) -> dict:
+    """Everything the client file needs besides the send form."""
+    if address_form is None:
+        address_form = AddressForm(formdata=None, email=client.email)
+    return {"address_form": address_form, **_log_context(client)}
 
 
 def _log_context(client: Client) -> dict:

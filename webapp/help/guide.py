@@ -89,6 +89,8 @@ GUIDE: dict[str, GuideEntry] = {
             "other folders, and to search their mailbox for the subject.",
             "If it is not in any folder, ask the client to contact their email provider: the provider "
             "confirmed delivery, so only the provider can tell them where the email went.",
+            "If it is urgent, check the address with the client and resend it: open the email's row in "
+            "the log and use “Check junk folders, then resend…”.",
         ),
         caveats=(
             "If the status later moves on to Open or Clicked, that is a very good sign that the email "

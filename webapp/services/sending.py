@@ -31,6 +31,7 @@ from webapp.providers.base import (
 )
 from webapp.queue import enqueue
 from webapp.services import audit
+from webapp.services.addresses import correct_address
 from webapp.services.changes import mark_changed, mark_logs_changed
 from webapp.services.events import apply_events
 from webapp.services.polling import (
@@ -412,7 +413,8 @@ def recover_abandoned_sends(now: datetime) -> int:
 
 
 def resend(original: Email, *, to_address: str, update_client: bool, by: User | None) -> Email:
-    """Queue a copy of a failed email, optionally saving a corrected address in the client file."""
+    """Queue a copy of an email (failed, or delivered but never found by the client), optionally
+    saving a corrected address in the client file."""
     # Lock the original so two confirmations (a double click) cannot both resend it.
     db.session.execute(sa.select(Email.id).where(Email.id == original.id).with_for_update())
     if db.session.execute(sa.select(Email.id).where(Email.resend_of_id == original.id)).first():
@@ -420,15 +422,7 @@ def resend(original: Email, *, to_address: str, update_client: bool, by: User | 
     client = original.client
     address = to_address.strip()
     if update_client and address.lower() != client.email.strip().lower():
-        audit.record(
-            "client.update_email",
-            by,
-            clinic_id=client.clinic_id,
-            subject_type="client",
-            subject_id=client.id,
-            detail="address corrected before a resend",
-        )
-        client.email = address
+        correct_address(client, address, by, "before a resend")
     return queue_email(
         client,
         kind=original.kind,
