@@ -447,3 +447,42 @@ def test_the_address_is_corrected_from_the_client_file_and_audited(signed_in_jan
 
     other = world.client_b
     assert client.post(f"/clients/{other.id}/address", data={"email": "x@example.com"}).status_code == 404
+
+
+# --- 7. The audit trail speaks in names ----------------------------------------------------------
+
+
+def test_the_audit_trail_names_emails_clients_and_who_acted(signed_in_jane, app, world):
+    from webapp.services import audit
+
+    client, jane = signed_in_jane
+    old = jane.email
+    failed = add_email(jane, subject="Your intake form", events=BOUNCED)
+    client.post(
+        f"/emails/{failed.id}/resend",
+        data={"confirm": "yes", "to_address": "jane.new@example.com", "update_client": "y"},
+    )
+    client.post(f"/clients/{jane.id}/address", data={"email": "jane.final@example.com"})
+    # An entry written before names were stored (ids only): shown with names all the same.
+    audit.record(
+        "email.send",
+        world.users["clinician"],
+        clinic_id=world.clinic_a.id,
+        subject_type="email",
+        subject_id=failed.id,
+        detail=f"to client {jane.id}",
+    )
+    db.session.commit()
+
+    owner = app.test_client()
+    login(owner, "owner@a.example")
+    trail = entities.unescape(text(owner.get("/clinic/audit").get_data(as_text=True)))
+    assert (
+        "Resent an email “Your intake form” to Jane Doe <jane.new@example.com>, resend of the email of"
+        in trail
+    )
+    assert f"Corrected a client's address Jane Doe: {old} → jane.new@example.com (before a resend)" in trail
+    assert "Corrected a client's address Jane Doe: jane.new@example.com → jane.final@example.com" in trail
+    assert f"Sent an email “Your intake form” to Jane Doe <{old}>" in trail
+    assert "Cleo A (clinician)" in trail
+    assert not re.search(r"\b(email|client) \d+\b", trail), trail

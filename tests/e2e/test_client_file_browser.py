@@ -176,3 +176,76 @@ def test_a_clinician_corrects_the_address_and_resends_a_delivered_email(live_ser
     ).to_be_visible()
     expect(page.locator(".log-row")).to_have_count(2)
     problems.assert_clean(page, allow=("status of 422",))
+
+
+# --- 7. The audit trail and the support case page fit a phone ----------------------------------------
+
+
+def test_the_audit_trail_and_a_support_case_fit_375_pixels(live_server, browser, problems):
+    from tests.conftest import PASSWORD
+    from tests.e2e.conftest import RECORD_CSP_VIOLATIONS, attach_problem_listeners
+    from tests.test_email_log import BOUNCED, add_email
+    from webapp.extensions import db
+    from webapp.models import Client, Clinic, RemovalRequest
+    from webapp.services import accounts, sending
+
+    long_address = "a.very.long.address.of.a.client.who.likes.long.names@subdomain.of.an.example.com"
+
+    def work() -> int:
+        seed_clinic(live_server)
+        clinic = db.session.query(Clinic).one()
+        accounts.create_user("owner@a.example", "Olive Owner", "owner", PASSWORD, clinic)
+        accounts.create_user("support@platform.example", "Sue Support", "support", PASSWORD, None)
+        person = Client(clinic_id=clinic.id, name="Long Address", email=long_address)
+        db.session.add(person)
+        db.session.commit()
+        failed = add_email(person, subject="A subject line that is rather long, as some are", events=BOUNCED)
+        sending.resend(
+            failed, to_address=long_address.replace("a.very", "the.very"), update_client=True, by=None
+        )
+        case = RemovalRequest(
+            from_address=long_address,
+            subject="Please remove me from the spam list, I reported your email by mistake",
+            body_excerpt="I reported it by mistake. " + "x" * 300,
+            message_id="<a-very-long-message-id-0123456789abcdef0123456789abcdef@mail.subdomain.example.com>",
+            fingerprint="phone-test",
+            verdict="verified",
+            evidence={
+                "reasons": [],
+                "dkim": [{"d": "subdomain.of.an.example.com", "result": "pass", "why": ""}],
+                "receiver_dkim": "{@subdomain.of.an.example.com : pass}",
+                "signed_headers": {
+                    "from": f"Long Address <{long_address}>",
+                    "to": "support@clinicmail.example",
+                    "subject": "Please remove me from the spam list, I reported your email by mistake",
+                    "date": "Sat, 28 Nov 2026 09:00:00 +0000",
+                    "message-id": "<a-very-long-message-id-0123456789abcdef@mail.example.com>",
+                },
+            },
+        )
+        db.session.add(case)
+        db.session.flush()
+        # Decided, with a note that is one long link: it must wrap, not widen the page.
+        case.status = "rejected"
+        case.decision_note = "See https://support.example.com/tickets/" + "0123456789" * 8
+        db.session.commit()
+        return case.id
+
+    case_id = live_server.run(work)
+    context = browser.new_context(viewport={"width": 375, "height": 812}, is_mobile=True, has_touch=True)
+    context.add_init_script(RECORD_CSP_VIOLATIONS)
+    try:
+        for email, path in (
+            ("owner@a.example", "/clinic/audit"),
+            ("support@platform.example", f"/support/removal-requests/{case_id}"),
+        ):
+            page = context.new_page()
+            attach_problem_listeners(page, problems)
+            sign_in(page, live_server.url, email=email)
+            page.goto(live_server.url + path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+            problems.assert_clean(page)
+            page.close()
+            context.clear_cookies()
+    finally:
+        context.close()

@@ -68,6 +68,10 @@ def activate_user(user_id: int) -> Response:
 def audit() -> str:
     """Show the clinic's audit trail, newest first."""
     page = request.args.get("page", 1, type=int)
+    pagination = staff.audit_trail(current_clinic_id(), page)
     return render_template(
-        "owner/audit.html", pagination=staff.audit_trail(current_clinic_id(), page), label=audit_trail.label
+        "owner/audit.html",
+        pagination=pagination,
+        label=audit_trail.label,
+        about=audit_trail.describe(pagination.items, current_clinic_id()),
     )

@@ -115,7 +115,9 @@ def queue_email(
         clinic_id=client.clinic_id,
         subject_type="email",
         subject_id=email.id,
-        detail=f"to client {client.id}" + (f", resend of email {resend_of.id}" if resend_of else ""),
+        # Names, not ids: the trail is read by people, and outlives the email (retention).
+        detail=f"“{subject}” to {client.name} <{address}>"
+        + (f", resend of the email of {resend_of.created_at:%d %b %Y %H:%M} UTC" if resend_of else ""),
     )
     db.session.commit()
     enqueue(SEND_JOB, email.id, job_id=send_job_id(email.id))
