@@ -7,6 +7,7 @@ import html as entities
 import re
 import time
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -486,3 +487,55 @@ def test_the_audit_trail_names_emails_clients_and_who_acted(signed_in_jane, app,
     assert f"Sent an email “Your intake form” to Jane Doe <{old}>" in trail
     assert "Cleo A (clinician)" in trail
     assert not re.search(r"\b(email|client) \d+\b", trail), trail
+
+
+# --- 10. The clinic's time zone; who sent each email; kind and subject said once -------------------
+
+
+def test_owners_set_the_clinics_time_zone_and_times_are_shown_in_it(signed_in_jane, app, world):
+    from datetime import UTC, datetime
+
+    from tests.test_email_log import row_html
+    from webapp.models import AuditEntry
+
+    client, jane = signed_in_jane
+    assert client.get("/clinic/settings").status_code == 404  # owners only
+    owner = app.test_client()
+    login(owner, "owner@a.example")
+    assert '<option selected value="UTC">' in owner.get("/clinic/settings").get_data(as_text=True)
+    assert owner.post("/clinic/settings", data={"timezone": "Mars/Olympus"}).status_code == 422
+    done = owner.post("/clinic/settings", data={"timezone": "America/Vancouver"})
+    assert done.status_code == 303
+    db.session.refresh(world.clinic_a)
+    assert world.clinic_a.timezone == "America/Vancouver"
+    entry = db.session.query(AuditEntry).filter_by(action="clinic.timezone").one()
+    assert entry.detail == "UTC → America/Vancouver" and entry.actor.name == "Owen A"
+
+    sent = datetime(utcnow().year, 11, 10, 17, 14, tzinfo=UTC)
+    if sent > utcnow() or sent < utcnow() - timedelta(days=29):
+        sent = (utcnow() - timedelta(days=2)).replace(hour=17, minute=14, second=0, microsecond=0)
+    email = add_email(jane, sent_at=sent, events=DELIVERED)
+    page = client.get(f"/clients/{jane.id}").get_data(as_text=True)
+    local = sent.astimezone(ZoneInfo("America/Vancouver"))
+    assert f"{local:%d %b %H:%M} {local.tzname()}" in row_html(page, email)
+    assert local.tzname() in ("PST", "PDT")
+    assert 'data-timezone="America/Vancouver"' in page
+    assert "Times in America/Vancouver time" in text(page)
+
+
+def test_each_row_says_who_sent_it_and_names_the_kind_only_when_the_subject_does_not(signed_in_jane):
+    from tests.test_email_log import emails_of, row_html
+
+    client, jane = signed_in_jane
+    client.post(f"/clients/{jane.id}/emails", data={"kind": "receipt"})
+    by_hand = emails_of(jane)[-1]
+    automatic = add_email(jane, subject="Appointment reminder", events=DELIVERED)
+    other = add_email(jane, subject="Intake please", kind="intake_form", events=DELIVERED)
+    page = client.get(f"/clients/{jane.id}").get_data(as_text=True)
+
+    row = row_html(page, by_hand)
+    assert "sent by Cleo A" in text(row)
+    assert 'class="log-kind"' not in row  # “Your receipt” already says it is a receipt
+    row = row_html(page, automatic)
+    assert "sent automatically" in text(row) and 'class="log-kind"' not in row
+    assert '<span class="log-kind">Intake form</span>' in row_html(page, other)

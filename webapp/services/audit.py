@@ -26,6 +26,7 @@ LABELS = {
     "removal.lifted": "Spam-list block lifted",
     "removal.closed": "Spam-list removal request closed",
     "alert.resolve": "Dealt with an alert",
+    "clinic.timezone": "Changed the clinic's time zone",
 }
 # What older entries stored: ids, which the page now turns into names.
 LEGACY_EMAIL_DETAIL = re.compile(r"^to client \d+(, resend of email \d+)?$")

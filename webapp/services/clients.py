@@ -12,7 +12,7 @@ from flask_sqlalchemy.pagination import Pagination
 
 from webapp import statuses
 from webapp.extensions import db
-from webapp.models import Client, Email, EmailEvent, SpamListEntry
+from webapp.models import MESSAGE_KINDS, Client, Email, EmailEvent, SpamListEntry
 from webapp.providers.sendgrid import drop_reason_text
 
 LOG_DAYS = 30
@@ -261,6 +261,12 @@ class LogRow:
     # The provider's answer was lost: we are asking its records whether it took the email.
     in_doubt: bool = False
 
+    @property
+    def kind_label(self) -> str:
+        """The kind of message, unless the subject already says it ("Your receipt", a receipt)."""
+        label = MESSAGE_KINDS.get(self.email.kind, self.email.kind)
+        return "" if label.lower() in self.email.subject.lower() else label
+
 
 def email_log(clinic_id: int, client_id: int, status_key: str | None, now: datetime) -> list[LogRow]:
     """Return the client's emails of the past 30 days, newest first, each with its timeline."""
@@ -272,7 +278,7 @@ def email_log(clinic_id: int, client_id: int, status_key: str | None, now: datet
             Email.created_at >= now - timedelta(days=LOG_DAYS),
         )
         .order_by(Email.created_at.desc(), Email.id.desc())
-        .options(sa.orm.selectinload(Email.events))
+        .options(sa.orm.selectinload(Email.events), sa.orm.selectinload(Email.sent_by))
     )
     if status_key in statuses.BY_KEY:
         select = select.where(Email.status == status_key)
