@@ -86,6 +86,7 @@ def test_each_kind_of_problem_is_listed_with_its_next_step(signed_in, world):
         f"deferred-{deferred.id}",
     ]
 
+    assert "1 failed email · 1 client blocked · 1 stuck email · 1 long deferral" in text(html)
     words = item_text(html, f"failed-{failed.id}")
     assert "Fay Failed: “Your receipt” failed" in words
     assert "the address does not exist at the receiving provider" in words

@@ -371,14 +371,15 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], url: str) ->
             )
             restart_at[name] = now + delays[name]
         time.sleep(0.2)
-    running = [process for name, process in processes.items() if name not in restart_at]
-    _stop_groups(running)
+    # A child waiting to be restarted is gone, but what it started may live on in its group.
+    _stop_groups(list(processes.values()))
 
 
 def _stop_groups(running: list[subprocess.Popen]) -> None:
     """Stop each child's whole process group: politely, then not; wait until each group is empty."""
     for process in running:
-        _signal_group(process.pid, signal.SIGTERM)
+        if process.poll() is None or _group_alive(process.pid):
+            _signal_group(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_SECONDS
     for process in running:
         try:

@@ -18,9 +18,9 @@ from webapp.services import attention, clients
 def index() -> str:
     """List what needs attention, most urgent first, each with its next step."""
     now = utcnow()
-    return render_template(
-        "attention/index.html", items=attention.items(current_clinic_id(), now), now=now, form=HandledForm()
-    )
+    items = attention.items(current_clinic_id(), now)
+    counts = {kind: sum(1 for item in items if item.kind == kind) for kind in attention.KINDS}
+    return render_template("attention/index.html", items=items, counts=counts, now=now, form=HandledForm())
 
 
 @bp.post("/attention/emails/<int:email_id>/handled")
