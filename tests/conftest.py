@@ -61,7 +61,9 @@ def leftover_processes(marker: str, folder: str | None, wait: float) -> list[psu
             if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
             with contextlib.suppress(psutil.Error):
-                named = folder is not None and folder in " ".join(proc.info["cmdline"] or ())
+                named = folder is not None and (
+                    folder in " ".join(proc.info["cmdline"] or ()) or proc.cwd().startswith(folder)
+                )
                 if named or proc.environ().get(RUN_MARKER) == marker:
                     left.append(proc)
         if not left or time.monotonic() > deadline:

@@ -60,15 +60,18 @@ def press_ctrl_c(process: subprocess.Popen) -> list[psutil.Process]:
 
 def product_processes(instance: Path) -> list[psutil.Process]:
     """Every live process started for this product instance, wherever its process group went:
-    each carries its INSTANCE_PATH, or names the instance folder on its command line (the
-    embedded redis-server, which rewrites its environment with its process title)."""
+    each carries its INSTANCE_PATH, names the instance folder on its command line, or works in
+    it (a redis-server rewrites its environment with its process title and works in its data
+    folder, even daemonised)."""
     found = []
     for proc in psutil.process_iter(["status", "cmdline"]):
         if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         try:
-            if str(instance) in " ".join(proc.info["cmdline"] or ()) or (
-                proc.environ().get("INSTANCE_PATH") == str(instance)
+            if (
+                str(instance) in " ".join(proc.info["cmdline"] or ())
+                or proc.cwd().startswith(str(instance))
+                or proc.environ().get("INSTANCE_PATH") == str(instance)
             ):
                 found.append(proc)
         except psutil.Error:
