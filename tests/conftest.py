@@ -4,14 +4,17 @@ Redis (REDIS_URL, else an embedded one), the sandbox provider, and a small world
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import sqlalchemy as sa
 from flask import Flask, g
@@ -19,12 +22,57 @@ from flask.testing import FlaskClient
 from redis import Redis
 
 PASSWORD = "correct horse battery staple"
+# Every process this test run starts inherits this marker, so the run can tell its own leftovers.
+RUN_MARKER = "CLINIC_TEST_RUN"
+LEFTOVER_WAIT_SECONDS = 10
 TEST_DATABASE_URL = os.environ.get("DATABASE_URL", "")
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgres")
 # On PostgreSQL the app connects as a runtime role, as in production: DATABASE_URL's role when
 # MIGRATION_DATABASE_URL names another one (CI), else a role the tests create.
 OWNER_DATABASE_URL = os.environ.get("MIGRATION_DATABASE_URL") or TEST_DATABASE_URL
 TEST_RUNTIME_ROLE = "clinic_runtime_test"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ[RUN_MARKER] = f"{os.getpid()}-{time.time_ns()}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when it left a process of its own behind (a Redis server, a web server)."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    folder = str(factory.getbasetemp()) if factory is not None else None
+    left = leftover_processes(os.environ[RUN_MARKER], folder, LEFTOVER_WAIT_SECONDS)
+    if not left:
+        return
+    described = ", ".join(f"{proc.pid} {' '.join(proc.cmdline())[:120]}" for proc in left)
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"error: the test run left processes behind (now killed): {described}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def leftover_processes(marker: str, folder: str | None, wait: float) -> list[psutil.Process]:
+    """Return the processes (other than this one) that carry the marker in their environment or
+    name the run's temporary folder on their command line (a redis-server rewrites its
+    environment with its process title), after waiting for them to go."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = []
+        for proc in psutil.process_iter(["status", "cmdline"]):
+            if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            with contextlib.suppress(psutil.Error):
+                named = folder is not None and (
+                    folder in " ".join(proc.info["cmdline"] or ()) or proc.cwd().startswith(folder)
+                )
+                if named or proc.environ().get(RUN_MARKER) == marker:
+                    left.append(proc)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.25)
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +92,7 @@ def redis_url() -> Iterator[str]:
 
     folder = tempfile.mkdtemp(prefix="redis-")
     yield embedded_redis.start(folder)
+    embedded_redis.stop(folder)
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -421,6 +421,9 @@ def test_a_row_stuck_in_sending_or_processed_says_so_and_that_support_knows(sign
         row = text(row_html(html, email))
         assert f"This email has been in {label} for more than 10 minutes, so it looks stuck." in row
         assert "Support has been told automatically" in row
+        # One story with the help: the reference support knows it by, and when to get in touch.
+        assert f"under reference E-{email.id}; you do not need to contact them." in row
+        assert f"quoting E-{email.id}, only if it is still stuck 1 hour after it was sent" in row
     for email in (young, deferred):
         assert "stuck" not in text(row_html(html, email))
 
@@ -453,7 +456,7 @@ def test_badges_open_the_help_for_their_status_in_the_panel(signed_in, world):
         r"<a id=\"badge-\d+\" class=\"badge badge-danger\"(.*?)</a>", row_html(html, email), re.S
     )
     assert 'href="/help#spam-report"' in badge.group(1)  # without JavaScript: the whole guide
-    assert 'hx-get="/help/statuses/spam-report"' in badge.group(1)
+    assert f'hx-get="/help/statuses/spam-report?email={email.id}"' in badge.group(1)
     assert 'hx-target="#help-panel"' in badge.group(1)
     assert "Spam report" in badge.group(1) and "what this status means" in badge.group(1)
     assert '<section id="help-panel"' in html
@@ -626,12 +629,12 @@ def test_each_kind_of_message_is_queued_with_its_ready_made_text(signed_in, worl
     assert re.search(r'class="badge badge-pending"[^>]*>Sending<', row_html(page, email))
 
 
-def test_free_text_needs_a_subject_and_a_message(signed_in, world):
+def test_a_custom_message_needs_a_subject_and_a_text(signed_in, world):
     jane = world.client_a
     response = signed_in.post(f"/clients/{jane.id}/emails", data={"kind": "free_text", "subject": " "})
     assert response.status_code == 422
     html = response.get_data(as_text=True)
-    assert html.count("Required for a free-text message.") == 2
+    assert html.count("Required for a custom message.") == 2
     assert '<option selected value="free_text">' in html or 'value="free_text" selected' in html
     response = signed_in.post(f"/clients/{jane.id}/emails", data={"kind": "nonsense"})
     assert response.status_code == 422 and "Not a valid choice" in response.get_data(as_text=True)
@@ -644,7 +647,7 @@ def test_free_text_needs_a_subject_and_a_message(signed_in, world):
     assert response.status_code == 303
     (email,) = emails_of(jane)
     assert (email.kind, email.subject, email.body) == ("free_text", "Parking", "Use the back door")
-    assert '<span class="log-kind">Message</span>' in signed_in.get(f"/clients/{jane.id}").get_data(
+    assert '<span class="log-kind">Custom message</span>' in signed_in.get(f"/clients/{jane.id}").get_data(
         as_text=True
     )
 
@@ -719,7 +722,7 @@ def test_a_resend_can_leave_the_client_file_alone(signed_in, world):
 def test_a_resend_is_refused_with_the_reason_when_it_cannot_go(signed_in, app, world):
     jane = world.client_a
     failed = add_email(jane, events=BOUNCED)
-    delivered = add_email(jane, events=DELIVERED)
+    delivered = add_email(jane, events=[(5, "processed", {})])  # on its way: nothing to resend
 
     bad = signed_in.post(
         f"/emails/{failed.id}/resend", data={"confirm": "yes", "to_address": "not an address"}
@@ -740,7 +743,9 @@ def test_a_resend_is_refused_with_the_reason_when_it_cannot_go(signed_in, app, w
     assert jane.email == "jane.doe+delivered@example.com"  # the corrected address was not kept
 
     assert signed_in.post(f"/emails/{delivered.id}/resend").status_code == 303
-    assert "Only a failed email can be resent." in signed_in.get(f"/clients/{jane.id}").get_data(as_text=True)
+    assert "Only a failed email, or a delivered one the client cannot find, can be resent." in signed_in.get(
+        f"/clients/{jane.id}"
+    ).get_data(as_text=True)
     assert len(emails_of(jane)) == 2 and len(get_queue()) == 0
     assert f'action="/emails/{delivered.id}/resend"' not in signed_in.get(f"/clients/{jane.id}").get_data(
         as_text=True

@@ -56,8 +56,8 @@ def test_the_whole_guide_explains_every_status_and_the_removal_flow(signed_in, a
 @pytest.mark.parametrize(
     ("key", "facts"),
     [
-        ("sending", ["longer than 10 minutes, contact support at {support}", "stuck"]),
-        ("processed", ["longer than 10 minutes, contact support at {support}", "stuck"]),
+        ("sending", ["longer than 10 minutes, the log marks it as stuck", "alerted automatically"]),
+        ("processed", ["longer than 10 minutes, the log marks it as stuck", "alerted automatically"]),
         ("deferred", ["temporarily refused", "72 hours", "attempt"]),
         (
             "delivered",
@@ -129,3 +129,38 @@ def test_help_needs_a_signed_in_user_of_any_role(client, world):
     assert htmx.headers.get("HX-Redirect") == "/login"
     login(client, "support@platform.example")
     assert client.get("/help").status_code == 200
+
+
+@pytest.mark.parametrize("key", ["sending", "processed"])
+def test_stuck_is_one_story_detected_and_alerted_with_a_reference_and_when_to_call(signed_in, app, key):
+    support = app.config["SUPPORT_ADDRESS"]
+    text = words(signed_in.get(f"/help/statuses/{key}").get_data(as_text=True))
+    # Not "contact support after 10 minutes": support already knows, under the email's reference.
+    assert "for longer than 10 minutes, contact support" not in text
+    assert "support is alerted automatically, with the email's reference" in text
+    assert "you do not need to contact support" in text
+    assert (
+        f"Contact support at {support}, quoting the reference, only if the email is still stuck 1 hour"
+        in text
+    )
+
+
+def test_the_panel_opened_from_a_row_names_its_email_and_reference(signed_in, world):
+    from datetime import timedelta
+
+    from tests.test_email_log import add_email
+    from webapp.models import utcnow
+
+    stuck = add_email(world.client_a, sent_at=utcnow() - timedelta(minutes=30), subject="Your intake form")
+    html = signed_in.get(f"/help/statuses/sending?email={stuck.id}", headers={"HX-Request": "true"}).get_data(
+        as_text=True
+    )
+    text = words(html)
+    assert "About “Your intake form” , sent" in text and world.client_a.email in text
+    assert f"Reference E-{stuck.id}" in text
+    # The row's badge opens the panel about that email.
+    page = signed_in.get(f"/clients/{world.client_a.id}").get_data(as_text=True)
+    assert f'hx-get="/help/statuses/sending?email={stuck.id}"' in page
+    # Another clinic's email is not named.
+    theirs = add_email(world.client_b, subject="Theirs")
+    assert signed_in.get(f"/help/statuses/sending?email={theirs.id}").status_code == 404

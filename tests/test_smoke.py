@@ -65,6 +65,46 @@ def press_ctrl_c(process: subprocess.Popen) -> list[psutil.Process]:
     return family
 
 
+def product_processes(instance: Path) -> list[psutil.Process]:
+    """Every live process started for this product instance, wherever its process group went:
+    each carries its INSTANCE_PATH, names the instance folder on its command line, or works in
+    it (a redis-server rewrites its environment with its process title and works in its data
+    folder, even daemonised)."""
+    found = []
+    for proc in psutil.process_iter(["status", "cmdline"]):
+        if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            if (
+                str(instance) in " ".join(proc.info["cmdline"] or ())
+                or proc.cwd().startswith(str(instance))
+                or proc.environ().get("INSTANCE_PATH") == str(instance)
+            ):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def assert_all_gone_after_ctrl_c(instance: Path, port: int) -> None:
+    """Nothing started from the checkout for this instance is left 10 s after Ctrl-C."""
+    deadline = time.time() + 10
+    while (product_processes(instance) or not port_is_free(port)) and time.time() < deadline:
+        time.sleep(0.2)
+    left = [f"{proc.pid} {' '.join(proc.cmdline())[:100]}" for proc in product_processes(instance)]
+    assert left == [], left
+    assert port_is_free(port), f"port {port} is still held"
+
+
 def csrf_token(html: str) -> str:
     match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
         r'value="([^"]+)"[^>]*name="csrf_token"', html
@@ -87,6 +127,9 @@ def test_run_command_sends_an_email_to_delivered_and_stops_cleanly(tmp_path):
     process = start_product(tmp_path, port)
     try:
         wait_until_healthy(base, process)
+        names = " ".join(" ".join(proc.cmdline()) for proc in product_processes(tmp_path))
+        for part in ("redis-server", "gunicorn", "wsgi worker", "wsgi scheduler"):
+            assert part in names, f"{part} not found among the product's processes"
         with httpx.Client(base_url=base, timeout=10) as http:
             sign_in(http)
             client_page = http.get("/clients?q=jane.doe")
@@ -117,11 +160,14 @@ def test_run_command_sends_an_email_to_delivered_and_stops_cleanly(tmp_path):
         family = press_ctrl_c(process)
     output = process.stdout.read() if process.stdout else ""
     assert process.returncode == 0, output[-2000:]
+    assert f"password: {PASSWORD}" in output
     time.sleep(0.5)
     still_running = [proc for proc in family if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE]
     assert still_running == [], still_running
+    # The embedded Redis server and every gunicorn worker too, though not children of bin/run.
+    assert_all_gone_after_ctrl_c(tmp_path, port)
 
-    # Starting again keeps the data.
+    # Starting again keeps the data (and the queue's Redis data), and says where the password is.
     process = start_product(tmp_path, port)
     try:
         wait_until_healthy(base, process)
@@ -130,7 +176,26 @@ def test_run_command_sends_an_email_to_delivered_and_stops_cleanly(tmp_path):
             assert "Smoke test reminder" in http.get(client_path).text
     finally:
         press_ctrl_c(process)
-    assert process.returncode == 0
+    output = process.stdout.read() if process.stdout else ""
+    assert process.returncode == 0, output[-2000:]
+    assert "their password is the one printed when the demo data was first created" in output
+    assert "flask --app wsgi seed-demo --password NEW" in output
+    assert_all_gone_after_ctrl_c(tmp_path, port)
+
+
+def test_ctrl_c_stops_everything_every_time(tmp_path):
+    """Several starts and stops in a row: each Ctrl-C leaves no process and a free port."""
+    port = free_port()
+    for _ in range(3):
+        process = start_product(tmp_path, port)
+        try:
+            wait_until_healthy(f"http://127.0.0.1:{port}", process)
+            # A page load keeps gunicorn's workers busy while they are told to stop.
+            httpx.get(f"http://127.0.0.1:{port}/login", timeout=10)
+        finally:
+            press_ctrl_c(process)
+        assert process.returncode == 0
+        assert_all_gone_after_ctrl_c(tmp_path, port)
 
 
 def test_bad_settings_stop_start_up_with_one_clear_line(tmp_path):

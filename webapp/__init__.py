@@ -44,7 +44,10 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     if not app.config["REDIS_URL"]:
         from webapp import embedded_redis
 
-        app.config["REDIS_URL"] = embedded_redis.start(app.instance_path)
+        try:
+            app.config["REDIS_URL"] = embedded_redis.start(app.instance_path)
+        except embedded_redis.EmbeddedRedisError as error:
+            raise StartupError(f"{error}; or set REDIS_URL to a running Redis") from None
     app.config.setdefault("RATELIMIT_STORAGE_URI", _limits_storage_uri(app.config["REDIS_URL"]))
 
     _keep_sqlite_private(app.config["DATABASE_URL"])
@@ -63,11 +66,34 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
         enabled=app.config.get("RATELIMIT_ENABLED", True),
     )
 
-    from webapp import auth, cli, clients, emails, help, ops, owner, security, support, templating, webhooks
+    from webapp import (
+        attention,
+        auth,
+        cli,
+        clients,
+        emails,
+        help,
+        ops,
+        owner,
+        security,
+        support,
+        templating,
+        webhooks,
+    )
 
     security.init_app(app)
     templating.init_app(app)
-    for blueprint in (auth.bp, clients.bp, emails.bp, help.bp, ops.bp, owner.bp, support.bp, webhooks.bp):
+    for blueprint in (
+        attention.bp,
+        auth.bp,
+        clients.bp,
+        emails.bp,
+        help.bp,
+        ops.bp,
+        owner.bp,
+        support.bp,
+        webhooks.bp,
+    ):
         app.register_blueprint(blueprint)
     cli.init_app(app)
 

@@ -18,6 +18,7 @@ from flask import Flask, current_app
 from redis import Redis
 from redis.exceptions import RedisError
 
+from webapp import embedded_redis
 from webapp.database import migrate_database
 from webapp.extensions import db
 from webapp.models import Clinic, User
@@ -27,6 +28,8 @@ MAINTENANCE_SECONDS = 60
 # `up` restarts a child that died after 1 s, doubling while it keeps dying young.
 RESTART_MAX_SECONDS = 30.0
 RESTART_RESET_SECONDS = 60.0
+# Ctrl-C gives the children this long to stop before they are killed.
+STOP_SECONDS = 15.0
 
 
 def init_app(app: Flask) -> None:
@@ -275,6 +278,13 @@ def up(host: str, port: int, demo: bool) -> None:
         password = os.environ.get("DEMO_PASSWORD") or secrets.token_urlsafe(9)
         demo_data.seed(password)
         click.echo(f"Demo users: {', '.join(demo_data.DEMO_USERS)}; password: {password}")
+    elif demo and db.session.execute(sa.select(User.id).where(User.email.in_(demo_data.DEMO_USERS))).first():
+        # The password is never stored: say where it was shown and how to choose a new one.
+        click.echo(
+            f"Demo users: {', '.join(demo_data.DEMO_USERS)}; their password is the one printed when "
+            "the demo data was first created (or DEMO_PASSWORD, if it was set then). To choose a new "
+            "one: .venv/bin/flask --app wsgi seed-demo --password NEW"
+        )
     db.session.remove()
     db.engine.dispose()
 
@@ -300,6 +310,9 @@ def up(host: str, port: int, demo: bool) -> None:
             "2",
             "--threads",
             "8",
+            # Within the supervisor's stop deadline, so it never has to kill a worker mid-answer.
+            "--graceful-timeout",
+            str(int(STOP_SECONDS - 5)),
             "--access-logfile",
             "-",
             "wsgi:app",
@@ -308,11 +321,19 @@ def up(host: str, port: int, demo: bool) -> None:
         "scheduler": [sys.executable, "-m", "flask", "--app", "wsgi", "scheduler"],
     }
     _supervise(commands, env, f"http://{host}:{port}")
+    # Last, once nothing uses it: the embedded Redis server this process started, if any.
+    embedded_redis.stop_all()
+    click.echo("Stopped.")
+    sys.exit(0)
 
 
 def _supervise(commands: dict[str, list[str]], env: dict[str, str], url: str) -> None:
     """Start the processes and keep them running: restart one that dies (with backoff, so a
-    child that cannot start does not spin); stop them all when we are asked to stop."""
+    child that cannot start does not spin); stop them all when we are asked to stop.
+
+    Each child runs in its own process group: Ctrl-C reaches only this supervisor, which stops
+    each group as a whole (a gunicorn worker with its master), so none is left holding the port.
+    """
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -324,7 +345,13 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], url: str) ->
     root = Path(__file__).resolve().parents[1]
 
     def start(name: str) -> subprocess.Popen:
-        return subprocess.Popen(commands[name], env=env, cwd=root)
+        return subprocess.Popen(
+            commands[name],
+            env=env,
+            cwd=root,
+            process_group=0,
+            preexec_fn=embedded_redis.die_with_parent,  # noqa: PLW1509 - only prctl, before exec
+        )
 
     processes = {name: start(name) for name in commands}
     started_at = {name: time.monotonic() for name in commands}
@@ -351,16 +378,43 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], url: str) ->
             )
             restart_at[name] = now + delays[name]
         time.sleep(0.2)
-    running = [process for name, process in processes.items() if name not in restart_at]
+    # A child waiting to be restarted is gone, but what it started may live on in its group.
+    _stop_groups(list(processes.values()))
+
+
+def _stop_groups(running: list[subprocess.Popen]) -> None:
+    """Stop each child's whole process group: politely, then not; wait until each group is empty."""
     for process in running:
-        if process.poll() is None:
-            process.terminate()
-    deadline = time.time() + 15
+        if process.poll() is None or _group_alive(process.pid):
+            _signal_group(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS
     for process in running:
         try:
-            process.wait(timeout=max(0.1, deadline - time.time()))
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            process.kill()
+            _signal_group(process.pid, signal.SIGKILL)
             process.wait()
-    click.echo("Stopped.")
-    sys.exit(0)
+    # A leader can exit before its group does (gunicorn's master before a worker that still
+    # holds the port): wait for the rest, then kill what is left.
+    for process in running:
+        group_deadline = time.monotonic() + 3
+        while _group_alive(process.pid) and time.monotonic() < group_deadline:
+            time.sleep(0.1)
+        if _group_alive(process.pid):
+            _signal_group(process.pid, signal.SIGKILL)
+
+
+def _signal_group(group: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, sig)
+
+
+def _group_alive(group: int) -> bool:
+    """Return whether any process of the group still exists."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -47,14 +47,18 @@ MESSAGE_KINDS = {
     "appointment_reminder": "Appointment reminder",
     "intake_form": "Intake form",
     "receipt": "Receipt",
-    "free_text": "Message",
+    "free_text": "Custom message",  # written by the clinician; the others have a ready-made text
 }
+# The kinds that can carry the time of the appointment they are for.
+APPOINTMENT_KINDS = ("appointment_reminder", "intake_form")
 
 
 class Clinic(db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     name: so.Mapped[str] = so.mapped_column(sa.String(200))
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    # IANA name (Europe/London): the clinic's times, appointments above all, are read in it.
+    timezone: so.Mapped[str] = so.mapped_column(sa.String(64), default="UTC", server_default="UTC")
 
 
 class User(UserMixin, db.Model):
@@ -136,15 +140,27 @@ class Email(db.Model):
     resend_of_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("email.id"))
     sent_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user.id"))
     stuck_alerted_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    # The appointment a reminder or intake form is for: at risk if it does not arrive in time.
+    appointment_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, index=True)
+    # A clinician dealt with it another way (called the client): off the Needs attention page.
+    handled_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    handled_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user.id"))
 
     clinic: so.Mapped[Clinic] = so.relationship()
     client: so.Mapped[Client] = so.relationship()
     resend_of: so.Mapped[Email | None] = so.relationship(remote_side=[id])
+    sent_by: so.Mapped[User | None] = so.relationship(foreign_keys=[sent_by_id])
+    handled_by: so.Mapped[User | None] = so.relationship(foreign_keys=[handled_by_id])
     events: so.Mapped[list[EmailEvent]] = so.relationship(
         back_populates="email", order_by="EmailEvent.occurred_at, EmailEvent.id"
     )
 
     __table_args__ = (sa.Index("ix_email_client_created", "client_id", "created_at"),)
+
+    @property
+    def reference(self) -> str:
+        """The short name support knows this email by (its alerts and timeline page show it)."""
+        return f"E-{self.id}"
 
 
 class EmailEvent(db.Model):

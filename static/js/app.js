@@ -104,14 +104,19 @@
     });
   }
 
+  // Times are read in the clinic's time zone (a clinic setting), not the browser's: an
+  // appointment is at 10:00 where the clinic is. Support pages carry no zone: the browser's.
   function localise(root) {
+    const zone = document.body && document.body.dataset.timezone;
     root.querySelectorAll("time[data-local]").forEach(function (time) {
       const when = new Date(time.getAttribute("datetime"));
       if (isNaN(when)) return;
       const style = time.dataset.local;
       const options = style === "time" ? { hour: "2-digit", minute: "2-digit" }
         : style === "date" ? { day: "numeric", month: "short", year: "numeric" }
+        : style === "datetime-zone" ? { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", timeZoneName: "short" }
         : { day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit" };
+      if (zone) options.timeZone = zone;
       time.textContent = when.toLocaleString(undefined, options);
       time.title = when.toString();
     });

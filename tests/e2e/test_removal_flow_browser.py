@@ -55,7 +55,7 @@ def test_a_newcomer_goes_from_spam_report_to_block_lifted_in_the_browser(tmp_pat
         expect(clinician.get_by_text(BANNER)).to_have_count(0)
 
         form = clinician.locator("#send-email")
-        form.get_by_label("Kind of message").select_option(label="Message")
+        form.get_by_label("Kind of message").select_option(label="Custom message")
         form.locator("#subject").fill("See you Thursday")
         form.locator("#body").fill("Your appointment is at 10:00.")
         form.get_by_role("button", name="Send email").click()

@@ -36,7 +36,7 @@ def index() -> Response:
         return redirect(url_for("auth.login_form"))
     if current_user.role == "support":
         return redirect(url_for("support.queue"))
-    return redirect(url_for("clients.index"))
+    return redirect(url_for("attention.index"))
 
 
 @bp.get("/login")

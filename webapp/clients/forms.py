@@ -1,10 +1,13 @@
 """Forms of the client file."""
 
-from flask_wtf import FlaskForm
-from wtforms import SelectChoice, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from datetime import datetime
 
-from webapp.models import MESSAGE_KINDS
+from flask_wtf import FlaskForm
+from wtforms import DateTimeLocalField, EmailField, SelectChoice, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Email, Length, Optional
+
+from webapp import timezones
+from webapp.models import APPOINTMENT_KINDS, MESSAGE_KINDS, utcnow
 
 
 class SendEmailForm(FlaskForm):
@@ -17,20 +20,45 @@ class SendEmailForm(FlaskForm):
         validators=[DataRequired()],
     )
     subject = StringField("Subject", validators=[Optional(), Length(max=200)])
-    body = TextAreaField("Message", validators=[Optional(), Length(max=20000)])
+    body = TextAreaField("Message text", validators=[Optional(), Length(max=20000)])
+    appointment = DateTimeLocalField(
+        "Appointment", format=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"], validators=[Optional()]
+    )
+    # The clinic's zone, in which the typed appointment time is read (set by the view).
+    clinic_timezone = "UTC"
+
+    def appointment_at(self) -> datetime | None:
+        """Return the typed appointment time in UTC, read in the clinic's time zone."""
+        if self.appointment.data is None or self.kind.data not in APPOINTMENT_KINDS:
+            return None
+        return timezones.to_utc(self.appointment.data, self.clinic_timezone)
 
     def validate(self, extra_validators: dict | None = None) -> bool:
-        """Free text needs its own subject and message; the other kinds have defaults."""
+        """A custom message needs its own subject and text; the other kinds have defaults.
+        An appointment belongs to reminders and intake forms, and is in the future."""
         if not super().validate(extra_validators):
             return False
+        if self.appointment.data is not None:
+            if self.kind.data not in APPOINTMENT_KINDS:
+                self.appointment.errors.append("Only reminders and intake forms are for an appointment.")
+                return False
+            if self.appointment_at() <= utcnow():
+                self.appointment.errors.append("The appointment must be in the future.")
+                return False
         if self.kind.data == "free_text":
             ok = True
             for field in (self.subject, self.body):
                 if not (field.data or "").strip():
-                    field.errors.append("Required for a free-text message.")
+                    field.errors.append("Required for a custom message.")
                     ok = False
             return ok
         return True
+
+
+class AddressForm(FlaskForm):
+    """Correct the client's email address on file."""
+
+    email = EmailField("New email address", validators=[DataRequired(), Email(), Length(max=320)])
 
 
 class SandboxMailForm(FlaskForm):

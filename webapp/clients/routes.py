@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from flask import (
@@ -20,12 +21,12 @@ from werkzeug.wrappers import Response
 
 from webapp import statuses
 from webapp.clients import bp
-from webapp.clients.forms import SandboxMailForm, SendEmailForm
+from webapp.clients.forms import AddressForm, SandboxMailForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
-from webapp.models import Clinic, utcnow
+from webapp.models import Client, Clinic, utcnow
 from webapp.params import page_number, whole_number
 from webapp.security import clinic_staff_required, current_clinic_id, session_is_live
-from webapp.services import accounts, changes, clients, demo, messages, sending
+from webapp.services import accounts, addresses, changes, clients, demo, messages, sending
 
 
 @bp.get("/clients")
@@ -46,10 +47,27 @@ def index() -> str:
 def show(client_id: int) -> str:
     """Show a client's file: contact details, address health, the email log and the send form."""
     client = clients.get_client(current_clinic_id(), client_id)
-    health = clients.address_health([client], utcnow())[client.id]
+    return render_template("clients/show.html", client=client, form=SendEmailForm(), **_page_context(client))
+
+
+@bp.post("/clients/<int:client_id>/address")
+@clinic_staff_required
+def correct_address(client_id: int) -> Response | tuple[str, int]:
+    """Save a corrected email address in the client file (audited)."""
+    client = clients.get_client(current_clinic_id(), client_id)
+    form = AddressForm()
+    if form.validate_on_submit():
+        old = client.email
+        if addresses.correct_address(client, form.email.data, current_user):
+            db.session.commit()
+            flash(f"Saved {client.email} as {client.name}’s email address (was {old}).", "success")
+        else:
+            flash(f"{client.name}’s email address was already {old}.", "success")
+        return redirect(url_for("clients.show", client_id=client.id), code=303)
+    context = _page_context(client, address_form=form)
     return render_template(
-        "clients/show.html", client=client, health=health, form=SendEmailForm(), **_log_context(client.id)
-    )
+        "clients/show.html", client=client, form=SendEmailForm(formdata=None), **context
+    ), 422
 
 
 @bp.get("/clients/<int:client_id>/emails")
@@ -73,11 +91,21 @@ def email_log(client_id: int) -> Response | tuple[str, int]:
 def _render_email_log(client_id: int) -> Response:
     client = clients.get_client(current_clinic_id(), client_id)
     accounts.keep_live(session.get("sid", ""), session.get("login_at", 0))  # the database just confirmed it
-    context = _log_context(client.id)
-    # The banner depends on the log (a spam report, a lifted block): it is refreshed with it.
-    health = clients.address_health([client], utcnow())[client.id]
+    context = _log_context(client)
+    # The banner, the header's mark and the send form depend on the log (a spam report, a lifted
+    # block): they are refreshed with it. The form only when sending became possible or impossible
+    # (or the address changed), so a clinician's half-typed message is never wiped by a poll.
+    shown_form = request.args.get("f")
+    form_oob = shown_form is not None and shown_form != context["form_key"]
     response = make_response(
-        render_template("clients/_email_log.html", client=client, health=health, banner_oob=True, **context)
+        render_template(
+            "clients/_email_log.html",
+            client=client,
+            banner_oob=True,
+            form_oob=form_oob,
+            form=SendEmailForm(formdata=None) if form_oob else None,
+            **context,
+        )
     )
     if request.headers.get("HX-Trigger") == "log-filter":
         # The filter belongs in the page's address, so a reload or a shared link keeps it.
@@ -92,23 +120,29 @@ def _render_email_log(client_id: int) -> Response:
 def send(client_id: int) -> str | Response | tuple[str, int]:
     """Queue an email to the client; refuse it when the address is on the spam list."""
     client = clients.get_client(current_clinic_id(), client_id)
+    clinic = db.session.get(Clinic, client.clinic_id)
     form = SendEmailForm()
+    form.clinic_timezone = clinic.timezone
     if form.validate_on_submit():
-        clinic = db.session.get(Clinic, client.clinic_id)
+        appointment_at = form.appointment_at()
         subject, body = messages.compose(
-            form.kind.data, client, clinic, form.subject.data or "", form.body.data or ""
+            form.kind.data, client, clinic, form.subject.data or "", form.body.data or "", appointment_at
         )
         try:
-            sending.queue_email(client, kind=form.kind.data, subject=subject, body=body, sent_by=current_user)
+            sending.queue_email(
+                client,
+                kind=form.kind.data,
+                subject=subject,
+                body=body,
+                sent_by=current_user,
+                appointment_at=appointment_at,
+            )
         except sending.SendRefused as refused:
             flash(f"Not sent: {refused.reason}.", "error")
         else:
             flash(f"Sending “{subject}” to {client.email}.", "success")
             return redirect(url_for("clients.show", client_id=client.id), code=303)
-    health = clients.address_health([client], utcnow())[client.id]
-    return render_template(
-        "clients/show.html", client=client, health=health, form=form, **_log_context(client.id)
-    ), 422
+    return render_template("clients/show.html", client=client, form=form, **_page_context(client)), 422
 
 
 @bp.post("/clients/<int:client_id>/sandbox-removal-mail")
@@ -130,10 +164,19 @@ def sandbox_removal_mail(client_id: int) -> Response:
     return redirect(url_for("clients.show", client_id=client.id), code=303)
 
 
-def _log_context(client_id: int) -> dict:
+def _page_context(client: Client, address_form: AddressForm | None = None) -> dict:
+    """Everything the client file needs besides the send form."""
+    if address_form is None:
+        address_form = AddressForm(formdata=None, email=client.email)
+    return {"address_form": address_form, **_log_context(client)}
+
+
+def _log_context(client: Client) -> dict:
     """Everything the email log partial needs, including when the browser should ask again."""
     now = utcnow()
     clinic_id = current_clinic_id()
+    client_id = client.id
+    health = clients.address_health([client], now)[client.id]
     status_key = request.args.get("status", "")
     status_filter = status_key if status_key in statuses.BY_KEY else ""
     marker = changes.current_marker(clinic_id, client_id)
@@ -147,6 +190,8 @@ def _log_context(client_id: int) -> dict:
     if deadline is not None:
         fresh_until = min(fresh_until, deadline.timestamp())
     return {
+        "health": health,
+        "form_key": _form_key(client, health),
         "rows": rows,
         "now": now,
         "status_filter": status_filter,
@@ -154,3 +199,9 @@ def _log_context(client_id: int) -> dict:
         "poll_seconds": config["LOG_POLL_FAST_SECONDS"] if soon else config["LOG_POLL_SLOW_SECONDS"],
         "version": f"{marker}-{int(fresh_until)}",
     }
+
+
+def _form_key(client: Client, health: clients.AddressHealth) -> str:
+    """Name what the send form shows (possible or not, and to which address) without the address."""
+    address = hashlib.sha256(client.email.strip().lower().encode()).hexdigest()[:8]
+    return ("blocked-" if health.blocked else "open-") + address

@@ -20,6 +20,13 @@ class GuideEntry:
     removal: bool = False
 
 
+# When a clinician should still get in touch about a stuck email (the log's notice says the same).
+STILL_STUCK_HOURS = 1
+STILL_STUCK = (
+    "Contact support at {support}, quoting the reference, only if the email is still stuck "
+    f"{STILL_STUCK_HOURS} hour after it was sent, or if several emails are stuck at once."
+)
+
 GUIDE: dict[str, GuideEntry] = {
     "sending": GuideEntry(
         summary="The email is on its way to our email provider.",
@@ -33,8 +40,11 @@ GUIDE: dict[str, GuideEntry] = {
         ),
         next_steps=(
             "Nothing yet: the log updates by itself.",
-            "If an email stays in Sending for longer than 10 minutes, contact support at {support}. "
-            "The log marks such an email as stuck, and support is alerted automatically as well.",
+            "If an email stays in Sending for longer than 10 minutes, the log marks it as stuck and "
+            "support is alerted automatically, with the email's reference (such as E-123, shown on the "
+            "row): you do not need to contact support.",
+            STILL_STUCK,
+            "If the email is urgent, reach the client another way (for example by phone) meanwhile.",
         ),
     ),
     "processed": GuideEntry(
@@ -46,8 +56,11 @@ GUIDE: dict[str, GuideEntry] = {
         ),
         next_steps=(
             "Nothing yet: the log updates by itself.",
-            "If an email stays in Processed for longer than 10 minutes, contact support at {support}. "
-            "The log marks such an email as stuck, and support is alerted automatically as well.",
+            "If an email stays in Processed for longer than 10 minutes, the log marks it as stuck and "
+            "support is alerted automatically, with the email's reference (such as E-123, shown on the "
+            "row): you do not need to contact support.",
+            STILL_STUCK,
+            "If the email is urgent, reach the client another way (for example by phone) meanwhile.",
         ),
     ),
     "deferred": GuideEntry(
@@ -76,6 +89,8 @@ GUIDE: dict[str, GuideEntry] = {
             "other folders, and to search their mailbox for the subject.",
             "If it is not in any folder, ask the client to contact their email provider: the provider "
             "confirmed delivery, so only the provider can tell them where the email went.",
+            "If it is urgent, check the address with the client and resend it: open the email's row in "
+            "the log and use “Check junk folders, then resend…”.",
         ),
         caveats=(
             "If the status later moves on to Open or Clicked, that is a very good sign that the email "

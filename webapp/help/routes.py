@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from flask import abort, current_app, render_template
-from flask_login import login_required
+from flask import abort, current_app, render_template, request
+from flask_login import current_user, login_required
 
 from webapp import statuses
 from webapp.extensions import htmx
 from webapp.help import bp
 from webapp.help.guide import GUIDE, REMOVAL_FLOW, REMOVAL_WHY
+from webapp.security import current_clinic_id
+from webapp.services import clients
 
 
 @bp.get("/help")
@@ -25,7 +27,12 @@ def status(key: str) -> str:
     if key not in statuses.BY_KEY:
         abort(404)
     template = "help/_panel.html" if htmx and not htmx.history_restore_request else "help/status.html"
-    return render_template(template, status=statuses.get(key), entry=GUIDE[key], **_support())
+    email = None
+    email_id = request.args.get("email", type=int)
+    if email_id is not None and current_user.role in ("clinician", "owner"):
+        # The panel opened from a row names that row's email (and its reference for support).
+        email = clients.get_email(current_clinic_id(), email_id)
+    return render_template(template, status=statuses.get(key), entry=GUIDE[key], email=email, **_support())
 
 
 def _support() -> dict:

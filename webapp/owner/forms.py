@@ -1,8 +1,10 @@
-"""Forms for managing the clinic's users."""
+"""Forms for managing the clinic's users and settings."""
 
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Email, Length
+
+from webapp import timezones
 
 
 class NewUserForm(FlaskForm):
@@ -17,3 +19,13 @@ class NewUserForm(FlaskForm):
 
 class UserActionForm(FlaskForm):
     """Only the CSRF token: the action is in the URL."""
+
+
+class ClinicSettingsForm(FlaskForm):
+    """The clinic's own settings."""
+
+    timezone = SelectField("Time zone", validators=[DataRequired()])
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.timezone.choices = [SelectChoice(name, name.replace("_", " ")) for name in timezones.choices()]

@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response
 
 from webapp.extensions import limiter
 from webapp.owner import bp
-from webapp.owner.forms import NewUserForm, UserActionForm
+from webapp.owner.forms import ClinicSettingsForm, NewUserForm, UserActionForm
 from webapp.params import page_number
 from webapp.security import current_clinic_id, owner_required
 from webapp.services import audit as audit_trail
@@ -82,6 +82,34 @@ def activate_user(user_id: int) -> Response:
 def audit() -> str:
     """Show the clinic's audit trail, newest first."""
     page = page_number()
+    pagination = staff.audit_trail(current_clinic_id(), page)
     return render_template(
-        "owner/audit.html", pagination=staff.audit_trail(current_clinic_id(), page), label=audit_trail.label
+        "owner/audit.html",
+        pagination=pagination,
+        label=audit_trail.label,
+        about=audit_trail.describe(pagination.items, current_clinic_id()),
     )
+
+
+@bp.get("/settings")
+@owner_required
+def settings() -> str:
+    """Show the clinic's settings."""
+    form = ClinicSettingsForm(formdata=None, timezone=current_user.clinic.timezone)
+    return render_template("owner/settings.html", form=form)
+
+
+@bp.post("/settings")
+@owner_required
+def save_settings() -> str | Response | tuple[str, int]:
+    """Save the clinic's settings."""
+    form = ClinicSettingsForm()
+    if form.validate_on_submit():
+        try:
+            staff.set_timezone(current_user, form.timezone.data)
+        except staff.StaffError as error:
+            form.timezone.errors.append(str(error))
+        else:
+            flash(f"Times are now shown in {form.timezone.data.replace('_', ' ')} time.", "success")
+            return redirect(url_for("owner.settings"), code=303)
+    return render_template("owner/settings.html", form=form), 422

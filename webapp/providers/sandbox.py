@@ -331,6 +331,20 @@ class SandboxServer:
                 (kind, path_prefix, seconds, count),
             )
 
+    def add_spam_report(self, email: str, created: float) -> None:
+        """Put an address on the spam-report list as reported at `created` (demo history).
+
+        It also counts as seen by its `dropped` scenario, so a later removal sticks.
+        """
+        email = email.strip().lower()
+        with self._db() as db:
+            db.execute("INSERT OR IGNORE INTO seeded_addresses (email) VALUES (?)", (email,))
+            db.execute(
+                "INSERT INTO spam_reports (email, created, ip) VALUES (?, ?, ?)"
+                " ON CONFLICT (email) DO UPDATE SET created = min(created, excluded.created)",
+                (email, int(created), CLIENT_IP),
+            )
+
     def requests_seen(self, path_prefix: str) -> int:
         """Return how many requests arrived for paths starting with path_prefix."""
         with self._db(write=False) as db:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 import sqlalchemy as sa
 from flask import abort
@@ -11,7 +12,7 @@ from flask_sqlalchemy.pagination import Pagination
 
 from webapp import statuses
 from webapp.extensions import db
-from webapp.models import Client, Email, EmailEvent, SpamListEntry
+from webapp.models import MESSAGE_KINDS, Client, Email, EmailEvent, SpamListEntry
 from webapp.providers.sendgrid import drop_reason_text
 
 LOG_DAYS = 30
@@ -56,17 +57,43 @@ def search(clinic_id: int, query: str, page: int) -> Pagination:
     return db.paginate(select, page=page, per_page=PER_PAGE, error_out=False)
 
 
+def clients_with_address(clinic_id: int, address: str) -> list[Client]:
+    """Return the clinic's clients whose file holds this address (any case)."""
+    return list(
+        db.session.execute(
+            sa.select(Client)
+            .where(Client.clinic_id == clinic_id, sa.func.lower(Client.email) == _address(address))
+            .order_by(Client.name, Client.id)
+        ).scalars()
+    )
+
+
 @dataclass
 class AddressHealth:
-    """How mail to a client's address on file is faring."""
+    """How mail to a client's address on file is faring: what the clinician must know first.
 
-    state: str  # fine, failure, spam
+    One answer feeds the client list's mark, the client file's header, banner and send form, so
+    they can never disagree. Blocked (on the spam list) wins; otherwise the newest email to the
+    address, by send time, decides.
+    """
+
+    state: str  # spam, failure, stuck, deferred, fine
     spam_entry: SpamListEntry | None = None
     # The email the client reported as spam, when this clinic sent it: the spam list is shared by
     # every clinic, and another clinic's subject line is not this clinic's business.
     spam_email: Email | None = None
-    failed_email: Email | None = None
+    # When the client reported it (None: we only know the address is listed since `listed_at`).
+    reported_at: datetime | None = None
+    latest: Email | None = None  # the newest email to the address on file
     failure_reason: str = ""
+
+    LABELS: ClassVar[dict[str, str]] = {
+        "fine": "Fine",
+        "failure": "Recent failure",
+        "stuck": "Email stuck",
+        "deferred": "Delayed",
+        "spam": "On the spam list",
+    }
 
     @property
     def label(self) -> str:
@@ -74,56 +101,118 @@ class AddressHealth:
         if self.state == "spam":
             # Only a report about this clinic's own email is named as one.
             return "On the spam list" if self.spam_email is not None else "Blocked"
-        return {"fine": "Fine", "failure": "Recent failure"}[self.state]
+        return self.LABELS[self.state]
+
+    @property
+    def blocked(self) -> bool:
+        """Whether sending to the address is refused."""
+        return self.state == "spam"
+
+    @property
+    def failed_email(self) -> Email | None:
+        """The newest email, when it failed (what the failure banner is about)."""
+        return self.latest if self.state == "failure" else None
+
+    @property
+    def listed_at(self) -> datetime | None:
+        """Since when the address is on our copy of the spam list."""
+        return self.spam_entry.reported_at if self.spam_entry else None
 
 
 def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHealth]:
-    """Return the address health of each client, in two queries for the whole list."""
+    """Return the address health of each client, in three queries for the whole list."""
     if not clients:
         return {}
-    addresses = {client.email.strip().lower() for client in clients}
+    addresses = {_address(client.email) for client in clients}
     spam = {
         entry.address: entry
         for entry in db.session.execute(
-            sa.select(SpamListEntry)
-            .where(SpamListEntry.address.in_(addresses))
-            .options(sa.orm.selectinload(SpamListEntry.email))
+            sa.select(SpamListEntry).where(SpamListEntry.address.in_(addresses))
         ).scalars()
     }
-    latest = (
-        sa.select(Email.client_id, sa.func.max(Email.id).label("email_id"))
+    newest = (
+        sa.select(
+            Email.id,
+            sa.func.row_number()
+            .over(partition_by=Email.client_id, order_by=(Email.created_at.desc(), Email.id.desc()))
+            .label("n"),
+        )
+        .join(Client, Client.id == Email.client_id)
         .where(
             Email.client_id.in_([client.id for client in clients]),
             Email.created_at >= now - timedelta(days=LOG_DAYS),
+            # An email to an address since corrected says nothing about the address on file.
+            sa.func.lower(Email.to_address) == sa.func.lower(Client.email),
         )
-        .group_by(Email.client_id)
         .subquery()
     )
     latest_emails = {
         email.client_id: email
         for email in db.session.execute(
-            sa.select(Email).join(latest, latest.c.email_id == Email.id)
+            sa.select(Email)
+            .join(newest, newest.c.id == Email.id)
+            .where(newest.c.n == 1)
+            .options(sa.orm.selectinload(Email.events))
         ).scalars()
     }
+    reports = _spam_reports(clients, {address for address in addresses if address in spam})
     health = {}
     for client in clients:
-        address = client.email.strip().lower()
-        latest_email = latest_emails.get(client.id)
+        address = _address(client.email)
+        latest = latest_emails.get(client.id)
         if address in spam:
             entry = spam[address]
-            own_email = entry.email if entry.email and entry.email.clinic_id == client.clinic_id else None
-            health[client.id] = AddressHealth("spam", spam_entry=entry, spam_email=own_email)
-        elif (
-            latest_email is not None
-            and latest_email.status == statuses.FAILED.key
-            and latest_email.to_address.strip().lower() == address
-        ):
+            reported = reports.get((client.clinic_id, address))
+            if reported is not None:
+                spam_email, reported_at = reported
+            else:
+                # Another clinic's email, or one we never saw: the entry's date is the report's
+                # only when it came from the report itself (not from a later dropped send).
+                spam_email = None
+                dropped = (
+                    entry.source != "sync"
+                    and entry.email is not None
+                    and entry.email.status != statuses.SPAM_REPORT.key
+                )
+                reported_at = None if dropped else entry.reported_at
             health[client.id] = AddressHealth(
-                "failure", failed_email=latest_email, failure_reason=failure_reason(latest_email)
+                "spam", spam_entry=entry, spam_email=spam_email, reported_at=reported_at, latest=latest
             )
-        else:
+        elif latest is None:
             health[client.id] = AddressHealth("fine")
+        elif latest.status == statuses.FAILED.key:
+            health[client.id] = AddressHealth("failure", latest=latest, failure_reason=failure_reason(latest))
+        elif is_stuck(latest, now):
+            health[client.id] = AddressHealth("stuck", latest=latest)
+        elif latest.status == statuses.DEFERRED.key:
+            health[client.id] = AddressHealth("deferred", latest=latest)
+        else:
+            health[client.id] = AddressHealth("fine", latest=latest)
     return health
+
+
+def _address(address: str) -> str:
+    return address.strip().lower()
+
+
+def _spam_reports(
+    clients: list[Client], addresses: set[str]
+) -> dict[tuple[int, str], tuple[Email, datetime]]:
+    """Return, per (clinic, address), the newest email of that clinic reported as spam, and when."""
+    if not addresses:
+        return {}
+    rows = db.session.execute(
+        sa.select(Email, EmailEvent.occurred_at)
+        .join(EmailEvent, EmailEvent.email_id == Email.id)
+        .where(
+            EmailEvent.kind == "spamreport",
+            Email.clinic_id.in_({client.clinic_id for client in clients}),
+            sa.func.lower(Email.to_address).in_(addresses),
+        )
+        .order_by(EmailEvent.occurred_at)
+    ).all()
+    # Later rows overwrite earlier ones: the newest report wins.
+    return {(email.clinic_id, _address(email.to_address)): (email, at) for email, at in rows}
 
 
 def failure_reason(email: Email) -> str:
@@ -170,8 +259,16 @@ class LogRow:
     late_change: LateChange | None
     failure: str
     resent: Email | None = None  # the newer email that resent this one
+    # A later email with the same kind and subject that reached the client: nothing to resend.
+    superseded_by: Email | None = None
     # The provider's answer was lost: we are asking its records whether it took the email.
     in_doubt: bool = False
+
+    @property
+    def kind_label(self) -> str:
+        """The kind of message, unless the subject already says it ("Your receipt", a receipt)."""
+        label = MESSAGE_KINDS.get(self.email.kind, self.email.kind)
+        return "" if label.lower() in self.email.subject.lower() else label
 
 
 def email_log(clinic_id: int, client_id: int, status_key: str | None, now: datetime) -> list[LogRow]:
@@ -184,7 +281,7 @@ def email_log(clinic_id: int, client_id: int, status_key: str | None, now: datet
             Email.created_at >= now - timedelta(days=LOG_DAYS),
         )
         .order_by(Email.created_at.desc(), Email.id.desc())
-        .options(sa.orm.selectinload(Email.events))
+        .options(sa.orm.selectinload(Email.events), sa.orm.selectinload(Email.sent_by))
     )
     if status_key in statuses.BY_KEY:
         select = select.where(Email.status == status_key)
@@ -199,7 +296,61 @@ def email_log(clinic_id: int, client_id: int, status_key: str | None, now: datet
     }
     for row in rows:
         row.resent = resends.get(row.email.id)
+    _mark_superseded(clinic_id, client_id, rows, now)
     return rows
+
+
+# Statuses that show an email reached the client's mailbox.
+REACHED = (statuses.DELIVERED.key, statuses.OPEN.key, statuses.CLICKED.key)
+
+
+def _mark_superseded(clinic_id: int, client_id: int, rows: list[LogRow], now: datetime) -> None:
+    """Point each failed row at a later copy that reached the client (after an address
+    correction, say): offering "Resend…" for it would send the same email twice."""
+    failed = [row for row in rows if row.status == statuses.FAILED and row.resent is None]
+    later = later_copies(clinic_id, [row.email for row in failed], now)
+    for row in failed:
+        row.superseded_by = later.get(row.email.id)
+
+
+def later_copies(clinic_id: int, failed: list[Email], now: datetime) -> dict[int, Email]:
+    """Return, by failed email id, a later email with the same kind and subject that reached the
+    same client: that email needs no resend."""
+    if not failed:
+        return {}
+    reached = db.session.execute(
+        sa.select(Email)
+        .where(
+            Email.clinic_id == clinic_id,
+            Email.client_id.in_({email.client_id for email in failed}),
+            Email.status.in_(REACHED),
+            Email.created_at >= now - timedelta(days=LOG_DAYS),
+        )
+        .order_by(Email.created_at, Email.id)
+    ).scalars()
+    by_what: dict[tuple[int, str, str], list[Email]] = {}
+    for email in reached:
+        by_what.setdefault((email.client_id, email.kind, email.subject), []).append(email)
+    found = {}
+    for email in failed:
+        copies = by_what.get((email.client_id, email.kind, email.subject), [])
+        later = next((copy for copy in copies if copy.created_at > email.created_at), None)
+        if later is not None:
+            found[email.id] = later
+    return found
+
+
+def resent_ids(clinic_id: int, email_ids: list[int]) -> set[int]:
+    """Return which of these emails have been resent."""
+    if not email_ids:
+        return set()
+    return set(
+        db.session.execute(
+            sa.select(Email.resend_of_id).where(
+                Email.clinic_id == clinic_id, Email.resend_of_id.in_(email_ids)
+            )
+        ).scalars()
+    )
 
 
 def is_stuck(email: Email, now: datetime) -> bool:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from webapp.extensions import db
-from webapp.models import MESSAGE_KINDS, Client, Clinic, Email, User, utcnow
+from webapp.models import MESSAGE_KINDS, Client, Clinic, Email, SpamListEntry, User, utcnow
 from webapp.providers.base import ProviderEvent
 from webapp.services import accounts, messages
 from webapp.services.events import apply_events
@@ -82,11 +82,22 @@ PINNED: dict[str, list[str]] = {
 }
 
 
+# Appointments at risk, for Needs attention: the last email of these clients is an appointment
+# reminder sent (hours ago) for an appointment (hours from now).
+APPOINTMENTS: dict[str, tuple[float, float]] = {
+    "noah.williams+stuck@example.com": (3, 20),  # stuck, the visit is tomorrow: call
+    "liam.chen+deferred@example.com": (2, 22),  # still deferred, the visit is tomorrow: call
+    "priya.patel+bounced@example.com": (26, 46),  # failed: call before the visit
+    "jane.doe+delivered@example.com": (20, 70),  # delivered: nothing to do
+}
+DEMO_TIMEZONE = "America/Vancouver"
+
+
 def seed(password: str) -> bool:
     """Create the demo data once; return False when it already exists."""
     if db.session.execute(sa.select(Clinic.id).where(Clinic.name == DEMO_CLINIC)).first():
         return False
-    clinic = Clinic(name=DEMO_CLINIC)
+    clinic = Clinic(name=DEMO_CLINIC, timezone=DEMO_TIMEZONE)
     db.session.add(clinic)
     db.session.flush()
     accounts.create_user(DEMO_USERS[0], "Casey Clinician", "clinician", password, clinic)
@@ -104,12 +115,45 @@ def seed(password: str) -> bool:
             ["delivered", "open", "clicked", "delivered"], k=rng.randint(1, 3)
         )
         ages = sorted((rng.uniform(1, 29) for _ in plan), reverse=True)
-        for status, age_days in zip(plan, ages, strict=True):
+        for n, (status, age_days) in enumerate(zip(plan, ages, strict=True)):
             if status in ("processed", "deferred"):
                 age_days = rng.uniform(0.05, 0.5)  # still in flight: hours, not days, old
-            _history_email(clinic, client, owner, status, now - timedelta(days=age_days), rng)
+            appointment = APPOINTMENTS.get(address) if n == len(plan) - 1 else None
+            if appointment is not None:
+                sent_hours_ago, in_hours = appointment
+                _history_email(
+                    clinic,
+                    client,
+                    owner,
+                    status,
+                    now - timedelta(hours=sent_hours_ago),
+                    rng,
+                    appointment_at=(now + timedelta(hours=in_hours)).replace(
+                        minute=0, second=0, microsecond=0
+                    ),
+                )
+            else:
+                _history_email(clinic, client, owner, status, now - timedelta(days=age_days), rng)
     db.session.commit()
+    _share_spam_list_with_sandbox()
     return True
+
+
+def _share_spam_list_with_sandbox() -> None:
+    """Put every address our history shows reported as spam on the sandbox's own list too.
+
+    The provider's list is the truth `maintenance.sync_spam_list` copies: without this, the first
+    sync would unblock clients whose log shows a Spam report.
+    """
+    from flask import current_app
+
+    from webapp.providers import get_sandbox
+
+    if current_app.config["EMAIL_PROVIDER"] != "sandbox":
+        return
+    sandbox = get_sandbox(current_app.config)
+    for entry in db.session.execute(sa.select(SpamListEntry)).scalars():
+        sandbox.add_spam_report(entry.address, entry.reported_at.timestamp())
 
 
 def set_passwords(password: str) -> None:
@@ -120,10 +164,18 @@ def set_passwords(password: str) -> None:
 
 
 def _history_email(
-    clinic: Clinic, client: Client, sender: User, status: str, sent_at, rng: random.Random
+    clinic: Clinic,
+    client: Client,
+    sender: User,
+    status: str,
+    sent_at: datetime,
+    rng: random.Random,
+    appointment_at: datetime | None = None,
 ) -> None:
     kind = rng.choice([kind for kind in MESSAGE_KINDS if kind != "free_text"])
-    subject, body = messages.compose(kind, client, clinic, "", "")
+    if appointment_at is not None:
+        kind = "appointment_reminder"
+    subject, body = messages.compose(kind, client, clinic, "", "", appointment_at)
     email = Email(
         clinic_id=clinic.id,
         client_id=client.id,
@@ -137,6 +189,7 @@ def _history_email(
         sent_by_id=sender.id,
         created_at=sent_at,
         status_changed_at=sent_at,
+        appointment_at=appointment_at,
     )
     db.session.add(email)
     db.session.flush()

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp import statuses
 from webapp.extensions import db
-from webapp.models import Email, EmailEvent, PendingEvent, SpamListEntry, utcnow
+from webapp.models import Client, Email, EmailEvent, PendingEvent, SpamListEntry, utcnow
 from webapp.providers.base import ProviderEvent
 from webapp.services import changes
 
@@ -104,17 +104,32 @@ def recompute_status(email: Email) -> None:
 
 def add_to_spam_list(address: str, reported_at: datetime, email: Email | None, source: str) -> None:
     """Record that this address is on the provider's spam-report list (once)."""
-    insert_ignoring_duplicates(
+    address = address.strip().lower()
+    added = insert_ignoring_duplicates(
         SpamListEntry,
         [
             {
-                "address": address.strip().lower(),
+                "address": address,
                 "reported_at": reported_at,
                 "email_id": email.id if email else None,
                 "source": source,
             }
         ],
     )
+    if added:
+        # The list is shared by every clinic: each open file with this address must show the block.
+        spam_list_changed([address])
+
+
+def spam_list_changed(addresses: Iterable[str]) -> None:
+    """Tell open client files with these addresses to refresh (banner, mark, send form)."""
+    addresses = {address.strip().lower() for address in addresses}
+    if not addresses:
+        return
+    holders = db.session.execute(
+        sa.select(Client.clinic_id, Client.id).where(sa.func.lower(Client.email).in_(addresses))
+    ).all()
+    changes.mark_logs_changed(db.session, [(row.clinic_id, row.id) for row in holders])
 
 
 def keep_for_later(events: Iterable[ProviderEvent]) -> int:

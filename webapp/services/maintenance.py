@@ -16,7 +16,7 @@ from webapp.providers import get_provider
 from webapp.providers.base import ProviderError, ProviderEvent
 from webapp.queue import enqueue
 from webapp.services import sending, webhooks
-from webapp.services.events import add_to_spam_list, apply_events
+from webapp.services.events import add_to_spam_list, apply_events, spam_list_changed
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def flag_stuck_emails(now: datetime) -> int:
             since = email.in_doubt_since or email.send_claimed_at or email.created_at
             sending.alert_operators(
                 "email_in_doubt",
-                f"Email {email.id}: we cannot tell whether the email provider received it (in doubt "
+                f"Email {email.reference}: we cannot tell whether the email provider received it (in doubt "
                 f"since {since:%Y-%m-%d %H:%M} UTC: {email.send_error or 'no answer'}). We keep "
                 "checking the provider's records and send it again only once they show it did not "
                 "arrive. If this lasts, check that the Email Activity add-on and the event webhook "
@@ -91,8 +91,8 @@ def flag_stuck_emails(now: datetime) -> int:
             sending.alert_operators(
                 "email_stuck",
                 f"Stuck: “{email.subject}” from {email.clinic.name} to {email.client.name} "
-                f"<{email.to_address}> (email {email.id}) has been in {statuses.get(email.status).label} "
-                f"since {email.status_changed_at:%Y-%m-%d %H:%M} UTC.",
+                f"<{email.to_address}> (reference {email.reference}) has been in "
+                f"{statuses.get(email.status).label} since {email.status_changed_at:%Y-%m-%d %H:%M} UTC.",
                 email,
             )
     db.session.commit()
@@ -143,14 +143,30 @@ def sync_spam_list() -> int:
         ).scalars()
     )
     on_provider_list = {address for address, _ in reports}
+    ours = {
+        entry.address: entry
+        for entry in db.session.execute(
+            sa.select(SpamListEntry).where(SpamListEntry.address.in_(on_provider_list))
+        ).scalars()
+    }
     for address, reported_at in reports:
-        if address not in lifted:
+        if address in lifted:
+            continue
+        entry = ours.get(address)
+        if entry is None:
             add_to_spam_list(address, reported_at, None, "sync")
-    db.session.execute(
-        sa.delete(SpamListEntry).where(
-            SpamListEntry.id <= known_before, SpamListEntry.address.not_in(on_provider_list)
-        )
-    )
+        elif entry.source != "sync" and abs((entry.reported_at - reported_at).total_seconds()) >= 1:
+            # Ours was dated by the event that told us (a dropped send); the provider knows when
+            # the client reported it, which is what the client file says.
+            entry.reported_at = reported_at
+            entry.source = "sync"
+            spam_list_changed([address])
+    dropped = db.session.execute(
+        sa.delete(SpamListEntry)
+        .where(SpamListEntry.id <= known_before, SpamListEntry.address.not_in(on_provider_list))
+        .returning(SpamListEntry.address)
+    ).scalars()
+    spam_list_changed(list(dropped))
     db.session.commit()
     return len(on_provider_list - lifted)
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from webapp import timezones
 from webapp.models import MESSAGE_KINDS, Client, Clinic
 
 DEFAULTS: dict[str, tuple[str, str]] = {
     "appointment_reminder": (
         "Appointment reminder",
-        "Hello {name},\n\nThis is a reminder of your upcoming appointment at {clinic}.\n"
+        "Hello {name},\n\nThis is a reminder of your upcoming appointment at {clinic}{when}.\n"
         "If you need to change it, just reply to this email.\n\nSee you soon,\n{clinic}",
     ),
     "intake_form": (
         "Your intake form",
-        "Hello {name},\n\nBefore your first visit, please fill in our intake form.\n\nThank you,\n{clinic}",
+        "Hello {name},\n\nBefore your first visit{when}, please fill in our intake form.\n\n"
+        "Thank you,\n{clinic}",
     ),
     "receipt": (
         "Your receipt",
@@ -21,12 +25,19 @@ DEFAULTS: dict[str, tuple[str, str]] = {
 }
 
 
-def compose(kind: str, client: Client, clinic: Clinic, subject: str, body: str) -> tuple[str, str]:
-    """Return the subject and body to send: what the clinician typed, else the kind's default."""
+def compose(
+    kind: str, client: Client, clinic: Clinic, subject: str, body: str, appointment_at: datetime | None = None
+) -> tuple[str, str]:
+    """Return the subject and body to send: what the clinician typed, else the kind's default
+    (which names the appointment's day and time, in the clinic's time zone, when there is one)."""
     if kind not in MESSAGE_KINDS:
         raise ValueError(f"unknown kind of message: {kind}")
     default_subject, default_body = DEFAULTS.get(kind, ("", ""))
-    values = {"name": client.name, "clinic": clinic.name}
+    when = ""
+    if appointment_at is not None:
+        local = timezones.local(appointment_at, clinic.timezone or "UTC")
+        when = f" on {local:%A} {local.day} {local:%B} at {local:%H:%M}"
+    values = {"name": client.name, "clinic": clinic.name, "when": when}
     return (
         subject.strip() or default_subject,
         body.strip() or default_body.format(**values),

@@ -31,6 +31,7 @@ from webapp.providers.base import (
 )
 from webapp.queue import enqueue
 from webapp.services import audit
+from webapp.services.addresses import correct_address
 from webapp.services.changes import mark_changed, mark_logs_changed
 from webapp.services.events import apply_events
 from webapp.services.polling import (
@@ -82,6 +83,7 @@ def queue_email(
     sent_by: User | None,
     to_address: str | None = None,
     resend_of: Email | None = None,
+    appointment_at: datetime | None = None,
 ) -> Email:
     """Record a new email in Sending and enqueue its send; refuse addresses on the spam list."""
     address = (to_address or client.email).strip()
@@ -101,6 +103,7 @@ def queue_email(
         provider=current_app.config["EMAIL_PROVIDER"],
         sent_by_id=sent_by.id if sent_by else None,
         resend_of_id=resend_of.id if resend_of else None,
+        appointment_at=appointment_at,
         created_at=utcnow(),
     )
     db.session.add(email)
@@ -116,7 +119,9 @@ def queue_email(
         clinic_id=client.clinic_id,
         subject_type="email",
         subject_id=email.id,
-        detail=f"to client {client.id}" + (f", resend of email {resend_of.id}" if resend_of else ""),
+        # Names, not ids: the trail is read by people, and outlives the email (retention).
+        detail=f"“{subject}” to {client.name} <{address}>"
+        + (f", resend of the email of {resend_of.created_at:%d %b %Y %H:%M} UTC" if resend_of else ""),
     )
     db.session.commit()
     enqueue(SEND_JOB, email.id, job_id=send_job_id(email.id))
@@ -414,7 +419,8 @@ def recover_abandoned_sends(now: datetime) -> int:
 
 
 def resend(original: Email, *, to_address: str, update_client: bool, by: User | None) -> Email:
-    """Queue a copy of a failed email, optionally saving a corrected address in the client file."""
+    """Queue a copy of an email (failed, or delivered but never found by the client), optionally
+    saving a corrected address in the client file."""
     # Lock the original so two confirmations (a double click) cannot both resend it.
     db.session.execute(sa.select(Email.id).where(Email.id == original.id).with_for_update())
     if db.session.execute(sa.select(Email.id).where(Email.resend_of_id == original.id)).first():
@@ -422,15 +428,7 @@ def resend(original: Email, *, to_address: str, update_client: bool, by: User | 
     client = original.client
     address = to_address.strip()
     if update_client and address.lower() != client.email.strip().lower():
-        audit.record(
-            "client.update_email",
-            by,
-            clinic_id=client.clinic_id,
-            subject_type="client",
-            subject_id=client.id,
-            detail="address corrected before a resend",
-        )
-        client.email = address
+        correct_address(client, address, by, "before a resend")
     return queue_email(
         client,
         kind=original.kind,
@@ -439,4 +437,5 @@ def resend(original: Email, *, to_address: str, update_client: bool, by: User | 
         sent_by=by,
         to_address=address,
         resend_of=original,
+        appointment_at=original.appointment_at,
     )

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from flask import abort
 from flask_sqlalchemy.pagination import Pagination
 
+from webapp import timezones
 from webapp.extensions import db
 from webapp.models import AuditEntry, Clinic, User
 from webapp.services import accounts, audit
@@ -47,6 +48,25 @@ def add_user(owner: User, email: str, name: str, role: str, password: str) -> Us
         db.session.rollback()
         raise StaffError(ADDRESS_TAKEN) from None
     return user
+
+
+def set_timezone(owner: User, name: str) -> None:
+    """Set the time zone the owner's clinic reads its times in (audited)."""
+    if not timezones.is_valid(name):
+        raise StaffError(f"{name} is not a time zone we know.")
+    clinic = db.session.get(Clinic, owner.clinic_id)
+    if clinic.timezone == name:
+        return
+    audit.record(
+        "clinic.timezone",
+        owner,
+        clinic_id=clinic.id,
+        subject_type="clinic",
+        subject_id=clinic.id,
+        detail=f"{clinic.timezone} → {name}",
+    )
+    clinic.timezone = name
+    db.session.commit()
 
 
 def set_active(owner: User, user_id: int, *, active: bool) -> None:
