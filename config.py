@@ -161,6 +161,11 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         raise ConfigError(f"RETENTION_DAYS must be more than {LOG_DAYS}: the email log shows {LOG_DAYS} days")
     if settings["AUDIT_RETENTION_DAYS"] and settings["AUDIT_RETENTION_DAYS"] < settings["RETENTION_DAYS"]:
         raise ConfigError("AUDIT_RETENTION_DAYS must be 0 (keep for ever) or at least RETENTION_DAYS")
+    if settings["METRICS_TOKEN"] and is_weak_secret(settings["METRICS_TOKEN"]):
+        raise ConfigError(
+            f"METRICS_TOKEN is too weak; use at least {MIN_SECRET_LENGTH} random characters: "
+            f"{NEW_SECRET_HINT}"
+        )
     if settings["RETENTION_BATCH_SIZE"] < 1:
         raise ConfigError("RETENTION_BATCH_SIZE must be at least 1")
     if settings["IN_DOUBT_GRACE_SECONDS"] < 1:

@@ -64,11 +64,13 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     )
 
     from webapp import auth, cli, clients, emails, help, ops, owner, security, support, templating, webhooks
+    from webapp.operations import bp as operations_bp
 
     security.init_app(app)
     templating.init_app(app)
     for blueprint in (auth.bp, clients.bp, emails.bp, help.bp, ops.bp, owner.bp, support.bp, webhooks.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(operations_bp)
     cli.init_app(app)
 
     if not app.config.get("SKIP_SERVICE_CHECK"):
