@@ -16,6 +16,7 @@ LABELS = {
     "email.send": "Sent an email",
     "email.resend": "Resent an email",
     "client.update_email": "Corrected a client's address",
+    "email_log.export": "Exported a client's email log",
     "removal.received": "Spam-list removal request received",
     "removal.approved": "Spam-list removal approved",
     "removal.rejected": "Spam-list removal rejected",
