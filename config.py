@@ -18,6 +18,7 @@ load_dotenv(BASE_DIR / ".env")
 log = logging.getLogger(__name__)
 
 PROVIDERS = ("sandbox", "sendgrid")
+LOG_DAYS = 30  # the email log shows this many days; records are kept longer
 
 # name -> default; None means "no default" (the app decides, see load_settings)
 DEFAULTS: dict[str, Any] = {
@@ -84,6 +85,16 @@ DEFAULTS: dict[str, Any] = {
     "INBOUND_CHECK_SECONDS": 30,
     "DKIM_DNS_TIMEOUT_SECONDS": 5,
     "PASSWORD_HASH_METHOD": "scrypt",
+    # Emails, their events and raw payloads, webhook bodies, kept unknown events and removal-mail
+    # bodies older than this many days are purged (services/retention.py). The log shows 30.
+    "RETENTION_DAYS": 400,
+    # The audit trail's own retention, in days; 0 keeps it for ever. Only `flask purge-audit`,
+    # run as the owner of the tables, acts on it: the app's own role cannot delete audit lines.
+    "AUDIT_RETENTION_DAYS": 0,
+    # Rows per purge transaction: small, so each one holds its locks for milliseconds.
+    "RETENTION_BATCH_SIZE": 500,
+    # A bearer token that lets a Prometheus scraper read /metrics; empty: support users only.
+    "METRICS_TOKEN": "",
 }
 
 INT_SETTINGS = {
@@ -103,6 +114,9 @@ INT_SETTINGS = {
     "DKIM_DNS_TIMEOUT_SECONDS",
     "LOGIN_FREE_FAILURES",
     "LOGIN_MAX_DELAY_SECONDS",
+    "RETENTION_DAYS",
+    "AUDIT_RETENTION_DAYS",
+    "RETENTION_BATCH_SIZE",
 }
 
 
@@ -143,6 +157,17 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
             "SEND_ABANDONED_SECONDS must be longer than SEND_TIMEOUT_SECONDS (a send still waiting "
             "for the provider is not abandoned)"
         )
+    if settings["RETENTION_DAYS"] <= LOG_DAYS:
+        raise ConfigError(f"RETENTION_DAYS must be more than {LOG_DAYS}: the email log shows {LOG_DAYS} days")
+    if settings["AUDIT_RETENTION_DAYS"] and settings["AUDIT_RETENTION_DAYS"] < settings["RETENTION_DAYS"]:
+        raise ConfigError("AUDIT_RETENTION_DAYS must be 0 (keep for ever) or at least RETENTION_DAYS")
+    if settings["METRICS_TOKEN"] and is_weak_secret(settings["METRICS_TOKEN"]):
+        raise ConfigError(
+            f"METRICS_TOKEN is too weak; use at least {MIN_SECRET_LENGTH} random characters: "
+            f"{NEW_SECRET_HINT}"
+        )
+    if settings["RETENTION_BATCH_SIZE"] < 1:
+        raise ConfigError("RETENTION_BATCH_SIZE must be at least 1")
     if settings["IN_DOUBT_GRACE_SECONDS"] < 1:
         raise ConfigError("IN_DOUBT_GRACE_SECONDS must be at least 1")
     if settings["EMAIL_PROVIDER"] not in PROVIDERS:

@@ -33,6 +33,9 @@ PUBLIC = {
     "ops.healthz": lambda role, method: {200},
     "auth.login_form": lambda role, method: {200} if role == "anonymous" else {302},
     "auth.login": lambda role, method: {400},  # an empty form
+    # Prometheus text: support or a scraper's token (none here); 401 asks the scraper for one.
+    "operations.prometheus": lambda role, method: {"support": {200}, "anonymous": {401}}.get(role, {404}),
+    "operations.overview": lambda role, method: {"support": {200}, "anonymous": {302, 204}}.get(role, {404}),
 }
 
 

@@ -80,6 +80,7 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
         templating,
         webhooks,
     )
+    from webapp.operations import bp as operations_bp
 
     security.init_app(app)
     templating.init_app(app)
@@ -95,6 +96,7 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
         webhooks.bp,
     ):
         app.register_blueprint(blueprint)
+    app.register_blueprint(operations_bp)
     cli.init_app(app)
 
     if not app.config.get("SKIP_SERVICE_CHECK"):

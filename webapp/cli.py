@@ -36,6 +36,9 @@ def init_app(app: Flask) -> None:
     """Register the commands."""
     for command in (init_db, seed_demo, create_user, worker, scheduler, up, sandbox_client_mail):
         app.cli.add_command(command)
+    from webapp import cli_records
+
+    cli_records.init_app(app)
 
 
 @click.command("init-db")

@@ -155,7 +155,11 @@ class Email(db.Model):
         back_populates="email", order_by="EmailEvent.occurred_at, EmailEvent.id"
     )
 
-    __table_args__ = (sa.Index("ix_email_client_created", "client_id", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_email_client_created", "client_id", "created_at"),
+        sa.Index("ix_email_created_at", "created_at"),  # the retention purge
+        sa.Index("ix_email_clinic_created_status", "clinic_id", "created_at", "status"),  # owner's view
+    )
 
     @property
     def reference(self) -> str:
@@ -179,6 +183,8 @@ class EmailEvent(db.Model):
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
 
     email: so.Mapped[Email] = so.relationship(back_populates="events")
+
+    __table_args__ = (sa.Index("ix_email_event_created_at", "created_at"),)  # the operator's view
 
 
 class SpamListEntry(db.Model):

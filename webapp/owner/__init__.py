@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("owner", __name__, url_prefix="/clinic")
 
-from webapp.owner import routes  # noqa: E402,F401
+from webapp.owner import reports, routes  # noqa: E402,F401

@@ -21,6 +21,7 @@ LABELS = {
     "email.resend": "Resent an email",
     "email.handled": "Dealt with an email another way",
     "client.update_email": "Corrected a client's address",
+    "email_log.export": "Exported a client's email log",
     "removal.received": "Spam-list removal request received",
     "removal.approved": "Spam-list removal approved",
     "removal.rejected": "Spam-list removal rejected",

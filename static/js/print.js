@@ -1,0 +1,4 @@
+// The printable export's Print button (no inline script: the CSP allows only our own files).
+document.querySelectorAll("[data-print]").forEach((button) => {
+  button.addEventListener("click", () => window.print());
+});

@@ -1,0 +1,152 @@
+"""The owner's deliverability view: numbers against hand-counted fixtures, and who may see it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from tests.conftest import login
+from webapp.extensions import db
+from webapp.models import Client, Email, EmailEvent, SpamListEntry
+from webapp.owner.charts import stacked_bars
+from webapp.services import deliverability
+
+NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
+FIRST_DAY = datetime(2026, 2, 14, tzinfo=UTC)  # 30 UTC days: 14 Feb to 15 Mar
+
+
+def add_email(clinic_id, client_id, created_at, status, failure=None) -> Email:
+    email = Email(
+        clinic_id=clinic_id,
+        client_id=client_id,
+        to_address="x@example.com",
+        subject="Reminder",
+        body="B",
+        kind="appointment_reminder",
+        provider="sandbox",
+        status=status,
+        created_at=created_at,
+        status_changed_at=created_at,
+    )
+    db.session.add(email)
+    db.session.flush()
+    if failure:
+        kind, reason = failure
+        db.session.add(
+            EmailEvent(
+                email_id=email.id,
+                occurred_at=created_at,
+                kind=kind,
+                reason=reason,
+                source="webhook",
+                dedupe_key=uuid.uuid4().hex,
+            )
+        )
+    return email
+
+
+@pytest.fixture
+def counted(app, world):
+    """Six emails in the last 30 days, three in the 30 before, two outside both or another clinic's."""
+    a, c = world.clinic_a.id, world.client_a.id
+    today = datetime(2026, 3, 15, 1, 0, tzinfo=UTC)
+    add_email(a, c, today, "delivered")
+    add_email(a, c, today, "delivered")
+    add_email(a, c, today, "failed", ("bounce", "550 5.1.1 The email account does not exist"))
+    add_email(a, c, today - timedelta(days=1), "open")
+    add_email(a, c, today - timedelta(days=1), "spam-report")
+    add_email(a, c, FIRST_DAY, "clicked")  # the first moment of the window
+    add_email(a, c, FIRST_DAY - timedelta(seconds=1), "delivered")  # the last of the previous 30
+    add_email(a, c, today - timedelta(days=45), "failed", ("dropped", "Spam Reporting Address"))
+    add_email(a, c, today - timedelta(days=45), "delivered")
+    add_email(a, c, today - timedelta(days=61), "failed", ("bounce", "550 5.1.1 no such user"))  # too old
+    add_email(world.clinic_b.id, world.client_b.id, today, "failed", ("bounce", "mailbox full"))
+    blocked = Client(clinic_id=a, name="Zed Blocked", email=" Zed@Example.com ")
+    db.session.add(blocked)
+    db.session.add_all(
+        [
+            SpamListEntry(address="zed@example.com", reported_at=today, source="webhook"),
+            SpamListEntry(address=world.client_b.email, reported_at=today, source="webhook"),
+        ]
+    )
+    db.session.commit()
+    return world
+
+
+def test_the_days_and_statuses_match_the_hand_count(counted):
+    overview = deliverability.overview(counted.clinic_a.id, NOW)
+
+    assert overview.days[0] == date(2026, 2, 14) and overview.days[-1] == date(2026, 3, 15)
+    assert len(overview.days) == 30
+    assert overview.daily[date(2026, 3, 15)] == {"delivered": 2, "failed": 1}
+    assert overview.daily[date(2026, 3, 14)] == {"open": 1, "spam-report": 1}
+    assert overview.daily[date(2026, 2, 14)] == {"clicked": 1}
+    assert sum(sum(counts.values()) for counts in overview.daily.values()) == 6
+    assert overview.current.counts == {"delivered": 2, "failed": 1, "open": 1, "spam-report": 1, "clicked": 1}
+    assert overview.previous.counts == {"delivered": 2, "failed": 1}
+
+
+def test_the_change_against_the_previous_30_days(counted):
+    changes = {change.label: change for change in deliverability.overview(counted.clinic_a.id, NOW).changes}
+    assert (changes["Emails sent"].current, changes["Emails sent"].previous) == (6, 3)
+    assert changes["Reached the inbox server"].current == pytest.approx(400 / 6)
+    assert changes["Reached the inbox server"].previous == pytest.approx(200 / 3)
+    assert changes["Failed"].delta == pytest.approx(100 / 6 - 100 / 3)
+    assert (changes["Reported as spam"].current, changes["Reported as spam"].previous) == (1, 0)
+
+
+def test_failure_reasons_are_in_plain_words_and_only_this_clinics(counted):
+    reasons = deliverability.overview(counted.clinic_a.id, NOW).reasons
+    assert reasons == [("The address does not exist", 1)]
+
+
+def test_blocked_clients_are_this_clinics_only(counted):
+    blocked = deliverability.overview(counted.clinic_a.id, NOW).blocked
+    assert [row.client.name for row in blocked] == ["Zed Blocked"]
+
+
+def test_the_chart_bars_are_as_tall_as_their_counts(counted):
+    overview = deliverability.overview(counted.clinic_a.id, NOW)
+    chart = stacked_bars(overview.days, overview.daily)
+    assert chart.top_value == 5  # the busiest day had 3
+    today = chart.bars[-1]
+    assert today.total == 3 and [s.status.key for s in today.segments] == ["delivered", "failed"]
+    unit = (chart.plot_bottom - chart.plot_top) / chart.top_value
+    assert [s.height for s in today.segments] == [
+        pytest.approx(2 * unit, abs=0.01),
+        pytest.approx(unit, abs=0.01),
+    ]
+    # Stacked: the second segment sits on the first.
+    assert today.segments[1].y + today.segments[1].height == pytest.approx(today.segments[0].y, abs=0.02)
+    assert sum(1 for bar in chart.bars if bar.segments) == 3
+
+
+def test_the_owner_sees_the_page_with_chart_table_reasons_and_blocks(counted, client, app_clock):
+    login(client, "owner@a.example")
+    app_clock.now = NOW.timestamp()
+    response = client.get("/clinic/deliverability")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "<svg" in page and 'role="img"' in page
+    assert len(re.findall(r'<rect class="bar bar-', page)) == 5  # five day-and-status pairs
+    assert " style=" not in page and "<script>" not in page
+    assert "The address does not exist: <strong>1</strong>" in page
+    assert "Zed Blocked" in page and "Bob Other" not in page
+    row = re.search(r"15 Mar 2026</time></th>(.*?)</tr>", page).group(1)
+    assert re.findall(r"<td>(\d+)</td>", row) == ["0", "0", "0", "2", "0", "0", "1", "0", "3"]
+
+
+@pytest.mark.parametrize("who", ["clinician@a.example", "support@platform.example"])
+def test_only_owners_see_it(app, world, client, who):
+    login(client, who)
+    assert client.get("/clinic/deliverability").status_code == 404
+
+
+def test_an_empty_clinic_gets_a_calm_page(app, world, client):
+    login(client, "owner@b.example")
+    page = client.get("/clinic/deliverability").get_data(as_text=True)
+    assert "No email failed in the last 30 days." in page
+    assert "No client of the clinic is on the spam list." in page

@@ -1,0 +1,202 @@
+"""The owner's deliverability view: a clinic's last 30 days of email, by day and status."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+import sqlalchemy as sa
+
+from webapp import statuses
+from webapp.extensions import db
+from webapp.models import Client, Email, EmailEvent, SpamListEntry
+from webapp.providers.sendgrid import drop_reason_text
+
+WINDOW_DAYS = 30
+TOP_REASONS = 5
+# Statuses that mean the receiving server took the email.
+DELIVERED_OR_LATER = (statuses.DELIVERED.key, statuses.OPEN.key, statuses.CLICKED.key)
+FAILURE_KINDS = ("bounce", "dropped", "rejected", "expired")
+
+
+@dataclass
+class Period:
+    """Totals of one 30-day period."""
+
+    counts: Counter = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        """Every email created in the period."""
+        return sum(self.counts.values())
+
+    def share(self, keys: tuple[str, ...]) -> float | None:
+        """Return the share of emails in these statuses, in percent (None without emails)."""
+        return 100 * sum(self.counts[key] for key in keys) / self.total if self.total else None
+
+
+@dataclass
+class Change:
+    """One figure now and in the previous 30 days."""
+
+    label: str
+    current: float | None
+    previous: float | None
+    unit: str  # "" for counts, "%" for shares
+    better_when: str  # "up" or "down"
+
+    @property
+    def delta(self) -> float | None:
+        """The difference, in the figure's own unit (percentage points for shares)."""
+        if self.current is None or self.previous is None:
+            return None
+        return self.current - self.previous
+
+
+@dataclass
+class BlockedClient:
+    """A client whose address is on the spam-report list."""
+
+    client: Client
+    reported_at: datetime
+
+
+@dataclass
+class Overview:
+    """Everything the owner's view shows."""
+
+    days: list[date]
+    daily: dict[date, Counter]  # day -> status key -> emails created that day
+    current: Period
+    previous: Period
+    reasons: list[tuple[str, int]]
+    blocked: list[BlockedClient]
+
+    @property
+    def changes(self) -> list[Change]:
+        """Compare the last 30 days with the 30 before."""
+        return [
+            Change("Emails sent", self.current.total, self.previous.total, "", "none"),
+            Change(
+                "Reached the inbox server",
+                self.current.share(DELIVERED_OR_LATER),
+                self.previous.share(DELIVERED_OR_LATER),
+                "%",
+                "up",
+            ),
+            Change(
+                "Failed",
+                self.current.share((statuses.FAILED.key,)),
+                self.previous.share((statuses.FAILED.key,)),
+                "%",
+                "down",
+            ),
+            Change(
+                "Reported as spam",
+                self.current.counts[statuses.SPAM_REPORT.key],
+                self.previous.counts[statuses.SPAM_REPORT.key],
+                "",
+                "down",
+            ),
+        ]
+
+
+def window(now: datetime) -> tuple[list[date], datetime, datetime]:
+    """Return the 30 UTC days shown (oldest first), when they start, and when the 30 before start."""
+    today = now.astimezone(UTC).date()
+    days = [today - timedelta(days=offset) for offset in range(WINDOW_DAYS - 1, -1, -1)]
+    start = datetime.combine(days[0], time(), UTC)
+    return days, start, start - timedelta(days=WINDOW_DAYS)
+
+
+def overview(clinic_id: int, now: datetime) -> Overview:
+    """Return the clinic's last 30 days by day and status, with reasons, blocks and the change."""
+    days, start, previous_start = window(now)
+    daily: dict[date, Counter] = {day: Counter() for day in days}
+    current, previous = Period(), Period()
+    for day, status, count in daily_counts(clinic_id, previous_start, now):
+        if day >= days[0]:
+            daily.setdefault(day, Counter())[status] += count
+            current.counts[status] += count
+        else:
+            previous.counts[status] += count
+    return Overview(
+        days=days,
+        daily=daily,
+        current=current,
+        previous=previous,
+        reasons=failure_reasons(clinic_id, start, now),
+        blocked=blocked_clients(clinic_id),
+    )
+
+
+def daily_counts(clinic_id: int, since: datetime, until: datetime) -> list[tuple[date, str, int]]:
+    """Count the clinic's emails per UTC day and status: the one aggregate query of the view."""
+    day = _utc_day(Email.created_at)
+    rows = db.session.execute(
+        sa.select(day.label("day"), Email.status, sa.func.count())
+        .where(Email.clinic_id == clinic_id, Email.created_at >= since, Email.created_at <= until)
+        .group_by(day, Email.status)
+    ).all()
+    return [(_as_date(row_day), status, count) for row_day, status, count in rows]
+
+
+def _utc_day(column: sa.ColumnElement) -> sa.ColumnElement:
+    """The UTC calendar day of a timestamp, on PostgreSQL and on SQLite (which stores UTC)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return sa.cast(sa.func.timezone("UTC", column), sa.Date)
+    return sa.func.date(column)
+
+
+def _as_date(value: date | str) -> date:
+    return date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def failure_reasons(clinic_id: int, since: datetime, until: datetime) -> list[tuple[str, int]]:
+    """Return the most common reasons the clinic's emails failed, in plain words, most common first."""
+    rows = db.session.execute(
+        sa.select(EmailEvent.kind, EmailEvent.reason, sa.func.count(sa.distinct(EmailEvent.email_id)))
+        .join(Email, Email.id == EmailEvent.email_id)
+        .where(
+            Email.clinic_id == clinic_id,
+            Email.created_at >= since,
+            Email.created_at <= until,
+            Email.status == statuses.FAILED.key,
+            EmailEvent.kind.in_(FAILURE_KINDS),
+        )
+        .group_by(EmailEvent.kind, EmailEvent.reason)
+    ).all()
+    reasons: Counter = Counter()
+    for kind, reason, count in rows:
+        reasons[plain_failure(kind, reason)] += count
+    return reasons.most_common(TOP_REASONS)
+
+
+def plain_failure(kind: str, reason: str | None) -> str:
+    """Put a failure into one of a few plain-words groups, so that alike failures count together."""
+    text = (reason or "").lower()
+    if kind == "dropped":
+        return drop_reason_text(reason).capitalize()
+    if kind == "expired":
+        return "The receiving server kept deferring it for 72 hours"
+    if kind == "rejected":
+        return "The email provider refused to send it"
+    if any(marker in text for marker in ("5.1.1", "does not exist", "user unknown", "no such user")):
+        return "The address does not exist"
+    if "mailbox full" in text or "5.2.2" in text or "quota" in text:
+        return "The client's mailbox is full"
+    if "spam" in text or "blocked" in text or "5.7." in text:
+        return "The receiving server blocked it as unwanted mail"
+    return "The receiving server refused it"
+
+
+def blocked_clients(clinic_id: int) -> list[BlockedClient]:
+    """Return the clinic's clients whose address is on the spam-report list, latest report first."""
+    rows = db.session.execute(
+        sa.select(Client, SpamListEntry.reported_at)
+        .join(SpamListEntry, SpamListEntry.address == sa.func.lower(sa.func.trim(Client.email)))
+        .where(Client.clinic_id == clinic_id)
+        .order_by(SpamListEntry.reported_at.desc(), Client.name)
+    ).all()
+    return [BlockedClient(client, reported_at) for client, reported_at in rows]

@@ -1,0 +1,174 @@
+"""A client's email log for a date range, as records a clinic can hand over: CSV or a printed page."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+import sqlalchemy as sa
+from flask_login import current_user
+
+from webapp import statuses
+from webapp.extensions import db
+from webapp.models import MESSAGE_KINDS, Client, Clinic, Email, User
+from webapp.services import audit
+from webapp.services.clients import TimelineEntry, build_timeline, failure_reason
+
+# The clinic has no time zone setting yet: every date and time of an export is UTC, and says so.
+TIME_ZONE = "UTC"
+MAX_DAYS = 400  # RETENTION_DAYS' default: older emails are gone anyway
+MAX_EMAILS = 5000
+# A spreadsheet runs a cell that starts with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ExportError(ValueError):
+    """The date range asked for cannot be exported; the message says why, in plain words."""
+
+
+@dataclass
+class ExportEmail:
+    """One email as the export shows it."""
+
+    email: Email
+    status: statuses.Status
+    timeline: list[TimelineEntry]
+    failure: str
+    sent_by: str
+
+
+@dataclass
+class Export:
+    """What one export holds, and when it was made."""
+
+    clinic: Clinic
+    client: Client
+    start: date
+    end: date
+    made_at: datetime
+    emails: list[ExportEmail]
+    truncated: bool
+    time_zone: str = TIME_ZONE
+
+
+def parse_range(start_text: str | None, end_text: str | None, today: date) -> tuple[date, date]:
+    """Read a from/to date pair (YYYY-MM-DD); default: the last 30 days up to today."""
+    try:
+        end = date.fromisoformat(end_text) if end_text else today
+        start = date.fromisoformat(start_text) if start_text else end - timedelta(days=29)
+    except ValueError:
+        raise ExportError("Enter dates as year-month-day, for example 2026-03-01.") from None
+    if start > end:
+        raise ExportError("The first day must not be after the last day.")
+    if end > today:
+        raise ExportError("The last day cannot be in the future.")
+    if (end - start).days >= MAX_DAYS:
+        raise ExportError(f"Export at most {MAX_DAYS} days at a time.")
+    return start, end
+
+
+def build(clinic_id: int, client: Client, start: date, end: date, now: datetime) -> Export:
+    """Collect the client's emails created from `start` to `end` (whole UTC days), oldest first."""
+    emails = list(
+        db.session.execute(
+            sa.select(Email)
+            .where(
+                Email.clinic_id == clinic_id,
+                Email.client_id == client.id,
+                Email.created_at >= datetime.combine(start, time(), UTC),
+                Email.created_at < datetime.combine(end + timedelta(days=1), time(), UTC),
+            )
+            .order_by(Email.created_at, Email.id)
+            .limit(MAX_EMAILS + 1)
+            .options(sa.orm.selectinload(Email.events))
+        ).scalars()
+    )
+    sender_ids = {email.sent_by_id for email in emails if email.sent_by_id}
+    senders = dict(db.session.execute(sa.select(User.id, User.name).where(User.id.in_(sender_ids))).all())
+    rows = []
+    for email in emails[:MAX_EMAILS]:
+        status = statuses.get(email.status)
+        rows.append(
+            ExportEmail(
+                email=email,
+                status=status,
+                timeline=build_timeline(email.events),
+                failure=failure_reason(email) if status == statuses.FAILED else "",
+                sent_by=senders.get(email.sent_by_id, ""),
+            )
+        )
+    clinic = db.session.get(Clinic, clinic_id)
+    return Export(clinic, client, start, end, now, rows, truncated=len(emails) > MAX_EMAILS)
+
+
+def record(export: Export, kind: str) -> None:
+    """Audit that the signed-in user exported this client's log, and commit."""
+    audit.record(
+        "email_log.export",
+        current_user,
+        clinic_id=export.clinic.id,
+        subject_type="client",
+        subject_id=export.client.id,
+        detail=f"{kind}: {export.start.isoformat()} to {export.end.isoformat()}, {len(export.emails)} emails",
+    )
+    db.session.commit()
+
+
+def timeline_text(entry: TimelineEntry) -> str:
+    """One timeline line in plain words, as the printed page and the CSV show it."""
+    parts = [f"{entry.at:%Y-%m-%d %H:%M:%S} {entry.label}"]
+    if entry.detail:
+        parts.append(f"({entry.detail})")
+    if entry.url:
+        parts.append(entry.url)
+    if entry.tags:
+        parts.append("[" + ", ".join(entry.tags) + "]")
+    return " ".join(parts)
+
+
+def to_csv(export: Export) -> str:
+    """Return the export as CSV: a few lines saying what it is, then one row per email."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    made = f"{export.made_at:%Y-%m-%d %H:%M:%S} {export.time_zone}"
+    for label, value in (
+        ("Clinic", export.clinic.name),
+        ("Client", f"{export.client.name} <{export.client.email}>"),
+        ("Period", f"{export.start.isoformat()} to {export.end.isoformat()} (whole days)"),
+        ("Time zone", f"{export.time_zone}: every date and time below is {export.time_zone}"),
+        ("Made at", made),
+        ("Emails", str(len(export.emails)) + (f" (only the first {MAX_EMAILS})" if export.truncated else "")),
+    ):
+        writer.writerow([_cell(label), _cell(value)])
+    writer.writerow([])
+    writer.writerow(["Created", "Subject", "Kind", "To", "Status", "Why it failed", "Sent by", "Timeline"])
+    for row in export.emails:
+        writer.writerow(
+            [
+                _cell(value)
+                for value in (
+                    f"{row.email.created_at:%Y-%m-%d %H:%M:%S}",
+                    row.email.subject,
+                    MESSAGE_KINDS.get(row.email.kind, row.email.kind),
+                    row.email.to_address,
+                    row.status.label,
+                    row.failure,
+                    row.sent_by,
+                    "; ".join(timeline_text(entry) for entry in row.timeline),
+                )
+            ]
+        )
+    return out.getvalue()
+
+
+def _cell(value: str) -> str:
+    """Keep a spreadsheet from running a cell as a formula."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def filename(export: Export, extension: str) -> str:
+    """A download name that says whose log and which days, in safe characters only."""
+    days = f"{export.start.isoformat()}-to-{export.end.isoformat()}"
+    return f"email-log-client-{export.client.id}-{days}.{extension}"
