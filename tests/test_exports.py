@@ -187,3 +187,26 @@ def test_the_client_file_links_to_the_export_form(history, client):
     assert f"/clients/{history.client_a.id}/export" in page
     form = client.get(f"/clients/{history.client_a.id}/export").get_data(as_text=True)
     assert 'name="from"' in form and "Download CSV" in form and "Printable page" in form
+
+
+def test_an_export_reads_days_and_times_in_the_clinics_time_zone(history, client):
+    history.clinic_a.timezone = "America/New_York"  # UTC-5 in March
+    db.session.commit()
+    login(client, "clinician@a.example")
+    page = client.get(f"/clients/{history.client_a.id}/export/print?from=2026-03-01&to=2026-03-03")
+    text = page.get_data(as_text=True)
+    assert "every date and time on this page is America/New_York" in text
+    assert "01 Mar 2026 04:30 · Appointment reminder" in text  # 09:30 UTC
+    assert "2026-03-01 04:30:03 Delivered to the receiving server (250 OK)" in text
+    # 28 Feb 23:59 UTC is 28 Feb 18:59 in New York: before the range either way.
+    assert "Before the range" not in text
+    rows = list(
+        csv.reader(
+            io.StringIO(
+                client.get(
+                    f"/clients/{history.client_a.id}/export/csv?from=2026-03-01&to=2026-03-03"
+                ).get_data(as_text=True)
+            )
+        )
+    )
+    assert ["Time zone", "America/New_York: every date and time below is America/New_York"] in rows

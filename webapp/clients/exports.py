@@ -41,7 +41,7 @@ def export_print(client_id: int) -> str | tuple[str, int]:
     if isinstance(export, tuple):
         return export
     exports.record(export, "printed page")
-    return render_template("clients/export_print.html", export=export, line=exports.timeline_text)
+    return render_template("clients/export_print.html", export=export)
 
 
 def _export(client_id: int) -> exports.Export | tuple[str, int]:

@@ -5,19 +5,17 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 import sqlalchemy as sa
 from flask_login import current_user
 
-from webapp import statuses
+from webapp import statuses, timezones
 from webapp.extensions import db
 from webapp.models import MESSAGE_KINDS, Client, Clinic, Email, User
 from webapp.services import audit
 from webapp.services.clients import TimelineEntry, build_timeline, failure_reason
 
-# The clinic has no time zone setting yet: every date and time of an export is UTC, and says so.
-TIME_ZONE = "UTC"
 MAX_DAYS = 400  # RETENTION_DAYS' default: older emails are gone anyway
 MAX_EMAILS = 5000
 # A spreadsheet runs a cell that starts with one of these as a formula.
@@ -50,7 +48,15 @@ class Export:
     made_at: datetime
     emails: list[ExportEmail]
     truncated: bool
-    time_zone: str = TIME_ZONE
+    time_zone: str = "UTC"
+
+    def local(self, moment: datetime) -> datetime:
+        """Return a stored (UTC) moment as the clinic's wall-clock time."""
+        return timezones.local(moment, self.time_zone)
+
+    def line(self, entry: TimelineEntry) -> str:
+        """One timeline line in plain words, in the clinic's time zone."""
+        return timeline_text(entry, self.time_zone)
 
 
 def parse_range(start_text: str | None, end_text: str | None, today: date) -> tuple[date, date]:
@@ -70,15 +76,18 @@ def parse_range(start_text: str | None, end_text: str | None, today: date) -> tu
 
 
 def build(clinic_id: int, client: Client, start: date, end: date, now: datetime) -> Export:
-    """Collect the client's emails created from `start` to `end` (whole UTC days), oldest first."""
+    """Collect the client's emails created from `start` to `end` (whole days of the clinic's time
+    zone), oldest first."""
+    clinic = db.session.get(Clinic, clinic_id)
+    zone = clinic.timezone or "UTC"
     emails = list(
         db.session.execute(
             sa.select(Email)
             .where(
                 Email.clinic_id == clinic_id,
                 Email.client_id == client.id,
-                Email.created_at >= datetime.combine(start, time(), UTC),
-                Email.created_at < datetime.combine(end + timedelta(days=1), time(), UTC),
+                Email.created_at >= timezones.to_utc(datetime.combine(start, time()), zone),
+                Email.created_at < timezones.to_utc(datetime.combine(end + timedelta(days=1), time()), zone),
             )
             .order_by(Email.created_at, Email.id)
             .limit(MAX_EMAILS + 1)
@@ -99,8 +108,7 @@ def build(clinic_id: int, client: Client, start: date, end: date, now: datetime)
                 sent_by=senders.get(email.sent_by_id, ""),
             )
         )
-    clinic = db.session.get(Clinic, clinic_id)
-    return Export(clinic, client, start, end, now, rows, truncated=len(emails) > MAX_EMAILS)
+    return Export(clinic, client, start, end, now, rows, truncated=len(emails) > MAX_EMAILS, time_zone=zone)
 
 
 def record(export: Export, kind: str) -> None:
@@ -116,9 +124,9 @@ def record(export: Export, kind: str) -> None:
     db.session.commit()
 
 
-def timeline_text(entry: TimelineEntry) -> str:
+def timeline_text(entry: TimelineEntry, zone: str = "UTC") -> str:
     """One timeline line in plain words, as the printed page and the CSV show it."""
-    parts = [f"{entry.at:%Y-%m-%d %H:%M:%S} {entry.label}"]
+    parts = [f"{timezones.local(entry.at, zone):%Y-%m-%d %H:%M:%S} {entry.label}"]
     if entry.detail:
         parts.append(f"({entry.detail})")
     if entry.url:
@@ -132,7 +140,7 @@ def to_csv(export: Export) -> str:
     """Return the export as CSV: a few lines saying what it is, then one row per email."""
     out = io.StringIO()
     writer = csv.writer(out)
-    made = f"{export.made_at:%Y-%m-%d %H:%M:%S} {export.time_zone}"
+    made = f"{export.local(export.made_at):%Y-%m-%d %H:%M:%S} {export.time_zone}"
     for label, value in (
         ("Clinic", export.clinic.name),
         ("Client", f"{export.client.name} <{export.client.email}>"),
@@ -149,14 +157,14 @@ def to_csv(export: Export) -> str:
             [
                 _cell(value)
                 for value in (
-                    f"{row.email.created_at:%Y-%m-%d %H:%M:%S}",
+                    f"{export.local(row.email.created_at):%Y-%m-%d %H:%M:%S}",
                     row.email.subject,
                     MESSAGE_KINDS.get(row.email.kind, row.email.kind),
                     row.email.to_address,
                     row.status.label,
                     row.failure,
                     row.sent_by,
-                    "; ".join(timeline_text(entry) for entry in row.timeline),
+                    "; ".join(export.line(entry) for entry in row.timeline),
                 )
             ]
         )
