@@ -7,6 +7,7 @@ recompute every touched email's status in one UPDATE; bump change counters once)
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,20 @@ def _insert(model: type) -> sa.Insert:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model.__table__)
 
 
+def _on_postgres() -> bool:
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+def among(column: sa.ColumnElement, values: Iterable[Any]) -> sa.ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL one array parameter, so the statement's text (and its
+    parse) is the same for 1 value or 1,000."""
+    values = list(values)
+    if _on_postgres():
+        array = postgresql.ARRAY(column.type)
+        return column == sa.any_(sa.cast(sa.bindparam(None, values, type_=array), array))
+    return column.in_(values)
+
+
 def insert_ignoring_duplicates(model: type, rows: list[dict]) -> int:
     """Insert rows, skipping any whose unique key is already stored; return how many went in."""
     if not rows:
@@ -73,7 +88,7 @@ def lock_emails(email_ids: Iterable[int]) -> None:
     for start in range(0, len(ids), CHUNK):
         db.session.execute(
             sa.select(Email.id)
-            .where(Email.id.in_(ids[start : start + CHUNK]))
+            .where(among(Email.id, ids[start : start + CHUNK]))
             .order_by(Email.id)
             .with_for_update()
         ).all()
@@ -126,11 +141,43 @@ def _preference(row: dict) -> tuple[bool, bool]:
 
 def _insert_new_events(rows: list[dict]) -> set[str]:
     """Insert the events not stored yet; return their dedupe keys."""
+    if _on_postgres():
+        # One statement of fixed text and one JSON parameter: a multi-row VALUES list would cost
+        # more to build and parse than to run, and so would a text array per column.
+        document = json.dumps(rows, default=_json_time)
+        return set(db.session.execute(_RECORDSET_INSERT, {"rows": document}).scalars())
     statement = _insert(EmailEvent).on_conflict_do_nothing().returning(EmailEvent.__table__.c.dedupe_key)
     inserted: set[str] = set()
     for start in range(0, len(rows), CHUNK):
         inserted.update(db.session.execute(statement, rows[start : start + CHUNK]).scalars())
     return inserted
+
+
+_EVENT_COLUMNS = {
+    "email_id": "int",
+    "occurred_at": "timestamptz",
+    "kind": "text",
+    "reason": "text",
+    "url": "text",
+    "attempt": "int",
+    "machine": "bool",
+    "source": "text",
+    "raw": "jsonb",
+    "dedupe_key": "text",
+    "created_at": "timestamptz",
+}
+_RECORDSET_INSERT = sa.text(
+    f"INSERT INTO email_event ({', '.join(_EVENT_COLUMNS)}) SELECT {', '.join(_EVENT_COLUMNS)} "
+    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS rows("
+    + ", ".join(f"{name} {kind}" for name, kind in _EVENT_COLUMNS.items())
+    + ") ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key"
+)
+
+
+def _json_time(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _prefer_better_copies(rows: list[dict]) -> set[int]:
@@ -144,7 +191,7 @@ def _prefer_better_copies(rows: list[dict]) -> set[int]:
     for start in range(0, len(keys), CHUNK):
         stored += db.session.execute(
             sa.select(table.c.id, table.c.dedupe_key, table.c.source, table.c.machine).where(
-                table.c.dedupe_key.in_(keys[start : start + CHUNK])
+                among(table.c.dedupe_key, keys[start : start + CHUNK])
             )
         ).all()
     better = [
@@ -192,12 +239,10 @@ def _status_sql() -> tuple[str, str, str]:
 _KIND_RANK, _RANK_KEY, _FINAL_RANKS = _status_sql()
 # Status = the highest rank among the email's events; it changed when that rank was first reached.
 # An email with no status-bearing event is Sending since it was created.
-_RECOMPUTE = (
-    sa.text(
-        f"""
+_RECOMPUTE_SQL = f"""
         WITH per_rank AS (
             SELECT email_id, {_KIND_RANK} AS rank, min(occurred_at) AS first_at
-            FROM email_event WHERE email_id IN :ids GROUP BY email_id, {_KIND_RANK}
+            FROM email_event WHERE {{among}} GROUP BY email_id, {_KIND_RANK}
         ), best AS (
             SELECT email_id, rank, first_at,
                    row_number() OVER (PARTITION BY email_id ORDER BY rank DESC) AS n
@@ -212,22 +257,28 @@ _RECOMPUTE = (
         WHERE best.n = 1 AND email.id = best.email_id
         RETURNING email.id, email.status, email.status_changed_at, email.version, email.next_poll_at
         """
-    )
-    .bindparams(sa.bindparam("ids", expanding=True))
-    .columns(
-        sa.column("id", sa.Integer),
-        sa.column("status", sa.String),
-        sa.column("status_changed_at", UTCDateTime),
-        sa.column("version", sa.Integer),
-        sa.column("next_poll_at", UTCDateTime),
-    )
+_RECOMPUTE_COLUMNS = (
+    sa.column("id", sa.Integer),
+    sa.column("status", sa.String),
+    sa.column("status_changed_at", UTCDateTime),
+    sa.column("version", sa.Integer),
+    sa.column("next_poll_at", UTCDateTime),
 )
+_RECOMPUTE = {
+    "postgresql": sa.text(_RECOMPUTE_SQL.format(among="email_id = ANY(CAST(:ids AS int[]))")).columns(
+        *_RECOMPUTE_COLUMNS
+    ),
+    "sqlite": sa.text(_RECOMPUTE_SQL.format(among="email_id IN :ids"))
+    .bindparams(sa.bindparam("ids", expanding=True))
+    .columns(*_RECOMPUTE_COLUMNS),
+}
 
 
 def _recompute_statuses(email_ids: Sequence[int]) -> None:
     """Recompute the status of every given email in one statement, and bump each one's version."""
     for start in range(0, len(email_ids), CHUNK):
-        for row in db.session.execute(_RECOMPUTE, {"ids": list(email_ids[start : start + CHUNK])}):
+        statement = _RECOMPUTE["postgresql" if _on_postgres() else "sqlite"]
+        for row in db.session.execute(statement, {"ids": list(email_ids[start : start + CHUNK])}):
             # Keep loaded objects in step without a reload per email.
             email = db.session.identity_map.get(so.util.identity_key(Email, row.id))
             if email is not None:

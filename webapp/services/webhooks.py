@@ -17,7 +17,7 @@ from webapp.extensions import db
 from webapp.models import Email, PendingEvent, WebhookBatch, utcnow
 from webapp.providers.base import ProviderEvent
 from webapp.providers.sendgrid import parse_webhook_events
-from webapp.services.events import CHUNK, Target, keep_for_later, store_events
+from webapp.services.events import CHUNK, Target, among, keep_for_later, store_events
 from webapp.services.polling import schedule_next_poll
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def apply_provider_events(events: Iterable[ProviderEvent], source: str) -> int:
                     Email.to_address,
                     Email.send_state,
                 )
-                .where(Email.app_message_id.in_(named[start : start + CHUNK]))
+                .where(among(Email.app_message_id, named[start : start + CHUNK]))
                 .order_by(Email.id)
                 .with_for_update()
             )
