@@ -197,7 +197,7 @@ def main() -> None:
     start = int(time.time()) - 3600
     per_email = len(LIFE)
     targets = target_emails(app, args.events // per_email)
-    loop_targets = target_emails(app, max(20, min(300, args.events // per_email // 10)))
+    loop_targets = target_emails(app, max(20, min(100, args.events // per_email // 10)))
     events = webhook_events(targets, start)
     batches = bodies(events, args.batch)
     print(

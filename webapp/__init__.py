@@ -70,6 +70,9 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     for blueprint in (auth.bp, clients.bp, emails.bp, help.bp, ops.bp, owner.bp, support.bp, webhooks.bp):
         app.register_blueprint(blueprint)
     cli.init_app(app)
+    from webapp import fastpoll
+
+    fastpoll.install(app)  # last: outermost, so an unchanged log poll runs nothing else
 
     if not app.config.get("SKIP_SERVICE_CHECK"):
         check_services(app)
