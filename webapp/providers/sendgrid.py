@@ -568,15 +568,14 @@ def parse_webhook_events(body: bytes) -> list[ProviderEvent]:
 
 def _nests_deeper_than(value: Any, limit: int) -> bool:
     """Return whether JSON arrays and objects nest more than `limit` levels (without recursion)."""
-    stack = [(value, 1)]
+    stack = [(value, 1)] if isinstance(value, dict | list) else []
     while stack:
         item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children)
+        children = item.values() if isinstance(item, dict) else item
+        # Only containers go on the stack: events are flat, mostly scalars.
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
 
 

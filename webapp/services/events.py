@@ -145,9 +145,12 @@ def _insert_new_events(rows: list[dict]) -> set[str]:
         # One statement of fixed text and one JSON parameter: a multi-row VALUES list would cost
         # more to build and parse than to run, and so would a text array per column.
         document = json.dumps(rows, default=_json_time)
+        if "\\u0000" in document:  # rare: clean every string, then write the document again
+            document = json.dumps([_without_nul(row) for row in rows], default=_json_time)
         return set(db.session.execute(_RECORDSET_INSERT, {"rows": document}).scalars())
     statement = _insert(EmailEvent).on_conflict_do_nothing().returning(EmailEvent.__table__.c.dedupe_key)
     inserted: set[str] = set()
+    rows = [_without_nul(row) for row in rows]
     for start in range(0, len(rows), CHUNK):
         inserted.update(db.session.execute(statement, rows[start : start + CHUNK]).scalars())
     return inserted
@@ -220,7 +223,7 @@ def _prefer_better_copies(rows: list[dict]) -> set[int]:
                 "new_machine": row["machine"],
                 "new_raw": row["raw"],
             }
-            for event_id, row in better
+            for event_id, row in ((event_id, _without_nul(row)) for event_id, row in better)
         ],
     )
     return {row["email_id"] for _, row in better}
@@ -323,24 +326,20 @@ def _event_row(email_id: int, event: ProviderEvent, source: str) -> dict:
         "email_id": email_id,
         "occurred_at": event.occurred_at,
         "kind": event.kind if event.kind in statuses.STATUS_FOR_EVENT else "unknown",
-        "reason": _text(event.reason),
-        "url": _text(event.url),
+        "reason": event.reason,
+        "url": event.url,
         "attempt": event.attempt,
         "machine": event.machine,
         "source": source,
-        "raw": _without_nul(event.raw) or None,
+        "raw": event.raw or None,
         "dedupe_key": event.dedupe_key,
         "created_at": utcnow(),
     }
 
 
-def _text(value: str | None) -> str | None:
-    """PostgreSQL text cannot hold NUL characters; a provider's string may."""
-    return value.replace("\x00", "") if value is not None else None
-
-
 def _without_nul(value: Any) -> Any:
-    """Drop NUL characters anywhere in a raw payload (PostgreSQL's JSONB refuses them)."""
+    """Drop NUL characters anywhere (PostgreSQL's text and JSONB refuse them; a provider's string may
+    hold one)."""
     if isinstance(value, str):
         return value.replace("\x00", "")
     if isinstance(value, dict):
