@@ -4,7 +4,7 @@ of the same rows into a keyed table (the floor) and a naive event-at-a-time loop
 
     .venv/bin/python benchmarks/ingest.py                     # 100,000 events over 1,000,000 emails
     .venv/bin/python benchmarks/ingest.py --database URL      # over a database made by seed-load
-    .venv/bin/python benchmarks/ingest.py --small             # CI: 5,000 events over 10,000 emails
+    .venv/bin/python benchmarks/ingest.py --small             # CI: 3,000 events over 5,000 emails
 
 Events per second = events / (first post -> last batch applied). Goal: at least 25,000 on 2 cores.
 """
@@ -164,10 +164,10 @@ def main() -> None:
     parser.add_argument("--database", help="use this database (made by seed-load) instead of seeding one")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2, help="RQ workers")
-    parser.add_argument("--small", action="store_true", help="CI size: 5,000 events over 10,000 emails")
+    parser.add_argument("--small", action="store_true", help="CI size: 3,000 events over 5,000 emails")
     args = parser.parse_args()
     if args.small:
-        args.events, args.history = 5_000, 10_000
+        args.events, args.history = 3_000, 5_000
     processes = common.Processes()
     signer = common.Signer()
     redis_url = processes.redis()

@@ -69,10 +69,10 @@ def main() -> None:
     parser.add_argument("--emails", type=int, default=10_000)
     parser.add_argument("--noops", type=int, default=2_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--small", action="store_true", help="CI: 100 emails, 100 no-op jobs")
+    parser.add_argument("--small", action="store_true", help="CI: 40 emails, 40 no-op jobs")
     args = parser.parse_args()
     if args.small:
-        args.emails, args.noops = 100, 100
+        args.emails, args.noops = 40, 40
     processes = common.Processes()
     redis_url = processes.redis()
     state = str(processes.folder / "sandbox.sqlite3")
