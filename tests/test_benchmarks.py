@@ -25,6 +25,7 @@ EXPECTED = {
     "sending.py": "sending reminders",
     "search.py": "client search",
     "scale_out.py": "final states equal: yes",
+    "freshness.py": "change stored -> shown",
 }
 
 pytestmark = [
