@@ -47,9 +47,13 @@ DEFAULTS: dict[str, Any] = {
     "SANDBOX_STATE_PATH": None,  # default: instance/sandbox.sqlite3
     "SANDBOX_WEBHOOK_URL": "",
     "SANDBOX_SPEED": 1.0,  # tests speed the simulated deliveries up
-    # How often an open email log refreshes itself, in seconds.
+    # How often an open email log refreshes itself, in seconds: fast while a row is in flight,
+    # and not much slower after (an open, a click or a spam report may come at any time; the
+    # unchanged answer is cheap, webapp/fastpoll.py), so any change shows within 5 s.
     "LOG_POLL_FAST_SECONDS": 3,
-    "LOG_POLL_SLOW_SECONDS": 30,
+    "LOG_POLL_SLOW_SECONDS": 4,
+    # Answer unchanged log polls in front of Flask (webapp/fastpoll.py); 0 only to measure without.
+    "LOG_POLL_FAST_PATH": 1,
     "SEND_TIMEOUT_SECONDS": 15,
     # A send whose worker has said nothing for this long died mid-call: check whether it arrived.
     "SEND_ABANDONED_SECONDS": 120,
@@ -104,6 +108,7 @@ INT_SETTINGS = {
     "POLL_BATCH_SIZE",
     "LOG_POLL_FAST_SECONDS",
     "LOG_POLL_SLOW_SECONDS",
+    "LOG_POLL_FAST_PATH",
     "SEND_TIMEOUT_SECONDS",
     "SEND_ABANDONED_SECONDS",
     "IN_DOUBT_GRACE_SECONDS",

@@ -681,3 +681,27 @@ def test_every_mapped_kind_is_one_of_ours():
 )
 def test_drop_reasons_in_plain_words(reason, text):
     assert drop_reason_text(reason) == text
+
+
+_json_scalars = st.none() | st.booleans() | st.integers(-(10**16), 10**16) | st.text(max_size=5)
+_event_like = st.dictionaries(
+    st.sampled_from(["event", "timestamp", "email", "app_message_id", "url", "attempt"]),
+    _json_scalars | st.lists(_json_scalars, max_size=2),
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_event_like | _json_scalars, max_size=4) | _json_scalars | _event_like)
+def test_the_routes_check_accepts_exactly_what_the_job_can_parse(document):
+    """The route stores what check_webhook_body accepts and the job parses it later: they must agree."""
+    from webapp.providers.sendgrid import check_webhook_body
+
+    body = json.dumps(document).encode()
+    try:
+        parsed = parse_webhook_events(body)
+    except ValueError:
+        with pytest.raises(ValueError):
+            check_webhook_body(body)
+    else:
+        assert check_webhook_body(body) == len(parsed)

@@ -39,6 +39,7 @@ def init_app(app: Flask) -> None:
     from webapp import cli_records
 
     cli_records.init_app(app)
+    app.cli.add_command(seed_load)
 
 
 @click.command("init-db")
@@ -69,6 +70,30 @@ def seed_demo(password: str | None) -> None:
     click.echo(f"Demo users (password: {password}):")
     for email in demo.DEMO_USERS:
         click.echo(f"  {email}")
+
+
+@click.command("seed-load")
+@click.option("--clinics", default=5_000, show_default=True)
+@click.option("--clients", default=100_000, show_default=True)
+@click.option("--emails", default=1_000_000, show_default=True, help="Each with its events (about 4 each).")
+@click.option(
+    "--password", help="Password of the clinicians (clinician<N>@load.example); default: random, printed."
+)
+def seed_load(clinics: int, clients: int, emails: int, password: str | None) -> None:
+    """PostgreSQL: make a large data set quickly (clinics, a clinician each, clients, emails, events)."""
+    from webapp.services import load_data
+
+    password = password or secrets.token_urlsafe(9)
+    started = time.perf_counter()
+    try:
+        load_data.seed_load(load_data.LoadSizes(clinics, clients, emails), password, say=click.echo)
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(
+        f"Made {clinics} clinics, {clients} clients and {emails} emails"
+        f" in {time.perf_counter() - started:.0f} s; "
+        f"sign in as clinician1@{load_data.LOAD_DOMAIN} (the biggest clinic) with password {password}"
+    )
 
 
 @click.command("create-user")

@@ -566,17 +566,45 @@ def parse_webhook_events(body: bytes) -> list[ProviderEvent]:
     return [_webhook_event(item, position) for position, item in enumerate(items)]
 
 
+def check_webhook_body(body: bytes) -> int:
+    """Check an event webhook body the way parse_webhook_events would, without building the events
+    (the route only needs to know it is well-formed); return how many events it holds."""
+    try:
+        items = json.loads(body)
+    except RecursionError:
+        raise ValueError("the event webhook body nests too deeply") from None
+    except ValueError as error:
+        raise ValueError(f"the event webhook body is not JSON: {error}") from None
+    if not isinstance(items, list):
+        raise ValueError("the event webhook body is not a JSON array")
+    if _nests_deeper_than(items, MAX_WEBHOOK_DEPTH):
+        raise ValueError("the event webhook body nests too deeply")
+    for position, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"event {position} of the webhook body is not an object")
+        name = item.get("event")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"event {position} of the webhook body has no event type")
+        if "timestamp" not in item:
+            raise ValueError(f"event {position} of the webhook body has no timestamp")
+        try:
+            seconds = _number(item["timestamp"])
+            datetime.fromtimestamp(seconds / 1000 if seconds > _MILLISECONDS_FROM else seconds, UTC)
+        except (ValueError, OverflowError, OSError) as error:
+            raise ValueError(f"event {position} of the webhook body has a bad timestamp: {error}") from None
+    return len(items)
+
+
 def _nests_deeper_than(value: Any, limit: int) -> bool:
     """Return whether JSON arrays and objects nest more than `limit` levels (without recursion)."""
-    stack = [(value, 1)]
+    stack = [(value, 1)] if isinstance(value, dict | list) else []
     while stack:
         item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children)
+        children = item.values() if isinstance(item, dict) else item
+        # Only containers go on the stack: events are flat, mostly scalars.
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
 
 

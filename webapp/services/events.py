@@ -1,18 +1,26 @@
-"""Apply provider events to emails: store each once, derive the status from the whole set."""
+"""Apply provider events to emails: store each once, derive the status from the whole set.
+
+Set-based: a batch of events for many emails costs a handful of statements whatever its size
+(lock the touched emails once, in id order; insert every event with ON CONFLICT DO NOTHING;
+recompute every touched email's status in one UPDATE; bump change counters once).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp import statuses
 from webapp.extensions import db
-from webapp.models import Client, Email, EmailEvent, PendingEvent, SpamListEntry, utcnow
+from webapp.models import Client, Email, EmailEvent, PendingEvent, SpamListEntry, UTCDateTime, utcnow
 from webapp.providers.base import ProviderEvent
 from webapp.services import changes
 
@@ -20,101 +28,280 @@ log = logging.getLogger(__name__)
 
 # Provider drop reasons that mean the address is on the spam-report list.
 SPAM_DROP_REASONS = ("spam reporting address",)
+# Ids per IN list: far below SQLite's 32,766 bound variables, and one SendGrid batch fits.
+CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class Target:
+    """What storing events needs to know of one email (no ORM object required)."""
+
+    id: int
+    clinic_id: int
+    client_id: int
+    to_address: str
 
 
 def _insert(model: type) -> sa.Insert:
     """Return an INSERT that understands ON CONFLICT, for the database in use."""
     dialect = db.session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model.__table__)
+
+
+def _on_postgres() -> bool:
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+def among(column: sa.ColumnElement, values: Iterable[Any]) -> sa.ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL one array parameter, so the statement's text (and its
+    parse) is the same for 1 value or 1,000."""
+    values = list(values)
+    if _on_postgres():
+        array = postgresql.ARRAY(column.type)
+        return column == sa.any_(sa.cast(sa.bindparam(None, values, type_=array), array))
+    return column.in_(values)
 
 
 def insert_ignoring_duplicates(model: type, rows: list[dict]) -> int:
     """Insert rows, skipping any whose unique key is already stored; return how many went in."""
     if not rows:
         return 0
-    statement = _insert(model).values(rows).on_conflict_do_nothing().returning(model.id)
-    return len(db.session.execute(statement).all())
+    statement = _insert(model).on_conflict_do_nothing().returning(model.__table__.c.id)
+    return len(db.session.execute(statement, rows).all())
 
 
 def apply_events(email: Email, events: Iterable[ProviderEvent], source: str) -> bool:
     """Store new events of one email and recompute its status; return whether anything changed.
 
-    The caller commits, and goes through several emails in the order of their ids so that
-    concurrent pollers and webhook jobs take row locks in one order. Replaying the same events
-    in any order, from either source, gives the same status and the same timeline.
+    The caller commits. Replaying the same events in any order, from either source, gives the
+    same status and the same timeline.
     """
     events = list(events)
-    _lock(email)
-    rows = list(
-        {row["dedupe_key"]: row for row in (_event_row(email.id, e, source) for e in events)}.values()
+    lock_emails([email.id])
+    target = Target(email.id, email.clinic_id, email.client_id, email.to_address)
+    return bool(store_events({email.id: (target, events)}, source))
+
+
+def lock_emails(email_ids: Iterable[int]) -> None:
+    """Serialise status recomputation across workers: lock rows once, in id order (no-op on SQLite)."""
+    ids = sorted(set(email_ids))
+    for start in range(0, len(ids), CHUNK):
+        db.session.execute(
+            sa.select(Email.id)
+            .where(among(Email.id, ids[start : start + CHUNK]))
+            .order_by(Email.id)
+            .with_for_update()
+        ).all()
+
+
+def store_events(batch: dict[int, tuple[Target, list[ProviderEvent]]], source: str) -> set[int]:
+    """Store the new events of many emails (locked by the caller) and recompute their statuses.
+
+    Returns the ids of the emails whose status or timeline changed. The caller commits.
+    """
+    db.session.flush()  # the statements below bypass the ORM: write its pending changes first
+    rows: dict[str, dict] = {}
+    for email_id, (_, events) in batch.items():
+        for event in events:
+            row = _event_row(email_id, event, source)
+            kept = rows.get(row["dedupe_key"])
+            # Two copies of one event in a batch: keep the same one whatever their order.
+            if kept is None or _preference(row) > _preference(kept):
+                rows[row["dedupe_key"]] = row
+    if not rows:
+        return set()
+    inserted = _insert_new_events(list(rows.values()))
+    upgraded = _prefer_better_copies([row for key, row in rows.items() if key not in inserted])
+    touched = {rows[key]["email_id"] for key in inserted} | upgraded
+    if not touched:
+        return set()
+    _recompute_statuses(sorted(touched))
+    spam = {}
+    for email_id in touched:
+        target, events = batch[email_id]
+        for event in events:
+            if event.kind == "spamreport" or _is_spam_drop(event):
+                address = target.to_address.strip().lower()
+                # The earliest report wins, whatever the order of arrival.
+                if address not in spam or event.occurred_at < spam[address]["reported_at"]:
+                    spam[address] = _spam_row(address, event.occurred_at, email_id, source)
+    if insert_ignoring_duplicates(SpamListEntry, list(spam.values())):
+        # The list is shared by every clinic: each open file with these addresses must show it.
+        spam_list_changed(spam)
+    changes.mark_logs_changed(
+        db.session, {(batch[email_id][0].clinic_id, batch[email_id][0].client_id) for email_id in touched}
     )
-    inserted = _insert_new_events(rows)
-    upgraded = _prefer_webhook_copies([row for row in rows if row["dedupe_key"] not in inserted])
-    if not inserted and not upgraded:
-        return False
-    recompute_status(email)
-    for event in events:
-        if event.kind == "spamreport" or _is_spam_drop(event):
-            add_to_spam_list(email.to_address, event.occurred_at, email, source)
-    changes.mark_changed(email)
-    return True
+    return touched
+
+
+def _preference(row: dict) -> tuple[bool, bool]:
+    """Which copy of one event the timeline keeps: the webhook's (only it carries the machine-open
+    flag and the receiving server's full answer), and of a machine and a human open in the same
+    second, the human one (a person opened it). A total order, so arrival order never matters."""
+    return (row["source"] == "webhook", not row["machine"])
 
 
 def _insert_new_events(rows: list[dict]) -> set[str]:
     """Insert the events not stored yet; return their dedupe keys."""
+    if _on_postgres():
+        # One statement of fixed text and one JSON parameter: a multi-row VALUES list would cost
+        # more to build and parse than to run, and so would a text array per column.
+        document = json.dumps(rows, default=_json_time)
+        if "\\u0000" in document:  # rare: clean every string, then write the document again
+            document = json.dumps([_without_nul(row) for row in rows], default=_json_time)
+        return set(db.session.execute(_RECORDSET_INSERT, {"rows": document}).scalars())
+    statement = _insert(EmailEvent).on_conflict_do_nothing().returning(EmailEvent.__table__.c.dedupe_key)
+    inserted: set[str] = set()
+    rows = [_without_nul(row) for row in rows]
+    for start in range(0, len(rows), CHUNK):
+        inserted.update(db.session.execute(statement, rows[start : start + CHUNK]).scalars())
+    return inserted
+
+
+_EVENT_COLUMNS = {
+    "email_id": "int",
+    "occurred_at": "timestamptz",
+    "kind": "text",
+    "reason": "text",
+    "url": "text",
+    "attempt": "int",
+    "machine": "bool",
+    "source": "text",
+    "raw": "jsonb",
+    "dedupe_key": "text",
+    "created_at": "timestamptz",
+}
+_RECORDSET_INSERT = sa.text(
+    f"INSERT INTO email_event ({', '.join(_EVENT_COLUMNS)}) SELECT {', '.join(_EVENT_COLUMNS)} "
+    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS rows("
+    + ", ".join(f"{name} {kind}" for name, kind in _EVENT_COLUMNS.items())
+    + ") ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key"
+)
+
+
+def _json_time(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _prefer_better_copies(rows: list[dict]) -> set[int]:
+    """Let a preferred copy of an event replace the stored one; return the emails that changed."""
     if not rows:
         return set()
-    statement = _insert(EmailEvent).values(rows).on_conflict_do_nothing().returning(EmailEvent.dedupe_key)
-    return set(db.session.execute(statement).scalars())
-
-
-def _prefer_webhook_copies(rows: list[dict]) -> int:
-    """Let the webhook's copy of an event replace the polled one: only it carries the machine-open
-    flag and the receiving server's full answer. Return how many stored events changed."""
-    upgraded = 0
-    for row in rows:
-        if row["source"] != "webhook":
-            continue
-        result = db.session.execute(
-            sa.update(EmailEvent)
-            .where(EmailEvent.dedupe_key == row["dedupe_key"], EmailEvent.source != "webhook")
-            .values(
-                source="webhook", reason=row["reason"], url=row["url"], machine=row["machine"], raw=row["raw"]
+    by_key = {row["dedupe_key"]: row for row in rows}
+    table = EmailEvent.__table__
+    stored = []
+    keys = list(by_key)
+    for start in range(0, len(keys), CHUNK):
+        stored += db.session.execute(
+            sa.select(table.c.id, table.c.dedupe_key, table.c.source, table.c.machine).where(
+                among(table.c.dedupe_key, keys[start : start + CHUNK])
             )
+        ).all()
+    better = [
+        (row.id, by_key[row.dedupe_key])
+        for row in stored
+        if _preference(by_key[row.dedupe_key]) > _preference({"source": row.source, "machine": row.machine})
+    ]
+    if not better:
+        return set()
+    db.session.execute(
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("event_id"))
+        .values(
+            source=sa.bindparam("new_source"),
+            reason=sa.bindparam("new_reason"),
+            url=sa.bindparam("new_url"),
+            machine=sa.bindparam("new_machine"),
+            raw=sa.bindparam("new_raw"),
+        ),
+        [
+            {
+                "event_id": event_id,
+                "new_source": row["source"],
+                "new_reason": row["reason"],
+                "new_url": row["url"],
+                "new_machine": row["machine"],
+                "new_raw": row["raw"],
+            }
+            for event_id, row in ((event_id, _without_nul(row)) for event_id, row in better)
+        ],
+    )
+    return {row["email_id"] for _, row in better}
+
+
+def _status_sql() -> tuple[str, str, str]:
+    """CASE expressions from statuses.py: event kind -> rank, rank -> status key, and final ranks."""
+    kind_rank = " ".join(
+        f"WHEN '{kind}' THEN {status.rank}" for kind, status in statuses.STATUS_FOR_EVENT.items() if status
+    )
+    rank_key = " ".join(f"WHEN {status.rank} THEN '{status.key}'" for status in statuses.ALL)
+    final = ", ".join(str(status.rank) for status in statuses.ALL if status.final)
+    return f"CASE kind {kind_rank} ELSE -1 END", f"CASE best.rank {rank_key} END", final
+
+
+_KIND_RANK, _RANK_KEY, _FINAL_RANKS = _status_sql()
+# Status = the highest rank among the email's events; it changed when that rank was first reached.
+# An email with no status-bearing event is Sending since it was created.
+_RECOMPUTE_SQL = f"""
+        WITH per_rank AS (
+            SELECT email_id, {_KIND_RANK} AS rank, min(occurred_at) AS first_at
+            FROM email_event WHERE {{among}} GROUP BY email_id, {_KIND_RANK}
+        ), best AS (
+            SELECT email_id, rank, first_at,
+                   row_number() OVER (PARTITION BY email_id ORDER BY rank DESC) AS n
+            FROM per_rank
         )
-        upgraded += result.rowcount or 0
-    return upgraded
+        UPDATE email SET
+            status = coalesce({_RANK_KEY}, 'sending'),
+            status_changed_at = CASE WHEN best.rank < 0 THEN email.created_at ELSE best.first_at END,
+            version = email.version + 1,
+            next_poll_at = CASE WHEN best.rank IN ({_FINAL_RANKS}) THEN NULL ELSE email.next_poll_at END
+        FROM best
+        WHERE best.n = 1 AND email.id = best.email_id
+        RETURNING email.id, email.status, email.status_changed_at, email.version, email.next_poll_at
+        """
+_RECOMPUTE_COLUMNS = (
+    sa.column("id", sa.Integer),
+    sa.column("status", sa.String),
+    sa.column("status_changed_at", UTCDateTime),
+    sa.column("version", sa.Integer),
+    sa.column("next_poll_at", UTCDateTime),
+)
+_RECOMPUTE = {
+    "postgresql": sa.text(_RECOMPUTE_SQL.format(among="email_id = ANY(CAST(:ids AS int[]))")).columns(
+        *_RECOMPUTE_COLUMNS
+    ),
+    "sqlite": sa.text(_RECOMPUTE_SQL.format(among="email_id IN :ids"))
+    .bindparams(sa.bindparam("ids", expanding=True))
+    .columns(*_RECOMPUTE_COLUMNS),
+}
+
+
+def _recompute_statuses(email_ids: Sequence[int]) -> None:
+    """Recompute the status of every given email in one statement, and bump each one's version."""
+    for start in range(0, len(email_ids), CHUNK):
+        statement = _RECOMPUTE["postgresql" if _on_postgres() else "sqlite"]
+        for row in db.session.execute(statement, {"ids": list(email_ids[start : start + CHUNK])}):
+            # Keep loaded objects in step without a reload per email.
+            email = db.session.identity_map.get(so.util.identity_key(Email, row.id))
+            if email is not None:
+                for name in ("status", "status_changed_at", "version", "next_poll_at"):
+                    so.attributes.set_committed_value(email, name, getattr(row, name))
 
 
 def recompute_status(email: Email) -> None:
     """Set the email's status to the highest rank among its stored events."""
-    stored = db.session.execute(
-        sa.select(EmailEvent.kind, sa.func.min(EmailEvent.occurred_at))
-        .where(EmailEvent.email_id == email.id)
-        .group_by(EmailEvent.kind)
-    ).all()
-    first_seen = {kind: when for kind, when in stored}
-    status = statuses.current_status(list(first_seen))
-    reached = [when for kind, when in first_seen.items() if statuses.status_for_event(kind) == status]
-    email.status = status.key
-    email.status_changed_at = min(reached) if reached else email.created_at
-    if status.final:
-        email.next_poll_at = None
+    db.session.flush()
+    _recompute_statuses([email.id])
 
 
 def add_to_spam_list(address: str, reported_at: datetime, email: Email | None, source: str) -> None:
     """Record that this address is on the provider's spam-report list (once)."""
     address = address.strip().lower()
     added = insert_ignoring_duplicates(
-        SpamListEntry,
-        [
-            {
-                "address": address,
-                "reported_at": reported_at,
-                "email_id": email.id if email else None,
-                "source": source,
-            }
-        ],
+        SpamListEntry, [_spam_row(address, reported_at, email.id if email else None, source)]
     )
     if added:
         # The list is shared by every clinic: each open file with this address must show the block.
@@ -130,6 +317,10 @@ def spam_list_changed(addresses: Iterable[str]) -> None:
         sa.select(Client.clinic_id, Client.id).where(sa.func.lower(Client.email).in_(addresses))
     ).all()
     changes.mark_logs_changed(db.session, [(row.clinic_id, row.id) for row in holders])
+
+
+def _spam_row(address: str, reported_at: datetime, email_id: int | None, source: str) -> dict:
+    return {"address": address, "reported_at": reported_at, "email_id": email_id, "source": source}
 
 
 def keep_for_later(events: Iterable[ProviderEvent]) -> int:
@@ -151,24 +342,20 @@ def _event_row(email_id: int, event: ProviderEvent, source: str) -> dict:
         "email_id": email_id,
         "occurred_at": event.occurred_at,
         "kind": event.kind if event.kind in statuses.STATUS_FOR_EVENT else "unknown",
-        "reason": _text(event.reason),
-        "url": _text(event.url),
+        "reason": event.reason,
+        "url": event.url,
         "attempt": event.attempt,
         "machine": event.machine,
         "source": source,
-        "raw": _without_nul(event.raw) or None,
+        "raw": event.raw or None,
         "dedupe_key": event.dedupe_key,
         "created_at": utcnow(),
     }
 
 
-def _text(value: str | None) -> str | None:
-    """PostgreSQL text cannot hold NUL characters; a provider's string may."""
-    return value.replace("\x00", "") if value is not None else None
-
-
 def _without_nul(value: Any) -> Any:
-    """Drop NUL characters anywhere in a raw payload (PostgreSQL's JSONB refuses them)."""
+    """Drop NUL characters anywhere (PostgreSQL's text and JSONB refuse them; a provider's string may
+    hold one)."""
     if isinstance(value, str):
         return value.replace("\x00", "")
     if isinstance(value, dict):
@@ -180,8 +367,3 @@ def _without_nul(value: Any) -> Any:
 
 def _is_spam_drop(event: ProviderEvent) -> bool:
     return event.kind == "dropped" and (event.reason or "").strip().lower() in SPAM_DROP_REASONS
-
-
-def _lock(email: Email) -> None:
-    """Serialise status recomputation of one email across workers (no-op on SQLite)."""
-    db.session.execute(sa.select(Email.id).where(Email.id == email.id).with_for_update())

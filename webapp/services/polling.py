@@ -19,7 +19,7 @@ from webapp.extensions import db
 from webapp.models import Email, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import EmailProvider, PollRef
-from webapp.services.events import apply_events
+from webapp.services.events import Target, lock_emails, store_events
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +139,14 @@ def _poll_batch(provider: EmailProvider, now: datetime) -> int:
         block_polling(result.rate_limited_for)
     if result.error:
         log.warning("polling the email provider stopped early: %s", result.error)
-    changed = 0
+    batch = {
+        email.id: (Target(email.id, email.clinic_id, email.client_id, email.to_address), events)
+        for email in emails
+        if (events := result.events.get(email.app_message_id))
+    }
+    lock_emails(batch)
+    changed = len(store_events(batch, source="poll"))
     for email in emails:
-        events = result.events.get(email.app_message_id, [])
-        if events and apply_events(email, events, source="poll"):
-            changed += 1
         # Emails the answer did not reach keep their turn at the head of the queue (unless the
         # provider failed outright: then everyone waits for the normal interval).
         if email.app_message_id in result.covered or result.error:

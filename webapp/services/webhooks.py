@@ -17,7 +17,7 @@ from webapp.extensions import db
 from webapp.models import Email, PendingEvent, WebhookBatch, utcnow
 from webapp.providers.base import ProviderEvent
 from webapp.providers.sendgrid import parse_webhook_events
-from webapp.services.events import apply_events, keep_for_later
+from webapp.services.events import CHUNK, Target, among, keep_for_later, store_events
 from webapp.services.polling import schedule_next_poll
 
 log = logging.getLogger(__name__)
@@ -75,28 +75,43 @@ def apply_batch(batch_id: int) -> int:
 
 
 def apply_provider_events(events: Iterable[ProviderEvent], source: str) -> int:
-    """Apply events to the emails they name; keep the others for later. The caller commits."""
+    """Apply events to the emails they name, in a handful of statements whatever their number;
+    keep the others for later. Return how many emails changed. The caller commits."""
     by_message: dict[str, list[ProviderEvent]] = defaultdict(list)
     for event in events:
         by_message[event.app_message_id or ""].append(event)
-    known = {
-        email.app_message_id: email
-        for email in db.session.execute(
-            sa.select(Email).where(Email.app_message_id.in_([key for key in by_message if key]))
-        ).scalars()
+    named = [key for key in by_message if key]
+    known: dict[str, sa.Row] = {}
+    for start in range(0, len(named), CHUNK):
+        # Look up and lock in one statement, in id order, like the poller: concurrent writers
+        # then lock emails in one order.
+        known.update(
+            (row.app_message_id, row)
+            for row in db.session.execute(
+                sa.select(
+                    Email.id,
+                    Email.app_message_id,
+                    Email.clinic_id,
+                    Email.client_id,
+                    Email.to_address,
+                    Email.send_state,
+                )
+                .where(among(Email.app_message_id, named[start : start + CHUNK]))
+                .order_by(Email.id)
+                .with_for_update()
+            )
+        )
+    keep_for_later([event for key, chunk in by_message.items() if key not in known for event in chunk])
+    for row in known.values():
+        if row.send_state in ("sending", "in_doubt", "queued"):
+            email = db.session.get(Email, row.id)
+            if email is not None:
+                _accepted_on_evidence(email, by_message[row.app_message_id])
+    batch = {
+        row.id: (Target(row.id, row.clinic_id, row.client_id, row.to_address), by_message[key])
+        for key, row in known.items()
     }
-    for app_message_id, message_events in by_message.items():
-        if app_message_id not in known:
-            keep_for_later(message_events)
-    changed = 0
-    # In id order, like the poller: concurrent writers then lock emails in one order.
-    for email in sorted(known.values(), key=lambda email: email.id):
-        message_events = by_message[email.app_message_id]
-        if email.send_state in ("sending", "in_doubt", "queued"):
-            _accepted_on_evidence(email, message_events)
-        if apply_events(email, message_events, source=source):
-            changed += 1
-    return changed
+    return len(store_events(batch, source))
 
 
 def _accepted_on_evidence(email: Email, events: list[ProviderEvent]) -> None:

@@ -13,7 +13,7 @@ from werkzeug.wrappers import Response
 
 from webapp.extensions import csrf, limiter
 from webapp.providers import get_sandbox
-from webapp.providers.sendgrid import parse_webhook_events, verify_signature
+from webapp.providers.sendgrid import check_webhook_body, verify_signature
 from webapp.queue import enqueue
 from webapp.services import inbound, webhooks
 from webapp.webhooks import bp
@@ -44,7 +44,7 @@ def sendgrid_events() -> tuple[str, int]:
     ):
         abort(403)
     try:
-        parse_webhook_events(body)
+        check_webhook_body(body)
     except ValueError as error:
         log.info("malformed event webhook body: %s", error)
         abort(400)
