@@ -79,14 +79,28 @@ def leftover_processes(marker: str, folder: str | None, wait: float) -> list[psu
 def redis_url() -> Iterator[str]:
     """A real Redis: the one REDIS_URL names, or an embedded server for this test run."""
     if os.environ.get("REDIS_URL"):
-        # Each run takes its own database number, so runs side by side never flush each other's.
+        # Each run claims a database number of its own (a key in database 0 says whose it is), so
+        # runs side by side never flush each other's data.
         url = os.environ["REDIS_URL"]
+        claim = None
         if not url.startswith("unix:"):
             base = url.split("?")[0].rstrip("/")
             if base.rsplit("/", 1)[-1].isdigit() and base.count("/") > 2:
                 base = base.rsplit("/", 1)[0]
-            url = f"{base}/{1 + os.getpid() % 15}"
+            claims = Redis.from_url(f"{base}/0")
+            owner = os.environ[RUN_MARKER]
+            start = os.getpid() % 15
+            for offset in range(15):
+                number = 1 + (start + offset) % 15
+                if claims.set(f"pytest-redis-db:{number}", owner, nx=True, ex=3 * 3600):
+                    claim = f"pytest-redis-db:{number}"
+                    break
+            else:
+                number = 1 + start  # all taken: share one, as before
+            url = f"{base}/{number}"
         yield url
+        if claim is not None:
+            claims.delete(claim)
         return
     from webapp import embedded_redis
 

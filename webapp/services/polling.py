@@ -7,12 +7,13 @@ emails whose status is final not at all.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app
-from redis.exceptions import RedisError
+from redis.exceptions import LockError, RedisError
 
 from webapp import clock, statuses
 from webapp.extensions import db
@@ -121,7 +122,8 @@ def poll_due(provider: EmailProvider | None = None) -> int:
     try:
         return _poll_batch(provider or get_provider(current_app.config), utcnow())
     finally:
-        lock.release()
+        with contextlib.suppress(LockError, RedisError):  # it expires by itself
+            lock.release()
 
 
 def _poll_batch(provider: EmailProvider, now: datetime) -> int:
