@@ -7,29 +7,16 @@ from __future__ import annotations
 import base64
 import time
 
-import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from tests.test_event_webhook import URL, one_event, public_key_b64, sign
+from tests.test_event_webhook import URL, key, one_event, public_key_b64, sign, signed_app  # noqa: F401 - fixtures
 from webapp.extensions import db
 from webapp.models import WebhookBatch
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-
-
-@pytest.fixture
-def key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-@pytest.fixture
-def signed_app(make_app, key):
-    app = make_app(SENDGRID_WEBHOOK_PUBLIC_KEY=public_key_b64(key), WEBHOOK_TOLERANCE_SECONDS=600)
-    with app.app_context():
-        yield app
 
 
 def batches() -> int:

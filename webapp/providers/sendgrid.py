@@ -552,6 +552,11 @@ def _public_key(public_key_b64: str) -> ec.EllipticCurvePublicKey | None:
 
 def parse_webhook_events(body: bytes) -> list[ProviderEvent]:
     """Parse an event webhook body (a JSON array of events); ValueError if it is not one."""
+    return [_webhook_event(item, position) for position, item in enumerate(_webhook_items(body))]
+
+
+def _webhook_items(body: bytes) -> list:
+    """Return the JSON array of an event webhook body; ValueError if it is not a flat one."""
     try:
         items = json.loads(body)
     except RecursionError:
@@ -563,22 +568,13 @@ def parse_webhook_events(body: bytes) -> list[ProviderEvent]:
     if _nests_deeper_than(items, MAX_WEBHOOK_DEPTH):
         # Real events are flat; deep nesting only makes storing and rendering them costly.
         raise ValueError("the event webhook body nests too deeply")
-    return [_webhook_event(item, position) for position, item in enumerate(items)]
+    return items
 
 
 def check_webhook_body(body: bytes) -> int:
     """Check an event webhook body the way parse_webhook_events would, without building the events
     (the route only needs to know it is well-formed); return how many events it holds."""
-    try:
-        items = json.loads(body)
-    except RecursionError:
-        raise ValueError("the event webhook body nests too deeply") from None
-    except ValueError as error:
-        raise ValueError(f"the event webhook body is not JSON: {error}") from None
-    if not isinstance(items, list):
-        raise ValueError("the event webhook body is not a JSON array")
-    if _nests_deeper_than(items, MAX_WEBHOOK_DEPTH):
-        raise ValueError("the event webhook body nests too deeply")
+    items = _webhook_items(body)
     for position, item in enumerate(items):
         if not isinstance(item, dict):
             raise ValueError(f"event {position} of the webhook body is not an object")
