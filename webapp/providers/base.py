@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -28,6 +29,9 @@ class OutgoingMessage:
     reply_to: str = ""
 
 
+# Why a provider would not send to an address, in our own words (the provider's text is kept beside).
+RejectReason = Literal["bounced_address", "spam_report", "invalid_address", "unsubscribed", "other"]
+
 SendOutcome = Literal["accepted", "rejected", "rate_limited", "unauthorized", "unavailable", "in_doubt"]
 
 
@@ -47,6 +51,7 @@ class SendResult:
     provider_message_id: str | None = None
     error: str | None = None
     retry_after: float | None = None
+    reject_reason: RejectReason | None = None  # set when rejected: why, in our words
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class ProviderEvent:
     url: str | None = None
     attempt: int | None = None
     machine: bool = False
+    reject_reason: RejectReason | None = None  # for "dropped"/"bounce"-like kinds: why, in our words
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -129,6 +135,35 @@ class AcceptedResult:
     error: str | None = None  # why the provider could not answer, for the operator
 
 
+@dataclass(frozen=True)
+class WebhookVerdict:
+    """Whether a webhook request really came from the provider, and how to spot a replay of it.
+
+    replay_key/replay_ttl: when the provider signs with a timestamp, a copy posted again within
+    replay_ttl seconds is a replay; None when the provider gives nothing to key on (its events
+    are stored once each anyway).
+    """
+
+    authentic: bool
+    replay_key: str | None = None
+    replay_ttl: float = 0.0
+
+
+LiftOutcome = Literal["lifted", "provider_request_needed"]
+
+
+@dataclass(frozen=True)
+class LiftResult:
+    """What came of asking the provider to take an address off its spam-report list.
+
+    lifted: sending may resume; provider_request_needed: the provider refuses to lift it through
+    its API (detail says what to ask its support for), so support must record when that is done.
+    """
+
+    outcome: LiftOutcome
+    detail: str = ""
+
+
 class ProviderError(RuntimeError):
     """The provider could not answer a request (other than sending)."""
 
@@ -141,10 +176,15 @@ class EmailProvider(ABC):
     """The contract of an email provider module."""
 
     name: str
+    max_batch: int = 1  # messages one send_batch call may carry
 
     @abstractmethod
     def send(self, message: OutgoingMessage) -> SendResult:
         """Hand one message to the provider."""
+
+    def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
+        """Hand several messages over; one result per message, in the same order."""
+        return [self.send(message) for message in messages]
 
     @abstractmethod
     def poll(self, refs: list[PollRef], request_budget: int) -> PollResult:
@@ -159,5 +199,13 @@ class EmailProvider(ABC):
         """Return the addresses on the provider's spam-report list, with when they reported."""
 
     @abstractmethod
-    def remove_spam_report(self, address: str) -> None:
-        """Take one address off the provider's spam-report list."""
+    def remove_spam_report(self, address: str) -> LiftResult:
+        """Ask the provider to take one address off its spam-report list."""
+
+    @abstractmethod
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, now: float) -> WebhookVerdict:
+        """Say whether an event webhook request (headers, exact body bytes) came from the provider."""
+
+    @abstractmethod
+    def parse_webhook(self, body: bytes) -> list[ProviderEvent]:
+        """Turn a verified webhook body into events; raise ValueError when it is malformed."""

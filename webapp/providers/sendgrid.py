@@ -11,11 +11,12 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -31,6 +32,7 @@ from webapp import clock as app_clock
 from webapp.providers.base import (
     AcceptedResult,
     EmailProvider,
+    LiftResult,
     OutgoingMessage,
     PollRef,
     PollResult,
@@ -38,10 +40,13 @@ from webapp.providers.base import (
     ProviderEvent,
     SendResult,
     SentRef,
+    WebhookVerdict,
 )
 
 # The custom arg that carries our own id to SendGrid and back in every event.
 APP_ID_ARG = "app_message_id"
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
 DEFAULT_RETRY_AFTER = 60.0
 ACTIVITY_MAX_LIMIT = 1000
@@ -120,7 +125,11 @@ class SendGridProvider(EmailProvider):
         track_opens: bool = True,
         track_clicks: bool = True,
         clock: Callable[[], float] = time.time,
+        webhook_public_key: str = "",
+        webhook_tolerance_seconds: int = 300,
     ) -> None:
+        self._webhook_public_key = webhook_public_key
+        self._webhook_tolerance = webhook_tolerance_seconds
         self._client = httpx.Client(
             base_url=api_base,
             transport=transport,
@@ -321,7 +330,7 @@ class SendGridProvider(EmailProvider):
                 return reports
             params["offset"] += SPAM_REPORTS_PAGE
 
-    def remove_spam_report(self, address: str) -> None:
+    def remove_spam_report(self, address: str) -> LiftResult:
         """Delete one address from SendGrid's spam-report list."""
         response = self._request("DELETE", f"/v3/suppression/spam_reports/{quote(address, safe='@')}")
         if response.status_code != 204:
@@ -329,6 +338,30 @@ class SendGridProvider(EmailProvider):
                 f"SendGrid did not remove {address} from the spam-report list "
                 f"(HTTP {response.status_code}: {_error_text(response)})"
             )
+        return LiftResult("lifted")
+
+    # Event webhook
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, now: float) -> WebhookVerdict:
+        """Check the ECDSA signature; a copy is a replay while its timestamp is within the tolerance."""
+        timestamp = headers.get(TIMESTAMP_HEADER, "")
+        authentic = verify_signature(
+            self._webhook_public_key,
+            headers.get(SIGNATURE_HEADER),
+            timestamp,
+            body,
+            tolerance_seconds=self._webhook_tolerance,
+            now=now,
+        )
+        if not authentic:
+            return WebhookVerdict(False)
+        # Keyed on what was signed, not on the signature: an ECDSA signature has a twin, (r, n - s).
+        replay_key = hashlib.sha256(timestamp.encode() + b"." + body).hexdigest()
+        return WebhookVerdict(True, replay_key, int(timestamp) + self._webhook_tolerance - now)
+
+    def parse_webhook(self, body: bytes) -> list[ProviderEvent]:
+        """Parse a JSON array of SendGrid events; ValueError when it is malformed."""
+        return parse_webhook_events(body)
 
     # HTTP plumbing for everything but sending
 
