@@ -173,6 +173,8 @@ class EmailEvent(db.Model):
     occurred_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime)
     kind: so.Mapped[str] = so.mapped_column(sa.String(30))
     reason: so.Mapped[str | None] = so.mapped_column(sa.Text)  # bounce/drop/deferral text
+    # Why the provider would not send (dropped, rejected), in our words: reject_reasons.REJECT_REASONS.
+    reject_reason: so.Mapped[str | None] = so.mapped_column(sa.String(20))
     url: so.Mapped[str | None] = so.mapped_column(sa.Text)  # clicked link
     attempt: so.Mapped[int | None] = so.mapped_column()  # deferral attempt number
     machine: so.Mapped[bool] = so.mapped_column(default=False)  # provider says: machine open
@@ -273,6 +275,8 @@ class RemovalRequest(db.Model):
     decided_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
     decision_note: so.Mapped[str] = so.mapped_column(sa.Text, default="")
     lifted_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)  # provider list updated
+    # Set when the provider would not lift the block through its API: what support must ask it for.
+    provider_lift_detail: so.Mapped[str | None] = so.mapped_column(sa.Text)
 
     decided_by: so.Mapped[User | None] = so.relationship()
 

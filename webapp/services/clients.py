@@ -13,7 +13,7 @@ from flask_sqlalchemy.pagination import Pagination
 from webapp import statuses
 from webapp.extensions import db
 from webapp.models import MESSAGE_KINDS, Client, Email, EmailEvent, SpamListEntry
-from webapp.providers.sendgrid import drop_reason_text
+from webapp.reject_reasons import reject_reason_text
 
 LOG_DAYS = 30
 PER_PAGE = 25
@@ -219,7 +219,7 @@ def failure_reason(email: Email) -> str:
     """Return why an email failed, in plain words."""
     for event in reversed(email.events):
         if event.kind == "dropped":
-            return drop_reason_text(event.reason)
+            return reject_reason_text(event.reject_reason, event.reason)
         if event.kind in ("bounce", "rejected", "expired"):
             return plain_bounce_reason(event.reason)
     return email.send_error or "the receiving email provider would not deliver it"
@@ -401,7 +401,7 @@ def build_timeline(events: list[EmailEvent]) -> list[TimelineEntry]:
             attempt = f"attempt {event.attempt}" if event.attempt else ""
             entry.detail = "; ".join(part for part in (attempt, event.reason or "") if part)
         elif event.kind == "dropped":
-            entry.detail = drop_reason_text(event.reason)
+            entry.detail = reject_reason_text(event.reject_reason, event.reason)
         elif event.kind in ("bounce", "rejected", "expired"):
             entry.detail = (
                 plain_bounce_reason(event.reason) if event.kind == "bounce" else (event.reason or "")

@@ -14,7 +14,7 @@ from flask import abort, current_app
 from webapp.extensions import db
 from webapp.models import Client, Clinic, Email, OperatorAlert, RemovalRequest, SpamListEntry, User, utcnow
 from webapp.providers import get_provider
-from webapp.providers.base import ProviderError
+from webapp.providers.base import LiftResult, ProviderError
 from webapp.queue import enqueue
 from webapp.services import audit, changes
 from webapp.services.inbound import REASONS
@@ -215,13 +215,20 @@ def reject(removal: RemovalRequest, by: User, note: str) -> None:
 
 
 def lift_block(case_id: int) -> bool:
-    """Remove an approved case's address from the provider's and our spam list (idempotent)."""
+    """Remove an approved case's address from the provider's and our spam list (idempotent).
+
+    When the provider refuses to lift it through its API, nothing is lifted: the case records what
+    to ask the provider for (provider_lift_detail), support is alerted, and the block stays until
+    support records that the provider lifted it (record_provider_lift).
+    """
     removal = db.session.get(RemovalRequest, case_id)
     if removal is None or removal.status != "approved" or removal.lifted_at is not None:
         return False
+    if removal.provider_lift_detail is not None:
+        return False  # waiting for support to ask the provider
     try:
         # Idempotent at the provider: removing an address twice is harmless.
-        get_provider(current_app.config).remove_spam_report(removal.from_address)
+        outcome = get_provider(current_app.config).remove_spam_report(removal.from_address)
     except ProviderError as error:
         alert_operators(
             "removal_lift_failed",
@@ -230,6 +237,47 @@ def lift_block(case_id: int) -> bool:
         )
         db.session.commit()
         raise
+    if outcome.outcome == "provider_request_needed":
+        _provider_request_needed(removal, outcome)
+        return False
+    return _finish_lift(removal)
+
+
+def record_provider_lift(removal: RemovalRequest, by: User) -> bool:
+    """Record that the provider lifted a block it would not lift through its API; sending resumes.
+
+    The seam for support's "the provider has lifted it" step (issue 13b builds the page).
+    """
+    if removal.status != "approved" or removal.lifted_at is not None or removal.provider_lift_detail is None:
+        raise DecisionRefused("This case is not waiting for the provider.")
+    _audit_for_clinics("removal.provider_lifted", by, removal, removal.from_address)
+    return _finish_lift(removal)
+
+
+def _provider_request_needed(removal: RemovalRequest, outcome: LiftResult) -> None:
+    """Keep the block, and say what support must ask the provider for (once per case)."""
+    detail = outcome.detail or "the email provider would not lift the block through its API"
+    marked = db.session.execute(
+        sa.update(RemovalRequest)
+        .where(RemovalRequest.id == removal.id, RemovalRequest.provider_lift_detail.is_(None))
+        .values(provider_lift_detail=detail)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not marked:  # another worker recorded it first
+        db.session.rollback()
+        return
+    _audit_for_clinics("removal.provider_request_needed", None, removal, f"{removal.from_address}: {detail}")
+    alert_operators(
+        "removal_provider_request_needed",
+        f"Removal case {removal.id} was approved, but the provider must be asked to lift the block on "
+        f"{removal.from_address}: {detail}",
+    )
+    db.session.commit()
+
+
+def _finish_lift(removal: RemovalRequest) -> bool:
+    """Mark the case lifted and take the address off our spam list; False when already done."""
+    case_id = removal.id
     lifted = db.session.execute(
         sa.update(RemovalRequest)
         .where(RemovalRequest.id == case_id, RemovalRequest.lifted_at.is_(None))
@@ -257,7 +305,11 @@ def due_lifts() -> list[int]:
     return list(
         db.session.execute(
             sa.select(RemovalRequest.id)
-            .where(RemovalRequest.status == "approved", RemovalRequest.lifted_at.is_(None))
+            .where(
+                RemovalRequest.status == "approved",
+                RemovalRequest.lifted_at.is_(None),
+                RemovalRequest.provider_lift_detail.is_(None),  # support asks the provider instead
+            )
             .order_by(RemovalRequest.id)
         ).scalars()
     )
