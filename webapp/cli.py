@@ -324,8 +324,10 @@ def up(host: str, port: int, demo: bool) -> None:
         SANDBOX_STATE_PATH=config["SANDBOX_STATE_PATH"],
     )
     if config["EMAIL_PROVIDER"] == "sandbox" and not config["SANDBOX_WEBHOOK_URL"]:
-        # The sandbox posts signed event batches to us, as SendGrid would.
-        env["SANDBOX_WEBHOOK_URL"] = f"http://{host}:{port}/webhooks/sendgrid/events"
+        from webapp.providers import wire_format
+
+        # The sandbox posts its events to us as the provider it plays would, at that provider's URL.
+        env["SANDBOX_WEBHOOK_URL"] = f"http://{host}:{port}/webhooks/{wire_format(config)}/events"
     bin_dir = Path(sys.executable).parent
     commands = {
         "web": [
