@@ -32,6 +32,9 @@ class AdapterCase:
     provider: ProviderFactory
     forbidden_credentials: str  # credentials the simulator answers as "not allowed"
     spam_lift: LiftOutcome  # what remove_spam_report answers for a spam report
+    # A send to an address on the spam-report list is refused at once (rejected, reject_reason
+    # "spam_report", as Postmark's 406) rather than accepted and then dropped (SendGrid).
+    refuses_suppressed_at_send: bool = False
 
     def __str__(self) -> str:
         return self.name
