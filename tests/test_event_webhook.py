@@ -180,7 +180,7 @@ def _open_event(email: Email, machine: bool) -> ProviderEvent:
         "open",
         datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc),
         app_message_id=email.app_message_id,
-        provider_message_id="XID.filter-1",
+        provider_message_id="XID",  # the send request's id, as the adapter derives it
         machine=machine,
         raw={"event": "open", "sg_machine_open": machine} if machine else {"event_name": "opened"},
     )

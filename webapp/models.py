@@ -213,7 +213,9 @@ class PendingEvent(db.Model):
     """A provider event for an email we do not know yet (its send record may be late)."""
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
-    app_message_id: so.Mapped[str] = so.mapped_column(sa.String(100), index=True)
+    app_message_id: so.Mapped[str] = so.mapped_column(sa.String(100), index=True)  # "" when not given
+    # The provider's id of the send request: how an event without our id finds its email later.
+    provider_message_id: so.Mapped[str | None] = so.mapped_column(sa.String(200), index=True)
     dedupe_key: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
     payload: so.Mapped[dict] = so.mapped_column(JSONType)
     received_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)

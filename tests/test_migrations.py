@@ -1,0 +1,85 @@
+"""The migrations: what they do to stored rows, on the database the run uses (PostgreSQL or SQLite)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_migrate import upgrade
+
+from tests.conftest import ON_POSTGRES, OWNER_DATABASE_URL, DatabaseUrls, _psycopg, _settings
+from webapp.models import JSONType, UTCDateTime, utcnow
+
+
+@pytest.fixture
+def scratch_app(tmp_path: Path, redis_url: str) -> Iterator[Flask]:
+    """The app on an empty database of its own (its owner's connection), for running migrations
+    step by step."""
+    from webapp import create_app
+    from webapp.extensions import db
+
+    if ON_POSTGRES:
+        server = sa.engine.make_url(_psycopg(OWNER_DATABASE_URL))
+        name = f"{server.database}_scratch_{os.getpid()}"
+        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = server.set(database=name).render_as_string(hide_password=False)
+    else:
+        url = f"sqlite:///{tmp_path / 'scratch.sqlite3'}"
+    app = create_app(_settings(tmp_path, DatabaseUrls(url, url), redis_url))
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+    if ON_POSTGRES:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def migrate_to(app: Flask, revision: str = "head") -> None:
+    upgrade(directory=app.extensions["migrate"].directory, revision=revision)
+
+
+def test_kept_events_without_our_id_learn_their_send_request_on_upgrade(scratch_app):
+    from webapp.extensions import db
+
+    migrate_to(scratch_app, "0007")
+    pending = sa.table(
+        "pending_event",
+        sa.column("app_message_id", sa.String),
+        sa.column("dedupe_key", sa.String),
+        sa.column("payload", JSONType),
+        sa.column("received_at", UTCDateTime),
+    )
+    kept = {
+        "current": ("", "XOLD.filter0425p1mdw1.13037.57168B4A1D.0"),
+        "older": ("", "filter0093p1las1.9128.5717FB8127.0"),  # a host name: it names no request
+        "ours": ("app-1", "XAPP.filter0425p1mdw1.0"),  # found by our id anyway
+        "none": ("", None),
+    }
+    with db.engine.begin() as connection:
+        connection.execute(
+            pending.insert(),
+            [
+                {
+                    "app_message_id": app_id,
+                    "dedupe_key": key,
+                    "payload": {"kind": "delivered", "provider_message_id": provider_id},
+                    "received_at": utcnow(),
+                }
+                for key, (app_id, provider_id) in kept.items()
+            ],
+        )
+    migrate_to(scratch_app)
+    with db.engine.connect() as connection:
+        learnt = dict(
+            connection.execute(sa.text("SELECT dedupe_key, provider_message_id FROM pending_event")).all()
+        )
+    assert learnt == {"current": "XOLD", "older": None, "ours": None, "none": None}
