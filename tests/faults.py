@@ -87,7 +87,7 @@ def outcome(app: Flask, email_ids: list[int]) -> Outcome:
                 result.sent_once += 1
             else:
                 result.lost += 1
-        elif email.send_state == "failed":
+        elif email.send_state == "refused":
             if count == 0:
                 result.failed += 1
             else:
@@ -101,7 +101,7 @@ def settled(app: Flask, email_ids: list[int]) -> bool:
     """Return whether every email is sent or clearly failed."""
     db.session.expire_all()
     states = db.session.query(Email.send_state).filter(Email.id.in_(email_ids)).all()
-    return all(state in ("accepted", "failed") for (state,) in states)
+    return all(state in ("accepted", "refused") for (state,) in states)
 
 
 def wait_for(check: Callable[[], Any], timeout: float, every: float = 0.1, what: str = "") -> Any:

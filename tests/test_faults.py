@@ -90,7 +90,7 @@ def unsettled() -> list[str]:
     db.session.expire_all()
     lines = []
     for email in db.session.execute(
-        sa.select(Email).where(Email.send_state.not_in(("accepted", "failed")))
+        sa.select(Email).where(Email.send_state.not_in(("accepted", "refused")))
     ).scalars():
         try:
             job = Job.fetch(sending.send_job_id(email.id), connection=get_queue().connection).get_status()

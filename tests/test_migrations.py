@@ -83,3 +83,78 @@ def test_kept_events_without_our_id_learn_their_send_request_on_upgrade(scratch_
             connection.execute(sa.text("SELECT dedupe_key, provider_message_id FROM pending_event")).all()
         )
     assert learnt == {"current": "XOLD", "older": None, "ours": None, "none": None}
+
+
+def test_send_states_take_words_apart_from_the_statuses_and_back(scratch_app):
+    from flask_migrate import downgrade
+
+    from webapp.extensions import db
+
+    migrate_to(scratch_app, "0007")
+    now = utcnow()
+    with db.engine.begin() as connection:
+        connection.execute(
+            sa.table(
+                "clinic", sa.column("id"), sa.column("name"), sa.column("created_at", UTCDateTime)
+            ).insert(),
+            {"id": 1, "name": "C", "created_at": now},
+        )
+        connection.execute(
+            sa.table(
+                "client",
+                *(sa.column(name) for name in ("id", "clinic_id", "name", "email", "phone")),
+                sa.column("created_at", UTCDateTime),
+            ).insert(),
+            {"id": 1, "clinic_id": 1, "name": "N", "email": "n@example.com", "phone": "", "created_at": now},
+        )
+        names = ("id", "clinic_id", "client_id", "app_message_id", "to_address", "subject", "body", "kind")
+        names += ("status", "version", "provider", "send_state", "send_attempts")
+        email = sa.table(
+            "email",
+            *(sa.column(name) for name in names),
+            sa.column("status_changed_at", UTCDateTime),
+            sa.column("created_at", UTCDateTime),
+        )
+        old_states = ["queued", "sending", "accepted", "failed", "in_doubt"]
+        connection.execute(
+            email.insert(),
+            [
+                {
+                    "id": number,
+                    "clinic_id": 1,
+                    "client_id": 1,
+                    "app_message_id": f"m{number}",
+                    "to_address": "n@example.com",
+                    "subject": "S",
+                    "body": "B",
+                    "kind": "receipt",
+                    # The status words stay: only send states move.
+                    "status": "failed" if state == "failed" else "sending",
+                    "version": 0,
+                    "provider": "sendgrid",
+                    "send_state": state,
+                    "send_attempts": 1,
+                    "status_changed_at": now,
+                    "created_at": now,
+                }
+                for number, state in enumerate(old_states, start=1)
+            ],
+        )
+
+    def states() -> list[tuple[str, str]]:
+        with db.engine.connect() as connection:
+            return [
+                tuple(row)
+                for row in connection.execute(sa.text("SELECT send_state, status FROM email ORDER BY id"))
+            ]
+
+    migrate_to(scratch_app)
+    assert states() == [
+        ("queued", "sending"),
+        ("claimed", "sending"),
+        ("accepted", "sending"),
+        ("refused", "failed"),
+        ("in_doubt", "sending"),
+    ]
+    downgrade(directory=scratch_app.extensions["migrate"].directory, revision="0007")
+    assert [state for state, _ in states()] == old_states

@@ -71,7 +71,7 @@ def test_an_invalid_address_fails_with_the_providers_own_words(app, world):
     email = queue(world, address="not-an-address")
     run_jobs(app)
     db.session.refresh(email)
-    assert email.send_state == "failed"
+    assert email.send_state == "refused"
     assert email.status == "failed"
     assert "valid" in (email.send_error or "").lower()
     assert [event.kind for event in email.events] == ["sending", "rejected"]
@@ -193,7 +193,7 @@ def test_a_send_abandoned_mid_call_is_checked_before_any_resend(app, world):
     sending.deliver(email.id)
     assert accepted_sends(app, email) == 1
     # The worker died after the provider accepted but before we recorded it.
-    email.send_state = "sending"
+    email.send_state = "claimed"
     email.provider_message_id = None
     email.send_claimed_at = utcnow() - timedelta(minutes=6)
     db.session.commit()

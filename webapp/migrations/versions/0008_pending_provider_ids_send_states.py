@@ -1,4 +1,5 @@
-"""events without our id find their email by the provider's id: kept events say which send request
+"""events without our id find their email by the provider's id (kept events say which send
+request); send states in words apart from the statuses (sending -> claimed, failed -> refused)
 
 Revision ID: 0008
 Revises: 0007
@@ -15,7 +16,13 @@ branch_labels = None
 depends_on = None
 
 
+# Old and new words of Email.send_state: "sending" and "failed" were status words too.
+SEND_STATES = {'sending': 'claimed', 'failed': 'refused'}
+
+
 def upgrade():
+    for old, new in SEND_STATES.items():
+        op.execute(sa.text("UPDATE email SET send_state = :new WHERE send_state = :old").bindparams(old=old, new=new))
     with op.batch_alter_table('pending_event', schema=None) as batch_op:
         batch_op.add_column(sa.Column('provider_message_id', sa.String(length=200), nullable=True))
         batch_op.create_index(batch_op.f('ix_pending_event_provider_message_id'), ['provider_message_id'], unique=False)
@@ -35,6 +42,8 @@ def upgrade():
 
 
 def downgrade():
+    for old, new in SEND_STATES.items():
+        op.execute(sa.text("UPDATE email SET send_state = :old WHERE send_state = :new").bindparams(old=old, new=new))
     with op.batch_alter_table('pending_event', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_pending_event_provider_message_id'))
         batch_op.drop_column('provider_message_id')
