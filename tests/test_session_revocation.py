@@ -144,3 +144,33 @@ def test_a_failed_sign_in_takes_as_long_for_an_existing_account_as_for_none(
     assert min(existing + unknown) >= floor
     difference = statistics.median(existing) - statistics.median(unknown)
     assert abs(difference) < floor / 2, f"{difference * 1000:.2f} ms"
+
+
+def test_the_dummy_password_hash_is_made_at_the_first_unknown_sign_in_and_only_once(app, world, monkeypatch):
+    import subprocess
+    import sys
+
+    from webapp.services import accounts
+
+    # Importing the app computes no hash (an scrypt hash costs start-up time in every process).
+    probe = "import webapp, webapp.services.accounts as a; print(a._dummy_hash.cache_info().currsize)"
+    assert (
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+        == "0\n"
+    )
+
+    made: list[str] = []
+    real = accounts.generate_password_hash
+
+    def counting(password: str, method: str) -> str:
+        made.append(method)
+        return real(password, method=method)
+
+    accounts._dummy_hash.cache_clear()
+    monkeypatch.setattr(accounts, "generate_password_hash", counting)
+    client = app.test_client()
+    client.post("/login", data={"email": "owner@a.example", "password": "wrong"})
+    assert made == []  # an existing account is checked against its own hash
+    for stranger in ("nobody@a.example", "no-one@b.example"):
+        assert client.post("/login", data={"email": stranger, "password": "wrong"}).status_code == 401
+    assert made == [app.config["PASSWORD_HASH_METHOD"]]
