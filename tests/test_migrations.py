@@ -158,3 +158,23 @@ def test_send_states_take_words_apart_from_the_statuses_and_back(scratch_app):
     ]
     downgrade(directory=scratch_app.extensions["migrate"].directory, revision="0007")
     assert [state for state, _ in states()] == old_states
+
+
+def test_the_models_and_the_migrations_describe_the_same_schema(migrated_database, make_app):
+    """Autogenerate compares the models with a database the migrations made: a model changed
+    without a migration (or a migration without its model) shows here, not in production."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from webapp.extensions import db
+
+    engine = sa.create_engine(migrated_database.owner_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "compare_server_default": False}
+            )
+            differences = compare_metadata(context, db.metadata)
+    finally:
+        engine.dispose()
+    assert differences == []
