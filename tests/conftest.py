@@ -72,7 +72,7 @@ def leftover_processes(marker: str, folder: str | None, wait: float) -> list[psu
                     left.append(proc)
         if not left or time.monotonic() > deadline:
             return left
-        time.sleep(0.25)
+        time.sleep(0.25)  # real processes exiting: a bounded poll, not a wait for time to pass
 
 
 @pytest.fixture(scope="session")

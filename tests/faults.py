@@ -111,7 +111,7 @@ def wait_for(check: Callable[[], Any], timeout: float, every: float = 0.1, what:
         value = check()
         if value:
             return value
-        time.sleep(every)
+        time.sleep(every)  # real processes (workers, Redis, flask up): a bounded poll of wall time
     raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
 
 
@@ -188,7 +188,7 @@ class Processes:
                 with _gone():
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        time.sleep(0.2)
+        time.sleep(0.2)  # a real process that escaped its group: give it a moment to show
         survivors = [proc for proc in self.seen if _alive(proc)]
         for proc in survivors:
             with _gone():

@@ -42,7 +42,7 @@ def make_due(email: Email) -> None:
     db.session.commit()
 
 
-def test_a_queued_email_is_sent_once_by_the_worker_and_reaches_delivered(app, world):
+def test_a_queued_email_is_sent_once_by_the_worker_and_reaches_delivered(app, world, app_clock):
     app.config["SANDBOX_SPEED"] = 1000.0  # the sandbox's seconds pass in milliseconds
     email = queue(world)
     assert email.status == "sending"
@@ -59,9 +59,7 @@ def test_a_queued_email_is_sent_once_by_the_worker_and_reaches_delivered(app, wo
     assert accepted_sends(app, email) == 1
     email.next_poll_at = utcnow()
     db.session.commit()
-    import time
-
-    time.sleep(0.05)
+    app_clock.advance(0.05)  # 50 of the sandbox's seconds
     assert poll_due() == 1
     db.session.refresh(email)
     assert email.status == "delivered"
@@ -224,13 +222,11 @@ def test_an_address_on_the_spam_list_is_refused_before_anything_is_queued(app, w
     assert len(get_queue()) == 0
 
 
-def test_a_send_to_a_suppressed_address_is_dropped_and_says_why(app, world):
+def test_a_send_to_a_suppressed_address_is_dropped_and_says_why(app, world, app_clock):
     app.config["SANDBOX_SPEED"] = 1000.0
     email = queue(world, address="marco.rossi+dropped@example.com")
     run_jobs(app)
-    import time
-
-    time.sleep(0.05)
+    app_clock.advance(0.05)  # 50 of the sandbox's seconds
     email.next_poll_at = utcnow()
     db.session.commit()
     poll_due()

@@ -53,7 +53,7 @@ def wait_until_healthy(base: str, process: subprocess.Popen) -> None:
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.3)
+        time.sleep(0.3)  # a real subprocess coming up: a bounded poll
     raise AssertionError("the product did not become healthy in time")
 
 
@@ -99,7 +99,7 @@ def assert_all_gone_after_ctrl_c(instance: Path, port: int) -> None:
     """Nothing started from the checkout for this instance is left 10 s after Ctrl-C."""
     deadline = time.time() + 10
     while (product_processes(instance) or not port_is_free(port)) and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.2)  # real processes exiting: a bounded poll
     left = [f"{proc.pid} {' '.join(proc.cmdline())[:100]}" for proc in product_processes(instance)]
     assert left == [], left
     assert port_is_free(port), f"port {port} is still held"
@@ -154,14 +154,14 @@ def test_run_command_sends_an_email_to_delivered_and_stops_cleanly(tmp_path):
                 status = re.search(r'class="badge badge-\w+"[^>]*>([^<]+)<', row).group(1)
                 if status == "Delivered":
                     break
-                time.sleep(0.5)
+                time.sleep(0.5)  # the real product (its own clock) moves the email on: a bounded poll
             assert status == "Delivered"
     finally:
         family = press_ctrl_c(process)
     output = process.stdout.read() if process.stdout else ""
     assert process.returncode == 0, output[-2000:]
     assert f"password: {PASSWORD}" in output
-    time.sleep(0.5)
+    time.sleep(0.5)  # real children reaped by the kernel after their parent exits
     still_running = [proc for proc in family if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE]
     assert still_running == [], still_running
     # The embedded Redis server and every gunicorn worker too, though not children of bin/run.
