@@ -3,18 +3,16 @@ and acknowledges, a job applies; replays in any order and number end in the same
 
 from __future__ import annotations
 
-import base64
-import json
 import random
 import time
 from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import run_jobs
+from tests.helpers import one_event, public_key_b64, sign
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, PendingEvent, WebhookBatch
 from webapp.providers import get_sandbox
@@ -23,40 +21,6 @@ from webapp.services import sending
 
 URL = "/webhooks/sendgrid/events"
 SCENARIOS = ("delivered", "deferred", "bounced", "machine-open", "clicked", "spam", "stuck")
-
-
-def sign(key: ec.EllipticCurvePrivateKey, body: bytes, timestamp: int | None = None) -> dict[str, str]:
-    stamp = str(timestamp if timestamp is not None else int(time.time()))
-    signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-    return {
-        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
-        "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
-        "Content-Type": "application/json",
-    }
-
-
-def public_key_b64(key: ec.EllipticCurvePrivateKey) -> str:
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return base64.b64encode(der).decode()
-
-
-@pytest.fixture
-def key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-@pytest.fixture
-def signed_app(make_app, key):
-    app = make_app(SENDGRID_WEBHOOK_PUBLIC_KEY=public_key_b64(key), WEBHOOK_TOLERANCE_SECONDS=600)
-    with app.app_context():
-        yield app
-
-
-def one_event(**fields) -> bytes:
-    event = {"email": "a@example.com", "timestamp": int(time.time()), "event": "delivered", **fields}
-    return json.dumps([event]).encode() + b"\r\n"
 
 
 def test_a_valid_signature_is_stored_and_acknowledged(signed_app, key):

@@ -7,14 +7,17 @@ from __future__ import annotations
 import statistics
 import time
 
+import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from tests.conftest import PASSWORD, login
-from tests.test_email_log import htmx_get, poll_url
-from tests.test_security_html import html_guard, separate_requests  # noqa: F401 - autouse fixtures
+from tests.helpers import htmx_get, poll_url
 from webapp.extensions import db
 from webapp.models import AuditEntry, UserSession
+
+# Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
+pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
 
 def copy_of(app, client: FlaskClient) -> FlaskClient:
