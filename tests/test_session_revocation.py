@@ -152,15 +152,17 @@ def test_a_failed_sign_in_takes_as_long_for_an_existing_account_as_for_none(
 def test_the_dummy_password_hash_is_made_at_the_first_unknown_sign_in_and_only_once(app, world, monkeypatch):
     import subprocess
     import sys
+    from pathlib import Path
 
     from webapp.services import accounts
 
     # Importing the app computes no hash (an scrypt hash costs start-up time in every process).
     probe = "import webapp, webapp.services.accounts as a; print(a._dummy_hash.cache_info().currsize)"
-    assert (
-        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-        == "0\n"
+    root = Path(__file__).resolve().parents[1]
+    at_import = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
     )
+    assert at_import.stdout == "0\n"
 
     made: list[str] = []
     real = accounts.generate_password_hash
