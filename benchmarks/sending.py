@@ -111,7 +111,7 @@ def main() -> None:
             enqueue(SEND_JOB, email_id, job_id=send_job_id(email_id))
     wait_for(
         app,
-        "SELECT count(*) FROM email WHERE id = ANY(:ids) AND send_state <> 'queued' AND send_state <> 'sending'",
+        "SELECT count(*) FROM email WHERE id = ANY(:ids) AND send_state <> 'queued' AND send_state <> 'claimed'",
         {"ids": ids},
         len(ids),
         "sending",

@@ -72,7 +72,7 @@ def leftover_processes(marker: str, folder: str | None, wait: float) -> list[psu
                     left.append(proc)
         if not left or time.monotonic() > deadline:
             return left
-        time.sleep(0.25)
+        time.sleep(0.25)  # real processes exiting: a bounded poll, not a wait for time to pass
 
 
 @pytest.fixture(scope="session")
@@ -385,3 +385,83 @@ class RecordingTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         return self.inner.handle_request(request)
+
+
+# Shared fixtures of the page, webhook and inbound-mail tests (their plain helpers are in
+# tests/helpers.py and tests/inbound_mail.py). A module that wants every page it renders checked
+# says so with `pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")`.
+
+
+@pytest.fixture
+def separate_requests() -> Iterator[None]:
+    """Give each request an empty `g`, as in production.
+
+    The `app` fixture keeps one app context open for the whole test, and Flask reuses it for every
+    test-client request, so `g` would carry the signed-in user (Flask-Login) and the CSRF token
+    (Flask-WTF) from one client's request into another's.
+    """
+    from flask import request_started
+
+    def clear(sender: object, **extra: object) -> None:
+        for name in list(g):
+            g.pop(name)
+
+    request_started.connect(clear)
+    yield
+    request_started.disconnect(clear)
+
+
+@pytest.fixture
+def html_guard() -> Iterator[list[tuple[str, int, str]]]:
+    """Check every HTML page rendered during the test for CSP breakers and the CSP header."""
+    from flask import request, request_finished
+
+    from tests.helpers import scan
+
+    pages: list[tuple[str, int, str]] = []
+    problems: list[str] = []
+
+    def check(sender: object, response: object, **extra: object) -> None:
+        if response.mimetype != "text/html" or response.is_streamed:
+            return
+        html = response.get_data(as_text=True)
+        pages.append((request.path, response.status_code, html))
+        policy = response.headers.get("Content-Security-Policy", "")
+        if "default-src 'self'" not in policy or "unsafe-" in policy:
+            problems.append(f"{request.path}: weak CSP {policy!r}")
+        problems.extend(f"{request.path}: {problem}" for problem in scan(html).problems)
+
+    request_finished.connect(check)
+    yield pages
+    request_finished.disconnect(check)
+    assert not problems, "\n".join(sorted(set(problems))[:50])
+
+
+@pytest.fixture
+def key():  # noqa: ANN201 - an EC private key (cryptography is imported lazily, like the app)
+    """The key that signs the event webhook's requests in a test."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture
+def signed_app(make_app: callable, key) -> Iterator[Flask]:  # type: ignore[valid-type]
+    """The app trusting `key` for the event webhook, inside an app context."""
+    from tests.helpers import public_key_b64
+
+    app = make_app(SENDGRID_WEBHOOK_PUBLIC_KEY=public_key_b64(key), WEBHOOK_TOLERANCE_SECONDS=600)
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture(scope="module")
+def keys():  # noqa: ANN201 - tests.inbound_mail.Keys
+    """DKIM keys for every test domain (and a weak one), with the DNS that publishes them."""
+    from tests.inbound_mail import DOMAINS, WEAK_KEY, Keys
+
+    found = Keys()
+    for domain in DOMAINS:
+        found.add(domain)
+    found.add("clinic.example", selector="short", pem=WEAK_KEY)
+    return found

@@ -87,7 +87,7 @@ def outcome(app: Flask, email_ids: list[int]) -> Outcome:
                 result.sent_once += 1
             else:
                 result.lost += 1
-        elif email.send_state == "failed":
+        elif email.send_state == "refused":
             if count == 0:
                 result.failed += 1
             else:
@@ -101,7 +101,7 @@ def settled(app: Flask, email_ids: list[int]) -> bool:
     """Return whether every email is sent or clearly failed."""
     db.session.expire_all()
     states = db.session.query(Email.send_state).filter(Email.id.in_(email_ids)).all()
-    return all(state in ("accepted", "failed") for (state,) in states)
+    return all(state in ("accepted", "refused") for (state,) in states)
 
 
 def wait_for(check: Callable[[], Any], timeout: float, every: float = 0.1, what: str = "") -> Any:
@@ -111,7 +111,7 @@ def wait_for(check: Callable[[], Any], timeout: float, every: float = 0.1, what:
         value = check()
         if value:
             return value
-        time.sleep(every)
+        time.sleep(every)  # real processes (workers, Redis, flask up): a bounded poll of wall time
     raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
 
 
@@ -188,7 +188,7 @@ class Processes:
                 with _gone():
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        time.sleep(0.2)
+        time.sleep(0.2)  # a real process that escaped its group: give it a moment to show
         survivors = [proc for proc in self.seen if _alive(proc)]
         for proc in survivors:
             with _gone():

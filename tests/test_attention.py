@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from tests.conftest import login
-from tests.test_email_log import BOUNCED, CLINICIAN, DELIVERED, add_email, text
+from tests.helpers import BOUNCED, CLINICIAN, DELIVERED, add_email, text
 from webapp.extensions import db
 from webapp.models import AuditEntry, Client, utcnow
 from webapp.services.events import add_to_spam_list
@@ -157,7 +157,7 @@ def reminder(person: Client, appointment_in: timedelta, events, sent_ago: timede
 def test_a_reminder_carries_the_appointment_time_read_in_the_clinics_time_zone(signed_in, world):
     from datetime import UTC, datetime
 
-    from tests.test_email_log import emails_of, row_html
+    from tests.helpers import emails_of, row_html
 
     world.clinic_a.timezone = "Europe/Paris"
     db.session.commit()
@@ -237,7 +237,7 @@ def test_a_resend_keeps_the_appointment_and_its_risk(signed_in, world):
     jane = world.client_a
     failed = reminder(jane, timedelta(hours=30), BOUNCED)
     signed_in.post(f"/emails/{failed.id}/resend", data={"confirm": "yes", "to_address": "jane@right.example"})
-    from tests.test_email_log import emails_of
+    from tests.helpers import emails_of
 
     resent = emails_of(jane)[-1]
     assert resent.appointment_at == failed.appointment_at

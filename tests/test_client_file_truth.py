@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import PASSWORD, login
-from tests.test_email_log import BOUNCED, CLINICIAN, DELIVERED, add_email, htmx_get, poll_url, text
+from tests.helpers import BOUNCED, CLINICIAN, DELIVERED, add_email, htmx_get, poll_url, text
 from webapp import statuses
 from webapp.extensions import db
 from webapp.models import Client, Email, SpamListEntry, utcnow
@@ -359,7 +359,7 @@ def test_a_resend_to_another_clients_blocked_address_names_that_client(signed_in
 
 
 def test_an_older_failed_email_offers_no_resend_once_a_later_copy_was_delivered(signed_in_jane):
-    from tests.test_email_log import row_html
+    from tests.helpers import row_html
 
     client, jane = signed_in_jane
     now = utcnow()
@@ -399,7 +399,7 @@ def test_an_older_failed_email_offers_no_resend_once_a_later_copy_was_delivered(
 
 
 def test_a_delivered_email_the_client_cannot_find_is_resent_after_the_junk_folder_check(signed_in_jane):
-    from tests.test_email_log import emails_of, row_html
+    from tests.helpers import emails_of, row_html
 
     client, jane = signed_in_jane
     delivered = add_email(jane, subject="Your intake form", events=DELIVERED)
@@ -506,7 +506,7 @@ def test_the_audit_trail_names_emails_clients_and_who_acted(signed_in_jane, app,
 def test_owners_set_the_clinics_time_zone_and_times_are_shown_in_it(signed_in_jane, app, world):
     from datetime import UTC, datetime
 
-    from tests.test_email_log import row_html
+    from tests.helpers import row_html
     from webapp.models import AuditEntry
 
     client, jane = signed_in_jane
@@ -535,7 +535,7 @@ def test_owners_set_the_clinics_time_zone_and_times_are_shown_in_it(signed_in_ja
 
 
 def test_each_row_says_who_sent_it_and_names_the_kind_only_when_the_subject_does_not(signed_in_jane):
-    from tests.test_email_log import emails_of, row_html
+    from tests.helpers import emails_of, row_html
 
     client, jane = signed_in_jane
     client.post(f"/clients/{jane.id}/emails", data={"kind": "receipt"})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
 from datetime import datetime, timezone
 
 import pytest
@@ -12,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from config import DEFAULTS, ConfigError, load_settings
+from tests.helpers import production
 from webapp.extensions import db
 from webapp.models import Clinic
 
@@ -28,30 +28,6 @@ def test_a_development_secret_is_generated_once_and_kept(tmp_path):
     second = load_settings(str(tmp_path), {})["SECRET_KEY"]
     assert first == second and len(first) >= 40
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
-
-
-def p256_key_b64() -> str:
-    der = (
-        ec.generate_private_key(ec.SECP256R1())
-        .public_key()
-        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return base64.b64encode(der).decode()
-
-
-def production(**changes: str) -> dict[str, str]:
-    """A production configuration that starts; each test spoils one thing."""
-    settings = {
-        "APP_ENV": "production",
-        "DATABASE_URL": "postgresql://x/y",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "EMAIL_PROVIDER": "sendgrid",
-        "SENDGRID_API_KEY": "SG.key",
-        "SENDGRID_WEBHOOK_PUBLIC_KEY": p256_key_b64(),
-        "TRUSTED_HOSTS": "clinic.example",
-    }
-    settings.update(changes)
-    return {name: value for name, value in settings.items() if value is not None}
 
 
 def test_a_complete_production_configuration_starts(tmp_path):

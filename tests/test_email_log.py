@@ -4,98 +4,37 @@ and resending, all through the Flask test client and asserted on the HTML a clin
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask, template_rendered
 
 from tests.conftest import login
+from tests.helpers import (
+    BOUNCE,
+    BOUNCED,
+    CLINICIAN,
+    DELIVERED,
+    add_email,
+    emails_of,
+    htmx_get,
+    poll_url,
+    row_html,
+    text,
+)
 from webapp.extensions import db
-from webapp.models import Client, Email, utcnow
+from webapp.models import Client, utcnow
 from webapp.providers.base import ProviderEvent
 from webapp.queue import get_queue
 from webapp.services.events import add_to_spam_list, apply_events
 
-CLINICIAN = "clinician@a.example"
-BOUNCE = "550 5.1.1 The email account that you tried to reach does not exist"
 XSS = '<script>alert(1)</script>"><img src=x onerror=alert(1)>'
 
 
 # --- Helpers -----------------------------------------------------------------------------------
-
-
-def add_email(
-    client: Client,
-    *,
-    sent_at: datetime | None = None,
-    events: Iterable[tuple[float, str, dict]] = (),
-    subject: str = "Appointment reminder",
-    kind: str = "appointment_reminder",
-    to_address: str | None = None,
-    resend_of: Email | None = None,
-) -> Email:
-    """Record an email sent at `sent_at` with provider events given as (seconds after, kind, details)."""
-    sent_at = sent_at or utcnow()
-    email = Email(
-        clinic_id=client.clinic_id,
-        client_id=client.id,
-        to_address=to_address or client.email,
-        subject=subject,
-        body="Hello",
-        kind=kind,
-        provider="sandbox",
-        send_state="accepted",
-        created_at=sent_at,
-        status_changed_at=sent_at,
-        resend_of_id=resend_of.id if resend_of else None,
-    )
-    db.session.add(email)
-    db.session.flush()
-    history = [ProviderEvent("sending", sent_at, app_message_id=email.app_message_id)]
-    for seconds, event_kind, details in events:
-        history.append(
-            ProviderEvent(
-                event_kind,
-                sent_at + timedelta(seconds=seconds),
-                app_message_id=email.app_message_id,
-                **details,
-            )
-        )
-    apply_events(email, history, source="poll")
-    db.session.commit()
-    return email
-
-
-DELIVERED = [(5, "processed", {}), (20, "delivered", {"raw": {"response": "250 2.0.0 OK"}})]
-BOUNCED = [(5, "processed", {}), (20, "bounce", {"reason": BOUNCE})]
-
-
-def htmx_get(client, url: str, trigger: str = "email-log"):
-    """GET as htmx does when the element with id `trigger` fires."""
-    return client.get(url, headers={"HX-Request": "true", "HX-Trigger": trigger})
-
-
-def poll_url(html: str) -> str:
-    """Return the URL the log polls, as rendered into its hx-get."""
-    match = re.search(r'<section id="email-log"[^>]*?hx-get="([^"]+)"', html, re.S)
-    assert match, html[:2000]
-    return match.group(1).replace("&amp;", "&")
-
-
-def row_html(html: str, email: Email) -> str:
-    """Return the markup of one row of the log."""
-    match = re.search(rf'<li class="log-row[^"]*" id="email-{email.id}">(.*?)\n    </li>', html, re.S)
-    assert match, f"no row for email {email.id}"
-    return match.group(1)
-
-
-def text(html: str) -> str:
-    """Collapse markup into the words a reader sees."""
-    words = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
-    return re.sub(r" ([.,;:)])", r"\1", words)
 
 
 @pytest.fixture
@@ -598,12 +537,6 @@ def test_polling_does_not_keep_an_idle_session_alive(signed_in, world):
 
 
 # --- 7. Send and resend ------------------------------------------------------------------------
-
-
-def emails_of(client: Client) -> list[Email]:
-    return list(
-        db.session.execute(sa.select(Email).where(Email.client_id == client.id).order_by(Email.id)).scalars()
-    )
 
 
 @pytest.mark.parametrize(

@@ -3,18 +3,16 @@ and acknowledges, a job applies; replays in any order and number end in the same
 
 from __future__ import annotations
 
-import base64
-import json
 import random
 import time
 from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import run_jobs
+from tests.helpers import one_event, public_key_b64, sign
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, PendingEvent, WebhookBatch
 from webapp.providers import get_sandbox
@@ -23,40 +21,6 @@ from webapp.services import sending
 
 URL = "/webhooks/sendgrid/events"
 SCENARIOS = ("delivered", "deferred", "bounced", "machine-open", "clicked", "spam", "stuck")
-
-
-def sign(key: ec.EllipticCurvePrivateKey, body: bytes, timestamp: int | None = None) -> dict[str, str]:
-    stamp = str(timestamp if timestamp is not None else int(time.time()))
-    signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-    return {
-        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
-        "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
-        "Content-Type": "application/json",
-    }
-
-
-def public_key_b64(key: ec.EllipticCurvePrivateKey) -> str:
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return base64.b64encode(der).decode()
-
-
-@pytest.fixture
-def key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-@pytest.fixture
-def signed_app(make_app, key):
-    app = make_app(SENDGRID_WEBHOOK_PUBLIC_KEY=public_key_b64(key), WEBHOOK_TOLERANCE_SECONDS=600)
-    with app.app_context():
-        yield app
-
-
-def one_event(**fields) -> bytes:
-    event = {"email": "a@example.com", "timestamp": int(time.time()), "event": "delivered", **fields}
-    return json.dumps([event]).encode() + b"\r\n"
 
 
 def test_a_valid_signature_is_stored_and_acknowledged(signed_app, key):
@@ -122,7 +86,7 @@ def test_unknown_event_types_are_kept_not_fatal(signed_app, key, world):
     assert email.status == "sending"
 
 
-def test_the_sandbox_batches_replayed_shuffled_and_duplicated_end_in_the_same_statuses(app, world):
+def test_the_sandbox_batches_replayed_shuffled_and_duplicated_end_in_the_same_statuses(app, world, app_clock):
     """Send one email per scenario, collect every signed batch the sandbox posts, then replay them."""
     app.config["SANDBOX_SPEED"] = 1000.0
     emails = {}
@@ -134,7 +98,7 @@ def test_the_sandbox_batches_replayed_shuffled_and_duplicated_end_in_the_same_st
             client, kind="receipt", subject=scenario, body="-", sent_by=None
         )
     run_jobs(app)  # the worker sends them all through the sandbox
-    time.sleep(0.1)  # the sandbox's simulated seconds pass
+    app_clock.advance(0.1)  # 100 of the sandbox's seconds pass
 
     posted: list[tuple[bytes, dict[str, str]]] = []
     http = app.test_client()
@@ -165,8 +129,9 @@ def test_the_sandbox_batches_replayed_shuffled_and_duplicated_end_in_the_same_st
     assert machine_open is True
 
     # The same batches again, shuffled and each posted up to three times: nothing changes.
-    replay = [batch for batch in posted for _ in range(random.randint(1, 3))]
-    random.Random(7).shuffle(replay)
+    rng = random.Random(7)
+    replay = [batch for batch in posted for _ in range(rng.randint(1, 3))]
+    rng.shuffle(replay)
     for body, headers in replay:
         assert http.post(URL, data=body, headers=headers).status_code == 200
     run_jobs(app)
@@ -180,7 +145,7 @@ def _open_event(email: Email, machine: bool) -> ProviderEvent:
         "open",
         datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc),
         app_message_id=email.app_message_id,
-        provider_message_id="XID.filter-1",
+        provider_message_id="XID",  # the send request's id, as the adapter derives it
         machine=machine,
         raw={"event": "open", "sg_machine_open": machine} if machine else {"event_name": "opened"},
     )

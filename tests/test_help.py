@@ -148,7 +148,7 @@ def test_stuck_is_one_story_detected_and_alerted_with_a_reference_and_when_to_ca
 def test_the_panel_opened_from_a_row_names_its_email_and_reference(signed_in, world):
     from datetime import timedelta
 
-    from tests.test_email_log import add_email
+    from tests.helpers import add_email
     from webapp.models import utcnow
 
     stuck = add_email(world.client_a, sent_at=utcnow() - timedelta(minutes=30), subject="Your intake form")

@@ -7,8 +7,10 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import PASSWORD, FakeClock
-from tests.test_security_html import html_guard, separate_requests  # noqa: F401 - autouse fixtures
-from tests.test_security_sessions import attempt
+from tests.helpers import attempt
+
+# Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
+pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
 OWNER = "owner@a.example"
 STRANGER = "198.51.100.66"

@@ -121,7 +121,7 @@ def test_an_email_in_doubt_for_ten_minutes_raises_one_alert_that_says_so(app, wo
     email.in_doubt_since = email.status_changed_at = utcnow() - timedelta(minutes=11)
     email.send_error = "no answer from SendGrid (ReadTimeout: timed out)"
     killed = queued(world)
-    killed.send_state = "sending"  # claimed, and its worker killed again and again since
+    killed.send_state = "claimed"  # claimed, and its worker killed again and again since
     killed.send_claimed_at = killed.status_changed_at = utcnow() - timedelta(minutes=11)
     db.session.commit()
     assert maintenance.flag_stuck_emails(utcnow()) == 2

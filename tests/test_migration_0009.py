@@ -15,7 +15,7 @@ def test_stored_drop_reasons_are_normalised_and_others_stay_empty(tmp_path, redi
     app = create_app(_settings(tmp_path, database, redis_url))
     with app.app_context():
         directory = app.extensions["migrate"].directory
-        upgrade(directory=directory, revision="0007")
+        upgrade(directory=directory, revision="0008")
         engine = sa.create_engine(url)
         rows = [
             ("dropped", "Spam Reporting Address"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -14,7 +13,7 @@ from webapp.providers import get_sandbox
 from webapp.services import polling, sending
 
 
-def send_many(app, world, count: int, scenario: str = "delivered") -> list[Email]:
+def send_many(app, world, app_clock, count: int, scenario: str = "delivered") -> list[Email]:
     emails = []
     for number in range(count):
         client = Client(
@@ -24,7 +23,7 @@ def send_many(app, world, count: int, scenario: str = "delivered") -> list[Email
         db.session.commit()
         emails.append(sending.queue_email(client, kind="receipt", subject="R", body="B", sent_by=None))
     run_jobs(app)
-    time.sleep(0.05)
+    app_clock.advance(0.05)  # 50 of the sandbox's seconds
     for email in emails:
         db.session.refresh(email)
         email.next_poll_at = utcnow()
@@ -32,9 +31,9 @@ def send_many(app, world, count: int, scenario: str = "delivered") -> list[Email
     return emails
 
 
-def test_one_batch_brings_every_due_email_up_to_date(app, world):
+def test_one_batch_brings_every_due_email_up_to_date(app, world, app_clock):
     app.config["SANDBOX_SPEED"] = 1000.0
-    emails = send_many(app, world, 5)
+    emails = send_many(app, world, app_clock, 5)
     sandbox = get_sandbox(app.config)
     before = sandbox.requests_seen("/v3/messages")
     assert polling.poll_due() == 5
@@ -42,22 +41,22 @@ def test_one_batch_brings_every_due_email_up_to_date(app, world):
     assert {db.session.get(Email, email.id).status for email in emails} == {"delivered"}
 
 
-def test_all_workers_share_one_budget_per_minute(app, world):
+def test_all_workers_share_one_budget_per_minute(app, world, app_clock):
     app.config["SANDBOX_SPEED"] = 1000.0
     app.config["ACTIVITY_REQUESTS_PER_MINUTE"] = 3
-    send_many(app, world, 5)
+    send_many(app, world, app_clock, 5)
     sandbox = get_sandbox(app.config)
     before = sandbox.requests_seen("/v3/messages")
     polling.poll_due()
     polling.poll_due()  # a second worker in the same minute finds the budget spent
     used = sandbox.requests_seen("/v3/messages") - before
     assert used == 3
-    assert int(app.extensions["redis"].get(f"{polling.BUDGET_KEY}:{int(time.time() // 60)}")) == 3
+    assert int(app.extensions["redis"].get(f"{polling.BUDGET_KEY}:{int(app_clock.now // 60)}")) == 3
 
 
-def test_a_429_stops_every_worker_until_the_reset(app, world):
+def test_a_429_stops_every_worker_until_the_reset(app, world, app_clock):
     app.config["SANDBOX_SPEED"] = 1000.0
-    emails = send_many(app, world, 2)
+    emails = send_many(app, world, app_clock, 2)
     get_sandbox(app.config).fail_next(429, path_prefix="/v3/messages", retry_after=30)
     assert polling.poll_due() == 0
     ttl = app.extensions["redis"].pttl(polling.BLOCKED_KEY)
@@ -85,9 +84,9 @@ def test_young_emails_are_polled_often_old_ones_rarely_final_ones_never(app, wor
     db.session.rollback()
 
 
-def test_the_poll_job_runs_through_the_queue(app, world):
+def test_the_poll_job_runs_through_the_queue(app, world, app_clock):
     app.config["SANDBOX_SPEED"] = 1000.0
-    emails = send_many(app, world, 1, scenario="clicked")
+    emails = send_many(app, world, app_clock, 1, scenario="clicked")
     from webapp.queue import get_queue
 
     get_queue().enqueue("jobs.polling.poll_provider")

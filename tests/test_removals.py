@@ -7,14 +7,16 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import login, run_jobs
-from tests.test_inbound import keys, mail, post, sign  # noqa: F401 - keys is a fixture
-from tests.test_security_html import html_guard, separate_requests  # noqa: F401 - autouse fixtures
+from tests.inbound_mail import mail, post, sign
 from webapp.extensions import db
 from webapp.models import AuditEntry, OperatorAlert, RemovalRequest, SpamListEntry
 from webapp.providers import get_provider, get_sandbox
 from webapp.providers.base import LiftResult
 from webapp.queue import get_queue
 from webapp.services import maintenance, removals, sending
+
+# Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
+pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
 ADDRESS = "jane+dropped@clinic.example"  # the sandbox puts this address on its spam-report list
 

@@ -9,15 +9,13 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import PASSWORD, login
-from tests.test_security_html import (  # noqa: F401 - autouse fixtures
-    email_with_history,
-    html_guard,
-    removal_case,
-    separate_requests,
-)
+from tests.helpers import email_with_history, removal_case
 from webapp.extensions import db
 from webapp.models import AuditEntry, SpamListEntry, utcnow
 from webapp.services import sending
+
+# Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
+pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
 
 def actions() -> Counter[str]:

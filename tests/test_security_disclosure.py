@@ -10,11 +10,13 @@ from datetime import timedelta
 import pytest
 
 from tests.conftest import login
-from tests.test_email_log import BOUNCED, DELIVERED, add_email, text
-from tests.test_security_html import html_guard, separate_requests  # noqa: F401 - autouse fixtures
+from tests.helpers import BOUNCED, DELIVERED, add_email, text
 from webapp.extensions import db
 from webapp.models import Client, utcnow
 from webapp.services.events import add_to_spam_list
+
+# Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
+pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
 REPORTED_ON = utcnow() - timedelta(days=40)
 # What would give away another clinic's report: that there was one, and when. (The log's status

@@ -1,166 +1,21 @@
 """Every HTML page keeps the strict CSP: no inline script or style, no event-handler attributes;
 htmx is configured so that nothing needs eval or inline style and nothing lands in localStorage;
-the usual security headers. Also the page checker and data helpers the other security tests use.
-
-`html_guard` and `separate_requests` are autouse here and in every module that imports them: each
-HTML response any test of that module renders is parsed and checked, and each request starts with
-an empty `g`."""
+the usual security headers. The page checker (`scan`) and the data helpers the other security
+tests use are in tests/helpers.py; the `html_guard` and `separate_requests` fixtures, which a
+module turns on for all its tests with `pytestmark`, are in conftest.py."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Iterator
-from datetime import timedelta
-from html.parser import HTMLParser
 
 import pytest
-from flask import g, request, request_finished, request_started
 
 from tests.conftest import login
-from webapp.extensions import db
-from webapp.models import Client, Email, RemovalRequest
-from webapp.providers.base import ProviderEvent
-from webapp.services import sending
-from webapp.services.events import apply_events
+from tests.helpers import email_with_history, removal_case, scan
+from webapp.models import Email, RemovalRequest
 
-URL_ATTRIBUTES = {"href", "src", "action", "formaction", "hx-get", "hx-post", "data", "srcdoc"}
-
-
-class PageScan(HTMLParser):
-    """Collect every element with its attribute names, and every CSP-breaking construct."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.elements: Counter[tuple[str, tuple[str, ...]]] = Counter()
-        self.problems: list[str] = []
-        self.meta: dict[str, str] = {}
-        self.body_attributes: dict[str, str] = {}
-        self.scripts: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {name: value or "" for name, value in attrs}
-        self.elements[(tag, tuple(sorted(values)))] += 1
-        if tag == "script":
-            src = values.get("src", "")
-            self.scripts.append(src)
-            if not src:
-                self.problems.append("inline <script>")
-            elif not src.startswith("/static/"):
-                self.problems.append(f"script from elsewhere: {src}")
-        if tag == "style":
-            self.problems.append("<style> element")
-        if tag == "meta" and "name" in values:
-            self.meta[values["name"]] = values.get("content", "")
-        if tag == "body":
-            self.body_attributes = values
-        for name, value in values.items():
-            if name.startswith("on"):
-                self.problems.append(f"event handler attribute {name}= on <{tag}>")
-            if name == "style":
-                self.problems.append(f"style= attribute on <{tag}>")
-            if name.startswith(("hx-on", "data-hx-on")):
-                self.problems.append(f"{name}= needs eval")
-            scheme = value.strip().lower().replace("\t", "").replace("\n", "")
-            if name in URL_ATTRIBUTES and scheme.startswith(("javascript:", "vbscript:", "data:text/html")):
-                self.problems.append(f"script URL in {name}= on <{tag}>")
-
-    handle_startendtag = handle_starttag
-
-
-def scan(html: str) -> PageScan:
-    """Parse one page."""
-    parser = PageScan()
-    parser.feed(html)
-    parser.close()
-    return parser
-
-
-@pytest.fixture(autouse=True)
-def separate_requests() -> Iterator[None]:
-    """Give each request an empty `g`, as in production.
-
-    The `app` fixture keeps one app context open for the whole test, and Flask reuses it for every
-    test-client request, so `g` would carry the signed-in user (Flask-Login) and the CSRF token
-    (Flask-WTF) from one client's request into another's.
-    """
-
-    def clear(sender: object, **extra: object) -> None:
-        for name in list(g):
-            g.pop(name)
-
-    request_started.connect(clear)
-    yield
-    request_started.disconnect(clear)
-
-
-@pytest.fixture(autouse=True)
-def html_guard() -> Iterator[list[tuple[str, int, str]]]:
-    """Check every HTML page rendered during the test for CSP breakers and the CSP header."""
-    pages: list[tuple[str, int, str]] = []
-    problems: list[str] = []
-
-    def check(sender: object, response: object, **extra: object) -> None:
-        if response.mimetype != "text/html" or response.is_streamed:
-            return
-        html = response.get_data(as_text=True)
-        pages.append((request.path, response.status_code, html))
-        policy = response.headers.get("Content-Security-Policy", "")
-        if "default-src 'self'" not in policy or "unsafe-" in policy:
-            problems.append(f"{request.path}: weak CSP {policy!r}")
-        problems.extend(f"{request.path}: {problem}" for problem in scan(html).problems)
-
-    request_finished.connect(check)
-    yield pages
-    request_finished.disconnect(check)
-    assert not problems, "\n".join(sorted(set(problems))[:50])
-
-
-def email_with_history(
-    client: Client,
-    *,
-    subject: str = "Appointment reminder",
-    body: str = "See you on Monday",
-    deferral: str = "421 4.7.0 Try again later",
-    response: str = "250 2.0.0 OK",
-    url: str = "https://example.com/intake-form",
-    bounce: str = "550 5.1.1 The email account does not exist",
-    sent_by: object = None,
-) -> Email:
-    """Send an email through the service and give it a full, failed history of provider events."""
-    email = sending.queue_email(client, kind="free_text", subject=subject, body=body, sent_by=sent_by)
-    start = email.created_at
-    ids = {"app_message_id": email.app_message_id}
-    apply_events(
-        email,
-        [
-            ProviderEvent("processed", start + timedelta(seconds=1), **ids),
-            ProviderEvent("deferred", start + timedelta(seconds=2), reason=deferral, attempt=1, **ids),
-            ProviderEvent("delivered", start + timedelta(seconds=3), raw={"response": response}, **ids),
-            ProviderEvent("open", start + timedelta(seconds=40), machine=True, **ids),
-            ProviderEvent("click", start + timedelta(seconds=60), url=url, **ids),
-            ProviderEvent("bounce", start + timedelta(seconds=90), reason=bounce, **ids),
-        ],
-        source="webhook",
-    )
-    db.session.commit()
-    return email
-
-
-def removal_case(address: str, *, verdict: str = "verified", tag: str = "1") -> RemovalRequest:
-    """File a removal case directly (as the inbound webhook would), for page tests."""
-    case = RemovalRequest(
-        from_address=address,
-        subject="Please remove me",
-        body_excerpt="I reported it by mistake.",
-        message_id=f"<{tag}@mail.example>",
-        fingerprint=f"test-{tag}-{address}"[:64],
-        verdict=verdict,
-        evidence={"verified_by": "dkim", "reasons": [], "dkim": [], "receiver_dkim": "none"},
-    )
-    db.session.add(case)
-    db.session.commit()
-    return case
+# Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
+pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
 
 def own_pages(world, email: Email, case: RemovalRequest) -> dict[str, list[str]]:

@@ -16,11 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import PASSWORD, login
-from tests.test_event_webhook import URL as EVENTS_URL
-from tests.test_event_webhook import key, public_key_b64, sign, signed_app  # noqa: F401 - fixtures
-from tests.test_security_html import email_with_history, removal_case, separate_requests  # noqa: F401
+from tests.helpers import EVENTS_URL, email_with_history, removal_case, sign
 from webapp.extensions import db
 from webapp.models import User, WebhookBatch
+
+# Each request starts with an empty `g` (fixtures in conftest.py).
+pytestmark = pytest.mark.usefixtures("separate_requests")
 
 WEBAPP = Path(__file__).resolve().parents[1] / "webapp"
 BEYOND_64_BITS = str(2**64 + 1)

@@ -12,15 +12,13 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from tests.conftest import login
-from tests.test_security_html import (  # noqa: F401 - autouse fixtures
-    email_with_history,
-    html_guard,
-    removal_case,
-    separate_requests,
-)
+from tests.helpers import email_with_history, removal_case
 from webapp.extensions import db
 from webapp.models import Email, RemovalRequest, User
 from webapp.services import changes
+
+# Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
+pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
 ROLES = ("anonymous", "clinician", "owner", "support")
 SECRET_SUBJECT = "Biopsy results for Bob 7c1f"

@@ -9,8 +9,10 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import PASSWORD
-from tests.test_security_html import html_guard, separate_requests  # noqa: F401 - autouse fixtures
 from webapp.extensions import csrf
+
+# Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
+pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
 WEBHOOK_VIEWS = {"webapp.webhooks.routes.provider_events", "webapp.webhooks.routes.sendgrid_inbound"}
 

@@ -12,20 +12,12 @@ from flask.testing import FlaskClient
 
 from config import DEFAULTS
 from tests.conftest import PASSWORD, login
-from tests.test_security_html import html_guard, separate_requests  # noqa: F401 - autouse fixtures
+from tests.helpers import attempt
 from webapp.extensions import db
 from webapp.security import ABSOLUTE_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS
 
-
-def attempt(client: FlaskClient, email: str, password: str, address: str, forwarded: str | None = None):
-    """One sign-in attempt from a client address (and a claimed X-Forwarded-For)."""
-    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
-    return client.post(
-        "/login",
-        data={"email": email, "password": password},
-        environ_base={"REMOTE_ADDR": address},
-        headers=headers,
-    )
+# Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
+pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
 
 def session_cookie(response) -> SimpleCookie:
@@ -70,7 +62,7 @@ def test_behind_a_trusted_proxy_the_forwarded_client_address_is_throttled(app, w
 
 @pytest.mark.parametrize("env", ["production", "development"])
 def test_the_session_cookie_is_httponly_samesite_lax_and_secure_in_production(app, world, make_app, env):
-    from tests.test_config import production
+    from tests.helpers import production
 
     settings = production() if env == "production" else {}
     settings.pop("DATABASE_URL", None)  # the test database

@@ -14,18 +14,15 @@ from flask.testing import FlaskClient
 from markupsafe import escape
 
 from tests.conftest import login
-from tests.test_security_html import (  # noqa: F401 - autouse fixtures
-    email_with_history,
-    html_guard,
-    removal_case,
-    scan,
-    separate_requests,
-)
+from tests.helpers import email_with_history, removal_case, scan
 from webapp.extensions import db
 from webapp.models import Client, EmailEvent, OperatorAlert, SpamListEntry, utcnow
 from webapp.providers.base import ProviderEvent
 from webapp.services import audit, sending
 from webapp.services.events import apply_events
+
+# Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
+pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
 VECTORS = [
     line

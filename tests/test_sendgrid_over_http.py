@@ -4,12 +4,12 @@ served over real HTTP on loopback, so the adapter's own HTTP client does the tal
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from werkzeug.serving import make_server
 
 from tests.conftest import run_jobs
+from webapp import clock
 from webapp.extensions import db
 from webapp.models import utcnow
 from webapp.sandbox.sendgrid import SendGridSandbox
@@ -18,14 +18,16 @@ from webapp.services import polling, sending
 
 @pytest.fixture
 def sendgrid_api(tmp_path):
-    server = make_server("127.0.0.1", 0, SendGridSandbox(str(tmp_path / "provider.sqlite3"), speed=1000.0))
+    # On the app's clock, so a test moves the provider's time with the app's.
+    provider = SendGridSandbox(str(tmp_path / "provider.sqlite3"), speed=1000.0, clock=clock.timestamp)
+    server = make_server("127.0.0.1", 0, provider)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
 
 
-def test_the_product_works_unchanged_against_a_documented_api(make_app, sendgrid_api):
+def test_the_product_works_unchanged_against_a_documented_api(make_app, sendgrid_api, app_clock):
     app = make_app(EMAIL_PROVIDER="sendgrid", SENDGRID_API_KEY="SG.test-key", SENDGRID_API_BASE=sendgrid_api)
     with app.app_context():
         from webapp.models import Client, Clinic
@@ -43,7 +45,7 @@ def test_the_product_works_unchanged_against_a_documented_api(make_app, sendgrid
         run_jobs(app)
         db.session.refresh(email)
         assert email.send_state == "accepted"
-        time.sleep(0.05)
+        app_clock.advance(0.05)  # 50 of the provider's seconds
         email.next_poll_at = utcnow()
         db.session.commit()
         assert polling.poll_due() == 1

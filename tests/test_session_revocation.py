@@ -7,14 +7,17 @@ from __future__ import annotations
 import statistics
 import time
 
+import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from tests.conftest import PASSWORD, login
-from tests.test_email_log import htmx_get, poll_url
-from tests.test_security_html import html_guard, separate_requests  # noqa: F401 - autouse fixtures
+from tests.helpers import htmx_get, poll_url
 from webapp.extensions import db
 from webapp.models import AuditEntry, UserSession
+
+# Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
+pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
 
 def copy_of(app, client: FlaskClient) -> FlaskClient:
@@ -144,3 +147,35 @@ def test_a_failed_sign_in_takes_as_long_for_an_existing_account_as_for_none(
     assert min(existing + unknown) >= floor
     difference = statistics.median(existing) - statistics.median(unknown)
     assert abs(difference) < floor / 2, f"{difference * 1000:.2f} ms"
+
+
+def test_the_dummy_password_hash_is_made_at_the_first_unknown_sign_in_and_only_once(app, world, monkeypatch):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from webapp.services import accounts
+
+    # Importing the app computes no hash (an scrypt hash costs start-up time in every process).
+    probe = "import webapp, webapp.services.accounts as a; print(a._dummy_hash.cache_info().currsize)"
+    root = Path(__file__).resolve().parents[1]
+    at_import = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert at_import.stdout == "0\n"
+
+    made: list[str] = []
+    real = accounts.generate_password_hash
+
+    def counting(password: str, method: str) -> str:
+        made.append(method)
+        return real(password, method=method)
+
+    accounts._dummy_hash.cache_clear()
+    monkeypatch.setattr(accounts, "generate_password_hash", counting)
+    client = app.test_client()
+    client.post("/login", data={"email": "owner@a.example", "password": "wrong"})
+    assert made == []  # an existing account is checked against its own hash
+    for stranger in ("nobody@a.example", "no-one@b.example"):
+        assert client.post("/login", data={"email": stranger, "password": "wrong"}).status_code == 401
+    assert made == [app.config["PASSWORD_HASH_METHOD"]]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -14,55 +13,17 @@ import httpx
 import psutil
 import pytest
 
+from tests.product import (
+    DATABASE_SETTINGS,
+    PASSWORD,
+    ROOT,
+    free_port,
+    press_ctrl_c,
+    start_product,
+    wait_until_healthy,
+)
+
 pytestmark = pytest.mark.embedded
-
-ROOT = Path(__file__).resolve().parents[1]
-PASSWORD = "smoke-test-password"
-
-
-# The product starts on its embedded defaults, whatever database the test run itself uses.
-DATABASE_SETTINGS = ("DATABASE_URL", "MIGRATION_DATABASE_URL", "REDIS_URL")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_product(instance: Path, port: int, **settings: str) -> subprocess.Popen:
-    """Start `bin/run` on the embedded defaults, with any extra settings in its environment."""
-    env = {key: value for key, value in os.environ.items() if key not in DATABASE_SETTINGS}
-    env.update(INSTANCE_PATH=str(instance), DEMO_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1", **settings)
-    return subprocess.Popen(
-        [str(ROOT / "bin" / "run"), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal gives it
-    )
-
-
-def wait_until_healthy(base: str, process: subprocess.Popen) -> None:
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        assert process.poll() is None, process.stdout.read() if process.stdout else ""
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("the product did not become healthy in time")
-
-
-def press_ctrl_c(process: subprocess.Popen) -> list[psutil.Process]:
-    """Send SIGINT to the process group, as Ctrl-C does; return the processes that were running."""
-    family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    os.killpg(process.pid, signal.SIGINT)
-    process.wait(timeout=30)
-    return family
 
 
 def product_processes(instance: Path) -> list[psutil.Process]:
@@ -99,7 +60,7 @@ def assert_all_gone_after_ctrl_c(instance: Path, port: int) -> None:
     """Nothing started from the checkout for this instance is left 10 s after Ctrl-C."""
     deadline = time.time() + 10
     while (product_processes(instance) or not port_is_free(port)) and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.2)  # real processes exiting: a bounded poll
     left = [f"{proc.pid} {' '.join(proc.cmdline())[:100]}" for proc in product_processes(instance)]
     assert left == [], left
     assert port_is_free(port), f"port {port} is still held"
@@ -154,14 +115,14 @@ def test_run_command_sends_an_email_to_delivered_and_stops_cleanly(tmp_path):
                 status = re.search(r'class="badge badge-\w+"[^>]*>([^<]+)<', row).group(1)
                 if status == "Delivered":
                     break
-                time.sleep(0.5)
+                time.sleep(0.5)  # the real product (its own clock) moves the email on: a bounded poll
             assert status == "Delivered"
     finally:
         family = press_ctrl_c(process)
     output = process.stdout.read() if process.stdout else ""
     assert process.returncode == 0, output[-2000:]
     assert f"password: {PASSWORD}" in output
-    time.sleep(0.5)
+    time.sleep(0.5)  # real children reaped by the kernel after their parent exits
     still_running = [proc for proc in family if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE]
     assert still_running == [], still_running
     # The embedded Redis server and every gunicorn worker too, though not children of bin/run.

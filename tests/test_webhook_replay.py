@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from tests.test_event_webhook import URL, key, one_event, public_key_b64, sign, signed_app  # noqa: F401 - fixtures
+from tests.helpers import EVENTS_URL as URL
+from tests.helpers import one_event, public_key_b64, sign
 from webapp.extensions import db
 from webapp.models import WebhookBatch
 

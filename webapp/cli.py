@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -43,6 +44,7 @@ def init_app(app: Flask) -> None:
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db() -> None:
     """Create or upgrade the database tables (runs the migrations).
 
@@ -57,6 +59,7 @@ def init_db() -> None:
 
 
 @click.command("seed-demo")
+@with_appcontext
 @click.option("--password", help="Password for the demo users (default: a new random one, printed).")
 def seed_demo(password: str | None) -> None:
     """Create a demo clinic, its users, about 20 clients and 30 days of email history."""
@@ -73,6 +76,7 @@ def seed_demo(password: str | None) -> None:
 
 
 @click.command("seed-load")
+@with_appcontext
 @click.option("--clinics", default=5_000, show_default=True)
 @click.option("--clients", default=100_000, show_default=True)
 @click.option("--emails", default=1_000_000, show_default=True, help="Each with its events (about 4 each).")
@@ -97,6 +101,7 @@ def seed_load(clinics: int, clients: int, emails: int, password: str | None) -> 
 
 
 @click.command("create-user")
+@with_appcontext
 @click.option("--email", required=True)
 @click.option("--name", required=True)
 @click.option("--role", type=click.Choice(["clinician", "owner", "support"]), required=True)
@@ -124,6 +129,7 @@ def create_user(email: str, name: str, role: str, clinic_name: str | None, passw
 
 
 @click.command("sandbox-client-mail")
+@with_appcontext
 @click.option("--from", "address", required=True, help="The client's address, as on their client file.")
 def sandbox_client_mail(address: str) -> None:
     """Sandbox only: email support from a client's address, asking to come off the spam list.
@@ -143,6 +149,7 @@ def sandbox_client_mail(address: str) -> None:
 
 
 @click.command("worker")
+@with_appcontext
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker(burst: bool) -> None:
     """Run an RQ worker on the app's queue, with the app preloaded; it rides out Redis restarts."""
@@ -181,6 +188,7 @@ def worker(burst: bool) -> None:
 
 
 @click.command("scheduler")
+@with_appcontext
 def scheduler() -> None:
     """Run the periodic jobs of jobs/cron.py (exactly one scheduler); it rides out Redis restarts."""
     from rq.cron import CronScheduler
@@ -291,6 +299,7 @@ class _OncePerOutage(logging.Filter):
 
 
 @click.command("up")
+@with_appcontext
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 import sqlalchemy as sa
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from webapp.models import utcnow
 from webapp.services import retention
@@ -17,6 +18,7 @@ def init_app(app: Flask) -> None:
 
 
 @click.command("purge-old-records")
+@with_appcontext
 def purge_old_records() -> None:
     """Purge emails, events, webhook bodies and removal-mail bodies older than RETENTION_DAYS."""
     while True:
@@ -27,6 +29,7 @@ def purge_old_records() -> None:
 
 
 @click.command("purge-audit")
+@with_appcontext
 def purge_audit() -> None:
     """Delete audit lines older than AUDIT_RETENTION_DAYS, as MIGRATION_DATABASE_URL's role (the owner)."""
     days = current_app.config["AUDIT_RETENTION_DAYS"]

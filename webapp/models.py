@@ -127,7 +127,9 @@ class Email(db.Model):
     provider: so.Mapped[str] = so.mapped_column(sa.String(20))
     # SendGrid's X-Message-Id: it names the API call; per-recipient ids start with it.
     provider_message_id: so.Mapped[str | None] = so.mapped_column(sa.String(200), index=True)
-    # queued -> sending -> accepted | failed; in_doubt when we cannot tell whether the provider took it
+    # Our side of the handover, in words apart from the statuses': queued (waiting for a worker) ->
+    # claimed (a worker is calling the provider) -> accepted (the provider took it) | refused (it
+    # never will); in_doubt when we cannot tell whether the provider took it (see services/sending.py).
     send_state: so.Mapped[str] = so.mapped_column(sa.String(20), default="queued")
     send_attempts: so.Mapped[int] = so.mapped_column(default=0)
     send_claimed_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
@@ -215,7 +217,9 @@ class PendingEvent(db.Model):
     """A provider event for an email we do not know yet (its send record may be late)."""
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
-    app_message_id: so.Mapped[str] = so.mapped_column(sa.String(100), index=True)
+    app_message_id: so.Mapped[str] = so.mapped_column(sa.String(100), index=True)  # "" when not given
+    # The provider's id of the send request: how an event without our id finds its email later.
+    provider_message_id: so.Mapped[str | None] = so.mapped_column(sa.String(200), index=True)
     dedupe_key: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
     payload: so.Mapped[dict] = so.mapped_column(JSONType)
     received_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)

@@ -166,7 +166,7 @@ class SeededClinic:
 
 def seed_clinic(live: LiveServer) -> SeededClinic:
     """A clinic with a clinician and a client whose log has a history of every kind of event."""
-    from tests.test_email_log import BOUNCE, add_email
+    from tests.helpers import BOUNCE, add_email
     from webapp.extensions import db
     from webapp.models import Client, Clinic, utcnow
     from webapp.services import accounts
@@ -227,3 +227,11 @@ def seed_clinic(live: LiveServer) -> SeededClinic:
         return SeededClinic(jane.id, quiet.id, blocked.id, ids)
 
     return live.run(work)
+
+
+def axe_violations(page: Page) -> str:
+    """Run axe-core on the page as it is now; return a readable report of what it found."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    return "" if results.violations_count == 0 else results.generate_report()

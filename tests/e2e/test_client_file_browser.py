@@ -32,7 +32,7 @@ def report_spam(live: LiveServer, email_id: int) -> None:
 
 
 def deliver_another(live: LiveServer, client_id: int) -> None:
-    from tests.test_email_log import DELIVERED, add_email
+    from tests.helpers import DELIVERED, add_email
     from webapp.extensions import db
     from webapp.models import Client
 
@@ -81,7 +81,7 @@ def add_at_risk_reminder(live: LiveServer, client_id: int) -> int:
     """A reminder still deferred, for an appointment 20 hours from now."""
     from datetime import timedelta
 
-    from tests.test_email_log import add_email
+    from tests.helpers import add_email
     from webapp.extensions import db
     from webapp.models import Client, utcnow
 
@@ -184,7 +184,7 @@ def test_a_clinician_corrects_the_address_and_resends_a_delivered_email(live_ser
 def test_the_audit_trail_and_a_support_case_fit_375_pixels(live_server, browser, problems):
     from tests.conftest import PASSWORD
     from tests.e2e.conftest import RECORD_CSP_VIOLATIONS, attach_problem_listeners
-    from tests.test_email_log import BOUNCED, add_email
+    from tests.helpers import BOUNCED, add_email
     from webapp.extensions import db
     from webapp.models import Client, Clinic, RemovalRequest
     from webapp.services import accounts, sending

@@ -7,7 +7,6 @@ import re
 from datetime import timedelta
 
 import pytest
-from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import run_jobs
@@ -16,6 +15,7 @@ from tests.e2e.conftest import (
     LiveServer,
     PageProblems,
     attach_problem_listeners,
+    axe_violations,
     seed_clinic,
     sign_in,
 )
@@ -59,12 +59,6 @@ def provider_reports(live: LiveServer, email_id: int) -> str:
         return email.status
 
     return live.run(poll)
-
-
-def axe_violations(page: Page) -> str:
-    """Run axe-core on the page as it is now; return a readable report of what it found."""
-    results = Axe().run(page)
-    return "" if results.violations_count == 0 else results.generate_report()
 
 
 # --- a. Live badges ----------------------------------------------------------------------------

@@ -4,8 +4,7 @@ under the strict CSP, and no accessibility violations axe-core can find."""
 from __future__ import annotations
 
 from tests.conftest import PASSWORD
-from tests.e2e.conftest import seed_clinic, sign_in
-from tests.e2e.test_email_log_browser import axe_violations
+from tests.e2e.conftest import axe_violations, seed_clinic, sign_in
 
 OWNER = "owner@harbour.example"
 

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.conftest import RECORD_CSP_VIOLATIONS, PageProblems, attach_problem_listeners
-from tests.test_smoke import PASSWORD, free_port, press_ctrl_c, start_product, wait_until_healthy
+from tests.product import PASSWORD, free_port, press_ctrl_c, start_product, wait_until_healthy
 
 pytestmark = pytest.mark.embedded
 

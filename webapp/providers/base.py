@@ -61,6 +61,8 @@ class ProviderEvent:
     kind: str  # one of statuses.EVENT_KINDS
     occurred_at: datetime
     app_message_id: str | None = None
+    # The provider's id of the send request, as SendResult.provider_message_id gave it (what
+    # Email.provider_message_id holds): events without our id find their email by it.
     provider_message_id: str | None = None
     recipient: str | None = None
     reason: str | None = None
@@ -72,8 +74,16 @@ class ProviderEvent:
 
     @property
     def dedupe_key(self) -> str:
-        """A key that is the same for the same event from a webhook retry or from polling."""
-        owner = self.app_message_id or self.provider_message_id or ""
+        """A key that is the same for the same event from a webhook retry or from polling.
+
+        Services resolve the owning email first and key on its app_message_id, so a copy that came
+        with our id and one that came with the provider's only collapse. Unresolved, the provider's
+        id names a send request that may carry several recipients: the recipient is part of the key.
+        """
+        if self.app_message_id:
+            owner = self.app_message_id
+        else:
+            owner = f"{self.provider_message_id or ''}\x1e{(self.recipient or '').strip().lower()}"
         parts = (
             owner,
             self.kind,

@@ -102,6 +102,13 @@ DROP_REASONS: dict[str, RejectReason] = {
 _RECIPIENT_FIELD = re.compile(r"personalizations\.\d+\.to(\.\d+\.email)?")
 
 _DIGITS = re.compile(r"[0-9]{1,15}")
+# A host name of SendGrid's mail servers, as a dot-separated part of an sg_message_id: the current
+# format is "<X-Message-Id>.<filter host>...", older ones start with the host and name no request.
+_SERVER_HOST = re.compile(r"(?:filter|ismtpd|smtpd|recvd|geopod)[A-Za-z0-9-]*[0-9][A-Za-z0-9-]*")
+# The webhook's smtp-id, "<X-Message-Id@ismtpd...>", when SendGrid's own MTA made the Message-ID
+# (a Message-ID the sender chose names no request).
+_SMTP_ID = re.compile(r"<([A-Za-z0-9_.=+-]{1,100})@ismtpd[A-Za-z0-9.-]*>")
+_MESSAGE_ID_CHARS = re.compile(r"[A-Za-z0-9_.=+-]{1,100}")
 _MILLISECONDS_FROM = 10**11  # a unix time in seconds stays below this until the year 5138
 # Events are flat objects with a few short lists (categories): a little room, no more.
 MAX_WEBHOOK_DEPTH = 8
@@ -263,7 +270,7 @@ class SendGridProvider(EmailProvider):
                 if ref is None:
                     complete = False  # a message we cannot tell apart: "not found" proves nothing
                     continue
-                found.setdefault(ref.app_message_id, msg_id.split(".", 1)[0] or None)
+                found.setdefault(ref.app_message_id, x_message_id(msg_id))
             checked.update(
                 ref.app_message_id for ref in batch.values() if complete or ref.app_message_id in found
             )
@@ -288,7 +295,7 @@ class SendGridProvider(EmailProvider):
             return _stopped(events, requests_made, failure)
 
         order = {x_message_id: position for position, x_message_id in enumerate(by_x_message_id)}
-        listed.sort(key=lambda item: order.get(str(item.get("msg_id", "")).split(".", 1)[0], len(order)))
+        listed.sort(key=lambda item: order.get(x_message_id(item.get("msg_id")) or "", len(order)))
         not_reached: set[str] = set()
         for position, item in enumerate(listed):
             if requests_made >= request_budget:
@@ -424,6 +431,27 @@ def _error_text(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {response.text[:500]}".strip()
 
 
+def x_message_id(sg_message_id: Any, smtp_id: Any = None) -> str | None:
+    """Return the X-Message-Id (the send request's id) an event or message names, or None.
+
+    The current sg_message_id (Email Activity's msg_id) is "<X-Message-Id>.<filter host>...";
+    an older one starts with the host name ("filter0123p1mdw1.13432.5B3A6F4C13.0") and names no
+    request, so the webhook's smtp-id ("<X-Message-Id@ismtpd...>") is asked instead.
+    """
+    if isinstance(sg_message_id, str):
+        parts = sg_message_id.strip().split(".")
+        cut = next((index for index, part in enumerate(parts) if _SERVER_HOST.fullmatch(part)), 1)
+        # Old documented ids carry dots of their own before the host ("14c5d75ce93.dfd.64b469.filter0001...").
+        prefix = ".".join(parts[:cut])
+        if prefix and _MESSAGE_ID_CHARS.fullmatch(prefix):
+            return prefix
+    if isinstance(smtp_id, str):
+        match = _SMTP_ID.fullmatch(smtp_id.strip())
+        if match:
+            return match.group(1)
+    return None
+
+
 def _app_id_term(app_message_id: str) -> str:
     """Return the Email Activity query term that finds messages carrying our id."""
     escaped = app_message_id.replace("\\", "\\\\").replace('"', '\\"')
@@ -457,7 +485,7 @@ def _owners_of(items: list[Any], requested: set[str], by_x_message_id: dict[str,
     told apart (no X-Message-Id known yet), every email without one counts as not reached."""
     owners: set[str] = set()
     for item in items:
-        prefix = str(item.get("msg_id", "") if isinstance(item, dict) else "").split(".", 1)[0]
+        prefix = x_message_id(item.get("msg_id")) if isinstance(item, dict) else None
         if prefix in by_x_message_id:
             owners.add(by_x_message_id[prefix])
         else:
@@ -472,7 +500,7 @@ def _owner(detail: Any, requested: set[str], by_x_message_id: dict[str, str]) ->
     app_id = _unique_args(detail.get("unique_args")).get(APP_ID_ARG)
     if isinstance(app_id, str) and app_id in requested:
         return app_id
-    return by_x_message_id.get(str(detail.get("msg_id", "")).split(".", 1)[0])
+    return by_x_message_id.get(x_message_id(detail.get("msg_id")) or "")
 
 
 def _unique_args(text: Any) -> dict[str, Any]:
@@ -493,7 +521,7 @@ def _unique_args(text: Any) -> dict[str, Any]:
 
 def _polled_events(detail: dict[str, Any], app_message_id: str) -> Iterator[ProviderEvent]:
     """Turn one Email Activity message's events[] into ProviderEvents."""
-    msg_id = detail.get("msg_id")
+    provider_message_id = x_message_id(detail.get("msg_id"))
     recipient = detail.get("to_email")
     for raw in detail.get("events") or []:
         if not isinstance(raw, dict):
@@ -506,7 +534,7 @@ def _polled_events(detail: dict[str, Any], app_message_id: str) -> Iterator[Prov
             kind=kind,
             occurred_at=occurred_at,
             app_message_id=app_message_id,
-            provider_message_id=msg_id if isinstance(msg_id, str) else None,
+            provider_message_id=provider_message_id,
             recipient=recipient if isinstance(recipient, str) else None,
             reason=_text(raw.get("reason")),
             url=_text(raw.get("url")) if kind == "click" else None,
@@ -672,7 +700,7 @@ def _webhook_event(item: Any, position: int) -> ProviderEvent:
         kind=kind,
         occurred_at=occurred_at,
         app_message_id=_text(item.get(APP_ID_ARG)),
-        provider_message_id=_text(item.get("sg_message_id")),
+        provider_message_id=x_message_id(item.get("sg_message_id"), item.get("smtp-id")),
         recipient=_text(item.get("email")),
         reason=reason,
         url=_text(item.get("url")) if kind == "click" else None,

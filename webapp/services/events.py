@@ -329,6 +329,7 @@ def keep_for_later(events: Iterable[ProviderEvent]) -> int:
     rows = [
         {
             "app_message_id": event.app_message_id or "",
+            "provider_message_id": event.provider_message_id,
             "dedupe_key": event.dedupe_key,
             "payload": event.to_dict(),
             "received_at": utcnow(),

@@ -76,7 +76,7 @@ def flag_stuck_emails(now: datetime) -> int:
     )
     for email in stuck:
         email.stuck_alerted_at = now
-        if email.send_state in ("sending", "in_doubt"):
+        if email.send_state in ("claimed", "in_doubt"):
             since = email.in_doubt_since or email.send_claimed_at or email.created_at
             sending.alert_operators(
                 "email_in_doubt",

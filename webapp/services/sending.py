@@ -147,7 +147,7 @@ def deliver(email_id: int, provider: EmailProvider | None = None) -> str:
             Email.send_state == "queued",
             sa.or_(Email.next_attempt_at.is_(None), Email.next_attempt_at <= now),
         )
-        .values(send_state="sending", send_claimed_at=now, send_attempts=Email.send_attempts + 1)
+        .values(send_state="claimed", send_claimed_at=now, send_attempts=Email.send_attempts + 1)
         .returning(Email.send_attempts)
         .execution_options(synchronize_session=False)
     ).first()
@@ -159,7 +159,7 @@ def deliver(email_id: int, provider: EmailProvider | None = None) -> str:
     provider = provider or get_provider(current_app.config)
     result = provider.send(_outgoing(email))
     db.session.refresh(email, with_for_update=True)
-    if email.send_state != "sending" or email.send_attempts != attempt:
+    if email.send_state != "claimed" or email.send_attempts != attempt:
         # The sweeper gave up waiting for this answer, or a webhook event proved the send.
         return _record_late_answer(email, result)
     if result.outcome == "accepted":
@@ -346,7 +346,7 @@ def _mark_accepted(email: Email, provider_message_id: str | None) -> None:
 
 
 def _mark_rejected(email: Email, error: str, reject_reason: RejectReason | None = None) -> None:
-    email.send_state = "failed"
+    email.send_state = "refused"
     email.send_error = error
     email.next_attempt_at = None
     rejected = ProviderEvent(
@@ -404,7 +404,7 @@ def recover_abandoned_sends(now: datetime) -> int:
     after = timedelta(seconds=current_app.config["SEND_ABANDONED_SECONDS"])
     recovered = db.session.execute(
         sa.update(Email)
-        .where(Email.send_state == "sending", Email.send_claimed_at <= now - after)
+        .where(Email.send_state == "claimed", Email.send_claimed_at <= now - after)
         .values(
             send_state="in_doubt",
             next_attempt_at=now,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -78,41 +79,119 @@ def apply_batch(batch_id: int) -> int:
 def apply_provider_events(events: Iterable[ProviderEvent], source: str) -> int:
     """Apply events to the emails they name, in a handful of statements whatever their number;
     keep the others for later. Return how many emails changed. The caller commits."""
-    by_message: dict[str, list[ProviderEvent]] = defaultdict(list)
+    changed, unknown = _apply_to_owners(list(events), source)
+    keep_for_later(unknown)
+    return changed
+
+
+def _apply_to_owners(events: list[ProviderEvent], source: str) -> tuple[int, list[ProviderEvent]]:
+    """Find each event's email (by our id, else by the provider's id and the recipient), apply
+    them, and return how many emails changed and the events whose email is not known (yet)."""
+    by_app_id: dict[str, list[ProviderEvent]] = defaultdict(list)
+    by_provider_id: dict[str, list[ProviderEvent]] = defaultdict(list)
+    unknown: list[ProviderEvent] = []
     for event in events:
-        by_message[event.app_message_id or ""].append(event)
-    named = [key for key in by_message if key]
-    known: dict[str, sa.Row] = {}
-    for start in range(0, len(named), CHUNK):
-        # Look up and lock in one statement, in id order, like the poller: concurrent writers
-        # then lock emails in one order.
-        known.update(
-            (row.app_message_id, row)
-            for row in db.session.execute(
-                sa.select(
-                    Email.id,
-                    Email.app_message_id,
-                    Email.clinic_id,
-                    Email.client_id,
-                    Email.to_address,
-                    Email.send_state,
+        if event.app_message_id:
+            by_app_id[event.app_message_id].append(event)
+        elif event.provider_message_id:
+            by_provider_id[event.provider_message_id].append(event)
+        else:
+            unknown.append(event)
+    rows = _owners(list(by_app_id), list(by_provider_id))
+    owned: dict[int, list[ProviderEvent]] = defaultdict(list)
+    known_app_ids = {row.app_message_id: row for row in rows.values()}
+    for app_id, chunk in by_app_id.items():
+        row = known_app_ids.get(app_id)
+        if row is None:
+            unknown.extend(chunk)
+        else:
+            owned[row.id].extend(chunk)
+    sharing: dict[str, list[sa.Row]] = defaultdict(list)
+    for row in rows.values():
+        if row.provider_message_id in by_provider_id:
+            sharing[row.provider_message_id].append(row)
+    for provider_id, chunk in by_provider_id.items():
+        for event in chunk:
+            row = _owner_by_recipient(sharing.get(provider_id, []), event.recipient)
+            if row is None:
+                unknown.append(event)
+            else:
+                # Keyed on our id like every other copy of this event (polled, or with custom args).
+                owned[row.id].append(dataclasses.replace(event, app_message_id=row.app_message_id))
+    for email_id, chunk in owned.items():
+        if rows[email_id].send_state in ("claimed", "in_doubt", "queued"):
+            email = db.session.get(Email, email_id)
+            if email is not None:
+                _accepted_on_evidence(email, chunk)
+    batch = {
+        email_id: (
+            Target(email_id, rows[email_id].clinic_id, rows[email_id].client_id, rows[email_id].to_address),
+            chunk,
+        )
+        for email_id, chunk in owned.items()
+    }
+    return len(store_events(batch, source)), unknown
+
+
+_OWNER_COLUMNS = (
+    Email.id,
+    Email.app_message_id,
+    Email.provider_message_id,
+    Email.clinic_id,
+    Email.client_id,
+    Email.to_address,
+    Email.send_state,
+)
+
+
+def _owners(app_ids: list[str], provider_ids: list[str]) -> dict[int, sa.Row]:
+    """Look up and lock the emails named by our ids or by the provider's, in id order, like the
+    poller: concurrent writers then lock emails in one order."""
+    if not provider_ids:
+        # The usual case: one statement per chunk both finds and locks.
+        found = {}
+        for start in range(0, len(app_ids), CHUNK):
+            found.update(
+                (row.id, row)
+                for row in db.session.execute(
+                    sa.select(*_OWNER_COLUMNS)
+                    .where(among(Email.app_message_id, app_ids[start : start + CHUNK]))
+                    .order_by(Email.id)
+                    .with_for_update()
                 )
-                .where(among(Email.app_message_id, named[start : start + CHUNK]))
+            )
+        return found
+    # Some events name only the provider's id: find every owner first, then lock them all at once.
+    ids: set[int] = set()
+    for column, values in ((Email.app_message_id, app_ids), (Email.provider_message_id, provider_ids)):
+        for start in range(0, len(values), CHUNK):
+            ids.update(
+                db.session.execute(
+                    sa.select(Email.id).where(among(column, values[start : start + CHUNK]))
+                ).scalars()
+            )
+    ordered = sorted(ids)
+    found = {}
+    for start in range(0, len(ordered), CHUNK):
+        found.update(
+            (row.id, row)
+            for row in db.session.execute(
+                sa.select(*_OWNER_COLUMNS)
+                .where(among(Email.id, ordered[start : start + CHUNK]))
                 .order_by(Email.id)
                 .with_for_update()
             )
         )
-    keep_for_later([event for key, chunk in by_message.items() if key not in known for event in chunk])
-    for row in known.values():
-        if row.send_state in ("sending", "in_doubt", "queued"):
-            email = db.session.get(Email, row.id)
-            if email is not None:
-                _accepted_on_evidence(email, by_message[row.app_message_id])
-    batch = {
-        row.id: (Target(row.id, row.clinic_id, row.client_id, row.to_address), by_message[key])
-        for key, row in known.items()
-    }
-    return len(store_events(batch, source))
+    return found
+
+
+def _owner_by_recipient(candidates: list[sa.Row], recipient: str | None) -> sa.Row | None:
+    """Pick the email of a send request that an event names: one request may carry several
+    recipients (a batch), so the recipient decides; two emails to one address stay unresolved."""
+    if recipient:
+        address = recipient.strip().lower()
+        candidates = [row for row in candidates if row.to_address.strip().lower() == address]
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def _accepted_on_evidence(email: Email, events: list[ProviderEvent]) -> None:
@@ -122,21 +201,35 @@ def _accepted_on_evidence(email: Email, events: list[ProviderEvent]) -> None:
     email.next_attempt_at = None
     provider_ids = [event.provider_message_id for event in events if event.provider_message_id]
     if provider_ids and not email.provider_message_id:
-        # The per-recipient id starts with the id of the send request (X-Message-Id).
-        email.provider_message_id = provider_ids[0].split(".", 1)[0]
+        email.provider_message_id = provider_ids[0]  # the send request's id, as the provider gave it
     schedule_next_poll(email, utcnow())
 
 
 def adopt_pending_events(now: datetime) -> int:
-    """Apply kept events whose email is now known; forget those kept too long."""
+    """Apply kept events whose email is now known (by our id, or by the provider's id once the
+    send record has it); forget those kept too long."""
     pending = list(
         db.session.execute(
-            sa.select(PendingEvent).join(Email, Email.app_message_id == PendingEvent.app_message_id)
+            sa.select(PendingEvent)
+            .join(Email, Email.app_message_id == PendingEvent.app_message_id)
+            .where(PendingEvent.app_message_id != "")
         ).scalars()
     )
-    changed = apply_provider_events([ProviderEvent.from_dict(row.payload) for row in pending], "webhook")
-    for row in pending:
-        db.session.delete(row)
+    pending += db.session.execute(
+        sa.select(PendingEvent).where(
+            PendingEvent.app_message_id == "",
+            PendingEvent.provider_message_id.in_(
+                sa.select(Email.provider_message_id).where(Email.provider_message_id.is_not(None))
+            ),
+        )
+    ).scalars()
+    events = [ProviderEvent.from_dict(row.payload) for row in pending]
+    changed, unknown = _apply_to_owners(events, "webhook")
+    # An event still without its email (two emails of one request to one address) waits on.
+    waiting = {id(event) for event in unknown}
+    for row, event in zip(pending, events, strict=True):
+        if id(event) not in waiting:
+            db.session.delete(row)
     db.session.execute(sa.delete(PendingEvent).where(PendingEvent.received_at < now - KEEP_UNKNOWN_FOR))
     db.session.commit()
     return changed

@@ -1,7 +1,7 @@
 """reject reasons in our words on events; a lift the provider must be asked for, on removal cases
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-12 12:00:00
 
 """
@@ -10,7 +10,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '0009'
-down_revision = '0007'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

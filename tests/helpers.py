@@ -1,0 +1,276 @@
+"""Helpers that several test modules share: data makers, page readers, request signers and
+settings. Plain functions and values only; the shared fixtures are in conftest.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import time
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from html.parser import HTMLParser
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from flask.testing import FlaskClient
+
+from webapp.extensions import db
+from webapp.models import Client, Email, RemovalRequest, utcnow
+from webapp.providers.base import ProviderEvent
+from webapp.services import sending
+from webapp.services.events import apply_events
+
+EVENTS_URL = "/webhooks/sendgrid/events"
+
+# --- The email log -------------------------------------------------------------------------------
+
+
+CLINICIAN = "clinician@a.example"
+
+
+BOUNCE = "550 5.1.1 The email account that you tried to reach does not exist"
+
+
+def add_email(
+    client: Client,
+    *,
+    sent_at: datetime | None = None,
+    events: Iterable[tuple[float, str, dict]] = (),
+    subject: str = "Appointment reminder",
+    kind: str = "appointment_reminder",
+    to_address: str | None = None,
+    resend_of: Email | None = None,
+) -> Email:
+    """Record an email sent at `sent_at` with provider events given as (seconds after, kind, details)."""
+    sent_at = sent_at or utcnow()
+    email = Email(
+        clinic_id=client.clinic_id,
+        client_id=client.id,
+        to_address=to_address or client.email,
+        subject=subject,
+        body="Hello",
+        kind=kind,
+        provider="sandbox",
+        send_state="accepted",
+        created_at=sent_at,
+        status_changed_at=sent_at,
+        resend_of_id=resend_of.id if resend_of else None,
+    )
+    db.session.add(email)
+    db.session.flush()
+    history = [ProviderEvent("sending", sent_at, app_message_id=email.app_message_id)]
+    for seconds, event_kind, details in events:
+        history.append(
+            ProviderEvent(
+                event_kind,
+                sent_at + timedelta(seconds=seconds),
+                app_message_id=email.app_message_id,
+                **details,
+            )
+        )
+    apply_events(email, history, source="poll")
+    db.session.commit()
+    return email
+
+
+DELIVERED = [(5, "processed", {}), (20, "delivered", {"raw": {"response": "250 2.0.0 OK"}})]
+
+
+BOUNCED = [(5, "processed", {}), (20, "bounce", {"reason": BOUNCE})]
+
+
+def htmx_get(client, url: str, trigger: str = "email-log"):
+    """GET as htmx does when the element with id `trigger` fires."""
+    return client.get(url, headers={"HX-Request": "true", "HX-Trigger": trigger})
+
+
+def poll_url(html: str) -> str:
+    """Return the URL the log polls, as rendered into its hx-get."""
+    match = re.search(r'<section id="email-log"[^>]*?hx-get="([^"]+)"', html, re.S)
+    assert match, html[:2000]
+    return match.group(1).replace("&amp;", "&")
+
+
+def row_html(html: str, email: Email) -> str:
+    """Return the markup of one row of the log."""
+    match = re.search(rf'<li class="log-row[^"]*" id="email-{email.id}">(.*?)\n    </li>', html, re.S)
+    assert match, f"no row for email {email.id}"
+    return match.group(1)
+
+
+def text(html: str) -> str:
+    """Collapse markup into the words a reader sees."""
+    words = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
+    return re.sub(r" ([.,;:)])", r"\1", words)
+
+
+def emails_of(client: Client) -> list[Email]:
+    return list(
+        db.session.execute(sa.select(Email).where(Email.client_id == client.id).order_by(Email.id)).scalars()
+    )
+
+
+# --- Pages: what the CSP would block -------------------------------------------------------
+
+
+URL_ATTRIBUTES = {"href", "src", "action", "formaction", "hx-get", "hx-post", "data", "srcdoc"}
+
+
+class PageScan(HTMLParser):
+    """Collect every element with its attribute names, and every CSP-breaking construct."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: Counter[tuple[str, tuple[str, ...]]] = Counter()
+        self.problems: list[str] = []
+        self.meta: dict[str, str] = {}
+        self.body_attributes: dict[str, str] = {}
+        self.scripts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        self.elements[(tag, tuple(sorted(values)))] += 1
+        if tag == "script":
+            src = values.get("src", "")
+            self.scripts.append(src)
+            if not src:
+                self.problems.append("inline <script>")
+            elif not src.startswith("/static/"):
+                self.problems.append(f"script from elsewhere: {src}")
+        if tag == "style":
+            self.problems.append("<style> element")
+        if tag == "meta" and "name" in values:
+            self.meta[values["name"]] = values.get("content", "")
+        if tag == "body":
+            self.body_attributes = values
+        for name, value in values.items():
+            if name.startswith("on"):
+                self.problems.append(f"event handler attribute {name}= on <{tag}>")
+            if name == "style":
+                self.problems.append(f"style= attribute on <{tag}>")
+            if name.startswith(("hx-on", "data-hx-on")):
+                self.problems.append(f"{name}= needs eval")
+            scheme = value.strip().lower().replace("\t", "").replace("\n", "")
+            if name in URL_ATTRIBUTES and scheme.startswith(("javascript:", "vbscript:", "data:text/html")):
+                self.problems.append(f"script URL in {name}= on <{tag}>")
+
+    handle_startendtag = handle_starttag
+
+
+def scan(html: str) -> PageScan:
+    """Parse one page."""
+    parser = PageScan()
+    parser.feed(html)
+    parser.close()
+    return parser
+
+
+def email_with_history(
+    client: Client,
+    *,
+    subject: str = "Appointment reminder",
+    body: str = "See you on Monday",
+    deferral: str = "421 4.7.0 Try again later",
+    response: str = "250 2.0.0 OK",
+    url: str = "https://example.com/intake-form",
+    bounce: str = "550 5.1.1 The email account does not exist",
+    sent_by: object = None,
+) -> Email:
+    """Send an email through the service and give it a full, failed history of provider events."""
+    email = sending.queue_email(client, kind="free_text", subject=subject, body=body, sent_by=sent_by)
+    start = email.created_at
+    ids = {"app_message_id": email.app_message_id}
+    apply_events(
+        email,
+        [
+            ProviderEvent("processed", start + timedelta(seconds=1), **ids),
+            ProviderEvent("deferred", start + timedelta(seconds=2), reason=deferral, attempt=1, **ids),
+            ProviderEvent("delivered", start + timedelta(seconds=3), raw={"response": response}, **ids),
+            ProviderEvent("open", start + timedelta(seconds=40), machine=True, **ids),
+            ProviderEvent("click", start + timedelta(seconds=60), url=url, **ids),
+            ProviderEvent("bounce", start + timedelta(seconds=90), reason=bounce, **ids),
+        ],
+        source="webhook",
+    )
+    db.session.commit()
+    return email
+
+
+def removal_case(address: str, *, verdict: str = "verified", tag: str = "1") -> RemovalRequest:
+    """File a removal case directly (as the inbound webhook would), for page tests."""
+    case = RemovalRequest(
+        from_address=address,
+        subject="Please remove me",
+        body_excerpt="I reported it by mistake.",
+        message_id=f"<{tag}@mail.example>",
+        fingerprint=f"test-{tag}-{address}"[:64],
+        verdict=verdict,
+        evidence={"verified_by": "dkim", "reasons": [], "dkim": [], "receiver_dkim": "none"},
+    )
+    db.session.add(case)
+    db.session.commit()
+    return case
+
+
+# --- Signing in, settings, signed webhooks --------------------------------------------------
+
+
+def attempt(client: FlaskClient, email: str, password: str, address: str, forwarded: str | None = None):
+    """One sign-in attempt from a client address (and a claimed X-Forwarded-For)."""
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    return client.post(
+        "/login",
+        data={"email": email, "password": password},
+        environ_base={"REMOTE_ADDR": address},
+        headers=headers,
+    )
+
+
+def p256_key_b64() -> str:
+    der = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return base64.b64encode(der).decode()
+
+
+def production(**changes: str) -> dict[str, str]:
+    """A production configuration that starts; each test spoils one thing."""
+    settings = {
+        "APP_ENV": "production",
+        "DATABASE_URL": "postgresql://x/y",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "EMAIL_PROVIDER": "sendgrid",
+        "SENDGRID_API_KEY": "SG.key",
+        "SENDGRID_WEBHOOK_PUBLIC_KEY": p256_key_b64(),
+        "TRUSTED_HOSTS": "clinic.example",
+    }
+    settings.update(changes)
+    return {name: value for name, value in settings.items() if value is not None}
+
+
+def sign(key: ec.EllipticCurvePrivateKey, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    stamp = str(timestamp if timestamp is not None else int(time.time()))
+    signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return {
+        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+        "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
+        "Content-Type": "application/json",
+    }
+
+
+def public_key_b64(key: ec.EllipticCurvePrivateKey) -> str:
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode()
+
+
+def one_event(**fields) -> bytes:
+    event = {"email": "a@example.com", "timestamp": int(time.time()), "event": "delivered", **fields}
+    return json.dumps([event]).encode() + b"\r\n"

@@ -1,0 +1,111 @@
+"""Every `flask --app wsgi <command>` works under Flask's own test runner, which (unlike the
+`flask` command) pushes no app context: each command pushes its own, as with_appcontext gives."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskCliRunner
+
+from tests.conftest import ON_POSTGRES
+
+COMMANDS = (
+    "init-db",
+    "seed-demo",
+    "seed-load",
+    "create-user",
+    "sandbox-client-mail",
+    "worker",
+    "scheduler",
+    "up",
+    "purge-old-records",
+    "purge-audit",
+)
+
+
+@pytest.fixture
+def bare_app(make_app) -> Flask:
+    """The app with no app context pushed around the test, as a command line starts."""
+    return make_app(AUDIT_RETENTION_DAYS=400)
+
+
+def run(app: Flask, *args: str) -> str:
+    result = FlaskCliRunner(app).invoke(args=list(args))
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+def test_every_command_is_registered(bare_app):
+    assert set(COMMANDS) <= set(bare_app.cli.list_commands(None))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_explains_itself(bare_app, command):
+    output = run(bare_app, command, "--help")
+    assert output.splitlines()[0].endswith(f" {command} [OPTIONS]")
+    summary = bare_app.cli.get_command(None, command).help.split("\n")[0].split()[:3]
+    assert " ".join(summary) in " ".join(output.split())  # the command's own docstring
+
+
+def test_init_db_and_the_account_commands_run_without_an_outer_app_context(bare_app):
+    from webapp.extensions import db
+    from webapp.models import Clinic, User
+
+    assert "Database is up to date." in run(bare_app, "init-db")
+    assert "Created owner pat@example.com." in run(
+        bare_app,
+        "create-user",
+        "--email",
+        "pat@example.com",
+        "--name",
+        "Pat",
+        "--role",
+        "owner",
+        "--clinic",
+        "Hillside",
+        "--password",
+        "a long enough password",
+    )
+    output = run(bare_app, "seed-demo", "--password", "demo password 123")
+    assert "clinician@example.com" in output
+    with bare_app.app_context():
+        assert db.session.execute(sa.select(User.email).where(User.email == "pat@example.com")).scalar()
+        assert db.session.execute(sa.select(sa.func.count(Clinic.id))).scalar() == 2
+    # Seeding again keeps the data and sets the password.
+    assert "already present" in run(bare_app, "seed-demo", "--password", "another password 456")
+
+
+def test_the_sandbox_mail_worker_and_records_commands_run_without_an_outer_app_context(bare_app):
+    run(bare_app, "seed-demo", "--password", "demo password 123")
+    from webapp.extensions import db
+    from webapp.models import Client
+
+    with bare_app.app_context():
+        address = db.session.execute(sa.select(Client.email).order_by(Client.id)).scalars().first()
+    assert f"Sent a removal request from {address}" in run(bare_app, "sandbox-client-mail", "--from", address)
+    run(bare_app, "worker", "--burst")  # checks the removal request the command filed
+    assert "emails 0" in run(bare_app, "purge-old-records")
+    assert "Removed 0 audit lines older than 400 days." in run(bare_app, "purge-audit")
+
+
+def test_seed_load_makes_a_tiny_data_set_or_says_it_needs_postgresql(bare_app):
+    result = FlaskCliRunner(bare_app).invoke(
+        args=[
+            "seed-load",
+            "--clinics",
+            "1",
+            "--clients",
+            "2",
+            "--emails",
+            "3",
+            "--password",
+            "load password 1",
+        ]
+    )
+    if ON_POSTGRES:
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert "Made 1 clinics, 2 clients and 3 emails" in result.output
+    else:
+        assert result.exit_code == 1
+        assert "PostgreSQL" in result.output

@@ -1,0 +1,210 @@
+"""Events find their email without our custom argument: by the send request's id (SendGrid's
+X-Message-Id, which starts the current sg_message_id; older ones start with a host name and name
+none) and the recipient. Replays the payloads of django-anymail's SendGrid webhook tests, kept in
+tests/fixtures/sendgrid_webhook_events.json with their source."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from webapp.extensions import db
+from webapp.models import Email, EmailEvent, PendingEvent, utcnow
+from webapp.providers.base import ProviderEvent, SendResult
+from webapp.providers.sendgrid import parse_webhook_events, x_message_id
+from webapp.services import maintenance, sending, webhooks
+
+FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "sendgrid_webhook_events.json").read_text())
+PEER_CASES = FIXTURES["cases"]
+BUILT_CASES = FIXTURES["built_here"]["cases"]
+ALL_CASES = PEER_CASES + BUILT_CASES
+
+# What each email the peer payloads name ends as (one send request, wrfRR..., had three recipients).
+EXPECTED_STATUS = {
+    ("wrfRRvF7Q0GgwUo2CvDmEA", "recipient@example.com"): "open",
+    ("wrfRRvF7Q0GgwUo2CvDmEA", "invalid@invalid"): "failed",
+    ("wrfRRvF7Q0GgwUo2CvDmEA", "unsubscribe@example.com"): "failed",
+    ("14c5d75ce93.dfd.64b469", "example@example.com"): "failed",
+    ("Lli-03HcQ5-JLybO9fXsJg", "noreply@example.com"): "failed",
+    ("u9Gvi3mzT6iC2poAb58_qQ", "recipient@example.com"): "deferred",
+    ("_fjPjuJfRW-IPs5SuvYotg", "recipient@example.com"): "clicked",
+}
+
+
+def apply_body(events: list[dict]) -> None:
+    """Store a webhook body and apply it, as the route and the job do."""
+    batch = webhooks.store_batch("sendgrid", json.dumps(events).encode())
+    webhooks.apply_batch(batch.id)
+
+
+def add_sent_email(world, provider_message_id: str | None, to_address: str) -> Email:
+    """An email the provider accepted under this request id (None: its answer is not recorded yet)."""
+    email = Email(
+        clinic_id=world.clinic_a.id,
+        client_id=world.client_a.id,
+        to_address=to_address,
+        subject="Appointment reminder",
+        body="Hello",
+        kind="appointment_reminder",
+        provider="sendgrid",
+        send_state="accepted",
+        provider_message_id=provider_message_id,
+        created_at=utcnow(),
+    )
+    db.session.add(email)
+    db.session.commit()
+    return email
+
+
+def timeline(email: Email) -> list[str]:
+    return list(
+        db.session.execute(
+            sa.select(EmailEvent.kind).where(EmailEvent.email_id == email.id).order_by(EmailEvent.occurred_at)
+        ).scalars()
+    )
+
+
+def pending_count() -> int:
+    return db.session.execute(sa.select(sa.func.count(PendingEvent.id))).scalar()
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=[case["name"] for case in ALL_CASES])
+def test_each_payload_names_its_send_request_or_none(case):
+    [event] = parse_webhook_events(json.dumps([case["event"]]).encode())
+    assert event.provider_message_id == case["x_message_id"]
+    assert event.app_message_id is None  # Anymail's custom argument is not ours
+    assert event.recipient == case["recipient"]
+
+
+@pytest.mark.parametrize(
+    ("msg_id", "expected"),
+    [
+        (
+            "LRzXl_NHStOGhQ4kofSm_A.filterdrecv-p3mdw1-756b745b58-kmzbl-18-5F5FC76C-9.0",
+            "LRzXl_NHStOGhQ4kofSm_A",
+        ),
+        ("filter0001p1las1-16816-5E7C2B0B-1.0", None),
+        ("filter0123p1mdw1.13432.5B3A6F4C13.0", None),
+        ("", None),
+        ("a b.filter0001.0", None),  # not an id SendGrid makes
+    ],
+)
+def test_polled_message_ids_are_read_the_same_way(msg_id, expected):
+    assert x_message_id(msg_id) == expected
+
+
+def test_the_peer_payloads_find_their_email_or_wait_and_copies_with_our_id_collapse(app, world):
+    emails = {key: add_sent_email(world, *key) for key in EXPECTED_STATUS}
+
+    apply_body([case["event"] for case in ALL_CASES])
+
+    for case in PEER_CASES:
+        email = emails[(case["x_message_id"], case["recipient"])]
+        kinds = timeline(email)
+        assert kinds, case["name"]
+    assert {key: db.session.get(Email, email.id).status for key, email in emails.items()} == EXPECTED_STATUS
+    assert timeline(emails[("wrfRRvF7Q0GgwUo2CvDmEA", "recipient@example.com")]) == [
+        "processed",
+        "delivered",  # once: the sender-chosen smtp-id copy is the same event
+        "open",
+    ]
+    # The events that name no request wait for nothing in particular, and are not guessed.
+    assert pending_count() == len(BUILT_CASES)
+    stored = db.session.execute(sa.select(sa.func.count(EmailEvent.id))).scalar()
+    assert stored == len(PEER_CASES) - 1
+
+    # The same events with our custom argument, shuffled, one per batch: stored once each all the same.
+    with_our_id = [
+        {**case["event"], "app_message_id": emails[(case["x_message_id"], case["recipient"])].app_message_id}
+        for case in PEER_CASES
+    ]
+    random.Random(13).shuffle(with_our_id)
+    for event in with_our_id:
+        apply_body([event])
+    db.session.expire_all()
+    assert db.session.execute(sa.select(sa.func.count(EmailEvent.id))).scalar() == stored
+    assert {key: db.session.get(Email, email.id).status for key, email in emails.items()} == EXPECTED_STATUS
+    assert pending_count() == len(BUILT_CASES)
+
+
+@pytest.mark.parametrize("webhook_first", [True, False])
+def test_a_polled_copy_and_a_webhook_copy_without_our_id_are_one_event(app, world, webhook_first):
+    email = add_sent_email(world, "XID", "jane@example.com")
+    at = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    polled = ProviderEvent("open", at, app_message_id=email.app_message_id, provider_message_id="XID")
+    pushed = ProviderEvent("open", at, provider_message_id="XID", recipient="Jane@Example.com", machine=True)
+    order = (
+        [(pushed, "webhook"), (polled, "poll")] if webhook_first else [(polled, "poll"), (pushed, "webhook")]
+    )
+    for event, source in order:
+        webhooks.apply_provider_events([event], source)
+        db.session.commit()
+    stored = db.session.execute(sa.select(EmailEvent).where(EmailEvent.email_id == email.id)).scalars().all()
+    assert [(event.kind, event.machine, event.source) for event in stored] == [("open", True, "webhook")]
+    assert pending_count() == 0
+
+
+class AcceptingProvider:
+    """A provider whose answer to the send names the request the early event named."""
+
+    def send(self, message: object) -> SendResult:
+        return SendResult("accepted", provider_message_id="XLATE")
+
+
+def test_an_event_without_our_id_before_its_send_record_is_matched_when_the_record_arrives(app, world):
+    email = sending.queue_email(world.client_a, kind="receipt", subject="R", body="B", sent_by=None)
+    early = {
+        "email": email.to_address,
+        "timestamp": int(utcnow().timestamp()),
+        "event": "delivered",
+        "sg_event_id": "ZWFybHk",
+        "sg_message_id": "XLATE.filterdrecv-p3mdw1-756b745b58-kmzbl-18-5F5FC76C-9.0",
+        "response": "250 OK",
+    }
+    apply_body([early])
+    assert db.session.execute(sa.select(PendingEvent.provider_message_id)).scalar_one() == "XLATE"
+    assert maintenance.sweep()["adopted"] == 0  # nothing names XLATE yet
+
+    assert sending.deliver(email.id, provider=AcceptingProvider()) == "accepted"
+    assert maintenance.sweep()["adopted"] == 1
+    db.session.refresh(email)
+    assert email.status == "delivered"
+    assert pending_count() == 0
+    # The webhook's retry of the same event changes nothing.
+    apply_body([early])
+    assert timeline(email).count("delivered") == 1
+    assert pending_count() == 0
+
+
+def test_two_emails_of_one_request_to_one_address_wait_rather_than_guess(app, world):
+    first = add_sent_email(world, "XBATCH", "pat@example.com")
+    second = add_sent_email(world, "XBATCH", "pat@example.com")
+    other = add_sent_email(world, "XBATCH", "sam@example.com")
+    now = int(utcnow().timestamp())
+    apply_body(
+        [
+            {
+                "email": "pat@example.com",
+                "timestamp": now,
+                "event": "delivered",
+                "sg_message_id": "XBATCH.filter01.0",
+            },
+            {
+                "email": "sam@example.com",
+                "timestamp": now,
+                "event": "delivered",
+                "sg_message_id": "XBATCH.filter01.1",
+            },
+        ]
+    )
+    assert (timeline(first), timeline(second), timeline(other)) == ([], [], ["delivered"])
+    assert pending_count() == 1
+    assert maintenance.sweep()["adopted"] == 0
+    assert pending_count() == 1  # still waiting, not dropped by the attempt
+    maintenance.sweep(utcnow() + timedelta(days=8))
+    assert pending_count() == 0

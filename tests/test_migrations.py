@@ -1,0 +1,180 @@
+"""The migrations: what they do to stored rows, on the database the run uses (PostgreSQL or SQLite)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_migrate import upgrade
+
+from tests.conftest import ON_POSTGRES, OWNER_DATABASE_URL, DatabaseUrls, _psycopg, _settings
+from webapp.models import JSONType, UTCDateTime, utcnow
+
+
+@pytest.fixture
+def scratch_app(tmp_path: Path, redis_url: str) -> Iterator[Flask]:
+    """The app on an empty database of its own (its owner's connection), for running migrations
+    step by step."""
+    from webapp import create_app
+    from webapp.extensions import db
+
+    if ON_POSTGRES:
+        server = sa.engine.make_url(_psycopg(OWNER_DATABASE_URL))
+        name = f"{server.database}_scratch_{os.getpid()}"
+        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = server.set(database=name).render_as_string(hide_password=False)
+    else:
+        url = f"sqlite:///{tmp_path / 'scratch.sqlite3'}"
+    app = create_app(_settings(tmp_path, DatabaseUrls(url, url), redis_url))
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+    if ON_POSTGRES:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def migrate_to(app: Flask, revision: str = "head") -> None:
+    upgrade(directory=app.extensions["migrate"].directory, revision=revision)
+
+
+def test_kept_events_without_our_id_learn_their_send_request_on_upgrade(scratch_app):
+    from webapp.extensions import db
+
+    migrate_to(scratch_app, "0007")
+    pending = sa.table(
+        "pending_event",
+        sa.column("app_message_id", sa.String),
+        sa.column("dedupe_key", sa.String),
+        sa.column("payload", JSONType),
+        sa.column("received_at", UTCDateTime),
+    )
+    kept = {
+        "current": ("", "XOLD.filter0425p1mdw1.13037.57168B4A1D.0"),
+        "older": ("", "filter0093p1las1.9128.5717FB8127.0"),  # a host name: it names no request
+        "ours": ("app-1", "XAPP.filter0425p1mdw1.0"),  # found by our id anyway
+        "none": ("", None),
+    }
+    with db.engine.begin() as connection:
+        connection.execute(
+            pending.insert(),
+            [
+                {
+                    "app_message_id": app_id,
+                    "dedupe_key": key,
+                    "payload": {"kind": "delivered", "provider_message_id": provider_id},
+                    "received_at": utcnow(),
+                }
+                for key, (app_id, provider_id) in kept.items()
+            ],
+        )
+    migrate_to(scratch_app)
+    with db.engine.connect() as connection:
+        learnt = dict(
+            connection.execute(sa.text("SELECT dedupe_key, provider_message_id FROM pending_event")).all()
+        )
+    assert learnt == {"current": "XOLD", "older": None, "ours": None, "none": None}
+
+
+def test_send_states_take_words_apart_from_the_statuses_and_back(scratch_app):
+    from flask_migrate import downgrade
+
+    from webapp.extensions import db
+
+    migrate_to(scratch_app, "0007")
+    now = utcnow()
+    with db.engine.begin() as connection:
+        connection.execute(
+            sa.table(
+                "clinic", sa.column("id"), sa.column("name"), sa.column("created_at", UTCDateTime)
+            ).insert(),
+            {"id": 1, "name": "C", "created_at": now},
+        )
+        connection.execute(
+            sa.table(
+                "client",
+                *(sa.column(name) for name in ("id", "clinic_id", "name", "email", "phone")),
+                sa.column("created_at", UTCDateTime),
+            ).insert(),
+            {"id": 1, "clinic_id": 1, "name": "N", "email": "n@example.com", "phone": "", "created_at": now},
+        )
+        names = ("id", "clinic_id", "client_id", "app_message_id", "to_address", "subject", "body", "kind")
+        names += ("status", "version", "provider", "send_state", "send_attempts")
+        email = sa.table(
+            "email",
+            *(sa.column(name) for name in names),
+            sa.column("status_changed_at", UTCDateTime),
+            sa.column("created_at", UTCDateTime),
+        )
+        old_states = ["queued", "sending", "accepted", "failed", "in_doubt"]
+        connection.execute(
+            email.insert(),
+            [
+                {
+                    "id": number,
+                    "clinic_id": 1,
+                    "client_id": 1,
+                    "app_message_id": f"m{number}",
+                    "to_address": "n@example.com",
+                    "subject": "S",
+                    "body": "B",
+                    "kind": "receipt",
+                    # The status words stay: only send states move.
+                    "status": "failed" if state == "failed" else "sending",
+                    "version": 0,
+                    "provider": "sendgrid",
+                    "send_state": state,
+                    "send_attempts": 1,
+                    "status_changed_at": now,
+                    "created_at": now,
+                }
+                for number, state in enumerate(old_states, start=1)
+            ],
+        )
+
+    def states() -> list[tuple[str, str]]:
+        with db.engine.connect() as connection:
+            return [
+                tuple(row)
+                for row in connection.execute(sa.text("SELECT send_state, status FROM email ORDER BY id"))
+            ]
+
+    migrate_to(scratch_app)
+    assert states() == [
+        ("queued", "sending"),
+        ("claimed", "sending"),
+        ("accepted", "sending"),
+        ("refused", "failed"),
+        ("in_doubt", "sending"),
+    ]
+    downgrade(directory=scratch_app.extensions["migrate"].directory, revision="0007")
+    assert [state for state, _ in states()] == old_states
+
+
+def test_the_models_and_the_migrations_describe_the_same_schema(migrated_database, make_app):
+    """Autogenerate compares the models with a database the migrations made: a model changed
+    without a migration (or a migration without its model) shows here, not in production."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from webapp.extensions import db
+
+    engine = sa.create_engine(migrated_database.owner_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "compare_server_default": False}
+            )
+            differences = compare_metadata(context, db.metadata)
+    finally:
+        engine.dispose()
+    assert differences == []
