@@ -23,7 +23,38 @@ def get_provider(config: dict[str, Any]) -> EmailProvider:
             config["SANDBOX_SPEED"],
             timeout,
         )
+    if config["EMAIL_PROVIDER"] == "postmark":
+        return _postmark_provider(
+            config["POSTMARK_SERVER_TOKEN"],
+            config["POSTMARK_API_BASE"],
+            config["POSTMARK_MESSAGE_STREAM"],
+            config["POSTMARK_WEBHOOK_USERNAME"],
+            config["POSTMARK_WEBHOOK_PASSWORD"],
+            timeout,
+        )
     return _sendgrid_provider(config["SENDGRID_API_KEY"], config["SENDGRID_API_BASE"], timeout)
+
+
+@lru_cache(maxsize=8)
+def _postmark_provider(
+    server_token: str,
+    api_base: str,
+    stream: str,
+    webhook_username: str,
+    webhook_password: str,
+    timeout: float,
+) -> EmailProvider:
+    from webapp.providers.postmark import PostmarkProvider
+
+    return PostmarkProvider(
+        server_token,
+        api_base,
+        message_stream=stream,
+        timeout=timeout,
+        clock=clock.timestamp,
+        webhook_username=webhook_username,
+        webhook_password=webhook_password,
+    )
 
 
 @lru_cache(maxsize=8)
