@@ -284,3 +284,78 @@ def test_a_stuck_alert_names_the_email_and_support_may_open_only_its_timeline(ap
     clinician = app.test_client()
     login(clinician, "clinician@a.example")
     assert clinician.get(f"/support/emails/{email.id}").status_code in (403, 404)
+
+
+def refuse_lifts(app, monkeypatch) -> None:
+    """Make the configured provider answer as Postmark does for a spam complaint: not through the API."""
+    from webapp.providers.base import LiftResult
+
+    monkeypatch.setattr(
+        get_provider(app.config),
+        "remove_spam_report",
+        lambda address: LiftResult(
+            "provider_request_needed", f"Ask the provider's support to reactivate {address}."
+        ),
+    )
+
+
+def test_a_lift_the_provider_refuses_waits_for_support_to_record_it(app, blocked, keys, monkeypatch):  # noqa: F811
+    refuse_lifts(app, monkeypatch)
+    case = file_case(app, sign(keys, mail(f"Jane <{ADDRESS}>")))
+    support = support_client(app)
+    assert (
+        support.post(f"/support/removal-requests/{case.id}/approve", data={"note": "ok"}).status_code == 303
+    )
+    run_jobs(app)  # the lift job: the provider refuses
+
+    db.session.refresh(case)
+    assert case.awaiting_provider and case.lifted_at is None and case.provider_request_at is not None
+    assert removals.due_lifts() == []  # not retried against the provider: support asks it
+    assert removals.lift_block(case.id) is False
+    with pytest.raises(sending.SendRefused):
+        send(blocked)  # still blocked
+    page = support.get(f"/support/removal-requests/{case.id}").get_data(as_text=True)
+    assert "must be asked to lift this block" in page and f"reactivate {ADDRESS}" in page
+    assert "Waiting for the email provider" in page
+    queue = support.get("/support/removal-requests").get_data(as_text=True)
+    assert "Waiting for the email provider" in queue and f"/support/removal-requests/{case.id}" in queue
+    assert len(audit_rows("removal.provider_request_needed")) == 1
+
+    # The client's file says the request was approved and the provider is being asked.
+    clinician = app.test_client()
+    login(clinician, "clinician@a.example")
+    banner = clinician.get(f"/clients/{blocked.client_a.id}").get_data(as_text=True)
+    assert "Emails to this address are blocked" in banner
+    assert "request to be taken off the spam list was approved" in banner
+    assert "Copy instructions for the client" not in banner
+
+    # Nobody but support may record the provider's lift.
+    for email in ("clinician@a.example", "owner@a.example"):
+        other = app.test_client()
+        login(other, email)
+        assert other.post(f"/support/removal-requests/{case.id}/provider-lifted").status_code in (403, 404)
+    db.session.refresh(case)
+    assert case.awaiting_provider
+
+    response = support.post(
+        f"/support/removal-requests/{case.id}/provider-lifted", data={"note": "Postmark ticket 4711"}
+    )
+    assert response.status_code == 303
+    db.session.refresh(case)
+    assert case.lifted_at is not None and not case.awaiting_provider
+    assert case.provider_done_by_id == blocked.users["support"].id
+    assert (
+        db.session.execute(sa.select(SpamListEntry).where(SpamListEntry.address == ADDRESS)).first() is None
+    )
+    [recorded] = audit_rows("removal.provider_lifted")
+    assert (recorded.actor_id, recorded.clinic_id) == (blocked.users["support"].id, blocked.clinic_a.id)
+    assert recorded.detail == f"{ADDRESS}: Postmark ticket 4711"
+    assert len(audit_rows("removal.lifted")) == 1
+    assert "Emails to this address are blocked" not in clinician.get(
+        f"/clients/{blocked.client_a.id}"
+    ).get_data(as_text=True)
+    email = send(blocked)  # sending resumes
+    assert email.id
+    with pytest.raises(removals.DecisionRefused, match="not waiting"):
+        removals.record_provider_lift(case, blocked.users["support"], "again")
+    assert len(audit_rows("removal.provider_lifted")) == 1

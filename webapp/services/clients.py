@@ -12,7 +12,7 @@ from flask_sqlalchemy.pagination import Pagination
 
 from webapp import statuses
 from webapp.extensions import db
-from webapp.models import MESSAGE_KINDS, Client, Email, EmailEvent, SpamListEntry
+from webapp.models import MESSAGE_KINDS, Client, Email, EmailEvent, RemovalRequest, SpamListEntry
 from webapp.providers.sendgrid import drop_reason_text
 
 LOG_DAYS = 30
@@ -86,6 +86,9 @@ class AddressHealth:
     reported_at: datetime | None = None
     latest: Email | None = None  # the newest email to the address on file
     failure_reason: str = ""
+    # The client's request to come off the list was approved, but the provider lifts the block
+    # only when asked (Postmark, for a spam complaint): since when support is asking it.
+    provider_lift_pending_since: datetime | None = None
 
     LABELS: ClassVar[dict[str, str]] = {
         "fine": "Fine",
@@ -156,6 +159,7 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
         ).scalars()
     }
     reports = _spam_reports(clients, {address for address in addresses if address in spam})
+    waiting = _provider_lifts_pending({address for address in addresses if address in spam})
     health = {}
     for client in clients:
         address = _address(client.email)
@@ -176,7 +180,12 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
                 )
                 reported_at = None if dropped else entry.reported_at
             health[client.id] = AddressHealth(
-                "spam", spam_entry=entry, spam_email=spam_email, reported_at=reported_at, latest=latest
+                "spam",
+                spam_entry=entry,
+                spam_email=spam_email,
+                reported_at=reported_at,
+                latest=latest,
+                provider_lift_pending_since=waiting.get(address),
             )
         elif latest is None:
             health[client.id] = AddressHealth("fine")
@@ -193,6 +202,23 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
 
 def _address(address: str) -> str:
     return address.strip().lower()
+
+
+def _provider_lifts_pending(addresses: set[str]) -> dict[str, datetime]:
+    """Return, per listed address, since when an approved lift waits for the provider."""
+    if not addresses:
+        return {}
+    rows = db.session.execute(
+        sa.select(RemovalRequest.from_address, sa.func.min(RemovalRequest.provider_request_at))
+        .where(
+            RemovalRequest.from_address.in_(addresses),
+            RemovalRequest.status == "approved",
+            RemovalRequest.provider_request_at.is_not(None),
+            RemovalRequest.lifted_at.is_(None),
+        )
+        .group_by(RemovalRequest.from_address)
+    ).all()
+    return {address: since for address, since in rows}
 
 
 def _spam_reports(

@@ -81,6 +81,13 @@ def standing(case: RemovalRequest, client_files: int, on_spam_list: bool) -> Sta
     """Return whether the case can be approved and, if not, why (most fundamental reason first)."""
     evidence = case.evidence or {}
     reasons = evidence.get("reasons") or []
+    if case.awaiting_provider:
+        return Standing(
+            False,
+            "Waiting for the email provider",
+            "Approved; the email provider lifts this block only on a request from us. Ask it, then "
+            "record it here: sending stays blocked until then.",
+        )
     if case.status != "pending":
         return Standing(
             False, case.status.capitalize(), case.decision_note or f"This case was {case.status}."
@@ -217,11 +224,16 @@ def reject(removal: RemovalRequest, by: User, note: str) -> None:
 def lift_block(case_id: int) -> bool:
     """Remove an approved case's address from the provider's and our spam list (idempotent)."""
     removal = db.session.get(RemovalRequest, case_id)
-    if removal is None or removal.status != "approved" or removal.lifted_at is not None:
+    if (
+        removal is None
+        or removal.status != "approved"
+        or removal.lifted_at is not None
+        or removal.provider_request_at is not None  # support asks the provider, and records it
+    ):
         return False
     try:
         # Idempotent at the provider: removing an address twice is harmless.
-        get_provider(current_app.config).remove_spam_report(removal.from_address)
+        result = get_provider(current_app.config).remove_spam_report(removal.from_address)
     except ProviderError as error:
         alert_operators(
             "removal_lift_failed",
@@ -230,6 +242,87 @@ def lift_block(case_id: int) -> bool:
         )
         db.session.commit()
         raise
+    if result.outcome == "provider_request_needed":
+        _await_provider(removal, result.detail)
+        return False
+    return _mark_lifted(removal)
+
+
+def _await_provider(removal: RemovalRequest, detail: str) -> None:
+    """Keep the block: the provider lifts it only when asked, so support must ask and record it."""
+    waiting = db.session.execute(
+        sa.update(RemovalRequest)
+        .where(RemovalRequest.id == removal.id, RemovalRequest.provider_request_at.is_(None))
+        .values(provider_request_at=utcnow(), provider_request_detail=detail)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not waiting:  # another worker got the same answer first
+        db.session.rollback()
+        return
+    _mark_files_changed(removal.from_address)
+    _audit_for_clinics("removal.provider_request_needed", None, removal, removal.from_address)
+    db.session.commit()
+    db.session.refresh(removal)
+
+
+def record_provider_lift(removal: RemovalRequest, by: User, note: str) -> None:
+    """Record that the provider lifted a block it would not lift through its API; sending resumes."""
+    if not removal.awaiting_provider:
+        raise DecisionRefused("This case is not waiting for the email provider.")
+    note = note.strip()
+    done = db.session.execute(
+        sa.update(RemovalRequest)
+        .where(
+            RemovalRequest.id == removal.id,
+            RemovalRequest.provider_done_at.is_(None),
+            RemovalRequest.lifted_at.is_(None),
+        )
+        .values(provider_done_at=utcnow(), provider_done_by_id=by.id)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not done:
+        db.session.rollback()
+        raise DecisionRefused("This has already been recorded.")
+    _audit_for_clinics(
+        "removal.provider_lifted", by, removal, removal.from_address + (f": {note}" if note else "")
+    )
+    _mark_lifted(removal)
+    db.session.refresh(removal)
+
+
+def awaiting_provider() -> list[RemovalRequest]:
+    """Return the approved cases whose lift support must still ask the provider for, oldest first."""
+    return list(
+        db.session.execute(
+            sa.select(RemovalRequest)
+            .where(
+                RemovalRequest.status == "approved",
+                RemovalRequest.provider_request_at.is_not(None),
+                RemovalRequest.lifted_at.is_(None),
+            )
+            .order_by(RemovalRequest.provider_request_at, RemovalRequest.id)
+        ).scalars()
+    )
+
+
+def pending_provider_lifts(addresses: set[str]) -> dict[str, RemovalRequest]:
+    """Return, by address, the approved cases among these addresses that wait for the provider."""
+    if not addresses:
+        return {}
+    rows = db.session.execute(
+        sa.select(RemovalRequest).where(
+            RemovalRequest.from_address.in_(addresses),
+            RemovalRequest.status == "approved",
+            RemovalRequest.provider_request_at.is_not(None),
+            RemovalRequest.lifted_at.is_(None),
+        )
+    ).scalars()
+    return {case.from_address: case for case in rows}
+
+
+def _mark_lifted(removal: RemovalRequest) -> bool:
+    """Take the address off our spam list once the provider's is clear (once, whoever comes first)."""
+    case_id = removal.id
     lifted = db.session.execute(
         sa.update(RemovalRequest)
         .where(RemovalRequest.id == case_id, RemovalRequest.lifted_at.is_(None))
@@ -241,15 +334,20 @@ def lift_block(case_id: int) -> bool:
         return False
     db.session.execute(sa.delete(SpamListEntry).where(SpamListEntry.address == removal.from_address))
     # Open client files drop their spam banner on their next refresh.
-    changes.mark_logs_changed(
-        db.session,
-        db.session.execute(
-            sa.select(Client.clinic_id, Client.id).where(sa.func.lower(Client.email) == removal.from_address)
-        ).all(),
-    )
+    _mark_files_changed(removal.from_address)
     _audit_for_clinics("removal.lifted", None, removal, removal.from_address)
     db.session.commit()
     return True
+
+
+def _mark_files_changed(address: str) -> None:
+    """Tell open client files with this address to refresh (banner, mark, send form)."""
+    changes.mark_logs_changed(
+        db.session,
+        db.session.execute(
+            sa.select(Client.clinic_id, Client.id).where(sa.func.lower(Client.email) == address)
+        ).all(),
+    )
 
 
 def due_lifts() -> list[int]:
@@ -257,7 +355,11 @@ def due_lifts() -> list[int]:
     return list(
         db.session.execute(
             sa.select(RemovalRequest.id)
-            .where(RemovalRequest.status == "approved", RemovalRequest.lifted_at.is_(None))
+            .where(
+                RemovalRequest.status == "approved",
+                RemovalRequest.lifted_at.is_(None),
+                RemovalRequest.provider_request_at.is_(None),  # support asks the provider
+            )
             .order_by(RemovalRequest.id)
         ).scalars()
     )

@@ -22,6 +22,7 @@ def queue() -> str:
     cases, total = removals.queue_page(view, page)
     return render_template(
         "support/queue.html",
+        awaiting=removals.awaiting_provider(),
         cases=cases,
         standings=removals.standings(cases),
         view=view,
@@ -97,4 +98,20 @@ def reject(case_id: int) -> Response:
             flash(str(refused), "error")
         else:
             flash("The request was rejected.", "success")
+    return redirect(url_for("support.case", case_id=removal.id), code=303)
+
+
+@bp.post("/removal-requests/<int:case_id>/provider-lifted")
+@support_required
+def provider_lifted(case_id: int) -> Response:
+    """Record that the email provider lifted a block it would not lift through its API."""
+    form = DecisionForm()
+    removal = removals.get_case(case_id)
+    if form.validate_on_submit():
+        try:
+            removals.record_provider_lift(removal, current_user, form.note.data or "")
+        except removals.DecisionRefused as refused:
+            flash(str(refused), "error")
+        else:
+            flash(f"Recorded: the block on {removal.from_address} is lifted; sending may resume.", "success")
     return redirect(url_for("support.case", case_id=removal.id), code=303)
