@@ -18,6 +18,9 @@ load_dotenv(BASE_DIR / ".env")
 log = logging.getLogger(__name__)
 
 PROVIDERS = ("sandbox", "sendgrid", "postmark")
+SANDBOX_WIRE_FORMATS = ("sendgrid", "postmark")
+# Wire formats whose simulator exists yet.
+SANDBOX_WIRE_FORMATS_READY = ("sendgrid",)
 LOG_DAYS = 30  # the email log shows this many days; records are kept longer
 
 # name -> default; None means "no default" (the app decides, see load_settings)
@@ -54,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "SANDBOX_STATE_PATH": None,  # default: instance/sandbox.sqlite3
     "SANDBOX_WEBHOOK_URL": "",
     "SANDBOX_SPEED": 1.0,  # tests speed the simulated deliveries up
+    # Which provider the sandbox plays: its API and webhooks in that provider's wire format.
+    "SANDBOX_WIRE_FORMAT": "sendgrid",
     # How often an open email log refreshes itself, in seconds: fast while a row is in flight,
     # and not much slower after (an open, a click or a spam report may come at any time; the
     # unchanged answer is cheap, webapp/fastpoll.py), so any change shows within 5 s.
@@ -185,6 +190,19 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
     if settings["EMAIL_PROVIDER"] not in PROVIDERS:
         raise ConfigError(
             f"EMAIL_PROVIDER={settings['EMAIL_PROVIDER']!r} is not known; use one of: {', '.join(PROVIDERS)}"
+        )
+    if settings["SANDBOX_WIRE_FORMAT"] not in SANDBOX_WIRE_FORMATS:
+        raise ConfigError(
+            f"SANDBOX_WIRE_FORMAT={settings['SANDBOX_WIRE_FORMAT']!r} is not known; use one of: "
+            f"{', '.join(SANDBOX_WIRE_FORMATS)}"
+        )
+    if (
+        settings["EMAIL_PROVIDER"] == "sandbox"
+        and settings["SANDBOX_WIRE_FORMAT"] not in SANDBOX_WIRE_FORMATS_READY
+    ):
+        raise ConfigError(
+            f"SANDBOX_WIRE_FORMAT={settings['SANDBOX_WIRE_FORMAT']} is not available yet (no adapter "
+            f"for it); use one of: {', '.join(SANDBOX_WIRE_FORMATS_READY)}"
         )
     if settings["EMAIL_PROVIDER"] == "sendgrid" and not settings["SENDGRID_API_KEY"]:
         raise ConfigError("EMAIL_PROVIDER=sendgrid needs SENDGRID_API_KEY (an API key with Mail Send access)")

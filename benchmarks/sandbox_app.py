@@ -2,6 +2,6 @@
 
 import os
 
-from webapp.providers.sandbox import SandboxServer
+from webapp.sandbox.sendgrid import SendGridSandbox
 
-app = SandboxServer(os.environ["SANDBOX_STATE_PATH"])
+app = SendGridSandbox(os.environ["SANDBOX_STATE_PATH"])

@@ -150,9 +150,9 @@ def main() -> None:
     )
     scaled_seconds = time.perf_counter() - started
     scaled = digest(app)
-    from webapp.providers.sandbox import SandboxServer
+    from webapp.sandbox.sendgrid import SendGridSandbox
 
-    scaled_sends = SandboxServer(state).requests_seen("/v3/mail/send")
+    scaled_sends = SendGridSandbox(state).requests_seen("/v3/mail/send")
     processes.stop()
 
     # One process: the same input, in order, in this process.
@@ -176,7 +176,7 @@ def main() -> None:
             sending.deliver(email_id)
     single_seconds = time.perf_counter() - started
     single = digest(app)
-    single_sends = SandboxServer(state).requests_seen("/v3/mail/send")
+    single_sends = SendGridSandbox(state).requests_seen("/v3/mail/send")
     print(f"{len(batches)} batches ({args.events:,} events) and {args.sends:,} sends")
     print(f"{'scaled out: 2 gunicorn, 3 workers, 1 scheduler':52} {scaled_seconds:7.1f} s  state {scaled}")
     print(f"{'baseline: one process, in order':52} {single_seconds:7.1f} s  state {single}")

@@ -126,9 +126,9 @@ def main() -> None:
                 {"ids": ids},
             ).all()
         )
-    from webapp.providers.sandbox import SandboxServer
+    from webapp.sandbox.sendgrid import SendGridSandbox
 
-    sends = SandboxServer(state).requests_seen("/v3/mail/send")
+    sends = SendGridSandbox(state).requests_seen("/v3/mail/send")
     print(f"{args.workers} RQ workers (a fork per job), sandbox over HTTP on gunicorn")
     print(f"{'baseline: RQ no-op jobs':40} {noop_rate:8,.1f} jobs/s")
     print(

@@ -370,9 +370,9 @@ def app_clock() -> Iterator[FakeClock]:
 @pytest.fixture
 def sandbox(tmp_path: Path, clock: FakeClock):  # noqa: ANN201 - imported lazily, like the app
     """A sandbox provider with its own state file."""
-    from webapp.providers.sandbox import SandboxServer
+    from webapp.sandbox.sendgrid import SendGridSandbox
 
-    return SandboxServer(str(tmp_path / "sandbox.sqlite3"), clock=clock)
+    return SendGridSandbox(str(tmp_path / "sandbox.sqlite3"), clock=clock)
 
 
 class RecordingTransport(httpx.BaseTransport):

@@ -122,13 +122,13 @@ def test_production_warns_when_trusted_hosts_is_empty(tmp_path, caplog):
 
 
 def test_files_that_hold_keys_are_created_owner_only(tmp_path):
-    from webapp.providers.sandbox import SandboxServer
-    from webapp.providers.sandbox_mail import _private_key_pem
+    from webapp.sandbox.client_mail import _private_key_pem
+    from webapp.sandbox.sendgrid import SendGridSandbox
 
     previous = os.umask(0o022)  # a usual umask: new files readable by everyone
     try:
         load_settings(str(tmp_path), {})
-        sandbox = SandboxServer(str(tmp_path / "sandbox.sqlite3"))
+        sandbox = SendGridSandbox(str(tmp_path / "sandbox.sqlite3"))
         sandbox.public_key_b64  # noqa: B018 - reads the stored key
         _private_key_pem(tmp_path / "sandbox.dkim.pem")
     finally:
@@ -140,12 +140,12 @@ def test_files_that_hold_keys_are_created_owner_only(tmp_path):
 
 
 def test_a_sandbox_state_file_made_before_is_tightened(tmp_path):
-    from webapp.providers.sandbox import SandboxServer
+    from webapp.sandbox.sendgrid import SendGridSandbox
 
     state = tmp_path / "sandbox.sqlite3"
     state.touch(mode=0o644)
     state.chmod(0o644)
-    SandboxServer(str(state))
+    SendGridSandbox(str(state))
     assert state.stat().st_mode & 0o777 == 0o600
 
 

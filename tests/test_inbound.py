@@ -22,7 +22,7 @@ from tests.conftest import login, run_jobs
 from tests.test_security_html import html_guard, separate_requests  # noqa: F401 - autouse fixtures
 from webapp.extensions import db
 from webapp.models import AuditEntry, Client, OperatorAlert, RemovalRequest, SpamListEntry, utcnow
-from webapp.providers.sandbox_mail import inbound_post
+from webapp.sandbox.client_mail import inbound_post
 from webapp.services import inbound, removals
 
 INBOUND = "/webhooks/sendgrid/inbound"

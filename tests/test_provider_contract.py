@@ -20,8 +20,8 @@ from referencing.jsonschema import DRAFT202012
 
 from tests.conftest import FakeClock, RecordingTransport
 from webapp.providers.base import OutgoingMessage
-from webapp.providers.sandbox import SandboxServer
 from webapp.providers.sendgrid import SendGridProvider
+from webapp.sandbox.sendgrid import SendGridSandbox
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "sendgrid-openapi"
 API_BASE = "http://sandbox.test"
@@ -208,7 +208,7 @@ def test_accepted_mail_send_answers_202_with_an_empty_body(api):
     assert response.content == b""
 
 
-def send_every_scenario(sandbox: SandboxServer, clock: FakeClock) -> None:
+def send_every_scenario(sandbox: SendGridSandbox, clock: FakeClock) -> None:
     provider = SendGridProvider("SG.k", API_BASE, transport=httpx.WSGITransport(app=sandbox))
     scenarios = ["delivered", "deferred", "bounced", "dropped", "machine-open", "clicked", "spam", "stuck"]
     for i, scenario in enumerate([*scenarios, "jane", "sam", "alex", "kim"]):

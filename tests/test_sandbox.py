@@ -13,14 +13,9 @@ import httpx
 import pytest
 
 from tests.conftest import SANDBOX_START as START
-from webapp.providers.sandbox import (
-    SCENARIOS,
-    QuerySyntaxError,
-    SandboxServer,
-    parse_query,
-    random_timeline,
-    scenario_for,
-)
+from webapp.sandbox.scenarios import SCENARIOS, random_timeline, scenario_for
+from webapp.sandbox.sendgrid import SendGridSandbox
+from webapp.sandbox.sendgrid.validation import QuerySyntaxError, parse_query
 
 API_BASE = "http://sandbox.test"
 
@@ -31,8 +26,8 @@ def state_path(tmp_path) -> str:
 
 
 @pytest.fixture
-def sandbox(state_path, clock) -> SandboxServer:
-    return SandboxServer(state_path, clock=clock)
+def sandbox(state_path, clock) -> SendGridSandbox:
+    return SendGridSandbox(state_path, clock=clock)
 
 
 @pytest.fixture
@@ -41,7 +36,7 @@ def api(sandbox):
         yield client
 
 
-def client_for(sandbox: SandboxServer, key: str | None = "SG.test-key") -> httpx.Client:
+def client_for(sandbox: SendGridSandbox, key: str | None = "SG.test-key") -> httpx.Client:
     headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
     return httpx.Client(base_url=API_BASE, transport=httpx.WSGITransport(app=sandbox), headers=headers)
 
@@ -125,7 +120,7 @@ def test_events_become_visible_as_the_clock_moves(api, clock):
 
 
 def test_speed_shortens_every_scenario(state_path, clock):
-    fast = SandboxServer(state_path, clock=clock, speed=10)
+    fast = SendGridSandbox(state_path, clock=clock, speed=10)
     with client_for(fast) as client:
         send(client, "deferred@example.com")
         clock.advance(0.8)
@@ -479,8 +474,8 @@ def test_requests_are_counted_by_path(api, sandbox):
 
 
 def test_state_is_shared_by_every_server_on_the_same_file(state_path, clock):
-    first = SandboxServer(state_path, clock=clock)
-    second = SandboxServer(state_path, clock=clock)
+    first = SendGridSandbox(state_path, clock=clock)
+    second = SendGridSandbox(state_path, clock=clock)
     first.fail_next(503)
 
     with client_for(second) as client:
@@ -497,7 +492,7 @@ def test_state_is_shared_by_every_server_on_the_same_file(state_path, clock):
 
 def test_concurrent_senders_do_not_trip_over_each_other(state_path, clock):
     def send_many(worker: int) -> list[int]:
-        server = SandboxServer(state_path, clock=clock)
+        server = SendGridSandbox(state_path, clock=clock)
         with client_for(server) as client:
             return [
                 client.post("/v3/mail/send", json=mail(f"w{worker}n{n}@example.com")).status_code
@@ -508,7 +503,7 @@ def test_concurrent_senders_do_not_trip_over_each_other(state_path, clock):
         codes = [code for result in pool.map(send_many, range(6)) for code in result]
 
     assert codes == [202] * 60
-    assert SandboxServer(state_path, clock=clock).requests_seen("/v3/mail/send") == 60
+    assert SendGridSandbox(state_path, clock=clock).requests_seen("/v3/mail/send") == 60
 
 
 # Signed event webhook (the signature itself is tested in test_webhook_signature.py)
@@ -615,7 +610,7 @@ def test_webhooks_are_posted_to_the_configured_url(state_path, clock):
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/webhooks/sendgrid/events"
-        sandbox = SandboxServer(state_path, clock=clock, webhook_url=url)
+        sandbox = SendGridSandbox(state_path, clock=clock, webhook_url=url)
         with client_for(sandbox) as client:
             send(client, "delivered@example.com")
         clock.advance(60)
@@ -631,7 +626,7 @@ def test_webhooks_are_posted_to_the_configured_url(state_path, clock):
 
 
 def test_an_unreachable_webhook_url_posts_nothing(state_path, clock):
-    sandbox = SandboxServer(state_path, clock=clock, webhook_url="http://127.0.0.1:9/unreachable")
+    sandbox = SendGridSandbox(state_path, clock=clock, webhook_url="http://127.0.0.1:9/unreachable")
     with client_for(sandbox) as client:
         send(client, "delivered@example.com")
     clock.advance(60)

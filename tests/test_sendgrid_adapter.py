@@ -15,7 +15,6 @@ from tests.conftest import SANDBOX_START as START
 from tests.conftest import RecordingTransport
 from webapp import statuses
 from webapp.providers.base import OutgoingMessage, PollRef, ProviderError, SentRef
-from webapp.providers.sandbox import SandboxServer
 from webapp.providers.sendgrid import (
     POLLED_KINDS,
     WEBHOOK_KINDS,
@@ -23,6 +22,7 @@ from webapp.providers.sendgrid import (
     drop_reason_text,
     parse_webhook_events,
 )
+from webapp.sandbox.sendgrid import SendGridSandbox
 
 API_BASE = "http://sandbox.test"
 
@@ -49,7 +49,7 @@ def provider(transport, clock):
     provider.close()
 
 
-def provider_with_key(sandbox: SandboxServer, key: str) -> SendGridProvider:
+def provider_with_key(sandbox: SendGridSandbox, key: str) -> SendGridProvider:
     return SendGridProvider(key, API_BASE, transport=httpx.WSGITransport(app=sandbox))
 
 
@@ -68,7 +68,7 @@ def outgoing(to: str = "delivered@example.com", app_id: str = "msg-1", **changes
     return OutgoingMessage(**fields)
 
 
-def raw_client(sandbox: SandboxServer) -> httpx.Client:
+def raw_client(sandbox: SendGridSandbox) -> httpx.Client:
     return httpx.Client(
         base_url=API_BASE,
         transport=httpx.WSGITransport(app=sandbox),

@@ -12,13 +12,13 @@ from werkzeug.serving import make_server
 from tests.conftest import run_jobs
 from webapp.extensions import db
 from webapp.models import utcnow
-from webapp.providers.sandbox import SandboxServer
+from webapp.sandbox.sendgrid import SendGridSandbox
 from webapp.services import polling, sending
 
 
 @pytest.fixture
 def sendgrid_api(tmp_path):
-    server = make_server("127.0.0.1", 0, SandboxServer(str(tmp_path / "provider.sqlite3"), speed=1000.0))
+    server = make_server("127.0.0.1", 0, SendGridSandbox(str(tmp_path / "provider.sqlite3"), speed=1000.0))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"

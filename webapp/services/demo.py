@@ -214,7 +214,7 @@ def post_sandbox_client_mail(address: str) -> int:
     """
     from flask import current_app, url_for
 
-    from webapp.providers import sandbox_mail
+    from webapp.sandbox import client_mail
 
     config = current_app.config
     if config["EMAIL_PROVIDER"] != "sandbox":
@@ -224,11 +224,11 @@ def post_sandbox_client_mail(address: str) -> int:
         sa.select(Client).where(sa.func.lower(Client.email) == address.lower()).order_by(Client.id).limit(1)
     ).scalar_one_or_none()
     clinic = db.session.get(Clinic, client.clinic_id) if client else None
-    raw = sandbox_mail.client_removal_mail(
+    raw = client_mail.client_removal_mail(
         config, address, client.name if client else "", clinic.name if clinic else ""
     )
     db.session.commit()  # end this session's transaction before the inbound route writes
-    body, content_type = sandbox_mail.inbound_post(raw, dkim="none", SPF="pass", to=config["SUPPORT_ADDRESS"])
+    body, content_type = client_mail.inbound_post(raw, dkim="none", SPF="pass", to=config["SUPPORT_ADDRESS"])
     secret = config["INBOUND_WEBHOOK_SECRET"]
     auth = ("sendgrid", secret) if secret else None
     with current_app.test_request_context():  # a path to post to, from a request or the CLI alike

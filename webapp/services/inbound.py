@@ -459,7 +459,7 @@ def configured_dns(config: dict[str, Any]) -> DnsFunc:
     if config.get("DKIM_DNSFUNC"):
         return config["DKIM_DNSFUNC"]
     if config["EMAIL_PROVIDER"] == "sandbox":
-        from webapp.providers.sandbox_mail import sandbox_dns
+        from webapp.sandbox.client_mail import sandbox_dns
 
         return sandbox_dns(config)
     return dkim.dnsplug.get_txt

@@ -1,0 +1,162 @@
+"""What happens to a message in the sandbox, in no provider's words.
+
+The recipient address picks a scenario: the tag after "+" in the local part, else the whole local
+part; other addresses get a random but repeatable progression. A scenario is a timeline of neutral
+steps (seconds after acceptance, step); a wire format renders each step in its provider's words.
+A message's events are a pure function of (message, accepted_at, now): an event is visible once
+its time has come, so a test moves an injected clock instead of sleeping.
+
+Step kinds (the same words as statuses.EVENT_KINDS):
+processed, deferred, delivered, bounce, open, click, spamreport, and dropped (the provider would
+not send: the address is on its spam-report list; `reject` says why in our words).
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from dataclasses import dataclass
+
+from webapp.sandbox.store import SimMessage, Store
+
+STEP_KINDS = ("processed", "deferred", "delivered", "bounce", "open", "click", "spamreport", "dropped")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One event of a scenario, in our own words."""
+
+    event: str  # one of STEP_KINDS
+    attempt: int | None = None
+    reason: str | None = None  # the receiving server's SMTP answer, when there is one
+    url: str | None = None
+    machine: bool = False
+    reject: str | None = None  # for "dropped": why, as a base.RejectReason
+
+
+DEFER_REASON = "421 4.7.0 Try again later"
+BOUNCE_REASON = "550 5.1.1 The email account that you tried to reach does not exist"
+BOUNCE_STATUS = "5.1.1"
+INTAKE_FORM_URL = "https://example.com/intake-form"
+OTHER_URLS = (INTAKE_FORM_URL, "https://example.com/appointments", "https://example.com/invoices/latest")
+SANDBOX_IP = "192.0.2.25"  # TEST-NET-1: addresses that belong to nobody
+CLIENT_IP = "198.51.100.7"
+MX_SERVER = "mx.sandbox.invalid"
+USER_AGENT = "Mozilla/5.0 (sandbox)"
+
+PROCESSED = Step("processed")
+DELIVERED = Step("delivered")
+BOUNCED = Step("bounce", reason=BOUNCE_REASON)
+DROPPED_FOR_SPAM = Step("dropped", reject="spam_report")
+
+# scenario -> [(seconds after acceptance, step)]. "dropped" is also what any address already on
+# the spam-report list gets; the scenario's own job is to put its address on that list first.
+SCENARIOS: dict[str, list[tuple[float, Step]]] = {
+    "delivered": [(1, PROCESSED), (3, DELIVERED)],
+    "deferred": [
+        (1, PROCESSED),
+        (2, Step("deferred", attempt=1, reason=DEFER_REASON)),
+        (5, Step("deferred", attempt=2, reason=DEFER_REASON)),
+        (8, DELIVERED),
+    ],
+    "bounced": [(1, PROCESSED), (3, BOUNCED)],
+    "dropped": [(1, PROCESSED), (2, DROPPED_FOR_SPAM)],
+    "machine-open": [(1, PROCESSED), (3, DELIVERED), (6, Step("open", machine=True))],
+    "clicked": [(1, PROCESSED), (3, DELIVERED), (12, Step("open")), (15, Step("click", url=INTAKE_FORM_URL))],
+    "spam": [(1, PROCESSED), (3, DELIVERED), (12, Step("open")), (20, Step("spamreport"))],
+    "stuck": [(1, PROCESSED)],
+}
+RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class Visible:
+    """An event of a message whose time has come."""
+
+    index: int  # position in the message's timeline, stable across calls
+    at: int  # unix seconds, the same in webhook and API answers
+    step: Step
+
+
+def scenario_for(address: str) -> str:
+    """Return the scenario an address asks for: its +tag, else its local part, else random."""
+    local = address.split("@", 1)[0].lower()
+    tag = local.split("+", 1)[1] if "+" in local else local
+    return tag if tag in SCENARIOS else RANDOM
+
+
+def timeline(scenario: str, msg_id: str) -> list[tuple[float, Step]]:
+    """Return every event a message will ever have, in order."""
+    return SCENARIOS[scenario] if scenario in SCENARIOS else random_timeline(msg_id)
+
+
+def timeline_length(scenario: str, msg_id: str) -> int:
+    """Return how many events a message will ever have."""
+    return len(timeline(scenario, msg_id))
+
+
+def random_timeline(msg_id: str) -> list[tuple[float, Step]]:
+    """A realistic progression over a few seconds, the same every time for the same msg_id."""
+    rng = random.Random(msg_id)
+    at = rng.uniform(0.5, 2.0)
+    steps = [(at, PROCESSED)]
+    if rng.random() < 0.15:
+        at += rng.uniform(1, 3)
+        steps.append((at, Step("deferred", attempt=1, reason=DEFER_REASON)))
+    at += rng.uniform(1, 5)
+    if rng.random() < 0.03:
+        return [*steps, (at, BOUNCED)]
+    steps.append((at, DELIVERED))
+    if rng.random() < 0.6:
+        at += rng.uniform(2, 30)
+        steps.append((at, Step("open", machine=rng.random() < 0.4)))
+        if rng.random() < 0.3:
+            at += rng.uniform(1, 15)
+            steps.append((at, Step("click", url=rng.choice(OTHER_URLS))))
+    return steps
+
+
+def event_time(accepted_at: float, offset: float, speed: float) -> float:
+    """Return when an event `offset` seconds after acceptance happens, at this sandbox's speed."""
+    return accepted_at + offset / speed
+
+
+def visible(message: SimMessage, now: float, speed: float) -> list[Visible]:
+    """Return the events of a message whose time has come."""
+    return [
+        Visible(index, int(event_time(message.accepted_at, offset, speed)), step)
+        for index, (offset, step) in enumerate(timeline(message.scenario, message.msg_id))
+        if event_time(message.accepted_at, offset, speed) <= now
+    ]
+
+
+def accept(db: sqlite3.Connection, message: SimMessage, speed: float) -> SimMessage:
+    """Store a message the provider took, with the scenario it will live; return it as stored.
+
+    message.scenario is the one its address asks for; an address on the spam-report list is
+    dropped whatever it asks. The list entries the scenario will make (a spam report, a bounce)
+    are written now, dated when they happen: lists answer only entries whose time has come.
+    """
+    email, now = message.to_email, message.accepted_at
+    wanted = message.scenario
+    if wanted == "dropped" and Store.seed_once(db, email):
+        # Seeded once: a removal from the list must stick for the next message.
+        Store.add_spam_report(db, email, int(now), CLIENT_IP, keep_existing=True)
+    if Store.on_spam_list(db, email, now):
+        scenario = "dropped"
+    else:
+        scenario = "delivered" if wanted == "dropped" else wanted
+    stored = SimMessage(**{**message.__dict__, "scenario": scenario})
+    Store.insert_message(db, stored)
+    for offset, step in timeline(scenario, stored.msg_id):
+        at = int(event_time(now, offset, speed))
+        if step.event == "spamreport":
+            Store.add_spam_report(db, email, at, CLIENT_IP)
+        elif step.event == "bounce":
+            Store.add_bounce(db, email, at, BOUNCE_REASON, BOUNCE_STATUS)
+    return stored
+
+
+def would_drop(db: sqlite3.Connection, email: str, now: float) -> bool:
+    """Return whether the provider would refuse a message to this address now (spam-report list)."""
+    return Store.on_spam_list(db, email, now)
