@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 PROVIDERS = ("sandbox", "sendgrid", "postmark")
 SANDBOX_WIRE_FORMATS = ("sendgrid", "postmark")
 # Wire formats whose simulator exists yet.
-SANDBOX_WIRE_FORMATS_READY = ("sendgrid",)
+SANDBOX_WIRE_FORMATS_READY = ("sendgrid", "postmark")
 LOG_DAYS = 30  # the email log shows this many days; records are kept longer
 
 # name -> default; None means "no default" (the app decides, see load_settings)

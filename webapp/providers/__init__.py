@@ -87,8 +87,20 @@ def _sandbox_provider(
         return SendGridProvider(
             "sandbox", SANDBOX_API_BASE, transport=transport, timeout=timeout, clock=clock.timestamp
         )
-    # POSTMARK (issue 13b): elif wire_format == "postmark": build
-    # webapp.providers.postmark.PostmarkProvider on `transport` here (and drop the refusal in config.py).
+    if wire_format == "postmark":
+        from webapp.providers.postmark import PostmarkProvider
+
+        # Postmark signs nothing: the sandbox's webhook posts carry its own Basic credentials.
+        username, password = getattr(server, "webhook_username", ""), getattr(server, "webhook_password", "")
+        return PostmarkProvider(
+            "sandbox",
+            SANDBOX_API_BASE,
+            transport=transport,
+            timeout=timeout,
+            clock=clock.timestamp,
+            webhook_username=username,
+            webhook_password=password,
+        )
     raise ValueError(f"no adapter for the sandbox's {wire_format!r} wire format")
 
 

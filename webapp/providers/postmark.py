@@ -344,9 +344,26 @@ class PostmarkProvider(EmailProvider):
                         covered=frozenset(covered),
                     )
                 return PollResult(events, requests_made, error=str(failure), covered=frozenset(covered))
-            if isinstance(detail, dict):
-                events[ref.app_message_id] = list(_detail_events(detail, ref))
-                covered.add(ref.app_message_id)
+            if not isinstance(detail, dict):
+                continue
+            found = list(_detail_events(detail, ref))
+            # MessageEvents say only "Bounced": the bounce record's Type says whether it was a hard
+            # bounce, a temporary one or a spam complaint.
+            for position, event in enumerate(found):
+                bounce_id = _text(str((event.raw.get("Details") or {}).get("BounceID") or ""))
+                if event.kind != "bounce" or not bounce_id or not bounce_id.isdigit():
+                    continue
+                if requests_made >= request_budget:
+                    break
+                requests_made += 1
+                try:
+                    record = self._get_json(f"/bounces/{bounce_id}")
+                except _RequestFailed:
+                    continue  # it stays a bounce; the webhook or the next poll says more
+                if isinstance(record, dict):
+                    found[position] = _with_bounce_type(event, record)
+            events[ref.app_message_id] = found
+            covered.add(ref.app_message_id)
         return PollResult(events=events, requests_made=requests_made, covered=frozenset(covered))
 
     def find_accepted(self, refs: list[SentRef], request_budget: int) -> AcceptedResult:
@@ -608,6 +625,32 @@ def _detail_events(detail: dict[str, Any], ref: PollRef) -> Iterator[ProviderEve
             reject_reason="other" if kind == "bounce" else None,
             raw=raw,
         )
+
+
+def _with_bounce_type(event: ProviderEvent, record: dict[str, Any]) -> ProviderEvent:
+    """Re-read a polled "Bounced" event with its bounce record's Type (the event's time is kept,
+    so it deduplicates against the webhook's copy)."""
+    routed = _bounce_event(
+        "Bounce",
+        {**record, "BouncedAt": record.get("BouncedAt")},
+        {
+            "app_message_id": event.app_message_id,
+            "provider_message_id": event.provider_message_id,
+            "raw": event.raw,
+        },
+    )
+    if routed is None:
+        return event
+    return ProviderEvent(
+        routed.kind,
+        event.occurred_at,
+        app_message_id=event.app_message_id,
+        provider_message_id=event.provider_message_id,
+        recipient=event.recipient,
+        reason=routed.reason,
+        reject_reason=routed.reject_reason,
+        raw=event.raw,
+    )
 
 
 # Webhooks

@@ -241,9 +241,21 @@ def _spam_reports(
     return {(email.clinic_id, _address(email.to_address)): (email, at) for email, at in rows}
 
 
+# Why a provider would not send to an address (providers.base.RejectReason), in plain words.
+REJECT_REASON_WORDS = {
+    "spam_report": "the client reported an earlier email as spam",
+    "bounced_address": "an earlier email to this address bounced",
+    "invalid_address": "the address is not valid",
+    "unsubscribed": "the client unsubscribed",
+}
+
+
 def failure_reason(email: Email) -> str:
     """Return why an email failed, in plain words."""
     for event in reversed(email.events):
+        known = (event.raw or {}).get("reject_reason") if event.kind == "rejected" else None
+        if known in REJECT_REASON_WORDS:
+            return REJECT_REASON_WORDS[known]
         if event.kind == "dropped":
             return drop_reason_text(event.reason)
         if event.kind in ("bounce", "rejected", "expired"):

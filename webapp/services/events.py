@@ -366,4 +366,8 @@ def _without_nul(value: Any) -> Any:
 
 
 def _is_spam_drop(event: ProviderEvent) -> bool:
+    """Whether the provider would not send because the address reported spam (dropped after
+    acceptance, or refused at send time as Postmark does)."""
+    if event.kind in ("dropped", "rejected") and event.reject_reason == "spam_report":
+        return True
     return event.kind == "dropped" and (event.reason or "").strip().lower() in SPAM_DROP_REASONS

@@ -26,6 +26,7 @@ from webapp.providers.base import (
     EmailProvider,
     OutgoingMessage,
     ProviderEvent,
+    RejectReason,
     SendResult,
     SentRef,
 )
@@ -164,7 +165,7 @@ def deliver(email_id: int, provider: EmailProvider | None = None) -> str:
     if result.outcome == "accepted":
         _mark_accepted(email, result.provider_message_id)
     elif result.outcome == "rejected":
-        _mark_rejected(email, result.error or "refused by the email provider")
+        _mark_rejected(email, result.error or "refused by the email provider", result.reject_reason)
     elif result.outcome == "rate_limited":
         wait = result.retry_after or 60
         # The limit is the account's: every worker holds back, not only this email.
@@ -344,11 +345,19 @@ def _mark_accepted(email: Email, provider_message_id: str | None) -> None:
     schedule_next_poll(email, utcnow())
 
 
-def _mark_rejected(email: Email, error: str) -> None:
+def _mark_rejected(email: Email, error: str, reject_reason: RejectReason | None = None) -> None:
     email.send_state = "failed"
     email.send_error = error
     email.next_attempt_at = None
-    rejected = ProviderEvent("rejected", utcnow(), app_message_id=email.app_message_id, reason=error)
+    rejected = ProviderEvent(
+        "rejected",
+        utcnow(),
+        app_message_id=email.app_message_id,
+        reason=error,
+        reject_reason=reject_reason,
+        # Kept with the event: why, in our words (Postmark refuses a suppressed address at send time).
+        raw={"reject_reason": reject_reason} if reject_reason else {},
+    )
     apply_events(email, [rejected], source="app")
 
 
