@@ -105,7 +105,7 @@ def test_every_scenario_reaches_its_status_by_polling_and_by_webhooks_alike(
         assert provider.verify_webhook(headers, body, now=clock()).authentic
         for event in provider.parse_webhook(body):  # one record per POST
             by_message.setdefault(event.app_message_id, set()).add(event.dedupe_key)
-    for scenario in SCENARIOS:
+    for scenario in set(SCENARIOS) - {"stuck"}:  # stuck: only "processed", which Postmark never posts
         polled_keys = {e.dedupe_key for e in polled.events[f"msg-{scenario}"] if e.kind != "processed"}
         # What the webhook says, polling says the same way (the events deduplicate).
         assert polled_keys and polled_keys <= by_message.get(f"msg-{scenario}", set()), scenario
