@@ -505,3 +505,30 @@ def test_times_are_read_tolerantly_as_utc(text, wanted):
 def test_unreadable_times_raise_value_error(text):
     with pytest.raises(ValueError):
         parse_time(text)
+
+
+@pytest.mark.parametrize(
+    ("record", "kind"),
+    [
+        ({"Type": "SpamComplaint", "BouncedAt": "2014-02-14T11:30:00.1234567-05:00"}, "spamreport"),
+        ({"Type": "HardBounce", "BouncedAt": "2014-02-14T11:30:00Z", "Details": "smtp;550 5.1.1"}, "bounce"),
+        ({"Type": "SpamComplaint"}, "bounce"),  # no readable BouncedAt: it stays a bounce
+    ],
+)
+def test_poll_reads_a_bounces_type_from_its_bounce_record(provider, wire, record, kind):
+    detail = fixture("messages_outbound_details.json")
+    detail["MessageEvents"] = [
+        {
+            "Recipient": "john.doe@yahoo.com",
+            "Type": "Bounced",
+            "ReceivedAt": "2014-02-14T11:30:00.1234567-05:00",
+            "Details": {"Summary": "Bounced", "BounceID": "374814878"},
+        }
+    ]
+    wire.answer("/messages/outbound/pm-1/details", body=detail)
+    wire.answer("/bounces/374814878", body={"ID": 374814878, "MessageID": "pm-1", **record})
+    result = provider.poll([PollRef("msg-1", "pm-1")], request_budget=5)
+    assert [event.kind for event in result.events["msg-1"]] == ["processed", kind]
+    assert result.requests_made == 2
+    polled = result.events["msg-1"][1]
+    assert polled.occurred_at == datetime(2014, 2, 14, 16, 30, 0, 123456, tzinfo=UTC)

@@ -630,15 +630,18 @@ def _detail_events(detail: dict[str, Any], ref: PollRef) -> Iterator[ProviderEve
 def _with_bounce_type(event: ProviderEvent, record: dict[str, Any]) -> ProviderEvent:
     """Re-read a polled "Bounced" event with its bounce record's Type (the event's time is kept,
     so it deduplicates against the webhook's copy)."""
-    routed = _bounce_event(
-        "Bounce",
-        {**record, "BouncedAt": record.get("BouncedAt")},
-        {
-            "app_message_id": event.app_message_id,
-            "provider_message_id": event.provider_message_id,
-            "raw": event.raw,
-        },
-    )
+    try:
+        routed = _bounce_event(
+            "Bounce",
+            record,
+            {
+                "app_message_id": event.app_message_id,
+                "provider_message_id": event.provider_message_id,
+                "raw": event.raw,
+            },
+        )
+    except ValueError:
+        return event  # a record we cannot read: it stays a bounce
     if routed is None:
         return event
     return ProviderEvent(
