@@ -111,7 +111,13 @@ def test_each_kind_of_problem_is_listed_with_its_next_step(signed_in, world):
 
 def test_a_failed_spam_drop_is_listed_once_under_the_blocked_client(signed_in, world):
     jane = world.client_a
-    add_email(jane, events=[(5, "processed", {}), (30, "dropped", {"reason": "Spam Reporting Address"})])
+    add_email(
+        jane,
+        events=[
+            (5, "processed", {}),
+            (30, "dropped", {"reason": "Spam Reporting Address", "reject_reason": "spam_report"}),
+        ],
+    )
     html = signed_in.get("/attention").get_data(as_text=True)
     assert items_on(html) == [f"blocked-{jane.id}"]
 
@@ -200,7 +206,7 @@ def test_appointments_at_risk_come_first_with_call_the_client_and_the_phone(sign
     dropped = reminder(
         cast["Ben Blocked"],
         timedelta(hours=40),
-        [*processed, (30, "dropped", {"reason": "Spam Reporting Address"})],
+        [*processed, (30, "dropped", {"reason": "Spam Reporting Address", "reject_reason": "spam_report"})],
     )
     past = reminder(cast["Paul Past"], -timedelta(hours=2), BOUNCED, sent_ago=timedelta(days=1))
     plain = add_email(world.client_a, events=BOUNCED)

@@ -136,7 +136,10 @@ def test_the_banner_names_the_reported_email_not_a_later_dropped_one(signed_in_j
         jane,
         sent_at=now - timedelta(hours=1),
         subject="Your receipt",
-        events=[(5, "processed", {}), (30, "dropped", {"reason": "Spam Reporting Address"})],
+        events=[
+            (5, "processed", {}),
+            (30, "dropped", {"reason": "Spam Reporting Address", "reject_reason": "spam_report"}),
+        ],
     )
 
     html = client.get(f"/clients/{jane.id}").get_data(as_text=True)
@@ -154,7 +157,10 @@ def test_a_block_known_only_from_a_dropped_send_does_not_invent_a_report_date(si
         jane,
         sent_at=utcnow() - timedelta(days=2),
         subject="Your receipt",
-        events=[(5, "processed", {}), (30, "dropped", {"reason": "Spam Reporting Address"})],
+        events=[
+            (5, "processed", {}),
+            (30, "dropped", {"reason": "Spam Reporting Address", "reject_reason": "spam_report"}),
+        ],
     )
     html = client.get(f"/clients/{jane.id}").get_data(as_text=True)
     banner = text(html[html.index('class="banner banner-danger"') : html.index('id="email-log"')])
@@ -175,7 +181,10 @@ def test_a_sync_dates_the_block_by_the_providers_report(app, world):
     add_email(
         jane,
         sent_at=utcnow() - timedelta(hours=2),
-        events=[(5, "processed", {}), (30, "dropped", {"reason": "Spam Reporting Address"})],
+        events=[
+            (5, "processed", {}),
+            (30, "dropped", {"reason": "Spam Reporting Address", "reject_reason": "spam_report"}),
+        ],
     )
     maintenance.sync_spam_list()
     health = clients.address_health([jane], utcnow())[jane.id]

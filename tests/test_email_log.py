@@ -389,7 +389,10 @@ def test_a_late_bounce_or_drop_is_explained_in_a_sentence(signed_in, world):
         jane,
         sent_at=sent + timedelta(minutes=1),
         subject="Dropped one",
-        events=[(5, "processed", {}), (30, "dropped", {"reason": "Bounced Address"})],
+        events=[
+            (5, "processed", {}),
+            (30, "dropped", {"reason": "Bounced Address", "reject_reason": "bounced_address"}),
+        ],
     )
     reported = add_email(
         jane,

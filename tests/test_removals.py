@@ -12,6 +12,7 @@ from tests.test_security_html import html_guard, separate_requests  # noqa: F401
 from webapp.extensions import db
 from webapp.models import AuditEntry, OperatorAlert, RemovalRequest, SpamListEntry
 from webapp.providers import get_provider, get_sandbox
+from webapp.providers.base import LiftResult
 from webapp.queue import get_queue
 from webapp.services import maintenance, removals, sending
 
@@ -169,6 +170,50 @@ def test_a_failed_lift_alerts_and_is_retried_by_the_sweep(app, blocked, keys):  
     assert len(audit_rows("removal.lifted")) == 1
 
 
+def test_a_provider_that_will_not_lift_leaves_the_block_until_support_records_it(
+    app,
+    blocked,
+    keys,
+    monkeypatch,  # noqa: F811
+):
+    """A provider may refuse to lift a spam report through its API: nothing is lifted, support is
+    told what to ask for, the sweep leaves the case alone, and recording the provider's lift ends it."""
+    asked = []
+
+    def refuse(address: str) -> LiftResult:
+        asked.append(address)
+        return LiftResult("provider_request_needed", "ask the provider's support to reactivate it")
+
+    monkeypatch.setattr(get_provider(app.config), "remove_spam_report", refuse)
+    case = file_case(app, sign(keys, mail(f"Jane <{ADDRESS}>")))
+    removals.approve(case, blocked.users["support"], "")
+    run_jobs(app)
+    db.session.refresh(case)
+    assert asked == [ADDRESS]
+    assert (
+        case.lifted_at is None and case.provider_lift_detail == "ask the provider's support to reactivate it"
+    )
+    assert db.session.execute(sa.select(SpamListEntry).where(SpamListEntry.address == ADDRESS)).first()
+    assert removals.due_lifts() == []  # the sweep does not ask again
+    assert removals.lift_block(case.id) is False and asked == [ADDRESS]
+    alert = db.session.execute(
+        sa.select(OperatorAlert).where(OperatorAlert.kind == "removal_provider_request_needed")
+    ).scalar_one()
+    assert ADDRESS in alert.message
+    page = support_client(app).get(f"/support/removal-requests/{case.id}").get_data(as_text=True)
+    assert "the email provider must be asked" in page
+    with pytest.raises(sending.SendRefused):
+        send(blocked)
+
+    assert removals.record_provider_lift(case, blocked.users["support"]) is True
+    db.session.refresh(case)
+    assert case.lifted_at is not None
+    assert len(audit_rows("removal.provider_lifted")) == 1 and len(audit_rows("removal.lifted")) == 1
+    send(blocked)  # sending resumes
+    with pytest.raises(removals.DecisionRefused):
+        removals.record_provider_lift(case, blocked.users["support"])
+
+
 def test_no_route_lets_anyone_file_a_case_except_the_inbound_webhook(app, world):
     """Support (or anyone) cannot ask on a client's behalf: every other POST leaves cases alone."""
     plausible = {
@@ -302,7 +347,7 @@ def test_a_lift_the_provider_refuses_waits_for_support_to_record_it(app, blocked
 
     db.session.refresh(case)
     assert case.awaiting_provider and case.lifted_at is None and case.provider_request_at is not None
-    assert "required authority" in case.provider_request_detail
+    assert "required authority" in case.provider_lift_detail
     assert removals.due_lifts() == []  # not retried against the provider: support asks it
     assert removals.lift_block(case.id) is False
     assert maintenance.sync_spam_list() >= 1  # still on the provider's list, and on ours

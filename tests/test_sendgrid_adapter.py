@@ -19,9 +19,10 @@ from webapp.providers.sendgrid import (
     POLLED_KINDS,
     WEBHOOK_KINDS,
     SendGridProvider,
-    drop_reason_text,
     parse_webhook_events,
+    reject_reason_of,
 )
+from webapp.reject_reasons import reject_reason_text
 from webapp.sandbox.sendgrid import SendGridSandbox
 
 API_BASE = "http://sandbox.test"
@@ -144,6 +145,7 @@ def test_invalid_recipient_is_rejected_with_the_providers_words(provider):
 
     assert result.outcome == "rejected"
     assert result.error == "Does not contain a valid address. (personalizations.0.to.0.email)"
+    assert result.reject_reason == "invalid_address"
 
 
 def test_rejection_lists_every_problem(provider):
@@ -159,6 +161,7 @@ def test_too_large_is_rejected(provider):
 
     assert result.outcome == "rejected"
     assert result.error == "content too large"
+    assert result.reject_reason == "other"  # the message, not the address
 
 
 @pytest.mark.parametrize(
@@ -668,19 +671,25 @@ def test_every_mapped_kind_is_one_of_ours():
 
 
 @pytest.mark.parametrize(
-    ("reason", "text"),
+    ("reason", "ours", "text"),
     [
-        ("Spam Reporting Address", "the client reported an earlier email as spam"),
-        ("Bounced Address", "an earlier email to this address bounced"),
-        ("Invalid", "the address is not valid"),
-        ("Invalid Address", "the address is not valid"),
-        ("Unsubscribed Address", "the client unsubscribed"),
-        ("Spam Content", "Spam Content"),
-        (None, "the email provider gave no reason"),
+        ("Spam Reporting Address", "spam_report", "the client reported an earlier email as spam"),
+        ("Bounced Address", "bounced_address", "an earlier email to this address bounced"),
+        ("Invalid", "invalid_address", "the address is not valid"),
+        ("Invalid Address", "invalid_address", "the address is not valid"),
+        ("Unsubscribed Address", "unsubscribed", "the client unsubscribed"),
+        ("Spam Content", "other", "Spam Content"),
+        (None, "other", "the email provider gave no reason"),
     ],
 )
-def test_drop_reasons_in_plain_words(reason, text):
-    assert drop_reason_text(reason) == text
+def test_drop_reasons_in_our_words_with_sendgrids_text_kept(reason, ours, text):
+    body = webhook_body(
+        {"event": "dropped", "timestamp": 1767348004, **({"reason": reason} if reason else {})}
+    )
+    (event,) = parse_webhook_events(body)
+    assert (event.reject_reason, event.reason) == (ours, reason)
+    assert reject_reason_of(reason) == ours
+    assert reject_reason_text(event.reject_reason, event.reason) == text
 
 
 _json_scalars = st.none() | st.booleans() | st.integers(-(10**16), 10**16) | st.text(max_size=5)

@@ -78,6 +78,7 @@ def test_an_invalid_address_fails_with_the_providers_own_words(app, world, wire_
     assert email.status == "failed"
     assert "address" in (email.send_error or "").lower()  # the provider's own words
     assert [event.kind for event in email.events] == ["sending", "rejected"]
+    assert email.events[-1].reject_reason == "invalid_address"  # our words, beside SendGrid's
 
 
 def test_a_bad_api_key_keeps_the_email_queued_and_alerts_operators(app, world):

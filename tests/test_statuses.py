@@ -132,7 +132,7 @@ EVENT_POOL = [
     ("click", {"url": "https://example.com/a"}),
     ("click", {"url": "https://example.com/b"}),
     ("bounce", {"reason": "550 5.1.1 user unknown"}),
-    ("dropped", {"reason": "Bounced Address"}),
+    ("dropped", {"reason": "Bounced Address", "reject_reason": "bounced_address"}),
     ("spamreport", {}),
     ("unsubscribe", {}),
     ("unknown", {}),

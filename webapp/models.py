@@ -173,6 +173,8 @@ class EmailEvent(db.Model):
     occurred_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime)
     kind: so.Mapped[str] = so.mapped_column(sa.String(30))
     reason: so.Mapped[str | None] = so.mapped_column(sa.Text)  # bounce/drop/deferral text
+    # Why the provider would not send (dropped, rejected), in our words: reject_reasons.REJECT_REASONS.
+    reject_reason: so.Mapped[str | None] = so.mapped_column(sa.String(20))
     url: so.Mapped[str | None] = so.mapped_column(sa.Text)  # clicked link
     attempt: so.Mapped[int | None] = so.mapped_column()  # deferral attempt number
     machine: so.Mapped[bool] = so.mapped_column(default=False)  # provider says: machine open
@@ -273,11 +275,11 @@ class RemovalRequest(db.Model):
     decided_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
     decision_note: so.Mapped[str] = so.mapped_column(sa.Text, default="")
     lifted_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)  # provider list updated
-    # The provider refused to lift it through its API (Postmark, for a spam complaint): since when,
-    # and what it said and support must ask it for. Sending stays blocked until support records
-    # that the provider lifted it (provider_done_at).
+    # Set when the provider would not lift the block through its API: what support must ask it for.
+    provider_lift_detail: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    # The provider refused to lift it through its API (provider_lift_detail says what to ask it
+    # for): since when. Sending stays blocked until support records that the provider lifted it.
     provider_request_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
-    provider_request_detail: so.Mapped[str | None] = so.mapped_column(sa.Text)
     provider_done_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
     provider_done_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user.id"))
 
@@ -287,6 +289,6 @@ class RemovalRequest(db.Model):
     @property
     def awaiting_provider(self) -> bool:
         """Approved, but the provider must be asked to lift the block, and support has not recorded it yet."""
-        return self.status == "approved" and self.provider_request_at is not None and self.lifted_at is None
+        return self.status == "approved" and self.provider_lift_detail is not None and self.lifted_at is None
 
     __table_args__ = (sa.Index("ix_removal_request_status_received", "status", "received_at"),)

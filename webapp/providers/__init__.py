@@ -6,16 +6,38 @@ the real adapter of its wire format (SANDBOX_WIRE_FORMAT), over a WSGI transport
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from webapp import clock
-from webapp.providers.base import EmailProvider
+from webapp.providers.base import EmailProvider, ProviderEvent
 
 if TYPE_CHECKING:
     from webapp.sandbox.base import Simulator
 
 SANDBOX_API_BASE = "http://sandbox.invalid"
+
+# wire-format name -> "module:function" that parses its webhook bodies (no credentials needed, so a
+# stored batch can be applied by any worker).
+WEBHOOK_PARSERS: dict[str, str] = {
+    "sendgrid": "webapp.providers.sendgrid:parse_webhook_events",
+    "postmark": "webapp.providers.postmark:parse_webhook_event",
+}
+
+
+def wire_format(config: dict[str, Any]) -> str:
+    """Return the wire format the configured provider speaks (the sandbox plays SANDBOX_WIRE_FORMAT)."""
+    if config["EMAIL_PROVIDER"] == "sandbox":
+        return str(config["SANDBOX_WIRE_FORMAT"])
+    return str(config["EMAIL_PROVIDER"])
+
+
+def webhook_parser(name: str) -> Callable[[bytes], list[ProviderEvent]]:
+    """Return the webhook body parser of a wire format (KeyError when there is none)."""
+    module, _, function = WEBHOOK_PARSERS[name].partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def get_provider(config: dict[str, Any]) -> EmailProvider:
@@ -24,6 +46,7 @@ def get_provider(config: dict[str, Any]) -> EmailProvider:
     One provider (and so one pool of HTTP connections) is kept per process and setting.
     """
     timeout = config["SEND_TIMEOUT_SECONDS"]
+    tolerance = config["WEBHOOK_TOLERANCE_SECONDS"]
     if config["EMAIL_PROVIDER"] == "sandbox":
         return _sandbox_provider(
             config["SANDBOX_WIRE_FORMAT"],
@@ -31,6 +54,8 @@ def get_provider(config: dict[str, Any]) -> EmailProvider:
             config.get("SANDBOX_WEBHOOK_URL") or "",
             config["SANDBOX_SPEED"],
             timeout,
+            config.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or "",
+            tolerance,
         )
     if config["EMAIL_PROVIDER"] == "postmark":
         return _postmark_provider(
@@ -41,7 +66,13 @@ def get_provider(config: dict[str, Any]) -> EmailProvider:
             config["POSTMARK_WEBHOOK_PASSWORD"],
             timeout,
         )
-    return _sendgrid_provider(config["SENDGRID_API_KEY"], config["SENDGRID_API_BASE"], timeout)
+    return _sendgrid_provider(
+        config["SENDGRID_API_KEY"],
+        config["SENDGRID_API_BASE"],
+        timeout,
+        config.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or "",
+        tolerance,
+    )
 
 
 @lru_cache(maxsize=8)
@@ -67,25 +98,52 @@ def _postmark_provider(
 
 
 @lru_cache(maxsize=8)
-def _sendgrid_provider(api_key: str, api_base: str, timeout: float) -> EmailProvider:
+def _sendgrid_provider(
+    api_key: str, api_base: str, timeout: float, webhook_public_key: str, tolerance: int
+) -> EmailProvider:
     from webapp.providers.sendgrid import SendGridProvider
 
-    return SendGridProvider(api_key, api_base, timeout=timeout, clock=clock.timestamp)
+    return SendGridProvider(
+        api_key,
+        api_base,
+        timeout=timeout,
+        clock=clock.timestamp,
+        webhook_public_key=webhook_public_key,
+        webhook_tolerance_seconds=tolerance,
+    )
 
 
 @lru_cache(maxsize=8)
 def _sandbox_provider(
-    wire_format: str, state_path: str, webhook_url: str, speed: float, timeout: float
+    wire_format: str,
+    state_path: str,
+    webhook_url: str,
+    speed: float,
+    timeout: float,
+    webhook_public_key: str,
+    tolerance: int,
 ) -> EmailProvider:
+    """The adapter of the sandbox's wire format, reaching the simulator in-process.
+
+    The simulator signs its webhooks with a key of its own, unless a test configures one.
+    """
     import httpx
 
     server = _sandbox(wire_format, state_path, webhook_url, speed)
     transport = httpx.WSGITransport(app=server)
     if wire_format == "sendgrid":
         from webapp.providers.sendgrid import SendGridProvider
+        from webapp.sandbox.sendgrid import SendGridSandbox
 
+        assert isinstance(server, SendGridSandbox)
         return SendGridProvider(
-            "sandbox", SANDBOX_API_BASE, transport=transport, timeout=timeout, clock=clock.timestamp
+            "sandbox",
+            SANDBOX_API_BASE,
+            transport=transport,
+            timeout=timeout,
+            clock=clock.timestamp,
+            webhook_public_key=webhook_public_key or server.public_key_b64,
+            webhook_tolerance_seconds=tolerance,
         )
     if wire_format == "postmark":
         from webapp.providers.postmark import PostmarkProvider

@@ -209,3 +209,11 @@ class EmailProvider(ABC):
     @abstractmethod
     def parse_webhook(self, body: bytes) -> list[ProviderEvent]:
         """Turn a verified webhook body into events; raise ValueError when it is malformed."""
+
+    def check_webhook(self, body: bytes) -> int:
+        """Check that a verified body is well-formed (ValueError if not); return how many events it holds.
+
+        A cheap check for the webhook route, which stores the body for a job to parse; an adapter
+        may do it without building the events.
+        """
+        return len(self.parse_webhook(body))

@@ -38,6 +38,7 @@ from webapp.providers.base import (
     PollResult,
     ProviderError,
     ProviderEvent,
+    RejectReason,
     SendResult,
     SentRef,
     WebhookVerdict,
@@ -88,13 +89,17 @@ WEBHOOK_KINDS: frozenset[str] = frozenset(
     }
 )
 
-DROP_REASONS: dict[str, str] = {
-    "spam reporting address": "the client reported an earlier email as spam",
-    "bounced address": "an earlier email to this address bounced",
-    "invalid": "the address is not valid",
-    "invalid address": "the address is not valid",
-    "unsubscribed address": "the client unsubscribed",
+# SendGrid's drop reasons (lower-cased) -> ours; any other text is "other", kept as SendGrid wrote it.
+DROP_REASONS: dict[str, RejectReason] = {
+    "spam reporting address": "spam_report",
+    "bounced address": "bounced_address",
+    "invalid": "invalid_address",
+    "invalid address": "invalid_address",
+    "unsubscribed address": "unsubscribed",
+    "unsubscribed group": "unsubscribed",
 }
+# A Mail Send 400 naming one of these fields refuses the recipient's address itself.
+_RECIPIENT_FIELD = re.compile(r"personalizations\.\d+\.to(\.\d+\.email)?")
 
 _DIGITS = re.compile(r"[0-9]{1,15}")
 _MILLISECONDS_FROM = 10**11  # a unix time in seconds stays below this until the year 5138
@@ -166,7 +171,7 @@ class SendGridProvider(EmailProvider):
             return SendResult("rate_limited", error=error_text, retry_after=self._retry_after(response))
         if status >= 500:
             return SendResult("unavailable", error=error_text)
-        return SendResult("rejected", error=error_text)
+        return SendResult("rejected", error=error_text, reject_reason=_send_reject_reason(response))
 
     def _mail_body(self, message: OutgoingMessage) -> dict[str, Any]:
         """Build the Mail Send request body for one message."""
@@ -363,6 +368,10 @@ class SendGridProvider(EmailProvider):
         """Parse a JSON array of SendGrid events; ValueError when it is malformed."""
         return parse_webhook_events(body)
 
+    def check_webhook(self, body: bytes) -> int:
+        """Check a body is a well-formed batch without building its events; return how many it holds."""
+        return check_webhook_body(body)
+
     # HTTP plumbing for everything but sending
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -502,6 +511,7 @@ def _polled_events(detail: dict[str, Any], app_message_id: str) -> Iterator[Prov
             reason=_text(raw.get("reason")),
             url=_text(raw.get("url")) if kind == "click" else None,
             attempt=_whole_number(raw.get("attempt_num")) if kind == "deferred" else None,
+            reject_reason=reject_reason_of(_text(raw.get("reason"))) if kind == "dropped" else None,
             raw=raw,
         )
 
@@ -668,6 +678,7 @@ def _webhook_event(item: Any, position: int) -> ProviderEvent:
         url=_text(item.get("url")) if kind == "click" else None,
         attempt=_whole_number(item.get("attempt")) if kind == "deferred" else None,
         machine=kind == "open" and _truthy(item.get("sg_machine_open")),
+        reject_reason=reject_reason_of(reason) if kind == "dropped" else None,
         raw=item,
     )
 
@@ -679,8 +690,19 @@ def _truthy(value: Any) -> bool:
     return value is True or value == 1
 
 
-def drop_reason_text(reason: str | None) -> str:
-    """Say in plain words why SendGrid dropped an email."""
-    if not reason:
-        return "the email provider gave no reason"
-    return DROP_REASONS.get(reason.strip().lower(), reason)
+def reject_reason_of(reason: str | None) -> RejectReason:
+    """Say in our words why SendGrid dropped an email, from its drop reason."""
+    return DROP_REASONS.get((reason or "").strip().lower(), "other")
+
+
+def _send_reject_reason(response: httpx.Response) -> RejectReason:
+    """Say in our words why Mail Send refused a message: its recipient's address, or something else."""
+    try:
+        errors = response.json().get("errors")
+    except (ValueError, AttributeError):
+        return "other"
+    for error in errors if isinstance(errors, list) else []:
+        field = error.get("field") if isinstance(error, dict) else None
+        if isinstance(field, str) and _RECIPIENT_FIELD.fullmatch(field):
+            return "invalid_address"
+    return "other"

@@ -13,7 +13,7 @@ from flask_sqlalchemy.pagination import Pagination
 from webapp import statuses
 from webapp.extensions import db
 from webapp.models import MESSAGE_KINDS, Client, Email, EmailEvent, RemovalRequest, SpamListEntry
-from webapp.providers.sendgrid import drop_reason_text
+from webapp.reject_reasons import normalised, reject_reason_text
 
 LOG_DAYS = 30
 PER_PAGE = 25
@@ -209,11 +209,14 @@ def _provider_lifts_pending(addresses: set[str]) -> dict[str, datetime]:
     if not addresses:
         return {}
     rows = db.session.execute(
-        sa.select(RemovalRequest.from_address, sa.func.min(RemovalRequest.provider_request_at))
+        sa.select(
+            RemovalRequest.from_address,
+            sa.func.min(sa.func.coalesce(RemovalRequest.provider_request_at, RemovalRequest.decided_at)),
+        )
         .where(
             RemovalRequest.from_address.in_(addresses),
             RemovalRequest.status == "approved",
-            RemovalRequest.provider_request_at.is_not(None),
+            RemovalRequest.provider_lift_detail.is_not(None),
             RemovalRequest.lifted_at.is_(None),
         )
         .group_by(RemovalRequest.from_address)
@@ -241,23 +244,14 @@ def _spam_reports(
     return {(email.clinic_id, _address(email.to_address)): (email, at) for email, at in rows}
 
 
-# Why a provider would not send to an address (providers.base.RejectReason), in plain words.
-REJECT_REASON_WORDS = {
-    "spam_report": "the client reported an earlier email as spam",
-    "bounced_address": "an earlier email to this address bounced",
-    "invalid_address": "the address is not valid",
-    "unsubscribed": "the client unsubscribed",
-}
-
-
 def failure_reason(email: Email) -> str:
     """Return why an email failed, in plain words."""
     for event in reversed(email.events):
-        known = (event.raw or {}).get("reject_reason") if event.kind == "rejected" else None
-        if known in REJECT_REASON_WORDS:
-            return REJECT_REASON_WORDS[known]
+        if event.kind == "rejected" and normalised(event.reject_reason) != "other":
+            # Refused at send time for the address (Postmark's inactive recipient): say why in our words.
+            return reject_reason_text(event.reject_reason, event.reason)
         if event.kind == "dropped":
-            return drop_reason_text(event.reason)
+            return reject_reason_text(event.reject_reason, event.reason)
         if event.kind in ("bounce", "rejected", "expired"):
             return plain_bounce_reason(event.reason)
     return email.send_error or "the receiving email provider would not deliver it"
@@ -439,7 +433,7 @@ def build_timeline(events: list[EmailEvent]) -> list[TimelineEntry]:
             attempt = f"attempt {event.attempt}" if event.attempt else ""
             entry.detail = "; ".join(part for part in (attempt, event.reason or "") if part)
         elif event.kind == "dropped":
-            entry.detail = drop_reason_text(event.reason)
+            entry.detail = reject_reason_text(event.reject_reason, event.reason)
         elif event.kind in ("bounce", "rejected", "expired"):
             entry.detail = (
                 plain_bounce_reason(event.reason) if event.kind == "bounce" else (event.reason or "")

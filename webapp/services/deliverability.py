@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from webapp import statuses
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, SpamListEntry
-from webapp.providers.sendgrid import drop_reason_text
+from webapp.reject_reasons import reject_reason_text
 
 WINDOW_DAYS = 30
 TOP_REASONS = 5
@@ -156,7 +156,12 @@ def _as_date(value: date | str) -> date:
 def failure_reasons(clinic_id: int, since: datetime, until: datetime) -> list[tuple[str, int]]:
     """Return the most common reasons the clinic's emails failed, in plain words, most common first."""
     rows = db.session.execute(
-        sa.select(EmailEvent.kind, EmailEvent.reason, sa.func.count(sa.distinct(EmailEvent.email_id)))
+        sa.select(
+            EmailEvent.kind,
+            EmailEvent.reason,
+            EmailEvent.reject_reason,
+            sa.func.count(sa.distinct(EmailEvent.email_id)),
+        )
         .join(Email, Email.id == EmailEvent.email_id)
         .where(
             Email.clinic_id == clinic_id,
@@ -165,19 +170,19 @@ def failure_reasons(clinic_id: int, since: datetime, until: datetime) -> list[tu
             Email.status == statuses.FAILED.key,
             EmailEvent.kind.in_(FAILURE_KINDS),
         )
-        .group_by(EmailEvent.kind, EmailEvent.reason)
+        .group_by(EmailEvent.kind, EmailEvent.reason, EmailEvent.reject_reason)
     ).all()
     reasons: Counter = Counter()
-    for kind, reason, count in rows:
-        reasons[plain_failure(kind, reason)] += count
+    for kind, reason, reject_reason, count in rows:
+        reasons[plain_failure(kind, reason, reject_reason)] += count
     return reasons.most_common(TOP_REASONS)
 
 
-def plain_failure(kind: str, reason: str | None) -> str:
+def plain_failure(kind: str, reason: str | None, reject_reason: str | None = None) -> str:
     """Put a failure into one of a few plain-words groups, so that alike failures count together."""
     text = (reason or "").lower()
     if kind == "dropped":
-        return drop_reason_text(reason).capitalize()
+        return reject_reason_text(reject_reason, reason).capitalize()
     if kind == "expired":
         return "The receiving server kept deferring it for 72 hours"
     if kind == "rejected":

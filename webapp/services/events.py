@@ -26,8 +26,6 @@ from webapp.services import changes
 
 log = logging.getLogger(__name__)
 
-# Provider drop reasons that mean the address is on the spam-report list.
-SPAM_DROP_REASONS = ("spam reporting address",)
 # Ids per IN list: far below SQLite's 32,766 bound variables, and one SendGrid batch fits.
 CHUNK = 1000
 
@@ -163,6 +161,7 @@ _EVENT_COLUMNS = {
     "occurred_at": "timestamptz",
     "kind": "text",
     "reason": "text",
+    "reject_reason": "text",
     "url": "text",
     "attempt": "int",
     "machine": "bool",
@@ -212,6 +211,7 @@ def _prefer_better_copies(rows: list[dict]) -> set[int]:
         .values(
             source=sa.bindparam("new_source"),
             reason=sa.bindparam("new_reason"),
+            reject_reason=sa.bindparam("new_reject_reason"),
             url=sa.bindparam("new_url"),
             machine=sa.bindparam("new_machine"),
             raw=sa.bindparam("new_raw"),
@@ -221,6 +221,7 @@ def _prefer_better_copies(rows: list[dict]) -> set[int]:
                 "event_id": event_id,
                 "new_source": row["source"],
                 "new_reason": row["reason"],
+                "new_reject_reason": row["reject_reason"],
                 "new_url": row["url"],
                 "new_machine": row["machine"],
                 "new_raw": row["raw"],
@@ -343,6 +344,7 @@ def _event_row(email_id: int, event: ProviderEvent, source: str) -> dict:
         "occurred_at": event.occurred_at,
         "kind": event.kind if event.kind in statuses.STATUS_FOR_EVENT else "unknown",
         "reason": event.reason,
+        "reject_reason": event.reject_reason,
         "url": event.url,
         "attempt": event.attempt,
         "machine": event.machine,
@@ -368,6 +370,4 @@ def _without_nul(value: Any) -> Any:
 def _is_spam_drop(event: ProviderEvent) -> bool:
     """Whether the provider would not send because the address reported spam (dropped after
     acceptance, or refused at send time as Postmark does)."""
-    if event.kind in ("dropped", "rejected") and event.reject_reason == "spam_report":
-        return True
-    return event.kind == "dropped" and (event.reason or "").strip().lower() in SPAM_DROP_REASONS
+    return event.kind in ("dropped", "rejected") and event.reject_reason == "spam_report"

@@ -14,7 +14,7 @@ from flask import abort, current_app
 from webapp.extensions import db
 from webapp.models import Client, Clinic, Email, OperatorAlert, RemovalRequest, SpamListEntry, User, utcnow
 from webapp.providers import get_provider
-from webapp.providers.base import ProviderError
+from webapp.providers.base import LiftResult, ProviderError
 from webapp.queue import enqueue
 from webapp.services import audit, changes
 from webapp.services.inbound import REASONS
@@ -222,18 +222,20 @@ def reject(removal: RemovalRequest, by: User, note: str) -> None:
 
 
 def lift_block(case_id: int) -> bool:
-    """Remove an approved case's address from the provider's and our spam list (idempotent)."""
+    """Remove an approved case's address from the provider's and our spam list (idempotent).
+
+    When the provider refuses to lift it through its API, nothing is lifted: the case records what
+    to ask the provider for (provider_lift_detail), support is alerted, and the block stays until
+    support records that the provider lifted it (record_provider_lift).
+    """
     removal = db.session.get(RemovalRequest, case_id)
-    if (
-        removal is None
-        or removal.status != "approved"
-        or removal.lifted_at is not None
-        or removal.provider_request_at is not None  # support asks the provider, and records it
-    ):
+    if removal is None or removal.status != "approved" or removal.lifted_at is not None:
         return False
+    if removal.provider_lift_detail is not None:
+        return False  # waiting for support to ask the provider
     try:
         # Idempotent at the provider: removing an address twice is harmless.
-        result = get_provider(current_app.config).remove_spam_report(removal.from_address)
+        outcome = get_provider(current_app.config).remove_spam_report(removal.from_address)
     except ProviderError as error:
         alert_operators(
             "removal_lift_failed",
@@ -242,30 +244,13 @@ def lift_block(case_id: int) -> bool:
         )
         db.session.commit()
         raise
-    if result.outcome == "provider_request_needed":
-        _await_provider(removal, result.detail)
+    if outcome.outcome == "provider_request_needed":
+        _provider_request_needed(removal, outcome)
         return False
-    return _mark_lifted(removal)
+    return _finish_lift(removal)
 
 
-def _await_provider(removal: RemovalRequest, detail: str) -> None:
-    """Keep the block: the provider lifts it only when asked, so support must ask and record it."""
-    waiting = db.session.execute(
-        sa.update(RemovalRequest)
-        .where(RemovalRequest.id == removal.id, RemovalRequest.provider_request_at.is_(None))
-        .values(provider_request_at=utcnow(), provider_request_detail=detail)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if not waiting:  # another worker got the same answer first
-        db.session.rollback()
-        return
-    _mark_files_changed(removal.from_address)
-    _audit_for_clinics("removal.provider_request_needed", None, removal, removal.from_address)
-    db.session.commit()
-    db.session.refresh(removal)
-
-
-def record_provider_lift(removal: RemovalRequest, by: User, note: str) -> None:
+def record_provider_lift(removal: RemovalRequest, by: User, note: str = "") -> bool:
     """Record that the provider lifted a block it would not lift through its API; sending resumes."""
     if not removal.awaiting_provider:
         raise DecisionRefused("This case is not waiting for the email provider.")
@@ -280,13 +265,38 @@ def record_provider_lift(removal: RemovalRequest, by: User, note: str) -> None:
         .values(provider_done_at=utcnow(), provider_done_by_id=by.id)
         .execution_options(synchronize_session=False)
     ).rowcount
-    if not done:
+    if not done:  # another support user recorded it first
         db.session.rollback()
         raise DecisionRefused("This has already been recorded.")
     _audit_for_clinics(
         "removal.provider_lifted", by, removal, removal.from_address + (f": {note}" if note else "")
     )
-    _mark_lifted(removal)
+    lifted = _finish_lift(removal)
+    db.session.refresh(removal)
+    return lifted
+
+
+def _provider_request_needed(removal: RemovalRequest, outcome: LiftResult) -> None:
+    """Keep the block, and say what support must ask the provider for (once per case)."""
+    detail = outcome.detail or "the email provider would not lift the block through its API"
+    marked = db.session.execute(
+        sa.update(RemovalRequest)
+        .where(RemovalRequest.id == removal.id, RemovalRequest.provider_lift_detail.is_(None))
+        .values(provider_lift_detail=detail, provider_request_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not marked:  # another worker recorded it first
+        db.session.rollback()
+        return
+    # The client file's banner now says the provider is being asked.
+    _mark_files_changed(removal.from_address)
+    _audit_for_clinics("removal.provider_request_needed", None, removal, f"{removal.from_address}: {detail}")
+    alert_operators(
+        "removal_provider_request_needed",
+        f"Removal case {removal.id} was approved, but the provider must be asked to lift the block on "
+        f"{removal.from_address}: {detail}",
+    )
+    db.session.commit()
     db.session.refresh(removal)
 
 
@@ -297,7 +307,7 @@ def awaiting_provider() -> list[RemovalRequest]:
             sa.select(RemovalRequest)
             .where(
                 RemovalRequest.status == "approved",
-                RemovalRequest.provider_request_at.is_not(None),
+                RemovalRequest.provider_lift_detail.is_not(None),
                 RemovalRequest.lifted_at.is_(None),
             )
             .order_by(RemovalRequest.provider_request_at, RemovalRequest.id)
@@ -305,23 +315,8 @@ def awaiting_provider() -> list[RemovalRequest]:
     )
 
 
-def pending_provider_lifts(addresses: set[str]) -> dict[str, RemovalRequest]:
-    """Return, by address, the approved cases among these addresses that wait for the provider."""
-    if not addresses:
-        return {}
-    rows = db.session.execute(
-        sa.select(RemovalRequest).where(
-            RemovalRequest.from_address.in_(addresses),
-            RemovalRequest.status == "approved",
-            RemovalRequest.provider_request_at.is_not(None),
-            RemovalRequest.lifted_at.is_(None),
-        )
-    ).scalars()
-    return {case.from_address: case for case in rows}
-
-
-def _mark_lifted(removal: RemovalRequest) -> bool:
-    """Take the address off our spam list once the provider's is clear (once, whoever comes first)."""
+def _finish_lift(removal: RemovalRequest) -> bool:
+    """Mark the case lifted and take the address off our spam list; False when already done."""
     case_id = removal.id
     lifted = db.session.execute(
         sa.update(RemovalRequest)
@@ -358,7 +353,7 @@ def due_lifts() -> list[int]:
             .where(
                 RemovalRequest.status == "approved",
                 RemovalRequest.lifted_at.is_(None),
-                RemovalRequest.provider_request_at.is_(None),  # support asks the provider
+                RemovalRequest.provider_lift_detail.is_(None),  # support asks the provider instead
             )
             .order_by(RemovalRequest.id)
         ).scalars()

@@ -350,13 +350,7 @@ def _mark_rejected(email: Email, error: str, reject_reason: RejectReason | None 
     email.send_error = error
     email.next_attempt_at = None
     rejected = ProviderEvent(
-        "rejected",
-        utcnow(),
-        app_message_id=email.app_message_id,
-        reason=error,
-        reject_reason=reject_reason,
-        # Kept with the event: why, in our words (Postmark refuses a suppressed address at send time).
-        raw={"reject_reason": reject_reason} if reject_reason else {},
+        "rejected", utcnow(), app_message_id=email.app_message_id, reason=error, reject_reason=reject_reason
     )
     apply_events(email, [rejected], source="app")
 

@@ -15,8 +15,8 @@ from redis.exceptions import RedisError
 
 from webapp.extensions import db
 from webapp.models import Email, PendingEvent, WebhookBatch, utcnow
+from webapp.providers import webhook_parser
 from webapp.providers.base import ProviderEvent
-from webapp.providers.sendgrid import parse_webhook_events
 from webapp.services.events import CHUNK, Target, among, keep_for_later, store_events
 from webapp.services.polling import schedule_next_poll
 
@@ -27,14 +27,14 @@ APPLY_JOB = "jobs.webhooks.apply_webhook_batch"
 KEEP_UNKNOWN_FOR = timedelta(days=7)
 
 
-def first_delivery(provider: str, timestamp: str, body: bytes, expires_at: float, now: float) -> bool:
-    """Remember a verified delivery until its signature expires; return False when it came before.
+def first_delivery(provider: str, replay_key: str, ttl: float) -> bool:
+    """Remember a verified delivery for ttl seconds; return False when it came before.
 
-    Keyed on what was signed, not on the signature: an ECDSA signature has a twin, (r, n - s),
-    that verifies as well, so a replay could come with different signature bytes.
+    replay_key comes from the provider's verdict (WebhookVerdict): for SendGrid, a digest of what
+    was signed, not of the signature (an ECDSA signature has a twin that verifies as well).
     """
-    key = _delivery_key(provider, timestamp, body)
-    ttl = max(1, math.ceil(expires_at - now))
+    key = _delivery_key(provider, replay_key)
+    ttl = max(1, math.ceil(ttl))
     try:
         return bool(current_app.extensions["redis"].set(key, b"1", nx=True, ex=ttl))
     except RedisError as error:
@@ -43,20 +43,21 @@ def first_delivery(provider: str, timestamp: str, body: bytes, expires_at: float
         return True
 
 
-def forget_delivery(provider: str, timestamp: str, body: bytes) -> None:
+def forget_delivery(provider: str, replay_key: str) -> None:
     """Forget a delivery we failed to store, so that the provider's retry is taken."""
     try:
-        current_app.extensions["redis"].delete(_delivery_key(provider, timestamp, body))
+        current_app.extensions["redis"].delete(_delivery_key(provider, replay_key))
     except RedisError as error:
         log.warning("could not forget a webhook delivery: %s", error)
 
 
-def _delivery_key(provider: str, timestamp: str, body: bytes) -> str:
-    return f"webhook-seen:{provider}:{hashlib.sha256(timestamp.encode() + b'.' + body).hexdigest()}"
+def _delivery_key(provider: str, replay_key: str) -> str:
+    # Hashed again: the key is the provider's to choose, and a Redis key should stay short.
+    return f"webhook-seen:{provider}:{hashlib.sha256(replay_key.encode()).hexdigest()}"
 
 
 def store_batch(provider: str, body: bytes) -> WebhookBatch:
-    """Keep a verified webhook body until a job applies it."""
+    """Keep a verified webhook body until a job applies it; provider names its wire format."""
     batch = WebhookBatch(provider=provider, body=body, received_at=utcnow())
     db.session.add(batch)
     db.session.commit()
@@ -68,7 +69,7 @@ def apply_batch(batch_id: int) -> int:
     batch = db.session.get(WebhookBatch, batch_id)
     if batch is None:
         return 0
-    changed = apply_provider_events(parse_webhook_events(batch.body), source="webhook")
+    changed = apply_provider_events(webhook_parser(batch.provider)(batch.body), source="webhook")
     batch.applied_at = batch.applied_at or utcnow()
     db.session.commit()
     return changed

@@ -1,5 +1,5 @@
-"""SendGrid's webhooks. Events: verify, store, acknowledge; a job applies the batch.
-Inbound Parse: mail to the support address, filed as spam-list removal cases."""
+"""Provider webhooks. Events: verify, store, acknowledge; a job applies the batch.
+Inbound Parse (SendGrid's): mail to the support address, filed as spam-list removal cases."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
 from webapp.extensions import csrf, limiter
-from webapp.providers import get_sandbox
-from webapp.providers.sendgrid import check_webhook_body, verify_signature
+from webapp.providers import get_provider, wire_format
 from webapp.queue import enqueue
 from webapp.services import inbound, webhooks
 from webapp.webhooks import bp
@@ -21,54 +20,41 @@ from webapp.webhooks.forms import multipart_fields
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
-TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
-
-@bp.post("/sendgrid/events")
+@bp.post("/<provider_name>/events")
 @csrf.exempt
 @limiter.exempt
-def sendgrid_events() -> tuple[str, int]:
-    """Accept a signed batch of delivery events (403 unsigned, 400 malformed)."""
+def provider_events(provider_name: str) -> tuple[str, int]:
+    """Accept a batch of delivery events from the configured provider (403 unverified, 400 malformed).
+
+    The URL names the provider's wire format (/webhooks/sendgrid/events, /webhooks/postmark/events);
+    any other name is 404.
+    """
+    config = current_app.config
+    if provider_name != wire_format(config):
+        abort(404)
     body = request.get_data(cache=False)  # the exact bytes that were signed
-    timestamp = request.headers.get(TIMESTAMP_HEADER, "")
-    tolerance = current_app.config["WEBHOOK_TOLERANCE_SECONDS"]
-    now = time.time()
-    if not verify_signature(
-        _webhook_public_key(),
-        request.headers.get(SIGNATURE_HEADER),
-        timestamp,
-        body,
-        tolerance_seconds=tolerance,
-        now=now,
-    ):
+    provider = get_provider(config)
+    verdict = provider.verify_webhook(request.headers, body, time.time())
+    if not verdict.authentic:
         abort(403)
     try:
-        check_webhook_body(body)
+        provider.check_webhook(body)
     except ValueError as error:
         log.info("malformed event webhook body: %s", error)
         abort(400)
-    # The signature stays valid for the tolerance: a copy posted again within it is acknowledged
-    # and dropped. Verified above, so the timestamp is a whole number.
-    if not webhooks.first_delivery("sendgrid", timestamp, body, int(timestamp) + tolerance, now):
+    # A copy posted again while the provider's proof of it is valid is acknowledged and dropped.
+    key = verdict.replay_key
+    if key is not None and not webhooks.first_delivery(provider_name, key, verdict.replay_ttl):
         return "", 200
     try:
-        batch = webhooks.store_batch("sendgrid", body)
+        batch = webhooks.store_batch(provider_name, body)
     except SQLAlchemyError:
-        webhooks.forget_delivery("sendgrid", timestamp, body)
+        if key is not None:
+            webhooks.forget_delivery(provider_name, key)
         raise
     enqueue(webhooks.APPLY_JOB, batch.id)
     return "", 200
-
-
-def _webhook_public_key() -> str:
-    """Return the key that signs our events; the sandbox signs with a key of its own."""
-    config = current_app.config
-    if config["SENDGRID_WEBHOOK_PUBLIC_KEY"]:
-        return config["SENDGRID_WEBHOOK_PUBLIC_KEY"]
-    if config["EMAIL_PROVIDER"] == "sandbox":
-        return get_sandbox(config).public_key_b64
-    return ""
 
 
 @bp.post("/sendgrid/inbound")

@@ -1,7 +1,7 @@
-"""removal cases: a lift the provider refuses through its API waits for support to record it
+"""removal cases: since when a lift waits for the provider, and who recorded that the provider lifted it
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-11-28 12:00:00
 
 """
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0010'
-down_revision = '0007'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
@@ -18,7 +18,6 @@ depends_on = None
 def upgrade():
     with op.batch_alter_table('removal_request', schema=None) as batch_op:
         batch_op.add_column(sa.Column('provider_request_at', sa.DateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column('provider_request_detail', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('provider_done_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('provider_done_by_id', sa.Integer(), nullable=True))
         batch_op.create_foreign_key(
@@ -31,5 +30,4 @@ def downgrade():
         batch_op.drop_constraint(batch_op.f('fk_removal_request_provider_done_by_id_user'), type_='foreignkey')
         batch_op.drop_column('provider_done_by_id')
         batch_op.drop_column('provider_done_at')
-        batch_op.drop_column('provider_request_detail')
         batch_op.drop_column('provider_request_at')

@@ -1,0 +1,120 @@
+"""The provider boundary holds: only webapp/providers/ names a provider module.
+
+Walks the AST of every module under webapp/ and jobs/ (imports inside functions included);
+tests/ and benchmarks/ are exempt.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+
+from webapp.sandbox import WIRE_FORMATS
+
+ROOT = Path(__file__).resolve().parents[1]
+PROVIDERS = ROOT / "webapp" / "providers"
+SANDBOX = ROOT / "webapp" / "sandbox"
+# What any module may import of the providers package: the factory and the contract.
+SHARED = {"webapp.providers", "webapp.providers.base"}
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    """The dotted name of a source file under root."""
+    return ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+
+
+def names_a_module(module: str, name: str) -> bool:
+    """Whether `from module import name` imports a module (a value the module defines does not)."""
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return True  # not defined there: a submodule, perhaps one not written yet
+    return inspect.ismodule(value)
+
+
+def imported_names(path: Path, root: Path = ROOT) -> set[str]:
+    """Every module a file imports, anywhere in it; `from a import b` counts as a, and as a.b when
+    b is a module."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module_name(path, root).rsplit(".", 0 if path.name == "__init__.py" else 1)[0]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(
+                f"{module}.{alias.name}" for alias in node.names if names_a_module(module, alias.name)
+            )
+    return names
+
+
+def provider_module(name: str) -> bool:
+    """Whether an imported name is (inside) an adapter module or a sandbox wire-format package."""
+    if name.startswith("webapp.providers.") and name not in SHARED:
+        return True
+    return any(
+        name == f"webapp.sandbox.{wire}" or name.startswith(f"webapp.sandbox.{wire}.")
+        for wire in WIRE_FORMATS
+    )
+
+
+def sources(*folders: str) -> list[Path]:
+    return sorted(path for folder in folders for path in (ROOT / folder).rglob("*.py"))
+
+
+def test_no_module_outside_the_providers_package_names_a_provider():
+    offenders = {
+        module_name(path): sorted(name for name in imported_names(path) if provider_module(name))
+        for path in sources("webapp", "jobs")
+        if PROVIDERS not in path.parents and SANDBOX not in path.parents
+    }
+    assert {module: names for module, names in offenders.items() if names} == {}
+
+
+def test_the_simulators_do_not_borrow_from_the_adapters():
+    """A simulator sharing the adapter's code would agree with it by construction, not by the docs."""
+    offenders = {
+        module_name(path): sorted(
+            name
+            for name in imported_names(path)
+            if name.startswith("webapp.providers.") and name not in SHARED
+        )
+        for path in sources("webapp/sandbox")
+    }
+    assert {module: names for module, names in offenders.items() if names} == {}
+
+
+@pytest.mark.parametrize(
+    ("source", "caught"),
+    [
+        ("from webapp.providers.sendgrid import parse_webhook_events", True),
+        ("from webapp.providers import sendgrid", True),
+        ("import webapp.providers.postmark as pm", True),
+        ("def f():\n    from webapp.sandbox.sendgrid.app import SendGridSandbox", True),
+        ("from webapp.providers import get_provider", False),
+        ("from webapp.providers.base import ProviderEvent", False),
+        ("from webapp.sandbox import client_mail", False),
+        ("from ..providers import sendgrid", True),
+        ("from ..providers import get_provider", False),
+    ],
+)
+def test_the_walker_sees_every_form_of_import(tmp_path, source, caught):
+    path = tmp_path / "webapp" / "services" / "x.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(source + "\n")
+    assert any(provider_module(name) for name in imported_names(path, tmp_path)) is caught
+
+
+def test_the_factory_is_where_adapters_are_named():
+    """The check is not vacuous: the walker finds the factory's lazy imports of the adapters."""
+    assert "webapp.providers.sendgrid" in imported_names(PROVIDERS / "__init__.py")
