@@ -109,6 +109,8 @@ def test_a_send_posts_the_documented_request_and_reads_the_documented_answer(pro
         "accepted",
         "0a129aee-e1cd-480d-b08d-4f48548ff48d",
     )
+    # Acceptance is Postmark's only "processed" signal: at its SubmittedAt, in UTC.
+    assert result.accepted_at == datetime(2014, 2, 17, 12, 25, 1, 417864, tzinfo=UTC)
     [request] = wire.requests
     assert request.method == "POST" and request.headers[TOKEN_HEADER] == "server-token"
     assert request.headers["Accept"] == "application/json"

@@ -49,6 +49,9 @@ def test_every_status_is_reached_by_polling(app, world, app_clock, wire_format):
     poll_until_quiet(app_clock)
     db.session.expire_all()
     assert {name: db.session.get(Email, e.id).status for name, e in emails.items()} == SCENARIOS
+    for email in emails.values():
+        # Postmark's acceptance and its Messages API's record are one event, not two.
+        assert [event.kind for event in db.session.get(Email, email.id).events].count("processed") == 1
     failed = db.session.get(Email, emails["bounced"].id)
     assert "does not exist" in next(event.reason for event in failed.events if event.kind == "bounce")
 
@@ -91,3 +94,46 @@ def test_a_failed_email_is_resent_to_a_corrected_address_and_delivered(app, worl
         "accepted",
         "delivered",
     )
+
+
+@pytest.mark.parametrize("wire_format", WIRE_FORMATS)
+def test_every_status_is_reached_by_the_webhooks_the_sandbox_posts(app, world, app_clock, wire_format):
+    """Through the real route (/webhooks/<wire format>/events): verified, stored, applied by a job;
+    replayed shuffled and duplicated, nothing changes."""
+    import random
+
+    from webapp.models import EmailEvent
+    from webapp.providers import get_sandbox
+
+    emails = {scenario: send_to(world, f"pat+{scenario}@example.com", scenario) for scenario in SCENARIOS}
+    run_jobs(app)
+    app_clock.advance(120)
+    http = app.test_client()
+    url = f"/webhooks/{wire_format}/events"
+    posted: list[tuple[bytes, dict[str, str]]] = []
+
+    def post(body: bytes, headers: dict[str, str]) -> int:
+        posted.append((body, headers))
+        return http.post(url, data=body, headers=headers).status_code
+
+    assert get_sandbox(app.config).deliver_webhooks(post=post) > 0
+    run_jobs(app)
+    db.session.expire_all()
+    reached = {name: db.session.get(Email, e.id).status for name, e in emails.items()}
+    # Postmark posts no "processed": its acceptance, recorded at send time, stands for it.
+    assert reached == SCENARIOS
+    stored = db.session.execute(sa.select(sa.func.count(EmailEvent.id))).scalar()
+
+    replay = [item for item in posted for _ in range(random.Random(3).randint(1, 3))]
+    random.Random(7).shuffle(replay)
+    for body, headers in replay:
+        assert http.post(url, data=body, headers=headers).status_code == 200
+    run_jobs(app)
+    db.session.expire_all()
+    assert {name: db.session.get(Email, e.id).status for name, e in emails.items()} == reached
+    assert db.session.execute(sa.select(sa.func.count(EmailEvent.id))).scalar() == stored
+
+    body, headers = posted[0]
+    assert http.post(url, data=body, headers={"Content-Type": "application/json"}).status_code == 403
+    other = "postmark" if wire_format == "sendgrid" else "sendgrid"
+    assert http.post(f"/webhooks/{other}/events", data=body, headers=headers).status_code == 404

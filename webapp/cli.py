@@ -324,8 +324,9 @@ def up(host: str, port: int, demo: bool) -> None:
         SANDBOX_STATE_PATH=config["SANDBOX_STATE_PATH"],
     )
     if config["EMAIL_PROVIDER"] == "sandbox" and not config["SANDBOX_WEBHOOK_URL"]:
-        # The sandbox posts signed event batches to us, as SendGrid would.
-        env["SANDBOX_WEBHOOK_URL"] = f"http://{host}:{port}/webhooks/sendgrid/events"
+        # The sandbox posts its events to us as the provider it plays would (signed batches for
+        # SendGrid, one record per request with Basic credentials for Postmark).
+        env["SANDBOX_WEBHOOK_URL"] = f"http://{host}:{port}/webhooks/{config['SANDBOX_WIRE_FORMAT']}/events"
     bin_dir = Path(sys.executable).parent
     commands = {
         "web": [

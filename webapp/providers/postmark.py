@@ -254,12 +254,13 @@ class PostmarkProvider(EmailProvider):
         code = item.get("ErrorCode")
         text = _text(item.get("Message")) or ""
         message_id = _text(item.get("MessageID"))
+        accepted_at = _optional_time(item.get("SubmittedAt"))
         if code == 0:
-            return SendResult("accepted", provider_message_id=message_id)
+            return SendResult("accepted", provider_message_id=message_id, accepted_at=accepted_at)
         if code is None:
             # "Message accepted, but delivery may be delayed." comes without an ErrorCode.
             if message_id:
-                return SendResult("accepted", provider_message_id=message_id)
+                return SendResult("accepted", provider_message_id=message_id, accepted_at=accepted_at)
             return SendResult(
                 "in_doubt", error=f"Postmark's answer had neither ErrorCode nor MessageID: {text}"
             )
