@@ -81,17 +81,23 @@ def test_an_invalid_address_fails_with_the_providers_own_words(app, world, wire_
     assert email.events[-1].reject_reason == "invalid_address"  # our words, beside SendGrid's
 
 
-def test_a_bad_api_key_keeps_the_email_queued_and_alerts_operators(app, world):
+@pytest.mark.parametrize("wire_format", WIRE_FORMATS)
+def test_a_bad_api_key_keeps_the_email_queued_and_alerts_operators(app, world, wire_format):
     app.config["EMAIL_PROVIDER"] = "sandbox"
     email = queue(world)
     provider = get_provider(app.config)
-    provider._client.headers["Authorization"] = "Bearer sandbox-forbidden"
+    if wire_format == "postmark":
+        provider._client.headers["X-Postmark-Server-Token"] = "sandbox-invalid"
+    else:
+        provider._client.headers["Authorization"] = "Bearer sandbox-forbidden"
     assert sending.deliver(email.id, provider) == "queued"
     db.session.refresh(email)
     assert email.status == "sending"
     assert email.next_attempt_at > utcnow()
     alert = db.session.execute(sa.select(OperatorAlert)).scalar_one()
     assert alert.kind == "provider_auth"
+    # The alert names the setting of the provider in use.
+    assert ("POSTMARK_SERVER_TOKEN" if wire_format == "postmark" else "SENDGRID_API_KEY") in alert.message
     assert accepted_sends(app, email) == 0
 
 

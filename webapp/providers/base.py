@@ -180,6 +180,8 @@ class EmailProvider(ABC):
 
     name: str
     max_batch: int = 1  # messages one send_batch call may carry
+    # What an operator must check when the provider refuses our credentials (an operator alert says it).
+    credentials_hint: str = "the email provider's API key setting"
 
     @abstractmethod
     def send(self, message: OutgoingMessage) -> SendResult:

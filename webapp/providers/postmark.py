@@ -130,6 +130,7 @@ class PostmarkProvider(EmailProvider):
 
     name = "postmark"
     max_batch = MAX_BATCH
+    credentials_hint = "POSTMARK_SERVER_TOKEN (the server's API token, not an account token)"
 
     def __init__(
         self,

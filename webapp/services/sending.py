@@ -176,7 +176,7 @@ def deliver(email_id: int, provider: EmailProvider | None = None) -> str:
         alert_operators(
             "provider_auth",
             f"The email provider refused our API key ({result.error}). Emails stay queued; "
-            "check SENDGRID_API_KEY and its Mail Send permission.",
+            f"check {getattr(provider, 'credentials_hint', EmailProvider.credentials_hint)}.",
         )
     else:  # unavailable or in_doubt: it may have arrived; ask before sending again
         _mark_in_doubt(email, now, result.error)
