@@ -58,6 +58,7 @@ def fillers(world, other_clinic) -> dict[str, list[object]]:
         "case_id": [other_clinic["case"].id],  # cases belong to no clinic: support's own work
         "key": ["failed"],
         "filename": ["css/app.css"],
+        "provider_name": ["sendgrid"],  # the configured wire format; others are 404 (provider route tests)
     }
 
 

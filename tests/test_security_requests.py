@@ -12,7 +12,7 @@ from tests.conftest import PASSWORD
 from tests.test_security_html import html_guard, separate_requests  # noqa: F401 - autouse fixtures
 from webapp.extensions import csrf
 
-WEBHOOK_VIEWS = {"webapp.webhooks.routes.sendgrid_events", "webapp.webhooks.routes.sendgrid_inbound"}
+WEBHOOK_VIEWS = {"webapp.webhooks.routes.provider_events", "webapp.webhooks.routes.sendgrid_inbound"}
 
 
 def token_of(client: FlaskClient, path: str = "/login") -> str:
@@ -57,6 +57,7 @@ def test_every_post_without_a_valid_token_is_refused(protected, world, email):
         "user_id": world.users["clinician"].id,
         "case_id": 1,
         "alert_id": 1,
+        "provider_name": "sendgrid",  # the configured wire format
     }
     for rule in posts:
         url = rule.build({name: ids[name] for name in rule.arguments}, append_unknown=False)[1]
