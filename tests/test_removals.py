@@ -359,6 +359,10 @@ def test_a_lift_the_provider_refuses_waits_for_support_to_record_it(app, blocked
     queue = support.get("/support/removal-requests").get_data(as_text=True)
     assert "Waiting for the email provider" in queue and f"/support/removal-requests/{case.id}" in queue
     assert len(audit_rows("removal.provider_request_needed")) == 1
+    [alert] = db.session.execute(
+        sa.select(OperatorAlert).where(OperatorAlert.kind == "removal_provider_request_needed")
+    ).scalars()
+    assert alert.resolved_at is None and f"Removal case {case.id} " in alert.message
 
     # The client's file says the request was approved and the provider is being asked.
     clinician = app.test_client()
@@ -389,6 +393,8 @@ def test_a_lift_the_provider_refuses_waits_for_support_to_record_it(app, blocked
     db.session.refresh(case)
     assert case.lifted_at is not None and not case.awaiting_provider
     assert case.provider_done_by_id == blocked.users["support"].id
+    db.session.refresh(alert)
+    assert alert.resolved_at is not None  # dealt with, off the queue's open alerts
     assert (
         db.session.execute(sa.select(SpamListEntry).where(SpamListEntry.address == ADDRESS)).first() is None
     )

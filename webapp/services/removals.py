@@ -21,6 +21,7 @@ from webapp.services.inbound import REASONS
 from webapp.services.sending import alert_operators
 
 LIFT_JOB = "jobs.removals.lift_spam_block"
+PROVIDER_REQUEST_ALERT = "removal_provider_request_needed"
 QUEUE_PAGE_SIZE = 50
 
 
@@ -271,6 +272,17 @@ def record_provider_lift(removal: RemovalRequest, by: User, note: str = "") -> b
     _audit_for_clinics(
         "removal.provider_lifted", by, removal, removal.from_address + (f": {note}" if note else "")
     )
+    # The alert that asked support to act is dealt with (it names the case, having no email).
+    db.session.execute(
+        sa.update(OperatorAlert)
+        .where(
+            OperatorAlert.kind == PROVIDER_REQUEST_ALERT,
+            OperatorAlert.resolved_at.is_(None),
+            OperatorAlert.message.startswith(f"Removal case {removal.id} ", autoescape=True),
+        )
+        .values(resolved_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
     lifted = _finish_lift(removal)
     db.session.refresh(removal)
     return lifted
@@ -292,7 +304,7 @@ def _provider_request_needed(removal: RemovalRequest, outcome: LiftResult) -> No
     _mark_files_changed(removal.from_address)
     _audit_for_clinics("removal.provider_request_needed", None, removal, f"{removal.from_address}: {detail}")
     alert_operators(
-        "removal_provider_request_needed",
+        PROVIDER_REQUEST_ALERT,
         f"Removal case {removal.id} was approved, but the provider must be asked to lift the block on "
         f"{removal.from_address}: {detail}",
     )
