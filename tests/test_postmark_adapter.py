@@ -503,7 +503,21 @@ def test_times_are_read_tolerantly_as_utc(text, wanted):
     assert parse_time(text) == wanted
 
 
-@pytest.mark.parametrize("text", [None, 5, "", "soon", "2022-06-05", "2022-06-05T17:17:32Zjunk", "9" * 100])
+@pytest.mark.parametrize(
+    "text",
+    [
+        None,
+        5,
+        "",
+        "soon",
+        "2022-06-05",
+        "2022-06-05T17:17:32Zjunk",
+        "9" * 100,
+        "9999-12-31T23:59:59-05:00",
+        "0001-01-01T00:00:00+05:00",
+        "2022-02-30T00:00:00Z",
+    ],
+)
 def test_unreadable_times_raise_value_error(text):
     with pytest.raises(ValueError):
         parse_time(text)

@@ -137,3 +137,36 @@ def test_every_status_is_reached_by_the_webhooks_the_sandbox_posts(app, world, a
     assert http.post(url, data=body, headers={"Content-Type": "application/json"}).status_code == 403
     other = "postmark" if wire_format == "sendgrid" else "sendgrid"
     assert http.post(f"/webhooks/{other}/events", data=body, headers=headers).status_code == 404
+
+
+@pytest.mark.parametrize("wire_format", ["postmark"])
+def test_hostile_postmark_webhook_bodies_get_a_4xx_never_a_500(app, wire_format):
+    from webapp.providers import get_sandbox
+
+    sandbox = get_sandbox(app.config)
+    import base64
+
+    token = base64.b64encode(f"{sandbox.webhook_username}:{sandbox.webhook_password}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+    http = app.test_client()
+    bodies = [
+        b"",
+        b"null",
+        b"[]",
+        b"{}",
+        b'{"RecordType": "Delivery", "DeliveredAt": "9999-12-31T23:59:59-05:00"}',
+        b'{"RecordType": "Bounce", "Type": "HardBounce", "BouncedAt": ["x"]}',
+        b'{"RecordType": "Click", "ReceivedAt": "2024-08-05T02:03:37.0951168Z",'
+        b' "Metadata": {"app_message_id": {"a": 1}}}',
+        b'{"RecordType": "Open", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b"\xff\xfe",
+    ]
+    for body in bodies:
+        status = http.post("/webhooks/postmark/events", data=body, headers=headers).status_code
+        assert 200 <= status < 500, (body[:60], status)
+    assert (
+        http.post(
+            "/webhooks/postmark/events", data=b"{}", headers={**headers, "Authorization": "Basic eDp5"}
+        ).status_code
+        == 403
+    )

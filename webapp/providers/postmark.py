@@ -581,7 +581,10 @@ def parse_time(value: Any) -> datetime:
         parsed = parsed.replace(tzinfo=timezone(sign * offset))
     else:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is past datetime's last year in UTC
+        raise ValueError(f"{value!r} is out of range") from None
 
 
 def _optional_time(value: Any) -> datetime | None:
