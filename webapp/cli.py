@@ -324,9 +324,10 @@ def up(host: str, port: int, demo: bool) -> None:
         SANDBOX_STATE_PATH=config["SANDBOX_STATE_PATH"],
     )
     if config["EMAIL_PROVIDER"] == "sandbox" and not config["SANDBOX_WEBHOOK_URL"]:
-        # The sandbox posts its events to us as the provider it plays would (signed batches for
-        # SendGrid, one record per request with Basic credentials for Postmark).
-        env["SANDBOX_WEBHOOK_URL"] = f"http://{host}:{port}/webhooks/{config['SANDBOX_WIRE_FORMAT']}/events"
+        from webapp.providers import wire_format
+
+        # The sandbox posts its events to us as the provider it plays would, at that provider's URL.
+        env["SANDBOX_WEBHOOK_URL"] = f"http://{host}:{port}/webhooks/{wire_format(config)}/events"
     bin_dir = Path(sys.executable).parent
     commands = {
         "web": [

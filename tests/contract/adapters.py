@@ -35,8 +35,8 @@ class AdapterCase:
     provider: ProviderFactory
     forbidden_credentials: str  # credentials the simulator answers as "not allowed"
     spam_lift: LiftOutcome  # what remove_spam_report answers for a spam report
-    # A send to an address on the spam list is refused at once (Postmark: 422/406), rather than
-    # accepted and then dropped (SendGrid).
+    # A send to an address on the spam-report list is refused at once (rejected, reject_reason
+    # "spam_report", as Postmark's 406) rather than accepted and then dropped (SendGrid).
     refuses_suppressed_at_send: bool = False
     # The webhook's proof covers the body (a signature), rather than only the request (Basic auth).
     signs_body: bool = True

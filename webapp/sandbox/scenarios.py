@@ -139,13 +139,9 @@ def accept(db: sqlite3.Connection, message: SimMessage, speed: float) -> SimMess
     """
     email, now = message.to_email, message.accepted_at
     wanted = message.scenario
-    if wanted == "dropped" and Store.seed_once(db, email):
-        # Seeded once: a removal from the list must stick for the next message.
-        Store.add_spam_report(db, email, int(now), CLIENT_IP, keep_existing=True)
-    if Store.on_spam_list(db, email, now):
-        scenario = "dropped"
-    else:
-        scenario = "delivered" if wanted == "dropped" else wanted
+    # Dropped whatever it asks while on the list; the `dropped` address, once lifted, is delivered.
+    on_list = suppressed(db, email, now)
+    scenario = "dropped" if on_list else ("delivered" if wanted == "dropped" else wanted)
     stored = SimMessage(**{**message.__dict__, "scenario": scenario})
     Store.insert_message(db, stored)
     for offset, step in timeline(scenario, stored.msg_id):
@@ -157,6 +153,13 @@ def accept(db: sqlite3.Connection, message: SimMessage, speed: float) -> SimMess
     return stored
 
 
-def would_drop(db: sqlite3.Connection, email: str, now: float) -> bool:
-    """Return whether the provider would refuse a message to this address now (spam-report list)."""
+def suppressed(db: sqlite3.Connection, email: str, now: float) -> bool:
+    """Return whether an address is on the spam-report list as a message to it arrives.
+
+    An address of the `dropped` scenario is put on the list by its first message (once: a removal
+    must stick). A wire format whose provider refuses such a send at once (Postmark's 406) calls
+    this before accepting; one that accepts and drops it later (SendGrid) lets `accept` do it.
+    """
+    if scenario_for(email) == "dropped" and Store.seed_once(db, email):
+        Store.add_spam_report(db, email, int(now), CLIENT_IP, keep_existing=True)
     return Store.on_spam_list(db, email, now)

@@ -175,10 +175,6 @@ class PostmarkSandbox(Simulator):
         with self.store.transaction() as db:
             for message in messages:
                 to = validation.recipients(message["To"]) or []
-                for email in to:
-                    if scenarios.scenario_for(email) == "dropped" and Store.seed_once(db, email):
-                        # The "dropped" scenario's address is on the list before its first send.
-                        Store.add_spam_report(db, email, int(now), scenarios.CLIENT_IP, keep_existing=True)
                 active = [email for email in to if not _inactive(db, email, now)]
                 if not active:
                     answers.append(
@@ -346,7 +342,7 @@ class PostmarkSandbox(Simulator):
 
 def _inactive(db: sqlite3.Connection, email: str, now: float) -> bool:
     """Whether Postmark holds the address inactive now: a spam complaint or a hard bounce."""
-    if Store.on_spam_list(db, email, now):
+    if scenarios.suppressed(db, email, now):  # also lists the `dropped` address, on its first send
         return True
     row = db.execute("SELECT 1 FROM bounces WHERE email = ? AND created <= ?", (email, int(now))).fetchone()
     return row is not None
