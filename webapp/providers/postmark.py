@@ -110,10 +110,10 @@ _INACTIVE = re.compile(r"Found inactive addresses: (.+?)\.(?:\s|$)")
 
 LIFT_DETAIL = (
     "Postmark keeps spam complaints on its suppression list and lets only its own support reactivate "
-    "them. Write to Postmark support (support@postmarkapp.com, or the chat in Postmark's app) from "
-    "the account owner's address and ask them to reactivate {address} on the message stream "
-    '"{stream}" of our server: say the recipient has asked in writing to receive our emails again. '
-    "Record it here once Postmark confirms."
+    "them. Contact Postmark support (from the Postmark account, as a user with access to the server) "
+    'and ask them to reactivate {address} on the message stream "{stream}" of our server, saying '
+    "the recipient has asked in writing, from that address, to receive our emails again. Record it "
+    "here once Postmark confirms."
 )
 
 
