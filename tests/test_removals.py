@@ -371,6 +371,8 @@ def test_a_lift_the_provider_refuses_waits_for_support_to_record_it(app, blocked
     assert "Emails to this address are blocked" in banner
     assert "request to be taken off the spam list was approved" in banner
     assert "Copy instructions for the client" not in banner
+    attention = clinician.get("/attention").get_data(as_text=True)
+    assert "support is asking our email provider to lift the block" in attention
 
     # Nobody but support may record the provider's lift, or play its support in the sandbox.
     for email in ("clinician@a.example", "owner@a.example"):

@@ -159,7 +159,7 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
         ).scalars()
     }
     reports = _spam_reports(clients, {address for address in addresses if address in spam})
-    waiting = _provider_lifts_pending({address for address in addresses if address in spam})
+    waiting = provider_lifts_pending({address for address in addresses if address in spam})
     health = {}
     for client in clients:
         address = _address(client.email)
@@ -204,7 +204,7 @@ def _address(address: str) -> str:
     return address.strip().lower()
 
 
-def _provider_lifts_pending(addresses: set[str]) -> dict[str, datetime]:
+def provider_lifts_pending(addresses: set[str]) -> dict[str, datetime]:
     """Return, per listed address, since when an approved lift waits for the provider."""
     if not addresses:
         return {}
