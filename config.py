@@ -17,10 +17,10 @@ BASE_DIR = Path(__file__).resolve().parent
 load_dotenv(BASE_DIR / ".env")
 log = logging.getLogger(__name__)
 
-PROVIDERS = ("sandbox", "sendgrid")
+PROVIDERS = ("sandbox", "sendgrid", "postmark")
 SANDBOX_WIRE_FORMATS = ("sendgrid", "postmark")
-# Wire formats whose adapter exists yet: the Postmark adapter is issue 13b's.
-SANDBOX_WIRE_FORMATS_READY = ("sendgrid",)
+# Wire formats whose simulator exists yet.
+SANDBOX_WIRE_FORMATS_READY = ("sendgrid", "postmark")
 LOG_DAYS = 30  # the email log shows this many days; records are kept longer
 
 # name -> default; None means "no default" (the app decides, see load_settings)
@@ -36,6 +36,13 @@ DEFAULTS: dict[str, Any] = {
     "SENDGRID_API_KEY": "",
     "SENDGRID_API_BASE": "https://api.sendgrid.com",
     "SENDGRID_WEBHOOK_PUBLIC_KEY": "",
+    # Postmark: the server token (sending, messages, suppressions), its API, the message stream,
+    # and the HTTP Basic credentials its webhook URL carries (Postmark signs nothing).
+    "POSTMARK_SERVER_TOKEN": "",
+    "POSTMARK_API_BASE": "https://api.postmarkapp.com",
+    "POSTMARK_MESSAGE_STREAM": "outbound",
+    "POSTMARK_WEBHOOK_USERNAME": "",
+    "POSTMARK_WEBHOOK_PASSWORD": "",
     "SECRET_KEY": None,
     "SUPPORT_ADDRESS": "support@clinicmail.example",
     "MAIL_FROM_ADDRESS": "no-reply@clinicmail.example",
@@ -199,6 +206,10 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         )
     if settings["EMAIL_PROVIDER"] == "sendgrid" and not settings["SENDGRID_API_KEY"]:
         raise ConfigError("EMAIL_PROVIDER=sendgrid needs SENDGRID_API_KEY (an API key with Mail Send access)")
+    if settings["EMAIL_PROVIDER"] == "postmark" and not settings["POSTMARK_SERVER_TOKEN"]:
+        raise ConfigError("EMAIL_PROVIDER=postmark needs POSTMARK_SERVER_TOKEN (the server's API token)")
+    if bool(settings["POSTMARK_WEBHOOK_USERNAME"]) != bool(settings["POSTMARK_WEBHOOK_PASSWORD"]):
+        raise ConfigError("set both POSTMARK_WEBHOOK_USERNAME and POSTMARK_WEBHOOK_PASSWORD, or neither")
     if settings["SENDGRID_WEBHOOK_PUBLIC_KEY"] and not is_p256_public_key(
         settings["SENDGRID_WEBHOOK_PUBLIC_KEY"]
     ):
@@ -251,12 +262,20 @@ def _refuse_unsafe_production(settings: dict[str, Any]) -> None:
     if settings["EMAIL_PROVIDER"] == "sandbox":
         raise ConfigError(
             "EMAIL_PROVIDER=sandbox is the built-in simulator (its inbound route is open and it signs "
-            "its own webhooks); production needs EMAIL_PROVIDER=sendgrid"
+            "its own webhooks); production needs EMAIL_PROVIDER=sendgrid or postmark"
         )
     if settings["EMAIL_PROVIDER"] == "sendgrid" and not settings["SENDGRID_WEBHOOK_PUBLIC_KEY"]:
         raise ConfigError(
             "EMAIL_PROVIDER=sendgrid needs SENDGRID_WEBHOOK_PUBLIC_KEY, or no delivery event is ever "
             "accepted; turn on the Event Webhook's signature in SendGrid and copy its public key"
+        )
+    if settings["EMAIL_PROVIDER"] == "postmark" and (
+        not settings["POSTMARK_WEBHOOK_USERNAME"] or is_weak_secret(settings["POSTMARK_WEBHOOK_PASSWORD"])
+    ):
+        raise ConfigError(
+            "EMAIL_PROVIDER=postmark needs POSTMARK_WEBHOOK_USERNAME and a POSTMARK_WEBHOOK_PASSWORD of at "
+            f"least {MIN_SECRET_LENGTH} random characters ({NEW_SECRET_HINT}), or no delivery event is "
+            "ever accepted; put them in the webhook URL in Postmark (https://user:password@host/...)"
         )
     if not str(settings["TRUSTED_HOSTS"]).strip():
         log.warning(

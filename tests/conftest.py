@@ -203,8 +203,20 @@ def _settings(instance: Path, database: DatabaseUrls, redis_url: str, **extra: o
     }
 
 
+# The sandbox's wire formats; an end-to-end test runs with each by parametrizing `wire_format`.
+WIRE_FORMATS = ("sendgrid", "postmark")
+
+
 @pytest.fixture
-def make_app(migrated_database: DatabaseUrls, redis_url: str, tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+def wire_format() -> str:
+    """The sandbox's wire format for this test (override with @pytest.mark.parametrize)."""
+    return "sendgrid"
+
+
+@pytest.fixture
+def make_app(
+    migrated_database: DatabaseUrls, redis_url: str, tmp_path: Path, wire_format: str
+) -> Iterator[callable]:  # type: ignore[valid-type]
     """Build the app for one test (call it with setting overrides); data is wiped afterwards."""
     from webapp import create_app
     from webapp.extensions import db
@@ -218,6 +230,7 @@ def make_app(migrated_database: DatabaseUrls, redis_url: str, tmp_path: Path) ->
     apps: list[Flask] = []
 
     def build(**overrides: object) -> Flask:
+        overrides.setdefault("SANDBOX_WIRE_FORMAT", wire_format)
         app = create_app(_settings(tmp_path, database, redis_url, **overrides))
         apps.append(app)
         return app

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import login, run_jobs
+from tests.conftest import WIRE_FORMATS, login, run_jobs
 from tests.inbound_mail import mail, post, sign
 from webapp.extensions import db
 from webapp.models import AuditEntry, OperatorAlert, RemovalRequest, SpamListEntry
@@ -101,7 +101,8 @@ def test_an_approved_verified_request_lifts_the_block_end_to_end(app, blocked, k
     assert "Spam-list removal approved" in trail and "Spam-list block lifted" in trail
 
 
-def test_an_unverified_request_cannot_be_approved(app, blocked):
+@pytest.mark.parametrize("wire_format", WIRE_FORMATS)
+def test_an_unverified_request_cannot_be_approved(app, blocked, wire_format):
     case = file_case(app, mail(f"Jane <{ADDRESS}>"))  # unsigned
     assert case.verdict == "unverified"
     support = support_client(app)
@@ -126,7 +127,8 @@ def test_a_verified_request_from_an_address_on_no_client_file_cannot_be_approved
     assert case.status == "pending"
 
 
-def test_a_rejected_request_leaves_the_block_and_a_case_is_decided_once(app, blocked, keys):  # noqa: F811
+@pytest.mark.parametrize("wire_format", WIRE_FORMATS)
+def test_a_rejected_request_leaves_the_block_and_a_case_is_decided_once(app, blocked, keys, wire_format):  # noqa: F811
     case = file_case(app, sign(keys, mail(f"Jane <{ADDRESS}>")))
     support = support_client(app)
     assert (
@@ -252,7 +254,8 @@ def test_no_route_lets_anyone_file_a_case_except_the_inbound_webhook(app, world)
         assert "sendgrid/inbound" not in support.get(path).get_data(as_text=True)
 
 
-def test_approving_one_case_closes_the_others_from_that_address(app, blocked, keys):  # noqa: F811
+@pytest.mark.parametrize("wire_format", WIRE_FORMATS)
+def test_approving_one_case_closes_the_others_from_that_address(app, blocked, keys, wire_format):  # noqa: F811
     first = file_case(app, sign(keys, mail(f"Jane <{ADDRESS}>", body="Remove me please\r\n")))
     second = file_case(app, sign(keys, mail(f"Jane <{ADDRESS}>", body="Did you get my mail?\r\n")))
     other = file_case(app, sign(keys, mail("someone@clinic.example")))
@@ -268,7 +271,8 @@ def test_approving_one_case_closes_the_others_from_that_address(app, blocked, ke
     assert "Closed" in decided and "Approved" in decided
 
 
-def test_a_case_whose_address_left_the_spam_list_cannot_be_approved(app, blocked, keys):  # noqa: F811
+@pytest.mark.parametrize("wire_format", WIRE_FORMATS)
+def test_a_case_whose_address_left_the_spam_list_cannot_be_approved(app, blocked, keys, wire_format):  # noqa: F811
     case = file_case(app, sign(keys, mail(f"Jane <{ADDRESS}>")))
     db.session.execute(sa.delete(SpamListEntry).where(SpamListEntry.address == ADDRESS))
     db.session.commit()
@@ -331,3 +335,85 @@ def test_a_stuck_alert_names_the_email_and_support_may_open_only_its_timeline(ap
     clinician = app.test_client()
     login(clinician, "clinician@a.example")
     assert clinician.get(f"/support/emails/{email.id}").status_code in (403, 404)
+
+
+@pytest.mark.parametrize("wire_format", ["postmark"])
+def test_a_lift_the_provider_refuses_waits_for_support_to_record_it(app, blocked, keys, wire_format):  # noqa: F811
+    """Postmark answers a spam complaint's deletion with Failed: support must ask Postmark's support."""
+    case = file_case(app, sign(keys, mail(f"Jane <{ADDRESS}>")))
+    support = support_client(app)
+    assert (
+        support.post(f"/support/removal-requests/{case.id}/approve", data={"note": "ok"}).status_code == 303
+    )
+    run_jobs(app)  # the lift job: the provider refuses
+
+    db.session.refresh(case)
+    assert case.awaiting_provider and case.lifted_at is None and case.provider_request_at is not None
+    assert "required authority" in case.provider_lift_detail
+    assert removals.due_lifts() == []  # not retried against the provider: support asks it
+    assert removals.lift_block(case.id) is False
+    assert maintenance.sync_spam_list() >= 1  # still on the provider's list, and on ours
+    with pytest.raises(sending.SendRefused):
+        send(blocked)  # still blocked
+    page = support.get(f"/support/removal-requests/{case.id}").get_data(as_text=True)
+    assert "must be asked to lift this block" in page and "Postmark support" in page
+    assert "Waiting for the email provider" in page
+    queue = support.get("/support/removal-requests").get_data(as_text=True)
+    assert "Waiting for the email provider" in queue and f"/support/removal-requests/{case.id}" in queue
+    assert len(audit_rows("removal.provider_request_needed")) == 1
+    [alert] = db.session.execute(
+        sa.select(OperatorAlert).where(OperatorAlert.kind == "removal_provider_request_needed")
+    ).scalars()
+    assert alert.resolved_at is None and f"Removal case {case.id} " in alert.message
+
+    # The client's file says the request was approved and the provider is being asked.
+    clinician = app.test_client()
+    login(clinician, "clinician@a.example")
+    banner = clinician.get(f"/clients/{blocked.client_a.id}").get_data(as_text=True)
+    assert "Emails to this address are blocked" in banner
+    assert "request to be taken off the spam list was approved" in banner
+    assert "Copy instructions for the client" not in banner
+    attention = clinician.get("/attention").get_data(as_text=True)
+    assert "support is asking our email provider to lift the block" in attention
+
+    # Nobody but support may record the provider's lift, or play its support in the sandbox.
+    for email in ("clinician@a.example", "owner@a.example"):
+        other = app.test_client()
+        login(other, email)
+        for action in ("provider-lifted", "sandbox-reactivate"):
+            assert other.post(f"/support/removal-requests/{case.id}/{action}").status_code in (403, 404)
+    db.session.refresh(case)
+    assert case.awaiting_provider and ADDRESS in reported(app)
+
+    # Postmark's support reactivates the address (the sandbox plays it), then support records it.
+    assert support.post(f"/support/removal-requests/{case.id}/sandbox-reactivate").status_code == 303
+    assert ADDRESS not in reported(app)
+    db.session.refresh(case)
+    assert case.awaiting_provider  # nothing changes for us until support records it
+    response = support.post(
+        f"/support/removal-requests/{case.id}/provider-lifted", data={"note": "Postmark ticket 4711"}
+    )
+    assert response.status_code == 303
+    db.session.refresh(case)
+    assert case.lifted_at is not None and not case.awaiting_provider
+    assert case.provider_done_by_id == blocked.users["support"].id
+    db.session.refresh(alert)
+    assert alert.resolved_at is not None  # dealt with, off the queue's open alerts
+    assert (
+        db.session.execute(sa.select(SpamListEntry).where(SpamListEntry.address == ADDRESS)).first() is None
+    )
+    [recorded] = audit_rows("removal.provider_lifted")
+    assert (recorded.actor_id, recorded.clinic_id) == (blocked.users["support"].id, blocked.clinic_a.id)
+    assert recorded.detail == f"{ADDRESS}: Postmark ticket 4711"
+    assert len(audit_rows("removal.lifted")) == 1
+    page = clinician.get(f"/clients/{blocked.client_a.id}").get_data(as_text=True)
+    assert "Emails to this address are blocked" not in page
+    email = send(blocked)  # sending resumes, and the provider takes it
+    run_jobs(app)
+    db.session.refresh(email)
+    assert email.send_state == "accepted"
+    with pytest.raises(removals.DecisionRefused, match="not waiting"):
+        removals.record_provider_lift(case, blocked.users["support"], "again")
+    assert len(audit_rows("removal.provider_lifted")) == 1
+    app.config["SANDBOX_WIRE_FORMAT"] = "sendgrid"  # SendGrid's sandbox has no support desk to play
+    assert support.post(f"/support/removal-requests/{case.id}/sandbox-reactivate").status_code == 404

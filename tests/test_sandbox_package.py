@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_each_registered_wire_format_names_a_simulator():
-    assert "sendgrid" in WIRE_FORMATS
+    assert {"sendgrid", "postmark"} <= set(WIRE_FORMATS)
     for name in WIRE_FORMATS:
         simulator = simulator_class(name)
         assert issubclass(simulator, Simulator) and simulator.wire_format == name
@@ -37,12 +37,14 @@ def test_the_sandbox_wire_format_setting_is_checked(tmp_path, monkeypatch):
         load_settings(str(tmp_path), {"SANDBOX_WIRE_FORMAT": "mailgun"})
 
 
-@pytest.mark.skipif(
-    "postmark" in __import__("config").SANDBOX_WIRE_FORMATS_READY, reason="the Postmark adapter exists"
-)
-def test_the_postmark_wire_format_is_refused_until_its_adapter_exists(tmp_path):
-    with pytest.raises(ConfigError, match="SANDBOX_WIRE_FORMAT=postmark is not available yet"):
-        load_settings(str(tmp_path), {"EMAIL_PROVIDER": "sandbox", "SANDBOX_WIRE_FORMAT": "postmark"})
+def test_the_sandbox_plays_postmark_through_the_real_postmark_adapter(make_app):
+    from webapp.providers import get_provider, get_sandbox
+    from webapp.providers.postmark import PostmarkProvider
+    from webapp.sandbox.postmark import PostmarkSandbox
+
+    app = make_app(SANDBOX_WIRE_FORMAT="postmark")
+    assert isinstance(get_provider(app.config), PostmarkProvider)
+    assert isinstance(get_sandbox(app.config), PostmarkSandbox)
 
 
 def scheduled(app) -> set[str]:

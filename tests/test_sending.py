@@ -8,9 +8,10 @@ import sqlite3
 from datetime import timedelta
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
-from tests.conftest import run_jobs
+from tests.conftest import WIRE_FORMATS, run_jobs
 from webapp.extensions import db
 from webapp.models import Email, OperatorAlert, utcnow
 from webapp.providers import get_provider, get_sandbox
@@ -42,7 +43,8 @@ def make_due(email: Email) -> None:
     db.session.commit()
 
 
-def test_a_queued_email_is_sent_once_by_the_worker_and_reaches_delivered(app, world, app_clock):
+@pytest.mark.parametrize("wire_format", WIRE_FORMATS)
+def test_a_queued_email_is_sent_once_by_the_worker_and_reaches_delivered(app, world, wire_format, app_clock):
     app.config["SANDBOX_SPEED"] = 1000.0  # the sandbox's seconds pass in milliseconds
     email = queue(world)
     assert email.status == "sending"
@@ -65,28 +67,35 @@ def test_a_queued_email_is_sent_once_by_the_worker_and_reaches_delivered(app, wo
     assert email.status == "delivered"
 
 
-def test_an_invalid_address_fails_with_the_providers_own_words(app, world):
+@pytest.mark.parametrize("wire_format", WIRE_FORMATS)
+def test_an_invalid_address_fails_with_the_providers_own_words(app, world, wire_format):
     email = queue(world, address="not-an-address")
     run_jobs(app)
     db.session.refresh(email)
     assert email.send_state == "refused"
     assert email.status == "failed"
-    assert "valid" in (email.send_error or "").lower()
+    assert "address" in (email.send_error or "").lower()  # the provider's own words
     assert [event.kind for event in email.events] == ["sending", "rejected"]
     assert email.events[-1].reject_reason == "invalid_address"  # our words, beside SendGrid's
 
 
-def test_a_bad_api_key_keeps_the_email_queued_and_alerts_operators(app, world):
+@pytest.mark.parametrize("wire_format", WIRE_FORMATS)
+def test_a_bad_api_key_keeps_the_email_queued_and_alerts_operators(app, world, wire_format):
     app.config["EMAIL_PROVIDER"] = "sandbox"
     email = queue(world)
     provider = get_provider(app.config)
-    provider._client.headers["Authorization"] = "Bearer sandbox-forbidden"
+    if wire_format == "postmark":
+        provider._client.headers["X-Postmark-Server-Token"] = "sandbox-invalid"
+    else:
+        provider._client.headers["Authorization"] = "Bearer sandbox-forbidden"
     assert sending.deliver(email.id, provider) == "queued"
     db.session.refresh(email)
     assert email.status == "sending"
     assert email.next_attempt_at > utcnow()
     alert = db.session.execute(sa.select(OperatorAlert)).scalar_one()
     assert alert.kind == "provider_auth"
+    # The alert names the setting of the provider in use.
+    assert ("POSTMARK_SERVER_TOKEN" if wire_format == "postmark" else "SENDGRID_API_KEY") in alert.message
     assert accepted_sends(app, email) == 0
 
 
@@ -223,7 +232,8 @@ def test_an_address_on_the_spam_list_is_refused_before_anything_is_queued(app, w
     assert len(get_queue()) == 0
 
 
-def test_a_send_to_a_suppressed_address_is_dropped_and_says_why(app, world, app_clock):
+@pytest.mark.parametrize("wire_format", WIRE_FORMATS)
+def test_a_send_to_a_suppressed_address_is_dropped_and_says_why(app, world, wire_format, app_clock):
     app.config["SANDBOX_SPEED"] = 1000.0
     email = queue(world, address="marco.rossi+dropped@example.com")
     run_jobs(app)

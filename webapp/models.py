@@ -281,7 +281,18 @@ class RemovalRequest(db.Model):
     lifted_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)  # provider list updated
     # Set when the provider would not lift the block through its API: what support must ask it for.
     provider_lift_detail: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    # The provider refused to lift it through its API (provider_lift_detail says what to ask it
+    # for): since when. Sending stays blocked until support records that the provider lifted it.
+    provider_request_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    provider_done_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    provider_done_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user.id"))
 
-    decided_by: so.Mapped[User | None] = so.relationship()
+    decided_by: so.Mapped[User | None] = so.relationship(foreign_keys=[decided_by_id])
+    provider_done_by: so.Mapped[User | None] = so.relationship(foreign_keys=[provider_done_by_id])
+
+    @property
+    def awaiting_provider(self) -> bool:
+        """Approved, but the provider must be asked to lift the block, and support has not recorded it yet."""
+        return self.status == "approved" and self.provider_lift_detail is not None and self.lifted_at is None
 
     __table_args__ = (sa.Index("ix_removal_request_status_received", "status", "received_at"),)

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 import httpx
 
 from webapp.providers.base import EmailProvider, LiftOutcome
+from webapp.providers.postmark import PostmarkProvider
 from webapp.providers.sendgrid import SendGridProvider
 from webapp.sandbox.base import Simulator
+from webapp.sandbox.postmark import PostmarkSandbox
+from webapp.sandbox.postmark.app import INVALID_TOKEN
 from webapp.sandbox.sendgrid import SendGridSandbox
 
 # (simulator, api_base, transport or None for real HTTP, clock, credentials or None) -> adapter
@@ -35,6 +38,12 @@ class AdapterCase:
     # A send to an address on the spam-report list is refused at once (rejected, reject_reason
     # "spam_report", as Postmark's 406) rather than accepted and then dropped (SendGrid).
     refuses_suppressed_at_send: bool = False
+    # The webhook's proof covers the body (a signature), rather than only the request (Basic auth).
+    signs_body: bool = True
+    # Event kinds only one path reports: Postmark posts no "processed" (its Messages API shows it),
+    # and posts SubscriptionChange records ("unknown") the Messages API does not list.
+    poll_only_kinds: frozenset[str] = frozenset()
+    webhook_only_kinds: frozenset[str] = frozenset()
 
     def __str__(self) -> str:
         return self.name
@@ -66,5 +75,36 @@ SENDGRID = AdapterCase(
     spam_lift="lifted",
 )
 
-# POSTMARK (issue 13b): add its AdapterCase here (PostmarkProvider + the postmark simulator).
-ADAPTERS: list[AdapterCase] = [SENDGRID]
+
+def _postmark(
+    simulator: Simulator,
+    api_base: str,
+    transport: httpx.BaseTransport | None,
+    clock: Callable[[], float],
+    credentials: str | None,
+) -> EmailProvider:
+    assert isinstance(simulator, PostmarkSandbox)
+    return PostmarkProvider(
+        credentials or "contract-server-token",
+        api_base,
+        transport=transport,
+        clock=clock,
+        webhook_username=simulator.webhook_username,
+        webhook_password=simulator.webhook_password,
+    )
+
+
+POSTMARK = AdapterCase(
+    name="postmark",
+    simulator=lambda state_path, clock: PostmarkSandbox(state_path, clock=clock),
+    provider=_postmark,
+    forbidden_credentials=INVALID_TOKEN,
+    # A spam complaint is lifted only by Postmark's support: its API answers Failed.
+    spam_lift="provider_request_needed",
+    refuses_suppressed_at_send=True,
+    signs_body=False,  # Postmark signs nothing: the webhook URL carries HTTP Basic credentials
+    poll_only_kinds=frozenset({"processed"}),
+    webhook_only_kinds=frozenset({"unknown"}),
+)
+
+ADAPTERS: list[AdapterCase] = [SENDGRID, POSTMARK]

@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 SANDBOX_API_BASE = "http://sandbox.invalid"
 
 # wire-format name -> "module:function" that parses its webhook bodies (no credentials needed, so a
-# stored batch can be applied by any worker). POSTMARK (issue 13b): add its parser here.
+# stored batch can be applied by any worker).
 WEBHOOK_PARSERS: dict[str, str] = {
     "sendgrid": "webapp.providers.sendgrid:parse_webhook_events",
+    "postmark": "webapp.providers.postmark:parse_webhook_event",
 }
 
 
@@ -56,13 +57,43 @@ def get_provider(config: dict[str, Any]) -> EmailProvider:
             config.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or "",
             tolerance,
         )
-    # POSTMARK (issue 13b): if config["EMAIL_PROVIDER"] == "postmark": return a cached PostmarkProvider.
+    if config["EMAIL_PROVIDER"] == "postmark":
+        return _postmark_provider(
+            config["POSTMARK_SERVER_TOKEN"],
+            config["POSTMARK_API_BASE"],
+            config["POSTMARK_MESSAGE_STREAM"],
+            config["POSTMARK_WEBHOOK_USERNAME"],
+            config["POSTMARK_WEBHOOK_PASSWORD"],
+            timeout,
+        )
     return _sendgrid_provider(
         config["SENDGRID_API_KEY"],
         config["SENDGRID_API_BASE"],
         timeout,
         config.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or "",
         tolerance,
+    )
+
+
+@lru_cache(maxsize=8)
+def _postmark_provider(
+    server_token: str,
+    api_base: str,
+    stream: str,
+    webhook_username: str,
+    webhook_password: str,
+    timeout: float,
+) -> EmailProvider:
+    from webapp.providers.postmark import PostmarkProvider
+
+    return PostmarkProvider(
+        server_token,
+        api_base,
+        message_stream=stream,
+        timeout=timeout,
+        clock=clock.timestamp,
+        webhook_username=webhook_username,
+        webhook_password=webhook_password,
     )
 
 
@@ -114,8 +145,20 @@ def _sandbox_provider(
             webhook_public_key=webhook_public_key or server.public_key_b64,
             webhook_tolerance_seconds=tolerance,
         )
-    # POSTMARK (issue 13b): elif wire_format == "postmark": build
-    # webapp.providers.postmark.PostmarkProvider on `transport` here (and drop the refusal in config.py).
+    if wire_format == "postmark":
+        from webapp.providers.postmark import PostmarkProvider
+
+        # Postmark signs nothing: the sandbox's webhook posts carry its own Basic credentials.
+        username, password = getattr(server, "webhook_username", ""), getattr(server, "webhook_password", "")
+        return PostmarkProvider(
+            "sandbox",
+            SANDBOX_API_BASE,
+            transport=transport,
+            timeout=timeout,
+            clock=clock.timestamp,
+            webhook_username=username,
+            webhook_password=password,
+        )
     raise ValueError(f"no adapter for the sandbox's {wire_format!r} wire format")
 
 

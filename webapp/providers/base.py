@@ -52,6 +52,9 @@ class SendResult:
     error: str | None = None
     retry_after: float | None = None
     reject_reason: RejectReason | None = None  # set when rejected: why, in our words
+    # When the provider says it took the message, for a provider whose acceptance is its only
+    # "processed" signal (Postmark posts no such event); None when acceptance is not that signal.
+    accepted_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,8 @@ class EmailProvider(ABC):
 
     name: str
     max_batch: int = 1  # messages one send_batch call may carry
+    # What an operator must check when the provider refuses our credentials (an operator alert says it).
+    credentials_hint: str = "the email provider's API key setting"
 
     @abstractmethod
     def send(self, message: OutgoingMessage) -> SendResult:

@@ -126,6 +126,7 @@ class SendGridProvider(EmailProvider):
     """The SendGrid v3 Web API, spoken over httpx (also to the sandbox, through a WSGI transport)."""
 
     name = "sendgrid"
+    credentials_hint = "SENDGRID_API_KEY and its Mail Send permission"
 
     def __init__(
         self,

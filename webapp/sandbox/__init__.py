@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 # wire-format name -> the package that simulates it (its `Simulator`)
 WIRE_FORMATS: dict[str, str] = {
     "sendgrid": "webapp.sandbox.sendgrid",
+    "postmark": "webapp.sandbox.postmark",
 }
 
 

@@ -34,7 +34,8 @@ class Item:
     client: Client
     email: Email | None
     since: datetime
-    # appointment: "failed", "blocked" or "not_delivered"; failed: the reason in plain words
+    # appointment: "failed", "blocked" or "not_delivered"; failed: the reason in plain words;
+    # blocked: "provider_lift" when the client's request is approved and the provider must lift it
     reason: str = ""
 
     @property
@@ -112,8 +113,11 @@ def items(clinic_id: int, now: datetime | None = None) -> list[Item]:
             found.append(Item("stuck", email.client, email, email.status_changed_at))
         elif email.status == statuses.DEFERRED.key and email.status_changed_at <= now - DEFERRED_FOR:
             found.append(Item("deferred", email.client, email, email.status_changed_at))
+    # An approved request the provider must still lift (Postmark): the clinic has nothing to do.
+    waiting = clients.provider_lifts_pending(blocked_addresses)
     for client, entry in blocked:
-        found.append(Item("blocked", client, None, entry.reported_at))
+        reason = "provider_lift" if client.email.strip().lower() in waiting else ""
+        found.append(Item("blocked", client, None, entry.reported_at, reason))
     # Appointments by how soon they are; everything else by kind, newest first.
     found.sort(key=lambda item: item.since.timestamp(), reverse=True)
     found.sort(key=lambda item: (KINDS.index(item.kind), _appointment_order(item)))

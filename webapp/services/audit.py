@@ -26,6 +26,8 @@ LABELS = {
     "removal.approved": "Spam-list removal approved",
     "removal.rejected": "Spam-list removal rejected",
     "removal.lifted": "Spam-list block lifted",
+    "removal.provider_request_needed": "Spam-list lift needs a request to the email provider",
+    "removal.provider_lifted": "Email provider lifted the spam-list block (recorded by support)",
     "removal.closed": "Spam-list removal request closed",
     "alert.resolve": "Dealt with an alert",
     "clinic.timezone": "Changed the clinic's time zone",

@@ -12,8 +12,8 @@ from flask_sqlalchemy.pagination import Pagination
 
 from webapp import statuses
 from webapp.extensions import db
-from webapp.models import MESSAGE_KINDS, Client, Email, EmailEvent, SpamListEntry
-from webapp.reject_reasons import reject_reason_text
+from webapp.models import MESSAGE_KINDS, Client, Email, EmailEvent, RemovalRequest, SpamListEntry
+from webapp.reject_reasons import normalised, reject_reason_text
 
 LOG_DAYS = 30
 PER_PAGE = 25
@@ -86,6 +86,9 @@ class AddressHealth:
     reported_at: datetime | None = None
     latest: Email | None = None  # the newest email to the address on file
     failure_reason: str = ""
+    # The client's request to come off the list was approved, but the provider lifts the block
+    # only when asked (Postmark, for a spam complaint): since when support is asking it.
+    provider_lift_pending_since: datetime | None = None
 
     LABELS: ClassVar[dict[str, str]] = {
         "fine": "Fine",
@@ -156,6 +159,7 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
         ).scalars()
     }
     reports = _spam_reports(clients, {address for address in addresses if address in spam})
+    waiting = provider_lifts_pending({address for address in addresses if address in spam})
     health = {}
     for client in clients:
         address = _address(client.email)
@@ -176,7 +180,12 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
                 )
                 reported_at = None if dropped else entry.reported_at
             health[client.id] = AddressHealth(
-                "spam", spam_entry=entry, spam_email=spam_email, reported_at=reported_at, latest=latest
+                "spam",
+                spam_entry=entry,
+                spam_email=spam_email,
+                reported_at=reported_at,
+                latest=latest,
+                provider_lift_pending_since=waiting.get(address),
             )
         elif latest is None:
             health[client.id] = AddressHealth("fine")
@@ -193,6 +202,26 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
 
 def _address(address: str) -> str:
     return address.strip().lower()
+
+
+def provider_lifts_pending(addresses: set[str]) -> dict[str, datetime]:
+    """Return, per listed address, since when an approved lift waits for the provider."""
+    if not addresses:
+        return {}
+    rows = db.session.execute(
+        sa.select(
+            RemovalRequest.from_address,
+            sa.func.min(sa.func.coalesce(RemovalRequest.provider_request_at, RemovalRequest.decided_at)),
+        )
+        .where(
+            RemovalRequest.from_address.in_(addresses),
+            RemovalRequest.status == "approved",
+            RemovalRequest.provider_lift_detail.is_not(None),
+            RemovalRequest.lifted_at.is_(None),
+        )
+        .group_by(RemovalRequest.from_address)
+    ).all()
+    return {address: since for address, since in rows}
 
 
 def _spam_reports(
@@ -218,6 +247,9 @@ def _spam_reports(
 def failure_reason(email: Email) -> str:
     """Return why an email failed, in plain words."""
     for event in reversed(email.events):
+        if event.kind == "rejected" and normalised(event.reject_reason) != "other":
+            # Refused at send time for the address (Postmark's inactive recipient): say why in our words.
+            return reject_reason_text(event.reject_reason, event.reason)
         if event.kind == "dropped":
             return reject_reason_text(event.reject_reason, event.reason)
         if event.kind in ("bounce", "rejected", "expired"):

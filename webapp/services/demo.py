@@ -235,3 +235,25 @@ def post_sandbox_client_mail(address: str) -> int:
         path = url_for("webhooks.sendgrid_inbound")
     response = current_app.test_client().post(path, data=body, content_type=content_type, auth=auth)
     return response.status_code
+
+
+def sandbox_can_reactivate() -> bool:
+    """Whether the configured sandbox plays a provider whose support must lift spam complaints."""
+    from flask import current_app
+
+    config = current_app.config
+    return config["EMAIL_PROVIDER"] == "sandbox" and config["SANDBOX_WIRE_FORMAT"] == "postmark"
+
+
+def sandbox_reactivate(address: str) -> bool:
+    """Play the provider's support: reactivate an address it would not lift through its API.
+
+    Sandbox demo only (ValueError otherwise); True when the address was on its list.
+    """
+    from flask import current_app
+
+    from webapp.providers import get_sandbox
+
+    if not sandbox_can_reactivate():
+        raise ValueError("only the Postmark sandbox has a support desk to play")
+    return get_sandbox(current_app.config).reactivate(address)

@@ -369,4 +369,6 @@ def _without_nul(value: Any) -> Any:
 
 
 def _is_spam_drop(event: ProviderEvent) -> bool:
-    return event.kind == "dropped" and event.reject_reason == "spam_report"
+    """Whether the provider would not send because the address reported spam (dropped after
+    acceptance, or refused at send time as Postmark does)."""
+    return event.kind in ("dropped", "rejected") and event.reject_reason == "spam_report"

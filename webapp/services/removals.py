@@ -21,6 +21,7 @@ from webapp.services.inbound import REASONS
 from webapp.services.sending import alert_operators
 
 LIFT_JOB = "jobs.removals.lift_spam_block"
+PROVIDER_REQUEST_ALERT = "removal_provider_request_needed"
 QUEUE_PAGE_SIZE = 50
 
 
@@ -81,6 +82,13 @@ def standing(case: RemovalRequest, client_files: int, on_spam_list: bool) -> Sta
     """Return whether the case can be approved and, if not, why (most fundamental reason first)."""
     evidence = case.evidence or {}
     reasons = evidence.get("reasons") or []
+    if case.awaiting_provider:
+        return Standing(
+            False,
+            "Waiting for the email provider",
+            "Approved; the email provider lifts this block only on a request from us. Ask it, then "
+            "record it here: sending stays blocked until then.",
+        )
     if case.status != "pending":
         return Standing(
             False, case.status.capitalize(), case.decision_note or f"This case was {case.status}."
@@ -243,15 +251,41 @@ def lift_block(case_id: int) -> bool:
     return _finish_lift(removal)
 
 
-def record_provider_lift(removal: RemovalRequest, by: User) -> bool:
-    """Record that the provider lifted a block it would not lift through its API; sending resumes.
-
-    The seam for support's "the provider has lifted it" step (issue 13b builds the page).
-    """
-    if removal.status != "approved" or removal.lifted_at is not None or removal.provider_lift_detail is None:
-        raise DecisionRefused("This case is not waiting for the provider.")
-    _audit_for_clinics("removal.provider_lifted", by, removal, removal.from_address)
-    return _finish_lift(removal)
+def record_provider_lift(removal: RemovalRequest, by: User, note: str = "") -> bool:
+    """Record that the provider lifted a block it would not lift through its API; sending resumes."""
+    if not removal.awaiting_provider:
+        raise DecisionRefused("This case is not waiting for the email provider.")
+    note = note.strip()
+    done = db.session.execute(
+        sa.update(RemovalRequest)
+        .where(
+            RemovalRequest.id == removal.id,
+            RemovalRequest.provider_done_at.is_(None),
+            RemovalRequest.lifted_at.is_(None),
+        )
+        .values(provider_done_at=utcnow(), provider_done_by_id=by.id)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not done:  # another support user recorded it first
+        db.session.rollback()
+        raise DecisionRefused("This has already been recorded.")
+    _audit_for_clinics(
+        "removal.provider_lifted", by, removal, removal.from_address + (f": {note}" if note else "")
+    )
+    # The alert that asked support to act is dealt with (it names the case, having no email).
+    db.session.execute(
+        sa.update(OperatorAlert)
+        .where(
+            OperatorAlert.kind == PROVIDER_REQUEST_ALERT,
+            OperatorAlert.resolved_at.is_(None),
+            OperatorAlert.message.startswith(f"Removal case {removal.id} ", autoescape=True),
+        )
+        .values(resolved_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    lifted = _finish_lift(removal)
+    db.session.refresh(removal)
+    return lifted
 
 
 def _provider_request_needed(removal: RemovalRequest, outcome: LiftResult) -> None:
@@ -260,19 +294,37 @@ def _provider_request_needed(removal: RemovalRequest, outcome: LiftResult) -> No
     marked = db.session.execute(
         sa.update(RemovalRequest)
         .where(RemovalRequest.id == removal.id, RemovalRequest.provider_lift_detail.is_(None))
-        .values(provider_lift_detail=detail)
+        .values(provider_lift_detail=detail, provider_request_at=utcnow())
         .execution_options(synchronize_session=False)
     ).rowcount
     if not marked:  # another worker recorded it first
         db.session.rollback()
         return
+    # The client file's banner now says the provider is being asked.
+    _mark_files_changed(removal.from_address)
     _audit_for_clinics("removal.provider_request_needed", None, removal, f"{removal.from_address}: {detail}")
     alert_operators(
-        "removal_provider_request_needed",
+        PROVIDER_REQUEST_ALERT,
         f"Removal case {removal.id} was approved, but the provider must be asked to lift the block on "
         f"{removal.from_address}: {detail}",
     )
     db.session.commit()
+    db.session.refresh(removal)
+
+
+def awaiting_provider() -> list[RemovalRequest]:
+    """Return the approved cases whose lift support must still ask the provider for, oldest first."""
+    return list(
+        db.session.execute(
+            sa.select(RemovalRequest)
+            .where(
+                RemovalRequest.status == "approved",
+                RemovalRequest.provider_lift_detail.is_not(None),
+                RemovalRequest.lifted_at.is_(None),
+            )
+            .order_by(RemovalRequest.provider_request_at, RemovalRequest.id)
+        ).scalars()
+    )
 
 
 def _finish_lift(removal: RemovalRequest) -> bool:
@@ -289,15 +341,20 @@ def _finish_lift(removal: RemovalRequest) -> bool:
         return False
     db.session.execute(sa.delete(SpamListEntry).where(SpamListEntry.address == removal.from_address))
     # Open client files drop their spam banner on their next refresh.
-    changes.mark_logs_changed(
-        db.session,
-        db.session.execute(
-            sa.select(Client.clinic_id, Client.id).where(sa.func.lower(Client.email) == removal.from_address)
-        ).all(),
-    )
+    _mark_files_changed(removal.from_address)
     _audit_for_clinics("removal.lifted", None, removal, removal.from_address)
     db.session.commit()
     return True
+
+
+def _mark_files_changed(address: str) -> None:
+    """Tell open client files with this address to refresh (banner, mark, send form)."""
+    changes.mark_logs_changed(
+        db.session,
+        db.session.execute(
+            sa.select(Client.clinic_id, Client.id).where(sa.func.lower(Client.email) == address)
+        ).all(),
+    )
 
 
 def due_lifts() -> list[int]:

@@ -163,7 +163,7 @@ def deliver(email_id: int, provider: EmailProvider | None = None) -> str:
         # The sweeper gave up waiting for this answer, or a webhook event proved the send.
         return _record_late_answer(email, result)
     if result.outcome == "accepted":
-        _mark_accepted(email, result.provider_message_id)
+        _mark_accepted(email, result.provider_message_id, result.accepted_at)
     elif result.outcome == "rejected":
         _mark_rejected(email, result.error or "refused by the email provider", result.reject_reason)
     elif result.outcome == "rate_limited":
@@ -176,7 +176,7 @@ def deliver(email_id: int, provider: EmailProvider | None = None) -> str:
         alert_operators(
             "provider_auth",
             f"The email provider refused our API key ({result.error}). Emails stay queued; "
-            "check SENDGRID_API_KEY and its Mail Send permission.",
+            f"check {getattr(provider, 'credentials_hint', EmailProvider.credentials_hint)}.",
         )
     else:  # unavailable or in_doubt: it may have arrived; ask before sending again
         _mark_in_doubt(email, now, result.error)
@@ -207,7 +207,7 @@ def _record_late_answer(email: Email, result: SendResult) -> str:
     if result.outcome == "accepted":
         if email.send_state in ("in_doubt", "queued"):
             # The provider has it: the check, or the second attempt it led to, is not needed.
-            _mark_accepted(email, result.provider_message_id)
+            _mark_accepted(email, result.provider_message_id, result.accepted_at)
         elif email.send_state == "accepted" and not email.provider_message_id:
             email.provider_message_id = result.provider_message_id
     db.session.commit()
@@ -334,7 +334,9 @@ def _outgoing(email: Email) -> OutgoingMessage:
     )
 
 
-def _mark_accepted(email: Email, provider_message_id: str | None) -> None:
+def _mark_accepted(
+    email: Email, provider_message_id: str | None, accepted_at: datetime | None = None
+) -> None:
     if email.send_state == "in_doubt":
         mark_changed(email)
     email.send_state = "accepted"
@@ -343,6 +345,16 @@ def _mark_accepted(email: Email, provider_message_id: str | None) -> None:
     email.send_error = None
     email.next_attempt_at = None
     schedule_next_poll(email, utcnow())
+    if accepted_at is not None:
+        # The provider's acceptance is its "processed" (Postmark): at its own time, so the copy its
+        # Messages API shows later is the same event.
+        processed = ProviderEvent(
+            "processed",
+            accepted_at,
+            app_message_id=email.app_message_id,
+            provider_message_id=provider_message_id,
+        )
+        apply_events(email, [processed], source="app")
 
 
 def _mark_rejected(email: Email, error: str, reject_reason: RejectReason | None = None) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from webapp.params import page_number
 from webapp.security import support_required
-from webapp.services import clients, inbound, removals
+from webapp.services import clients, demo, inbound, removals
 from webapp.support import bp
 from webapp.support.forms import DecisionForm
 
@@ -22,6 +22,7 @@ def queue() -> str:
     cases, total = removals.queue_page(view, page)
     return render_template(
         "support/queue.html",
+        awaiting=removals.awaiting_provider(),
         cases=cases,
         standings=removals.standings(cases),
         view=view,
@@ -64,6 +65,7 @@ def case(case_id: int) -> str:
         matches=removals.matching_clients(removal),
         spam_entry=removals.spam_entry(removal),
         reasons=inbound.REASONS,
+        sandbox_support_desk=demo.sandbox_can_reactivate(),
         form=DecisionForm(),
     )
 
@@ -97,4 +99,33 @@ def reject(case_id: int) -> Response:
             flash(str(refused), "error")
         else:
             flash("The request was rejected.", "success")
+    return redirect(url_for("support.case", case_id=removal.id), code=303)
+
+
+@bp.post("/removal-requests/<int:case_id>/provider-lifted")
+@support_required
+def provider_lifted(case_id: int) -> Response:
+    """Record that the email provider lifted a block it would not lift through its API."""
+    form = DecisionForm()
+    removal = removals.get_case(case_id)
+    if form.validate_on_submit():
+        try:
+            removals.record_provider_lift(removal, current_user, form.note.data or "")
+        except removals.DecisionRefused as refused:
+            flash(str(refused), "error")
+        else:
+            flash(f"Recorded: the block on {removal.from_address} is lifted; sending may resume.", "success")
+    return redirect(url_for("support.case", case_id=removal.id), code=303)
+
+
+@bp.post("/removal-requests/<int:case_id>/sandbox-reactivate")
+@support_required
+def sandbox_reactivate(case_id: int) -> Response:
+    """Sandbox demo only: play the provider's support, which lifts what its API will not."""
+    if not demo.sandbox_can_reactivate():
+        abort(404)
+    removal = removals.get_case(case_id)
+    if DecisionForm().validate_on_submit() and removal.awaiting_provider:
+        demo.sandbox_reactivate(removal.from_address)
+        flash(f"Sandbox: Postmark's support reactivated {removal.from_address}. Record it below.", "success")
     return redirect(url_for("support.case", case_id=removal.id), code=303)
