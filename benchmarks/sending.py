@@ -65,6 +65,21 @@ def wait_for(app, sql: str, params: dict, want: int, what: str) -> None:
     common.wait_until(done, what, timeout=3600, pause=0.1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time used so far by a process and its descendants, living or reaped (RQ's work-horses)."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 def main() -> None:
     """Start the sandbox and the workers; time no-op jobs, then the sends."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -79,6 +94,7 @@ def main() -> None:
     redis_url = processes.redis()
     state = str(processes.folder / "sandbox.sqlite3")
     sandbox = processes.gunicorn("sandbox_app:app", {"SANDBOX_STATE_PATH": state}, ["--chdir", str(HERE)])
+    sandbox_pid = processes.children[-1].pid
     env = common.app_env(
         common.psycopg_url(common.fresh_database("sending")),
         redis_url,
@@ -99,6 +115,7 @@ def main() -> None:
     from webapp.services.sending import wake_senders
 
     processes.workers(env, args.workers)
+    worker_pids = [child.pid for child in processes.children[-args.workers :]]
     with app.app_context():
         queue = get_queue()
         started = time.perf_counter()
@@ -109,6 +126,7 @@ def main() -> None:
         )
         noop_rate = args.noops / (time.perf_counter() - started)
         finished_before = queue.finished_job_registry.count
+        cpu_before = cpu_seconds(sandbox_pid), sum(cpu_seconds(pid) for pid in worker_pids)
         started = time.perf_counter()
         for _ in ids:
             wake_senders()  # what queue_email does after committing each email
@@ -120,6 +138,8 @@ def main() -> None:
         "sending",
     )
     rate = len(ids) / (time.perf_counter() - started)
+    sandbox_cpu = cpu_seconds(sandbox_pid) - cpu_before[0]
+    workers_cpu = sum(cpu_seconds(pid) for pid in worker_pids) - cpu_before[1]
     from webapp.extensions import db
 
     with app.app_context():
@@ -142,6 +162,10 @@ def main() -> None:
     print(
         f"send states: {states}; Mail Send requests seen by the sandbox: {sends} (one per email: sent once); "
         f"{send_jobs} send jobs ({len(ids) / max(1, send_jobs):.1f} emails a job)"
+    )
+    print(
+        f"CPU per email: workers {workers_cpu / len(ids) * 1000:.2f} ms (forks, claims, HTTP client, records), "
+        f"sandbox {sandbox_cpu / len(ids) * 1000:.2f} ms (the provider's side, on the same cores)"
     )
     if states != {"accepted": len(ids)} or sends != len(ids):
         raise SystemExit("benchmark: an email was not sent exactly once")
