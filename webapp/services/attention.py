@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -43,33 +44,54 @@ class Item:
         return f"{self.kind}-{self.email.id if self.email else self.client.id}"
 
 
+def _candidates(clinic_id: int, now: datetime) -> sa.ColumnElement[bool]:
+    """The emails that may need attention (the rules of _kind_of then decide)."""
+    stuck_before = now - timedelta(seconds=statuses.STUCK_AFTER_SECONDS)
+    return sa.and_(
+        Email.clinic_id == clinic_id,
+        Email.handled_at.is_(None),
+        Email.created_at >= now - timedelta(days=clients.LOG_DAYS),
+        sa.or_(
+            Email.status == statuses.FAILED.key,
+            sa.and_(
+                Email.status.in_((statuses.SENDING.key, statuses.PROCESSED.key)),
+                Email.status_changed_at <= stuck_before,
+            ),
+            sa.and_(Email.status == statuses.DEFERRED.key, Email.status_changed_at <= now - DEFERRED_FOR),
+            sa.and_(
+                Email.status.in_(NOT_YET),
+                Email.appointment_at > now,
+                Email.appointment_at <= now + CALL_BEFORE,
+            ),
+        ),
+    )
+
+
+def _kind_of(email: Any, now: datetime, to_blocked: bool) -> tuple[str, datetime, str] | None:
+    """Say what needs doing about a candidate email (an Email or a row with its columns): the
+    item's kind, since when, and for an appointment why; None when nothing does."""
+    at_risk = email.appointment_at is not None and email.appointment_at > now
+    if at_risk and email.status == statuses.FAILED.key:
+        return "appointment", email.status_changed_at, "blocked" if to_blocked else "failed"
+    if at_risk and email.status in NOT_YET and email.appointment_at - CALL_BEFORE <= now:
+        return "appointment", email.appointment_at - CALL_BEFORE, "not_delivered"
+    if email.status == statuses.FAILED.key:
+        # The blocked client's own item says what to do.
+        return None if to_blocked else ("failed", email.status_changed_at, "")
+    if clients.is_stuck(email, now):
+        return "stuck", email.status_changed_at, ""
+    if email.status == statuses.DEFERRED.key and email.status_changed_at <= now - DEFERRED_FOR:
+        return "deferred", email.status_changed_at, ""
+    return None
+
+
 def items(clinic_id: int, now: datetime | None = None) -> list[Item]:
     """Return what needs attention at the clinic, most urgent first."""
     now = now or utcnow()
-    stuck_before = now - timedelta(seconds=statuses.STUCK_AFTER_SECONDS)
     emails = list(
         db.session.execute(
             sa.select(Email)
-            .where(
-                Email.clinic_id == clinic_id,
-                Email.handled_at.is_(None),
-                Email.created_at >= now - timedelta(days=clients.LOG_DAYS),
-                sa.or_(
-                    Email.status == statuses.FAILED.key,
-                    sa.and_(
-                        Email.status.in_((statuses.SENDING.key, statuses.PROCESSED.key)),
-                        Email.status_changed_at <= stuck_before,
-                    ),
-                    sa.and_(
-                        Email.status == statuses.DEFERRED.key, Email.status_changed_at <= now - DEFERRED_FOR
-                    ),
-                    sa.and_(
-                        Email.status.in_(NOT_YET),
-                        Email.appointment_at > now,
-                        Email.appointment_at <= now + CALL_BEFORE,
-                    ),
-                ),
-            )
+            .where(_candidates(clinic_id, now))
             .options(sa.orm.joinedload(Email.client), sa.orm.selectinload(Email.events))
             .order_by(Email.created_at.desc(), Email.id.desc())
         )
@@ -85,33 +107,12 @@ def items(clinic_id: int, now: datetime | None = None) -> list[Item]:
     for email in emails:
         if email.id in resent or email.id in later:
             continue  # a resend or a later copy carries it now
-        to_blocked = email.to_address.strip().lower() in blocked_addresses
-        at_risk = email.appointment_at is not None and email.appointment_at > now
-        if at_risk and email.status == statuses.FAILED.key:
-            found.append(
-                Item(
-                    "appointment",
-                    email.client,
-                    email,
-                    email.status_changed_at,
-                    "blocked" if to_blocked else "failed",
-                )
-            )
-        elif at_risk and email.status in NOT_YET and email.appointment_at - CALL_BEFORE <= now:
-            found.append(
-                Item("appointment", email.client, email, email.appointment_at - CALL_BEFORE, "not_delivered")
-            )
-        elif email.status == statuses.FAILED.key:
-            if not to_blocked:  # the blocked client's own item says what to do
-                found.append(
-                    Item(
-                        "failed", email.client, email, email.status_changed_at, clients.failure_reason(email)
-                    )
-                )
-        elif clients.is_stuck(email, now):
-            found.append(Item("stuck", email.client, email, email.status_changed_at))
-        elif email.status == statuses.DEFERRED.key and email.status_changed_at <= now - DEFERRED_FOR:
-            found.append(Item("deferred", email.client, email, email.status_changed_at))
+        kind = _kind_of(email, now, email.to_address.strip().lower() in blocked_addresses)
+        if kind is not None:
+            name, since, reason = kind
+            if name == "failed":
+                reason = clients.failure_reason(email)
+            found.append(Item(name, email.client, email, since, reason))
     for client, entry in blocked:
         found.append(Item("blocked", client, None, entry.reported_at))
     # Appointments by how soon they are; everything else by kind, newest first.
@@ -140,12 +141,54 @@ def blocked_clients(clinic_id: int) -> list[tuple[Client, SpamListEntry]]:
 
 
 def counts(clinic_id: int, now: datetime | None = None) -> dict[str, int]:
-    """Return how many items of each kind need attention (and the total under "all")."""
-    found = items(clinic_id, now)
+    """Return how many items of each kind need attention (and the total under "all").
+
+    The same rules as items(), on plain rows: every page's navigation shows the total, and
+    building the items (their clients, events and reasons) cost a big clinic's pages most of
+    their time.
+    """
+    now = now or utcnow()
+    later = sa.orm.aliased(Email)
+    # Per failed email, an index scan on (client_id, created_at). Resends are asked separately:
+    # with no index on resend_of_id, an EXISTS for them costs the planner's estimate enough to
+    # make stock PostgreSQL JIT-compile the query (about 45 ms for a 4 ms query).
+    has_later_copy = sa.exists().where(
+        later.clinic_id == clinic_id,
+        later.client_id == Email.client_id,
+        later.kind == Email.kind,
+        later.subject == Email.subject,
+        later.status.in_(clients.REACHED),
+        later.created_at > Email.created_at,
+        later.created_at >= now - timedelta(days=clients.LOG_DAYS),
+    )
+    rows = db.session.execute(
+        sa.select(
+            Email.id,
+            Email.status,
+            Email.status_changed_at,
+            Email.appointment_at,
+            Email.to_address,
+            sa.case((Email.status == statuses.FAILED.key, has_later_copy), else_=sa.false()).label("later"),
+        ).where(_candidates(clinic_id, now))
+    ).all()
+    resent = clients.resent_ids(clinic_id, [row.id for row in rows if row.status == statuses.FAILED.key])
+    blocked = list(
+        db.session.execute(
+            sa.select(Client.email)
+            .join(SpamListEntry, SpamListEntry.address == sa.func.lower(Client.email))
+            .where(Client.clinic_id == clinic_id)
+        ).scalars()
+    )
+    blocked_addresses = {address.strip().lower() for address in blocked}
     result = {kind: 0 for kind in KINDS}
-    for item in found:
-        result[item.kind] += 1
-    result["all"] = len(found)
+    result["blocked"] = len(blocked)  # one item per blocked client, as in items()
+    for row in rows:
+        if row.later or row.id in resent:
+            continue  # a resend or a later copy carries it now
+        kind = _kind_of(row, now, row.to_address.strip().lower() in blocked_addresses)
+        if kind is not None:
+            result[kind[0]] += 1
+    result["all"] = sum(result.values())
     return result
 
 
