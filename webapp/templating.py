@@ -90,6 +90,6 @@ def _attention_count() -> dict:
 
         if not current_user.is_authenticated or current_user.clinic_id is None:
             return 0
-        return attention.counts(current_user.clinic_id)["all"]
+        return attention.navigation_count(current_user.clinic_id)
 
     return {"attention_count": count}

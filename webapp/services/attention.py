@@ -7,22 +7,29 @@ spam report, stuck emails and deferrals older than an hour, each with its next s
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
+from redis.exceptions import RedisError
 
 from webapp import statuses
 from webapp.extensions import db
 from webapp.models import Client, Email, SpamListEntry, User, utcnow
-from webapp.services import audit, clients
+from webapp.services import audit, changes, clients
 
 # An appointment email not delivered this long before the appointment: call the client.
 CALL_BEFORE = timedelta(hours=24)
 # A deferral is normal for a while; after this long the clinician should know.
 DEFERRED_FOR = timedelta(hours=1)
 NOT_YET = (statuses.SENDING.key, statuses.PROCESSED.key, statuses.DEFERRED.key)
+# The navigation's total is kept this long at most (unless a log of the clinic changes first):
+# it bounds how late an item that time alone brings (stuck, an hour's deferral, 24 hours before
+# an appointment) shows in the count. The Needs attention page itself is always computed.
+COUNT_TTL_SECONDS = 15
 # Most urgent first.
 KINDS = ("appointment", "failed", "blocked", "stuck", "deferred")
 
@@ -192,6 +199,22 @@ def counts(clinic_id: int, now: datetime | None = None) -> dict[str, int]:
     return result
 
 
+def navigation_count(clinic_id: int) -> int:
+    """Return the total for the navigation of every page, from Redis when a recent one is there."""
+    key = changes.attention_count_key(clinic_id)
+    redis = current_app.extensions["redis"]
+    try:
+        cached = redis.get(key)
+    except RedisError:
+        cached = None
+    if cached is not None:
+        return int(cached)
+    total = counts(clinic_id)["all"]
+    with contextlib.suppress(RedisError):
+        redis.set(key, total, ex=COUNT_TTL_SECONDS)
+    return total
+
+
 def mark_handled(email: Email, by: User) -> None:
     """Take an email off the Needs attention page: a clinician dealt with it another way."""
     if email.handled_at is None:
@@ -205,3 +228,5 @@ def mark_handled(email: Email, by: User) -> None:
             subject_id=email.id,
         )
         db.session.commit()
+        with contextlib.suppress(RedisError):
+            current_app.extensions["redis"].delete(changes.attention_count_key(email.clinic_id))
