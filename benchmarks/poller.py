@@ -59,6 +59,12 @@ class StubProvider(EmailProvider):
     def remove_spam_report(self, address):  # noqa: ANN001, ANN201
         raise NotImplementedError
 
+    def verify_webhook(self, headers, body, now):  # noqa: ANN001, ANN201 - no webhook here
+        raise NotImplementedError
+
+    def parse_webhook(self, body):  # noqa: ANN001, ANN201
+        raise NotImplementedError
+
 
 def cycles(env: dict[str, str], due: int, rounds: int) -> tuple[int, list[float]]:
     """Make `due` emails due for a poll, run `rounds` cycles (each re-arms them); return history, seconds."""
