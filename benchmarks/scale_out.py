@@ -121,12 +121,11 @@ def main() -> None:
     processes.workers(env, 3)
     processes.scheduler(env)
     started = time.perf_counter()
-    from webapp.queue import enqueue
-    from webapp.services.sending import SEND_JOB, send_job_id
+    from webapp.services.sending import wake_senders
 
     with app.app_context():
-        for email_id in send_ids:
-            enqueue(SEND_JOB, email_id, job_id=send_job_id(email_id))
+        for _ in send_ids:
+            wake_senders()  # as queue_email does after each email
 
     def post(item: tuple[int, bytes]) -> int:
         index, body = item

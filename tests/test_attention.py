@@ -47,6 +47,17 @@ def item_text(html: str, key: str) -> str:
     return text(match.group(1))
 
 
+def assert_counts_agree(clinic_id: int) -> None:
+    """The navigation's count (plain rows, SQL for later copies) agrees with the page's items."""
+    from collections import Counter
+
+    from webapp.services import attention
+
+    kinds = Counter(item.kind for item in attention.items(clinic_id))
+    counted = attention.counts(clinic_id)
+    assert counted == {**{kind: kinds[kind] for kind in attention.KINDS}, "all": sum(kinds.values())}
+
+
 def test_clinicians_land_on_needs_attention(client, world):
     login(client, CLINICIAN)
     assert client.get("/").headers["Location"] == "/attention"
@@ -107,6 +118,7 @@ def test_each_kind_of_problem_is_listed_with_its_next_step(signed_in, world):
     assert re.search(
         r'href="/attention">Needs attention <span class="count" aria-hidden="true">4</span>', nav
     )
+    assert_counts_agree(world.clinic_a.id)
 
 
 def test_a_failed_spam_drop_is_listed_once_under_the_blocked_client(signed_in, world):
@@ -142,6 +154,7 @@ def test_a_failed_email_with_a_later_delivered_copy_needs_nothing(signed_in, wor
     add_email(jane, sent_at=utcnow() - timedelta(days=2), to_address="jane@typo.example", events=BOUNCED)
     add_email(jane, sent_at=utcnow() - timedelta(days=1), events=DELIVERED)
     assert items_on(signed_in.get("/attention").get_data(as_text=True)) == []
+    assert_counts_agree(jane.clinic_id)
 
 
 # --- 11. Before the appointment --------------------------------------------------------------------
@@ -231,6 +244,7 @@ def test_appointments_at_risk_come_first_with_call_the_client_and_the_phone(sign
     words = item_text(html, f"appointment-{dropped.id}")
     assert "was refused: emails to ben@example.com are blocked by a spam report" in words
     assert "Leo Later" not in html and "Dan Delivered" not in html
+    assert_counts_agree(world.clinic_a.id)
 
 
 def test_a_resend_keeps_the_appointment_and_its_risk(signed_in, world):
@@ -243,6 +257,7 @@ def test_a_resend_keeps_the_appointment_and_its_risk(signed_in, world):
     assert resent.appointment_at == failed.appointment_at
     html = signed_in.get("/attention").get_data(as_text=True)
     assert items_on(html) == []  # on its way, and the appointment is more than 24 hours away
+    assert_counts_agree(jane.clinic_id)
 
 
 def test_the_demo_puts_tomorrows_unreachable_clients_first(app, client):
@@ -261,3 +276,6 @@ def test_the_demo_puts_tomorrows_unreachable_clients_first(app, client):
         ("appointment", "Priya Patel"),
     ]
     assert html.count("Call the client") == 3
+    from webapp.models import User
+
+    assert_counts_agree(db.session.query(User).filter_by(email="clinician@example.com").one().clinic_id)

@@ -211,6 +211,74 @@ def test_server_errors_are_unavailable(provider, sandbox, status):
     assert provider.send(outgoing()).outcome == "accepted"
 
 
+def test_a_batch_keeps_each_messages_own_outcome_in_order(provider, sandbox, transport):
+    messages = [outgoing(app_id=f"b-{n}") for n in range(12)]
+    messages[5] = outgoing(to="not-an-address", app_id="b-5")
+    messages[9] = outgoing(app_id="b-9", subject="")
+
+    results = provider.send_batch(messages)
+
+    outcomes = [result.outcome for result in results]
+    assert outcomes == ["accepted"] * 5 + ["rejected"] + ["accepted"] * 3 + ["rejected"] + ["accepted"] * 2
+    # One request per message (a Mail Send body is the same for all its recipients), each its own.
+    assert len(transport.requests) == 12
+    sent = {
+        json.loads(r.content)["personalizations"][0]["custom_args"]["app_message_id"]
+        for r in transport.requests
+    }
+    assert sent == {f"b-{n}" for n in range(12)}
+    assert len({result.provider_message_id for result in results if result.outcome == "accepted"}) == 10
+
+
+def test_a_429_on_the_first_send_of_a_batch_sends_nothing_more(provider, sandbox, transport):
+    sandbox.fail_next(429, path_prefix="/v3/mail/send", retry_after=42)
+
+    results = provider.send_batch([outgoing(app_id=f"r-{n}") for n in range(10)])
+
+    assert len(transport.requests) == 1
+    assert {result.outcome for result in results} == {"rate_limited"}
+    assert {result.retry_after for result in results} == {42}
+    assert all(result.error.startswith("not sent") for result in results[1:])
+
+
+def test_a_refused_key_is_learned_by_one_request_of_a_batch(sandbox):
+    recording = RecordingTransport(httpx.WSGITransport(app=sandbox))
+    provider = SendGridProvider("sandbox-forbidden", API_BASE, transport=recording)
+
+    results = provider.send_batch([outgoing(app_id=f"k-{n}") for n in range(10)])
+
+    assert len(recording.requests) == 1
+    assert {result.outcome for result in results} == {"unauthorized"}
+
+
+def test_a_batch_starts_no_request_after_its_time_is_up(sandbox, clock):
+    class Slow(httpx.BaseTransport):
+        """The first request takes 11 s of the test's clock, the others none."""
+
+        def __init__(self) -> None:
+            self.inner = httpx.WSGITransport(app=sandbox)
+            self.count = 0
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            self.count += 1
+            if self.count == 1:
+                clock.advance(11)
+            return self.inner.handle_request(request)
+
+    slow = Slow()
+    provider = SendGridProvider("k", API_BASE, transport=slow, clock=clock, timeout=10)
+
+    results = provider.send_batch([outgoing(app_id=f"t-{n}") for n in range(30)])
+
+    assert slow.count == 1
+    assert results[0].outcome == "accepted"
+    assert {result.outcome for result in results[1:]} == {"not_sent"}
+    # Well within its time, a batch sends everything.
+    assert {
+        result.outcome for result in provider.send_batch([outgoing(app_id="u-1"), outgoing(app_id="u-2")])
+    } == {"accepted"}
+
+
 def test_a_lost_answer_is_found_again_by_our_id(provider, sandbox, clock):
     sandbox.accept_then_fail_next()
 

@@ -55,7 +55,7 @@ def test_a_queued_email_is_sent_once_by_the_worker_and_reaches_delivered(app, wo
     assert email.provider_message_id
     assert accepted_sends(app, email) == 1
     # A re-run of the same job, and the sweeper, never send it again.
-    get_queue().enqueue(sending.SEND_JOB, email.id)
+    get_queue().enqueue(sending.SEND_JOB)
     run_jobs(app)
     assert sending.deliver(email.id) == "accepted"
     assert accepted_sends(app, email) == 1
@@ -247,3 +247,21 @@ def test_a_send_to_a_suppressed_address_is_dropped_and_says_why(app, world, wire
 
     assert failure_reason(email) == "the client reported an earlier email as spam"
     assert sending.spam_list_entry("marco.rossi+dropped@example.com") is not None
+
+
+def test_a_burst_of_emails_is_sent_by_a_few_batch_jobs_each_once(app, world, monkeypatch):
+    from webapp.providers.sendgrid import SendGridProvider
+
+    monkeypatch.setattr(SendGridProvider, "max_batch", 4)
+    emails = [queue(world) for _ in range(9)] + [queue(world, address="not-an-address")]
+    assert len(get_queue()) == 1  # the first email's wake-up job sees the others: no job per email
+    finished = get_queue().finished_job_registry
+    run_jobs(app)
+    # 4 + 4 + 2: each full batch woke the next one.
+    assert finished.count == 3
+    db.session.expire_all()
+    states = [db.session.get(Email, email.id).send_state for email in emails]
+    assert states == ["accepted"] * 9 + ["failed"]
+    assert all(accepted_sends(app, email) == 1 for email in emails[:9])
+    assert sending.deliver_due() == 0  # nothing left: nothing sent again
+    assert sum(accepted_sends(app, email) for email in emails) == 9

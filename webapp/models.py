@@ -159,6 +159,8 @@ class Email(db.Model):
 
     __table_args__ = (
         sa.Index("ix_email_client_created", "client_id", "created_at"),
+        # A clinic's emails by the address they went to (the client list's spam-report check).
+        sa.Index("ix_email_clinic_lower_to_address", "clinic_id", sa.func.lower(sa.text("to_address"))),
         sa.Index("ix_email_created_at", "created_at"),  # the retention purge
         sa.Index("ix_email_clinic_created_status", "clinic_id", "created_at", "status"),  # owner's view
     )

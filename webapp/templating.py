@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Flask, has_request_context
+from flask import Flask, has_request_context, request
 
 from webapp import statuses, timezones
 from webapp.help.guide import STILL_STUCK_HOURS
 from webapp.models import MESSAGE_KINDS, Email
+from webapp.timezones import ago
 
 
 def init_app(app: Flask) -> None:
     """Register the filters and globals."""
-    app.add_template_filter(ago)
+    app.add_template_filter(ago, "ago")
     app.add_template_filter(short_datetime)
     app.add_template_filter(short_time)
     app.add_template_filter(short_date)
@@ -26,30 +27,21 @@ def init_app(app: Flask) -> None:
     app.add_template_global(STILL_STUCK_HOURS, "still_stuck_hours")
 
 
-def ago(moment: datetime, now: datetime) -> str:
-    """Say how long ago something happened, in the words a person would use."""
-    seconds = max(0, int((now - moment).total_seconds()))
-    if seconds < 45:
-        return "just now"
-    if seconds < 3600:
-        minutes = max(1, round(seconds / 60))
-        return f"{minutes} min ago"
-    if seconds < 86400:
-        hours = round(seconds / 3600)
-        return f"{hours} hour{'s' if hours != 1 else ''} ago"
-    days = round(seconds / 86400)
-    return f"{days} day{'s' if days != 1 else ''} ago"
-
-
 def clinic_timezone() -> str:
     """Return the signed-in clinic's time zone ("" for support staff and outside a request)."""
     if not has_request_context():
         return ""
-    from flask_login import current_user
+    # Once per request (kept in its environ: an app context, and so `g`, may outlive a request
+    # in tests): the filters below ask for every time they format.
+    environ = request.environ
+    if "webapp.clinic_timezone" not in environ:
+        from flask_login import current_user
 
-    if not current_user.is_authenticated or current_user.clinic is None:
-        return ""
-    return current_user.clinic.timezone or "UTC"
+        if not current_user.is_authenticated or current_user.clinic is None:
+            environ["webapp.clinic_timezone"] = ""
+        else:
+            environ["webapp.clinic_timezone"] = current_user.clinic.timezone or "UTC"
+    return environ["webapp.clinic_timezone"]
 
 
 def _local(moment: datetime) -> datetime:
@@ -58,14 +50,12 @@ def _local(moment: datetime) -> datetime:
 
 def short_datetime(moment: datetime) -> str:
     """Format a moment as "12 Nov 09:14 PST", in the clinic's time zone (support: UTC)."""
-    local = _local(moment)
-    return f"{local:%d %b %H:%M} {local.tzname()}"
+    return timezones.format_datetime(_local(moment))
 
 
 def short_time(moment: datetime) -> str:
     """Format a moment as "09:14 PST", in the clinic's time zone (support: UTC)."""
-    local = _local(moment)
-    return f"{local:%H:%M} {local.tzname()}"
+    return timezones.format_time(_local(moment))
 
 
 def short_date(moment: datetime) -> str:
@@ -100,6 +90,6 @@ def _attention_count() -> dict:
 
         if not current_user.is_authenticated or current_user.clinic_id is None:
             return 0
-        return attention.counts(current_user.clinic_id)["all"]
+        return attention.navigation_count(current_user.clinic_id)
 
     return {"attention_count": count}

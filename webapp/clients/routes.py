@@ -27,6 +27,7 @@ from webapp.models import Client, Clinic, utcnow
 from webapp.params import page_number, whole_number
 from webapp.security import clinic_staff_required, current_clinic_id, session_is_live
 from webapp.services import accounts, addresses, changes, clients, demo, messages, sending
+from webapp.templating import clinic_timezone
 
 
 @bp.get("/clients")
@@ -180,7 +181,7 @@ def _log_context(client: Client) -> dict:
     status_key = request.args.get("status", "")
     status_filter = status_key if status_key in statuses.BY_KEY else ""
     marker = changes.current_marker(clinic_id, client_id)
-    rows = clients.email_log(clinic_id, client_id, status_filter or None, now)
+    rows = clients.email_log(clinic_id, client_id, status_filter or None, now, clinic_timezone() or "UTC")
     config = current_app.config
     soon = any(row.status.can_change_soon for row in rows)
     # The browser may be told "unchanged" only until the next time-driven change (a row going
@@ -198,7 +199,19 @@ def _log_context(client: Client) -> dict:
         "statuses": statuses.ALL,
         "poll_seconds": config["LOG_POLL_FAST_SECONDS"] if soon else config["LOG_POLL_SLOW_SECONDS"],
         "version": f"{marker}-{int(fresh_until)}",
+        # Built once, not once per row (url_for costs about as much as a row's other values).
+        "help_index_url": url_for("help.index"),
+        "help_status_urls": {
+            status.help_key: url_for("help.status", key=status.help_key) for status in statuses.ALL
+        },
+        "resend_url": _url_pattern("emails.resend", "email_id"),
     }
+
+
+def _url_pattern(endpoint: str, argument: str) -> str:
+    """Return the endpoint's URL with `{}` where the integer argument goes (for str.format)."""
+    marker = 918273645  # any integer that cannot appear elsewhere in the URL
+    return url_for(endpoint, **{argument: marker}).replace(str(marker), "{}")
 
 
 def _form_key(client: Client, health: clients.AddressHealth) -> str:

@@ -32,7 +32,9 @@ class OutgoingMessage:
 # Why a provider would not send to an address, in our own words (the provider's text is kept beside).
 RejectReason = Literal["bounced_address", "spam_report", "invalid_address", "unsubscribed", "other"]
 
-SendOutcome = Literal["accepted", "rejected", "rate_limited", "unauthorized", "unavailable", "in_doubt"]
+SendOutcome = Literal[
+    "accepted", "rejected", "rate_limited", "unauthorized", "unavailable", "in_doubt", "not_sent"
+]
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,8 @@ class SendResult:
     rate_limited: try again after retry_after seconds;
     unauthorized: the API key is wrong or lacks permission (an operator must act);
     unavailable: the provider answered with a server error (it may still have taken the message);
-    in_doubt: no answer (timeout, broken connection): it may or may not have taken it.
+    in_doubt: no answer (timeout, broken connection): it may or may not have taken it;
+    not_sent: a batch stopped before asking the provider about it (safe to send again at once).
     """
 
     outcome: SendOutcome

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -54,6 +55,10 @@ ACTIVITY_MAX_LIMIT = 1000
 # How many of our ids one Email Activity query asks about (the query travels in the URL).
 FIND_BATCH_SIZE = 50
 SPAM_REPORTS_PAGE = 500
+# One Mail Send request carries one body for all its recipients (per-recipient bodies need
+# templates), so a batch is this many single requests, a few at a time over one connection pool.
+SEND_BATCH_SIZE = 50
+SEND_CONCURRENCY = 8
 # SendGrid caps custom args at 10,000 bytes; anything much longer is not unique_args text.
 MAX_UNIQUE_ARGS_CHARS = 20_000
 
@@ -127,6 +132,7 @@ class SendGridProvider(EmailProvider):
 
     name = "sendgrid"
     credentials_hint = "SENDGRID_API_KEY and its Mail Send permission"
+    max_batch = SEND_BATCH_SIZE
 
     def __init__(
         self,
@@ -156,6 +162,7 @@ class SendGridProvider(EmailProvider):
         self._track_opens = track_opens
         self._track_clicks = track_clicks
         self._clock = clock
+        self._timeout = timeout
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -180,6 +187,50 @@ class SendGridProvider(EmailProvider):
         if status >= 500:
             return SendResult("unavailable", error=error_text)
         return SendResult("rejected", error=error_text, reject_reason=_send_reject_reason(response))
+
+    def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
+        """Send each message in its own request, SEND_CONCURRENCY at a time; one result each, in order.
+
+        The first request goes alone. After a 429 or a refused key no further request starts
+        (the limit and the key are the account's): the rest come back with that outcome, unsent.
+        Nor does one start once the batch has run for the request timeout, so a batch ends within
+        about twice that (a claim must not outlive SEND_ABANDONED_SECONDS unanswered); those come
+        back not_sent.
+        """
+        if not messages:
+            return []
+        deadline = self._clock() + self._timeout
+        # The first request goes alone: when the account is limited or its key refused, one
+        # request learns it, not SEND_CONCURRENCY of them.
+        first = self.send(messages[0])
+        results: list[SendResult | None] = [first, *[None] * (len(messages) - 1)]
+        halted = first if first.outcome in ("rate_limited", "unauthorized") else None
+        state: dict[str, Any] = {"next": 1, "halt": halted}
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    index = state["next"]
+                    if state["halt"] is not None or index >= len(messages) or self._clock() > deadline:
+                        return
+                    state["next"] = index + 1
+                result = self.send(messages[index])
+                results[index] = result
+                if result.outcome in ("rate_limited", "unauthorized"):
+                    with lock:
+                        state["halt"] = state["halt"] or result
+
+        threads = [threading.Thread(target=work) for _ in range(min(SEND_CONCURRENCY, len(messages) - 1))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        halt: SendResult | None = state["halt"]
+        unsent = SendResult("not_sent", error="not sent yet: the batch ran out of time")
+        if halt is not None:
+            unsent = SendResult(halt.outcome, error=f"not sent: {halt.error}", retry_after=halt.retry_after)
+        return [result or unsent for result in results]
 
     def _mail_body(self, message: OutgoingMessage) -> dict[str, Any]:
         """Build the Mail Send request body for one message."""

@@ -65,6 +65,11 @@ def marker_matches(clinic_id: int, client_id: int, seen: str, live_key: str) -> 
     return live is not None and value is not None and value.decode() == seen
 
 
+def attention_count_key(clinic_id: int) -> str:
+    """Return the Redis key of a clinic's Needs attention total, dropped whenever one of its logs changes."""
+    return f"attention-count:{clinic_id}"
+
+
 @sa.event.listens_for(so.Session, "after_commit")
 def _publish_changes(session: so.Session) -> None:
     keys = session.info.pop("changed_logs", None)
@@ -75,6 +80,9 @@ def _publish_changes(session: so.Session) -> None:
         with redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.incr(key)
+            # What needs attention follows from the logs: a changed log may change the total.
+            for clinic_id in {key.split(":")[1] for key in keys}:
+                pipe.delete(attention_count_key(int(clinic_id)))
             pipe.execute()
     except (RedisError, RuntimeError) as error:
         # A lost bump only costs one full refresh: the next poll re-renders from the database.

@@ -30,7 +30,7 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
     steps: dict[str, Callable[[], int]] = {
         "abandoned": lambda: sending.recover_abandoned_sends(now),
         "stuck": lambda: flag_stuck_emails(now),
-        "sends": lambda: _enqueue_each(sending.SEND_JOB, "send", sending.due_sends(now)),
+        "sends": lambda: sending.wake_for_due(now),
         "batches": lambda: _enqueue_each(
             webhooks.APPLY_JOB, "batch", webhooks.unapplied_batches(now - timedelta(seconds=30))
         ),

@@ -5,6 +5,11 @@ A send is claimed (and committed) before the provider is called, so a re-run job
 worker or the sweeper never sends it again. When we cannot tell whether the provider took a
 message (a timeout, a server error), the email is "in doubt" and we ask the provider before
 trying again: a missed email is visible in the log, a duplicate clinical email is not undoable.
+
+Sends go out in batches: one job claims up to the provider's `max_batch` due emails in one
+statement, hands them to `send_batch` and records each one's result as a single send's would be.
+A job that claimed a full batch wakes another before calling the provider, so workers share a
+backlog; a fork, an app context and two commits are paid per batch, not per email.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import current_app
 from redis.exceptions import LockError, RedisError
 
@@ -46,7 +52,14 @@ from webapp.services.polling import (
 
 log = logging.getLogger(__name__)
 
-SEND_JOB = "jobs.sending.send_email"
+SEND_JOB = "jobs.sending.send_due"
+# Set while a send job waits that has not yet looked for due emails: whoever queues an email
+# meanwhile need not queue another job (that one will see it). A job clears it as it starts; the
+# expiry only bounds how long a job lost before starting holds back new ones (the sweeper's own
+# job does not wait for it).
+SEND_WAKE_KEY = "send-wake-pending"
+SEND_WAKE_TTL = 60
+SWEEP_SEND_JOB_ID = "send-sweep"
 MAX_BACKOFF = timedelta(minutes=10)
 # The first look at the provider's records after a lost answer: most accepted sends show by then.
 # Until IN_DOUBT_GRACE_SECONDS after the attempt, "not found" only means "not yet".
@@ -125,13 +138,66 @@ def queue_email(
         + (f", resend of the email of {resend_of.created_at:%d %b %Y %H:%M} UTC" if resend_of else ""),
     )
     db.session.commit()
-    enqueue(SEND_JOB, email.id, job_id=send_job_id(email.id))
+    wake_senders()
     return email
 
 
-def send_job_id(email_id: int) -> str:
-    """Return the job id of an email's send: one such job waits or runs at a time."""
-    return f"send-{email_id}"
+def wake_senders() -> bool:
+    """Make sure a send job looks for due emails after now; False (and a log line) without Redis.
+
+    Call it after committing the emails: a job that has not started yet will see them, so while
+    one waits no other is queued (a burst of 10,000 emails queues a handful of jobs, not 10,000).
+    """
+    try:
+        if not current_app.extensions["redis"].set(SEND_WAKE_KEY, "1", nx=True, ex=SEND_WAKE_TTL):
+            return True
+    except RedisError as error:
+        log.warning("could not wake a sender: %s", error)
+        return False  # the sweeper finds the due emails
+    if enqueue(SEND_JOB):
+        return True
+    with contextlib.suppress(RedisError):
+        current_app.extensions["redis"].delete(SEND_WAKE_KEY)
+    return False
+
+
+def _clear_wake() -> None:
+    """Say that this job is about to look for due emails (so the next email queues a new job)."""
+    try:
+        current_app.extensions["redis"].delete(SEND_WAKE_KEY)
+    except RedisError as error:
+        log.warning("could not clear the sender wake-up mark: %s", error)
+
+
+def deliver_due(provider: EmailProvider | None = None) -> int:
+    """Claim up to one batch of due emails, hand them over in one batch, record each result;
+    return how many were claimed."""
+    _clear_wake()
+    now = utcnow()
+    blocked = sends_blocked_until()
+    if blocked is not None:
+        _wait_for_rate_limit(sa.true(), blocked)
+        return 0
+    provider = provider or get_provider(current_app.config)
+    limit = max(1, provider.max_batch)
+    # SKIP LOCKED: two jobs claiming at once take different emails instead of queueing for the
+    # same rows (SQLite has no row locks: its writers take turns, and the state check holds).
+    # Materialized: inlined into the UPDATE, PostgreSQL may run the locking subquery again per
+    # row, skipping its own locks, and claim past the limit.
+    due = (
+        sa.select(Email.id)
+        .where(_is_due(now))
+        .order_by(Email.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("due")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    claimed = _claim(Email.id.in_(sa.select(due.c.id)), now)
+    if len(claimed) == limit:
+        wake_senders()  # there may be more: another worker takes the next batch meanwhile
+    _send_claimed(claimed, provider, now)
+    return len(claimed)
 
 
 def deliver(email_id: int, provider: EmailProvider | None = None) -> str:
@@ -139,58 +205,108 @@ def deliver(email_id: int, provider: EmailProvider | None = None) -> str:
     now = utcnow()
     blocked = sends_blocked_until()
     if blocked is not None:
-        return _wait_for_rate_limit(email_id, blocked)
-    claimed = db.session.execute(
-        sa.update(Email)
-        .where(
-            Email.id == email_id,
-            Email.send_state == "queued",
-            sa.or_(Email.next_attempt_at.is_(None), Email.next_attempt_at <= now),
-        )
-        .values(send_state="claimed", send_claimed_at=now, send_attempts=Email.send_attempts + 1)
-        .returning(Email.send_attempts)
-        .execution_options(synchronize_session=False)
-    ).first()
+        _wait_for_rate_limit(Email.id == email_id, blocked)
+    else:
+        claimed = _claim(Email.id == email_id, now)
+        _send_claimed(claimed, provider or get_provider(current_app.config), now)
+    state = db.session.execute(sa.select(Email.send_state).where(Email.id == email_id)).scalar()
     db.session.commit()
-    email = db.session.get(Email, email_id)
-    if claimed is None or email is None:
-        return email.send_state if email else "missing"
-    attempt = claimed.send_attempts
-    provider = provider or get_provider(current_app.config)
-    result = provider.send(_outgoing(email))
-    db.session.refresh(email, with_for_update=True)
-    if email.send_state != "claimed" or email.send_attempts != attempt:
-        # The sweeper gave up waiting for this answer, or a webhook event proved the send.
-        return _record_late_answer(email, result)
-    if result.outcome == "accepted":
-        _mark_accepted(email, result.provider_message_id, result.accepted_at)
-    elif result.outcome == "rejected":
-        _mark_rejected(email, result.error or "refused by the email provider", result.reject_reason)
-    elif result.outcome == "rate_limited":
-        wait = result.retry_after or 60
-        # The limit is the account's: every worker holds back, not only this email.
-        block_sends(wait)
-        _retry_later(email, timedelta(seconds=wait), result.error)
-    elif result.outcome == "unauthorized":
-        _retry_later(email, MAX_BACKOFF, result.error)
+    return state or "missing"
+
+
+def _is_due(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        Email.send_state == "queued",
+        sa.or_(Email.next_attempt_at.is_(None), Email.next_attempt_at <= now),
+    )
+
+
+def _claim(which: sa.ColumnElement[bool], now: datetime) -> dict[int, int]:
+    """Claim due emails for sending and commit, before any provider call; return id -> attempt."""
+    rows = db.session.execute(
+        sa.update(Email)
+        .where(which, _is_due(now))
+        .values(send_state="claimed", send_claimed_at=now, send_attempts=Email.send_attempts + 1)
+        .returning(Email.id, Email.send_attempts)
+        .execution_options(synchronize_session=False)
+    ).all()
+    db.session.commit()
+    return {row.id: row.send_attempts for row in rows}
+
+
+def _send_claimed(claimed: dict[int, int], provider: EmailProvider, now: datetime) -> None:
+    """Hand claimed emails to the provider in one batch and record what became of each."""
+    if not claimed:
+        return
+    ids = sorted(claimed)
+    emails = (
+        db.session.execute(
+            sa.select(Email)
+            .where(Email.id.in_(ids))
+            .options(so.joinedload(Email.client), so.joinedload(Email.clinic))
+            .order_by(Email.id)
+        )
+        .scalars()
+        .all()
+    )
+    # Nothing may stand between the claim's commit and the call: whatever happens here, the
+    # claims are recorded and the sweeper settles them.
+    results = provider.send_batch([_outgoing(email) for email in emails])
+    if len(results) != len(emails):
+        log.error("the provider answered %d of %d sends; the rest are in doubt", len(results), len(emails))
+        results = [*results, *[SendResult("in_doubt", error="no answer")] * len(emails)][: len(emails)]
+    by_id = {email.id: result for email, result in zip(emails, results, strict=True)}
+    # Lock them again, in id order like every other writer, to record the answers.
+    locked = db.session.execute(
+        sa.select(Email)
+        .where(Email.id.in_(ids))
+        .order_by(Email.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalars()
+    rate_limited: list[float] = []
+    refused_key: str | None = None
+    for email in locked:
+        result = by_id[email.id]
+        if email.send_state != "claimed" or email.send_attempts != claimed[email.id]:
+            # The sweeper gave up waiting for this answer, or a webhook event proved the send.
+            _record_late_answer(email, result)
+        elif result.outcome == "accepted":
+            _mark_accepted(email, result.provider_message_id, result.accepted_at)
+        elif result.outcome == "rejected":
+            _mark_rejected(email, result.error or "refused by the email provider", result.reject_reason)
+        elif result.outcome == "rate_limited":
+            wait = result.retry_after or 60
+            rate_limited.append(wait)
+            _retry_later(email, timedelta(seconds=wait), result.error)
+        elif result.outcome == "unauthorized":
+            refused_key = result.error
+            _retry_later(email, MAX_BACKOFF, result.error)
+        elif result.outcome == "not_sent":
+            _retry_later(email, timedelta(0), result.error)  # never reached the provider
+        else:  # unavailable or in_doubt: it may have arrived; ask before sending again
+            _mark_in_doubt(email, now, result.error)
+    if rate_limited:
+        # The limit is the account's: every worker holds back, not only these emails.
+        block_sends(max(rate_limited))
+    if refused_key is not None:
         alert_operators(
             "provider_auth",
-            f"The email provider refused our API key ({result.error}). Emails stay queued; "
+            f"The email provider refused our API key ({refused_key}). Emails stay queued; "
             f"check {getattr(provider, 'credentials_hint', EmailProvider.credentials_hint)}.",
         )
-    else:  # unavailable or in_doubt: it may have arrived; ask before sending again
-        _mark_in_doubt(email, now, result.error)
     db.session.commit()
-    return email.send_state
+    if any(result.outcome == "not_sent" for result in by_id.values()):
+        wake_senders()
 
 
-def _wait_for_rate_limit(email_id: int, until: float) -> str:
-    """Leave a queued email until the account's rate limit resets, without asking the provider."""
+def _wait_for_rate_limit(which: sa.ColumnElement[bool], until: float) -> None:
+    """Leave queued emails until the account's rate limit resets, without asking the provider."""
     resume = datetime.fromtimestamp(until, UTC)
     db.session.execute(
         sa.update(Email)
         .where(
-            Email.id == email_id,
+            which,
             Email.send_state == "queued",
             sa.or_(Email.next_attempt_at.is_(None), Email.next_attempt_at < resume),
         )
@@ -198,11 +314,9 @@ def _wait_for_rate_limit(email_id: int, until: float) -> str:
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
-    state = db.session.execute(sa.select(Email.send_state).where(Email.id == email_id)).scalar()
-    return state or "missing"
 
 
-def _record_late_answer(email: Email, result: SendResult) -> str:
+def _record_late_answer(email: Email, result: SendResult) -> None:
     """Keep what an answer that came after we stopped waiting for it tells us."""
     if result.outcome == "accepted":
         if email.send_state in ("in_doubt", "queued"):
@@ -210,8 +324,6 @@ def _record_late_answer(email: Email, result: SendResult) -> str:
             _mark_accepted(email, result.provider_message_id, result.accepted_at)
         elif email.send_state == "accepted" and not email.provider_message_id:
             email.provider_message_id = result.provider_message_id
-    db.session.commit()
-    return email.send_state
 
 
 def _mark_in_doubt(email: Email, now: datetime, error: str | None) -> None:
@@ -298,8 +410,8 @@ def _check_in_doubt(provider: EmailProvider, now: datetime) -> int:
             email.next_attempt_at = now + IN_DOUBT_RECHECK  # the provider is failing: do not hammer it
         # Otherwise the budget or a rate limit stopped us first: it keeps its turn at the head.
     db.session.commit()
-    for email_id in resend:
-        enqueue(SEND_JOB, email_id, job_id=send_job_id(email_id))
+    if resend:
+        wake_senders()
     return len(settled)
 
 
@@ -409,6 +521,15 @@ def due_sends(now: datetime, limit: int = 500) -> list[int]:
             .limit(limit)
         ).scalars()
     )
+
+
+def wake_for_due(now: datetime) -> int:
+    """Queue the sweeper's send job when emails are due (a lost job, a retry time reached); return
+    how many are due. Its own job id: sweeps never queue two, and a lost wake-up mark never stops it."""
+    due = due_sends(now)
+    if due:
+        enqueue(SEND_JOB, job_id=SWEEP_SEND_JOB_ID)
+    return len(due)
 
 
 def recover_abandoned_sends(now: datetime) -> int:
