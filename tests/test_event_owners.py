@@ -155,6 +155,9 @@ class AcceptingProvider:
     def send(self, message: object) -> SendResult:
         return SendResult("accepted", provider_message_id="XLATE")
 
+    def send_batch(self, messages: list[object]) -> list[SendResult]:
+        return [self.send(message) for message in messages]
+
 
 def test_an_event_without_our_id_before_its_send_record_is_matched_when_the_record_arrives(app, world):
     email = sending.queue_email(world.client_a, kind="receipt", subject="R", body="B", sent_by=None)

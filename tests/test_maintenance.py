@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from webapp.extensions import db
@@ -115,7 +116,10 @@ def test_support_marks_an_alert_as_dealt_with(app, world, client):
     assert "The API key was refused." not in client.get("/support/removal-requests").get_data(as_text=True)
 
 
-def test_an_email_in_doubt_for_ten_minutes_raises_one_alert_that_says_so(app, world):
+@pytest.mark.parametrize(
+    ("wire_format", "records"), [("sendgrid", "Email Activity add-on"), ("postmark", "Messages API")]
+)
+def test_an_email_in_doubt_for_ten_minutes_raises_one_alert_that_says_so(app, world, wire_format, records):
     email = queued(world)
     email.send_state = "in_doubt"
     email.in_doubt_since = email.status_changed_at = utcnow() - timedelta(minutes=11)
@@ -132,6 +136,7 @@ def test_an_email_in_doubt_for_ten_minutes_raises_one_alert_that_says_so(app, wo
         ("email_in_doubt", killed.id),
     ]
     assert "cannot tell whether the email provider received it" in alerts[0].message
+    assert records in alerts[0].message  # where this provider keeps the records that settle it
     apply_events(
         email, [ProviderEvent("delivered", utcnow(), app_message_id=email.app_message_id)], "webhook"
     )

@@ -195,6 +195,8 @@ class EmailProvider(ABC):
     max_batch: int = 1  # messages one send_batch call may carry
     # What an operator must check when the provider refuses our credentials (an operator alert says it).
     credentials_hint: str = "the email provider's API key setting"
+    # Where the provider keeps the records that settle a send in doubt (an operator alert says it).
+    records_hint: str = "the email provider's message records and the event webhook"
 
     @abstractmethod
     def send(self, message: OutgoingMessage) -> SendResult:

@@ -131,6 +131,7 @@ class PostmarkProvider(EmailProvider):
     name = "postmark"
     max_batch = MAX_BATCH
     credentials_hint = "POSTMARK_SERVER_TOKEN (the server's API token, not an account token)"
+    records_hint = "the Messages API (it keeps 45 days by default) and the webhook's Basic credentials"
 
     def __init__(
         self,

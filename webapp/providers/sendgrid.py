@@ -132,6 +132,7 @@ class SendGridProvider(EmailProvider):
 
     name = "sendgrid"
     credentials_hint = "SENDGRID_API_KEY and its Mail Send permission"
+    records_hint = "the Email Activity add-on (API access to the message history) and the event webhook"
     max_batch = SEND_BATCH_SIZE
 
     def __init__(

@@ -83,8 +83,7 @@ def flag_stuck_emails(now: datetime) -> int:
                 f"Email {email.reference}: we cannot tell whether the email provider received it (in doubt "
                 f"since {since:%Y-%m-%d %H:%M} UTC: {email.send_error or 'no answer'}). We keep "
                 "checking the provider's records and send it again only once they show it did not "
-                "arrive. If this lasts, check that the Email Activity add-on and the event webhook "
-                "work.",
+                f"arrive. If this lasts, check that {_records_hint()} work.",
                 email,
             )
         else:
@@ -175,3 +174,8 @@ def _enqueue_each(job: str, prefix: str, ids: list[int]) -> int:
     for item_id in ids:
         enqueue(job, item_id, job_id=f"{prefix}-{item_id}")
     return len(ids)
+
+
+def _records_hint() -> str:
+    """Say where the configured provider keeps the records that settle a send in doubt."""
+    return get_provider(current_app.config).records_hint
