@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,9 +171,16 @@ def test_the_models_and_the_migrations_describe_the_same_schema(migrated_databas
 
     engine = sa.create_engine(migrated_database.owner_url, poolclass=sa.pool.NullPool)
     try:
-        with engine.connect() as connection:
+        with engine.connect() as connection, warnings.catch_warnings():
+            # SQLite cannot reflect an index on an expression (lower(to_address)), so alembic
+            # leaves it out of the comparison there and says so; PostgreSQL compares it.
+            warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index")
+            warnings.filterwarnings(
+                "ignore", "autogenerate skipping metadata-specified expression-based index"
+            )
             context = MigrationContext.configure(
-                connection, opts={"compare_type": True, "compare_server_default": False}
+                connection,
+                opts={"compare_type": True, "compare_server_default": False},
             )
             differences = compare_metadata(context, db.metadata)
     finally:
