@@ -64,7 +64,10 @@ def add_sent_email(world, provider_message_id: str | None, to_address: str) -> E
 def timeline(email: Email) -> list[str]:
     return list(
         db.session.execute(
-            sa.select(EmailEvent.kind).where(EmailEvent.email_id == email.id).order_by(EmailEvent.occurred_at)
+            # Ties in time in the order stored (the fixture has a delivery and an open in one second).
+            sa.select(EmailEvent.kind)
+            .where(EmailEvent.email_id == email.id)
+            .order_by(EmailEvent.occurred_at, EmailEvent.id)
         ).scalars()
     )
 
