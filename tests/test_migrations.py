@@ -186,3 +186,71 @@ def test_the_models_and_the_migrations_describe_the_same_schema(migrated_databas
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_stored_event_keys_narrow_on_upgrade_and_the_same_events_are_still_recognised(scratch_app):
+    from webapp.extensions import db
+    from webapp.models import Email
+    from webapp.providers.base import ProviderEvent
+    from webapp.services import events as event_service
+
+    migrate_to(scratch_app, "0011")
+    now = utcnow().replace(microsecond=0)
+    with db.engine.begin() as connection:
+        connection.execute(
+            sa.text("INSERT INTO clinic (id, name, created_at) VALUES (1, 'C', :now)"), {"now": now}
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO client (id, clinic_id, name, email, phone, created_at)"
+                " VALUES (1, 1, 'N', 'n@example.com', '', :now)"
+            ),
+            {"now": now},
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO email (id, clinic_id, client_id, app_message_id, to_address, subject, body,"
+                " kind, status, version, provider, send_state, send_attempts, status_changed_at, created_at)"
+                " VALUES (1, 1, 1, 'm1', 'n@example.com', 'S', 'B', 'receipt', 'delivered', 0, 'sendgrid',"
+                " 'accepted', 1, :now, :now)"
+            ),
+            {"now": now},
+        )
+    stored = [
+        ProviderEvent("processed", now, app_message_id="m1"),
+        ProviderEvent("delivered", now, app_message_id="m1"),
+        ProviderEvent("click", now, app_message_id="m1", url="https://example.com/a"),
+    ]
+    event = sa.table(
+        "email_event",
+        *(sa.column(name) for name in ("email_id", "kind", "machine", "source", "dedupe_key")),
+        sa.column("occurred_at", UTCDateTime),
+        sa.column("created_at", UTCDateTime),
+    )
+    with db.engine.begin() as connection:
+        connection.execute(
+            event.insert(),
+            [
+                {
+                    "email_id": 1,
+                    "kind": item.kind,
+                    "machine": False,
+                    "source": "webhook",
+                    "dedupe_key": item.dedupe_key,  # 64 hex characters, as every key was
+                    "occurred_at": now,
+                    "created_at": now,
+                }
+                for item in stored
+            ],
+        )
+    migrate_to(scratch_app)
+
+    keys = sorted(db.session.execute(sa.text("SELECT dedupe_key FROM email_event")).scalars())
+    assert [bytes(key) for key in keys] == sorted(bytes.fromhex(item.dedupe_key[:32]) for item in stored)
+    # The same events again (a webhook retry, a poll) are recognised; a new one is stored.
+    email = db.session.get(Email, 1)
+    assert event_service.apply_events(email, stored, source="poll") is False
+    opened = ProviderEvent("open", now, app_message_id="m1")
+    assert event_service.apply_events(email, [*stored, opened], source="webhook") is True
+    db.session.commit()
+    assert db.session.execute(sa.text("SELECT count(*) FROM email_event")).scalar() == 4

@@ -42,6 +42,23 @@ class UTCDateTime(sa.types.TypeDecorator):
 
 JSONType = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
 
+
+class Digest(sa.types.TypeDecorator):
+    """A 16-byte digest stored as bytes (bytea, BLOB), read and written as its 32 hex characters.
+
+    Half the width of the hex text in the index that every stored event updates.
+    """
+
+    impl = sa.LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> bytes | None:
+        return None if value is None else bytes.fromhex(value[:32])
+
+    def process_result_value(self, value: bytes | None, dialect: Any) -> str | None:
+        return None if value is None else bytes(value).hex()
+
+
 ROLES = ("clinician", "owner", "support")
 MESSAGE_KINDS = {
     "appointment_reminder": "Appointment reminder",
@@ -173,7 +190,8 @@ class Email(db.Model):
 
 class EmailEvent(db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
-    email_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("email.id"), index=True)
+    # Indexed by the unique (email_id, dedupe_key) key, which also serves lookups by email.
+    email_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("email.id"))
     occurred_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime)
     kind: so.Mapped[str] = so.mapped_column(sa.String(30))
     reason: so.Mapped[str | None] = so.mapped_column(sa.Text)  # bounce/drop/deferral text
@@ -184,13 +202,18 @@ class EmailEvent(db.Model):
     machine: so.Mapped[bool] = so.mapped_column(default=False)  # provider says: machine open
     source: so.Mapped[str] = so.mapped_column(sa.String(20))  # app, webhook, poll
     raw: so.Mapped[dict | None] = so.mapped_column(JSONType)
-    # Stable across sources and retries, so a repeated event is stored once.
-    dedupe_key: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    # Stable across sources and retries, so a repeated event is stored once: the first 16 bytes of
+    # ProviderEvent.dedupe_key (events.stored_key), unique per email. Keyed by email first, the index
+    # pages a batch writes are those of its (mostly recent) emails, not random pages of all history.
+    dedupe_key: so.Mapped[str] = so.mapped_column(Digest)
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
 
     email: so.Mapped[Email] = so.relationship(back_populates="events")
 
-    __table_args__ = (sa.Index("ix_email_event_created_at", "created_at"),)  # the operator's view
+    __table_args__ = (
+        sa.UniqueConstraint("email_id", "dedupe_key", name="uq_email_event_email_id_dedupe_key"),
+        sa.Index("ix_email_event_created_at", "created_at"),  # the operator's view
+    )
 
 
 class SpamListEntry(db.Model):

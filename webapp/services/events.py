@@ -148,7 +148,7 @@ def _insert_new_events(rows: list[dict]) -> set[str]:
         if "\\u0000" in document:  # rare: clean every string, then write the document again
             document = json.dumps([_without_nul(row) for row in rows], default=_json_time)
         return set(db.session.execute(_RECORDSET_INSERT, {"rows": document}).scalars())
-    statement = _insert(EmailEvent).on_conflict_do_nothing().returning(EmailEvent.__table__.c.dedupe_key)
+    statement = _insert(EmailEvent).on_conflict_do_nothing().returning(EmailEvent.dedupe_key)
     inserted: set[str] = set()
     rows = [_without_nul(row) for row in rows]
     for start in range(0, len(rows), CHUNK):
@@ -170,11 +170,12 @@ _EVENT_COLUMNS = {
     "dedupe_key": "text",
     "created_at": "timestamptz",
 }
+_RECORDSET_SELECTED = {name: name for name in _EVENT_COLUMNS} | {"dedupe_key": "decode(dedupe_key, 'hex')"}
 _RECORDSET_INSERT = sa.text(
-    f"INSERT INTO email_event ({', '.join(_EVENT_COLUMNS)}) SELECT {', '.join(_EVENT_COLUMNS)} "
+    f"INSERT INTO email_event ({', '.join(_EVENT_COLUMNS)}) SELECT {', '.join(_RECORDSET_SELECTED.values())} "
     "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS rows("
     + ", ".join(f"{name} {kind}" for name, kind in _EVENT_COLUMNS.items())
-    + ") ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key"
+    + ") ON CONFLICT (email_id, dedupe_key) DO NOTHING RETURNING encode(dedupe_key, 'hex')"
 )
 
 
@@ -193,11 +194,15 @@ def _prefer_better_copies(rows: list[dict]) -> set[int]:
     stored = []
     keys = list(by_key)
     for start in range(0, len(keys), CHUNK):
+        chunk = [by_key[key] for key in keys[start : start + CHUNK]]
+        # Both columns of the unique key, so the lookup walks that index.
         stored += db.session.execute(
-            sa.select(table.c.id, table.c.dedupe_key, table.c.source, table.c.machine).where(
-                among(table.c.dedupe_key, keys[start : start + CHUNK])
+            sa.select(EmailEvent.id, EmailEvent.dedupe_key, EmailEvent.source, EmailEvent.machine).where(
+                among(EmailEvent.email_id, {row["email_id"] for row in chunk}),
+                among(EmailEvent.dedupe_key, [row["dedupe_key"] for row in chunk]),
             )
         ).all()
+    stored = [row for row in stored if row.dedupe_key in by_key]
     better = [
         (row.id, by_key[row.dedupe_key])
         for row in stored
@@ -339,6 +344,12 @@ def keep_for_later(events: Iterable[ProviderEvent]) -> int:
     return insert_ignoring_duplicates(PendingEvent, list({row["dedupe_key"]: row for row in rows}.values()))
 
 
+def stored_key(dedupe_key: str) -> str:
+    """The part of ProviderEvent.dedupe_key an event row keeps (models.Digest): its first 16 bytes,
+    in hex; unique per email, so 128 bits leave no room for two events of one email to collide."""
+    return dedupe_key[:32]
+
+
 def _event_row(email_id: int, event: ProviderEvent, source: str) -> dict:
     return {
         "email_id": email_id,
@@ -351,7 +362,7 @@ def _event_row(email_id: int, event: ProviderEvent, source: str) -> dict:
         "machine": event.machine,
         "source": source,
         "raw": event.raw or None,
-        "dedupe_key": event.dedupe_key,
+        "dedupe_key": stored_key(event.dedupe_key),
         "created_at": utcnow(),
     }
 

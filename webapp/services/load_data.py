@@ -373,10 +373,10 @@ def _seed_emails(
                                      dedupe_key, created_at)
             SELECT e.id, at, s.kind, s.reason, s.url, s.attempt, s.machine,
                    CASE WHEN s.kind = 'sending' THEN 'app' ELSE 'webhook' END, s.raw,
-                   encode(sha256(convert_to(
+                   substr(sha256(convert_to(
                        e.app_message_id || chr(31) || s.kind || chr(31) || extract(epoch FROM at)::bigint
                        || chr(31) || coalesce(s.url, '') || chr(31) || coalesce(s.attempt::text, ''),
-                       'UTF8')), 'hex'),
+                       'UTF8')), 1, 16),
                    now()
             FROM email e
             JOIN LATERAL (SELECT CASE {buckets} END AS plan FROM (SELECT (e.id % 100)::int AS b) x) p ON true

@@ -70,7 +70,17 @@ def apply_batch(batch_id: int) -> int:
     batch = db.session.get(WebhookBatch, batch_id)
     if batch is None:
         return 0
-    changed = apply_provider_events(webhook_parser(batch.provider)(batch.body), source="webhook")
+    events = webhook_parser(batch.provider)(batch.body)
+    # Batches mix emails, so two jobs at once share some: waiting for the other's row locks (held to
+    # its commit) serialised them. First the emails nobody holds, committed without waiting; then the
+    # rest, whose holder has mostly committed by then. If the job dies in between, the batch is still
+    # unapplied and the sweep applies it again: applying is idempotent.
+    changed, unknown, held = _apply_to_owners(events, "webhook", skip_held=True)
+    keep_for_later(unknown)
+    if held:
+        db.session.commit()
+        changed += apply_provider_events(held, source="webhook")
+        batch = db.session.get(WebhookBatch, batch_id)
     batch.applied_at = batch.applied_at or utcnow()
     db.session.commit()
     return changed
@@ -79,14 +89,19 @@ def apply_batch(batch_id: int) -> int:
 def apply_provider_events(events: Iterable[ProviderEvent], source: str) -> int:
     """Apply events to the emails they name, in a handful of statements whatever their number;
     keep the others for later. Return how many emails changed. The caller commits."""
-    changed, unknown = _apply_to_owners(list(events), source)
+    changed, unknown, _ = _apply_to_owners(list(events), source)
     keep_for_later(unknown)
     return changed
 
 
-def _apply_to_owners(events: list[ProviderEvent], source: str) -> tuple[int, list[ProviderEvent]]:
+def _apply_to_owners(
+    events: list[ProviderEvent], source: str, skip_held: bool = False
+) -> tuple[int, list[ProviderEvent], list[ProviderEvent]]:
     """Find each event's email (by our id, else by the provider's id and the recipient), apply
-    them, and return how many emails changed and the events whose email is not known (yet)."""
+    them, and return how many emails changed, the events whose email is not known (yet) and the
+    events left for later (skip_held: the emails another transaction holds locked, left without
+    waiting; only when every event carries our id). The caller commits.
+    """
     by_app_id: dict[str, list[ProviderEvent]] = defaultdict(list)
     by_provider_id: dict[str, list[ProviderEvent]] = defaultdict(list)
     unknown: list[ProviderEvent] = []
@@ -97,15 +112,21 @@ def _apply_to_owners(events: list[ProviderEvent], source: str) -> tuple[int, lis
             by_provider_id[event.provider_message_id].append(event)
         else:
             unknown.append(event)
-    rows = _owners(list(by_app_id), list(by_provider_id))
+    skip_held = skip_held and not by_provider_id
+    rows = _owners(list(by_app_id), list(by_provider_id), skip_held)
     owned: dict[int, list[ProviderEvent]] = defaultdict(list)
     known_app_ids = {row.app_message_id: row for row in rows.values()}
+    missing = [app_id for app_id in by_app_id if app_id not in known_app_ids]
+    held_ids = _existing_app_ids(missing) if skip_held and missing else set()
+    held: list[ProviderEvent] = []
     for app_id, chunk in by_app_id.items():
         row = known_app_ids.get(app_id)
-        if row is None:
-            unknown.extend(chunk)
-        else:
+        if row is not None:
             owned[row.id].extend(chunk)
+        elif app_id in held_ids:
+            held.extend(chunk)
+        else:
+            unknown.extend(chunk)
     sharing: dict[str, list[sa.Row]] = defaultdict(list)
     for row in rows.values():
         if row.provider_message_id in by_provider_id:
@@ -130,7 +151,17 @@ def _apply_to_owners(events: list[ProviderEvent], source: str) -> tuple[int, lis
         )
         for email_id, chunk in owned.items()
     }
-    return len(store_events(batch, source)), unknown
+    return len(store_events(batch, source)), unknown, held
+
+
+def _existing_app_ids(app_ids: list[str]) -> set[str]:
+    """Which of these ids name an email we have (without locking it)."""
+    found: set[str] = set()
+    for start in range(0, len(app_ids), CHUNK):
+        chunk = app_ids[start : start + CHUNK]
+        query = sa.select(Email.app_message_id).where(among(Email.app_message_id, chunk))
+        found.update(db.session.execute(query).scalars())
+    return found
 
 
 _OWNER_COLUMNS = (
@@ -144,9 +175,10 @@ _OWNER_COLUMNS = (
 )
 
 
-def _owners(app_ids: list[str], provider_ids: list[str]) -> dict[int, sa.Row]:
+def _owners(app_ids: list[str], provider_ids: list[str], skip_held: bool = False) -> dict[int, sa.Row]:
     """Look up and lock the emails named by our ids or by the provider's, in id order, like the
-    poller: concurrent writers then lock emails in one order."""
+    poller: concurrent writers then lock emails in one order. skip_held (our ids only): leave out,
+    without waiting, the emails another transaction holds."""
     if not provider_ids:
         # The usual case: one statement per chunk both finds and locks.
         found = {}
@@ -157,7 +189,7 @@ def _owners(app_ids: list[str], provider_ids: list[str]) -> dict[int, sa.Row]:
                     sa.select(*_OWNER_COLUMNS)
                     .where(among(Email.app_message_id, app_ids[start : start + CHUNK]))
                     .order_by(Email.id)
-                    .with_for_update()
+                    .with_for_update(skip_locked=skip_held)
                 )
             )
         return found
@@ -224,7 +256,7 @@ def adopt_pending_events(now: datetime) -> int:
         )
     ).scalars()
     events = [ProviderEvent.from_dict(row.payload) for row in pending]
-    changed, unknown = _apply_to_owners(events, "webhook")
+    changed, unknown, _ = _apply_to_owners(events, "webhook")
     # An event still without its email (two emails of one request to one address) waits on.
     waiting = {id(event) for event in unknown}
     for row, event in zip(pending, events, strict=True):
