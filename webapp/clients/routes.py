@@ -24,7 +24,7 @@ from webapp.clients import bp
 from webapp.clients.forms import AddressForm, SandboxMailForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
 from webapp.models import Client, Clinic, utcnow
-from webapp.params import page_number, whole_number
+from webapp.params import id_list, page_number, whole_number
 from webapp.security import clinic_staff_required, current_clinic_id, session_is_live
 from webapp.services import accounts, addresses, changes, clients, demo, messages, sending
 from webapp.templating import clinic_timezone
@@ -181,7 +181,12 @@ def _log_context(client: Client) -> dict:
     status_key = request.args.get("status", "")
     status_filter = status_key if status_key in statuses.BY_KEY else ""
     marker = changes.current_marker(clinic_id, client_id)
-    rows = clients.email_log(clinic_id, client_id, status_filter or None, now, clinic_timezone() or "UTC")
+    # The browser says which rows it has open: their timelines come with the log, fresh, so a
+    # refresh keeps them open without a request each; every other timeline is fetched when opened.
+    open_ids = id_list("open", clients.MAX_OPEN_TIMELINES)
+    rows = clients.email_log(
+        clinic_id, client_id, status_filter or None, now, clinic_timezone() or "UTC", open_ids
+    )
     config = current_app.config
     soon = any(row.status.can_change_soon for row in rows)
     # The browser may be told "unchanged" only until the next time-driven change (a row going
@@ -205,6 +210,7 @@ def _log_context(client: Client) -> dict:
             status.help_key: url_for("help.status", key=status.help_key) for status in statuses.ALL
         },
         "resend_url": _url_pattern("emails.resend", "email_id"),
+        "timeline_url": _url_pattern("emails.timeline", "email_id"),
     }
 
 

@@ -327,19 +327,45 @@ class TimelineEntry:
     detail: str = ""
     url: str = ""
     tags: list[str] = field(default_factory=list)
-    # As the log shows it (set by email_log): the time alone on the email's own day, else with the date.
-    style: str = "datetime"
-    shown_at: str = ""
+
+
+# What a timeline line carries, as the template unpacks it: datetime attribute, style, time
+# shown, label, detail, url, tags (one tuple instead of seven attribute lookups per line).
+TimelineLine = tuple[str, str, str, str, str, str, list[str]]
+# One email's timeline shows at most this many events (a link scanner may click thousands of times).
+MAX_TIMELINE_EVENTS = 500
+# The log renders the timelines of the rows open in the browser (it says which); at most this many.
+MAX_OPEN_TIMELINES = 20
+# Event kinds a log row reads without its timeline: why it failed, and a failure after delivery.
+_ROW_EVENT_KINDS = ("delivered", "bounce", "dropped", "rejected", "expired", "spamreport")
+
+
+@dataclass
+class Timeline:
+    """One email's timeline as its opened log row and its own page show it."""
+
+    email: Email
+    status: statuses.Status
+    lines: list[TimelineLine]
+    resent: Email | None = None  # the newer email that resent this one
+    original: Email | None = None  # the email this one resent
+    # Whether the original is within the log's days, so the client file has a row to link to.
+    original_in_log: bool = False
+    more: bool = False  # events past MAX_TIMELINE_EVENTS, not shown
+
+    @property
+    def max_events(self) -> int:
+        """How many events a timeline shows at most."""
+        return MAX_TIMELINE_EVENTS
 
 
 @dataclass
 class LogRow:
-    """One email of the log with everything its row shows."""
+    """One email of the log with everything its row shows (its timeline only when open)."""
 
     email: Email
     status: statuses.Status
     stuck: bool
-    timeline: list[TimelineEntry]
     late_change: LateChange | None
     failure: str
     resent: Email | None = None  # the newer email that resent this one
@@ -350,24 +376,8 @@ class LogRow:
     # As the log shows them, in the clinic's time zone (formatted once here, not per template call).
     created_shown: str = ""
     changed_ago: str = ""
-
-    @property
-    def lines(self) -> list[tuple[str, str, str, str, str, str, list[str]]]:
-        """The timeline as the log shows it, one tuple per line (datetime attribute, style, time
-        shown, label, detail, url, tags): the template unpacks them instead of looking up seven
-        attributes on each of 1,400 lines."""
-        return [
-            (
-                entry.at.isoformat(),
-                entry.style,
-                entry.shown_at,
-                entry.label,
-                entry.detail,
-                entry.url,
-                entry.tags,
-            )
-            for entry in self.timeline
-        ]
+    # Rendered with the row only when the browser has it open; otherwise fetched when opened.
+    timeline: Timeline | None = None
 
     @property
     def kind_label(self) -> str:
@@ -377,10 +387,15 @@ class LogRow:
 
 
 def email_log(
-    clinic_id: int, client_id: int, status_key: str | None, now: datetime, tz: str = "UTC"
+    clinic_id: int,
+    client_id: int,
+    status_key: str | None,
+    now: datetime,
+    tz: str = "UTC",
+    open_ids: set[int] | frozenset[int] = frozenset(),
 ) -> list[LogRow]:
-    """Return the client's emails of the past 30 days, newest first, each with its timeline
-    (times formatted in the time zone `tz`)."""
+    """Return the client's emails of the past 30 days, newest first; the rows in `open_ids` (at most
+    MAX_OPEN_TIMELINES) carry their timeline, times formatted in the time zone `tz`."""
     select = (
         sa.select(Email)
         .where(
@@ -394,7 +409,10 @@ def email_log(
     if status_key in statuses.BY_KEY:
         select = select.where(Email.status == status_key)
     emails = list(db.session.execute(select).scalars())
-    events = _events_of([email.id for email in emails])
+    # Only a failed or spam-reported row reads events without its timeline (why it failed, and
+    # whether that came after delivery), and only those kinds of event.
+    ending = {statuses.FAILED.key, statuses.SPAM_REPORT.key}
+    events = _events_of([email.id for email in emails if email.status in ending], _ROW_EVENT_KINDS)
     zone = timezones.zone(tz)
     rows = [_log_row(email, events.get(email.id, []), now, zone) for email in emails]
     resends = {
@@ -408,32 +426,105 @@ def email_log(
     for row in rows:
         row.resent = resends.get(row.email.id)
     _mark_superseded(clinic_id, client_id, rows, now)
+    wanted = set(sorted(open_ids)[:MAX_OPEN_TIMELINES])
+    opened = [row for row in rows if row.email.id in wanted]
+    timelines = _timelines([row.email for row in opened], resends, now, zone)
+    for row, timeline in zip(opened, timelines, strict=True):
+        row.timeline = timeline
     return rows
 
 
-def _events_of(email_ids: list[int]) -> dict[int, list[Any]]:
-    """The events of these emails as plain rows (only what a timeline reads), in Email.events' order:
-    1,400 of them as ORM objects cost more than the rest of the log."""
+def email_timeline(clinic_id: int, email_id: int, now: datetime, tz: str = "UTC") -> Timeline:
+    """Return the timeline of the clinic's email with this id, or abort with 404."""
+    email = get_email(clinic_id, email_id)
+    resends = {
+        resend.resend_of_id: resend
+        for resend in db.session.execute(
+            sa.select(Email)
+            .where(Email.clinic_id == clinic_id, Email.resend_of_id == email.id)
+            .order_by(Email.created_at)
+        ).scalars()
+    }
+    return _timelines([email], resends, now, timezones.zone(tz))[0]
+
+
+def _timelines(emails: list[Email], resends: dict[int, Email], now: datetime, zone: tzinfo) -> list[Timeline]:
+    """Build the timelines of these emails (each bounded to MAX_TIMELINE_EVENTS events)."""
+    events = _events_of([email.id for email in emails], limit=MAX_TIMELINE_EVENTS + 1)
+    originals = _originals(emails)
+    result = []
+    for email in emails:
+        own = events.get(email.id, [])
+        original = originals.get(email.resend_of_id or 0)
+        result.append(
+            Timeline(
+                email=email,
+                status=statuses.get(email.status),
+                lines=_lines(build_timeline(own[:MAX_TIMELINE_EVENTS]), email.created_at, zone),
+                resent=resends.get(email.id),
+                original=original,
+                original_in_log=original is not None
+                and original.created_at >= now - timedelta(days=LOG_DAYS),
+                more=len(own) > MAX_TIMELINE_EVENTS,
+            )
+        )
+    return result
+
+
+def _originals(emails: list[Email]) -> dict[int, Email]:
+    """The emails these ones resent, by id (same clinic: a resend is made from its original)."""
+    ids = [email.resend_of_id for email in emails if email.resend_of_id]
+    if not ids:
+        return {}
+    found = db.session.execute(sa.select(Email).where(Email.id.in_(ids))).scalars()
+    return {email.id: email for email in found}
+
+
+def _lines(timeline: list[TimelineEntry], created_at: datetime, zone: tzinfo) -> list[TimelineLine]:
+    """The timeline's lines as shown: the time alone on the email's own day, else with the date."""
+    created = created_at.astimezone(zone).date()
+    lines = []
+    for entry in timeline:
+        at = entry.at.astimezone(zone)
+        if at.date() == created:
+            style, shown = "time", timezones.format_time(at)
+        else:
+            style, shown = "datetime", timezones.format_datetime(at)
+        lines.append((entry.at.isoformat(), style, shown, entry.label, entry.detail, entry.url, entry.tags))
+    return lines
+
+
+def _events_of(
+    email_ids: list[int], kinds: Sequence[str] | None = None, limit: int | None = None
+) -> dict[int, list[Any]]:
+    """The events of these emails as plain rows (only what a timeline reads), in Email.events' order;
+    only of these `kinds` when given, and the first `limit` of each email when given."""
     by_email: dict[int, list[Any]] = {}
     if not email_ids:
         return by_email
-    rows = db.session.execute(
-        sa.select(
-            EmailEvent.email_id,
-            EmailEvent.occurred_at,
-            EmailEvent.kind,
-            EmailEvent.reason,
-            EmailEvent.reject_reason,
-            EmailEvent.url,
-            EmailEvent.attempt,
-            EmailEvent.machine,
-            EmailEvent.raw,
-            EmailEvent.dedupe_key,
-        )
-        .where(EmailEvent.email_id.in_(email_ids))
-        .order_by(EmailEvent.occurred_at, EmailEvent.id)
-    )
-    for row in rows:
+    order = (EmailEvent.occurred_at, EmailEvent.id)
+    columns = [
+        EmailEvent.email_id,
+        EmailEvent.occurred_at,
+        EmailEvent.kind,
+        EmailEvent.reason,
+        EmailEvent.reject_reason,
+        EmailEvent.url,
+        EmailEvent.attempt,
+        EmailEvent.machine,
+        EmailEvent.raw,
+        EmailEvent.dedupe_key,
+        EmailEvent.id,
+    ]
+    select = sa.select(*columns).where(EmailEvent.email_id.in_(email_ids))
+    if kinds is not None:
+        select = select.where(EmailEvent.kind.in_(kinds))
+    if limit is not None:
+        number = sa.func.row_number().over(partition_by=EmailEvent.email_id, order_by=order).label("n")
+        numbered = select.add_columns(number).subquery()
+        select = sa.select(*(numbered.c[column.key] for column in columns)).where(numbered.c.n <= limit)
+        order = (numbered.c.occurred_at, numbered.c.id)
+    for row in db.session.execute(select.order_by(*order)):
         by_email.setdefault(row.email_id, []).append(row)
     return by_email
 
@@ -510,23 +601,14 @@ def stuck_deadline(rows: list[LogRow]) -> datetime | None:
 
 def _log_row(email: Email, events: list[Any], now: datetime, zone: tzinfo) -> LogRow:
     status = statuses.get(email.status)
-    timeline = build_timeline(events)
-    created = email.created_at.astimezone(zone)
-    for entry in timeline:
-        at = entry.at.astimezone(zone)
-        if at.date() == created.date():
-            entry.style, entry.shown_at = "time", timezones.format_time(at)
-        else:
-            entry.shown_at = timezones.format_datetime(at)
     return LogRow(
         email=email,
         status=status,
         stuck=is_stuck(email, now),
-        timeline=timeline,
-        late_change=late_change_sentence(timeline),
+        late_change=late_change_sentence(build_timeline(events)) if events else None,
         failure=failure_reason(email, events) if status == statuses.FAILED else "",
         in_doubt=email.send_state == "in_doubt",
-        created_shown=timezones.format_datetime(created),
+        created_shown=timezones.format_datetime(email.created_at.astimezone(zone)),
         changed_ago=timezones.ago(email.status_changed_at, now),
     )
 
