@@ -201,12 +201,12 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
     latest_emails = {
         email.client_id: email
         for email in db.session.execute(
-            sa.select(Email)
-            .join(newest, newest.c.id == Email.id)
-            .where(newest.c.n == 1)
-            .options(sa.orm.selectinload(Email.events))
+            sa.select(Email).join(newest, newest.c.id == Email.id).where(newest.c.n == 1)
         ).scalars()
     }
+    # Only a failed one needs its events (to say why): read those alone, in one query for the list.
+    failed_ids = [email.id for email in latest_emails.values() if email.status == statuses.FAILED.key]
+    failure_events = _events_of(failed_ids, _ROW_EVENT_KINDS)
     reports = _spam_reports(clients, {address for address in addresses if address in spam})
     waiting = provider_lifts_pending({address for address in addresses if address in spam})
     health = {}
@@ -239,7 +239,8 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
         elif latest is None:
             health[client.id] = AddressHealth("fine")
         elif latest.status == statuses.FAILED.key:
-            health[client.id] = AddressHealth("failure", latest=latest, failure_reason=failure_reason(latest))
+            reason = failure_reason(latest, failure_events.get(latest.id, []))
+            health[client.id] = AddressHealth("failure", latest=latest, failure_reason=reason)
         elif is_stuck(latest, now):
             health[client.id] = AddressHealth("stuck", latest=latest)
         elif latest.status == statuses.DEFERRED.key:
@@ -457,19 +458,15 @@ def email_log(
     events = _events_of([email.id for email in emails if email.status in ending], _ROW_EVENT_KINDS)
     zone = timezones.zone(tz)
     rows = [_log_row(email, events.get(email.id, []), now, zone) for email in emails]
-    resends = {
-        email.resend_of_id: email
-        for email in db.session.execute(
-            sa.select(Email)
-            .where(Email.clinic_id == clinic_id, Email.resend_of_id.in_([row.email.id for row in rows]))
-            .order_by(Email.created_at)
-        ).scalars()
-    }
+    wanted = set(sorted(open_ids)[:MAX_OPEN_TIMELINES])
+    opened = [row for row in rows if row.email.id in wanted]
+    # Whether an email was resent shows on a failed row, and in an open timeline.
+    resends = _resends(
+        clinic_id, [row.email.id for row in rows if row.status == statuses.FAILED or row in opened]
+    )
     for row in rows:
         row.resent = resends.get(row.email.id)
     _mark_superseded(clinic_id, client_id, rows, now)
-    wanted = set(sorted(open_ids)[:MAX_OPEN_TIMELINES])
-    opened = [row for row in rows if row.email.id in wanted]
     timelines = _timelines([row.email for row in opened], resends, now, zone)
     for row, timeline in zip(opened, timelines, strict=True):
         row.timeline = timeline
@@ -479,15 +476,20 @@ def email_log(
 def email_timeline(clinic_id: int, email_id: int, now: datetime, tz: str = "UTC") -> Timeline:
     """Return the timeline of the clinic's email with this id, or abort with 404."""
     email = get_email(clinic_id, email_id)
-    resends = {
-        resend.resend_of_id: resend
-        for resend in db.session.execute(
-            sa.select(Email)
-            .where(Email.clinic_id == clinic_id, Email.resend_of_id == email.id)
-            .order_by(Email.created_at)
-        ).scalars()
-    }
-    return _timelines([email], resends, now, timezones.zone(tz))[0]
+    return _timelines([email], _resends(clinic_id, [email.id]), now, timezones.zone(tz))[0]
+
+
+def _resends(clinic_id: int, email_ids: list[int]) -> dict[int, Email]:
+    """The newest email that resent each of these emails, by the resent email's id."""
+    if not email_ids:
+        return {}
+    resends = db.session.execute(
+        sa.select(Email)
+        .where(Email.clinic_id == clinic_id, Email.resend_of_id.in_(email_ids))
+        .order_by(Email.created_at)
+    ).scalars()
+    # Later rows overwrite earlier ones: the newest resend wins.
+    return {email.resend_of_id: email for email in resends if email.resend_of_id is not None}
 
 
 def _timelines(
