@@ -82,7 +82,10 @@
     // Busy while it loads, so a screen reader announces the timeline once, when it has arrived.
     timeline.setAttribute("aria-busy", "true");
     timeline.textContent = "Loading the timeline…";
-    htmx.ajax("GET", button.dataset.timelineUrl, { source: button, target: timeline, swap: "innerHTML" });
+    // The list says where timelines are ("/emails/{}/timeline"): once, not on each of its rows.
+    const pattern = button.closest("[data-timeline-url]").dataset.timelineUrl;
+    const id = button.getAttribute("aria-controls").replace("timeline-", "");
+    htmx.ajax("GET", pattern.replace("{}", id), { source: button, target: timeline, swap: "innerHTML" });
   }
 
   document.addEventListener("htmx:afterRequest", function (event) {

@@ -177,7 +177,6 @@ def _log_context(client: Client) -> dict:
     now = utcnow()
     clinic_id = current_clinic_id()
     client_id = client.id
-    health = clients.address_health([client], now)[client.id]
     status_key = request.args.get("status", "")
     status_filter = status_key if status_key in statuses.BY_KEY else ""
     marker = changes.current_marker(clinic_id, client_id)
@@ -187,6 +186,8 @@ def _log_context(client: Client) -> dict:
     rows = clients.email_log(
         clinic_id, client_id, status_filter or None, now, clinic_timezone() or "UTC", open_ids
     )
+    # The unfiltered log holds the client's newest email: its address health needs no query for it.
+    health = clients.address_health([client], now, None if status_filter else rows)[client.id]
     config = current_app.config
     soon = any(row.status.can_change_soon for row in rows)
     # The browser may be told "unchanged" only until the next time-driven change (a row going

@@ -133,7 +133,7 @@ class AddressHealth:
     spam_email: Email | None = None
     # When the client reported it (None: we only know the address is listed since `listed_at`).
     reported_at: datetime | None = None
-    latest: Email | None = None  # the newest email to the address on file
+    latest: Email | LogEmail | None = None  # the newest email to the address on file
     failure_reason: str = ""
     # The client's request to come off the list was approved, but the provider lifts the block
     # only when asked (Postmark, for a spam complaint): since when support is asking it.
@@ -161,7 +161,7 @@ class AddressHealth:
         return self.state == "spam"
 
     @property
-    def failed_email(self) -> Email | None:
+    def failed_email(self) -> Email | LogEmail | None:
         """The newest email, when it failed (what the failure banner is about)."""
         return self.latest if self.state == "failure" else None
 
@@ -171,8 +171,11 @@ class AddressHealth:
         return self.spam_entry.reported_at if self.spam_entry else None
 
 
-def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHealth]:
-    """Return the address health of each client, in three queries for the whole list."""
+def address_health(
+    clients: list[Client], now: datetime, log: list[LogRow] | None = None
+) -> dict[int, AddressHealth]:
+    """Return the address health of each client, in three queries for the whole list (two when
+    `log` is one client's unfiltered email log, which holds its newest email)."""
     if not clients:
         return {}
     addresses = {_address(client.email) for client in clients}
@@ -182,30 +185,14 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
             sa.select(SpamListEntry).where(SpamListEntry.address.in_(addresses))
         ).scalars()
     }
-    newest = (
-        sa.select(
-            Email.id,
-            sa.func.row_number()
-            .over(partition_by=Email.client_id, order_by=(Email.created_at.desc(), Email.id.desc()))
-            .label("n"),
-        )
-        .join(Client, Client.id == Email.client_id)
-        .where(
-            Email.client_id.in_([client.id for client in clients]),
-            Email.created_at >= now - timedelta(days=LOG_DAYS),
-            # An email to an address since corrected says nothing about the address on file.
-            sa.func.lower(Email.to_address) == sa.func.lower(Client.email),
-        )
-        .subquery()
-    )
-    latest_emails = {
-        email.client_id: email
-        for email in db.session.execute(
-            sa.select(Email).join(newest, newest.c.id == Email.id).where(newest.c.n == 1)
-        ).scalars()
-    }
+    if log is not None and len(clients) == 1:
+        latest_emails = {clients[0].id: newest_in_log(clients[0], log)}
+    else:
+        latest_emails = _newest_emails(clients, now)
     # Only a failed one needs its events (to say why): read those alone, in one query for the list.
-    failed_ids = [email.id for email in latest_emails.values() if email.status == statuses.FAILED.key]
+    failed_ids = [
+        email.id for email in latest_emails.values() if email and email.status == statuses.FAILED.key
+    ]
     failure_events = _events_of(failed_ids, _ROW_EVENT_KINDS)
     reports = _spam_reports(clients, {address for address in addresses if address in spam})
     waiting = provider_lifts_pending({address for address in addresses if address in spam})
@@ -248,6 +235,40 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
         else:
             health[client.id] = AddressHealth("fine", latest=latest)
     return health
+
+
+def _newest_emails(clients: list[Client], now: datetime) -> dict[int, Email]:
+    """The newest email of the log's days to each client's address on file, by client id."""
+    newest = (
+        sa.select(
+            Email.id,
+            sa.func.row_number()
+            .over(partition_by=Email.client_id, order_by=(Email.created_at.desc(), Email.id.desc()))
+            .label("n"),
+        )
+        .join(Client, Client.id == Email.client_id)
+        .where(
+            Email.client_id.in_([client.id for client in clients]),
+            Email.created_at >= now - timedelta(days=LOG_DAYS),
+            # An email to an address since corrected says nothing about the address on file.
+            sa.func.lower(Email.to_address) == sa.func.lower(Client.email),
+        )
+        .subquery()
+    )
+    latest_emails = {
+        email.client_id: email
+        for email in db.session.execute(
+            sa.select(Email).join(newest, newest.c.id == Email.id).where(newest.c.n == 1)
+        ).scalars()
+    }
+    return latest_emails
+
+
+def newest_in_log(client: Client, log: list[LogRow]) -> LogEmail | None:
+    """The newest email to the client's address on file in its unfiltered log (newest first)."""
+    address = client.email.lower()
+    # An email to an address since corrected says nothing about the address on file.
+    return next((row.email for row in log if row.email.to_address.lower() == address), None)
 
 
 def _address(address: str) -> str:
