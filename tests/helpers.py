@@ -102,6 +102,13 @@ def row_html(html: str, email: Email) -> str:
     return match.group(1)
 
 
+def timeline_html(client, email: Email) -> str:
+    """Return the markup of an email's timeline as its log row fetches it when opened."""
+    response = htmx_get(client, f"/emails/{email.id}/timeline", trigger=f"toggle-{email.id}")
+    assert response.status_code == 200, response.status_code
+    return response.get_data(as_text=True)
+
+
 def text(html: str) -> str:
     """Collapse markup into the words a reader sees."""
     words = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()

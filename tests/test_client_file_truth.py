@@ -399,7 +399,7 @@ def test_an_older_failed_email_offers_no_resend_once_a_later_copy_was_delivered(
 
 
 def test_a_delivered_email_the_client_cannot_find_is_resent_after_the_junk_folder_check(signed_in_jane):
-    from tests.helpers import emails_of, row_html
+    from tests.helpers import emails_of, timeline_html
 
     client, jane = signed_in_jane
     delivered = add_email(jane, subject="Your intake form", events=DELIVERED)
@@ -409,9 +409,9 @@ def test_a_delivered_email_the_client_cannot_find_is_resent_after_the_junk_folde
     )
     page = client.get(f"/clients/{jane.id}").get_data(as_text=True)
     for email in (delivered, opened):
-        assert f'action="/emails/{email.id}/resend"' in row_html(page, email)
-        assert "Jane Doe says it never arrived?" in text(row_html(page, email))
-    assert f'action="/emails/{clicked.id}/resend"' not in row_html(page, clicked)
+        assert f'action="/emails/{email.id}/resend"' in timeline_html(client, email)
+        assert "Jane Doe says it never arrived?" in text(timeline_html(client, email))
+    assert f'action="/emails/{clicked.id}/resend"' not in timeline_html(client, clicked) + page
 
     confirm = text(client.post(f"/emails/{delivered.id}/resend").get_data(as_text=True))
     assert "was delivered: Jane Doe’s email provider accepted it at" in confirm
@@ -428,9 +428,9 @@ def test_a_delivered_email_the_client_cannot_find_is_resent_after_the_junk_folde
     resent = emails_of(jane)[-1]
     assert resent.resend_of_id == delivered.id and resent.subject == "Your intake form"
     page = client.get(f"/clients/{jane.id}").get_data(as_text=True)
-    assert "Jane Doe could not find it: resent" in text(row_html(page, delivered))
-    assert "which Jane Doe could not find." in text(row_html(page, resent))
-    assert f'action="/emails/{delivered.id}/resend"' not in row_html(page, delivered)
+    assert "Jane Doe could not find it: resent" in text(timeline_html(client, delivered))
+    assert "which Jane Doe could not find." in text(timeline_html(client, resent))
+    assert f'action="/emails/{delivered.id}/resend"' not in timeline_html(client, delivered) + page
 
 
 def test_the_address_is_corrected_from_the_client_file_and_audited(signed_in_jane, world):

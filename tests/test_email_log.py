@@ -24,6 +24,7 @@ from tests.helpers import (
     poll_url,
     row_html,
     text,
+    timeline_html,
 )
 from webapp.extensions import db
 from webapp.models import Client, utcnow
@@ -279,7 +280,7 @@ def test_the_log_filters_by_status(signed_in, world):
     assert "No emails with this status in the past 30 days." in empty
 
 
-def test_each_row_has_a_timeline_with_every_event_and_its_detail(signed_in, world):
+def test_a_rows_timeline_is_fetched_when_opened_with_every_event_and_its_detail(signed_in, world):
     jane = world.client_a
     sent = (utcnow() - timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0)
     email = add_email(
@@ -297,9 +298,14 @@ def test_each_row_has_a_timeline_with_every_event_and_its_detail(signed_in, worl
     )
     html = signed_in.get(f"/clients/{jane.id}").get_data(as_text=True)
     row = row_html(html, email)
-    timeline = row[row.index(f'id="timeline-{email.id}"') :]
     assert f'aria-controls="timeline-{email.id}"' in row and 'aria-expanded="false"' in row
-    words = text(timeline)
+    assert 'data-timeline-url="/emails/{}/timeline"' in html  # where the toggle fetches it
+    # The closed row carries an empty timeline: its content comes when the row is opened.
+    assert re.search(rf'<div class="timeline" id="timeline-{email.id}" aria-live="polite" hidden></div>', row)
+    assert "Queued for sending" not in html and "scan-me" not in html
+    # Without JavaScript the row links to the email's timeline page.
+    assert f'<noscript><p class="timeline-link"><a href="/emails/{email.id}/timeline">' in row
+    words = text(timeline_html(signed_in, email))
     assert "09:00 UTC Queued for sending" in words
     assert "09:01 UTC Deferred by the receiving server attempt 1; 421 4.7.0 Try again later" in words
     assert "09:10 UTC Deferred by the receiving server attempt 2; 421 4.7.0 Try again later" in words
@@ -310,6 +316,73 @@ def test_each_row_has_a_timeline_with_every_event_and_its_detail(signed_in, worl
     assert "10:01 UTC Link clicked https://clinic.example/intake?a=1&b=2 likely automated" not in words
     # A clicked URL is text, never a link the clinician could follow by accident.
     assert '<a href="https://clinic.example' not in html
+
+
+def test_the_log_renders_only_the_timelines_the_browser_has_open(signed_in, world, monkeypatch):
+    from webapp.services import clients
+
+    jane = world.client_a
+    shut = add_email(
+        jane, subject="Shut one", events=[*DELIVERED, (60, "click", {"url": "https://shut.example"})]
+    )
+    opened = add_email(
+        jane, subject="Open one", events=[*DELIVERED, (60, "click", {"url": "https://open.example"})]
+    )
+    other_clinic = add_email(world.client_b, events=DELIVERED)
+    # The log's automatic refresh says which rows are open; anything else in `open` is ignored.
+    query = f"open={opened.id},{other_clinic.id},abc,-3,99999999999999999999,,{2**31}"
+    response = htmx_get(signed_in, f"/clients/{jane.id}/emails?{query}")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    row = row_html(html, opened)
+    assert 'aria-expanded="true"' in row and "data-loaded" in row
+    assert "https://open.example" in row and "Link clicked" in row
+    assert "Jane Doe says it never arrived?" not in row  # clicked: it arrived
+    # The rows it was not asked for carry no timeline at all.
+    assert re.search(rf'<div class="timeline" id="timeline-{shut.id}" aria-live="polite" hidden></div>', html)
+    assert "https://shut.example" not in html
+    assert html.count('class="event-label"') == 4  # the open row's: sending, processed, delivered, click
+    assert f"email-{other_clinic.id}" not in html
+
+    # At most MAX_OPEN_TIMELINES of them, however many the browser names.
+    monkeypatch.setattr(clients, "MAX_OPEN_TIMELINES", 1)
+    html = htmx_get(signed_in, f"/clients/{jane.id}/emails?open={shut.id},{opened.id}").get_data(as_text=True)
+    assert html.count("data-loaded") == 1
+    long = ",".join(str(shut.id) for _ in range(5000))
+    assert htmx_get(signed_in, f"/clients/{jane.id}/emails?open={long}").status_code == 200
+
+
+def test_a_timeline_is_shown_only_to_its_clinic_and_bounded(app, signed_in, world, monkeypatch):
+    from webapp.services import clients
+
+    email = add_email(world.client_a, events=[*DELIVERED, *((60 + n, "open", {}) for n in range(5))])
+    theirs = add_email(world.client_b, events=DELIVERED)
+    assert "Opened" in text(timeline_html(signed_in, email))
+    for url in (f"/emails/{theirs.id}/timeline", "/emails/999999/timeline", f"/emails/{2**31}/timeline"):
+        assert htmx_get(signed_in, url).status_code == 404
+        assert signed_in.get(url).status_code == 404
+    other = app.test_client()
+    login(other, "clinician@b.example")
+    assert htmx_get(other, f"/emails/{email.id}/timeline").status_code == 404
+    assert htmx_get(other, f"/emails/{theirs.id}/timeline").status_code == 200
+    anonymous = app.test_client().get(f"/emails/{email.id}/timeline")
+    assert anonymous.status_code in (302, 401) and "Opened" not in anonymous.get_data(as_text=True)
+
+    monkeypatch.setattr(clients, "MAX_TIMELINE_EVENTS", 4)
+    words = text(timeline_html(signed_in, email))
+    assert words.count("Opened") == 1 and "Only the first 4 events are shown." in words
+
+
+def test_without_javascript_a_timeline_is_a_page_of_its_own(signed_in, world):
+    jane = world.client_a
+    email = add_email(jane, subject="Your intake form", events=DELIVERED)
+    page = signed_in.get(f"/emails/{email.id}/timeline")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "<h1>Timeline of “Your intake form”</h1>" in html
+    assert f'href="/clients/{jane.id}#email-{email.id}"' in html  # back to its row
+    words = text(html)
+    assert "Delivered to the receiving server" in words and "Jane Doe says it never arrived?" in words
 
 
 def test_a_late_bounce_or_drop_is_explained_in_a_sentence(signed_in, world):
@@ -346,7 +419,9 @@ def test_a_late_bounce_or_drop_is_explained_in_a_sentence(signed_in, world):
     assert "Not delivered: the address does not exist at the receiving provider" in row
     row = text(row_html(html, dropped))
     assert "then" not in row  # never delivered: nothing late about it
-    assert "Not delivered:" in row and "Dropped by the email provider" in row
+    assert "Not delivered:" in row and "Dropped by the email provider" in text(
+        timeline_html(signed_in, dropped)
+    )
     assert "Delivered at 10:02 UTC, then reported as spam at 12:00 UTC." in text(row_html(html, reported))
 
 
@@ -637,9 +712,11 @@ def test_a_failed_email_is_resent_after_a_confirmation_to_a_corrected_address(si
     assert len(get_queue()) == 1
 
     page = signed_in.get(f"/clients/{jane.id}").get_data(as_text=True)
-    timeline = text(row_html(page, resent))
+    opened = timeline_html(signed_in, resent)
+    timeline = text(opened)
     assert "Resend of the email of" in timeline and "to jane@typo.example, which failed." in timeline
-    assert f'href="#email-{failed.id}"' in row_html(page, resent)
+    # The original's row on the client file (the log may be filtered to hide it: the link unfilters).
+    assert f'href="/clients/{jane.id}#email-{failed.id}"' in opened
     assert "Resending “Intake form” to jane.new@example.com." in page
     # The failed email now says it was resent, and offers no second resend.
     assert f'action="/emails/{failed.id}/resend"' not in row_html(page, failed)

@@ -125,6 +125,9 @@ def pages(stage: Stage, owner: FlaskClient, support: FlaskClient, anonymous: Fla
     yield "client list (htmx)", owner.get("/clients", query_string={"q": value[:200]}, headers=htmx)
     yield "client file", owner.get(f"/clients/{a}")
     yield "email log partial", owner.get(f"/clients/{a}/emails", headers=htmx)
+    yield "email log partial, a row open", owner.get(f"/clients/{a}/emails?open={email}", headers=htmx)
+    yield "timeline partial", owner.get(f"/emails/{email}/timeline", headers=htmx)
+    yield "timeline page", owner.get(f"/emails/{email}/timeline")
     yield "blocked client file", owner.get(f"/clients/{blocked}")
     yield "resend confirmation", owner.post(f"/emails/{email}/resend")
     yield (
@@ -201,7 +204,12 @@ def test_click_urls_are_shown_as_text_never_as_links(app, world, url):
     owner = app.test_client()
     login(owner, world.users["owner"].email)
     html = owner.get(f"/clients/{stage.world.client_a.id}").get_data(as_text=True)
-    assert f'<span class="event-url wrap">{escape(url)}</span>' in html
+    # The row's timeline, as fetched when opened and as its own page.
+    html += owner.get(f"/emails/{stage.failed.id}/timeline", headers={"HX-Request": "true"}).get_data(
+        as_text=True
+    )
+    html += owner.get(f"/emails/{stage.failed.id}/timeline").get_data(as_text=True)
+    assert html.count(f'<span class="event-url wrap">{escape(url)}</span>') == 2
     links = Links()
     links.feed(html)
     assert links.urls and not any(url in link for link in links.urls)

@@ -27,6 +27,14 @@ def whole_number(text: str, max_digits: int = 12) -> int | None:
     return None
 
 
+def id_list(name: str, limit: int) -> set[int]:
+    """Return up to `limit` ids from a comma-separated query argument, ignoring anything else."""
+    # Read no further than `limit` ids could take, so a long argument costs nothing.
+    parts = request.args.get(name, "")[: limit * 11].split(",")[:limit]
+    numbers = {whole_number(part, 10) for part in parts}
+    return {number for number in numbers if number is not None and 0 < number <= MAX_ID}
+
+
 class IdConverter(IntegerConverter):
     """The `int` of our URLs: an id beyond the id columns' range is a 404, not a database error."""
 

@@ -29,22 +29,37 @@
     schedulePoll();
   });
 
-  // --- A refresh keeps open timelines open and the keyboard focus where it was ---------------
+  // --- Timelines: fetched when opened; a refresh keeps them open, fresh, and the focus in place --
+  // The log sends only the rows' lines; a row's timeline comes from its own URL when opened. Each
+  // refresh of the log tells the server which rows are open ("open"), so their timelines come back
+  // rendered with it, and the row's id and focus survive the swap.
   let openTimelines = [];
   let focusedId = null;
 
+  function openIds() {
+    return Array.from(document.querySelectorAll("#email-log .toggle[aria-expanded='true']"))
+      .map(function (button) { return button.getAttribute("aria-controls"); });
+  }
+
+  document.addEventListener("htmx:configRequest", function (event) {
+    const elt = event.detail.elt;
+    if (!elt || (elt.id !== "email-log" && elt.id !== "log-filter")) return;
+    const ids = openIds().map(function (id) { return id.replace("timeline-", ""); });
+    if (ids.length) event.detail.parameters.open = ids.join(",");
+  });
+
   document.addEventListener("htmx:beforeSwap", function (event) {
     if (!event.detail.target || event.detail.target.id !== "email-log") return;
-    openTimelines = Array.from(document.querySelectorAll("#email-log .toggle[aria-expanded='true']"))
-      .map(function (button) { return button.getAttribute("aria-controls"); });
+    openTimelines = openIds();
     const active = document.activeElement;
     focusedId = active && active.id && event.detail.target.contains(active) ? active.id : null;
   });
 
   function restoreLogState() {
-    openTimelines.forEach(function (id) {
-      const button = document.querySelector("#email-log .toggle[aria-controls='" + id + "']");
-      if (button) setTimeline(button, true);
+    // What the browser shows now wins: a row closed while the refresh was on its way closes again,
+    // and one opened meanwhile is fetched.
+    document.querySelectorAll("#email-log .toggle[aria-controls]").forEach(function (button) {
+      setTimeline(button, openTimelines.indexOf(button.getAttribute("aria-controls")) !== -1);
     });
     if (focusedId) {
       const again = document.getElementById(focusedId);
@@ -58,7 +73,31 @@
     if (!timeline) return;
     button.setAttribute("aria-expanded", String(open));
     timeline.hidden = !open;
+    if (open && !timeline.hasAttribute("data-loaded") && timeline.getAttribute("aria-busy") !== "true") {
+      loadTimeline(button, timeline);
+    }
   }
+
+  function loadTimeline(button, timeline) {
+    // Busy while it loads, so a screen reader announces the timeline once, when it has arrived.
+    timeline.setAttribute("aria-busy", "true");
+    timeline.textContent = "Loading the timeline…";
+    // The list says where timelines are ("/emails/{}/timeline"): once, not on each of its rows.
+    const pattern = button.closest("[data-timeline-url]").dataset.timelineUrl;
+    const id = button.getAttribute("aria-controls").replace("timeline-", "");
+    htmx.ajax("GET", pattern.replace("{}", id), { source: button, target: timeline, swap: "innerHTML" });
+  }
+
+  document.addEventListener("htmx:afterRequest", function (event) {
+    const target = event.detail.target;
+    if (!target || !target.classList || !target.classList.contains("timeline")) return;
+    target.removeAttribute("aria-busy");
+    if (event.detail.successful) {
+      target.setAttribute("data-loaded", "");
+    } else {
+      target.textContent = "The timeline could not be loaded. Close and open it again to retry.";
+    }
+  });
 
   document.addEventListener("click", function (event) {
     const toggle = event.target.closest(".toggle[aria-controls]");

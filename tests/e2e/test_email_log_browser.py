@@ -114,6 +114,83 @@ def test_a_refresh_keeps_open_timelines_open_and_the_focus_in_place(live_server,
     problems.assert_clean(page)
 
 
+def test_a_timeline_is_fetched_when_opened_from_the_keyboard_and_announced(live_server, page, problems):
+    seeded = seed_clinic(live_server)
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url) if "/timeline" in request.url else None)
+    sign_in(page, live_server.url)
+    page.goto(f"{live_server.url}/clients/{seeded.client_id}")
+    clicked = seeded.email_ids["clicked"]
+    toggle, timeline = page.locator(f"#toggle-{clicked}"), page.locator(f"#timeline-{clicked}")
+    expect(timeline).to_be_hidden()
+    expect(timeline).to_be_empty()  # the page carries no timeline until one is opened
+    assert fetched == []
+
+    toggle.focus()
+    page.keyboard.press("Enter")
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(timeline).to_contain_text("Link clicked")
+    expect(timeline).to_contain_text("machine open")
+    # A polite live region, busy only while it loads: the timeline is announced once it is there.
+    expect(timeline).to_have_attribute("aria-live", "polite")
+    expect(timeline).not_to_have_attribute("aria-busy", "true")
+    expect(toggle).to_be_focused()
+    assert fetched == [f"{live_server.url}/emails/{clicked}/timeline"]
+
+    page.keyboard.press("Space")  # closes it, and opening it again asks nothing more
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(timeline).to_be_hidden()
+    page.keyboard.press("Enter")
+    expect(timeline).to_be_visible()
+    expect(timeline).to_contain_text("Link clicked")
+    assert len(fetched) == 1
+    problems.assert_clean(page)
+
+
+def test_an_open_timeline_stays_fresh_through_the_automatic_refresh(live_server, page, problems):
+    seeded = seed_clinic(live_server)
+    polls: list[str] = []
+    page.on("request", lambda request: polls.append(request.url) if "/emails?" in request.url else None)
+    sign_in(page, live_server.url)
+    page.goto(f"{live_server.url}/clients/{seeded.client_id}")
+    page.locator("#send-email").get_by_role("button", name="Send email").click()
+    new_id = newest_email_id(live_server, seeded.client_id)
+    toggle, timeline = page.locator(f"#toggle-{new_id}"), page.locator(f"#timeline-{new_id}")
+    toggle.click()
+    expect(timeline).to_contain_text("Queued for sending")
+    expect(timeline).not_to_contain_text("Delivered to the receiving server")
+    page.evaluate(MARK_PAGE)
+
+    provider_reports(live_server, new_id)
+    # The next refresh brings the open row's timeline with it, up to date, and keeps it open.
+    expect(timeline).to_contain_text("Delivered to the receiving server", timeout=5_000)
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(timeline).to_be_visible()
+    expect(toggle).to_be_focused()
+    assert any(f"open={new_id}" in url for url in polls)
+    # The rows nobody opened still carry nothing.
+    expect(page.locator(f"#timeline-{seeded.email_ids['deferred']}")).to_be_empty()
+    assert page.evaluate(SAME_PAGE)
+    problems.assert_clean(page)
+
+
+def test_without_javascript_a_row_links_to_its_timeline_page(live_server, browser: Browser):
+    seeded = seed_clinic(live_server)
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    try:
+        sign_in(page, live_server.url)
+        page.goto(f"{live_server.url}/clients/{seeded.client_id}")
+        page.get_by_role("link", name="Timeline of “Your receipt”").click()
+        expect(page.get_by_role("heading", name="Timeline of “Your receipt”")).to_be_visible()
+        expect(page.locator(".timeline")).to_contain_text("attempt 2")
+        page.get_by_role("link", name="Back to Jane Doe’s file").click()
+        expect(page.get_by_role("heading", name="Jane Doe", exact=True)).to_be_visible()
+        assert page.url.endswith(f"/clients/{seeded.client_id}#email-{seeded.email_ids['deferred']}")
+    finally:
+        context.close()
+
+
 def test_a_hidden_tab_stops_polling_and_catches_up_when_shown(live_server, page, problems):
     seeded = seed_clinic(live_server)
     polls: list[str] = []

@@ -24,7 +24,7 @@ from webapp.clients import bp
 from webapp.clients.forms import AddressForm, SandboxMailForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
 from webapp.models import Client, Clinic, utcnow
-from webapp.params import page_number, whole_number
+from webapp.params import id_list, page_number, whole_number
 from webapp.security import clinic_staff_required, current_clinic_id, session_is_live
 from webapp.services import accounts, addresses, changes, clients, demo, messages, sending
 from webapp.templating import clinic_timezone
@@ -177,11 +177,17 @@ def _log_context(client: Client) -> dict:
     now = utcnow()
     clinic_id = current_clinic_id()
     client_id = client.id
-    health = clients.address_health([client], now)[client.id]
     status_key = request.args.get("status", "")
     status_filter = status_key if status_key in statuses.BY_KEY else ""
     marker = changes.current_marker(clinic_id, client_id)
-    rows = clients.email_log(clinic_id, client_id, status_filter or None, now, clinic_timezone() or "UTC")
+    # The browser says which rows it has open: their timelines come with the log, fresh, so a
+    # refresh keeps them open without a request each; every other timeline is fetched when opened.
+    open_ids = id_list("open", clients.MAX_OPEN_TIMELINES)
+    rows = clients.email_log(
+        clinic_id, client_id, status_filter or None, now, clinic_timezone() or "UTC", open_ids
+    )
+    # The unfiltered log holds the client's newest email: its address health needs no query for it.
+    health = clients.address_health([client], now, None if status_filter else rows)[client.id]
     config = current_app.config
     soon = any(row.status.can_change_soon for row in rows)
     # The browser may be told "unchanged" only until the next time-driven change (a row going
@@ -190,6 +196,7 @@ def _log_context(client: Client) -> dict:
     deadline = clients.stuck_deadline(rows)
     if deadline is not None:
         fresh_until = min(fresh_until, deadline.timestamp())
+    timeline_url = _url_pattern("emails.timeline", "email_id")
     return {
         "health": health,
         "form_key": _form_key(client, health),
@@ -205,6 +212,10 @@ def _log_context(client: Client) -> dict:
             status.help_key: url_for("help.status", key=status.help_key) for status in statuses.ALL
         },
         "resend_url": _url_pattern("emails.resend", "email_id"),
+        "timeline_url": timeline_url,
+        # Each row's link for a browser without JavaScript (a dict lookup costs the template less
+        # than a call per row).
+        "timeline_urls": {row.email.id: timeline_url.format(row.email.id) for row in rows},
     }
 
 

@@ -113,6 +113,8 @@ def session_user(user_id: int, sid: str) -> User | None:
         sa.select(User)
         .join(UserSession, UserSession.user_id == User.id)
         .where(User.id == user_id, UserSession.sid_hash == sid_hash(sid), UserSession.ended_at.is_(None))
+        # Every page shows the clinic's name and times in its zone: one query, not two.
+        .options(sa.orm.joinedload(User.clinic))
     ).scalar_one_or_none()
 
 

@@ -12,7 +12,7 @@ from flask import abort
 
 from webapp import statuses, timezones
 from webapp.extensions import db
-from webapp.models import MESSAGE_KINDS, Client, Email, EmailEvent, RemovalRequest, SpamListEntry
+from webapp.models import MESSAGE_KINDS, Client, Email, EmailEvent, RemovalRequest, SpamListEntry, User
 from webapp.reject_reasons import normalised, reject_reason_text
 
 LOG_DAYS = 30
@@ -133,7 +133,7 @@ class AddressHealth:
     spam_email: Email | None = None
     # When the client reported it (None: we only know the address is listed since `listed_at`).
     reported_at: datetime | None = None
-    latest: Email | None = None  # the newest email to the address on file
+    latest: Email | LogEmail | None = None  # the newest email to the address on file
     failure_reason: str = ""
     # The client's request to come off the list was approved, but the provider lifts the block
     # only when asked (Postmark, for a spam complaint): since when support is asking it.
@@ -161,7 +161,7 @@ class AddressHealth:
         return self.state == "spam"
 
     @property
-    def failed_email(self) -> Email | None:
+    def failed_email(self) -> Email | LogEmail | None:
         """The newest email, when it failed (what the failure banner is about)."""
         return self.latest if self.state == "failure" else None
 
@@ -171,8 +171,11 @@ class AddressHealth:
         return self.spam_entry.reported_at if self.spam_entry else None
 
 
-def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHealth]:
-    """Return the address health of each client, in three queries for the whole list."""
+def address_health(
+    clients: list[Client], now: datetime, log: list[LogRow] | None = None
+) -> dict[int, AddressHealth]:
+    """Return the address health of each client, in three queries for the whole list (two when
+    `log` is one client's unfiltered email log, which holds its newest email)."""
     if not clients:
         return {}
     addresses = {_address(client.email) for client in clients}
@@ -182,31 +185,15 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
             sa.select(SpamListEntry).where(SpamListEntry.address.in_(addresses))
         ).scalars()
     }
-    newest = (
-        sa.select(
-            Email.id,
-            sa.func.row_number()
-            .over(partition_by=Email.client_id, order_by=(Email.created_at.desc(), Email.id.desc()))
-            .label("n"),
-        )
-        .join(Client, Client.id == Email.client_id)
-        .where(
-            Email.client_id.in_([client.id for client in clients]),
-            Email.created_at >= now - timedelta(days=LOG_DAYS),
-            # An email to an address since corrected says nothing about the address on file.
-            sa.func.lower(Email.to_address) == sa.func.lower(Client.email),
-        )
-        .subquery()
-    )
-    latest_emails = {
-        email.client_id: email
-        for email in db.session.execute(
-            sa.select(Email)
-            .join(newest, newest.c.id == Email.id)
-            .where(newest.c.n == 1)
-            .options(sa.orm.selectinload(Email.events))
-        ).scalars()
-    }
+    if log is not None and len(clients) == 1:
+        latest_emails = {clients[0].id: newest_in_log(clients[0], log)}
+    else:
+        latest_emails = _newest_emails(clients, now)
+    # Only a failed one needs its events (to say why): read those alone, in one query for the list.
+    failed_ids = [
+        email.id for email in latest_emails.values() if email and email.status == statuses.FAILED.key
+    ]
+    failure_events = _events_of(failed_ids, _ROW_EVENT_KINDS)
     reports = _spam_reports(clients, {address for address in addresses if address in spam})
     waiting = provider_lifts_pending({address for address in addresses if address in spam})
     health = {}
@@ -239,7 +226,8 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
         elif latest is None:
             health[client.id] = AddressHealth("fine")
         elif latest.status == statuses.FAILED.key:
-            health[client.id] = AddressHealth("failure", latest=latest, failure_reason=failure_reason(latest))
+            reason = failure_reason(latest, failure_events.get(latest.id, []))
+            health[client.id] = AddressHealth("failure", latest=latest, failure_reason=reason)
         elif is_stuck(latest, now):
             health[client.id] = AddressHealth("stuck", latest=latest)
         elif latest.status == statuses.DEFERRED.key:
@@ -247,6 +235,40 @@ def address_health(clients: list[Client], now: datetime) -> dict[int, AddressHea
         else:
             health[client.id] = AddressHealth("fine", latest=latest)
     return health
+
+
+def _newest_emails(clients: list[Client], now: datetime) -> dict[int, Email]:
+    """The newest email of the log's days to each client's address on file, by client id."""
+    newest = (
+        sa.select(
+            Email.id,
+            sa.func.row_number()
+            .over(partition_by=Email.client_id, order_by=(Email.created_at.desc(), Email.id.desc()))
+            .label("n"),
+        )
+        .join(Client, Client.id == Email.client_id)
+        .where(
+            Email.client_id.in_([client.id for client in clients]),
+            Email.created_at >= now - timedelta(days=LOG_DAYS),
+            # An email to an address since corrected says nothing about the address on file.
+            sa.func.lower(Email.to_address) == sa.func.lower(Client.email),
+        )
+        .subquery()
+    )
+    latest_emails = {
+        email.client_id: email
+        for email in db.session.execute(
+            sa.select(Email).join(newest, newest.c.id == Email.id).where(newest.c.n == 1)
+        ).scalars()
+    }
+    return latest_emails
+
+
+def newest_in_log(client: Client, log: list[LogRow]) -> LogEmail | None:
+    """The newest email to the client's address on file in its unfiltered log (newest first)."""
+    address = client.email.lower()
+    # An email to an address since corrected says nothing about the address on file.
+    return next((row.email for row in log if row.email.to_address.lower() == address), None)
 
 
 def _address(address: str) -> str:
@@ -293,7 +315,7 @@ def _spam_reports(
     return {(email.clinic_id, _address(email.to_address)): (email, at) for email, at in rows}
 
 
-def failure_reason(email: Email, events: Sequence[Any] | None = None) -> str:
+def failure_reason(email: Email | LogEmail, events: Sequence[Any] | None = None) -> str:
     """Return why an email failed, in plain words (from `events` when given, in stored order)."""
     for event in reversed(email.events if events is None else events):
         if event.kind == "rejected" and normalised(event.reject_reason) != "other":
@@ -327,19 +349,88 @@ class TimelineEntry:
     detail: str = ""
     url: str = ""
     tags: list[str] = field(default_factory=list)
-    # As the log shows it (set by email_log): the time alone on the email's own day, else with the date.
-    style: str = "datetime"
-    shown_at: str = ""
+
+
+# What a timeline line carries, as the template unpacks it: datetime attribute, style, time
+# shown, label, detail, url, tags (one tuple instead of seven attribute lookups per line).
+TimelineLine = tuple[str, str, str, str, str, str, list[str]]
+# One email's timeline shows at most this many events (a link scanner may click thousands of times).
+MAX_TIMELINE_EVENTS = 500
+# The log renders the timelines of the rows open in the browser (it says which); at most this many.
+MAX_OPEN_TIMELINES = 20
+# Event kinds a log row reads without its timeline: why it failed, and a failure after delivery.
+_ROW_EVENT_KINDS = ("delivered", "bounce", "dropped", "rejected", "expired", "spamreport")
+
+
+@dataclass(slots=True)
+class LogEmail:
+    """What a log row reads of an email, read as a plain row: 200 ORM objects cost more than the
+    rest of the log's queries."""
+
+    id: int
+    clinic_id: int
+    client_id: int
+    to_address: str
+    subject: str
+    kind: str
+    status: str
+    status_changed_at: datetime
+    created_at: datetime
+    send_state: str
+    send_error: str | None
+    resend_of_id: int | None
+    appointment_at: datetime | None
+    sender_name: str | None  # who sent it; None: sent automatically
+
+    COLUMNS: ClassVar[tuple] = (
+        Email.id,
+        Email.clinic_id,
+        Email.client_id,
+        Email.to_address,
+        Email.subject,
+        Email.kind,
+        Email.status,
+        Email.status_changed_at,
+        Email.created_at,
+        Email.send_state,
+        Email.send_error,
+        Email.resend_of_id,
+        Email.appointment_at,
+        User.name,
+    )
+
+    @property
+    def reference(self) -> str:
+        """The short name support knows this email by (as Email.reference)."""
+        return f"E-{self.id}"
+
+
+@dataclass
+class Timeline:
+    """One email's timeline as its opened log row and its own page show it."""
+
+    email: Email | LogEmail
+    status: statuses.Status
+    lines: list[TimelineLine]
+    resent: Email | None = None  # the newer email that resent this one
+    original: Email | None = None  # the email this one resent
+    # Whether the original is within the log's days, so the client file has a row to link to.
+    original_in_log: bool = False
+    more: bool = False  # events past MAX_TIMELINE_EVENTS, not shown
+
+    @property
+    def max_events(self) -> int:
+        """How many events a timeline shows at most."""
+        return MAX_TIMELINE_EVENTS
 
 
 @dataclass
 class LogRow:
-    """One email of the log with everything its row shows."""
+    """One email of the log with everything its row shows (its timeline only when open)."""
 
-    email: Email
+    email: LogEmail
     status: statuses.Status
     stuck: bool
-    timeline: list[TimelineEntry]
     late_change: LateChange | None
     failure: str
     resent: Email | None = None  # the newer email that resent this one
@@ -350,90 +441,157 @@ class LogRow:
     # As the log shows them, in the clinic's time zone (formatted once here, not per template call).
     created_shown: str = ""
     changed_ago: str = ""
-
-    @property
-    def lines(self) -> list[tuple[str, str, str, str, str, str, list[str]]]:
-        """The timeline as the log shows it, one tuple per line (datetime attribute, style, time
-        shown, label, detail, url, tags): the template unpacks them instead of looking up seven
-        attributes on each of 1,400 lines."""
-        return [
-            (
-                entry.at.isoformat(),
-                entry.style,
-                entry.shown_at,
-                entry.label,
-                entry.detail,
-                entry.url,
-                entry.tags,
-            )
-            for entry in self.timeline
-        ]
-
-    @property
-    def kind_label(self) -> str:
-        """The kind of message, unless the subject already says it ("Your receipt", a receipt)."""
-        label = MESSAGE_KINDS.get(self.email.kind, self.email.kind)
-        return "" if label.lower() in self.email.subject.lower() else label
+    # The times' datetime attributes, and the kind of message unless the subject already says it
+    # ("Your receipt", a receipt): worked out once here rather than in the template.
+    created_iso: str = ""
+    changed_iso: str = ""
+    kind_label: str = ""
+    # Rendered with the row only when the browser has it open; otherwise fetched when opened.
+    timeline: Timeline | None = None
 
 
 def email_log(
-    clinic_id: int, client_id: int, status_key: str | None, now: datetime, tz: str = "UTC"
+    clinic_id: int,
+    client_id: int,
+    status_key: str | None,
+    now: datetime,
+    tz: str = "UTC",
+    open_ids: set[int] | frozenset[int] = frozenset(),
 ) -> list[LogRow]:
-    """Return the client's emails of the past 30 days, newest first, each with its timeline
-    (times formatted in the time zone `tz`)."""
+    """Return the client's emails of the past 30 days, newest first; the rows in `open_ids` (at most
+    MAX_OPEN_TIMELINES) carry their timeline, times formatted in the time zone `tz`."""
     select = (
-        sa.select(Email)
+        sa.select(*LogEmail.COLUMNS)
+        .outerjoin(User, User.id == Email.sent_by_id)
         .where(
             Email.clinic_id == clinic_id,
             Email.client_id == client_id,
             Email.created_at >= now - timedelta(days=LOG_DAYS),
         )
         .order_by(Email.created_at.desc(), Email.id.desc())
-        .options(sa.orm.selectinload(Email.sent_by))
     )
     if status_key in statuses.BY_KEY:
         select = select.where(Email.status == status_key)
-    emails = list(db.session.execute(select).scalars())
-    events = _events_of([email.id for email in emails])
+    emails = [LogEmail(*row) for row in db.session.execute(select)]
+    # Only a failed or spam-reported row reads events without its timeline (why it failed, and
+    # whether that came after delivery), and only those kinds of event.
+    ending = {statuses.FAILED.key, statuses.SPAM_REPORT.key}
+    events = _events_of([email.id for email in emails if email.status in ending], _ROW_EVENT_KINDS)
     zone = timezones.zone(tz)
     rows = [_log_row(email, events.get(email.id, []), now, zone) for email in emails]
-    resends = {
-        email.resend_of_id: email
-        for email in db.session.execute(
-            sa.select(Email)
-            .where(Email.clinic_id == clinic_id, Email.resend_of_id.in_([row.email.id for row in rows]))
-            .order_by(Email.created_at)
-        ).scalars()
-    }
+    wanted = set(sorted(open_ids)[:MAX_OPEN_TIMELINES])
+    opened = [row for row in rows if row.email.id in wanted]
+    # Whether an email was resent shows on a failed row, and in an open timeline.
+    resends = _resends(
+        clinic_id, [row.email.id for row in rows if row.status == statuses.FAILED or row in opened]
+    )
     for row in rows:
         row.resent = resends.get(row.email.id)
     _mark_superseded(clinic_id, client_id, rows, now)
+    timelines = _timelines([row.email for row in opened], resends, now, zone)
+    for row, timeline in zip(opened, timelines, strict=True):
+        row.timeline = timeline
     return rows
 
 
-def _events_of(email_ids: list[int]) -> dict[int, list[Any]]:
-    """The events of these emails as plain rows (only what a timeline reads), in Email.events' order:
-    1,400 of them as ORM objects cost more than the rest of the log."""
+def email_timeline(clinic_id: int, email_id: int, now: datetime, tz: str = "UTC") -> Timeline:
+    """Return the timeline of the clinic's email with this id, or abort with 404."""
+    email = get_email(clinic_id, email_id)
+    return _timelines([email], _resends(clinic_id, [email.id]), now, timezones.zone(tz))[0]
+
+
+def _resends(clinic_id: int, email_ids: list[int]) -> dict[int, Email]:
+    """The newest email that resent each of these emails, by the resent email's id."""
+    if not email_ids:
+        return {}
+    resends = db.session.execute(
+        sa.select(Email)
+        .where(Email.clinic_id == clinic_id, Email.resend_of_id.in_(email_ids))
+        .order_by(Email.created_at)
+    ).scalars()
+    # Later rows overwrite earlier ones: the newest resend wins.
+    return {email.resend_of_id: email for email in resends if email.resend_of_id is not None}
+
+
+def _timelines(
+    emails: Sequence[Email | LogEmail], resends: dict[int, Email], now: datetime, zone: tzinfo
+) -> list[Timeline]:
+    """Build the timelines of these emails (each bounded to MAX_TIMELINE_EVENTS events)."""
+    events = _events_of([email.id for email in emails], limit=MAX_TIMELINE_EVENTS + 1)
+    originals = _originals(emails)
+    result = []
+    for email in emails:
+        own = events.get(email.id, [])
+        original = originals.get(email.resend_of_id or 0)
+        result.append(
+            Timeline(
+                email=email,
+                status=statuses.get(email.status),
+                lines=_lines(build_timeline(own[:MAX_TIMELINE_EVENTS]), email.created_at, zone),
+                resent=resends.get(email.id),
+                original=original,
+                original_in_log=original is not None
+                and original.created_at >= now - timedelta(days=LOG_DAYS),
+                more=len(own) > MAX_TIMELINE_EVENTS,
+            )
+        )
+    return result
+
+
+def _originals(emails: Sequence[Email | LogEmail]) -> dict[int, Email]:
+    """The emails these ones resent, by id (same clinic: a resend is made from its original)."""
+    ids = [email.resend_of_id for email in emails if email.resend_of_id]
+    if not ids:
+        return {}
+    found = db.session.execute(sa.select(Email).where(Email.id.in_(ids))).scalars()
+    return {email.id: email for email in found}
+
+
+def _lines(timeline: list[TimelineEntry], created_at: datetime, zone: tzinfo) -> list[TimelineLine]:
+    """The timeline's lines as shown: the time alone on the email's own day, else with the date."""
+    created = created_at.astimezone(zone).date()
+    lines = []
+    for entry in timeline:
+        at = entry.at.astimezone(zone)
+        if at.date() == created:
+            style, shown = "time", timezones.format_time(at)
+        else:
+            style, shown = "datetime", timezones.format_datetime(at)
+        lines.append((entry.at.isoformat(), style, shown, entry.label, entry.detail, entry.url, entry.tags))
+    return lines
+
+
+def _events_of(
+    email_ids: list[int], kinds: Sequence[str] | None = None, limit: int | None = None
+) -> dict[int, list[Any]]:
+    """The events of these emails as plain rows (only what a timeline reads), in Email.events' order;
+    only of these `kinds` when given, and the first `limit` of each email when given."""
     by_email: dict[int, list[Any]] = {}
     if not email_ids:
         return by_email
-    rows = db.session.execute(
-        sa.select(
-            EmailEvent.email_id,
-            EmailEvent.occurred_at,
-            EmailEvent.kind,
-            EmailEvent.reason,
-            EmailEvent.reject_reason,
-            EmailEvent.url,
-            EmailEvent.attempt,
-            EmailEvent.machine,
-            EmailEvent.raw,
-            EmailEvent.dedupe_key,
-        )
-        .where(EmailEvent.email_id.in_(email_ids))
-        .order_by(EmailEvent.occurred_at, EmailEvent.id)
-    )
-    for row in rows:
+    order = (EmailEvent.occurred_at, EmailEvent.id)
+    columns = [
+        EmailEvent.email_id,
+        EmailEvent.occurred_at,
+        EmailEvent.kind,
+        EmailEvent.reason,
+        EmailEvent.reject_reason,
+        EmailEvent.url,
+        EmailEvent.attempt,
+        EmailEvent.machine,
+        EmailEvent.raw,
+        EmailEvent.dedupe_key,
+        EmailEvent.id,
+    ]
+    select = sa.select(*columns).where(EmailEvent.email_id.in_(email_ids))
+    if kinds is not None:
+        select = select.where(EmailEvent.kind.in_(kinds))
+    if limit is not None:
+        number = sa.func.row_number().over(partition_by=EmailEvent.email_id, order_by=order).label("n")
+        numbered = select.add_columns(number).subquery()
+        select = sa.select(*(numbered.c[column.key] for column in columns)).where(numbered.c.n <= limit)
+        order = (numbered.c.occurred_at, numbered.c.id)
+    for row in db.session.execute(select.order_by(*order)):
         by_email.setdefault(row.email_id, []).append(row)
     return by_email
 
@@ -451,7 +609,7 @@ def _mark_superseded(clinic_id: int, client_id: int, rows: list[LogRow], now: da
         row.superseded_by = later.get(row.email.id)
 
 
-def later_copies(clinic_id: int, failed: list[Email], now: datetime) -> dict[int, Email]:
+def later_copies(clinic_id: int, failed: Sequence[Email | LogEmail], now: datetime) -> dict[int, Email]:
     """Return, by failed email id, a later email with the same kind and subject that reached the
     same client: that email needs no resend."""
     if not failed:
@@ -491,7 +649,7 @@ def resent_ids(clinic_id: int, email_ids: list[int]) -> set[int]:
     )
 
 
-def is_stuck(email: Email, now: datetime) -> bool:
+def is_stuck(email: Email | LogEmail, now: datetime) -> bool:
     """Return whether the email has sat in Sending or Processed for over ten minutes."""
     return email.status in (statuses.SENDING.key, statuses.PROCESSED.key) and (
         now - email.status_changed_at
@@ -508,26 +666,21 @@ def stuck_deadline(rows: list[LogRow]) -> datetime | None:
     return min(deadlines, default=None)
 
 
-def _log_row(email: Email, events: list[Any], now: datetime, zone: tzinfo) -> LogRow:
+def _log_row(email: LogEmail, events: list[Any], now: datetime, zone: tzinfo) -> LogRow:
     status = statuses.get(email.status)
-    timeline = build_timeline(events)
-    created = email.created_at.astimezone(zone)
-    for entry in timeline:
-        at = entry.at.astimezone(zone)
-        if at.date() == created.date():
-            entry.style, entry.shown_at = "time", timezones.format_time(at)
-        else:
-            entry.shown_at = timezones.format_datetime(at)
+    kind = MESSAGE_KINDS.get(email.kind, email.kind)
     return LogRow(
         email=email,
         status=status,
         stuck=is_stuck(email, now),
-        timeline=timeline,
-        late_change=late_change_sentence(timeline),
+        late_change=late_change_sentence(build_timeline(events)) if events else None,
         failure=failure_reason(email, events) if status == statuses.FAILED else "",
         in_doubt=email.send_state == "in_doubt",
-        created_shown=timezones.format_datetime(created),
+        created_shown=timezones.format_datetime(email.created_at.astimezone(zone)),
         changed_ago=timezones.ago(email.status_changed_at, now),
+        created_iso=email.created_at.isoformat(),
+        changed_iso=email.status_changed_at.isoformat(),
+        kind_label="" if kind.lower() in email.subject.lower() else kind,
     )
 
 
