@@ -223,6 +223,9 @@ def main() -> None:
         codes = list(pool.map(post, batches))
     posted[0] = time.perf_counter() - started
     if set(codes) != {200}:
+        # The web server's log says why (it is deleted with the run's folder).
+        for log in sorted(processes.folder.glob("gunicorn-*.log")):
+            print(log.read_text(errors="replace")[-4000:], file=sys.stderr)
         raise SystemExit(f"benchmark: the webhook answered {sorted(set(codes))}")
 
     def applied() -> bool:
