@@ -11,7 +11,7 @@ from flask import abort, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
-from webapp.extensions import csrf, limiter
+from webapp.extensions import csrf, db, limiter
 from webapp.providers import get_provider, wire_format
 from webapp.queue import enqueue
 from webapp.services import inbound, webhooks
@@ -49,10 +49,13 @@ def provider_events(provider_name: str) -> tuple[str, int]:
         return "", 200
     try:
         batch = webhooks.store_batch(provider_name, body)
-    except SQLAlchemyError:
+    except SQLAlchemyError as error:
+        # Not stored: a 5xx makes the provider post it again (a 4xx would make it drop it).
+        log.warning("event batch not stored, the provider will retry: %s", error)
+        db.session.rollback()
         if key is not None:
             webhooks.forget_delivery(provider_name, key)
-        raise
+        return "", 503
     enqueue(webhooks.APPLY_JOB, batch.id)
     return "", 200
 
