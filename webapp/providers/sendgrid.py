@@ -700,19 +700,24 @@ def check_webhook_body(body: bytes) -> int:
     (the route only needs to know it is well-formed); return how many events it holds."""
     items = _webhook_items(body)
     for position, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise ValueError(f"event {position} of the webhook body is not an object")
-        name = item.get("event")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"event {position} of the webhook body has no event type")
-        if "timestamp" not in item:
-            raise ValueError(f"event {position} of the webhook body has no timestamp")
-        try:
-            seconds = _number(item["timestamp"])
-            datetime.fromtimestamp(seconds / 1000 if seconds > _MILLISECONDS_FROM else seconds, UTC)
-        except (ValueError, OverflowError, OSError) as error:
-            raise ValueError(f"event {position} of the webhook body has a bad timestamp: {error}") from None
+        _event_name_and_time(item, position)
     return len(items)
+
+
+def _event_name_and_time(item: Any, position: int) -> tuple[str, datetime]:
+    """Read a webhook event's type and time; ValueError when the event lacks either."""
+    if not isinstance(item, dict):
+        raise ValueError(f"event {position} of the webhook body is not an object")
+    name = item.get("event")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"event {position} of the webhook body has no event type")
+    if "timestamp" not in item:
+        raise ValueError(f"event {position} of the webhook body has no timestamp")
+    try:
+        seconds = _number(item["timestamp"])
+        return name, datetime.fromtimestamp(seconds / 1000 if seconds > _MILLISECONDS_FROM else seconds, UTC)
+    except (ValueError, OverflowError, OSError) as error:
+        raise ValueError(f"event {position} of the webhook body has a bad timestamp: {error}") from None
 
 
 def _nests_deeper_than(value: Any, limit: int) -> bool:
@@ -730,20 +735,7 @@ def _nests_deeper_than(value: Any, limit: int) -> bool:
 
 def _webhook_event(item: Any, position: int) -> ProviderEvent:
     """Turn one webhook event object into a ProviderEvent."""
-    if not isinstance(item, dict):
-        raise ValueError(f"event {position} of the webhook body is not an object")
-    name = item.get("event")
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"event {position} of the webhook body has no event type")
-    if "timestamp" not in item:
-        raise ValueError(f"event {position} of the webhook body has no timestamp")
-    try:
-        seconds = _number(item["timestamp"])
-        if seconds > _MILLISECONDS_FROM:
-            seconds /= 1000
-        occurred_at = datetime.fromtimestamp(seconds, UTC)
-    except (ValueError, OverflowError, OSError) as error:
-        raise ValueError(f"event {position} of the webhook body has a bad timestamp: {error}") from None
+    name, occurred_at = _event_name_and_time(item, position)
     kind = name if name in WEBHOOK_KINDS else "unknown"
     if kind in ("deferred", "delivered"):
         reason = _text(item.get("response")) or _text(item.get("reason"))
