@@ -164,3 +164,11 @@ def test_the_panel_opened_from_a_row_names_its_email_and_reference(signed_in, wo
     # Another clinic's email is not named.
     theirs = add_email(world.client_b, subject="Theirs")
     assert signed_in.get(f"/help/statuses/sending?email={theirs.id}").status_code == 404
+
+
+@pytest.mark.parametrize("email", ["18446744073709551617", "2147483648", "-1", "0", "١٢", "x", ""])
+def test_an_email_the_panel_cannot_name_still_opens_the_help(signed_in, email):
+    """An email id beyond the id column's range (found by the input sweep) opens the plain help."""
+    response = signed_in.get(f"/help/statuses/failed?email={email}", headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert 'id="help-panel-title"' in response.get_data(as_text=True)

@@ -27,6 +27,12 @@ def whole_number(text: str, max_digits: int = 12) -> int | None:
     return None
 
 
+def id_arg(name: str) -> int | None:
+    """Return the id named in the query string, or None when it is missing or cannot name a row."""
+    number = whole_number(request.args.get(name, ""), 10)
+    return number if number is not None and 0 < number <= MAX_ID else None
+
+
 def id_list(name: str, limit: int) -> set[int]:
     """Return up to `limit` ids from a comma-separated query argument, ignoring anything else."""
     # Read no further than `limit` ids could take, so a long argument costs nothing.

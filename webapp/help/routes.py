@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask import abort, current_app, render_template, request
+from flask import abort, current_app, render_template
 from flask_login import current_user, login_required
 
 from webapp import statuses
 from webapp.extensions import htmx
 from webapp.help import bp
 from webapp.help.guide import GUIDE, REMOVAL_FLOW, REMOVAL_WHY
+from webapp.params import id_arg
 from webapp.security import current_clinic_id
 from webapp.services import clients
 
@@ -28,7 +29,7 @@ def status(key: str) -> str:
         abort(404)
     template = "help/_panel.html" if htmx and not htmx.history_restore_request else "help/status.html"
     email = None
-    email_id = request.args.get("email", type=int)
+    email_id = id_arg("email")
     if email_id is not None and current_user.role in ("clinician", "owner"):
         # The panel opened from a row names that row's email (and its reference for support).
         email = clients.get_email(current_clinic_id(), email_id)
