@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
 
 from flask import (
     abort,
@@ -17,16 +18,18 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
+from redis.exceptions import RedisError
 from werkzeug.wrappers import Response
 
 from webapp import statuses
 from webapp.clients import bp
 from webapp.clients.forms import AddressForm, SandboxMailForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
+from webapp.fastpoll import POLL_ROLES
 from webapp.models import Client, Clinic, utcnow
 from webapp.params import id_list, page_number, whole_number
-from webapp.security import clinic_staff_required, current_clinic_id, session_is_live
-from webapp.services import accounts, addresses, changes, clients, demo, messages, sending
+from webapp.security import clinic_staff_required, current_clinic_id, session_data_is_live, session_is_live
+from webapp.services import accounts, addresses, changes, clients, demo, log_stream, messages, sending
 from webapp.templating import clinic_timezone
 
 
@@ -86,6 +89,50 @@ def email_log(client_id: int) -> Response | tuple[str, int]:
         if still_fresh and changes.marker_matches(session["clinic_id"], client_id, marker, live):
             return "", 204
     return _render_email_log(client_id)
+
+
+@bp.get("/clients/<int:client_id>/emails/stream")
+def email_stream(client_id: int) -> Response:
+    """Tell an open email log each time it changes (text/event-stream); the browser then fetches it."""
+    # A doorbell, not data: the log itself comes through email_log, which decides what is shown.
+    if not current_user.is_authenticated:
+        abort(401)  # not a redirect: EventSource cannot follow one to a login form
+    if request.args:
+        abort(400)  # it takes no parameters
+    if current_user.role not in POLL_ROLES:
+        abort(404)
+    client = clients.get_client(current_clinic_id(), client_id)
+    lifetime = current_app.config["LOG_STREAM_SECONDS"]
+    if not lifetime:
+        abort(404)
+    feed = current_app.extensions["log_feed"]
+    subscription = feed.open(changes.log_channel(client.clinic_id, client.id))
+    if subscription is None:
+        abort(503)  # Redis does not answer: the browser polls
+    redis = current_app.extensions["redis"]
+    snapshot = dict(session)
+    live = accounts.live_key(session.get("sid", ""))
+
+    def still_live() -> bool:
+        # An ended session (sign-out, sign-out everywhere, idle) ends its streams.
+        if not session_data_is_live(snapshot, time.time()):
+            return False
+        try:
+            return bool(redis.exists(live))
+        except RedisError:
+            return False
+
+    def body() -> Iterator[str]:
+        try:
+            yield from log_stream.events(subscription, lifetime, still_live)
+        finally:
+            feed.close(subscription)
+
+    # Flask ends the request (and its database session) before the body is read: a stream holds
+    # no database connection.
+    response = Response(body(), mimetype="text/event-stream")
+    response.headers["X-Accel-Buffering"] = "no"  # a proxy in front must pass each event at once
+    return response
 
 
 @clinic_staff_required
@@ -206,6 +253,13 @@ def _log_context(client: Client) -> dict:
         "statuses": statuses.ALL,
         "poll_seconds": config["LOG_POLL_FAST_SECONDS"] if soon else config["LOG_POLL_SLOW_SECONDS"],
         "version": f"{marker}-{int(fresh_until)}",
+        # With its stream open, the log asks again only when the "unchanged" answer runs out.
+        "stream_url": url_for("clients.email_stream", client_id=client_id)
+        if config["LOG_STREAM_SECONDS"]
+        else None,
+        "stream_poll_seconds": max(
+            1, min(config["LOG_POLL_STREAM_SECONDS"], int(fresh_until - now.timestamp()))
+        ),
         # Built once, not once per row (url_for costs about as much as a row's other values).
         "help_index_url": url_for("help.index"),
         "help_status_urls": {
