@@ -70,10 +70,10 @@ DEFAULTS: dict[str, Any] = {
     # webapp/services/log_stream.py); each stream ends after this many seconds and the browser
     # opens a new one. 0 turns the push off (the log polls as above). Needs an async web worker
     # (gunicorn -k gevent): with threads, each open stream holds a thread.
-    "LOG_STREAM_SECONDS": 300,
-    # While its stream is open, the log polls only this often (at most), for what no change
-    # announces: a row turning stuck with time, and a change whose announcement was lost.
-    "LOG_POLL_STREAM_SECONDS": 60,
+    "LOG_STREAM_SECONDS": 600,
+    # While its stream is open, the log polls only this often, or when a row turns stuck if
+    # sooner: for a change whose announcement was lost (a Redis hiccup the stream outlived).
+    "LOG_POLL_STREAM_SECONDS": 300,
     "SEND_TIMEOUT_SECONDS": 15,
     # A send whose worker has said nothing for this long died mid-call: check whether it arrived.
     "SEND_ABANDONED_SECONDS": 120,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
 from flask import (
     abort,
@@ -253,13 +254,10 @@ def _log_context(client: Client) -> dict:
         "statuses": statuses.ALL,
         "poll_seconds": config["LOG_POLL_FAST_SECONDS"] if soon else config["LOG_POLL_SLOW_SECONDS"],
         "version": f"{marker}-{int(fresh_until)}",
-        # With its stream open, the log asks again only when the "unchanged" answer runs out.
         "stream_url": url_for("clients.email_stream", client_id=client_id)
         if config["LOG_STREAM_SECONDS"]
         else None,
-        "stream_poll_seconds": max(
-            1, min(config["LOG_POLL_STREAM_SECONDS"], int(fresh_until - now.timestamp()))
-        ),
+        "stream_poll_seconds": _stream_poll_seconds(now, deadline),
         # Built once, not once per row (url_for costs about as much as a row's other values).
         "help_index_url": url_for("help.index"),
         "help_status_urls": {
@@ -271,6 +269,16 @@ def _log_context(client: Client) -> dict:
         # than a call per row).
         "timeline_urls": {row.email.id: timeline_url.format(row.email.id) for row in rows},
     }
+
+
+def _stream_poll_seconds(now: datetime, stuck_deadline: datetime | None) -> int:
+    """How long a log whose stream is open waits before it asks again by itself."""
+    # Its stream announces every stored change, and the browser keeps relative times current:
+    # only a row turning stuck with time, and a change whose announcement was lost, need a poll.
+    seconds = current_app.config["LOG_POLL_STREAM_SECONDS"]
+    if stuck_deadline is not None:
+        seconds = min(seconds, int(stuck_deadline.timestamp() - now.timestamp()) + 1)
+    return max(1, seconds)
 
 
 def _url_pattern(endpoint: str, argument: str) -> str:
