@@ -209,3 +209,22 @@ def test_an_ended_session_cannot_open_a_stream(app, client, world):
     login(client, "clinician@a.example")
     client.post("/logout")
     assert client.get(STREAM.format(world.client_a.id)).status_code == 401
+
+
+def test_a_server_asked_to_stop_ends_its_streams_and_still_stops(app, world):
+    import os
+    import signal
+
+    original = signal.getsignal(signal.SIGTERM)
+    asked: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: asked.append(signum))  # the server's own handler
+    try:
+        feed = app.extensions["log_feed"]
+        subscription = feed.open(log_channel(world.clinic_a.id, world.client_a.id))
+        assert subscription is not None and not subscription.ended
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert subscription.wait(10) and subscription.ended  # the stream ends at once
+        assert asked == [signal.SIGTERM]  # and the server goes on stopping as it would have
+        assert feed.open(log_channel(world.clinic_a.id, world.client_a.id)) is None  # no new streams
+    finally:
+        signal.signal(signal.SIGTERM, original)

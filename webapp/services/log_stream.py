@@ -12,9 +12,11 @@ ends the streams, and the browser polls at the usual interval until its stream i
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -69,6 +71,8 @@ class ChangeFeed:
 
     def open(self, channel: str) -> Subscription | None:
         """Register a stream for one log's channel; None when Redis cannot be listened to now."""
+        if self.stopping:
+            return None
         self._start()
         if not self._listening.wait(CONNECT_WAIT_SECONDS):
             return None
@@ -145,6 +149,9 @@ class ChangeFeed:
             subscription.ring()
 
 
+_FEEDS: weakref.WeakSet[ChangeFeed] = weakref.WeakSet()
+
+
 def _end_streams_on_stop(feed: ChangeFeed) -> None:
     """End the streams when the server is asked to stop, so it stops now, not at its grace limit.
 
@@ -152,15 +159,20 @@ def _end_streams_on_stop(feed: ChangeFeed) -> None:
     SIGTERM handler can be wrapped; elsewhere (threads) Python refuses and the streams end with
     their lifetime or the server's graceful timeout.
     """
+    _FEEDS.add(feed)
     try:
         previous = signal.getsignal(signal.SIGTERM)
         if getattr(previous, "_ends_log_streams", False):
             return
 
         def on_stop(signum: int, frame: Any) -> None:
-            feed.stop()
+            for each in list(_FEEDS):
+                each.stop()
             if callable(previous):
                 previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
 
         on_stop._ends_log_streams = True  # type: ignore[attr-defined]
         signal.signal(signal.SIGTERM, on_stop)
