@@ -228,3 +228,21 @@ def test_a_server_asked_to_stop_ends_its_streams_and_still_stops(app, world):
         assert feed.open(log_channel(world.clinic_a.id, world.client_a.id)) is None  # no new streams
     finally:
         signal.signal(signal.SIGTERM, original)
+
+
+def test_signing_out_ends_the_sessions_open_streams(app, world):
+    browser = app.test_client()
+    login(browser, "clinician@a.example")
+    other_tab = app.test_client()
+    login(other_tab, "clinician@a.example")  # another session of the same user: its stream stays
+    mine = browser.get(STREAM.format(world.client_a.id), buffered=False)
+    theirs = other_tab.get(STREAM.format(world.client_a.id), buffered=False)
+    chunks, other_chunks = iter(mine.response), iter(theirs.response)
+    assert next(chunks).startswith(b"retry: ") and next(other_chunks).startswith(b"retry: ")
+    browser.post("/logout")
+    feed = app.extensions["log_feed"]
+    feed.end_ended_sessions()  # what the feed does every 25 s, for all its streams at once
+    assert list(chunks) == []  # the stream ended at once, without a heartbeat
+    assert feed.open_count() == 1
+    theirs.close()
+    assert feed.open_count() == 0

@@ -19,7 +19,6 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
-from redis.exceptions import RedisError
 from werkzeug.wrappers import Response
 
 from webapp import statuses
@@ -107,21 +106,16 @@ def email_stream(client_id: int) -> Response:
     if not lifetime:
         abort(404)
     feed = current_app.extensions["log_feed"]
-    subscription = feed.open(changes.log_channel(client.clinic_id, client.id))
+    # The feed ends the stream when the server ends the session (sign-out, everywhere, deactivation).
+    live_key = accounts.live_key(session.get("sid", ""))
+    subscription = feed.open(changes.log_channel(client.clinic_id, client.id), live_key)
     if subscription is None:
         abort(503)  # Redis does not answer: the browser polls
-    redis = current_app.extensions["redis"]
     snapshot = dict(session)
-    live = accounts.live_key(session.get("sid", ""))
 
     def still_live() -> bool:
-        # An ended session (sign-out, sign-out everywhere, idle) ends its streams.
-        if not session_data_is_live(snapshot, time.time()):
-            return False
-        try:
-            return bool(redis.exists(live))
-        except RedisError:
-            return False
+        # The session's own timeouts: an idle or too old session ends its streams too.
+        return session_data_is_live(snapshot, time.time())
 
     def body() -> Iterator[str]:
         try:

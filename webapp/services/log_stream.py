@@ -39,8 +39,9 @@ RETRY_MILLISECONDS = 2000
 class Subscription:
     """One open stream's doorbell: set when its log changed, or when the stream must end."""
 
-    def __init__(self, channel: str) -> None:
+    def __init__(self, channel: str, live_key: str = "") -> None:
         self.channel = channel
+        self.live_key = live_key  # the Redis mark that says its session is live ("" : not checked)
         self.ended = False
         self._rung = threading.Event()
 
@@ -69,14 +70,15 @@ class ChangeFeed:
         self._thread: threading.Thread | None = None
         self.stopping = False
 
-    def open(self, channel: str) -> Subscription | None:
-        """Register a stream for one log's channel; None when Redis cannot be listened to now."""
+    def open(self, channel: str, live_key: str = "") -> Subscription | None:
+        """Register a stream for one log's channel, ended when the session whose live mark is
+        `live_key` is over; None when Redis cannot be listened to now."""
         if self.stopping:
             return None
         self._start()
         if not self._listening.wait(CONNECT_WAIT_SECONDS):
             return None
-        subscription = Subscription(channel)
+        subscription = Subscription(channel, live_key)
         with self._lock:
             self._open.setdefault(channel, set()).add(subscription)
         return subscription
@@ -119,10 +121,14 @@ class ChangeFeed:
                     pass
                 self._listening.set()
                 pause = 0.5
+                check_at = time.monotonic() + HEARTBEAT_SECONDS
                 while not self.stopping:
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "pmessage":
                         self._ring(message["channel"].decode())
+                    if time.monotonic() >= check_at:
+                        self.end_ended_sessions()
+                        check_at = time.monotonic() + HEARTBEAT_SECONDS
             except (RedisError, OSError) as error:
                 log.warning("log change feed lost Redis (%s); open logs poll until it is back", error)
             finally:
@@ -134,6 +140,23 @@ class ChangeFeed:
             if not self.stopping:
                 time.sleep(pause)
                 pause = min(pause * 2, 10.0)
+
+    def end_ended_sessions(self) -> None:
+        """End the streams whose session is over (signed out, everywhere, deactivated).
+
+        One MGET per process for all its streams' sessions, not a read per stream.
+        """
+        with self._lock:
+            streams = [subscription for group in self._open.values() for subscription in group]
+        keys = sorted({subscription.live_key for subscription in streams if subscription.live_key})
+        live: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            live.update(key for key, value in zip(chunk, self._redis.mget(chunk), strict=True) if value)
+        for subscription in streams:
+            if subscription.live_key and subscription.live_key not in live:
+                subscription.ended = True
+                subscription.ring()
 
     def _ring(self, channel: str) -> None:
         with self._lock:
@@ -187,7 +210,8 @@ def events(
     now: Callable[[], float] = clock.timestamp,
 ) -> Iterator[str]:
     """Yield the stream's text: a "changed" event per change (coalesced), a heartbeat comment
-    every HEARTBEAT_SECONDS while the session is live, and the end after `lifetime` seconds."""
+    every HEARTBEAT_SECONDS while `still_live()` (the session's own timeouts; the feed ends the
+    stream when the server ended the session), and the end after `lifetime` seconds."""
     # Sent at once, so the browser knows the stream is open (and fetches what changed before).
     yield f"retry: {RETRY_MILLISECONDS}\n: open\n\n"
     start = now()
