@@ -71,6 +71,9 @@ DEFAULTS: dict[str, Any] = {
     # opens a new one. 0 turns the push off (the log polls as above). Needs an async web worker
     # (gunicorn -k gevent): with threads, each open stream holds a thread.
     "LOG_STREAM_SECONDS": 600,
+    # A comment this often keeps an idle stream open through proxies, finds browsers that left,
+    # and ends the stream of a session that timed out.
+    "LOG_STREAM_HEARTBEAT_SECONDS": 25,
     # While its stream is open, the log polls only this often, or when a row turns stuck if
     # sooner: for a change whose announcement was lost (a Redis hiccup the stream outlived).
     "LOG_POLL_STREAM_SECONDS": 300,
@@ -130,6 +133,7 @@ INT_SETTINGS = {
     "LOG_POLL_SLOW_SECONDS",
     "LOG_POLL_FAST_PATH",
     "LOG_STREAM_SECONDS",
+    "LOG_STREAM_HEARTBEAT_SECONDS",
     "LOG_POLL_STREAM_SECONDS",
     "SEND_TIMEOUT_SECONDS",
     "SEND_ABANDONED_SECONDS",
@@ -197,6 +201,8 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         raise ConfigError("RETENTION_BATCH_SIZE must be at least 1")
     if settings["LOG_STREAM_SECONDS"] < 0 or settings["LOG_POLL_STREAM_SECONDS"] < 1:
         raise ConfigError("LOG_STREAM_SECONDS must be 0 (off) or more, LOG_POLL_STREAM_SECONDS at least 1")
+    if settings["LOG_STREAM_HEARTBEAT_SECONDS"] < 1:
+        raise ConfigError("LOG_STREAM_HEARTBEAT_SECONDS must be at least 1")
     if settings["IN_DOUBT_GRACE_SECONDS"] < 1:
         raise ConfigError("IN_DOUBT_GRACE_SECONDS must be at least 1")
     if settings["EMAIL_PROVIDER"] not in PROVIDERS:

@@ -169,6 +169,7 @@ class SteppingDoorbell:
     def __init__(self, clock, rings_at: tuple[float, ...] = ()) -> None:  # noqa: ANN001
         self.clock = clock
         self.ended = False
+        self.session_over = False
         self.rings_at = list(rings_at)
         self.started = clock()
 
@@ -194,6 +195,7 @@ def test_a_stream_ends_with_its_session(clock):
     live_until = clock() + 60
     text = list(log_stream.events(bell, 300, lambda: clock() < live_until, now=clock))
     assert text.count(": heartbeat\n\n") == 2  # at 25 and 50 s; at 75 s the session had ended
+    assert text[-1] == "event: end\ndata: session\n\n"  # so the browser does not reconnect
     assert clock() - bell.started == 75
 
 
@@ -242,7 +244,7 @@ def test_signing_out_ends_the_sessions_open_streams(app, world):
     browser.post("/logout")
     feed = app.extensions["log_feed"]
     feed.end_ended_sessions()  # what the feed does every 25 s, for all its streams at once
-    assert list(chunks) == []  # the stream ended at once, without a heartbeat
+    assert list(chunks) == [b"event: end\ndata: session\n\n"]  # at once, without a heartbeat
     assert feed.open_count() == 1
     theirs.close()
     assert feed.open_count() == 0

@@ -67,6 +67,12 @@
       schedulePoll();
     });
     source.addEventListener("changed", pollNow);
+    source.addEventListener("end", function () {
+      // The session is over: the log's own request takes the page to the sign-in form.
+      closeStream();
+      pollNow();
+      schedulePoll();
+    });
     source.addEventListener("error", function () {
       // The browser reconnects by itself after a stream ended; it gives up after an error answer
       // (the server cannot listen, the session ended): poll, and try the stream again later.

@@ -96,7 +96,7 @@ def email_stream(client_id: int) -> Response:
     """Tell an open email log each time it changes (text/event-stream); the browser then fetches it."""
     # A doorbell, not data: the log itself comes through email_log, which decides what is shown.
     if not current_user.is_authenticated:
-        abort(401)  # not a redirect: EventSource cannot follow one to a login form
+        abort(401)  # not the login redirect: a stream has no page to send there
     if request.args:
         abort(400)  # it takes no parameters
     if current_user.role not in POLL_ROLES:
@@ -112,6 +112,7 @@ def email_stream(client_id: int) -> Response:
     if subscription is None:
         abort(503)  # Redis does not answer: the browser polls
     snapshot = dict(session)
+    heartbeat = current_app.config["LOG_STREAM_HEARTBEAT_SECONDS"]
 
     def still_live() -> bool:
         # The session's own timeouts: an idle or too old session ends its streams too.
@@ -119,7 +120,7 @@ def email_stream(client_id: int) -> Response:
 
     def body() -> Iterator[str]:
         try:
-            yield from log_stream.events(subscription, lifetime, still_live)
+            yield from log_stream.events(subscription, lifetime, still_live, heartbeat=heartbeat)
         finally:
             feed.close(subscription)
 

@@ -28,12 +28,15 @@ from webapp.services.changes import LOG_CHANNEL_PREFIX
 
 log = logging.getLogger(__name__)
 
-# A comment line this often keeps proxies from closing an idle stream and finds gone browsers.
+# A comment line this often keeps proxies from closing an idle stream and finds gone browsers
+# (LOG_STREAM_HEARTBEAT_SECONDS); the feed checks its streams' sessions as often.
 HEARTBEAT_SECONDS = 25.0
 # How long open() waits for the process's subscription before refusing the stream (503).
 CONNECT_WAIT_SECONDS = 2.0
 # The browser reconnects this soon after a stream ends (its bounded lifetime, a restart).
 RETRY_MILLISECONDS = 2000
+# Tells the browser not to reconnect but to fetch the log, whose route sends it to sign in.
+SESSION_OVER = "event: end\ndata: session\n\n"
 
 
 class Subscription:
@@ -43,6 +46,7 @@ class Subscription:
         self.channel = channel
         self.live_key = live_key  # the Redis mark that says its session is live ("" : not checked)
         self.ended = False
+        self.session_over = False  # ended because its session is over: the browser need not retry
         self._rung = threading.Event()
 
     def wait(self, seconds: float) -> bool:
@@ -155,6 +159,7 @@ class ChangeFeed:
             live.update(key for key, value in zip(chunk, self._redis.mget(chunk), strict=True) if value)
         for subscription in streams:
             if subscription.live_key and subscription.live_key not in live:
+                subscription.session_over = True
                 subscription.ended = True
                 subscription.ring()
 
@@ -208,23 +213,27 @@ def events(
     lifetime: float,
     still_live: Callable[[], bool],
     now: Callable[[], float] = clock.timestamp,
+    heartbeat: float = HEARTBEAT_SECONDS,
 ) -> Iterator[str]:
     """Yield the stream's text: a "changed" event per change (coalesced), a heartbeat comment
-    every HEARTBEAT_SECONDS while `still_live()` (the session's own timeouts; the feed ends the
+    every `heartbeat` seconds while `still_live()` (the session's own timeouts; the feed ends the
     stream when the server ended the session), and the end after `lifetime` seconds."""
     # Sent at once, so the browser knows the stream is open (and fetches what changed before).
     yield f"retry: {RETRY_MILLISECONDS}\n: open\n\n"
     start = now()
     end = start + lifetime
-    beat = start + HEARTBEAT_SECONDS
+    beat = start + heartbeat
     while not subscription.ended:
         moment = now()
         if moment >= end:
             return
         if moment >= beat:
             if not still_live():
+                yield SESSION_OVER
                 return
             yield ": heartbeat\n\n"
-            beat = moment + HEARTBEAT_SECONDS
+            beat = moment + heartbeat
         if subscription.wait(min(beat, end) - moment) and not subscription.ended:
             yield "event: changed\ndata: 1\n\n"
+    if subscription.session_over:
+        yield SESSION_OVER
