@@ -66,6 +66,17 @@ DEFAULTS: dict[str, Any] = {
     "LOG_POLL_SLOW_SECONDS": 4,
     # Answer unchanged log polls in front of Flask (webapp/fastpoll.py); 0 only to measure without.
     "LOG_POLL_FAST_PATH": 1,
+    # Push: an open log also listens on an event stream that says when it changed (Redis pub/sub,
+    # webapp/services/log_stream.py); each stream ends after this many seconds and the browser
+    # opens a new one. 0 turns the push off (the log polls as above). Needs an async web worker
+    # (gunicorn -k gevent): with threads, each open stream holds a thread.
+    "LOG_STREAM_SECONDS": 600,
+    # A comment this often keeps an idle stream open through proxies, finds browsers that left,
+    # and ends the stream of a session that timed out.
+    "LOG_STREAM_HEARTBEAT_SECONDS": 25,
+    # While its stream is open, the log polls only this often, or when a row turns stuck if
+    # sooner: for a change whose announcement was lost (a Redis hiccup the stream outlived).
+    "LOG_POLL_STREAM_SECONDS": 300,
     "SEND_TIMEOUT_SECONDS": 15,
     # A send whose worker has said nothing for this long died mid-call: check whether it arrived.
     "SEND_ABANDONED_SECONDS": 120,
@@ -121,6 +132,9 @@ INT_SETTINGS = {
     "LOG_POLL_FAST_SECONDS",
     "LOG_POLL_SLOW_SECONDS",
     "LOG_POLL_FAST_PATH",
+    "LOG_STREAM_SECONDS",
+    "LOG_STREAM_HEARTBEAT_SECONDS",
+    "LOG_POLL_STREAM_SECONDS",
     "SEND_TIMEOUT_SECONDS",
     "SEND_ABANDONED_SECONDS",
     "IN_DOUBT_GRACE_SECONDS",
@@ -185,6 +199,10 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         )
     if settings["RETENTION_BATCH_SIZE"] < 1:
         raise ConfigError("RETENTION_BATCH_SIZE must be at least 1")
+    if settings["LOG_STREAM_SECONDS"] < 0 or settings["LOG_POLL_STREAM_SECONDS"] < 1:
+        raise ConfigError("LOG_STREAM_SECONDS must be 0 (off) or more, LOG_POLL_STREAM_SECONDS at least 1")
+    if settings["LOG_STREAM_HEARTBEAT_SECONDS"] < 1:
+        raise ConfigError("LOG_STREAM_HEARTBEAT_SECONDS must be at least 1")
     if settings["IN_DOUBT_GRACE_SECONDS"] < 1:
         raise ConfigError("IN_DOUBT_GRACE_SECONDS must be at least 1")
     if settings["EMAIL_PROVIDER"] not in PROVIDERS:

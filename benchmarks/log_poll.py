@@ -95,7 +95,8 @@ def main() -> None:
     old = {"in flight (3 s before)": 60 / 3 / before, "settled (30 s before)": 60 / 30 / before}
     new = {"in flight (3 s before)": 60 / fast / ratio, "settled (30 s before)": 60 / slow / ratio}
     print(
-        f"one open log's polls per minute, in bare-request units (now {fast} s in flight, {slow} s settled):"
+        f"one open log's polls per minute, in bare-request units (now {fast} s in flight, {slow} s settled; "
+        "the polling a log falls back to without its event stream, see log_push.py):"
     )
     for kind in old:
         print(f"  {kind:24} before {old[kind]:6.1f}   now {new[kind]:6.1f}")

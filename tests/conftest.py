@@ -238,6 +238,7 @@ def make_app(
     Redis.from_url(redis_url).flushdb()
     yield build
     for app in apps:
+        app.extensions["log_feed"].stop()  # the listener of any open log stream stops with its test
         with app.app_context():
             db.session.remove()
             db.engine.dispose()

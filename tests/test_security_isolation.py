@@ -83,6 +83,8 @@ def expected_statuses(endpoint: str, arguments: set[str], role: str, method: str
         return PUBLIC[endpoint](role, method)
     if endpoint.startswith("webhooks."):
         return {400, 401, 403}  # unsigned (or, in the sandbox demo, an empty inbound form)
+    if role == "anonymous" and endpoint == "clients.email_stream":
+        return {401}  # a log's event stream has no page to send to the login form
     if role == "anonymous":
         return {302, 204}  # to the login page; 204 + HX-Redirect for htmx
     if arguments & CLINIC_OBJECTS:

@@ -58,6 +58,10 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     htmx.init_app(app)
     limiter.init_app(app)
     app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"], socket_timeout=5)
+    from webapp.services.log_stream import ChangeFeed
+
+    # Listens to Redis only from the first open log stream on, in the process that serves it.
+    app.extensions["log_feed"] = ChangeFeed(app.config["REDIS_URL"])
     app.extensions["login_throttle"] = LoginThrottle(
         app.extensions["redis"],
         free_failures=app.config["LOGIN_FREE_FAILURES"],

@@ -351,12 +351,13 @@ def up(host: str, port: int, demo: bool) -> None:
             str(bin_dir / "gunicorn"),
             "--bind",
             f"{host}:{port}",
+            # gevent: an open log's event stream waits in a greenlet, not in one of a few threads.
             "--worker-class",
-            "gthread",
+            "gevent",
             "--workers",
             "2",
-            "--threads",
-            "8",
+            "--worker-connections",
+            "1000",
             # Within the supervisor's stop deadline, so it never has to kill a worker mid-answer.
             "--graceful-timeout",
             str(int(STOP_SECONDS - 5)),

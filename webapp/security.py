@@ -70,6 +70,8 @@ def session_data_is_live(data: Any, now: float) -> bool:
 
 def is_background_poll() -> bool:
     """Return whether this request is the email log refreshing itself, not the user acting."""
+    if request.endpoint == "clients.email_stream":
+        return True  # an open log listening for changes keeps no idle session alive
     return bool(htmx) and request.headers.get("HX-Trigger") == "email-log"
 
 

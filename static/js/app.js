@@ -4,28 +4,91 @@
 
   // --- The email log refreshes itself while the tab is visible -------------------------------
   // The server says how often (data-poll-seconds: fast while a row can still change soon); a
-  // hidden tab asks nothing, and asks at once when it becomes visible again.
+  // hidden tab asks nothing, and asks at once when it becomes visible again. Where the browser
+  // can, the log also listens on its event stream (data-stream-url), which says when it changed:
+  // while that stream is open the log is fetched on each change and polls only rarely
+  // (data-stream-poll-seconds); when the stream fails, the timed poll is back as it was.
   let pollTimer = null;
+  let stream = null;
+  let streamUrl = null;
+  let streamOpen = false;
+  let streamRetry = null;
+
+  function pollSeconds(log) {
+    const seconds = Number(log.dataset.pollSeconds || 0);
+    if (streamOpen && log.dataset.streamPollSeconds) {
+      return Math.max(seconds, Number(log.dataset.streamPollSeconds));
+    }
+    return seconds;
+  }
 
   function schedulePoll() {
     clearTimeout(pollTimer);
     const log = document.getElementById("email-log");
     if (!log || document.visibilityState !== "visible") return;
-    const seconds = Number(log.dataset.pollSeconds || 0);
+    const seconds = pollSeconds(log);
     if (seconds > 0) {
       pollTimer = setTimeout(function () {
-        const current = document.getElementById("email-log");
-        if (current && document.visibilityState === "visible") htmx.trigger(current, "poll");
+        pollNow();
         schedulePoll();
       }, seconds * 1000);
     }
   }
 
-  document.addEventListener("visibilitychange", function () {
-    if (document.visibilityState === "visible") {
-      const log = document.getElementById("email-log");
-      if (log) htmx.trigger(log, "poll");
+  function pollNow() {
+    const log = document.getElementById("email-log");
+    if (log && document.visibilityState === "visible") htmx.trigger(log, "poll");
+  }
+
+  function closeStream() {
+    if (stream) stream.close();
+    stream = null;
+    streamUrl = null;
+    streamOpen = false;
+  }
+
+  function listen() {
+    const log = document.getElementById("email-log");
+    const url = log && log.dataset.streamUrl;
+    if (!url || !window.EventSource || document.visibilityState !== "visible") {
+      closeStream();
+      return;
     }
+    if (stream && streamUrl === url) return;
+    closeStream();
+    clearTimeout(streamRetry);
+    const source = new EventSource(url);
+    stream = source;
+    streamUrl = url;
+    source.addEventListener("open", function () {
+      streamOpen = true;
+      // What changed before the stream was listening (or while it was away) is fetched now.
+      pollNow();
+      schedulePoll();
+    });
+    source.addEventListener("changed", pollNow);
+    source.addEventListener("end", function () {
+      // The session is over: the log's own request takes the page to the sign-in form.
+      closeStream();
+      pollNow();
+      schedulePoll();
+    });
+    source.addEventListener("error", function () {
+      // The browser reconnects by itself after a stream ended; it gives up after an error answer
+      // (the server cannot listen, the session ended): poll, and try the stream again later.
+      if (stream !== source) return;
+      streamOpen = false;
+      if (source.readyState === EventSource.CLOSED) {
+        closeStream();
+        streamRetry = setTimeout(listen, 60000);
+      }
+      schedulePoll();
+    });
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible") pollNow();
+    listen();
     schedulePoll();
   });
 
@@ -130,7 +193,7 @@
     if (updated) {
       const age = Math.max(0, Math.round(now - Number(updated.dataset.checkedAt)));
       const log = document.getElementById("email-log");
-      const interval = Number(log.dataset.pollSeconds || 30);
+      const interval = pollSeconds(log) || 30;
       // Missed several refreshes in a row (offline, server down): say so rather than look alive.
       const stale = document.visibilityState === "visible" && age > 3 * interval + 10;
       updated.classList.toggle("stale", stale);
@@ -222,6 +285,7 @@
     if (elt.id === "email-log" || (elt.querySelector && elt.querySelector("#email-log"))) {
       restoreLogState();
       renderClock();
+      listen();
       schedulePoll();
     }
   });
@@ -229,6 +293,7 @@
   document.addEventListener("DOMContentLoaded", function () {
     localise(document);
     renderClock();
+    listen();
     schedulePoll();
     setInterval(renderClock, 5000);
   });

@@ -83,6 +83,7 @@ def live_server(make_app: Callable[..., Flask]) -> Iterator[LiveServer]:
         LOG_POLL_FAST_SECONDS=1,
         LOG_POLL_SLOW_SECONDS=2,
         SANDBOX_SPEED=1000.0,  # the sandbox's seconds pass in milliseconds
+        LOG_STREAM_HEARTBEAT_SECONDS=1,  # a log's stream notices an ended session within a second
         WTF_CSRF_ENABLED=True,  # the browser goes through the real CSRF checks
     )
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -92,6 +93,7 @@ def live_server(make_app: Callable[..., Flask]) -> Iterator[LiveServer]:
     try:
         yield LiveServer(app, f"http://127.0.0.1:{server.server_port}")
     finally:
+        app.extensions["log_feed"].stop()  # ends the open logs' streams, so their threads finish
         server.shutdown()
         thread.join(timeout=5)
         server.server_close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
+from datetime import datetime
 
 from flask import (
     abort,
@@ -23,10 +25,11 @@ from webapp import statuses
 from webapp.clients import bp
 from webapp.clients.forms import AddressForm, SandboxMailForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
+from webapp.fastpoll import POLL_ROLES
 from webapp.models import Client, Clinic, utcnow
 from webapp.params import id_list, page_number, whole_number
-from webapp.security import clinic_staff_required, current_clinic_id, session_is_live
-from webapp.services import accounts, addresses, changes, clients, demo, messages, sending
+from webapp.security import clinic_staff_required, current_clinic_id, session_data_is_live, session_is_live
+from webapp.services import accounts, addresses, changes, clients, demo, log_stream, messages, sending
 from webapp.templating import clinic_timezone
 
 
@@ -86,6 +89,46 @@ def email_log(client_id: int) -> Response | tuple[str, int]:
         if still_fresh and changes.marker_matches(session["clinic_id"], client_id, marker, live):
             return "", 204
     return _render_email_log(client_id)
+
+
+@bp.get("/clients/<int:client_id>/emails/stream")
+def email_stream(client_id: int) -> Response:
+    """Tell an open email log each time it changes (text/event-stream); the browser then fetches it."""
+    # A doorbell, not data: the log itself comes through email_log, which decides what is shown.
+    if not current_user.is_authenticated:
+        abort(401)  # not the login redirect: a stream has no page to send there
+    if request.args:
+        abort(400)  # it takes no parameters
+    if current_user.role not in POLL_ROLES:
+        abort(404)
+    client = clients.get_client(current_clinic_id(), client_id)
+    lifetime = current_app.config["LOG_STREAM_SECONDS"]
+    if not lifetime:
+        abort(404)
+    feed = current_app.extensions["log_feed"]
+    # The feed ends the stream when the server ends the session (sign-out, everywhere, deactivation).
+    live_key = accounts.live_key(session.get("sid", ""))
+    subscription = feed.open(changes.log_channel(client.clinic_id, client.id), live_key)
+    if subscription is None:
+        abort(503)  # Redis does not answer: the browser polls
+    snapshot = dict(session)
+    heartbeat = current_app.config["LOG_STREAM_HEARTBEAT_SECONDS"]
+
+    def still_live() -> bool:
+        # The session's own timeouts: an idle or too old session ends its streams too.
+        return session_data_is_live(snapshot, time.time())
+
+    def body() -> Iterator[str]:
+        try:
+            yield from log_stream.events(subscription, lifetime, still_live, heartbeat=heartbeat)
+        finally:
+            feed.close(subscription)
+
+    # Flask ends the request (and its database session) before the body is read: a stream holds
+    # no database connection.
+    response = Response(body(), mimetype="text/event-stream")
+    response.headers["X-Accel-Buffering"] = "no"  # a proxy in front must pass each event at once
+    return response
 
 
 @clinic_staff_required
@@ -206,6 +249,10 @@ def _log_context(client: Client) -> dict:
         "statuses": statuses.ALL,
         "poll_seconds": config["LOG_POLL_FAST_SECONDS"] if soon else config["LOG_POLL_SLOW_SECONDS"],
         "version": f"{marker}-{int(fresh_until)}",
+        "stream_url": url_for("clients.email_stream", client_id=client_id)
+        if config["LOG_STREAM_SECONDS"]
+        else None,
+        "stream_poll_seconds": _stream_poll_seconds(now, deadline),
         # Built once, not once per row (url_for costs about as much as a row's other values).
         "help_index_url": url_for("help.index"),
         "help_status_urls": {
@@ -217,6 +264,16 @@ def _log_context(client: Client) -> dict:
         # than a call per row).
         "timeline_urls": {row.email.id: timeline_url.format(row.email.id) for row in rows},
     }
+
+
+def _stream_poll_seconds(now: datetime, stuck_deadline: datetime | None) -> int:
+    """How long a log whose stream is open waits before it asks again by itself."""
+    # Its stream announces every stored change, and the browser keeps relative times current:
+    # only a row turning stuck with time, and a change whose announcement was lost, need a poll.
+    seconds = current_app.config["LOG_POLL_STREAM_SECONDS"]
+    if stuck_deadline is not None:
+        seconds = min(seconds, int(stuck_deadline.timestamp() - now.timestamp()) + 1)
+    return max(1, seconds)
 
 
 def _url_pattern(endpoint: str, argument: str) -> str:

@@ -2,7 +2,9 @@
 
 Each email carries a version number in the database. Each client's log also has a counter in
 Redis, bumped after every commit that changed one of that client's emails; the log poll compares
-it with the value it last rendered and answers 204 when they match.
+it with the value it last rendered and answers 204 when they match. The bump is also published
+on the log's channel, so an open log's event stream (webapp/services/log_stream.py) tells the
+browser at once instead of waiting for its next poll.
 """
 
 from __future__ import annotations
@@ -20,10 +22,17 @@ from webapp.models import Email
 
 log = logging.getLogger(__name__)
 
+LOG_CHANNEL_PREFIX = "emaillog-changed:"
+
 
 def log_key(clinic_id: int, client_id: int) -> str:
     """Return the Redis key of one client's log counter (scoped by clinic)."""
     return f"emaillog:{clinic_id}:{client_id}"
+
+
+def log_channel(clinic_id: int, client_id: int) -> str:
+    """Return the Redis pub/sub channel on which a change to one client's log is announced."""
+    return f"{LOG_CHANNEL_PREFIX}{clinic_id}:{client_id}"
 
 
 def mark_changed(email: Email) -> None:
@@ -80,6 +89,8 @@ def _publish_changes(session: so.Session) -> None:
         with redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.incr(key)
+                # Open logs listening on their stream hear of it now (their poll is the fallback).
+                pipe.publish(LOG_CHANNEL_PREFIX + key.removeprefix("emaillog:"), b"1")
             # What needs attention follows from the logs: a changed log may change the total.
             for clinic_id in {key.split(":")[1] for key in keys}:
                 pipe.delete(attention_count_key(int(clinic_id)))

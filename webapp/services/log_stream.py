@@ -1,0 +1,239 @@
+"""Push for open email logs: each web process listens once to Redis for log changes and tells the
+open logs' event streams (text/event-stream), so a browser fetches its log as soon as it changed
+instead of on a timer.
+
+One pattern subscription per process, whatever the number of open logs: a stream costs a
+dictionary entry and a wait, not a Redis connection. A stream is only a doorbell: the browser
+fetches the log through the usual path (webapp/fastpoll.py, then the view), so what it shows
+and who may see it are decided there. Every failure here falls back to that polling: a lost Redis
+ends the streams, and the browser polls at the usual interval until its stream is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from webapp import clock
+from webapp.services.changes import LOG_CHANNEL_PREFIX
+
+log = logging.getLogger(__name__)
+
+# A comment line this often keeps proxies from closing an idle stream and finds gone browsers
+# (LOG_STREAM_HEARTBEAT_SECONDS); the feed checks its streams' sessions as often.
+HEARTBEAT_SECONDS = 25.0
+# How long open() waits for the process's subscription before refusing the stream (503).
+CONNECT_WAIT_SECONDS = 2.0
+# The browser reconnects this soon after a stream ends (its bounded lifetime, a restart).
+RETRY_MILLISECONDS = 2000
+# Tells the browser not to reconnect but to fetch the log, whose route sends it to sign in.
+SESSION_OVER = "event: end\ndata: session\n\n"
+
+
+class Subscription:
+    """One open stream's doorbell: set when its log changed, or when the stream must end."""
+
+    def __init__(self, channel: str, live_key: str = "") -> None:
+        self.channel = channel
+        self.live_key = live_key  # the Redis mark that says its session is live ("" : not checked)
+        self.ended = False
+        self.session_over = False  # ended because its session is over: the browser need not retry
+        self._rung = threading.Event()
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds` for a change or the end; return whether either came (and reset)."""
+        rung = self._rung.wait(max(0.0, seconds))
+        if rung:
+            self._rung.clear()  # a ring after this is kept for the next wait
+        return rung
+
+    def ring(self) -> None:
+        """Wake the stream."""
+        self._rung.set()
+
+
+class ChangeFeed:
+    """The process's one Redis subscription to log changes, fanned out to its open streams."""
+
+    def __init__(self, redis_url: str) -> None:
+        # Its own client: no read timeout on the listening connection, and a ping every 30 s
+        # so a connection dropped without a word is noticed.
+        self._redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
+        self._lock = threading.Lock()
+        self._open: dict[str, set[Subscription]] = {}
+        self._listening = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stopping = False
+
+    def open(self, channel: str, live_key: str = "") -> Subscription | None:
+        """Register a stream for one log's channel, ended when the session whose live mark is
+        `live_key` is over; None when Redis cannot be listened to now."""
+        if self.stopping:
+            return None
+        self._start()
+        if not self._listening.wait(CONNECT_WAIT_SECONDS):
+            return None
+        subscription = Subscription(channel, live_key)
+        with self._lock:
+            self._open.setdefault(channel, set()).add(subscription)
+        return subscription
+
+    def close(self, subscription: Subscription) -> None:
+        """Forget a stream that ended."""
+        with self._lock:
+            streams = self._open.get(subscription.channel)
+            if streams is not None:
+                streams.discard(subscription)
+                if not streams:
+                    del self._open[subscription.channel]
+
+    def open_count(self) -> int:
+        """Return how many streams this process has open."""
+        with self._lock:
+            return sum(len(streams) for streams in self._open.values())
+
+    def stop(self) -> None:
+        """End every stream and stop listening (the process is stopping)."""
+        self.stopping = True
+        self._end_all()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(target=self._listen, name="log-change-feed", daemon=True)
+            self._thread.start()
+        _end_streams_on_stop(self)
+
+    def _listen(self) -> None:
+        pause = 0.5
+        while not self.stopping:
+            pubsub = self._redis.pubsub()
+            try:
+                pubsub.psubscribe(LOG_CHANNEL_PREFIX + "*")
+                # Listening only once Redis confirmed: a change published after open() is heard.
+                while pubsub.get_message(timeout=1.0) is None and not self.stopping:
+                    pass
+                self._listening.set()
+                pause = 0.5
+                check_at = time.monotonic() + HEARTBEAT_SECONDS
+                while not self.stopping:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "pmessage":
+                        self._ring(message["channel"].decode())
+                    if time.monotonic() >= check_at:
+                        self.end_ended_sessions()
+                        check_at = time.monotonic() + HEARTBEAT_SECONDS
+            except (RedisError, OSError) as error:
+                log.warning("log change feed lost Redis (%s); open logs poll until it is back", error)
+            finally:
+                self._listening.clear()
+                # A change may have gone unheard meanwhile: the streams end, and each browser
+                # fetches its log when its stream is open again.
+                self._end_all()
+                pubsub.close()
+            if not self.stopping:
+                time.sleep(pause)
+                pause = min(pause * 2, 10.0)
+
+    def end_ended_sessions(self) -> None:
+        """End the streams whose session is over (signed out, everywhere, deactivated).
+
+        One MGET per process for all its streams' sessions, not a read per stream.
+        """
+        with self._lock:
+            streams = [subscription for group in self._open.values() for subscription in group]
+        keys = sorted({subscription.live_key for subscription in streams if subscription.live_key})
+        live: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            live.update(key for key, value in zip(chunk, self._redis.mget(chunk), strict=True) if value)
+        for subscription in streams:
+            if subscription.live_key and subscription.live_key not in live:
+                subscription.session_over = True
+                subscription.ended = True
+                subscription.ring()
+
+    def _ring(self, channel: str) -> None:
+        with self._lock:
+            streams = list(self._open.get(channel, ()))
+        for subscription in streams:
+            subscription.ring()
+
+    def _end_all(self) -> None:
+        with self._lock:
+            streams = [subscription for group in self._open.values() for subscription in group]
+        for subscription in streams:
+            subscription.ended = True
+            subscription.ring()
+
+
+_FEEDS: weakref.WeakSet[ChangeFeed] = weakref.WeakSet()
+
+
+def _end_streams_on_stop(feed: ChangeFeed) -> None:
+    """End the streams when the server is asked to stop, so it stops now, not at its grace limit.
+
+    Under gunicorn's gevent worker every request runs in the main thread, where the worker's
+    SIGTERM handler can be wrapped; elsewhere (threads) Python refuses and the streams end with
+    their lifetime or the server's graceful timeout.
+    """
+    _FEEDS.add(feed)
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        if getattr(previous, "_ends_log_streams", False):
+            return
+
+        def on_stop(signum: int, frame: Any) -> None:
+            for each in list(_FEEDS):
+                each.stop()
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+
+        on_stop._ends_log_streams = True  # type: ignore[attr-defined]
+        signal.signal(signal.SIGTERM, on_stop)
+    except ValueError:
+        pass  # not the main thread
+
+
+def events(
+    subscription: Subscription,
+    lifetime: float,
+    still_live: Callable[[], bool],
+    now: Callable[[], float] = clock.timestamp,
+    heartbeat: float = HEARTBEAT_SECONDS,
+) -> Iterator[str]:
+    """Yield the stream's text: a "changed" event per change (coalesced), a heartbeat comment
+    every `heartbeat` seconds while `still_live()` (the session's own timeouts; the feed ends the
+    stream when the server ended the session), and the end after `lifetime` seconds."""
+    # Sent at once, so the browser knows the stream is open (and fetches what changed before).
+    yield f"retry: {RETRY_MILLISECONDS}\n: open\n\n"
+    start = now()
+    end = start + lifetime
+    beat = start + heartbeat
+    while not subscription.ended:
+        moment = now()
+        if moment >= end:
+            return
+        if moment >= beat:
+            if not still_live():
+                yield SESSION_OVER
+                return
+            yield ": heartbeat\n\n"
+            beat = moment + heartbeat
+        if subscription.wait(min(beat, end) - moment) and not subscription.ended:
+            yield "event: changed\ndata: 1\n\n"
+    if subscription.session_over:
+        yield SESSION_OVER
