@@ -486,7 +486,25 @@ def _error_text(response: httpx.Response) -> str:
 
 
 def x_message_id(sg_message_id: Any, smtp_id: Any = None) -> str | None:
-    """Return the X-Message-Id (the send request's id) an event or message names, or None.
+    """Return the X-Message-Id (the send request's id) an event or message names, or None."""
+    if _short_text(sg_message_id) and _short_text(smtp_id):
+        # An email's events come in several batches to one worker: each id is worked out once
+        # (and only short ids are kept: the cache holds what senders of webhooks choose).
+        return _x_message_id_of_text(sg_message_id, smtp_id)
+    return _x_message_id(sg_message_id, smtp_id)
+
+
+def _short_text(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and len(value) <= 200)
+
+
+@lru_cache(maxsize=16_384)
+def _x_message_id_of_text(sg_message_id: str | None, smtp_id: str | None) -> str | None:
+    return _x_message_id(sg_message_id, smtp_id)
+
+
+def _x_message_id(sg_message_id: Any, smtp_id: Any) -> str | None:
+    """Work out x_message_id.
 
     The current sg_message_id (Email Activity's msg_id) is "<X-Message-Id>.<filter host>...";
     an older one starts with the host name ("filter0123p1mdw1.13432.5B3A6F4C13.0") and names no

@@ -105,9 +105,10 @@ def store_events(batch: dict[int, tuple[Target, list[ProviderEvent]]], source: s
     """
     db.session.flush()  # the statements below bypass the ORM: write its pending changes first
     rows: dict[str, dict] = {}
+    now = utcnow()
     for email_id, (_, events) in batch.items():
         for event in events:
-            row = _event_row(email_id, event, source)
+            row = _event_row(email_id, event, source, now)
             kept = rows.get(row["dedupe_key"])
             # Two copies of one event in a batch: keep the same one whatever their order.
             if kept is None or _preference(row) > _preference(kept):
@@ -153,7 +154,7 @@ def _insert_new_events(rows: list[dict]) -> set[str]:
         document = _json_document(rows)
         if "\\u0000" in document:  # rare: clean every string, then write the document again
             document = _json_document([_without_nul(row) for row in rows])
-        return set(db.session.execute(_RECORDSET_INSERT, {"rows": document}).scalars())
+        return set(db.session.execute(_RECORDSET_INSERT, {"rows": document}).scalars().all())
     statement = _insert(EmailEvent).on_conflict_do_nothing().returning(EmailEvent.dedupe_key)
     inserted: set[str] = set()
     rows = [_without_nul(row) for row in rows]
@@ -346,13 +347,14 @@ def _spam_row(address: str, reported_at: datetime, email_id: int | None, source:
 
 def keep_for_later(events: Iterable[ProviderEvent]) -> int:
     """Keep events whose email we do not know yet; return how many were new."""
+    now = utcnow()
     rows = [
         {
             "app_message_id": event.app_message_id or "",
             "provider_message_id": event.provider_message_id,
             "dedupe_key": event.dedupe_key,
             "payload": event.to_dict(),
-            "received_at": utcnow(),
+            "received_at": now,
         }
         for event in events
     ]
@@ -365,7 +367,7 @@ def stored_key(dedupe_key: str) -> str:
     return dedupe_key[:32]
 
 
-def _event_row(email_id: int, event: ProviderEvent, source: str) -> dict:
+def _event_row(email_id: int, event: ProviderEvent, source: str, now: datetime | None = None) -> dict:
     return {
         "email_id": email_id,
         "occurred_at": event.occurred_at,
@@ -378,7 +380,7 @@ def _event_row(email_id: int, event: ProviderEvent, source: str) -> dict:
         "source": source,
         "raw": event.raw or None,
         "dedupe_key": stored_key(event.dedupe_key),
-        "created_at": utcnow(),
+        "created_at": now or utcnow(),
     }
 
 
