@@ -287,9 +287,9 @@ def test_one_job_applies_the_waiting_batches_each_exactly_once(app, world, monke
     assert webhooks.apply_batch(batches[1].id, more=2) == 3  # its own and the two oldest others
     assert applied(*batches) == [True, True, True, False]
     assert sorted(PARSED) == sorted(batch.body for batch in batches[:3])
-    assert webhooks.apply_batch(batches[0].id) == 1  # already applied: only the one left waiting
+    assert webhooks.apply_batch(batches[0].id, more=2) == 1  # already applied: the one left waiting
     assert applied(*batches) == [True] * 4
-    assert webhooks.apply_batch(batches[2].id) == 0
+    assert webhooks.apply_batch(batches[2].id, more=2) == 0
     assert len(PARSED) == 4  # each batch read once
     assert db.session.execute(sa.select(sa.func.count(EmailEvent.id))).scalar() == 4
     assert {email.id: email.status for email in emails} == {email.id: "delivered" for email in emails}
@@ -314,9 +314,9 @@ def test_a_batch_another_job_is_applying_is_left_to_it_until_that_job_dies(app, 
             {"namespace": webhooks._CLAIM_NAMESPACE, "id": batches[1].id},
         ).scalar()
         # Its own job finds it taken and applies the ones waiting around it.
-        assert webhooks.apply_batch(batches[1].id) == 2
+        assert webhooks.apply_batch(batches[1].id, more=2) == 2
         assert applied(*batches) == [True, False, True]
-        assert webhooks.apply_batch(batches[1].id) == 0
+        assert webhooks.apply_batch(batches[1].id, more=2) == 0
     finally:
         other.invalidate()  # that job's process dies: its connection, and so its claim, goes with it
         other.close()
@@ -343,12 +343,12 @@ def test_a_job_that_fails_between_its_two_steps_leaves_its_batches_for_the_sweep
     monkeypatch.setattr(webhooks, "_apply_to_owners", held_back)
     monkeypatch.setattr(webhooks, "apply_provider_events", dies)
     with pytest.raises(RuntimeError):
-        webhooks.apply_batch(first.id)
+        webhooks.apply_batch(first.id, more=1)
     db.session.rollback()
     assert applied(first, second) == [False, False]  # the first email's events are stored, though
     monkeypatch.undo()
     assert webhooks.unapplied_batches(utcnow() + timedelta(minutes=1)) == [first.id, second.id]
-    assert webhooks.apply_batch(first.id) == 1  # the first email's event is already stored
+    assert webhooks.apply_batch(first.id, more=1) == 1  # the first email's event is already stored
     assert applied(first, second) == [True, True]
     db.session.expire_all()
     assert [db.session.get(Email, email.id).status for email in emails] == ["delivered", "delivered"]
