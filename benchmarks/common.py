@@ -232,6 +232,21 @@ class Signer:
         }
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time used so far by a process and its descendants, living or reaped (RQ's work-horses)."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 def percentile(values: list[float], share: float) -> float:
     """The value below which `share` of the values lie (nearest rank)."""
     ordered = sorted(values)

@@ -65,21 +65,6 @@ def wait_for(app, sql: str, params: dict, want: int, what: str) -> None:
     common.wait_until(done, what, timeout=3600, pause=0.1)
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time used so far by a process and its descendants, living or reaped (RQ's work-horses)."""
-    import psutil
-
-    total = 0.0
-    root = psutil.Process(pid)
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
-
-
 def main() -> None:
     """Start the sandbox and the workers; time no-op jobs, then the sends."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -126,7 +111,7 @@ def main() -> None:
         )
         noop_rate = args.noops / (time.perf_counter() - started)
         finished_before = queue.finished_job_registry.count
-        cpu_before = cpu_seconds(sandbox_pid), sum(cpu_seconds(pid) for pid in worker_pids)
+        cpu_before = common.cpu_seconds(sandbox_pid), sum(common.cpu_seconds(pid) for pid in worker_pids)
         started = time.perf_counter()
         for _ in ids:
             wake_senders()  # what queue_email does after committing each email
@@ -138,8 +123,8 @@ def main() -> None:
         "sending",
     )
     rate = len(ids) / (time.perf_counter() - started)
-    sandbox_cpu = cpu_seconds(sandbox_pid) - cpu_before[0]
-    workers_cpu = sum(cpu_seconds(pid) for pid in worker_pids) - cpu_before[1]
+    sandbox_cpu = common.cpu_seconds(sandbox_pid) - cpu_before[0]
+    workers_cpu = sum(common.cpu_seconds(pid) for pid in worker_pids) - cpu_before[1]
     from webapp.extensions import db
 
     with app.app_context():

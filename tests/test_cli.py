@@ -109,3 +109,60 @@ def test_seed_load_makes_a_tiny_data_set_or_says_it_needs_postgresql(bare_app):
     else:
         assert result.exit_code == 1
         assert "PostgreSQL" in result.output
+
+
+def test_the_worker_applies_webhook_batches_in_its_own_process_and_forks_others(bare_app, monkeypatch):
+    """No fork and no new database connection per batch; a job forked after one still gets its own
+    connection, not the worker's."""
+    import json
+    import os
+
+    from rq.job import JobStatus
+
+    from webapp.extensions import db
+    from webapp.models import Client, Clinic, Email, WebhookBatch
+    from webapp.queue import get_queue
+    from webapp.services import webhooks
+
+    ran_in: list[int] = []
+    real = webhooks.apply_batch
+
+    def recording(batch_id: int, more: int | None = None) -> int:
+        ran_in.append(os.getpid())  # a forked child's list is not this one
+        return real(batch_id, more)
+
+    monkeypatch.setattr(webhooks, "apply_batch", recording)
+    with bare_app.app_context():
+        clinic = Clinic(name="Worker Clinic")
+        db.session.add(clinic)
+        db.session.flush()
+        client = Client(clinic_id=clinic.id, name="Wendy", email="wendy@example.com")
+        db.session.add(client)
+        db.session.flush()
+        email = Email(
+            clinic_id=clinic.id,
+            client_id=client.id,
+            to_address=client.email,
+            subject="Reminder",
+            body="Hello",
+            kind="appointment_reminder",
+            provider="sendgrid",
+            send_state="accepted",
+        )
+        db.session.add(email)
+        db.session.commit()
+        email_id, app_message_id = email.id, email.app_message_id
+        queue = get_queue()
+        batch_ids = []
+        forked = None
+        for kind in ("delivered", "open"):
+            event = {"event": kind, "timestamp": 1767348000, "app_message_id": app_message_id}
+            batch_ids.append(webhooks.store_batch("sendgrid", json.dumps([event]).encode()).id)
+            queue.enqueue(webhooks.APPLY_JOB, batch_ids[-1])
+            forked = forked or queue.enqueue("jobs.maintenance.sweep")
+    run(bare_app, "worker", "--burst")
+    assert ran_in == [os.getpid(), os.getpid()]
+    with bare_app.app_context():
+        assert forked.get_status(refresh=True) == JobStatus.FINISHED
+        assert all(db.session.get(WebhookBatch, batch_id).applied_at for batch_id in batch_ids)
+        assert db.session.get(Email, email_id).status == "open"

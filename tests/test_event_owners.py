@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import ON_POSTGRES
+from webapp import providers
 from webapp.extensions import db
 from webapp.models import Email, EmailEvent, PendingEvent, WebhookBatch, utcnow
 from webapp.providers.base import ProviderEvent, SendResult
@@ -258,4 +259,97 @@ def test_a_batch_applies_the_emails_nobody_holds_first_and_the_held_ones_after(a
     db.session.expire_all()
     assert db.session.get(Email, held.id).status == "delivered"
     assert db.session.get(WebhookBatch, batch.id).applied_at is not None
+    assert db.session.execute(sa.select(sa.func.count(EmailEvent.id))).scalar() == 2
+
+
+def delivered_body(email: Email) -> bytes:
+    """A webhook body with one delivery of this email."""
+    event = {
+        "email": email.to_address,
+        "timestamp": int(utcnow().timestamp()),
+        "event": "delivered",
+        "sg_message_id": f"{email.provider_message_id}.filter01.0",
+        "app_message_id": email.app_message_id,
+    }
+    return json.dumps([event]).encode()
+
+
+def applied(*batches: WebhookBatch) -> list[bool]:
+    db.session.expire_all()
+    return [db.session.get(WebhookBatch, batch.id).applied_at is not None for batch in batches]
+
+
+def test_one_job_applies_the_waiting_batches_each_exactly_once(app, world, monkeypatch):
+    emails = [add_sent_email(world, f"XMULTI{n}", f"m{n}@example.com") for n in range(4)]
+    batches = [webhooks.store_batch("sendgrid", delivered_body(email)) for email in emails]
+    monkeypatch.setitem(providers.WEBHOOK_PARSERS, "sendgrid", f"{__name__}:counting_parser")
+    PARSED.clear()
+    assert webhooks.apply_batch(batches[1].id, more=2) == 3  # its own and the two oldest others
+    assert applied(*batches) == [True, True, True, False]
+    assert sorted(PARSED) == sorted(batch.body for batch in batches[:3])
+    assert webhooks.apply_batch(batches[0].id, more=2) == 1  # already applied: the one left waiting
+    assert applied(*batches) == [True] * 4
+    assert webhooks.apply_batch(batches[2].id, more=2) == 0
+    assert len(PARSED) == 4  # each batch read once
+    assert db.session.execute(sa.select(sa.func.count(EmailEvent.id))).scalar() == 4
+    assert {email.id: email.status for email in emails} == {email.id: "delivered" for email in emails}
+
+
+PARSED: list[bytes] = []
+
+
+def counting_parser(body: bytes) -> list[ProviderEvent]:
+    PARSED.append(body)
+    return parse_webhook_events(body)
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="SQLite has one writer at a time: no claims")
+def test_a_batch_another_job_is_applying_is_left_to_it_until_that_job_dies(app, world):
+    emails = [add_sent_email(world, f"XCLAIM{n}", f"c{n}@example.com") for n in range(3)]
+    batches = [webhooks.store_batch("sendgrid", delivered_body(email)) for email in emails]
+    other = db.engine.connect()  # another job, which claimed the middle batch and is still at it
+    try:
+        assert other.execute(
+            sa.text("SELECT pg_try_advisory_lock(:namespace, :id)"),
+            {"namespace": webhooks._CLAIM_NAMESPACE, "id": batches[1].id},
+        ).scalar()
+        # Its own job finds it taken and applies the ones waiting around it.
+        assert webhooks.apply_batch(batches[1].id, more=2) == 2
+        assert applied(*batches) == [True, False, True]
+        assert webhooks.apply_batch(batches[1].id, more=2) == 0
+    finally:
+        other.invalidate()  # that job's process dies: its connection, and so its claim, goes with it
+        other.close()
+    assert webhooks.unapplied_batches(utcnow() + timedelta(minutes=1)) == [batches[1].id]
+    assert webhooks.apply_batch(batches[1].id) == 1  # what the sweep's job then does
+    assert applied(*batches) == [True, True, True]
+
+
+def test_a_job_that_fails_between_its_two_steps_leaves_its_batches_for_the_sweep(app, world, monkeypatch):
+    emails = [add_sent_email(world, f"XFAIL{n}", f"f{n}@example.com") for n in range(2)]
+    batches = [webhooks.store_batch("sendgrid", delivered_body(email)) for email in emails]
+
+    def held_back(events: list[ProviderEvent], source: str, skip_held: bool = False) -> tuple:
+        """As if another job held the second email: its events are left for the second step."""
+        mine = [event for event in events if event.app_message_id == emails[0].app_message_id]
+        changed, unknown, _ = real(mine, source, skip_held)
+        return changed, unknown, [event for event in events if event not in mine]
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("the job died here")
+
+    real = webhooks._apply_to_owners
+    first, second = batches
+    monkeypatch.setattr(webhooks, "_apply_to_owners", held_back)
+    monkeypatch.setattr(webhooks, "apply_provider_events", dies)
+    with pytest.raises(RuntimeError):
+        webhooks.apply_batch(first.id, more=1)
+    db.session.rollback()
+    assert applied(first, second) == [False, False]  # the first email's events are stored, though
+    monkeypatch.undo()
+    assert webhooks.unapplied_batches(utcnow() + timedelta(minutes=1)) == [first.id, second.id]
+    assert webhooks.apply_batch(first.id, more=1) == 1  # the first email's event is already stored
+    assert applied(first, second) == [True, True]
+    db.session.expire_all()
+    assert [db.session.get(Email, email.id).status for email in emails] == ["delivered", "delivered"]
     assert db.session.execute(sa.select(sa.func.count(EmailEvent.id))).scalar() == 2

@@ -254,3 +254,26 @@ def test_stored_event_keys_narrow_on_upgrade_and_the_same_events_are_still_recog
     assert event_service.apply_events(email, [*stored, opened], source="webhook") is True
     db.session.commit()
     assert db.session.execute(sa.text("SELECT count(*) FROM email_event")).scalar() == 4
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="SQLite does not compress")
+def test_webhook_bodies_are_compressed_with_lz4_from_0013_and_back(scratch_app):
+    from flask_migrate import downgrade
+
+    from webapp.extensions import db
+
+    def compression() -> str:
+        with db.engine.connect() as connection:
+            return connection.execute(
+                sa.text(
+                    "SELECT attcompression FROM pg_attribute"
+                    " WHERE attrelid = 'webhook_batch'::regclass AND attname = 'body'"
+                )
+            ).scalar()
+
+    migrate_to(scratch_app, "0012")
+    assert compression() == ""  # the server's default, pglz
+    migrate_to(scratch_app)
+    assert compression() == "l"
+    downgrade(directory=scratch_app.extensions["migrate"].directory, revision="0012")
+    assert compression() == ""

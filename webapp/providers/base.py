@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -101,7 +101,9 @@ class ProviderEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready copy, for keeping an event until its email is known."""
-        return {**asdict(self), "occurred_at": self.occurred_at.isoformat()}
+        # Not asdict(): it deep-copies `raw`, which is JSON already (a third of a millisecond an event).
+        values = {item.name: getattr(self, item.name) for item in fields(self)}
+        return {**values, "occurred_at": self.occurred_at.isoformat()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProviderEvent:
