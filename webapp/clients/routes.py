@@ -19,7 +19,7 @@ from flask import (
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from webapp import statuses
+from webapp import fragments, statuses
 from webapp.clients import bp
 from webapp.clients.forms import AddressForm, SandboxMailForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
@@ -183,9 +183,8 @@ def _log_context(client: Client) -> dict:
     # The browser says which rows it has open: their timelines come with the log, fresh, so a
     # refresh keeps them open without a request each; every other timeline is fetched when opened.
     open_ids = id_list("open", clients.MAX_OPEN_TIMELINES)
-    rows = clients.email_log(
-        clinic_id, client_id, status_filter or None, now, clinic_timezone() or "UTC", open_ids
-    )
+    zone = clinic_timezone() or "UTC"
+    rows = clients.email_log(clinic_id, client_id, status_filter or None, now, zone, open_ids)
     # The unfiltered log holds the client's newest email: its address health needs no query for it.
     health = clients.address_health([client], now, None if status_filter else rows)[client.id]
     config = current_app.config
@@ -197,6 +196,7 @@ def _log_context(client: Client) -> dict:
     if deadline is not None:
         fresh_until = min(fresh_until, deadline.timestamp())
     timeline_url = _url_pattern("emails.timeline", "email_id")
+    help_index_url = url_for("help.index")
     return {
         "health": health,
         "form_key": _form_key(client, health),
@@ -207,7 +207,7 @@ def _log_context(client: Client) -> dict:
         "poll_seconds": config["LOG_POLL_FAST_SECONDS"] if soon else config["LOG_POLL_SLOW_SECONDS"],
         "version": f"{marker}-{int(fresh_until)}",
         # Built once, not once per row (url_for costs about as much as a row's other values).
-        "help_index_url": url_for("help.index"),
+        "help_index_url": help_index_url,
         "help_status_urls": {
             status.help_key: url_for("help.status", key=status.help_key) for status in statuses.ALL
         },
@@ -216,6 +216,9 @@ def _log_context(client: Client) -> dict:
         # Each row's link for a browser without JavaScript (a dict lookup costs the template less
         # than a call per row).
         "timeline_urls": {row.email.id: timeline_url.format(row.email.id) for row in rows},
+        # Rows rendered before, by what they were rendered from: the row's own key, and the time
+        # zone and URLs of this request (the only other things a row without notices shows).
+        "log_rows": fragments.rows(current_app).for_request((zone, help_index_url, timeline_url)),
     }
 
 

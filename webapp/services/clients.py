@@ -380,7 +380,10 @@ class LogEmail:
     send_error: str | None
     resend_of_id: int | None
     appointment_at: datetime | None
+    version: int
     sender_name: str | None  # who sent it; None: sent automatically
+    # Everything above as read (version included): what a cached rendering of the row is keyed by.
+    key: tuple = ()
 
     COLUMNS: ClassVar[tuple] = (
         Email.id,
@@ -396,6 +399,7 @@ class LogEmail:
         Email.send_error,
         Email.resend_of_id,
         Email.appointment_at,
+        Email.version,
         User.name,
     )
 
@@ -448,6 +452,9 @@ class LogRow:
     kind_label: str = ""
     # Rendered with the row only when the browser has it open; otherwise fetched when opened.
     timeline: Timeline | None = None
+    # Everything the row's HTML depends on besides the request's time zone and URLs, when that is
+    # only the email and the moment (no notice, no timeline): the row may come from the cache.
+    cache_key: tuple | None = None
 
 
 def email_log(
@@ -472,7 +479,7 @@ def email_log(
     )
     if status_key in statuses.BY_KEY:
         select = select.where(Email.status == status_key)
-    emails = [LogEmail(*row) for row in db.session.execute(select)]
+    emails = [LogEmail(*row, key=row._tuple()) for row in db.session.execute(select)]
     # Only a failed or spam-reported row reads events without its timeline (why it failed, and
     # whether that came after delivery), and only those kinds of event.
     ending = {statuses.FAILED.key, statuses.SPAM_REPORT.key}
@@ -491,6 +498,11 @@ def email_log(
     timelines = _timelines([row.email for row in opened], resends, now, zone)
     for row, timeline in zip(opened, timelines, strict=True):
         row.timeline = timeline
+    for row in rows:
+        # A row without notices or timeline shows only its email's columns and how long ago its
+        # status changed (and the viewer's time zone, which the template adds to the key).
+        if not (row.in_doubt or row.stuck or row.late_change or row.failure or row.timeline):
+            row.cache_key = (row.email.key, row.changed_ago)
     return rows
 
 
