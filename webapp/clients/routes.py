@@ -197,6 +197,12 @@ def _log_context(client: Client) -> dict:
         fresh_until = min(fresh_until, deadline.timestamp())
     timeline_url = _url_pattern("emails.timeline", "email_id")
     help_index_url = url_for("help.index")
+    # Rows rendered before, by what they were rendered from: the row's own key, and the time zone
+    # and URLs of this request (the only other things a row without notices shows). Looked up
+    # here: a call per row costs the template more than the lookup itself.
+    log_rows = fragments.rows(current_app).for_request((zone, help_index_url, timeline_url))
+    for row in rows:
+        row.html = log_rows.get(row.cache_key)
     return {
         "health": health,
         "form_key": _form_key(client, health),
@@ -216,9 +222,7 @@ def _log_context(client: Client) -> dict:
         # Each row's link for a browser without JavaScript (a dict lookup costs the template less
         # than a call per row).
         "timeline_urls": {row.email.id: timeline_url.format(row.email.id) for row in rows},
-        # Rows rendered before, by what they were rendered from: the row's own key, and the time
-        # zone and URLs of this request (the only other things a row without notices shows).
-        "log_rows": fragments.rows(current_app).for_request((zone, help_index_url, timeline_url)),
+        "log_rows": log_rows,
     }
 
 

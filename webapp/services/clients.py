@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from flask import abort
+from markupsafe import Markup
 
 from webapp import statuses, timezones
 from webapp.extensions import db
@@ -442,19 +443,37 @@ class LogRow:
     superseded_by: Email | None = None
     # The provider's answer was lost: we are asking its records whether it took the email.
     in_doubt: bool = False
-    # As the log shows them, in the clinic's time zone (formatted once here, not per template call).
-    created_shown: str = ""
-    changed_ago: str = ""
-    # The times' datetime attributes, and the kind of message unless the subject already says it
-    # ("Your receipt", a receipt): worked out once here rather than in the template.
-    created_iso: str = ""
-    changed_iso: str = ""
-    kind_label: str = ""
+    changed_ago: str = ""  # how long ago its status changed, as the row shows it
+    zone: tzinfo = UTC  # the clinic's time zone, in which the row shows its times
     # Rendered with the row only when the browser has it open; otherwise fetched when opened.
     timeline: Timeline | None = None
     # Everything the row's HTML depends on besides the request's time zone and URLs, when that is
     # only the email and the moment (no notice, no timeline): the row may come from the cache.
     cache_key: tuple | None = None
+    html: Markup | None = None  # the row as rendered before under its key, when kept
+
+    # What follows is read only when the row is rendered, not when it comes from the cache.
+
+    @property
+    def created_shown(self) -> str:
+        """When the email was sent, in the clinic's time zone."""
+        return timezones.format_datetime(self.email.created_at.astimezone(self.zone))
+
+    @property
+    def created_iso(self) -> str:
+        """When the email was sent, as a datetime attribute."""
+        return self.email.created_at.isoformat()
+
+    @property
+    def changed_iso(self) -> str:
+        """When its status changed, as a datetime attribute."""
+        return self.email.status_changed_at.isoformat()
+
+    @property
+    def kind_label(self) -> str:
+        """The kind of message, unless the subject already says it ("Your receipt", a receipt)."""
+        kind = MESSAGE_KINDS.get(self.email.kind, self.email.kind)
+        return "" if kind.lower() in self.email.subject.lower() else kind
 
 
 def email_log(
@@ -479,7 +498,7 @@ def email_log(
     )
     if status_key in statuses.BY_KEY:
         select = select.where(Email.status == status_key)
-    emails = [LogEmail(*row, key=row._tuple()) for row in db.session.execute(select)]
+    emails = [LogEmail(*row, key=tuple(row)) for row in db.session.execute(select)]
     # Only a failed or spam-reported row reads events without its timeline (why it failed, and
     # whether that came after delivery), and only those kinds of event.
     ending = {statuses.FAILED.key, statuses.SPAM_REPORT.key}
@@ -680,7 +699,6 @@ def stuck_deadline(rows: list[LogRow]) -> datetime | None:
 
 def _log_row(email: LogEmail, events: list[Any], now: datetime, zone: tzinfo) -> LogRow:
     status = statuses.get(email.status)
-    kind = MESSAGE_KINDS.get(email.kind, email.kind)
     return LogRow(
         email=email,
         status=status,
@@ -688,11 +706,8 @@ def _log_row(email: LogEmail, events: list[Any], now: datetime, zone: tzinfo) ->
         late_change=late_change_sentence(build_timeline(events)) if events else None,
         failure=failure_reason(email, events) if status == statuses.FAILED else "",
         in_doubt=email.send_state == "in_doubt",
-        created_shown=timezones.format_datetime(email.created_at.astimezone(zone)),
         changed_ago=timezones.ago(email.status_changed_at, now),
-        created_iso=email.created_at.isoformat(),
-        changed_iso=email.status_changed_at.isoformat(),
-        kind_label="" if kind.lower() in email.subject.lower() else kind,
+        zone=zone,
     )
 
 
