@@ -90,9 +90,9 @@ def email_log(client_id: int) -> Response | tuple[str, int]:
 
 @clinic_staff_required
 def _render_email_log(client_id: int) -> Response:
-    client = clients.get_client(current_clinic_id(), client_id)
+    client, spam = clients.get_client_and_spam_entry(current_clinic_id(), client_id)
     accounts.keep_live(session.get("sid", ""), session.get("login_at", 0))  # the database just confirmed it
-    context = _log_context(client)
+    context = _log_context(client, spam)
     # The banner, the header's mark and the send form depend on the log (a spam report, a lifted
     # block): they are refreshed with it. The form only when sending became possible or impossible
     # (or the address changed), so a clinician's half-typed message is never wiped by a poll.
@@ -172,8 +172,9 @@ def _page_context(client: Client, address_form: AddressForm | None = None) -> di
     return {"address_form": address_form, **_log_context(client)}
 
 
-def _log_context(client: Client) -> dict:
-    """Everything the email log partial needs, including when the browser should ask again."""
+def _log_context(client: Client, spam: dict | None = None) -> dict:
+    """Everything the email log partial needs, including when the browser should ask again
+    (`spam`: the spam-list entry of the client's address by address, when already read)."""
     now = utcnow()
     clinic_id = current_clinic_id()
     client_id = client.id
@@ -186,7 +187,7 @@ def _log_context(client: Client) -> dict:
     zone = clinic_timezone() or "UTC"
     rows = clients.email_log(clinic_id, client_id, status_filter or None, now, zone, open_ids)
     # The unfiltered log holds the client's newest email: its address health needs no query for it.
-    health = clients.address_health([client], now, None if status_filter else rows)[client.id]
+    health = clients.address_health([client], now, None if status_filter else rows, spam)[client.id]
     config = current_app.config
     soon = any(row.status.can_change_soon for row in rows)
     # The browser may be told "unchanged" only until the next time-driven change (a row going
