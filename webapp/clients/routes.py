@@ -220,9 +220,9 @@ def _log_context(client: Client, spam: dict | None = None) -> dict:
         },
         "resend_url": _url_pattern("emails.resend", "email_id"),
         "timeline_url": timeline_url,
-        # Each row's link for a browser without JavaScript (a dict lookup costs the template less
-        # than a call per row).
-        "timeline_urls": {row.email.id: timeline_url.format(row.email.id) for row in rows},
+        # Each rendered row's link for a browser without JavaScript (a dict lookup costs the
+        # template less than a call per row); a row from the cache has it already.
+        "timeline_urls": {row.email.id: timeline_url.format(row.email.id) for row in rows if not row.html},
         "log_rows": log_rows,
     }
 

@@ -524,7 +524,8 @@ def email_log(
     )
     if status_key in statuses.BY_KEY:
         select = select.where(Email.status == status_key)
-    emails = [LogEmail(*row, key=tuple(row)) for row in db.session.execute(select)]
+    # Plain columns: run as Core, without the ORM's per-row loading (the same transaction).
+    emails = [LogEmail(*row, key=tuple(row)) for row in db.session.connection().execute(select).all()]
     # Only a failed or spam-reported row reads events without its timeline (why it failed, and
     # whether that came after delivery), and only those kinds of event.
     ending = {statuses.FAILED.key, statuses.SPAM_REPORT.key}
