@@ -2,13 +2,15 @@
 
 A row is kept under everything its HTML was rendered from: the email's columns and its sender's
 name as read (its `version` among them, bumped whenever anything shown about it changes), how
-long ago its status changed as shown, the viewer's time zone and the app's URLs. A changed email, a time zone or a
-"5 min ago" that moved on is a new key, so a stale row is never served; old keys simply age out.
+long ago its status changed as shown, the viewer's time zone and the app's URLs. A changed email,
+a time zone or a "5 min ago" that moved on is a new key, so a stale row is never served; old keys
+simply age out.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Hashable
 
 from flask import Flask
@@ -23,7 +25,8 @@ class RowCache:
     """A bounded map of rendered rows by what they were rendered from, shared by a process's threads."""
 
     def __init__(self, size: int = MAX_ROWS) -> None:
-        self._rows: dict[Hashable, Markup] = {}
+        # Ordered: dropping the oldest is O(1) (a plain dict scans the slots its deletions left).
+        self._rows: OrderedDict[Hashable, Markup] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
@@ -40,7 +43,7 @@ class RowCache:
         with self._lock:
             if key not in self._rows and len(self._rows) >= self._size:
                 # The oldest first: a row dropped while still shown is rendered once more.
-                del self._rows[next(iter(self._rows))]
+                self._rows.popitem(last=False)
             self._rows[key] = html
 
     def __len__(self) -> int:
