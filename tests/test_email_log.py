@@ -7,10 +7,12 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask, template_rendered
+from markupsafe import Markup
 
 from tests.conftest import login
 from tests.helpers import (
@@ -27,7 +29,7 @@ from tests.helpers import (
     timeline_html,
 )
 from webapp.extensions import db
-from webapp.models import Client, utcnow
+from webapp.models import Client, Email, utcnow
 from webapp.providers.base import ProviderEvent
 from webapp.queue import get_queue
 from webapp.services.events import add_to_spam_list, apply_events
@@ -174,6 +176,20 @@ def test_a_spam_report_blocks_the_address_and_says_how_the_client_can_lift_it(si
     assert f'action="/clients/{jane.id}/emails"' not in html
 
 
+@pytest.mark.parametrize("address", ["Jane.Doe@Example.com", "ÅSA.Berg@example.com", " jane@example.com "])
+def test_the_log_partial_finds_the_spam_list_entry_however_the_address_is_written(signed_in, world, address):
+    # The client and its entry are read in one query, joined on the database's lower(): letters
+    # past ASCII and surrounding spaces it lowers otherwise than the spam list, which the
+    # partial must still find.
+    jane = world.client_a
+    jane.email = address
+    db.session.commit()
+    add_to_spam_list(address, utcnow(), None, "sync")
+    db.session.commit()
+    html = htmx_get(signed_in, f"/clients/{jane.id}/emails").get_data(as_text=True)
+    assert "Emails to this address are blocked" in text(html)
+
+
 def test_a_spam_report_made_to_another_clinic_does_not_reveal_its_email(signed_in, world):
     other = Client(clinic_id=world.clinic_b.id, name="Jane at B", email=world.client_a.email)
     db.session.add(other)
@@ -257,6 +273,53 @@ def test_the_log_lists_the_past_30_days_newest_first_with_every_column(signed_in
     row = row_html(html, deferred)
     assert re.search(r'class="badge badge-warning"[^>]*>Deferred<', row)
     assert "19 min ago" in row
+
+
+def test_a_row_rendered_before_changes_with_its_email_the_time_zone_and_the_time(
+    signed_in, app, world, app_clock
+):
+    jane = world.client_a
+    email = add_email(jane, sent_at=utcnow() - timedelta(hours=2), subject="Kept row", events=DELIVERED)
+    url = f"/clients/{jane.id}/emails"
+    first = htmx_get(signed_in, url).get_data(as_text=True)
+    assert len(app.extensions["log_rows"]) == 1  # kept for the next render
+    again = htmx_get(signed_in, url).get_data(as_text=True)
+    assert row_html(again, email) == row_html(first, email)
+    assert "2 hours ago" in row_html(again, email)
+
+    # A new status (its version bumped).
+    apply_events(email, [ProviderEvent("open", utcnow(), app_message_id=email.app_message_id)], "webhook")
+    db.session.commit()
+    row = row_html(htmx_get(signed_in, url).get_data(as_text=True), email)
+    assert re.search(r'class="badge badge-ok"[^>]*>Open<', row) and "just now" in row
+    # Time moves on: the relative time with it.
+    app_clock.advance(3 * 3600)
+    assert "3 hours ago" in row_html(htmx_get(signed_in, url).get_data(as_text=True), email)
+    # Another time zone: the row's times in it.
+    world.clinic_a.timezone = "Asia/Tokyo"
+    db.session.commit()
+    row = row_html(htmx_get(signed_in, url).get_data(as_text=True), email)
+    assert email.created_at.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%d %b %H:%M JST") in row
+    # The sender's name as it is now, though no version was bumped for it.
+    sender = world.users["clinician"].id
+    db.session.execute(sa.update(Email).where(Email.id == email.id).values(sent_by_id=sender))
+    db.session.commit()
+    assert "sent by Cleo A" in row_html(htmx_get(signed_in, url).get_data(as_text=True), email)
+    world.users["clinician"].name = "Cleo Renamed"
+    db.session.commit()
+    assert "sent by Cleo Renamed" in row_html(htmx_get(signed_in, url).get_data(as_text=True), email)
+
+
+def test_the_row_cache_keeps_at_most_its_size():
+    from webapp.fragments import RowCache
+
+    cache = RowCache(size=2)
+    rows = cache.for_request(("UTC", "/help"))
+    for key in ("a", "b", "c"):
+        rows.keep(key, Markup(key))
+    assert len(cache) == 2 and rows.get("a") is None and rows.get("c") == "c"
+    assert rows.keep(None, Markup("x")) == "x" and len(cache) == 2  # a row with notices is not kept
+    assert cache.for_request(("Asia/Tokyo", "/help")).get("c") is None  # another context
 
 
 def test_the_log_filters_by_status(signed_in, world):

@@ -21,7 +21,7 @@ from flask import (
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from webapp import statuses
+from webapp import fragments, statuses
 from webapp.clients import bp
 from webapp.clients.forms import AddressForm, SandboxMailForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
@@ -133,9 +133,9 @@ def email_stream(client_id: int) -> Response:
 
 @clinic_staff_required
 def _render_email_log(client_id: int) -> Response:
-    client = clients.get_client(current_clinic_id(), client_id)
+    client, spam = clients.get_client_and_spam_entry(current_clinic_id(), client_id)
     accounts.keep_live(session.get("sid", ""), session.get("login_at", 0))  # the database just confirmed it
-    context = _log_context(client)
+    context = _log_context(client, spam)
     # The banner, the header's mark and the send form depend on the log (a spam report, a lifted
     # block): they are refreshed with it. The form only when sending became possible or impossible
     # (or the address changed), so a clinician's half-typed message is never wiped by a poll.
@@ -215,8 +215,9 @@ def _page_context(client: Client, address_form: AddressForm | None = None) -> di
     return {"address_form": address_form, **_log_context(client)}
 
 
-def _log_context(client: Client) -> dict:
-    """Everything the email log partial needs, including when the browser should ask again."""
+def _log_context(client: Client, spam: dict | None = None) -> dict:
+    """Everything the email log partial needs, including when the browser should ask again
+    (`spam`: the spam-list entry of the client's address by address, when already read)."""
     now = utcnow()
     clinic_id = current_clinic_id()
     client_id = client.id
@@ -226,11 +227,10 @@ def _log_context(client: Client) -> dict:
     # The browser says which rows it has open: their timelines come with the log, fresh, so a
     # refresh keeps them open without a request each; every other timeline is fetched when opened.
     open_ids = id_list("open", clients.MAX_OPEN_TIMELINES)
-    rows = clients.email_log(
-        clinic_id, client_id, status_filter or None, now, clinic_timezone() or "UTC", open_ids
-    )
+    zone = clinic_timezone() or "UTC"
+    rows = clients.email_log(clinic_id, client_id, status_filter or None, now, zone, open_ids)
     # The unfiltered log holds the client's newest email: its address health needs no query for it.
-    health = clients.address_health([client], now, None if status_filter else rows)[client.id]
+    health = clients.address_health([client], now, None if status_filter else rows, spam)[client.id]
     config = current_app.config
     soon = any(row.status.can_change_soon for row in rows)
     # The browser may be told "unchanged" only until the next time-driven change (a row going
@@ -240,6 +240,13 @@ def _log_context(client: Client) -> dict:
     if deadline is not None:
         fresh_until = min(fresh_until, deadline.timestamp())
     timeline_url = _url_pattern("emails.timeline", "email_id")
+    help_index_url = url_for("help.index")
+    # Rows rendered before, by what they were rendered from: the row's own key, and the time zone
+    # and URLs of this request (the only other things a row without notices shows). Looked up
+    # here: a call per row costs the template more than the lookup itself.
+    log_rows = fragments.rows(current_app).for_request((zone, help_index_url, timeline_url))
+    for row in rows:
+        row.html = log_rows.get(row.cache_key)
     return {
         "health": health,
         "form_key": _form_key(client, health),
@@ -254,15 +261,16 @@ def _log_context(client: Client) -> dict:
         else None,
         "stream_poll_seconds": _stream_poll_seconds(now, deadline),
         # Built once, not once per row (url_for costs about as much as a row's other values).
-        "help_index_url": url_for("help.index"),
+        "help_index_url": help_index_url,
         "help_status_urls": {
             status.help_key: url_for("help.status", key=status.help_key) for status in statuses.ALL
         },
         "resend_url": _url_pattern("emails.resend", "email_id"),
         "timeline_url": timeline_url,
-        # Each row's link for a browser without JavaScript (a dict lookup costs the template less
-        # than a call per row).
-        "timeline_urls": {row.email.id: timeline_url.format(row.email.id) for row in rows},
+        # Each rendered row's link for a browser without JavaScript (a dict lookup costs the
+        # template less than a call per row); a row from the cache has it already.
+        "timeline_urls": {row.email.id: timeline_url.format(row.email.id) for row in rows if not row.html},
+        "log_rows": log_rows,
     }
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from flask import abort
+from markupsafe import Markup
 
 from webapp import statuses, timezones
 from webapp.extensions import db
@@ -31,6 +32,27 @@ def get_client(clinic_id: int, client_id: int) -> Client:
     if client is None:
         abort(404)
     return client
+
+
+def get_client_and_spam_entry(clinic_id: int, client_id: int) -> tuple[Client, dict[str, SpamListEntry]]:
+    """Return the clinic's client with this id (or abort with 404), and the spam-list entry of its
+    address by address (empty when not listed), for address_health; one query, not two."""
+    row = db.session.execute(
+        sa.select(Client, SpamListEntry, sa.func.lower(Client.email))
+        .outerjoin(SpamListEntry, SpamListEntry.address == sa.func.lower(Client.email))
+        .where(Client.id == client_id, Client.clinic_id == clinic_id)
+    ).one_or_none()
+    if row is None:
+        abort(404)
+    client, entry, lowered = row
+    address = _address(client.email)
+    if lowered != address:
+        # The database lowers the address otherwise than Python (spaces around it, letters past
+        # ASCII in its locale): the join may have missed its entry, so look it up as usual.
+        entry = db.session.execute(
+            sa.select(SpamListEntry).where(SpamListEntry.address == address)
+        ).scalar_one_or_none()
+    return client, {address: entry} if entry is not None else {}
 
 
 def get_email(clinic_id: int, email_id: int) -> Email:
@@ -172,19 +194,24 @@ class AddressHealth:
 
 
 def address_health(
-    clients: list[Client], now: datetime, log: list[LogRow] | None = None
+    clients: list[Client],
+    now: datetime,
+    log: list[LogRow] | None = None,
+    spam: dict[str, SpamListEntry] | None = None,
 ) -> dict[int, AddressHealth]:
     """Return the address health of each client, in three queries for the whole list (two when
-    `log` is one client's unfiltered email log, which holds its newest email)."""
+    `log` is one client's unfiltered email log, which holds its newest email; one fewer when
+    `spam` already holds the spam-list entries of their addresses, by address)."""
     if not clients:
         return {}
     addresses = {_address(client.email) for client in clients}
-    spam = {
-        entry.address: entry
-        for entry in db.session.execute(
-            sa.select(SpamListEntry).where(SpamListEntry.address.in_(addresses))
-        ).scalars()
-    }
+    if spam is None:
+        spam = {
+            entry.address: entry
+            for entry in db.session.execute(
+                sa.select(SpamListEntry).where(SpamListEntry.address.in_(addresses))
+            ).scalars()
+        }
     if log is not None and len(clients) == 1:
         latest_emails = {clients[0].id: newest_in_log(clients[0], log)}
     else:
@@ -380,7 +407,10 @@ class LogEmail:
     send_error: str | None
     resend_of_id: int | None
     appointment_at: datetime | None
+    version: int
     sender_name: str | None  # who sent it; None: sent automatically
+    # Everything above as read (version included): what a cached rendering of the row is keyed by.
+    key: tuple = ()
 
     COLUMNS: ClassVar[tuple] = (
         Email.id,
@@ -396,6 +426,7 @@ class LogEmail:
         Email.send_error,
         Email.resend_of_id,
         Email.appointment_at,
+        Email.version,
         User.name,
     )
 
@@ -438,16 +469,37 @@ class LogRow:
     superseded_by: Email | None = None
     # The provider's answer was lost: we are asking its records whether it took the email.
     in_doubt: bool = False
-    # As the log shows them, in the clinic's time zone (formatted once here, not per template call).
-    created_shown: str = ""
-    changed_ago: str = ""
-    # The times' datetime attributes, and the kind of message unless the subject already says it
-    # ("Your receipt", a receipt): worked out once here rather than in the template.
-    created_iso: str = ""
-    changed_iso: str = ""
-    kind_label: str = ""
+    changed_ago: str = ""  # how long ago its status changed, as the row shows it
+    zone: tzinfo = UTC  # the clinic's time zone, in which the row shows its times
     # Rendered with the row only when the browser has it open; otherwise fetched when opened.
     timeline: Timeline | None = None
+    # Everything the row's HTML depends on besides the request's time zone and URLs, when that is
+    # only the email and the moment (no notice, no timeline): the row may come from the cache.
+    cache_key: tuple | None = None
+    html: Markup | None = None  # the row as rendered before under its key, when kept
+
+    # What follows is read only when the row is rendered, not when it comes from the cache.
+
+    @property
+    def created_shown(self) -> str:
+        """When the email was sent, in the clinic's time zone."""
+        return timezones.format_datetime(self.email.created_at.astimezone(self.zone))
+
+    @property
+    def created_iso(self) -> str:
+        """When the email was sent, as a datetime attribute."""
+        return self.email.created_at.isoformat()
+
+    @property
+    def changed_iso(self) -> str:
+        """When its status changed, as a datetime attribute."""
+        return self.email.status_changed_at.isoformat()
+
+    @property
+    def kind_label(self) -> str:
+        """The kind of message, unless the subject already says it ("Your receipt", a receipt)."""
+        kind = MESSAGE_KINDS.get(self.email.kind, self.email.kind)
+        return "" if kind.lower() in self.email.subject.lower() else kind
 
 
 def email_log(
@@ -472,7 +524,8 @@ def email_log(
     )
     if status_key in statuses.BY_KEY:
         select = select.where(Email.status == status_key)
-    emails = [LogEmail(*row) for row in db.session.execute(select)]
+    # Plain columns: run as Core, without the ORM's per-row loading (the same transaction).
+    emails = [LogEmail(*row, key=tuple(row)) for row in db.session.connection().execute(select).all()]
     # Only a failed or spam-reported row reads events without its timeline (why it failed, and
     # whether that came after delivery), and only those kinds of event.
     ending = {statuses.FAILED.key, statuses.SPAM_REPORT.key}
@@ -491,6 +544,11 @@ def email_log(
     timelines = _timelines([row.email for row in opened], resends, now, zone)
     for row, timeline in zip(opened, timelines, strict=True):
         row.timeline = timeline
+    for row in rows:
+        # A row without notices or timeline shows only its email's columns and how long ago its
+        # status changed (and the viewer's time zone, which the template adds to the key).
+        if not (row.in_doubt or row.stuck or row.late_change or row.failure or row.timeline):
+            row.cache_key = (row.email.key, row.changed_ago)
     return rows
 
 
@@ -668,7 +726,6 @@ def stuck_deadline(rows: list[LogRow]) -> datetime | None:
 
 def _log_row(email: LogEmail, events: list[Any], now: datetime, zone: tzinfo) -> LogRow:
     status = statuses.get(email.status)
-    kind = MESSAGE_KINDS.get(email.kind, email.kind)
     return LogRow(
         email=email,
         status=status,
@@ -676,11 +733,8 @@ def _log_row(email: LogEmail, events: list[Any], now: datetime, zone: tzinfo) ->
         late_change=late_change_sentence(build_timeline(events)) if events else None,
         failure=failure_reason(email, events) if status == statuses.FAILED else "",
         in_doubt=email.send_state == "in_doubt",
-        created_shown=timezones.format_datetime(email.created_at.astimezone(zone)),
         changed_ago=timezones.ago(email.status_changed_at, now),
-        created_iso=email.created_at.isoformat(),
-        changed_iso=email.status_changed_at.isoformat(),
-        kind_label="" if kind.lower() in email.subject.lower() else kind,
+        zone=zone,
     )
 
 
