@@ -46,6 +46,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--small", action="store_true", help="CI: one second per measurement")
+    parser.add_argument(
+        "--gevent",
+        action="store_true",
+        help="run every server on flask up's gevent settings (default: the gthread settings of earlier figures)",
+    )
     args = parser.parse_args()
     if args.small:
         args.seconds = 1
@@ -60,9 +65,12 @@ def main() -> None:
     with app.app_context():
         demo.seed(common.PASSWORD)
         fast, slow = app.config["LOG_POLL_FAST_SECONDS"], app.config["LOG_POLL_SLOW_SECONDS"]
-    bare = processes.gunicorn("bare_app:app", {"PYTHONPATH": str(HERE)}, ["--chdir", str(HERE)])
-    web = processes.gunicorn("wsgi:app", env)
-    flask_only = processes.gunicorn("wsgi:app", {**env, "LOG_POLL_FAST_PATH": "0"})
+    settings = common.GEVENT_ARGS if args.gevent else common.GUNICORN_ARGS
+    bare = processes.gunicorn(
+        "bare_app:app", {"PYTHONPATH": str(HERE)}, ["--chdir", str(HERE)], settings=settings
+    )
+    web = processes.gunicorn("wsgi:app", env, settings=settings)
+    flask_only = processes.gunicorn("wsgi:app", {**env, "LOG_POLL_FAST_PATH": "0"}, settings=settings)
     client = common.sign_in(web, "clinician@example.com")
     page = client.get("/clients/1").text
     log_url = re.search(r'id="email-log"[^>]*hx-get="([^"]+)"', page, re.S).group(1).replace("&amp;", "&")
@@ -78,9 +86,7 @@ def main() -> None:
         ("unchanged log poll through the Flask view (before)", flask_only + log_url, headers),
         ("/healthz (one SQL query + Redis ping)", web + "/healthz", {}),
     ]
-    print(
-        f"gunicorn {' '.join(common.GUNICORN_ARGS)}; {args.connections} connections, {args.seconds:g} s each"
-    )
+    print(f"gunicorn {' '.join(settings)}; {args.connections} connections, {args.seconds:g} s each")
     print(f"{'path':58} {'req/s':>9}  load")
     rates = []
     for label, url, extra in rows:

@@ -61,7 +61,9 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     from webapp.services.log_stream import ChangeFeed
 
     # Listens to Redis only from the first open log stream on, in the process that serves it.
-    app.extensions["log_feed"] = ChangeFeed(app.config["REDIS_URL"])
+    app.extensions["log_feed"] = ChangeFeed(
+        app.config["REDIS_URL"], check_seconds=app.config["LOG_STREAM_HEARTBEAT_SECONDS"]
+    )
     app.extensions["login_throttle"] = LoginThrottle(
         app.extensions["redis"],
         free_failures=app.config["LOGIN_FREE_FAILURES"],

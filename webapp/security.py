@@ -10,7 +10,8 @@ from typing import Any
 from flask import Flask, abort, redirect, request, session, url_for
 from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user, logout_user
-from werkzeug.exceptions import SecurityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import SecurityError, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
@@ -185,6 +186,14 @@ def register_error_pages(app: Flask) -> None:
 
     for code in ERROR_PAGES:
         app.register_error_handler(code, render)
+
+    def busy(error: PoolTimeout) -> tuple[str, int, dict[str, str]]:
+        # Every database connection of this process is in use (a burst of open logs refreshing
+        # at once): a moment later there is one, so say so rather than fail.
+        body, code, headers = render(ServiceUnavailable())
+        return body, code, {**headers, "Retry-After": "5"}
+
+    app.register_error_handler(PoolTimeout, busy)
 
 
 def _retry_after(error: Any) -> dict[str, str]:

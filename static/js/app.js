@@ -13,6 +13,7 @@
   let streamUrl = null;
   let streamOpen = false;
   let streamRetry = null;
+  let changedTimer = null;
 
   function pollSeconds(log) {
     const seconds = Number(log.dataset.pollSeconds || 0);
@@ -55,8 +56,10 @@
       return;
     }
     if (stream && streamUrl === url) return;
+    // After a failed stream, wait for its retry: a log re-rendered by polling must not open
+    // a new stream on every poll (each costs the server a check and a wait).
+    if (streamRetry) return;
     closeStream();
-    clearTimeout(streamRetry);
     const source = new EventSource(url);
     stream = source;
     streamUrl = url;
@@ -66,7 +69,15 @@
       pollNow();
       schedulePoll();
     });
-    source.addEventListener("changed", pollNow);
+    source.addEventListener("changed", function () {
+      // One change (a webhook batch) rings many open logs at once: spread their fetches over a
+      // second, and let one fetch answer several rings.
+      if (changedTimer) return;
+      changedTimer = setTimeout(function () {
+        changedTimer = null;
+        pollNow();
+      }, Math.random() * 1000);
+    });
     source.addEventListener("end", function () {
       // The session is over: the log's own request takes the page to the sign-in form.
       closeStream();
@@ -80,7 +91,10 @@
       streamOpen = false;
       if (source.readyState === EventSource.CLOSED) {
         closeStream();
-        streamRetry = setTimeout(listen, 60000);
+        streamRetry = setTimeout(function () {
+          streamRetry = null;
+          listen();
+        }, 60000);
       }
       schedulePoll();
     });

@@ -19,6 +19,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
+from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.wrappers import Response
 
 from webapp import fragments, statuses
@@ -99,6 +100,8 @@ def email_stream(client_id: int) -> Response:
         abort(401)  # not the login redirect: a stream has no page to send there
     if request.args:
         abort(400)  # it takes no parameters
+    if request.method != "GET":
+        raise MethodNotAllowed(["GET"])  # HEAD would register a stream whose body never runs
     if current_user.role not in POLL_ROLES:
         abort(404)
     client = clients.get_client(current_clinic_id(), client_id)
@@ -108,7 +111,10 @@ def email_stream(client_id: int) -> Response:
     feed = current_app.extensions["log_feed"]
     # The feed ends the stream when the server ends the session (sign-out, everywhere, deactivation).
     live_key = accounts.live_key(session.get("sid", ""))
-    subscription = feed.open(changes.log_channel(client.clinic_id, client.id), live_key)
+    try:
+        subscription = feed.open(changes.log_channel(client.clinic_id, client.id), live_key)
+    except log_stream.TooManyStreams:
+        abort(429)  # each stream holds a connection: one session cannot take them all
     if subscription is None:
         abort(503)  # Redis does not answer: the browser polls
     snapshot = dict(session)
@@ -127,6 +133,9 @@ def email_stream(client_id: int) -> Response:
     # Flask ends the request (and its database session) before the body is read: a stream holds
     # no database connection.
     response = Response(body(), mimetype="text/event-stream")
+    # Also when the body never starts (the browser left at once): a generator closed before its
+    # first step skips its finally.
+    response.call_on_close(lambda: feed.close(subscription))
     response.headers["X-Accel-Buffering"] = "no"  # a proxy in front must pass each event at once
     return response
 

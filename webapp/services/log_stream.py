@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,8 +36,14 @@ HEARTBEAT_SECONDS = 25.0
 CONNECT_WAIT_SECONDS = 2.0
 # The browser reconnects this soon after a stream ends (its bounded lifetime, a restart).
 RETRY_MILLISECONDS = 2000
+# Open streams one session may hold in a web process (tabs, windows): each holds a connection.
+MAX_STREAMS_PER_SESSION = 20
 # Tells the browser not to reconnect but to fetch the log, whose route sends it to sign in.
 SESSION_OVER = "event: end\ndata: session\n\n"
+
+
+class TooManyStreams(Exception):
+    """The session already holds MAX_STREAMS_PER_SESSION streams in this process."""
 
 
 class Subscription:
@@ -64,12 +71,16 @@ class Subscription:
 class ChangeFeed:
     """The process's one Redis subscription to log changes, fanned out to its open streams."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, check_seconds: float = HEARTBEAT_SECONDS) -> None:
         # Its own client: no read timeout on the listening connection, and a ping every 30 s
         # so a connection dropped without a word is noticed.
         self._redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
-        self._lock = threading.Lock()
+        self._check_seconds = check_seconds
+        # Re-entrant: the SIGTERM handler ends the streams from whatever code it interrupted,
+        # which may be holding it (under gevent a handler runs in the interrupted greenlet).
+        self._lock = threading.RLock()
         self._open: dict[str, set[Subscription]] = {}
+        self._per_session: Counter[str] = Counter()
         self._listening = threading.Event()
         self._thread: threading.Thread | None = None
         self.stopping = False
@@ -84,17 +95,24 @@ class ChangeFeed:
             return None
         subscription = Subscription(channel, live_key)
         with self._lock:
+            if self._per_session[live_key] >= MAX_STREAMS_PER_SESSION:
+                raise TooManyStreams(live_key)
+            self._per_session[live_key] += 1
             self._open.setdefault(channel, set()).add(subscription)
         return subscription
 
     def close(self, subscription: Subscription) -> None:
-        """Forget a stream that ended."""
+        """Forget a stream that ended (again: harmless)."""
         with self._lock:
             streams = self._open.get(subscription.channel)
-            if streams is not None:
-                streams.discard(subscription)
-                if not streams:
-                    del self._open[subscription.channel]
+            if streams is None or subscription not in streams:
+                return
+            streams.discard(subscription)
+            if not streams:
+                del self._open[subscription.channel]
+            self._per_session[subscription.live_key] -= 1
+            if self._per_session[subscription.live_key] <= 0:
+                del self._per_session[subscription.live_key]
 
     def open_count(self) -> int:
         """Return how many streams this process has open."""
@@ -125,14 +143,14 @@ class ChangeFeed:
                     pass
                 self._listening.set()
                 pause = 0.5
-                check_at = time.monotonic() + HEARTBEAT_SECONDS
+                check_at = time.monotonic() + self._check_seconds
                 while not self.stopping:
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "pmessage":
                         self._ring(message["channel"].decode())
                     if time.monotonic() >= check_at:
                         self.end_ended_sessions()
-                        check_at = time.monotonic() + HEARTBEAT_SECONDS
+                        check_at = time.monotonic() + self._check_seconds
             except (RedisError, OSError) as error:
                 log.warning("log change feed lost Redis (%s); open logs poll until it is back", error)
             finally:

@@ -158,23 +158,23 @@ def _claimed(batch_id: int, more: int) -> Iterator[list[int]]:
         yield sorted({batch_id, *ids})
         return
     with db.engine.connect() as claims:
-        ids = list(
-            claims.execute(
-                _CLAIM_SQL, {"batch_id": batch_id, "more": more, "namespace": _CLAIM_NAMESPACE}
-            ).scalars()
-        )
-        claims.commit()
+        ids: list[int] = []
         try:
+            # Inside the try: a job timeout or a shutdown may strike once the server granted them.
+            ids = list(
+                claims.execute(
+                    _CLAIM_SQL, {"batch_id": batch_id, "more": more, "namespace": _CLAIM_NAMESPACE}
+                ).scalars()
+            )
+            claims.commit()
             yield ids
-        finally:
-            try:
-                if ids:
-                    claims.execute(_UNCLAIM_SQL, {"ids": ids, "namespace": _CLAIM_NAMESPACE})
-                    claims.commit()
-            except BaseException:
-                # Never back into the pool with a claim on it: closing the connection ends them all.
-                claims.invalidate()
-                raise
+            if ids:
+                claims.execute(_UNCLAIM_SQL, {"ids": ids, "namespace": _CLAIM_NAMESPACE})
+                claims.commit()
+        except BaseException:
+            # Never back into the pool with a claim on it: closing the connection ends them all.
+            claims.invalidate()
+            raise
 
 
 def _without_waiting_for_disk() -> None:

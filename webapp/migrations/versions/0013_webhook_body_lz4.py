@@ -35,5 +35,6 @@ def upgrade():
 
 def downgrade():
     bind = op.get_bind()
-    if bind.dialect.name == 'postgresql':
+    # As upgrade: servers without lz4 (or before 14, without SET COMPRESSION) were left alone.
+    if bind.dialect.name == 'postgresql' and _has_lz4(bind):
         op.execute("ALTER TABLE webhook_batch ALTER COLUMN body SET COMPRESSION default")
