@@ -67,6 +67,8 @@ def main() -> None:
     stop = threading.Event()
     rings = {kind: threading.Event() for kind in seen}
 
+    jitter = random.Random(7)
+
     def browser(kind: str) -> None:
         http = common.sign_in(web, "clinician@example.com")
         ring = rings[kind]
@@ -87,6 +89,9 @@ def main() -> None:
                     shown += 1
             # The push browser is woken by its stream; either way the timer is the fallback.
             if ring.wait(interval):
+                # As static/js/app.js: a ring's fetch waits up to a second at random, so one batch
+                # does not make every open log ask at once; rings meanwhile share that fetch.
+                time.sleep(jitter.random())
                 ring.clear()
         http.close()
 
