@@ -108,11 +108,11 @@ def test_the_csv_holds_the_days_asked_with_timelines_and_reasons(history, client
     body = [dict(zip(header, row, strict=True)) for row in rows[8:]]
     assert [row["Subject"] for row in body] == ["Appointment reminder", '\'=HYPERLINK("http://evil")']
     first, second = body
-    assert first["Created"] == "2026-03-01 09:30:00" and first["Status"] == "Delivered"
+    assert first["Created"] == "2026-03-01 09:30:00 UTC" and first["Status"] == "Delivered"
     assert first["Sent by"] == "Cleo A" and first["Kind"] == "Appointment reminder"
     assert first["Timeline"] == (
-        "2026-03-01 09:30:01 Accepted by the email provider; "
-        "2026-03-01 09:30:03 Delivered to the receiving server (250 OK)"
+        "2026-03-01 09:30:01 UTC Accepted by the email provider; "
+        "2026-03-01 09:30:03 UTC Delivered to the receiving server (250 OK)"
     )
     assert second["Status"] == "Failed"
     assert second["Why it failed"].startswith("the address does not exist at the receiving provider")
@@ -126,8 +126,8 @@ def test_the_printable_page_says_clinic_time_zone_and_when_it_was_made(history, 
     page = response.get_data(as_text=True)
     assert "Clinic A" in page and "every date and time on this page is UTC" in page
     assert "<dt>Made</dt>" in page
-    assert "01 Mar 2026 09:30 · Appointment reminder" in page
-    assert "2026-03-01 09:30:03 Delivered to the receiving server (250 OK)" in page
+    assert "Sun 1 Mar 2026 at 09:30 UTC · Appointment reminder" in page
+    assert "2026-03-01 09:30:03 UTC Delivered to the receiving server (250 OK)" in page
     assert "Status now: <strong>Failed</strong>: the address does not exist" in page
     assert "Before the range" not in page and "After the range" not in page and "Other clinic" not in page
     assert "css/overviews.css" in page and " style=" not in page
@@ -196,8 +196,8 @@ def test_an_export_reads_days_and_times_in_the_clinics_time_zone(history, client
     page = client.get(f"/clients/{history.client_a.id}/export/print?from=2026-03-01&to=2026-03-03")
     text = page.get_data(as_text=True)
     assert "every date and time on this page is America/New_York" in text
-    assert "01 Mar 2026 04:30 · Appointment reminder" in text  # 09:30 UTC
-    assert "2026-03-01 04:30:03 Delivered to the receiving server (250 OK)" in text
+    assert "Sun 1 Mar 2026 at 04:30 EST · Appointment reminder" in text  # 09:30 UTC
+    assert "2026-03-01 04:30:03 EST Delivered to the receiving server (250 OK)" in text
     # 28 Feb 23:59 UTC is 28 Feb 18:59 in New York: before the range either way.
     assert "Before the range" not in text
     rows = list(

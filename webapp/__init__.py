@@ -12,6 +12,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from config import BASE_DIR, ConfigError, load_settings
+from webapp import timezones  # noqa: F401 - zone rules from the pinned package, process-wide
 from webapp.database import warn_if_app_role_can_rewrite_audit
 from webapp.extensions import csrf, db, htmx, limiter, login_manager, migrate
 from webapp.private_files import ensure_private_file

@@ -18,6 +18,9 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(short_datetime)
     app.add_template_filter(short_time)
     app.add_template_filter(short_date)
+    app.add_template_filter(full_datetime)
+    app.add_template_filter(timezones.format_date, "day")
+    app.add_template_filter(timezones.format_day, "short_day")
     app.add_template_global(same_day)
     app.add_template_global(clinic_timezone)
     app.add_template_filter(status_label)
@@ -48,6 +51,10 @@ def _local(moment: datetime) -> datetime:
     return timezones.local(moment, clinic_timezone() or "UTC")
 
 
+# Every time a page shows is formatted here, on the server, in the clinic's zone and labelled with
+# it (support and operator pages: UTC); no script re-formats it with the browser's zone data.
+
+
 def short_datetime(moment: datetime) -> str:
     """Format a moment as "12 Nov 09:14 PST", in the clinic's time zone (support: UTC)."""
     return timezones.format_datetime(_local(moment))
@@ -58,9 +65,14 @@ def short_time(moment: datetime) -> str:
     return timezones.format_time(_local(moment))
 
 
+def full_datetime(moment: datetime) -> str:
+    """Format a moment as "Wed 9 Dec 2026 at 10:00 MST" (an appointment), in the clinic's time zone."""
+    return timezones.format_full(_local(moment))
+
+
 def short_date(moment: datetime) -> str:
     """Format a moment's day as "12 Nov 2026", in the clinic's time zone (support: UTC)."""
-    return f"{_local(moment):%d %b %Y}"
+    return timezones.format_date(_local(moment).date())
 
 
 def same_day(first: datetime, second: datetime) -> bool:

@@ -186,7 +186,7 @@
     if (badge) lastBadgeId = badge.id;
   });
 
-  // --- "updated N s ago" and local times -------------------------------------------------------
+  // --- "updated N s ago" and relative times ----------------------------------------------------
   function markChecked() {
     const updated = document.querySelector("#email-log .updated");
     if (updated) updated.dataset.checkedAt = String(Math.floor(Date.now() / 1000));
@@ -217,24 +217,6 @@
     document.querySelectorAll("time[data-relative]").forEach(function (time) {
       const then = Date.parse(time.getAttribute("datetime")) / 1000;
       if (!isNaN(then)) time.textContent = relative(Math.max(0, Math.round(now - then)));
-    });
-  }
-
-  // Times are read in the clinic's time zone (a clinic setting), not the browser's: an
-  // appointment is at 10:00 where the clinic is. Support pages carry no zone: the browser's.
-  function localise(root) {
-    const zone = document.body && document.body.dataset.timezone;
-    root.querySelectorAll("time[data-local]").forEach(function (time) {
-      const when = new Date(time.getAttribute("datetime"));
-      if (isNaN(when)) return;
-      const style = time.dataset.local;
-      const options = style === "time" ? { hour: "2-digit", minute: "2-digit" }
-        : style === "date" ? { day: "numeric", month: "short", year: "numeric" }
-        : style === "datetime-zone" ? { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", timeZoneName: "short" }
-        : { day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit" };
-      if (zone) options.timeZone = zone;
-      time.textContent = when.toLocaleString(undefined, options);
-      time.title = when.toString();
     });
   }
 
@@ -295,7 +277,6 @@
   // --- Every swap and the first load ------------------------------------------------------------
   document.addEventListener("htmx:load", function (event) {
     const elt = event.detail.elt;
-    localise(elt);
     if (elt.id === "email-log" || (elt.querySelector && elt.querySelector("#email-log"))) {
       restoreLogState();
       renderClock();
@@ -305,7 +286,6 @@
   });
 
   document.addEventListener("DOMContentLoaded", function () {
-    localise(document);
     renderClock();
     listen();
     schedulePoll();

@@ -35,7 +35,7 @@ def test_the_owners_view_draws_its_chart_cleanly_and_accessibly(live_server, pag
     # The CSS reached the SVG: a delivered bar is filled green, not the default black.
     fill = page.locator("svg.chart rect.bar-delivered").first.evaluate("el => getComputedStyle(el).fill")
     assert fill == "rgb(46, 139, 87)"
-    assert page.get_by_role("table", name="Emails per day by status (UTC days)").is_visible()
+    assert page.get_by_role("table", name="Emails per day by status (days in UTC time)").is_visible()
     problems.assert_clean(page)
     assert axe_violations(page) == ""
 

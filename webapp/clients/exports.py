@@ -5,10 +5,12 @@ from __future__ import annotations
 from flask import render_template, request
 from werkzeug.wrappers import Response
 
+from webapp import timezones
 from webapp.clients import bp
 from webapp.models import utcnow
 from webapp.security import clinic_staff_required, current_clinic_id
 from webapp.services import clients, exports
+from webapp.templating import clinic_timezone
 
 
 @bp.get("/clients/<int:client_id>/export")
@@ -16,7 +18,7 @@ from webapp.services import clients, exports
 def export_form(client_id: int) -> str:
     """Ask which days of the client's email log to export."""
     client = clients.get_client(current_clinic_id(), client_id)
-    start, end = exports.parse_range(None, None, utcnow().date())
+    start, end = exports.parse_range(None, None, timezones.today(utcnow(), clinic_timezone()))
     return render_template("clients/export.html", client=client, start=start, end=end, error="")
 
 
@@ -50,7 +52,8 @@ def _export(client_id: int) -> exports.Export | tuple[str, int]:
     now = utcnow()
     start_text, end_text = request.args.get("from", ""), request.args.get("to", "")
     try:
-        start, end = exports.parse_range(start_text, end_text, now.date())
+        # The clinic's today: a clinic ahead of UTC exports its own morning.
+        start, end = exports.parse_range(start_text, end_text, timezones.today(now, clinic_timezone()))
     except exports.ExportError as error:
         page = render_template(
             "clients/export.html", client=client, start=start_text, end=end_text, error=str(error)

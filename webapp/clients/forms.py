@@ -42,6 +42,12 @@ class SendEmailForm(FlaskForm):
             if self.kind.data not in APPOINTMENT_KINDS:
                 self.appointment.errors.append("Only reminders and intake forms are for an appointment.")
                 return False
+            if not timezones.exists(self.appointment.data, self.clinic_timezone):
+                self.appointment.errors.append(
+                    f"There is no such time in {self.clinic_timezone.replace('_', ' ')}: the clocks go "
+                    "forward over it. Enter the time the clinic's clocks will show."
+                )
+                return False
             if self.appointment_at() <= utcnow():
                 self.appointment.errors.append("The appointment must be in the future.")
                 return False

@@ -13,6 +13,7 @@ from webapp.params import page_number
 from webapp.security import current_clinic_id, owner_required
 from webapp.services import audit as audit_trail
 from webapp.services import staff
+from webapp.templating import clinic_timezone
 
 
 @bp.get("/users")
@@ -87,7 +88,7 @@ def audit() -> str:
         "owner/audit.html",
         pagination=pagination,
         label=audit_trail.label,
-        about=audit_trail.describe(pagination.items, current_clinic_id()),
+        about=audit_trail.describe(pagination.items, current_clinic_id(), clinic_timezone() or "UTC"),
     )
 
 

@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS messages (
     msg_id TEXT PRIMARY KEY, x_message_id TEXT NOT NULL, to_email TEXT NOT NULL, from_email TEXT NOT NULL,
     subject TEXT NOT NULL, categories TEXT NOT NULL, custom_args TEXT NOT NULL, accepted_at REAL NOT NULL,
-    scenario TEXT NOT NULL, webhook_done INTEGER NOT NULL DEFAULT 0);
+    scenario TEXT NOT NULL, webhook_done INTEGER NOT NULL DEFAULT 0, text TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS messages_to_email ON messages (to_email);
 CREATE INDEX IF NOT EXISTS messages_webhook_done ON messages (webhook_done);
 CREATE TABLE IF NOT EXISTS webhook_posted (msg_id TEXT NOT NULL, event_index INTEGER NOT NULL,
@@ -56,6 +56,7 @@ class SimMessage:
     custom_args: dict[str, Any]  # metadata the sender attached
     accepted_at: float
     scenario: str
+    text: str = ""  # the plain-text body it received, as the client's mailbox would show it
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> SimMessage:
@@ -70,6 +71,7 @@ class SimMessage:
             custom_args=json.loads(row["custom_args"]),
             accepted_at=row["accepted_at"],
             scenario=row["scenario"],
+            text=row["text"],
         )
 
 
@@ -91,6 +93,9 @@ class Store:
                 # WAL lets the web process read while a worker writes; the mode sticks to the file.
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(SCHEMA)
+                columns = {row["name"] for row in db.execute("PRAGMA table_info(messages)")}
+                if "text" not in columns:  # a state file from before messages kept their text
+                    db.execute("ALTER TABLE messages ADD COLUMN text TEXT NOT NULL DEFAULT ''")
                 return
             except sqlite3.OperationalError as error:
                 # Switching the journal mode does not wait for another connection's lock.
@@ -205,7 +210,7 @@ class Store:
         """Store one accepted message."""
         db.execute(
             "INSERT INTO messages (msg_id, x_message_id, to_email, from_email, subject, categories,"
-            " custom_args, accepted_at, scenario) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " custom_args, accepted_at, scenario, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 message.msg_id,
                 message.request_id,
@@ -216,6 +221,7 @@ class Store:
                 json.dumps(message.custom_args),
                 message.accepted_at,
                 message.scenario,
+                message.text,
             ),
         )
 

@@ -6,6 +6,7 @@ import re
 
 import sqlalchemy as sa
 
+from webapp import timezones
 from webapp.extensions import db
 from webapp.models import AuditEntry, Client, Email, RemovalRequest, User, utcnow
 
@@ -64,9 +65,10 @@ def label(action: str) -> str:
     return LABELS.get(action, action)
 
 
-def describe(entries: list[AuditEntry], clinic_id: int | None) -> dict[int, str]:
+def describe(entries: list[AuditEntry], clinic_id: int | None, zone: str = "UTC") -> dict[int, str]:
     """Say what each entry is about in names (the email's subject and client, the client, the
-    user), in a few queries for the whole page; only the clinic's own records are named."""
+    user), in a few queries for the whole page; only the clinic's own records are named. The times
+    a sentence names (kept in UTC) are shown in the reader's `zone`, labelled."""
     wanted: dict[str, set[int]] = {}
     for entry in entries:
         if entry.subject_id is not None:
@@ -83,7 +85,7 @@ def describe(entries: list[AuditEntry], clinic_id: int | None) -> dict[int, str]
             email = emails.get(subject)
             named = f"“{email.subject}” to {email.client.name} <{email.to_address}>" if email else "an email"
             if email is not None and email.resend_of is not None:
-                named += f", resend of the email of {email.resend_of.created_at:%d %b %Y %H:%M} UTC"
+                named += f", resend of the email of {timezones.utc_stamp(email.resend_of.created_at)}"
             described[entry.id] = named if not detail or LEGACY_EMAIL_DETAIL.match(detail) else detail
         elif entry.subject_type == "client":
             client = clients.get(subject)
@@ -97,7 +99,7 @@ def describe(entries: list[AuditEntry], clinic_id: int | None) -> dict[int, str]
             described[entry.id] = detail or (case.from_address if case else "")
         else:
             described[entry.id] = detail
-    return described
+    return {entry_id: timezones.restamp(sentence, zone) for entry_id, sentence in described.items()}
 
 
 def _by_id(model: type, ids: set[int] | None, clinic_id: int | None) -> dict:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
-from webapp import statuses
+from webapp import statuses, timezones
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, SpamListEntry
 from webapp.reject_reasons import reject_reason_text
@@ -102,20 +102,23 @@ class Overview:
         ]
 
 
-def window(now: datetime) -> tuple[list[date], datetime, datetime]:
-    """Return the 30 UTC days shown (oldest first), when they start, and when the 30 before start."""
-    today = now.astimezone(UTC).date()
+def window(now: datetime, zone: str = "UTC") -> tuple[list[date], datetime, datetime]:
+    """Return the clinic's 30 days shown (oldest first, days of the clinic's calendar in `zone`),
+    when they start, and when the 30 before start."""
+    today = timezones.today(now, zone)
     days = [today - timedelta(days=offset) for offset in range(WINDOW_DAYS - 1, -1, -1)]
-    start = datetime.combine(days[0], time(), UTC)
-    return days, start, start - timedelta(days=WINDOW_DAYS)
+    start = timezones.day_start(days[0], zone)
+    return days, start, timezones.day_start(days[0] - timedelta(days=WINDOW_DAYS), zone)
 
 
-def overview(clinic_id: int, now: datetime) -> Overview:
-    """Return the clinic's last 30 days by day and status, with reasons, blocks and the change."""
-    days, start, previous_start = window(now)
+def overview(clinic_id: int, now: datetime, zone: str = "UTC") -> Overview:
+    """Return the clinic's last 30 days by day and status, with reasons, blocks and the change
+    (days of the clinic's calendar, in its time zone `zone`)."""
+    days, start, previous_start = window(now, zone)
     daily: dict[date, Counter] = {day: Counter() for day in days}
     current, previous = Period(), Period()
-    for day, status, count in daily_counts(clinic_id, previous_start, now):
+    first = days[0] - timedelta(days=WINDOW_DAYS)
+    for day, status, count in daily_counts(clinic_id, first, 2 * WINDOW_DAYS, zone, now):
         if day >= days[0]:
             daily.setdefault(day, Counter())[status] += count
             current.counts[status] += count
@@ -131,26 +134,26 @@ def overview(clinic_id: int, now: datetime) -> Overview:
     )
 
 
-def daily_counts(clinic_id: int, since: datetime, until: datetime) -> list[tuple[date, str, int]]:
-    """Count the clinic's emails per UTC day and status: the one aggregate query of the view."""
-    day = _utc_day(Email.created_at)
+def daily_counts(
+    clinic_id: int, first: date, days: int, zone: str, until: datetime
+) -> list[tuple[date, str, int]]:
+    """Count the clinic's emails per day of its calendar and status, for `days` days from `first`
+    (up to `until`): the one aggregate query of the view.
+
+    The day boundaries are worked out here, from the pinned zone rules, and compared in SQL:
+    the database's own zone rules would be a second, possibly older, source.
+    """
+    starts = timezones.day_starts(first, days, zone)
+    day = sa.case(
+        *((Email.created_at < boundary, index) for index, boundary in enumerate(starts[1:])),
+        else_=days,
+    )
     rows = db.session.execute(
         sa.select(day.label("day"), Email.status, sa.func.count())
-        .where(Email.clinic_id == clinic_id, Email.created_at >= since, Email.created_at <= until)
+        .where(Email.clinic_id == clinic_id, Email.created_at >= starts[0], Email.created_at <= until)
         .group_by(day, Email.status)
     ).all()
-    return [(_as_date(row_day), status, count) for row_day, status, count in rows]
-
-
-def _utc_day(column: sa.ColumnElement) -> sa.ColumnElement:
-    """The UTC calendar day of a timestamp, on PostgreSQL and on SQLite (which stores UTC)."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        return sa.cast(sa.func.timezone("UTC", column), sa.Date)
-    return sa.func.date(column)
-
-
-def _as_date(value: date | str) -> date:
-    return date.fromisoformat(value) if isinstance(value, str) else value
+    return [(first + timedelta(days=index), status, count) for index, status, count in rows if index < days]
 
 
 def failure_reasons(clinic_id: int, since: datetime, until: datetime) -> list[tuple[str, int]]:

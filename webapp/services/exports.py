@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from flask_login import current_user
@@ -54,6 +54,14 @@ class Export:
         """Return a stored (UTC) moment as the clinic's wall-clock time."""
         return timezones.local(moment, self.time_zone)
 
+    def record_time(self, moment: datetime) -> str:
+        """A moment as the CSV and the printed timeline give it: "2026-12-09 10:00:00 MST"."""
+        return timezones.format_record(self.local(moment))
+
+    def full_time(self, moment: datetime) -> str:
+        """A moment as the printed page's headings give it: "Wed 9 Dec 2026 at 10:00 MST"."""
+        return timezones.format_full(self.local(moment))
+
     def line(self, entry: TimelineEntry) -> str:
         """One timeline line in plain words, in the clinic's time zone."""
         return timeline_text(entry, self.time_zone)
@@ -86,8 +94,8 @@ def build(clinic_id: int, client: Client, start: date, end: date, now: datetime)
             .where(
                 Email.clinic_id == clinic_id,
                 Email.client_id == client.id,
-                Email.created_at >= timezones.to_utc(datetime.combine(start, time()), zone),
-                Email.created_at < timezones.to_utc(datetime.combine(end + timedelta(days=1), time()), zone),
+                Email.created_at >= timezones.day_start(start, zone),
+                Email.created_at < timezones.day_start(end + timedelta(days=1), zone),
             )
             .order_by(Email.created_at, Email.id)
             .limit(MAX_EMAILS + 1)
@@ -126,7 +134,7 @@ def record(export: Export, kind: str) -> None:
 
 def timeline_text(entry: TimelineEntry, zone: str = "UTC") -> str:
     """One timeline line in plain words, as the printed page and the CSV show it."""
-    parts = [f"{timezones.local(entry.at, zone):%Y-%m-%d %H:%M:%S} {entry.label}"]
+    parts = [f"{timezones.format_record(timezones.local(entry.at, zone))} {entry.label}"]
     if entry.detail:
         parts.append(f"({entry.detail})")
     if entry.url:
@@ -140,30 +148,33 @@ def to_csv(export: Export) -> str:
     """Return the export as CSV: a few lines saying what it is, then one row per email."""
     out = io.StringIO()
     writer = csv.writer(out)
-    made = f"{export.local(export.made_at):%Y-%m-%d %H:%M:%S} {export.time_zone}"
     for label, value in (
         ("Clinic", export.clinic.name),
         ("Client", f"{export.client.name} <{export.client.email}>"),
         ("Period", f"{export.start.isoformat()} to {export.end.isoformat()} (whole days)"),
         ("Time zone", f"{export.time_zone}: every date and time below is {export.time_zone}"),
-        ("Made at", made),
+        ("Made at", export.record_time(export.made_at)),
         ("Emails", str(len(export.emails)) + (f" (only the first {MAX_EMAILS})" if export.truncated else "")),
     ):
         writer.writerow([_cell(label), _cell(value)])
     writer.writerow([])
-    writer.writerow(["Created", "Subject", "Kind", "To", "Status", "Why it failed", "Sent by", "Timeline"])
+    writer.writerow(
+        ["Created", "Subject", "Kind", "To", "Status", "Why it failed", "Sent by", "Appointment", "Timeline"]
+    )
     for row in export.emails:
+        appointment = row.email.appointment_at
         writer.writerow(
             [
                 _cell(value)
                 for value in (
-                    f"{export.local(row.email.created_at):%Y-%m-%d %H:%M:%S}",
+                    export.record_time(row.email.created_at),
                     row.email.subject,
                     MESSAGE_KINDS.get(row.email.kind, row.email.kind),
                     row.email.to_address,
                     row.status.label,
                     row.failure,
                     row.sent_by,
+                    export.record_time(appointment) if appointment else "",
                     "; ".join(export.line(entry) for entry in row.timeline),
                 )
             ]

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app
 
-from webapp import statuses
+from webapp import statuses, timezones
 from webapp.extensions import db
 from webapp.models import Email, EmailEvent, OperatorAlert, RemovalRequest, SpamListEntry, utcnow
 from webapp.providers import get_provider
@@ -81,7 +81,7 @@ def flag_stuck_emails(now: datetime) -> int:
             sending.alert_operators(
                 "email_in_doubt",
                 f"Email {email.reference}: we cannot tell whether the email provider received it (in doubt "
-                f"since {since:%Y-%m-%d %H:%M} UTC: {email.send_error or 'no answer'}). We keep "
+                f"since {timezones.utc_stamp(since)}: {email.send_error or 'no answer'}). We keep "
                 "checking the provider's records and send it again only once they show it did not "
                 f"arrive. If this lasts, check that {_records_hint()} work.",
                 email,
@@ -91,7 +91,7 @@ def flag_stuck_emails(now: datetime) -> int:
                 "email_stuck",
                 f"Stuck: “{email.subject}” from {email.clinic.name} to {email.client.name} "
                 f"<{email.to_address}> (reference {email.reference}) has been in "
-                f"{statuses.get(email.status).label} since {email.status_changed_at:%Y-%m-%d %H:%M} UTC.",
+                f"{statuses.get(email.status).label} since {timezones.utc_stamp(email.status_changed_at)}.",
                 email,
             )
     db.session.commit()

@@ -29,14 +29,14 @@ def compose(
     kind: str, client: Client, clinic: Clinic, subject: str, body: str, appointment_at: datetime | None = None
 ) -> tuple[str, str]:
     """Return the subject and body to send: what the clinician typed, else the kind's default
-    (which names the appointment's day and time, in the clinic's time zone, when there is one)."""
+    (which names the appointment's day and time, in the clinic's time zone and labelled with it,
+    when there is one)."""
     if kind not in MESSAGE_KINDS:
         raise ValueError(f"unknown kind of message: {kind}")
     default_subject, default_body = DEFAULTS.get(kind, ("", ""))
     when = ""
     if appointment_at is not None:
-        local = timezones.local(appointment_at, clinic.timezone or "UTC")
-        when = f" on {local:%A} {local.day} {local:%B} at {local:%H:%M}"
+        when = f" on {timezones.format_spoken(timezones.local(appointment_at, clinic.timezone or 'UTC'))}"
     values = {"name": client.name, "clinic": clinic.name, "when": when}
     return (
         subject.strip() or default_subject,

@@ -24,6 +24,7 @@ import sqlalchemy.orm as so
 from flask import current_app
 from redis.exceptions import LockError, RedisError
 
+from webapp import timezones
 from webapp.extensions import db
 from webapp.models import Client, Email, OperatorAlert, SpamListEntry, User, utcnow
 from webapp.providers import get_provider
@@ -135,7 +136,7 @@ def queue_email(
         subject_id=email.id,
         # Names, not ids: the trail is read by people, and outlives the email (retention).
         detail=f"“{subject}” to {client.name} <{address}>"
-        + (f", resend of the email of {resend_of.created_at:%d %b %Y %H:%M} UTC" if resend_of else ""),
+        + (f", resend of the email of {timezones.utc_stamp(resend_of.created_at)}" if resend_of else ""),
     )
     db.session.commit()
     wake_senders()

@@ -257,7 +257,7 @@ class PostmarkSandbox(Simulator):
             200,
             {
                 **_summary(message, events),
-                "TextBody": "",
+                "TextBody": message.text,
                 "HtmlBody": "",
                 "Body": "",
                 "MessageEvents": [
@@ -361,6 +361,7 @@ def _sim_message(message: dict[str, Any], email: str, msg_id: str, request_id: s
         custom_args={str(key): str(value) for key, value in metadata.items()},
         accepted_at=now,
         scenario=scenarios.scenario_for(email),
+        text=message["TextBody"] if isinstance(message.get("TextBody"), str) else "",
     )
 
 

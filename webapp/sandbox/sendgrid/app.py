@@ -209,6 +209,7 @@ class SendGridSandbox(Simulator):
 def _messages(payload: dict[str, Any], x_message_id: str, now: float) -> list[SimMessage]:
     """One message per recipient of a valid Mail Send body, each on the scenario its address asks for."""
     categories = tuple(validation.strings(payload.get("categories")))
+    text = next((part["value"] for part in payload["content"] if part.get("type") == "text/plain"), "")
     messages = []
     for personalization in payload["personalizations"]:
         sender = personalization.get("from")
@@ -232,6 +233,7 @@ def _messages(payload: dict[str, Any], x_message_id: str, now: float) -> list[Si
                     custom_args=custom_args,
                     accepted_at=now,
                     scenario=scenarios.scenario_for(email),
+                    text=text,
                 )
             )
     return messages
