@@ -180,8 +180,13 @@ def restamp(text: str, name: str) -> str:
     """Show the UTC moments a kept sentence names (utc_stamp) in the named zone, labelled."""
 
     def shown(match: re.Match[str]) -> str:
-        day, month, year, hour, minute = match.groups()
-        moment = datetime(int(year), _MONTHS.index(month) + 1, int(day), int(hour), int(minute), tzinfo=UTC)
+        day, month, year, hour, minute = (
+            _MONTHS.index(part) + 1 if part in _MONTHS else int(part) for part in match.groups()
+        )
+        try:
+            moment = datetime(year, month, day, hour, minute, tzinfo=UTC)
+        except ValueError:  # not a moment after all ("31 Feb"): leave the words as written
+            return match.group(0)
         at = local(moment, name)
         return f"{format_date(at.date())} {format_time(at)}"
 
