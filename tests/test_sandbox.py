@@ -490,6 +490,38 @@ def test_state_is_shared_by_every_server_on_the_same_file(state_path, clock):
         ]
 
 
+def test_the_sandbox_keeps_the_text_each_message_received(sandbox, api, state_path, clock):
+    send(api, "jane+bounced@example.com", content=[{"type": "text/plain", "value": "See you at 10:00 MST."}])
+    (kept,) = sandbox.store.messages_where("to_email = ?", ["jane+bounced@example.com"])
+    assert kept.text == "See you at 10:00 MST."
+
+
+def test_a_state_file_from_before_messages_kept_their_text_still_opens(state_path, clock):
+    import os
+    import sqlite3
+
+    os.makedirs(os.path.dirname(state_path), exist_ok=True)
+    old = sqlite3.connect(state_path)
+    old.execute(
+        "CREATE TABLE messages (msg_id TEXT PRIMARY KEY, x_message_id TEXT NOT NULL,"
+        " to_email TEXT NOT NULL, from_email TEXT NOT NULL, subject TEXT NOT NULL, categories TEXT NOT NULL,"
+        " custom_args TEXT NOT NULL, accepted_at REAL NOT NULL, scenario TEXT NOT NULL,"
+        " webhook_done INTEGER NOT NULL DEFAULT 0)"
+    )
+    old.execute(
+        "INSERT INTO messages VALUES"
+        " ('m1', 'x1', 'a@example.com', 'c@example.com', 'S', '[]', '{}', 1, 'delivered', 0)"
+    )
+    old.commit()
+    old.close()
+    sandbox = SendGridSandbox(state_path, clock=clock)
+    assert sandbox.store.message("m1").text == ""
+    with client_for(sandbox) as client:
+        send(client, "b@example.com")
+    (kept,) = sandbox.store.messages_where("to_email = ?", ["b@example.com"])
+    assert kept.text == "See you on Tuesday."
+
+
 def test_concurrent_senders_do_not_trip_over_each_other(state_path, clock):
     def send_many(worker: int) -> list[int]:
         server = SendGridSandbox(state_path, clock=clock)

@@ -182,6 +182,7 @@ def test_find_accepted_searches_metadata_and_details_have_the_documented_fields(
     body = details.json()
     assert documented_keys("messages_outbound_details.json") - set(body) == set()
     assert {event["Type"] for event in body["MessageEvents"]} == {"Delivered", "Opened", "LinkClicked"}
+    assert body["TextBody"] == "See you"  # what it received, as Postmark keeps it
 
 
 def test_a_spam_complaint_cannot_be_deleted_but_postmarks_support_can_reactivate_it(
