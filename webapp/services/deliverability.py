@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from webapp import statuses, timezones
 from webapp.extensions import db
-from webapp.models import Client, Email, EmailEvent, SpamListEntry
+from webapp.models import Client, Email, EmailEvent, SpamListEntry, UTCDateTime
 from webapp.reject_reasons import reject_reason_text
 
 WINDOW_DAYS = 30
@@ -144,16 +145,24 @@ def daily_counts(
     the database's own zone rules would be a second, possibly older, source.
     """
     starts = timezones.day_starts(first, days, zone)
-    day = sa.case(
-        *((Email.created_at < boundary, index) for index, boundary in enumerate(starts[1:])),
-        else_=days,
-    )
+    day = _day_index(Email.created_at, starts)
     rows = db.session.execute(
         sa.select(day.label("day"), Email.status, sa.func.count())
         .where(Email.clinic_id == clinic_id, Email.created_at >= starts[0], Email.created_at <= until)
         .group_by(day, Email.status)
     ).all()
     return [(first + timedelta(days=index), status, count) for index, status, count in rows if index < days]
+
+
+def _day_index(column: sa.ColumnElement, starts: list[datetime]) -> sa.ColumnElement:
+    """Which day a timestamp falls on, from 0, given when each day starts (ascending)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        # A binary search over the boundaries; the CASE below made the query twice as slow.
+        bounds = sa.bindparam("day_starts", starts, type_=postgresql.ARRAY(UTCDateTime()))
+        return sa.func.width_bucket(column, bounds) - 1
+    return sa.case(
+        *((column < boundary, index) for index, boundary in enumerate(starts[1:])), else_=len(starts) - 1
+    )
 
 
 def failure_reasons(clinic_id: int, since: datetime, until: datetime) -> list[tuple[str, int]]:
