@@ -137,7 +137,7 @@ def test_a_failed_spam_drop_is_listed_once_under_the_blocked_client(signed_in, w
 def test_marking_an_item_as_dealt_with_takes_it_off_and_is_audited(signed_in, world):
     failed = add_email(world.client_a, events=BOUNCED)
     response = signed_in.post(f"/attention/emails/{failed.id}/handled")
-    assert response.status_code == 303 and response.headers["Location"] == "/attention"
+    assert response.status_code == 303 and response.headers["Location"].startswith("/attention")
     html = signed_in.get("/attention").get_data(as_text=True)
     assert items_on(html) == []
     assert "Nothing needs attention" in html

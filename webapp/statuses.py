@@ -40,8 +40,11 @@ SPAM_REPORT = Status("spam-report", "Spam report", 7, True, "danger", False)
 ALL: tuple[Status, ...] = (SENDING, PROCESSED, DEFERRED, DELIVERED, OPEN, CLICKED, FAILED, SPAM_REPORT)
 BY_KEY: dict[str, Status] = {status.key: status for status in ALL}
 
-# Sending or Processed for longer than this is stuck (the help article's ten minutes).
+# Sending or Processed for longer than this is stuck (the help article's ten minutes): support is
+# alerted automatically, and the clinic need not write.
 STUCK_AFTER_SECONDS = 10 * 60
+# A stuck email sent longer ago than this: the clinic should contact support now, quoting its reference.
+CONTACT_SUPPORT_AFTER_SECONDS = 60 * 60
 
 # Our own event kinds (provider modules translate their wire names into these). A kind that
 # maps to None is kept on the timeline but never changes the status.

@@ -7,8 +7,8 @@ from datetime import datetime
 from flask import Flask, has_request_context, request
 
 from webapp import statuses, timezones
-from webapp.help.guide import STILL_STUCK_HOURS
 from webapp.models import MESSAGE_KINDS, Email
+from webapp.services.next_steps import CONTACT_SUPPORT_AFTER_WORDS, STUCK_AFTER_WORDS
 from webapp.timezones import ago
 
 
@@ -27,7 +27,8 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(failure_reason)
     app.context_processor(_attention_count)
     app.add_template_global(MESSAGE_KINDS, "kind_labels")
-    app.add_template_global(STILL_STUCK_HOURS, "still_stuck_hours")
+    app.add_template_global(STUCK_AFTER_WORDS, "stuck_after")
+    app.add_template_global(CONTACT_SUPPORT_AFTER_WORDS, "contact_support_after")
 
 
 def clinic_timezone() -> str:

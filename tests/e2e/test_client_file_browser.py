@@ -119,14 +119,38 @@ def test_needs_attention_lands_first_puts_the_appointment_on_top_and_clears_what
     expect(items.nth(1)).to_contain_text("“Appointment reminder” failed")
     expect(items.nth(2)).to_contain_text("Marco Rossi: emails are blocked by a spam report")
 
-    first.get_by_role("button", name="Called: mark as dealt with").click()
-    expect(page.get_by_text("Marked “See you tomorrow” to Jane Doe as dealt with.")).to_be_visible()
+    # A mis-tap is undone where it happened; the count follows both ways.
+    item = page.locator(f"#attention-appointment-{at_risk}")
+    item.get_by_role("button", name="Called: mark as dealt with").click()
+    expect(item).to_contain_text("Dealt with by Cleo Clinician: taken off Needs attention.")
+    expect(item).to_be_in_viewport()
+    expect(nav.get_by_role("link", name=re.compile(r"^Needs attention"))).to_contain_text("2")
+    item.get_by_role("button", name="Undo").click()
+    expect(page.get_by_text("“See you tomorrow” to Jane Doe is back on Needs attention.")).to_be_visible()
+    expect(item).to_contain_text("Call the client")
+    expect(nav.get_by_role("link", name=re.compile(r"^Needs attention"))).to_contain_text("3")
+    item.get_by_role("button", name="Called: mark as dealt with").click()
+    expect(item).to_contain_text("Dealt with")
+    # The dealt-with item and the one-step resend fit a phone.
+    page.set_viewport_size({"width": 375, "height": 800})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(f"{live_server.url}/attention")
     expect(page.locator(f"#attention-appointment-{at_risk}")).to_have_count(0)
     expect(items).to_have_count(2)
     expect(nav.get_by_role("link", name=re.compile(r"^Needs attention"))).to_contain_text("2")
 
-    items.first.get_by_role("button", name="Resend…").click()
-    expect(page.get_by_role("heading", name="Resend “Appointment reminder”?")).to_be_visible()
+    # Jane's reminder failed at an address since replaced: it says so, and goes to the new one in one step.
+    failed = items.first
+    expect(failed).to_contain_text("It went to jane.doe@old-provider.example, an old address")
+    failed.get_by_role("button", name="Resend to jane.doe+delivered@example.com").click()
+    expect(
+        page.get_by_text("Resending “Appointment reminder” to jane.doe+delivered@example.com.")
+    ).to_be_visible()
+    expect(page.locator(".log-row")).to_have_count(5)  # the seeded four, and the resend
+    expect(page.locator(f"#email-{seeded.email_ids['bounced']}")).to_contain_text(
+        re.compile(r"Resent .* to jane\.doe\+delivered@example\.com")
+    )
     problems.assert_clean(page)
 
 

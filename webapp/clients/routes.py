@@ -31,6 +31,7 @@ from webapp.models import Client, Clinic, utcnow
 from webapp.params import id_list, page_number, whole_number
 from webapp.security import clinic_staff_required, current_clinic_id, session_data_is_live, session_is_live
 from webapp.services import accounts, addresses, changes, clients, demo, log_stream, messages, sending
+from webapp.services.next_steps import next_change, resend_to_file
 from webapp.templating import clinic_timezone
 
 
@@ -240,12 +241,16 @@ def _log_context(client: Client, spam: dict | None = None) -> dict:
     rows = clients.email_log(clinic_id, client_id, status_filter or None, now, zone, open_ids)
     # The unfiltered log holds the client's newest email: its address health needs no query for it.
     health = clients.address_health([client], now, None if status_filter else rows, spam)[client.id]
+    for row in rows:
+        if row.failure and not (row.resent or row.superseded_by):
+            row.resend_to = resend_to_file(row.email, client.email, health.blocked)
     config = current_app.config
     soon = any(row.status.can_change_soon for row in rows)
     # The browser may be told "unchanged" only until the next time-driven change (a row going
-    # stuck) and at most a minute, so relative times and a lost Redis bump never go stale for long.
+    # stuck, or stuck past the hour) and at most a minute, so relative times and a lost Redis bump
+    # never go stale for long.
     fresh_until = now.timestamp() + 60
-    deadline = clients.stuck_deadline(rows)
+    deadline = next_change((row.email for row in rows), now)
     if deadline is not None:
         fresh_until = min(fresh_until, deadline.timestamp())
     timeline_url = _url_pattern("emails.timeline", "email_id")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from webapp.services.next_steps import CONTACT_SUPPORT_AFTER_WORDS, STUCK_AFTER_WORDS
+
 
 @dataclass(frozen=True)
 class GuideEntry:
@@ -21,10 +23,9 @@ class GuideEntry:
 
 
 # When a clinician should still get in touch about a stuck email (the log's notice says the same).
-STILL_STUCK_HOURS = 1
 STILL_STUCK = (
     "Contact support at {support}, quoting the reference, only if the email is still stuck "
-    f"{STILL_STUCK_HOURS} hour after it was sent, or if several emails are stuck at once."
+    f"{CONTACT_SUPPORT_AFTER_WORDS} after it was sent, or if several emails are stuck at once."
 )
 
 GUIDE: dict[str, GuideEntry] = {
@@ -40,8 +41,8 @@ GUIDE: dict[str, GuideEntry] = {
         ),
         next_steps=(
             "Nothing yet: the log updates by itself.",
-            "If an email stays in Sending for longer than 10 minutes, the log marks it as stuck and "
-            "support is alerted automatically, with the email's reference (such as E-123, shown on the "
+            f"If an email stays in Sending for longer than {STUCK_AFTER_WORDS}, the log marks it as stuck "
+            "and support is alerted automatically, with the email's reference (such as E-123, shown on the "
             "row): you do not need to contact support.",
             STILL_STUCK,
             "If the email is urgent, reach the client another way (for example by phone) meanwhile.",
@@ -56,8 +57,8 @@ GUIDE: dict[str, GuideEntry] = {
         ),
         next_steps=(
             "Nothing yet: the log updates by itself.",
-            "If an email stays in Processed for longer than 10 minutes, the log marks it as stuck and "
-            "support is alerted automatically, with the email's reference (such as E-123, shown on the "
+            f"If an email stays in Processed for longer than {STUCK_AFTER_WORDS}, the log marks it as stuck "
+            "and support is alerted automatically, with the email's reference (such as E-123, shown on the "
             "row): you do not need to contact support.",
             STILL_STUCK,
             "If the email is urgent, reach the client another way (for example by phone) meanwhile.",
@@ -184,3 +185,22 @@ REMOVAL_WHY = (
     "and nobody at support, can lift it on their behalf. We cannot send the client a confirmation email "
     "either, because the address is blocked and it would never arrive; that is why the client writes to us."
 )
+
+
+def stuck_email_steps(reference: str, support_now: bool) -> tuple[str, ...]:
+    """What to do about one stuck email, as its help panel says it (its log row and its Needs
+    attention item say the same); `{support}` is replaced as in the guide."""
+    if support_now:
+        return (
+            f"This email is still stuck more than {CONTACT_SUPPORT_AFTER_WORDS} after it was sent: "
+            f"contact support now, quoting {reference}, at {{support}}.",
+            "If the email is urgent, reach the client another way (for example by phone).",
+        )
+    return (
+        f"This email has been stuck for more than {STUCK_AFTER_WORDS}, longer than sending normally "
+        f"takes. Support was alerted automatically under reference {reference}: you do not need to "
+        "contact them yet.",
+        f"Contact support at {{support}}, quoting {reference}, only if it is still stuck "
+        f"{CONTACT_SUPPORT_AFTER_WORDS} after it was sent.",
+        "If the email is urgent, reach the client another way (for example by phone) meanwhile.",
+    )

@@ -8,10 +8,11 @@ from flask_login import current_user, login_required
 from webapp import statuses
 from webapp.extensions import htmx
 from webapp.help import bp
-from webapp.help.guide import GUIDE, REMOVAL_FLOW, REMOVAL_WHY
+from webapp.help.guide import GUIDE, REMOVAL_FLOW, REMOVAL_WHY, stuck_email_steps
+from webapp.models import utcnow
 from webapp.params import id_arg
 from webapp.security import current_clinic_id
-from webapp.services import clients
+from webapp.services import clients, next_steps
 
 
 @bp.get("/help")
@@ -29,11 +30,18 @@ def status(key: str) -> str:
         abort(404)
     template = "help/_panel.html" if htmx and not htmx.history_restore_request else "help/status.html"
     email = None
+    steps: tuple[str, ...] = ()
     email_id = id_arg("email")
     if email_id is not None and current_user.role in ("clinician", "owner"):
-        # The panel opened from a row names that row's email (and its reference for support).
+        # The panel opened from a row names that row's email (and its reference for support), and
+        # says what to do about it when it is stuck, as the row does.
         email = clients.get_email(current_clinic_id(), email_id)
-    return render_template(template, status=statuses.get(key), entry=GUIDE[key], email=email, **_support())
+        now = utcnow()
+        if next_steps.is_stuck(email, now):
+            steps = stuck_email_steps(email.reference, next_steps.support_now(email, now))
+    return render_template(
+        template, status=statuses.get(key), entry=GUIDE[key], email=email, email_steps=steps, **_support()
+    )
 
 
 def _support() -> dict:

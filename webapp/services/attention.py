@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from webapp import statuses
 from webapp.extensions import db
 from webapp.models import Client, Email, SpamListEntry, User, utcnow
-from webapp.services import audit, changes, clients
+from webapp.services import audit, changes, clients, next_steps
 
 # An appointment email not delivered this long before the appointment: call the client.
 CALL_BEFORE = timedelta(hours=24)
@@ -45,6 +45,9 @@ class Item:
     # appointment: "failed", "blocked" or "not_delivered"; failed: the reason in plain words;
     # blocked: "provider_lift" when the client's request is approved and the provider must lift it
     reason: str = ""
+    support_now: bool = False  # stuck, and sent over an hour ago: contact support now
+    resend_to: str = ""  # failed at an address since corrected: the address on file to resend to
+    dealt: bool = False  # just marked as dealt with, shown in its place with an undo
 
     @property
     def key(self) -> str:
@@ -52,12 +55,14 @@ class Item:
         return f"{self.kind}-{self.email.id if self.email else self.client.id}"
 
 
-def _candidates(clinic_id: int, now: datetime) -> sa.ColumnElement[bool]:
-    """The emails that may need attention (the rules of _kind_of then decide)."""
+def _candidates(clinic_id: int, now: datetime, dealt: int | None = None) -> sa.ColumnElement[bool]:
+    """The emails that may need attention (the rules of _kind_of then decide); `dealt`: an email
+    marked as dealt with that is wanted too."""
     stuck_before = now - timedelta(seconds=statuses.STUCK_AFTER_SECONDS)
+    not_handled = Email.handled_at.is_(None)
     return sa.and_(
         Email.clinic_id == clinic_id,
-        Email.handled_at.is_(None),
+        not_handled if dealt is None else sa.or_(not_handled, Email.id == dealt),
         Email.created_at >= now - timedelta(days=clients.LOG_DAYS),
         sa.or_(
             Email.status == statuses.FAILED.key,
@@ -86,20 +91,21 @@ def _kind_of(email: Any, now: datetime, to_blocked: bool) -> tuple[str, datetime
     if email.status == statuses.FAILED.key:
         # The blocked client's own item says what to do.
         return None if to_blocked else ("failed", email.status_changed_at, "")
-    if clients.is_stuck(email, now):
+    if next_steps.is_stuck(email, now):
         return "stuck", email.status_changed_at, ""
     if email.status == statuses.DEFERRED.key and email.status_changed_at <= now - DEFERRED_FOR:
         return "deferred", email.status_changed_at, ""
     return None
 
 
-def items(clinic_id: int, now: datetime | None = None) -> list[Item]:
-    """Return what needs attention at the clinic, most urgent first."""
+def items(clinic_id: int, now: datetime | None = None, dealt: int | None = None) -> list[Item]:
+    """Return what needs attention at the clinic, most urgent first; with `dealt`, that email too
+    if it was marked as dealt with and would need attention otherwise (its undo is offered)."""
     now = now or utcnow()
     emails = list(
         db.session.execute(
             sa.select(Email)
-            .where(_candidates(clinic_id, now))
+            .where(_candidates(clinic_id, now, dealt))
             .options(sa.orm.joinedload(Email.client), sa.orm.selectinload(Email.events))
             .order_by(Email.created_at.desc(), Email.id.desc())
         )
@@ -120,7 +126,22 @@ def items(clinic_id: int, now: datetime | None = None) -> list[Item]:
             name, since, reason = kind
             if name == "failed":
                 reason = clients.failure_reason(email)
-            found.append(Item(name, email.client, email, since, reason))
+            client = email.client
+            resend_to = next_steps.resend_to_file(
+                email, client.email, client.email.strip().lower() in blocked_addresses
+            )
+            found.append(
+                Item(
+                    name,
+                    client,
+                    email,
+                    since,
+                    reason,
+                    support_now=next_steps.support_now(email, now),
+                    resend_to=resend_to,
+                    dealt=email.handled_at is not None,
+                )
+            )
     # An approved request the provider must still lift (Postmark): the clinic has nothing to do.
     waiting = clients.provider_lifts_pending(blocked_addresses)
     for client, entry in blocked:
@@ -224,13 +245,23 @@ def mark_handled(email: Email, by: User) -> None:
     if email.handled_at is None:
         email.handled_at = utcnow()
         email.handled_by_id = by.id
-        audit.record(
-            "email.handled",
-            by,
-            clinic_id=email.clinic_id,
-            subject_type="email",
-            subject_id=email.id,
-        )
-        db.session.commit()
-        with contextlib.suppress(RedisError):
-            current_app.extensions["redis"].delete(changes.attention_count_key(email.clinic_id))
+        _changed(email, "email.handled", by)
+
+
+def undo_handled(email: Email, by: User) -> bool:
+    """Put an email marked as dealt with back on the Needs attention page (a mis-tap); return
+    whether it was marked."""
+    if email.handled_at is None:
+        return False
+    email.handled_at = None
+    email.handled_by_id = None
+    _changed(email, "email.handled_undone", by)
+    return True
+
+
+def _changed(email: Email, action: str, by: User) -> None:
+    """Audit a change of whether an email needs attention, commit it, and forget the cached count."""
+    audit.record(action, by, clinic_id=email.clinic_id, subject_type="email", subject_id=email.id)
+    db.session.commit()
+    with contextlib.suppress(RedisError):
+        current_app.extensions["redis"].delete(changes.attention_count_key(email.clinic_id))

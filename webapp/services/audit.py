@@ -21,6 +21,7 @@ LABELS = {
     "email.send": "Sent an email",
     "email.resend": "Resent an email",
     "email.handled": "Dealt with an email another way",
+    "email.handled_undone": "Put an email back on Needs attention (undid “dealt with”)",
     "client.update_email": "Corrected a client's address",
     "email_log.export": "Exported a client's email log",
     "removal.received": "Spam-list removal request received",

@@ -15,6 +15,7 @@ from webapp import statuses, timezones
 from webapp.extensions import db
 from webapp.models import MESSAGE_KINDS, Client, Email, EmailEvent, RemovalRequest, SpamListEntry, User
 from webapp.reject_reasons import normalised, reject_reason_text
+from webapp.services.next_steps import is_stuck, support_now
 
 LOG_DAYS = 30
 PER_PAGE = 25
@@ -469,6 +470,8 @@ class LogRow:
     superseded_by: Email | None = None
     # The provider's answer was lost: we are asking its records whether it took the email.
     in_doubt: bool = False
+    support_now: bool = False  # stuck, and sent over an hour ago: the clinic contacts support now
+    resend_to: str = ""  # failed at an address since corrected: the address on file to resend to
     changed_ago: str = ""  # how long ago its status changed, as the row shows it
     zone: tzinfo = UTC  # the clinic's time zone, in which the row shows its times
     # Rendered with the row only when the browser has it open; otherwise fetched when opened.
@@ -707,29 +710,13 @@ def resent_ids(clinic_id: int, email_ids: list[int]) -> set[int]:
     )
 
 
-def is_stuck(email: Email | LogEmail, now: datetime) -> bool:
-    """Return whether the email has sat in Sending or Processed for over ten minutes."""
-    return email.status in (statuses.SENDING.key, statuses.PROCESSED.key) and (
-        now - email.status_changed_at
-    ) > timedelta(seconds=statuses.STUCK_AFTER_SECONDS)
-
-
-def stuck_deadline(rows: list[LogRow]) -> datetime | None:
-    """Return when the first row not yet stuck would become stuck, if any could."""
-    deadlines = [
-        row.email.status_changed_at + timedelta(seconds=statuses.STUCK_AFTER_SECONDS)
-        for row in rows
-        if not row.stuck and row.status in (statuses.SENDING, statuses.PROCESSED)
-    ]
-    return min(deadlines, default=None)
-
-
 def _log_row(email: LogEmail, events: list[Any], now: datetime, zone: tzinfo) -> LogRow:
     status = statuses.get(email.status)
     return LogRow(
         email=email,
         status=status,
         stuck=is_stuck(email, now),
+        support_now=support_now(email, now),
         late_change=late_change_sentence(build_timeline(events)) if events else None,
         failure=failure_reason(email, events) if status == statuses.FAILED else "",
         in_doubt=email.send_state == "in_doubt",
