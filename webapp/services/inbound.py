@@ -338,6 +338,8 @@ def judge(
             for name in SHOWN_HEADERS
             if name in signed_names and headers.count(name)
         }
+        if "from" in found.signed_headers:  # the proven address only: a comment can look like another
+            found.signed_headers["from"] = found.from_address
         found.other_signed = sorted(set(signed_names) - set(SHOWN_HEADERS))
         recipients = headers.all("to") + (headers.all("cc") if "cc" in signed_names else [])
         if not _names_address(recipients, support_address):
@@ -712,7 +714,15 @@ def _seen_before(case: RemovalRequest, found: Verdict) -> RemovalRequest | None:
     """Return an earlier case with the same Message-ID or the same proving signature."""
     same = []
     if found.message_id:
-        same.append(RemovalRequest.message_id == found.message_id)
+        # Only a proven mail of the same sender claims its Message-ID: unproven mail, or another
+        # sender's, naming it first must not make the client's own request a duplicate.
+        same.append(
+            sa.and_(
+                RemovalRequest.message_id == found.message_id,
+                RemovalRequest.proof_key.is_not(None),
+                RemovalRequest.from_address == found.from_address,
+            )
+        )
     if found.proof_key:
         same.append(RemovalRequest.proof_key == found.proof_key)
     if not same:
