@@ -12,7 +12,8 @@ asked, on purpose, to be taken off the spam list. A mail is *verified* only when
   exactly once), so what support reads is what was signed;
 - the signed To or Cc names the support address: a client's mail to anyone else is no request;
 - the signed Date and the signature's own t= are at most REMOVAL_MAX_AGE_DAYS old;
-- neither its Message-ID nor what its signature vouches for was seen in an earlier case.
+- neither what its signature vouches for, nor its Message-ID in a proven mail of the same sender,
+  was seen in an earlier case.
 
 Every header is read from dkimpy's own parse of the mail, so what we check and show is exactly
 what DKIM verified; sizes are bounded before any parser runs.
