@@ -96,6 +96,10 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_MAX_DELAY_SECONDS": 15 * 60,
     # Failed attempts per client address: a clinic's staff often share one address behind NAT.
     "LOGIN_ADDRESS_RATE_LIMIT": "30 per 15 minutes",
+    # Event webhook requests refused for their credentials: per source address, then 429; and how
+    # many from all sources within 10 minutes alert the operators (webapp/services/webhook_guard.py).
+    "WEBHOOK_FAILURE_RATE_LIMIT": "20 per 10 minutes",
+    "WEBHOOK_FAILURE_ALERT_COUNT": 10,
     # Refused additions of a user per clinic owner: each says an address cannot be used.
     "ADD_USER_REFUSAL_LIMIT": "20 per hour",
     # A moving window: no double burst at the edge of a fixed window.
@@ -147,6 +151,7 @@ INT_SETTINGS = {
     "DKIM_DNS_TIMEOUT_SECONDS",
     "LOGIN_FREE_FAILURES",
     "LOGIN_MAX_DELAY_SECONDS",
+    "WEBHOOK_FAILURE_ALERT_COUNT",
     "RETENTION_DAYS",
     "AUDIT_RETENTION_DAYS",
     "RETENTION_BATCH_SIZE",
