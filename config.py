@@ -76,6 +76,12 @@ DEFAULTS: dict[str, Any] = {
     # A comment this often keeps an idle stream open through proxies, finds browsers that left,
     # and ends the stream of a session that timed out.
     "LOG_STREAM_HEARTBEAT_SECONDS": 25,
+    # Open streams one user may hold across sessions and web processes, and one web process holds
+    # (well below gunicorn's --worker-connections: 1000 under flask up); past either, 429 and the
+    # browser polls. A new sign-in past SESSIONS_PER_USER ends that user's oldest session.
+    "LOG_STREAMS_PER_USER": 10,
+    "LOG_STREAMS_PER_PROCESS": 400,
+    "SESSIONS_PER_USER": 10,
     # While its stream is open, the log polls only this often, or when a row turns stuck if
     # sooner: for a change whose announcement was lost (a Redis hiccup the stream outlived).
     "LOG_POLL_STREAM_SECONDS": 300,
@@ -141,6 +147,9 @@ INT_SETTINGS = {
     "LOG_STREAM_SECONDS",
     "LOG_STREAM_HEARTBEAT_SECONDS",
     "LOG_POLL_STREAM_SECONDS",
+    "LOG_STREAMS_PER_USER",
+    "LOG_STREAMS_PER_PROCESS",
+    "SESSIONS_PER_USER",
     "SEND_TIMEOUT_SECONDS",
     "SEND_ABANDONED_SECONDS",
     "IN_DOUBT_GRACE_SECONDS",
@@ -208,8 +217,14 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         raise ConfigError("RETENTION_BATCH_SIZE must be at least 1")
     if settings["LOG_STREAM_SECONDS"] < 0 or settings["LOG_POLL_STREAM_SECONDS"] < 1:
         raise ConfigError("LOG_STREAM_SECONDS must be 0 (off) or more, LOG_POLL_STREAM_SECONDS at least 1")
-    if settings["LOG_STREAM_HEARTBEAT_SECONDS"] < 1:
-        raise ConfigError("LOG_STREAM_HEARTBEAT_SECONDS must be at least 1")
+    for name in (
+        "LOG_STREAM_HEARTBEAT_SECONDS",
+        "LOG_STREAMS_PER_USER",
+        "LOG_STREAMS_PER_PROCESS",
+        "SESSIONS_PER_USER",
+    ):
+        if settings[name] < 1:
+            raise ConfigError(f"{name} must be at least 1")
     if settings["IN_DOUBT_GRACE_SECONDS"] < 1:
         raise ConfigError("IN_DOUBT_GRACE_SECONDS must be at least 1")
     if settings["EMAIL_PROVIDER"] not in PROVIDERS:
