@@ -13,6 +13,8 @@ from typing import Any
 
 from dotenv import load_dotenv
 
+from secret_rules import MIN_SECRET_LENGTH, NEW_SECRET_HINT, is_weak_secret, reused_secret
+
 BASE_DIR = Path(__file__).resolve().parent
 load_dotenv(BASE_DIR / ".env")
 log = logging.getLogger(__name__)
@@ -74,6 +76,12 @@ DEFAULTS: dict[str, Any] = {
     # A comment this often keeps an idle stream open through proxies, finds browsers that left,
     # and ends the stream of a session that timed out.
     "LOG_STREAM_HEARTBEAT_SECONDS": 25,
+    # Open streams one user may hold across sessions and web processes, and one web process holds
+    # (well below gunicorn's --worker-connections: 1000 under flask up); past either, 429 and the
+    # browser polls. A new sign-in past SESSIONS_PER_USER ends that user's oldest session.
+    "LOG_STREAMS_PER_USER": 10,
+    "LOG_STREAMS_PER_PROCESS": 400,
+    "SESSIONS_PER_USER": 10,
     # While its stream is open, the log polls only this often, or when a row turns stuck if
     # sooner: for a change whose announcement was lost (a Redis hiccup the stream outlived).
     "LOG_POLL_STREAM_SECONDS": 300,
@@ -94,6 +102,10 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_MAX_DELAY_SECONDS": 15 * 60,
     # Failed attempts per client address: a clinic's staff often share one address behind NAT.
     "LOGIN_ADDRESS_RATE_LIMIT": "30 per 15 minutes",
+    # Event webhook requests refused for their credentials: per source address, then 429; and how
+    # many from all sources within 10 minutes alert the operators (webapp/services/webhook_guard.py).
+    "WEBHOOK_FAILURE_RATE_LIMIT": "20 per 10 minutes",
+    "WEBHOOK_FAILURE_ALERT_COUNT": 10,
     # Refused additions of a user per clinic owner: each says an address cannot be used.
     "ADD_USER_REFUSAL_LIMIT": "20 per hour",
     # A moving window: no double burst at the edge of a fixed window.
@@ -135,6 +147,9 @@ INT_SETTINGS = {
     "LOG_STREAM_SECONDS",
     "LOG_STREAM_HEARTBEAT_SECONDS",
     "LOG_POLL_STREAM_SECONDS",
+    "LOG_STREAMS_PER_USER",
+    "LOG_STREAMS_PER_PROCESS",
+    "SESSIONS_PER_USER",
     "SEND_TIMEOUT_SECONDS",
     "SEND_ABANDONED_SECONDS",
     "IN_DOUBT_GRACE_SECONDS",
@@ -145,6 +160,7 @@ INT_SETTINGS = {
     "DKIM_DNS_TIMEOUT_SECONDS",
     "LOGIN_FREE_FAILURES",
     "LOGIN_MAX_DELAY_SECONDS",
+    "WEBHOOK_FAILURE_ALERT_COUNT",
     "RETENTION_DAYS",
     "AUDIT_RETENTION_DAYS",
     "RETENTION_BATCH_SIZE",
@@ -201,8 +217,14 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         raise ConfigError("RETENTION_BATCH_SIZE must be at least 1")
     if settings["LOG_STREAM_SECONDS"] < 0 or settings["LOG_POLL_STREAM_SECONDS"] < 1:
         raise ConfigError("LOG_STREAM_SECONDS must be 0 (off) or more, LOG_POLL_STREAM_SECONDS at least 1")
-    if settings["LOG_STREAM_HEARTBEAT_SECONDS"] < 1:
-        raise ConfigError("LOG_STREAM_HEARTBEAT_SECONDS must be at least 1")
+    for name in (
+        "LOG_STREAM_HEARTBEAT_SECONDS",
+        "LOG_STREAMS_PER_USER",
+        "LOG_STREAMS_PER_PROCESS",
+        "SESSIONS_PER_USER",
+    ):
+        if settings[name] < 1:
+            raise ConfigError(f"{name} must be at least 1")
     if settings["IN_DOUBT_GRACE_SECONDS"] < 1:
         raise ConfigError("IN_DOUBT_GRACE_SECONDS must be at least 1")
     if settings["EMAIL_PROVIDER"] not in PROVIDERS:
@@ -254,17 +276,16 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         settings["SECRET_KEY"] = _development_secret(instance_path)
     if not settings["SANDBOX_STATE_PATH"]:
         settings["SANDBOX_STATE_PATH"] = str(Path(instance_path) / "sandbox.sqlite3")
-    if settings["SESSION_COOKIE_SECURE"] is None:
-        settings["SESSION_COOKIE_SECURE"] = production
-    elif isinstance(settings["SESSION_COOKIE_SECURE"], str):
-        settings["SESSION_COOKIE_SECURE"] = settings["SESSION_COOKIE_SECURE"].lower() in ("1", "true", "yes")
+    secure = _flag(settings["SESSION_COOKIE_SECURE"])
+    settings["SESSION_COOKIE_SECURE"] = production if secure is None else secure
     return settings
 
 
-# Placeholders people paste from examples; a random key contains none of them by chance.
-PLACEHOLDER_SECRETS = ("changeme", "change-me", "change_me", "secret", "password", "example", "insecure")
-MIN_SECRET_LENGTH = 32
-NEW_SECRET_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+def _flag(value: Any) -> bool | None:
+    """Read an on/off setting ("1", "true", "yes" are on); None when it is not set."""
+    if value is None or isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes")
 
 
 def _refuse_unsafe_production(settings: dict[str, Any]) -> None:
@@ -295,6 +316,12 @@ def _refuse_unsafe_production(settings: dict[str, Any]) -> None:
             f"least {MIN_SECRET_LENGTH} random characters ({NEW_SECRET_HINT}), or no delivery event is "
             "ever accepted; put them in the webhook URL in Postmark (https://user:password@host/...)"
         )
+    _refuse_weak_transport_and_storage(settings)
+    reused = reused_secret(settings)
+    if reused:
+        raise ConfigError(
+            f"{reused[0]} and {reused[1]} share a secret; give each its own random value: {NEW_SECRET_HINT}"
+        )
     if not str(settings["TRUSTED_HOSTS"]).strip():
         log.warning(
             "TRUSTED_HOSTS is empty: the app answers to any Host header; set it to the host names "
@@ -302,14 +329,23 @@ def _refuse_unsafe_production(settings: dict[str, Any]) -> None:
         )
 
 
-def is_weak_secret(secret: str) -> bool:
-    """Return whether a SECRET_KEY is short, repetitive or a well-known placeholder."""
-    lowered = secret.lower()
-    return (
-        len(secret) < MIN_SECRET_LENGTH
-        or len(set(secret)) < 10
-        or any(word in lowered for word in PLACEHOLDER_SECRETS)
-    )
+def _refuse_weak_transport_and_storage(settings: dict[str, Any]) -> None:
+    """Refuse production settings that send a secret in clear or keep the data in a file."""
+    if _flag(settings["SESSION_COOKIE_SECURE"]) is False:
+        raise ConfigError(
+            "SESSION_COOKIE_SECURE is off; in production the session cookie must travel over HTTPS "
+            "only: unset it"
+        )
+    if settings["INBOUND_WEBHOOK_SECRET"] and is_weak_secret(settings["INBOUND_WEBHOOK_SECRET"]):
+        raise ConfigError(
+            f"INBOUND_WEBHOOK_SECRET is too weak; use at least {MIN_SECRET_LENGTH} random characters: "
+            f"{NEW_SECRET_HINT}"
+        )
+    if str(settings["DATABASE_URL"] or "").startswith("sqlite"):
+        raise ConfigError("DATABASE_URL is SQLite; production needs a PostgreSQL URL (postgresql://…)")
+    for name in ("SENDGRID_API_BASE", "POSTMARK_API_BASE"):
+        if not str(settings[name]).startswith("https://"):
+            raise ConfigError(f"{name} must start with https:// in production (the API key travels with it)")
 
 
 def is_p256_public_key(value: str) -> bool:

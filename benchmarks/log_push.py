@@ -111,7 +111,10 @@ def main() -> None:
         args.streams, args.seconds, args.requests = 10, 3, 100
     processes = common.Processes()
     database = common.psycopg_url(common.fresh_database("push"))
-    env = common.app_env(database, processes.redis(), processes.folder)
+    # One signed-in user stands in for many open logs: the per-user and per-process caps of open
+    # streams (a defence, tests/test_stream_caps.py) would refuse most of them.
+    uncapped = {"LOG_STREAMS_PER_USER": "100000", "LOG_STREAMS_PER_PROCESS": "100000"}
+    env = common.app_env(database, processes.redis(), processes.folder, **uncapped)
     app = common.make_app(env)
     common.migrate(app)
     from webapp.services import demo

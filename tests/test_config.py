@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 from datetime import datetime, timezone
 
 import pytest
@@ -11,9 +12,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from config import DEFAULTS, ConfigError, load_settings
+from secret_rules import is_weak_secret
 from tests.helpers import production
 from webapp.extensions import db
 from webapp.models import Clinic
+
+# A random secret set as two settings at once.
+REUSED = secrets.token_urlsafe(48)
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +66,41 @@ def test_production_refuses_a_weak_secret_key(tmp_path, secret):
     with pytest.raises(ConfigError, match="SECRET_KEY is too weak") as refused:
         load_settings(str(tmp_path), production(SECRET_KEY=secret))
     assert "\n" not in str(refused.value) and "secrets.token_urlsafe" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("spoiled", "line"),
+    [
+        ({"SESSION_COOKIE_SECURE": "0"}, "SESSION_COOKIE_SECURE is off"),
+        ({"SESSION_COOKIE_SECURE": False}, "SESSION_COOKIE_SECURE is off"),
+        ({"INBOUND_WEBHOOK_SECRET": "x"}, "INBOUND_WEBHOOK_SECRET is too weak"),
+        ({"SECRET_KEY": "Zq8x-Lm3P_wR7tYk" * 3}, "SECRET_KEY is too weak"),
+        ({"SECRET_KEY": "0123456789abcdefghij" * 2 + "k7Qz"}, "SECRET_KEY is too weak"),
+        (
+            {"SECRET_KEY": REUSED, "INBOUND_WEBHOOK_SECRET": REUSED},
+            "SECRET_KEY and INBOUND_WEBHOOK_SECRET share",
+        ),
+        ({"SECRET_KEY": REUSED, "METRICS_TOKEN": REUSED[:40]}, "SECRET_KEY and METRICS_TOKEN share"),
+        ({"DATABASE_URL": "sqlite:////srv/clinic.sqlite3"}, "DATABASE_URL is SQLite"),
+        ({"SENDGRID_API_BASE": "http://api.sendgrid.com"}, "SENDGRID_API_BASE must start with https://"),
+        ({"POSTMARK_API_BASE": "http://api.postmarkapp.com"}, "POSTMARK_API_BASE must start with https://"),
+    ],
+)
+def test_production_refuses_weak_settings_with_one_clear_line(tmp_path, spoiled, line):
+    with pytest.raises(ConfigError, match=line) as refused:
+        load_settings(str(tmp_path), production(**spoiled))
+    assert "\n" not in str(refused.value)
+    # Development takes each of them as it is (the sandbox, a laptop, plain HTTP).
+    development = {name: value for name, value in production(**spoiled).items() if name != "APP_ENV"}
+    load_settings(str(tmp_path), development)
+
+
+def test_random_secrets_of_every_usual_kind_pass(tmp_path):
+    for _ in range(200):
+        for secret in (secrets.token_urlsafe(48), secrets.token_hex(32), secrets.token_urlsafe(24)):
+            assert not is_weak_secret(secret), secret
+    settings = production(INBOUND_WEBHOOK_SECRET=secrets.token_urlsafe(48), SESSION_COOKIE_SECURE="1")
+    assert load_settings(str(tmp_path), settings)["SESSION_COOKIE_SECURE"] is True
 
 
 def test_development_keeps_accepting_any_secret_key(tmp_path):

@@ -264,27 +264,6 @@ def test_a_stream_whose_body_never_runs_is_forgotten_and_head_opens_none(app, cl
     assert feed.open_count() == 0
 
 
-def test_one_session_holds_a_bounded_number_of_streams(app, client, world):
-    login(client, "clinician@a.example")
-    url = STREAM.format(world.client_a.id)
-    held = [client.get(url, buffered=False) for _ in range(log_stream.MAX_STREAMS_PER_SESSION)]
-    assert all(response.status_code == 200 for response in held)
-    refused = client.get(url, buffered=False)
-    assert refused.status_code == 429
-    refused.close()
-    other = app.test_client()  # another session of the clinic is not held back by this one
-    login(other, "owner@a.example")
-    theirs = other.get(url, buffered=False)
-    assert theirs.status_code == 200
-    theirs.close()
-    held.pop().close()
-    again = client.get(url, buffered=False)
-    assert again.status_code == 200
-    for response in [*held, again]:
-        response.close()
-    assert app.extensions["log_feed"].open_count() == 0
-
-
 def test_a_log_fetch_that_finds_every_connection_busy_answers_503_to_retry(app, client, world, monkeypatch):
     """A burst of rung logs may take every pooled connection: the one left waiting hears "retry"."""
     import sqlalchemy.exc

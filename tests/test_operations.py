@@ -15,7 +15,7 @@ from webapp.models import Email, EmailEvent, OperatorAlert, WebhookBatch, utcnow
 from webapp.queue import enqueue
 from webapp.services import operations, polling
 
-TOKEN = "s3cr3t-metrics-token-" + "Xq9" * 8
+TOKEN = "s3cr3t-metrics-token-Xq9vB2mWz7Kd4Lp"
 
 
 def metrics_of(text: str) -> dict[tuple[str, tuple], float]:

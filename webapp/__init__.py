@@ -63,7 +63,9 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
 
     # Listens to Redis only from the first open log stream on, in the process that serves it.
     app.extensions["log_feed"] = ChangeFeed(
-        app.config["REDIS_URL"], check_seconds=app.config["LOG_STREAM_HEARTBEAT_SECONDS"]
+        app.config["REDIS_URL"],
+        check_seconds=app.config["LOG_STREAM_HEARTBEAT_SECONDS"],
+        max_streams=app.config["LOG_STREAMS_PER_PROCESS"],
     )
     app.extensions["login_throttle"] = LoginThrottle(
         app.extensions["redis"],

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from typing import NoReturn
 
 from flask import (
     abort,
@@ -22,7 +24,7 @@ from flask_login import current_user
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.wrappers import Response
 
-from webapp import fragments, statuses
+from webapp import clock, fragments, statuses
 from webapp.clients import bp
 from webapp.clients.forms import AddressForm, SandboxMailForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
@@ -30,7 +32,17 @@ from webapp.fastpoll import POLL_ROLES
 from webapp.models import Client, Clinic, utcnow
 from webapp.params import id_list, page_number, whole_number
 from webapp.security import clinic_staff_required, current_clinic_id, session_data_is_live, session_is_live
-from webapp.services import accounts, addresses, changes, clients, demo, log_stream, messages, sending
+from webapp.services import (
+    accounts,
+    addresses,
+    changes,
+    clients,
+    demo,
+    log_stream,
+    messages,
+    sending,
+    stream_quota,
+)
 from webapp.services.next_steps import next_change, resend_to_file
 from webapp.templating import clinic_timezone
 
@@ -115,9 +127,21 @@ def email_stream(client_id: int) -> Response:
     try:
         subscription = feed.open(changes.log_channel(client.clinic_id, client.id), live_key)
     except log_stream.TooManyStreams:
-        abort(429)  # each stream holds a connection: one session cannot take them all
+        _refuse_stream(429)  # each stream holds a connection: this process keeps the rest for others
     if subscription is None:
-        abort(503)  # Redis does not answer: the browser polls
+        _refuse_stream(503)  # Redis does not answer: the browser polls
+    # Nor may one user take them all, however many sessions or processes they use.
+    redis, user_id, token = current_app.extensions["redis"], current_user.id, secrets.token_hex(8)
+    limit = current_app.config["LOG_STREAMS_PER_USER"]
+    counted = stream_quota.claim(redis, user_id, token, clock.timestamp(), lifetime, limit)
+    if not counted:
+        feed.close(subscription)
+        _refuse_stream(503 if counted is None else 429)
+
+    def done() -> None:
+        if feed.close(subscription):
+            stream_quota.release(redis, user_id, token)
+
     snapshot = dict(session)
     heartbeat = current_app.config["LOG_STREAM_HEARTBEAT_SECONDS"]
 
@@ -129,16 +153,21 @@ def email_stream(client_id: int) -> Response:
         try:
             yield from log_stream.events(subscription, lifetime, still_live, heartbeat=heartbeat)
         finally:
-            feed.close(subscription)
+            done()
 
     # Flask ends the request (and its database session) before the body is read: a stream holds
     # no database connection.
     response = Response(body(), mimetype="text/event-stream")
     # Also when the body never starts (the browser left at once): a generator closed before its
     # first step skips its finally.
-    response.call_on_close(lambda: feed.close(subscription))
+    response.call_on_close(done)
     response.headers["X-Accel-Buffering"] = "no"  # a proxy in front must pass each event at once
     return response
+
+
+def _refuse_stream(code: int) -> NoReturn:
+    """Refuse a stream; the browser polls the log instead and tries a stream again in a minute."""
+    abort(Response("", status=code, headers={"Retry-After": "60"}))
 
 
 @clinic_staff_required

@@ -10,6 +10,7 @@ Postmark differs from SendGrid where it matters to us:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import re
@@ -45,6 +46,8 @@ MAX_BATCH = 500  # Postmark's limit per /email/batch call
 DEFAULT_RETRY_AFTER = 60.0
 # A webhook carries one event; real ones are a few kilobytes (a bounce may include content).
 MAX_WEBHOOK_BYTES = 1024 * 1024
+# A webhook body seen again this soon is a replay (Postmark retries for up to about 10.5 hours).
+REPLAY_SECONDS = 24 * 60 * 60
 MAX_WEBHOOK_DEPTH = 8
 SEARCH_PAGE = 50
 SUPPRESSIONS_PAGE_LIMIT = 20  # pages of the suppressions dump read in one spam_reports call
@@ -468,7 +471,8 @@ class PostmarkProvider(EmailProvider):
     def verify_webhook(self, headers: Mapping[str, str], body: bytes, now: float) -> WebhookVerdict:
         """Check the HTTP Basic credentials Postmark sends from the webhook URL, in constant time.
 
-        Postmark signs nothing and gives no timestamp to key replays on; events are stored once each.
+        Postmark signs nothing and gives no timestamp: the same body posted again within
+        REPLAY_SECONDS (longer than Postmark's retries) is a replay; events are stored once each.
         """
         if not self._webhook_username or not self._webhook_password:
             return WebhookVerdict(False)
@@ -479,7 +483,9 @@ class PostmarkProvider(EmailProvider):
         # Both compared, whatever the first gives, so the time says nothing about either.
         user_ok = hmac.compare_digest(username.encode(), self._webhook_username.encode())
         password_ok = hmac.compare_digest(password.encode(), self._webhook_password.encode())
-        return WebhookVerdict(user_ok and password_ok)
+        return WebhookVerdict(
+            user_ok and password_ok, "body:" + hashlib.sha256(body).hexdigest(), REPLAY_SECONDS
+        )
 
     def parse_webhook(self, body: bytes) -> list[ProviderEvent]:
         """Parse one Postmark webhook body (one JSON object); ValueError when it is malformed."""

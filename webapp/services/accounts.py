@@ -94,6 +94,8 @@ def start_session(user: User) -> None:
         )
     )
     db.session.add(UserSession(sid_hash=sid_hash(sid), user_id=user.id, created_at=now))
+    db.session.flush()
+    _end_oldest_sessions(user.id, current_app.config["SESSIONS_PER_USER"])
     session["sid"] = sid
     session["login_at"] = int(now.timestamp())
     session["seen_at"] = int(now.timestamp())
@@ -135,6 +137,18 @@ def sign_out_everywhere(user: User) -> None:
     end_all_sessions(user)
     audit.record("logout.everywhere", user, clinic_id=user.clinic_id, subject_type="user", subject_id=user.id)
     db.session.commit()
+
+
+def _end_oldest_sessions(user_id: int, keep: int) -> None:
+    """End the user's live sessions beyond the newest `keep`: each may hold open log streams (and
+    with them the server's connections), so one account cannot sign in without end."""
+    oldest = (
+        sa.select(UserSession.id)
+        .where(UserSession.user_id == user_id, UserSession.ended_at.is_(None))
+        .order_by(UserSession.created_at.desc(), UserSession.id.desc())
+        .offset(keep)
+    )
+    _end(UserSession.id.in_(oldest.scalar_subquery()))
 
 
 def _end(condition: sa.ColumnElement[bool]) -> None:

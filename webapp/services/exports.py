@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -18,8 +20,10 @@ from webapp.services.clients import TimelineEntry, build_timeline, failure_reaso
 
 MAX_DAYS = 400  # RETENTION_DAYS' default: older emails are gone anyway
 MAX_EMAILS = 5000
-# A spreadsheet runs a cell that starts with one of these as a formula.
+# A spreadsheet runs a cell that starts with one of these as a formula, once it has skipped
+# white space and invisible characters, and read full-width and small forms as the plain ones.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_SKIPPED = re.compile(r"[\s\u200b-\u200f\u2060-\u2064\ufeff]*")
 
 
 class ExportError(ValueError):
@@ -65,6 +69,11 @@ class Export:
     def line(self, entry: TimelineEntry) -> str:
         """One timeline line in plain words, in the clinic's time zone."""
         return timeline_text(entry, self.time_zone)
+
+    @staticmethod
+    def cell(value: str) -> str:
+        """A value that starts a line of the printed page, safe to paste into a spreadsheet."""
+        return _cell(value)
 
 
 def parse_range(start_text: str | None, end_text: str | None, today: date) -> tuple[date, date]:
@@ -183,8 +192,12 @@ def to_csv(export: Export) -> str:
 
 
 def _cell(value: str) -> str:
-    """Keep a spreadsheet from running a cell as a formula."""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
+    """Keep a spreadsheet from running a cell as a formula: a quote before one that would."""
+    start = value[_SKIPPED.match(value).end() :][:1]
+    starts_formula = bool(start) and (
+        unicodedata.normalize("NFKC", start)[:1] in FORMULA_STARTS or start == "\u2212"
+    )
+    return "'" + value if starts_formula or value.startswith(FORMULA_STARTS) else value
 
 
 def filename(export: Export, extension: str) -> str:

@@ -12,7 +12,8 @@ asked, on purpose, to be taken off the spam list. A mail is *verified* only when
   exactly once), so what support reads is what was signed;
 - the signed To or Cc names the support address: a client's mail to anyone else is no request;
 - the signed Date and the signature's own t= are at most REMOVAL_MAX_AGE_DAYS old;
-- neither its Message-ID nor what its signature vouches for was seen in an earlier case.
+- neither what its signature vouches for, nor its Message-ID in a proven mail of the same sender,
+  was seen in an earlier case.
 
 Every header is read from dkimpy's own parse of the mail, so what we check and show is exactly
 what DKIM verified; sizes are bounded before any parser runs.
@@ -338,6 +339,8 @@ def judge(
             for name in SHOWN_HEADERS
             if name in signed_names and headers.count(name)
         }
+        if "from" in found.signed_headers:  # the proven address only: a comment can look like another
+            found.signed_headers["from"] = found.from_address
         found.other_signed = sorted(set(signed_names) - set(SHOWN_HEADERS))
         recipients = headers.all("to") + (headers.all("cc") if "cc" in signed_names else [])
         if not _names_address(recipients, support_address):
@@ -712,7 +715,15 @@ def _seen_before(case: RemovalRequest, found: Verdict) -> RemovalRequest | None:
     """Return an earlier case with the same Message-ID or the same proving signature."""
     same = []
     if found.message_id:
-        same.append(RemovalRequest.message_id == found.message_id)
+        # Only a proven mail of the same sender claims its Message-ID: unproven mail, or another
+        # sender's, naming it first must not make the client's own request a duplicate.
+        same.append(
+            sa.and_(
+                RemovalRequest.message_id == found.message_id,
+                RemovalRequest.proof_key.is_not(None),
+                RemovalRequest.from_address == found.from_address,
+            )
+        )
     if found.proof_key:
         same.append(RemovalRequest.proof_key == found.proof_key)
     if not same:

@@ -17,7 +17,6 @@ import signal
 import threading
 import time
 import weakref
-from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,14 +35,12 @@ HEARTBEAT_SECONDS = 25.0
 CONNECT_WAIT_SECONDS = 2.0
 # The browser reconnects this soon after a stream ends (its bounded lifetime, a restart).
 RETRY_MILLISECONDS = 2000
-# Open streams one session may hold in a web process (tabs, windows): each holds a connection.
-MAX_STREAMS_PER_SESSION = 20
 # Tells the browser not to reconnect but to fetch the log, whose route sends it to sign in.
 SESSION_OVER = "event: end\ndata: session\n\n"
 
 
 class TooManyStreams(Exception):
-    """The session already holds MAX_STREAMS_PER_SESSION streams in this process."""
+    """This process already holds as many streams as it may (each holds a connection)."""
 
 
 class Subscription:
@@ -71,7 +68,9 @@ class Subscription:
 class ChangeFeed:
     """The process's one Redis subscription to log changes, fanned out to its open streams."""
 
-    def __init__(self, redis_url: str, check_seconds: float = HEARTBEAT_SECONDS) -> None:
+    def __init__(
+        self, redis_url: str, check_seconds: float = HEARTBEAT_SECONDS, max_streams: int = 400
+    ) -> None:
         # Its own client: no read timeout on the listening connection, and a ping every 30 s
         # so a connection dropped without a word is noticed.
         self._redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
@@ -80,7 +79,10 @@ class ChangeFeed:
         # which may be holding it (under gevent a handler runs in the interrupted greenlet).
         self._lock = threading.RLock()
         self._open: dict[str, set[Subscription]] = {}
-        self._per_session: Counter[str] = Counter()
+        # The process's share of the server's connections that streams may hold; the rest stay
+        # free for every other request (sign-in, /healthz, the logs' own fetches).
+        self._max_streams = max_streams
+        self._count = 0
         self._listening = threading.Event()
         self._thread: threading.Thread | None = None
         self.stopping = False
@@ -95,24 +97,23 @@ class ChangeFeed:
             return None
         subscription = Subscription(channel, live_key)
         with self._lock:
-            if self._per_session[live_key] >= MAX_STREAMS_PER_SESSION:
-                raise TooManyStreams(live_key)
-            self._per_session[live_key] += 1
+            if self._count >= self._max_streams:
+                raise TooManyStreams(channel)
+            self._count += 1
             self._open.setdefault(channel, set()).add(subscription)
         return subscription
 
-    def close(self, subscription: Subscription) -> None:
-        """Forget a stream that ended (again: harmless)."""
+    def close(self, subscription: Subscription) -> bool:
+        """Forget a stream that ended; return whether it was open (closing again is harmless)."""
         with self._lock:
             streams = self._open.get(subscription.channel)
             if streams is None or subscription not in streams:
-                return
+                return False
             streams.discard(subscription)
             if not streams:
                 del self._open[subscription.channel]
-            self._per_session[subscription.live_key] -= 1
-            if self._per_session[subscription.live_key] <= 0:
-                del self._per_session[subscription.live_key]
+            self._count -= 1
+            return True
 
     def open_count(self) -> int:
         """Return how many streams this process has open."""

@@ -14,7 +14,7 @@ from werkzeug.wrappers import Response
 from webapp.extensions import csrf, db, limiter
 from webapp.providers import get_provider, wire_format
 from webapp.queue import enqueue
-from webapp.services import inbound, webhooks
+from webapp.services import inbound, webhook_guard, webhooks
 from webapp.webhooks import bp
 from webapp.webhooks.forms import multipart_fields
 
@@ -23,9 +23,12 @@ log = logging.getLogger(__name__)
 
 @bp.post("/<provider_name>/events")
 @csrf.exempt
-@limiter.exempt
+@limiter.limit(
+    webhook_guard.failure_limit, deduct_when=webhook_guard.was_refused, on_breach=webhook_guard.throttled
+)
 def provider_events(provider_name: str) -> tuple[str, int]:
-    """Accept a batch of delivery events from the configured provider (403 unverified, 400 malformed).
+    """Accept a batch of delivery events from the configured provider (403 unverified, 400 malformed;
+    429 for a source address with too many refused requests).
 
     The URL names the provider's wire format (/webhooks/sendgrid/events, /webhooks/postmark/events);
     any other name is 404.
@@ -37,6 +40,8 @@ def provider_events(provider_name: str) -> tuple[str, int]:
     provider = get_provider(config)
     verdict = provider.verify_webhook(request.headers, body, time.time())
     if not verdict.authentic:
+        log.warning("%s event webhook: credentials refused from %s", provider_name, request.remote_addr)
+        webhook_guard.note_refused(provider_name)
         abort(403)
     try:
         provider.check_webhook(body)
