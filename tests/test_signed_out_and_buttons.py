@@ -90,6 +90,10 @@ def test_nobody_learns_another_clinics_client_from_the_page(app, world):
     assert '<a href="/">Back to the start</a>' in page
     anonymous = app.test_client().get("/logout")
     assert anonymous.status_code == 405 and "Use the button on the page" in anonymous.get_data(as_text=True)
+    # The reverse (a form posted to a page's address) is not a button's address.
+    posted = client.post("/help")
+    assert posted.status_code == 405 and "Not accepted here" in posted.get_data(as_text=True)
+    assert "button" not in text(posted.get_data(as_text=True)).replace("Sign out", "")
     # An htmx request gets the words alone, not a page to swap in.
     bare = htmx_get(client, f"/emails/{others.id}/resend")
     assert bare.status_code == 405 and "<html" not in bare.get_data(as_text=True)

@@ -223,6 +223,11 @@ ERROR_PAGES = {
     413: ("Too large", "What you sent is larger than we accept."),
     429: ("Too many attempts", "Please wait a few minutes before trying again."),
 }
+# A 405 for anything but GET: a form posted to a page's address, not a button's address opened.
+NOT_ACCEPTED = (
+    "Not accepted here",
+    "This address does not take what was sent. Please go back and try again.",
+)
 
 
 def register_error_pages(app: Flask) -> None:
@@ -232,13 +237,15 @@ def register_error_pages(app: Flask) -> None:
     def render(error: Any) -> tuple[str, int, dict[str, str]]:
         code = getattr(error, "code", 500) or 500
         title, message = ERROR_PAGES.get(code, ("Something went wrong", "Please try again."))
+        if code == 405 and request.method not in ("GET", "HEAD"):
+            title, message = NOT_ACCEPTED
         headers = _retry_after(error)
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             headers["Allow"] = ", ".join(error.valid_methods)
         # An untrusted Host leaves no way to build URLs, so no page around the message.
         if htmx or isinstance(error, SecurityError):
             return message, code, headers
-        back = post_only.back_link() if code == 405 else None
+        back = post_only.back_link() if code == 405 and request.method == "GET" else None
         return render_template("errors/error.html", title=title, message=message, back=back), code, headers
 
     for code in ERROR_PAGES:
