@@ -29,12 +29,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_product(instance: Path, port: int, **settings: str) -> subprocess.Popen:
-    """Start `bin/run` on the embedded defaults, with any extra settings in its environment."""
+def start_product(instance: Path, port: int, *options: str, **settings: str) -> subprocess.Popen:
+    """Start `bin/run` on the embedded defaults, with any options, and extra settings in its environment."""
     env = {key: value for key, value in os.environ.items() if key not in DATABASE_SETTINGS}
     env.update(INSTANCE_PATH=str(instance), DEMO_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1", **settings)
     return subprocess.Popen(
-        [str(ROOT / "bin" / "run"), "--port", str(port)],
+        [str(ROOT / "bin" / "run"), "--port", str(port), *options],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

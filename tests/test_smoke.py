@@ -121,6 +121,7 @@ def test_run_command_sends_an_email_to_delivered_and_stops_cleanly(tmp_path):
         family = press_ctrl_c(process)
     output = process.stdout.read() if process.stdout else ""
     assert process.returncode == 0, output[-2000:]
+    assert_short_and_to_the_point(output, base, tmp_path)
     assert f"password: {PASSWORD}" in output
     time.sleep(0.5)  # real children reaped by the kernel after their parent exits
     still_running = [proc for proc in family if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE]
@@ -141,6 +142,41 @@ def test_run_command_sends_an_email_to_delivered_and_stops_cleanly(tmp_path):
     assert process.returncode == 0, output[-2000:]
     assert "their password is the one printed when the demo data was first created" in output
     assert "flask --app wsgi seed-demo --password NEW" in output
+    assert_short_and_to_the_point(output, base, tmp_path)
+    assert '"POST /clients/' in (tmp_path / "run.log.1").read_text()  # the first run's log, kept
+    assert_all_gone_after_ctrl_c(tmp_path, port)
+
+
+def assert_short_and_to_the_point(output: str, base: str, instance: Path) -> None:
+    """The terminal says what a person needs, in a few lines; every job and request is in the log."""
+    lines = output.splitlines()
+    assert len(lines) <= 8, output
+    up = next(n for n, line in enumerate(lines) if line == f"Clinic email log is up at {base}")
+    told = "\n".join(lines[up:])  # said together, once the web server answers
+    assert "Demo users: clinician@example.com, owner@example.com, support@example.com" in told
+    assert f"Every request and job is logged to {instance / 'run.log'}" in told
+    assert "Ctrl-C stops web, worker and scheduler." in told
+    assert lines[-1] == "Stopped."
+    log = (instance / "run.log").read_text()
+    assert "Job OK" in log and '"GET /healthz HTTP/1.1" 200' in log and "Booting worker" in log
+    assert "Job OK" not in output and "GET /healthz" not in output
+
+
+def test_verbose_shows_every_line_in_the_terminal(tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_product(tmp_path, port, "--verbose")
+    try:
+        wait_until_healthy(base, process)
+        httpx.get(f"{base}/login", timeout=10)
+    finally:
+        press_ctrl_c(process)
+    output = process.stdout.read() if process.stdout else ""
+    assert process.returncode == 0, output[-2000:]
+    assert f"Clinic email log is up at {base}" in output and f"password: {PASSWORD}" in output
+    assert "Running upgrade" in output and "Booting worker" in output
+    assert '"GET /login HTTP/1.1" 200' in output
+    assert not (tmp_path / "run.log").exists()
     assert_all_gone_after_ctrl_c(tmp_path, port)
 
 

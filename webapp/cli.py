@@ -24,6 +24,7 @@ from webapp import embedded_redis
 from webapp.database import migrate_database
 from webapp.extensions import db
 from webapp.models import Clinic, User
+from webapp.run_output import RUN_LOG, Terminal
 
 # How often a worker cleans RQ's registries (abandoned jobs, jobs stuck between queues).
 MAINTENANCE_SECONDS = 60
@@ -345,19 +346,30 @@ class _OncePerOutage(logging.Filter):
 @click.option(
     "--demo/--no-demo", default=True, show_default=True, help="Seed demo data into an empty database."
 )
-def up(host: str, port: int, demo: bool) -> None:
-    """Run the whole product: web server, worker and scheduler; Ctrl-C stops them all."""
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help=f"Show every line of the web server, worker and scheduler here (else in instance/{RUN_LOG}).",
+)
+def up(host: str, port: int, demo: bool, verbose: bool) -> None:
+    """Run the whole product: web server, worker and scheduler; Ctrl-C stops them all.
+
+    Once it is up it says where, who can sign in and how to stop it; the routine lines of the
+    web server, worker and scheduler go to instance/run.log (the previous run's: run.log.1)."""
     from webapp.services import demo as demo_data
 
     config = current_app.config
-    migrate_database(current_app._get_current_object())  # type: ignore[attr-defined]
+    terminal = Terminal(current_app.instance_path, verbose=verbose)
+    terminal.starting(f"http://{host}:{port}")
+    with terminal.quiet():
+        migrate_database(current_app._get_current_object())  # type: ignore[attr-defined]
     if demo and db.session.execute(sa.select(User.id).limit(1)).first() is None:
         password = os.environ.get("DEMO_PASSWORD") or secrets.token_urlsafe(9)
         demo_data.seed(password)
-        click.echo(f"Demo users: {', '.join(demo_data.DEMO_USERS)}; password: {password}")
+        terminal.note(f"Demo users: {', '.join(demo_data.DEMO_USERS)}; password: {password} (shown only now)")
     elif demo and db.session.execute(sa.select(User.id).where(User.email.in_(demo_data.DEMO_USERS))).first():
         # The password is never stored: say where it was shown and how to choose a new one.
-        click.echo(
+        terminal.note(
             f"Demo users: {', '.join(demo_data.DEMO_USERS)}; their password is the one printed when "
             "the demo data was first created (or DEMO_PASSWORD, if it was set then). To choose a new "
             "one: .venv/bin/flask --app wsgi seed-demo --password NEW"
@@ -400,14 +412,15 @@ def up(host: str, port: int, demo: bool) -> None:
         "worker": [sys.executable, "-m", "flask", "--app", "wsgi", "worker"],
         "scheduler": [sys.executable, "-m", "flask", "--app", "wsgi", "scheduler"],
     }
-    _supervise(commands, env, f"http://{host}:{port}")
+    _supervise(commands, env, f"http://{host}:{port}", terminal)
+    terminal.stopped()
     # Last, once nothing uses it: the embedded Redis server this process started, if any.
     embedded_redis.stop_all()
     click.echo("Stopped.")
     sys.exit(0)
 
 
-def _supervise(commands: dict[str, list[str]], env: dict[str, str], url: str) -> None:
+def _supervise(commands: dict[str, list[str]], env: dict[str, str], url: str, terminal: Terminal) -> None:
     """Start the processes and keep them running: restart one that dies (with backoff, so a
     child that cannot start does not spin); stop them all when we are asked to stop.
 
@@ -430,6 +443,8 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], url: str) ->
             env=env,
             cwd=root,
             process_group=0,
+            stdout=terminal.children_output(),
+            stderr=subprocess.STDOUT if terminal.children_output() else None,
             preexec_fn=embedded_redis.die_with_parent,  # noqa: PLW1509 - only prctl, before exec
         )
 
@@ -437,8 +452,8 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], url: str) ->
     started_at = {name: time.monotonic() for name in commands}
     delays = dict.fromkeys(commands, 0.0)
     restart_at: dict[str, float] = {}
-    click.echo(f"Clinic email log running at {url} (Ctrl-C stops web, worker and scheduler).")
     while not stopping:
+        terminal.check(url)
         now = time.monotonic()
         for name, process in processes.items():
             if name in restart_at:
@@ -453,7 +468,7 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], url: str) ->
             ran_long = now - started_at[name] > RESTART_RESET_SECONDS
             delays[name] = 1.0 if ran_long or not delays[name] else min(delays[name] * 2, RESTART_MAX_SECONDS)
             click.echo(
-                f"{name} stopped unexpectedly (exit {process.returncode}); "
+                f"{name} stopped unexpectedly (exit {process.returncode}){terminal.see_log()}; "
                 f"restarting it in {delays[name]:.0f} s."
             )
             restart_at[name] = now + delays[name]

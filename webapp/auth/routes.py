@@ -10,6 +10,7 @@ from werkzeug.wrappers import Response
 from webapp.auth import bp
 from webapp.auth.forms import LoginForm
 from webapp.extensions import limiter
+from webapp.security import SIGNED_OUT, safe_next, signed_out
 from webapp.services import accounts
 
 
@@ -20,13 +21,6 @@ def _address_limit() -> str:
 def _failed(response: Response) -> bool:
     """Only failed sign-ins count against an address: a clinic's staff may share one."""
     return response.status_code != 302
-
-
-def _safe_next(url: str | None) -> str | None:
-    """Return a same-site path to go back to, or None (never another site)."""
-    if url and url.startswith("/") and not url.startswith(("//", "/\\")):
-        return url
-    return None
 
 
 @bp.get("/")
@@ -44,7 +38,9 @@ def login_form() -> str | Response:
     """Show the login form."""
     if current_user.is_authenticated:
         return redirect(url_for("auth.index"))
-    return render_template("auth/login.html", form=LoginForm())
+    # Said each time until the next sign-in: every tab that lands here learns why.
+    notice = SIGNED_OUT.get(session.get("signed_out", ""))
+    return render_template("auth/login.html", form=LoginForm(), notice=notice)
 
 
 @bp.post("/login")
@@ -65,7 +61,7 @@ def login() -> str | Response | tuple[str, int]:
         flash("That email and password do not match an account.", "error")
         return render_template("auth/login.html", form=form), 401
     # Read before the session is replaced: nothing else of the pre-login session survives.
-    next_url = _safe_next(session.get("next_url"))
+    next_url = safe_next(session.get("next_url"))
     accounts.start_session(user)
     return redirect(next_url or url_for("auth.index"))
 
@@ -76,7 +72,7 @@ def logout() -> Response:
     """End the session, on the server too: a copy of the cookie stops working."""
     accounts.end_session(session.get("sid", ""))
     logout_user()
-    session.clear()
+    signed_out("here")
     return redirect(url_for("auth.login_form"))
 
 
@@ -86,6 +82,5 @@ def logout_everywhere() -> Response:
     """End every session of the signed-in user, on every device."""
     accounts.sign_out_everywhere(current_user)
     logout_user()
-    session.clear()
-    flash("You are signed out on every device.", "success")
+    signed_out("everywhere")
     return redirect(url_for("auth.login_form"))

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
-from webapp.models import ROLES, Clinic, User, UserSession, utcnow
+from webapp.models import ROLES, AuditEntry, Clinic, User, UserSession, utcnow
 from webapp.services import audit
 from webapp.services.login_throttle import LoginThrottle
 
@@ -118,6 +118,31 @@ def session_user(user_id: int, sid: str) -> User | None:
         # Every page shows the clinic's name and times in its zone: one query, not two.
         .options(sa.orm.joinedload(User.clinic))
     ).scalar_one_or_none()
+
+
+def why_ended(user_id: int | None, sid: str) -> str:
+    """Say why the server no longer accepts a session: "everywhere" (its user signed out
+    everywhere since it began), "deactivated", "changed" (the account is gone), or "ended"."""
+    row = db.session.execute(
+        sa.select(UserSession.created_at, User.active)
+        .join(User, User.id == UserSession.user_id)
+        .where(UserSession.sid_hash == sid_hash(sid), UserSession.user_id == user_id)
+    ).first()
+    if row is None:
+        return "changed"
+    if not row.active:
+        return "deactivated"
+    everywhere = db.session.execute(
+        sa.select(AuditEntry.id)
+        .where(
+            AuditEntry.action == "logout.everywhere",
+            AuditEntry.subject_type == "user",
+            AuditEntry.subject_id == user_id,
+            AuditEntry.at >= row.created_at,
+        )
+        .limit(1)
+    ).first()
+    return "everywhere" if everywhere else "ended"
 
 
 def end_session(sid: str) -> None:
