@@ -243,7 +243,7 @@ def test_a_send_to_a_suppressed_address_is_dropped_and_says_why(app, world, wire
     poll_due()
     db.session.refresh(email)
     assert email.status == "failed"
-    from webapp.services.clients import failure_reason
+    from webapp.services.timelines import failure_reason
 
     assert failure_reason(email) == "the client reported an earlier email as spam"
     assert sending.spam_list_entry("marco.rossi+dropped@example.com") is not None

@@ -38,11 +38,13 @@ from webapp.services import (
     changes,
     clients,
     demo,
+    log_rows,
     log_stream,
     messages,
     sending,
     stream_quota,
 )
+from webapp.services.address_health import AddressHealth, address_health
 from webapp.services.next_steps import next_change, resend_to_file
 from webapp.templating import clinic_timezone
 
@@ -54,7 +56,7 @@ def index() -> str:
     query = request.args.get("q", "").strip()[:200]
     page = page_number()
     pagination = clients.search(current_clinic_id(), query, page)
-    health = clients.address_health(pagination.items, utcnow())
+    health = address_health(pagination.items, utcnow())
     partial = bool(htmx) and not htmx.history_restore_request
     template = "clients/_list.html" if partial else "clients/index.html"
     return render_template(template, pagination=pagination, health=health, query=query, oob=partial)
@@ -265,11 +267,11 @@ def _log_context(client: Client, spam: dict | None = None) -> dict:
     marker = changes.current_marker(clinic_id, client_id)
     # The browser says which rows it has open: their timelines come with the log, fresh, so a
     # refresh keeps them open without a request each; every other timeline is fetched when opened.
-    open_ids = id_list("open", clients.MAX_OPEN_TIMELINES)
+    open_ids = id_list("open", log_rows.MAX_OPEN_TIMELINES)
     zone = clinic_timezone() or "UTC"
-    rows = clients.email_log(clinic_id, client_id, status_filter or None, now, zone, open_ids)
+    rows = log_rows.email_log(clinic_id, client_id, status_filter or None, now, zone, open_ids)
     # The unfiltered log holds the client's newest email: its address health needs no query for it.
-    health = clients.address_health([client], now, None if status_filter else rows, spam)[client.id]
+    health = address_health([client], now, None if status_filter else rows, spam)[client.id]
     for row in rows:
         if row.failure and not (row.resent or row.superseded_by):
             row.resend_to = resend_to_file(row.email, client.email, health.blocked)
@@ -287,9 +289,9 @@ def _log_context(client: Client, spam: dict | None = None) -> dict:
     # Rows rendered before, by what they were rendered from: the row's own key, and the time zone
     # and URLs of this request (the only other things a row without notices shows). Looked up
     # here: a call per row costs the template more than the lookup itself.
-    log_rows = fragments.rows(current_app).for_request((zone, help_index_url, timeline_url))
+    kept_rows = fragments.rows(current_app).for_request((zone, help_index_url, timeline_url))
     for row in rows:
-        row.html = log_rows.get(row.cache_key)
+        row.html = kept_rows.get(row.cache_key)
     return {
         "health": health,
         "form_key": _form_key(client, health),
@@ -313,7 +315,7 @@ def _log_context(client: Client, spam: dict | None = None) -> dict:
         # Each rendered row's link for a browser without JavaScript (a dict lookup costs the
         # template less than a call per row); a row from the cache has it already.
         "timeline_urls": {row.email.id: timeline_url.format(row.email.id) for row in rows if not row.html},
-        "log_rows": log_rows,
+        "log_rows": kept_rows,
     }
 
 
@@ -333,7 +335,7 @@ def _url_pattern(endpoint: str, argument: str) -> str:
     return url_for(endpoint, **{argument: marker}).replace(str(marker), "{}")
 
 
-def _form_key(client: Client, health: clients.AddressHealth) -> str:
+def _form_key(client: Client, health: AddressHealth) -> str:
     """Name what the send form shows (possible or not, and to which address) without the address."""
     address = hashlib.sha256(client.email.strip().lower().encode()).hexdigest()[:8]
     return ("blocked-" if health.blocked else "open-") + address

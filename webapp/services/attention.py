@@ -19,7 +19,9 @@ from redis.exceptions import RedisError
 from webapp import statuses
 from webapp.extensions import db
 from webapp.models import Client, Email, SpamListEntry, User, utcnow
-from webapp.services import audit, changes, clients, next_steps
+from webapp.services import audit, changes, clients, log_rows, next_steps
+from webapp.services.address_health import provider_lifts_pending
+from webapp.services.timelines import failure_reason
 
 # An appointment email not delivered this long before the appointment: call the client.
 CALL_BEFORE = timedelta(hours=24)
@@ -113,8 +115,8 @@ def items(clinic_id: int, now: datetime | None = None, dealt: int | None = None)
         .scalars()
     )
     failed = [email for email in emails if email.status == statuses.FAILED.key]
-    resent = clients.resent_ids(clinic_id, [email.id for email in failed])
-    later = clients.later_copies(clinic_id, failed, now)
+    resent = log_rows.resent_ids(clinic_id, [email.id for email in failed])
+    later = log_rows.later_copies(clinic_id, failed, now)
     blocked = blocked_clients(clinic_id)
     blocked_addresses = {client.email.strip().lower() for client, _ in blocked}
     found: list[Item] = []
@@ -125,7 +127,7 @@ def items(clinic_id: int, now: datetime | None = None, dealt: int | None = None)
         if kind is not None:
             name, since, reason = kind
             if name == "failed":
-                reason = clients.failure_reason(email)
+                reason = failure_reason(email)
             client = email.client
             resend_to = next_steps.resend_to_file(
                 email, client.email, client.email.strip().lower() in blocked_addresses
@@ -143,7 +145,7 @@ def items(clinic_id: int, now: datetime | None = None, dealt: int | None = None)
                 )
             )
     # An approved request the provider must still lift (Postmark): the clinic has nothing to do.
-    waiting = clients.provider_lifts_pending(blocked_addresses)
+    waiting = provider_lifts_pending(blocked_addresses)
     for client, entry in blocked:
         reason = "provider_lift" if client.email.strip().lower() in waiting else ""
         found.append(Item("blocked", client, None, entry.reported_at, reason))
@@ -189,7 +191,7 @@ def counts(clinic_id: int, now: datetime | None = None) -> dict[str, int]:
         later.client_id == Email.client_id,
         later.kind == Email.kind,
         later.subject == Email.subject,
-        later.status.in_(clients.REACHED),
+        later.status.in_(log_rows.REACHED),
         later.created_at > Email.created_at,
         later.created_at >= now - timedelta(days=clients.LOG_DAYS),
     )
@@ -203,7 +205,7 @@ def counts(clinic_id: int, now: datetime | None = None) -> dict[str, int]:
             sa.case((Email.status == statuses.FAILED.key, has_later_copy), else_=sa.false()).label("later"),
         ).where(_candidates(clinic_id, now))
     ).all()
-    resent = clients.resent_ids(clinic_id, [row.id for row in rows if row.status == statuses.FAILED.key])
+    resent = log_rows.resent_ids(clinic_id, [row.id for row in rows if row.status == statuses.FAILED.key])
     blocked = list(
         db.session.execute(
             sa.select(Client.email)

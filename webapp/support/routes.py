@@ -8,7 +8,8 @@ from werkzeug.wrappers import Response
 
 from webapp.params import page_number
 from webapp.security import support_required
-from webapp.services import clients, demo, inbound, removals
+from webapp.services import demo, inbound, removals
+from webapp.services.timelines import build_timeline
 from webapp.support import bp
 from webapp.support.forms import DecisionForm
 
@@ -40,7 +41,7 @@ def email_timeline(email_id: int) -> str:
     """Show the timeline of one email an operator alert names (nothing else of the client file)."""
     email, alerts = removals.alerted_email(email_id)
     return render_template(
-        "support/email.html", email=email, alerts=alerts, timeline=clients.build_timeline(email.events)
+        "support/email.html", email=email, alerts=alerts, timeline=build_timeline(email.events)
     )
 
 
