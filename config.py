@@ -63,13 +63,14 @@ DEFAULTS: dict[str, Any] = {
     "SANDBOX_WIRE_FORMAT": "sendgrid",
     # How often an open email log refreshes itself, in seconds: fast while a row is in flight,
     # and not much slower after (an open, a click or a spam report may come at any time; the
-    # unchanged answer is cheap, webapp/fastpoll.py), so any change shows within 5 s.
+    # unchanged answer is cheap, webapp/freshness/fastpoll.py), so any change shows within 5 s.
     "LOG_POLL_FAST_SECONDS": 3,
     "LOG_POLL_SLOW_SECONDS": 4,
-    # Answer unchanged log polls in front of Flask (webapp/fastpoll.py); 0 only to measure without.
+    # Answer unchanged log polls in front of Flask (webapp/freshness/fastpoll.py); 0: the view answers
+    # them after Flask's hooks instead (only to measure the difference).
     "LOG_POLL_FAST_PATH": 1,
     # Push: an open log also listens on an event stream that says when it changed (Redis pub/sub,
-    # webapp/services/log_stream.py); each stream ends after this many seconds and the browser
+    # webapp/freshness/stream.py); each stream ends after this many seconds and the browser
     # opens a new one. 0 turns the push off (the log polls as above). Needs an async web worker
     # (gunicorn -k gevent): with threads, each open stream holds a thread.
     "LOG_STREAM_SECONDS": 600,

@@ -311,7 +311,7 @@ def test_a_row_rendered_before_changes_with_its_email_the_time_zone_and_the_time
 
 
 def test_the_row_cache_keeps_at_most_its_size():
-    from webapp.fragments import RowCache
+    from webapp.freshness.row_cache import RowCache
 
     cache = RowCache(size=2)
     rows = cache.for_request(("UTC", "/help"))

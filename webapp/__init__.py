@@ -59,7 +59,7 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     htmx.init_app(app)
     limiter.init_app(app)
     app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"], socket_timeout=5)
-    from webapp.services.log_stream import ChangeFeed
+    from webapp.freshness.stream import ChangeFeed
 
     # Listens to Redis only from the first open log stream on, in the process that serves it.
     app.extensions["log_feed"] = ChangeFeed(
@@ -107,7 +107,7 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     app.register_blueprint(operations_bp)
     cli.init_app(app)
-    from webapp import fastpoll
+    from webapp.freshness import fastpoll
 
     if app.config["LOG_POLL_FAST_PATH"]:
         fastpoll.install(app)  # last: outermost, so an unchanged log poll runs nothing else

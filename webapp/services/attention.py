@@ -18,8 +18,9 @@ from redis.exceptions import RedisError
 
 from webapp import statuses
 from webapp.extensions import db
+from webapp.freshness import counters
 from webapp.models import Client, Email, SpamListEntry, User, utcnow
-from webapp.services import audit, changes, clients, log_rows, next_steps
+from webapp.services import audit, clients, log_rows, next_steps
 from webapp.services.address_health import provider_lifts_pending
 from webapp.services.timelines import failure_reason
 
@@ -228,7 +229,7 @@ def counts(clinic_id: int, now: datetime | None = None) -> dict[str, int]:
 
 def navigation_count(clinic_id: int) -> int:
     """Return the total for the navigation of every page, from Redis when a recent one is there."""
-    key = changes.attention_count_key(clinic_id)
+    key = counters.attention_count_key(clinic_id)
     redis = current_app.extensions["redis"]
     try:
         cached = redis.get(key)
@@ -266,4 +267,4 @@ def _changed(email: Email, action: str, by: User) -> None:
     audit.record(action, by, clinic_id=email.clinic_id, subject_type="email", subject_id=email.id)
     db.session.commit()
     with contextlib.suppress(RedisError):
-        current_app.extensions["redis"].delete(changes.attention_count_key(email.clinic_id))
+        current_app.extensions["redis"].delete(counters.attention_count_key(email.clinic_id))

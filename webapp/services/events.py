@@ -21,9 +21,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp import statuses
 from webapp.extensions import db
+from webapp.freshness import counters
 from webapp.models import Client, Email, EmailEvent, PendingEvent, SpamListEntry, UTCDateTime, utcnow
 from webapp.providers.base import ProviderEvent
-from webapp.services import changes
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def store_events(batch: dict[int, tuple[Target, list[ProviderEvent]]], source: s
     if insert_ignoring_duplicates(SpamListEntry, list(spam.values())):
         # The list is shared by every clinic: each open file with these addresses must show it.
         spam_list_changed(spam)
-    changes.mark_logs_changed(
+    counters.mark_logs_changed(
         db.session, {(batch[email_id][0].clinic_id, batch[email_id][0].client_id) for email_id in touched}
     )
     return touched
@@ -338,7 +338,7 @@ def spam_list_changed(addresses: Iterable[str]) -> None:
     holders = db.session.execute(
         sa.select(Client.clinic_id, Client.id).where(sa.func.lower(Client.email).in_(addresses))
     ).all()
-    changes.mark_logs_changed(db.session, [(row.clinic_id, row.id) for row in holders])
+    counters.mark_logs_changed(db.session, [(row.clinic_id, row.id) for row in holders])
 
 
 def _spam_row(address: str, reported_at: datetime, email_id: int | None, source: str) -> dict:

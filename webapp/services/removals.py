@@ -12,11 +12,12 @@ import sqlalchemy as sa
 from flask import abort, current_app
 
 from webapp.extensions import db
+from webapp.freshness import counters
 from webapp.models import Client, Clinic, Email, OperatorAlert, RemovalRequest, SpamListEntry, User, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import LiftResult, ProviderError
 from webapp.queue import enqueue
-from webapp.services import audit, changes
+from webapp.services import audit
 from webapp.services.inbound import REASONS
 from webapp.services.sending import alert_operators
 
@@ -349,7 +350,7 @@ def _finish_lift(removal: RemovalRequest) -> bool:
 
 def _mark_files_changed(address: str) -> None:
     """Tell open client files with this address to refresh (banner, mark, send form)."""
-    changes.mark_logs_changed(
+    counters.mark_logs_changed(
         db.session,
         db.session.execute(
             sa.select(Client.clinic_id, Client.id).where(sa.func.lower(Client.email) == address)

@@ -26,6 +26,7 @@ from redis.exceptions import LockError, RedisError
 
 from webapp import timezones
 from webapp.extensions import db
+from webapp.freshness.counters import mark_changed, mark_logs_changed
 from webapp.models import Client, Email, OperatorAlert, SpamListEntry, User, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import (
@@ -40,7 +41,6 @@ from webapp.providers.base import (
 from webapp.queue import enqueue
 from webapp.services import audit
 from webapp.services.addresses import correct_address
-from webapp.services.changes import mark_changed, mark_logs_changed
 from webapp.services.events import apply_events
 from webapp.services.polling import (
     block,
