@@ -6,8 +6,8 @@ from datetime import datetime
 
 from flask import Flask, has_request_context, request
 
-from webapp import statuses, timezones
-from webapp.help.guide import STILL_STUCK_HOURS
+from webapp import bounce_reasons, statuses, timezones
+from webapp.help.guide import FILED_AS_SPAM, STILL_STUCK_HOURS
 from webapp.models import MESSAGE_KINDS, Email
 from webapp.timezones import ago
 
@@ -22,6 +22,8 @@ def init_app(app: Flask) -> None:
     app.add_template_global(clinic_timezone)
     app.add_template_filter(status_label)
     app.add_template_filter(failure_reason)
+    app.add_template_filter(failure_key)
+    app.add_template_global(FILED_AS_SPAM, "filed_as_spam")
     app.context_processor(_attention_count)
     app.add_template_global(MESSAGE_KINDS, "kind_labels")
     app.add_template_global(STILL_STUCK_HOURS, "still_stuck_hours")
@@ -78,6 +80,11 @@ def failure_reason(email: Email) -> str:
     from webapp.services.clients import failure_reason as reason
 
     return reason(email)
+
+
+def failure_key(email: Email) -> str | None:
+    """Return the key of a failed email's plain reason ("mailbox_full", …), if it has one."""
+    return bounce_reasons.failure_key(email.events)
 
 
 def _attention_count() -> dict:

@@ -12,6 +12,7 @@ from webapp.help.guide import GUIDE, REMOVAL_FLOW, REMOVAL_WHY
 from webapp.params import id_arg
 from webapp.security import current_clinic_id
 from webapp.services import clients
+from webapp.services.filed_as_spam import filed_as_spam
 
 
 @bp.get("/help")
@@ -29,11 +30,15 @@ def status(key: str) -> str:
         abort(404)
     template = "help/_panel.html" if htmx and not htmx.history_restore_request else "help/status.html"
     email = None
+    filed_at = None
     email_id = id_arg("email")
     if email_id is not None and current_user.role in ("clinician", "owner"):
         # The panel opened from a row names that row's email (and its reference for support).
         email = clients.get_email(current_clinic_id(), email_id)
-    return render_template(template, status=statuses.get(key), entry=GUIDE[key], email=email, **_support())
+        filed_at = filed_as_spam([email.id]).get(email.id)
+    return render_template(
+        template, status=statuses.get(key), entry=GUIDE[key], email=email, filed_at=filed_at, **_support()
+    )
 
 
 def _support() -> dict:
