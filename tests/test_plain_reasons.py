@@ -229,3 +229,14 @@ class _Row:
         self.kind, self.occurred_at, self.reason = event.kind, event.occurred_at, event.reason
         self.reject_reason, self.url, self.attempt, self.machine = event.reject_reason, None, None, False
         self.raw, self.dedupe_key = event.raw, event.dedupe_key
+
+
+def test_rows_stored_with_postmarks_type_name_read_without_it(app, world, client):
+    """Before this change the Postmark adapter stored "… (HardBounce)": such rows read the same."""
+    email = _failed_with(
+        world, "smtp;550 5.1.1 The email account does not exist. (HardBounce)", "bounced_address"
+    )
+    login(client, "clinician@a.example")
+    timeline = text(timeline_html(client, email))
+    assert f"Bounced {NO_SUCH} (550 5.1.1 The email account does not exist.)" in timeline
+    assert "HardBounce" not in timeline

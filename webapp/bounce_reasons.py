@@ -42,6 +42,12 @@ REFUSED = "the receiving email provider refused it"
 
 # "smtp;", "X-Postfix;": the diagnostic type a delivery status notification puts before the answer.
 _DIAGNOSTIC_TYPE = re.compile(r"^\s*(?:smtp|x-[a-z0-9-]{1,20})\s*;\s*", re.IGNORECASE)
+# Rows stored before the adapter stopped doing so end in Postmark's bounce Type: "… (HardBounce)".
+_TYPE_SUFFIX = re.compile(
+    r"\s*\((?:HardBounce|SoftBounce|Transient|DnsError|SpamNotification|BadEmailAddress|Blocked"
+    r"|DMARCPolicy|VirusNotification|SMTPApiError|TemplateRenderingFailed|ManuallyDeactivated"
+    r"|Unconfirmed|Unknown|InboundError)\)$"
+)
 _BASIC_CODE = re.compile(r"^\s*([245]\d\d)(?=[\s-]|$)")
 _ENHANCED_CODE = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
 # Examples a provider lists in its description of a bounce type ("(ex: unknown user, mailbox not
@@ -80,7 +86,8 @@ _BARE_WORDS = frozenset(
 
 def answer(text: str | None) -> str:
     """Return a server's answer as shown: without the notification's "smtp;" and outer spaces."""
-    return _DIAGNOSTIC_TYPE.sub("", (text or "").strip(), count=1).strip()
+    said = _DIAGNOSTIC_TYPE.sub("", (text or "").strip(), count=1)
+    return _TYPE_SUFFIX.sub("", said).strip()
 
 
 def is_bare(text: str | None) -> bool:
