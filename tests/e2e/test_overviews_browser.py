@@ -63,14 +63,15 @@ def test_the_export_form_and_printable_page_are_clean_and_accessible(live_server
     assert axe_violations(page) == ""
 
 
-# Where each label of the chart is drawn, its text size, and whether the page scrolls sideways.
+# Where each label of the chart (SVG text or HTML) is drawn, how tall it is on the screen, and
+# whether the page scrolls sideways.
 CHART_LABELS = """
 () => {
   const box = document.querySelector(".chart-box").getBoundingClientRect();
-  const labels = [...document.querySelectorAll(".chart-scale span, .chart-days span")].map((el) => {
+  const found = document.querySelectorAll(".chart-box text, .chart-box span:not(.swatch)");
+  const labels = [...found].filter((el) => !el.closest(".chart-legend")).map((el) => {
     const r = el.getBoundingClientRect();
-    return {text: el.textContent, left: r.left, right: r.right, top: r.top, bottom: r.bottom,
-            size: parseFloat(getComputedStyle(el).fontSize)};
+    return {text: el.textContent, left: r.left, right: r.right, height: r.height};
   });
   return {box: {left: box.left, right: box.right, top: box.top, bottom: box.bottom}, labels,
           scrolls: document.documentElement.scrollWidth > window.innerWidth};
@@ -93,7 +94,7 @@ def test_the_charts_labels_are_readable_on_a_phone_and_inside_the_box_on_a_wide_
         dates = [label for label in labels if " " in label["text"]]
         assert len(dates) == 5 and len(labels) == 7, labels  # every seventh day, and the scale's two ends
         for label in labels:
-            assert label["size"] >= 11, (width, label)  # CSS pixels, as drawn: not shrunk with the chart
+            assert label["height"] >= 11, (width, label)  # as drawn: not shrunk with the chart
             assert box["left"] <= label["left"] and label["right"] <= box["right"], (width, label)
         # The newest day's date is the last, right-aligned with the plot: not past the box's edge.
         assert dates[-1]["right"] == max(label["right"] for label in labels)
