@@ -140,6 +140,18 @@ def test_a_row_without_the_notice_is_unchanged(app, world, client):
     assert LINE in text(timeline_html(client, filed))
 
 
+def test_the_resend_page_warns_that_a_copy_would_be_filed_as_spam_too(app, world, client):
+    email = new_email(world)
+    bodies = the_three(email)
+    for name in ("delivered", "filtered"):
+        apply_events(email, parse_webhook_event(bodies[name]), source="webhook")
+    db.session.commit()
+    login(client, "clinician@a.example")
+    words = text(client.post(f"/emails/{email.id}/resend").get_data(as_text=True))
+    assert f"The client's mail server filed this email as spam: {ADVICE}" in words
+    assert "A resend would most likely be filed as spam too." in words
+
+
 @pytest.mark.parametrize("wire_format", ["postmark"])
 def test_the_postmark_sandbox_plays_the_sequence_through_the_webhook_route(
     app, world, app_clock, wire_format
