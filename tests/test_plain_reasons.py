@@ -72,6 +72,10 @@ def sendgrid_bounce(reason: str, status: str = "5.0.0", kind: str = "bounce") ->
             "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
             "no_such_address",
         ),
+        (
+            "554 delivery error: dd This user doesn't have a yahoo.com account (x@yahoo.com) [0]",
+            "no_such_address",
+        ),
         ("Mailbox is full", "mailbox_full"),
         ("smtp;452 4.2.2 The email account that you tried to reach is over quota.", "mailbox_full"),
         ("552 5.2.2 Mailbox full", "mailbox_full"),

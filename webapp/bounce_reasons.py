@@ -62,7 +62,7 @@ _UNKNOWN_WORDS = re.compile(
     r"does ?n[o']t exist|user ?unknown|unknown (?:user|recipient|address|mailbox)"
     r"|no such (?:user|recipient|mailbox|address|account)"
     r"|(?:mailbox|recipient|user|address|account) (?:was )?not found|invalid recipient"
-    r"|no mailbox (?:here )?by that name|addressee unknown",
+    r"|no mailbox (?:here )?by that name|addressee unknown|does ?n[o']t have an? [\w.-]+ account",
     re.IGNORECASE,
 )
 FULL_CODES = frozenset({"4.2.2", "5.2.2"})

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import sqlalchemy as sa
 
 from webapp import statuses
-from webapp.bounce_reasons import MAILBOX_FULL, NO_SUCH_ADDRESS, classify
+from webapp.bounce_reasons import classify
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, SpamListEntry
 from webapp.reject_reasons import reject_reason_text
@@ -228,11 +228,9 @@ def plain_failure(kind: str, reason: str | None, reject_reason: str | None = Non
         return "The receiving server kept deferring it for 72 hours"
     if kind == "rejected":
         return "The email provider refused to send it"
-    plain = classify(reason, reject_reason)
+    plain = classify(reason, reject_reason)  # the words the log row uses
     if plain is not None:
-        return {NO_SUCH_ADDRESS: "The address does not exist", MAILBOX_FULL: "The client's mailbox is full"}[
-            plain.key
-        ]
+        return plain.words[0].upper() + plain.words[1:]
     if "spam" in text or "blocked" in text or "5.7." in text:
         return "The receiving server blocked it as unwanted mail"
     return "The receiving server refused it"
