@@ -412,7 +412,8 @@ def test_each_documented_webhook_record_becomes_our_event(provider, name, kind, 
 def test_webhook_details_are_kept_in_our_words_and_postmarks():
     bounce = fixture("webhook_bounce.json")
     [event] = parse_webhook_event(json.dumps(bounce).encode())
-    assert event.reject_reason == "bounced_address" and "HardBounce" in event.reason
+    # The server's words as the reason, without Postmark's Type name ("HardBounce") tacked on.
+    assert event.reject_reason == "bounced_address" and event.reason == "Test bounce details"
     assert event.recipient == "john@example.com"
     [spam] = parse_webhook_event(json.dumps(fixture("webhook_spam_complaint.json")).encode())
     assert spam.reject_reason == "spam_report"
@@ -428,7 +429,8 @@ def test_webhook_details_are_kept_in_our_words_and_postmarks():
         ("DnsError", "deferred", None),
         ("SoftBounce", "bounce", "other"),
         ("BadEmailAddress", "bounce", "invalid_address"),
-        ("SpamNotification", "bounce", "other"),  # filtered by the receiver: not the client's report
+        # Delivered, then filed as spam by the receiver: neither a failure nor the client's report.
+        ("SpamNotification", "spam_filtered", None),
         ("Blocked", "bounce", "other"),
         ("SomethingNew", "bounce", "other"),
         ("AutoResponder", "unknown", None),
@@ -533,6 +535,7 @@ def test_unreadable_times_raise_value_error(text):
     [
         ({"Type": "SpamComplaint", "BouncedAt": "2014-02-14T11:30:00.1234567-05:00"}, "spamreport"),
         ({"Type": "HardBounce", "BouncedAt": "2014-02-14T11:30:00Z", "Details": "smtp;550 5.1.1"}, "bounce"),
+        ({"Type": "SpamNotification", "BouncedAt": "2014-02-14T11:30:00Z"}, "spam_filtered"),
         ({"Type": "SpamComplaint"}, "bounce"),  # no readable BouncedAt: it stays a bounce
     ],
 )
@@ -553,3 +556,45 @@ def test_poll_reads_a_bounces_type_from_its_bounce_record(provider, wire, record
     assert result.requests_made == 2
     polled = result.events["msg-1"][1]
     assert polled.occurred_at == datetime(2014, 2, 14, 16, 30, 0, 123456, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("budget", "bounce_answer", "kinds", "covered"),
+    [
+        # The budget ran out before the bounce record: the Bounced event waits, the email keeps its turn.
+        (1, None, ["processed"], False),
+        (
+            5,
+            httpx.Response(500, json={"ErrorCode": 0, "Message": "Internal server error."}),
+            ["processed"],
+            False,
+        ),
+        # Postmark has no such bounce record: it stays a bounce.
+        (
+            5,
+            httpx.Response(422, json={"ErrorCode": 407, "Message": "This bounce was not found."}),
+            None,
+            True,
+        ),
+    ],
+)
+def test_a_bounce_of_unknown_type_is_not_taken_for_a_failure(
+    provider, wire, budget, bounce_answer, kinds, covered
+):
+    """A "Bounced" MessageEvent may be a SpamNotification (delivered, then filed as spam): without its
+    bounce record's Type it is not stored as a failure that would stick."""
+    detail = fixture("messages_outbound_details.json")
+    detail["MessageEvents"] = [
+        {
+            "Recipient": "john.doe@yahoo.com",
+            "Type": "Bounced",
+            "ReceivedAt": "2014-02-14T11:30:00.1234567-05:00",
+            "Details": {"Summary": "Bounced", "BounceID": "374814878"},
+        }
+    ]
+    wire.answer("/messages/outbound/pm-1/details", body=detail)
+    if bounce_answer is not None:
+        wire.routes["/bounces/374814878"] = bounce_answer
+    result = provider.poll([PollRef("msg-1", "pm-1")], request_budget=budget)
+    assert [event.kind for event in result.events["msg-1"]] == (kinds or ["processed", "bounce"])
+    assert ("msg-1" in result.covered) is covered

@@ -18,7 +18,7 @@ from webapp.sandbox.postmark import PostmarkSandbox
 
 FIXTURES = Path(__file__).parent / "fixtures" / "postmark"
 API_BASE = "http://postmark-sandbox.test"
-SCENARIOS = ["delivered", "deferred", "bounced", "machine-open", "clicked", "spam", "stuck"]
+SCENARIOS = ["delivered", "deferred", "bounced", "machine-open", "clicked", "spam", "spam-filtered", "stuck"]
 
 
 def documented_keys(name: str) -> set[str]:
@@ -92,11 +92,16 @@ def test_every_scenario_reaches_its_status_by_polling_and_by_webhooks_alike(
         "machine-open": statuses.OPEN,
         "clicked": statuses.CLICKED,
         "spam": statuses.SPAM_REPORT,
+        "spam-filtered": statuses.OPEN,  # the late SpamNotification keeps the status
         "stuck": statuses.PROCESSED,
     }
     for scenario, status in wanted.items():
         kinds = [event.kind for event in polled.events[f"msg-{scenario}"]]
         assert statuses.current_status(kinds) == status, (scenario, kinds)
+    # Polling reads the bounce record's Type: a spam notice, not a failure.
+    filtered = polled.events["msg-spam-filtered"]
+    assert [event.kind for event in filtered] == ["processed", "delivered", "open", "spam_filtered"]
+    assert filtered[-1].reason.startswith("The message was delivered, but was either blocked")
 
     posts: list[tuple[bytes, dict[str, str]]] = []
     assert postmark_sandbox.deliver_webhooks(collect(posts)) > 0

@@ -55,6 +55,9 @@ STATUS_FOR_EVENT: dict[str, Status | None] = {
     "delivered": DELIVERED,
     "open": OPEN,
     "click": CLICKED,
+    # The receiving server took the email, then filed it as spam (Postmark's SpamNotification
+    # bounce): proof of delivery, not a failure, and not the client's own spam report.
+    "spam_filtered": DELIVERED,
     "bounce": FAILED,
     "dropped": FAILED,
     "rejected": FAILED,  # the provider refused the send request itself (400, 413)
@@ -82,6 +85,7 @@ EVENT_LABELS: dict[str, str] = {
     "delivered": "Delivered to the receiving server",
     "open": "Opened",
     "click": "Link clicked",
+    "spam_filtered": "Filed as spam by the client's mail server",
     "bounce": "Bounced",
     "dropped": "Dropped by the email provider",
     "rejected": "Refused by the email provider",

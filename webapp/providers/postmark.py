@@ -23,6 +23,7 @@ from urllib.parse import quote
 import httpx
 from werkzeug.datastructures import Authorization
 
+from webapp.bounce_reasons import best_text
 from webapp.providers.base import (
     AcceptedResult,
     EmailProvider,
@@ -74,12 +75,11 @@ FAILED_BOUNCES: dict[str, RejectReason] = {
     "Unconfirmed": "other",
     "Unknown": "other",
     "InboundError": "other",
-    # Delivered, then filtered as spam by the receiving system: the client did not complain,
-    # so it is not a spam report (anymail calls it "complained"; README, "Postmark").
-    "SpamNotification": "other",
 }
-# Bounce records that say nothing about delivery (out of office, list requests): timeline only.
+# Bounce records that are no failure: out of office and list requests (timeline only), and a
+# SpamNotification (delivered, then filed as spam by the receiving side: not the client's report).
 INFORMATIONAL_BOUNCES: dict[str, str] = {
+    "SpamNotification": "spam_filtered",
     "Unsubscribe": "unsubscribe",
     "Subscribe": "group_resubscribe",
     "AutoResponder": "unknown",
@@ -354,22 +354,28 @@ class PostmarkProvider(EmailProvider):
                 continue
             found = list(_detail_events(detail, ref))
             # MessageEvents say only "Bounced": the bounce record's Type says whether it was a hard
-            # bounce, a temporary one or a spam complaint.
+            # bounce, a temporary one, a spam complaint or a spam notice (delivered: no failure).
+            waiting: set[int] = set()
             for position, event in enumerate(found):
                 bounce_id = _text(str((event.raw.get("Details") or {}).get("BounceID") or ""))
                 if event.kind != "bounce" or not bounce_id or not bounce_id.isdigit():
                     continue
                 if requests_made >= request_budget:
-                    break
+                    waiting.add(position)
+                    continue
                 requests_made += 1
                 try:
                     record = self._get_json(f"/bounces/{bounce_id}")
-                except _RequestFailed:
-                    continue  # it stays a bounce; the webhook or the next poll says more
+                except _RequestFailed as failure:
+                    if failure.status not in (404, 422):
+                        waiting.add(position)  # no answer yet; "no such bounce" leaves it a bounce
+                    continue
                 if isinstance(record, dict):
                     found[position] = _with_bounce_type(event, record)
-            events[ref.app_message_id] = found
-            covered.add(ref.app_message_id)
+            # A bounce of unknown Type waits for the next poll (the email keeps its turn) or the webhook.
+            events[ref.app_message_id] = [event for i, event in enumerate(found) if i not in waiting]
+            if not waiting:
+                covered.add(ref.app_message_id)
         return PollResult(events=events, requests_made=requests_made, covered=frozenset(covered))
 
     def find_accepted(self, refs: list[SentRef], request_budget: int) -> AcceptedResult:
@@ -757,16 +763,13 @@ def _bounce_event(record_type: str, item: dict[str, Any], common: dict[str, Any]
         if kind in ("unsubscribe", "group_resubscribe", "unknown"):
             return None  # e.g. the Unsubscribe record without Email or BouncedAt: nothing to place
         raise ValueError(f"the {bounce_type or record_type} record has no readable BouncedAt")
-    details = _text(item.get("Details"))
-    description = _text(item.get("Description"))
-    reason = details or description
-    if kind == "bounce" and bounce_type and reason:
-        reason = f"{reason} ({bounce_type})"
+    # The server's answer, or Postmark's description when the answer is bare ("action: failed").
+    reason = best_text(_text(item.get("Details")), _text(item.get("Description")))
     return ProviderEvent(
         kind,
         occurred_at,
         recipient=_text(item.get("Email")),
-        reason=reason or (bounce_type or None),
+        reason=reason or _text(item.get("Name")) or (bounce_type or None),
         reject_reason=reject_reason,
         **common,
     )

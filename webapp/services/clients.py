@@ -11,10 +11,11 @@ import sqlalchemy as sa
 from flask import abort
 from markupsafe import Markup
 
-from webapp import statuses, timezones
+from webapp import bounce_reasons, statuses, timezones
 from webapp.extensions import db
 from webapp.models import MESSAGE_KINDS, Client, Email, EmailEvent, RemovalRequest, SpamListEntry, User
 from webapp.reject_reasons import normalised, reject_reason_text
+from webapp.services.filed_as_spam import filed_as_spam
 from webapp.services.next_steps import is_stuck, support_now
 
 LOG_DAYS = 30
@@ -158,6 +159,7 @@ class AddressHealth:
     reported_at: datetime | None = None
     latest: Email | LogEmail | None = None  # the newest email to the address on file
     failure_reason: str = ""
+    failure_key: str | None = None  # bounce_reasons' key of that reason, when it has one
     # The client's request to come off the list was approved, but the provider lifts the block
     # only when asked (Postmark, for a spam complaint): since when support is asking it.
     provider_lift_pending_since: datetime | None = None
@@ -254,8 +256,11 @@ def address_health(
         elif latest is None:
             health[client.id] = AddressHealth("fine")
         elif latest.status == statuses.FAILED.key:
-            reason = failure_reason(latest, failure_events.get(latest.id, []))
-            health[client.id] = AddressHealth("failure", latest=latest, failure_reason=reason)
+            own = failure_events.get(latest.id, [])
+            health[client.id] = AddressHealth(
+                "failure", latest=latest, failure_reason=failure_reason(latest, own)
+            )
+            health[client.id].failure_key = bounce_reasons.failure_key(own)
         elif is_stuck(latest, now):
             health[client.id] = AddressHealth("stuck", latest=latest)
         elif latest.status == statuses.DEFERRED.key:
@@ -352,19 +357,8 @@ def failure_reason(email: Email | LogEmail, events: Sequence[Any] | None = None)
         if event.kind == "dropped":
             return reject_reason_text(event.reject_reason, event.reason)
         if event.kind in ("bounce", "rejected", "expired"):
-            return plain_bounce_reason(event.reason)
+            return bounce_reasons.failure_words(event.reason, event.reject_reason)
     return email.send_error or "the receiving email provider would not deliver it"
-
-
-def plain_bounce_reason(reason: str | None) -> str:
-    """Explain a bounce in plain words, keeping the server's own text for support."""
-    text = (reason or "").strip()
-    lowered = text.lower()
-    if any(marker in lowered for marker in ("5.1.1", "does not exist", "user unknown", "no such user")):
-        return f"the address does not exist at the receiving provider ({text})"
-    if "mailbox full" in lowered or "5.2.2" in lowered:
-        return f"the client's mailbox is full ({text})"
-    return text or "the receiving email provider refused it"
 
 
 @dataclass(slots=True)
@@ -465,6 +459,8 @@ class LogRow:
     stuck: bool
     late_change: LateChange | None
     failure: str
+    # When the client's mail server said it filed this delivered email as spam (Postmark).
+    filed_as_spam_at: datetime | None = None
     resent: Email | None = None  # the newer email that resent this one
     # A later email with the same kind and subject that reached the client: nothing to resend.
     superseded_by: Email | None = None
@@ -535,6 +531,9 @@ def email_log(
     events = _events_of([email.id for email in emails if email.status in ending], _ROW_EVENT_KINDS)
     zone = timezones.zone(tz)
     rows = [_log_row(email, events.get(email.id, []), now, zone) for email in emails]
+    filtered = filed_as_spam([email.id for email in emails if email.status in REACHED])
+    for row in rows:
+        row.filed_as_spam_at = filtered.get(row.email.id)
     wanted = set(sorted(open_ids)[:MAX_OPEN_TIMELINES])
     opened = [row for row in rows if row.email.id in wanted]
     # Whether an email was resent shows on a failed row, and in an open timeline.
@@ -550,7 +549,8 @@ def email_log(
     for row in rows:
         # A row without notices or timeline shows only its email's columns and how long ago its
         # status changed (and the viewer's time zone, which the template adds to the key).
-        if not (row.in_doubt or row.stuck or row.late_change or row.failure or row.timeline):
+        notices = row.in_doubt or row.stuck or row.late_change or row.failure or row.filed_as_spam_at
+        if not (notices or row.timeline):
             row.cache_key = (row.email.key, row.changed_ago)
     return rows
 
@@ -738,13 +738,17 @@ def build_timeline(events: Sequence[Any]) -> list[TimelineEntry]:
         entry = TimelineEntry(event.occurred_at, kind, labels.get(kind, kind))
         if kind == "deferred":
             attempt = f"attempt {event.attempt}" if event.attempt else ""
-            entry.detail = "; ".join(part for part in (attempt, event.reason or "") if part)
+            said = bounce_reasons.timeline_words(event.reason) if event.reason else ""
+            entry.detail = "; ".join(part for part in (attempt, said) if part)
         elif kind == "dropped":
             entry.detail = reject_reason_text(event.reject_reason, event.reason)
-        elif kind in ("bounce", "rejected", "expired"):
-            entry.detail = plain_bounce_reason(event.reason) if kind == "bounce" else (event.reason or "")
-        elif kind == "delivered":
-            entry.detail = (event.raw or {}).get("response", "")
+        elif kind == "bounce":
+            entry.detail = bounce_reasons.timeline_words(event.reason, event.reject_reason)
+        elif kind in ("rejected", "expired"):
+            entry.detail = event.reason or ""
+        elif kind in ("delivered", "spam_filtered"):
+            # The receiving server's answer: SendGrid's webhook `response`, Postmark's `Details`.
+            entry.detail = bounce_reasons.answer(event.reason or (event.raw or {}).get("response"))
         elif kind == "open" and event.machine:
             entry.tags.append("machine open")
         elif kind == "click":
