@@ -14,7 +14,8 @@ from werkzeug.wrappers import Response
 from webapp.extensions import csrf, db, limiter
 from webapp.providers import get_provider, wire_format
 from webapp.queue import enqueue
-from webapp.services import inbound, webhook_guard, webhooks
+from webapp.services import webhook_guard, webhooks
+from webapp.services.inbound import filing
 from webapp.webhooks import bp
 from webapp.webhooks.forms import multipart_fields
 
@@ -83,14 +84,14 @@ def sendgrid_inbound() -> tuple[str, int] | Response:
         abort(400)
     try:
         if fields.get("email", b"").strip():
-            inbound.file_mail(
+            filing.file_mail(
                 fields["email"],
                 receiver_dkim=_field_text(fields, "dkim"),
                 spf=_field_text(fields, "SPF"),
             )
         elif fields.get("from") or fields.get("text") or fields.get("headers"):
             log.warning("inbound mail without the raw MIME: enable 'POST the raw, full MIME message'")
-            inbound.file_parsed_mail({name: _field_text(fields, name) for name in PARSED_FIELDS})
+            filing.file_parsed_mail({name: _field_text(fields, name) for name in PARSED_FIELDS})
         else:
             abort(400)
     except SQLAlchemyError as error:
