@@ -11,16 +11,18 @@ import email.headerregistry
 import hashlib
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
 
 from webapp.extensions import db
 from webapp.models import Client, RemovalRequest, utcnow
+from webapp.providers.base import InboundMail
 from webapp.queue import enqueue
 from webapp.services import audit
 from webapp.services.inbound.addresses import aligned
-from webapp.services.inbound.proof import DnsFunc, Verdict, configured_dns, judge, parse_receiver_dkim
+from webapp.services.inbound.proof import DnsFunc, Verdict, configured_dns, judge
 from webapp.services.inbound.reading import EXCERPT_CHARS, MAX_KEY_HEADER, clean
 
 CHECK_JOB = "jobs.removals.check_removal_request"
@@ -34,11 +36,15 @@ class CheckUnfinished(RuntimeError):
     """The check could not finish now (DNS timed out); it is tried again later."""
 
 
-def file_mail(raw: bytes, *, receiver_dkim: str = "", spf: str = "") -> tuple[RemovalRequest, bool]:
-    """Store one inbound mail as a case awaiting its check; return it and whether it is new.
+def file_mail(mail: InboundMail) -> tuple[RemovalRequest, bool]:
+    """Store one mail a provider's inbound webhook posted as a case; return it and whether it is new.
 
-    The same bytes delivered twice file one case. Nothing is parsed here: the check runs in a job.
+    The same mail delivered twice files one case. A raw mail awaits its check, which runs in a
+    job (nothing is parsed here); a mail without its raw message is filed as unverifiable.
     """
+    if mail.raw is None:
+        return _file_parsed(mail)
+    raw = mail.raw
     fingerprint = hashlib.sha256(raw).hexdigest()
     case = _by_fingerprint(fingerprint)
     if case is not None:
@@ -49,7 +55,7 @@ def file_mail(raw: bytes, *, receiver_dkim: str = "", spf: str = "") -> tuple[Re
         raw_mail=raw,
         fingerprint=fingerprint,
         verdict="checking",
-        evidence={"receiver_dkim": clean(receiver_dkim, 500), "spf": clean(spf, 500)},
+        evidence=_receiver_evidence(mail),
     )
     case, created = _add_once(case)
     if created:
@@ -63,10 +69,11 @@ def enqueue_check(case_id: int) -> bool:
     return enqueue(CHECK_JOB, case_id, job_id=f"removal-check-{case_id}", timeout=timeout)
 
 
-def file_parsed_mail(fields: dict[str, str]) -> tuple[RemovalRequest, bool]:
-    """File a mail that Inbound Parse sent without its raw MIME, as unverifiable, and alert."""
+def _file_parsed(mail: InboundMail) -> tuple[RemovalRequest, bool]:
+    """File a mail the provider sent without its raw message, as unverifiable, and alert."""
     from webapp.services.sending import alert_operators
 
+    fields = mail.parsed
     claimed = fields.get("from", "")[:MAX_KEY_HEADER]
     address = ""
     try:
@@ -88,21 +95,26 @@ def file_parsed_mail(fields: dict[str, str]) -> tuple[RemovalRequest, bool]:
         fingerprint=fingerprint,
         verdict="unverifiable",
         checked_at=utcnow(),
-        evidence={
-            "reasons": ["parsed_mode"],
-            "receiver_dkim": clean(fields.get("dkim", ""), 500),
-            "spf": clean(fields.get("SPF", ""), 500),
-        },
+        evidence={"reasons": ["parsed_mode"], **_receiver_evidence(mail)},
     )
     case, created = _add_once(case)
     if created:
         alert_operators(
             "inbound_parsed_mode",
-            "A removal request arrived without its raw message, so nobody can verify it. In SendGrid's "
-            "Inbound Parse settings for the support address, turn on “POST the raw, full MIME message”.",
+            "A removal request arrived without its raw message, so nobody can verify it. " + mail.raw_hint,
         )
         db.session.commit()
     return case, created
+
+
+def _receiver_evidence(mail: InboundMail) -> dict[str, Any]:
+    """What the receiving provider said of the mail, for support to read (it proves nothing)."""
+    return {
+        "receiver": clean(mail.receiver, 40),
+        "receiver_dkim": clean(mail.receiver_dkim, 500),
+        "receiver_dkim_passes": [clean(domain, 253) for domain in mail.receiver_dkim_passes[:20]],
+        "spf": clean(mail.spf, 500),
+    }
 
 
 def check(case_id: int, *, now: datetime | None = None, dnsfunc: DnsFunc | None = None) -> str:
@@ -180,9 +192,9 @@ def _record(case: RemovalRequest, found: Verdict, earlier: RemovalRequest | None
         "other_signed": found.other_signed[:30],
         "seen_in_case": earlier.id if earlier is not None else None,
         "receiver_dkim_aligned_pass": [
-            entry["d"]
-            for entry in parse_receiver_dkim((case.evidence or {}).get("receiver_dkim", ""))
-            if entry["result"] == "pass" and found.from_domain and aligned(entry["d"], found.from_domain)
+            domain
+            for domain in (case.evidence or {}).get("receiver_dkim_passes", [])
+            if found.from_domain and aligned(domain, found.from_domain)
         ],
     }
     if case.verdict == "unverified" and _too_many_unproven(case, now):

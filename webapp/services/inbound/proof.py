@@ -19,8 +19,9 @@ when all of this holds:
 Every header is read from dkimpy's own parse of the mail, so what we check and show is exactly
 what DKIM verified; sizes are bounded before any parser runs (`reading`).
 
-SendGrid's own `dkim` field and any Authentication-Results header are shown to support as
-information; they never verify a request. Every mail is filed, verified or not: support sees it,
+The receiving provider's own verdicts (SendGrid's `dkim` field, Postmark's SpamAssassin DKIM
+tests) and any Authentication-Results header are shown to support as information; they never
+verify a request. Every mail is filed, verified or not: support sees it,
 and only verified ones can be approved.
 """
 
@@ -114,8 +115,6 @@ REASONS = {
 }
 
 
-# SendGrid's dkim field is not JSON: "{@example.com : pass}", several entries, or "none".
-_RECEIVER_RESULT = re.compile(r"@([A-Za-z0-9_.-]{1,253})\s{0,5}:\s{0,5}([A-Za-z]{1,20})")
 _DKIM_LOG = logging.getLogger("dkimpy")
 
 
@@ -211,14 +210,6 @@ def judge(
             found.reasons.append("not_to_support")
     found.body = body_text(headers, checker.body)
     return found
-
-
-def parse_receiver_dkim(value: str) -> list[dict[str, str]]:
-    """Read SendGrid's dkim field ("{@example.com : pass}", maybe several) into (d, result) pairs."""
-    return [
-        {"d": domain.lower().rstrip("."), "result": result.lower()}
-        for domain, result in _RECEIVER_RESULT.findall(value[:2000])
-    ]
 
 
 def configured_dns(config: dict[str, Any]) -> DnsFunc:
