@@ -11,8 +11,8 @@ import email.policy
 from email.message import EmailMessage
 
 EXCERPT_CHARS = 4000
-# Hostile mail is bounded before anything parses it: the whole header block, each header that
-# support reads or that we parse, and each signature.
+# Hostile mail is bounded before anything parses it: the whole header block, and each header that
+# support reads or that we parse (proof.py bounds each signature).
 MAX_HEADER_BLOCK = 256 * 1024
 # dkimpy's header parse and selection grow faster than linearly with these: bound them first.
 MAX_HEADER_LINES = 2000
