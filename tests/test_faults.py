@@ -42,7 +42,7 @@ from webapp.models import Client, Clinic, Email, OperatorAlert
 from webapp.providers import get_sandbox
 from webapp.providers.sendgrid import SendGridProvider
 from webapp.queue import get_queue
-from webapp.services import maintenance, sending
+from webapp.services import in_doubt, maintenance, sending
 
 # Time settings for tests with real processes: seconds where production has minutes.
 FAST = {"SEND_TIMEOUT_SECONDS": 2, "SEND_ABANDONED_SECONDS": 3, "IN_DOUBT_GRACE_SECONDS": 2}
@@ -87,7 +87,7 @@ def drive(done, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         maintenance.sweep()
-        sending.check_in_doubt()
+        in_doubt.check_in_doubt()
         if done():
             return
         time.sleep(0.2)  # real worker processes do the work: a bounded poll of wall time
@@ -437,7 +437,7 @@ def test_workers_killed_at_random_strand_nothing(make_app, processes, capsys):
                 next_kill = now + rng.uniform(0.3, 1.0)
             if now >= next_sweep:
                 maintenance.sweep()
-                sending.check_in_doubt()
+                in_doubt.check_in_doubt()
                 next_sweep = now + 0.5
             time.sleep(0.05)  # the kill phase paces real workers in wall time
         kill_phase_end = time.monotonic()

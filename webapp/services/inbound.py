@@ -195,7 +195,7 @@ def enqueue_check(case_id: int) -> bool:
 
 def file_parsed_mail(fields: dict[str, str]) -> tuple[RemovalRequest, bool]:
     """File a mail that Inbound Parse sent without its raw MIME, as unverifiable, and alert."""
-    from webapp.services.sending import alert_operators
+    from webapp.services.alerts import alert_operators
 
     claimed = fields.get("from", "")[:MAX_KEY_HEADER]
     address = ""
@@ -694,7 +694,7 @@ def _record(case: RemovalRequest, found: Verdict, earlier: RemovalRequest | None
 
 
 def _give_up(case: RemovalRequest, reason: str) -> str:
-    from webapp.services.sending import alert_operators
+    from webapp.services.alerts import alert_operators
 
     case.verdict = "unverifiable"
     case.checked_at = utcnow()
