@@ -41,8 +41,9 @@ def _moved_on() -> sa.ColumnElement[bool]:
 
 # An email's alert of these kinds resolves by itself once this holds for its email.
 CLEARED: dict[str, Callable[[], sa.ColumnElement[bool]]] = {
-    "email_stuck": _moved_on,
-    # Settled by the provider's records or an event, or handed on to email_unreported.
+    # Moved on, or held: email_unreported says what became of it.
+    "email_stuck": lambda: sa.or_(_moved_on(), Email.send_state == "held"),
+    # Settled by the provider's records or an event, or held (email_unreported).
     "email_in_doubt": lambda: sa.or_(_moved_on(), Email.send_state == "held"),
     "email_unreported": lambda: sa.or_(_moved_on(), Email.send_state != "held"),
 }
