@@ -63,7 +63,7 @@ class IncidentView:
 def open_incidents(emails_shown: int = EMAILS_SHOWN) -> list[IncidentView]:
     """Return the open incidents, newest alert first, each with its first `emails_shown` emails."""
     incidents = list(db.session.execute(sa.select(Incident).where(Incident.closed_at.is_(None))).scalars())
-    views = [_view(incident, emails_shown) for incident in incidents]
+    views = _views(incidents, emails_shown)
     return sorted(views, key=lambda view: (view.last_raised_at, view.incident.id), reverse=True)
 
 
@@ -72,36 +72,73 @@ def incident_view(incident_id: int) -> IncidentView:
     incident = db.session.get(Incident, incident_id)
     if incident is None:
         abort(404)
-    return _view(incident, EMAILS_ON_PAGE)
+    return _views([incident], EMAILS_ON_PAGE)[0]
 
 
-def _view(incident: Incident, emails_shown: int) -> IncidentView:
-    alerts, open_alerts, emails, last = db.session.execute(
-        sa.select(
-            sa.func.count(OperatorAlert.id),
-            sa.func.count(sa.case((OperatorAlert.resolved_at.is_(None), 1))),
-            sa.func.count(sa.distinct(OperatorAlert.email_id)),
-            sa.func.max(OperatorAlert.id),
-        ).where(OperatorAlert.incident_id == incident.id)
-    ).one()
-    latest = db.session.get(OperatorAlert, last) if last is not None else None
-    provider = incident.scope.removeprefix("provider:")
-    where = incident.clinic.name if incident.clinic else f"{provider} (every clinic)"
-    return IncidentView(
-        incident=incident,
-        cause=cause(incident.kind),
-        where=where,
-        alerts=alerts,
-        open_alerts=open_alerts,
-        emails=emails,
-        last_raised_at=latest.created_at if latest else incident.opened_at,
-        message=latest.message if latest else "",
-        rows=_rows(
-            OperatorAlert.incident_id == incident.id, OperatorAlert.email_id.is_not(None), limit=emails_shown
+def _views(incidents: list[Incident], emails_shown: int) -> list[IncidentView]:
+    """Build the views of several incidents in four queries, however many there are."""
+    if not incidents:
+        return []
+    ids = [incident.id for incident in incidents]
+    figures = {
+        row.incident_id: row
+        for row in db.session.execute(
+            sa.select(
+                OperatorAlert.incident_id,
+                sa.func.count(OperatorAlert.id).label("alerts"),
+                sa.func.count(sa.case((OperatorAlert.resolved_at.is_(None), 1))).label("open_alerts"),
+                sa.func.count(sa.distinct(OperatorAlert.email_id)).label("emails"),
+                sa.func.max(OperatorAlert.id).label("last"),
+            )
+            .where(OperatorAlert.incident_id.in_(ids))
+            .group_by(OperatorAlert.incident_id)
         )
-        if emails
-        else [],
+    }
+    last_ids = [row.last for row in figures.values()]
+    latest = {
+        alert.incident_id: alert
+        for alert in db.session.execute(
+            sa.select(OperatorAlert).where(OperatorAlert.id.in_(last_ids))
+        ).scalars()
+    }
+    rows = _first_emails(ids, emails_shown)
+    views = []
+    for incident in incidents:
+        figure, last = figures.get(incident.id), latest.get(incident.id)
+        provider = incident.scope.removeprefix("provider:")
+        views.append(
+            IncidentView(
+                incident=incident,
+                cause=cause(incident.kind),
+                where=incident.clinic.name if incident.clinic else f"{provider} (every clinic)",
+                alerts=figure.alerts if figure else 0,
+                open_alerts=figure.open_alerts if figure else 0,
+                emails=figure.emails if figure else 0,
+                last_raised_at=last.created_at if last else incident.opened_at,
+                message=last.message if last else "",
+                rows=rows.get(incident.id, []),
+            )
+        )
+    return views
+
+
+def _first_emails(incident_ids: list[int], limit: int) -> dict[int, list[AlertRow]]:
+    """Return the first `limit` emails each incident names, oldest alert first."""
+    numbered = (
+        sa.select(
+            OperatorAlert.id,
+            sa.func.row_number()
+            .over(partition_by=OperatorAlert.incident_id, order_by=OperatorAlert.id)
+            .label("position"),
+        )
+        .where(OperatorAlert.incident_id.in_(incident_ids), OperatorAlert.email_id.is_not(None))
+        .subquery()
     )
+    first = sa.select(numbered.c.id).where(numbered.c.position <= limit)
+    found: dict[int, list[AlertRow]] = {}
+    for row in _rows(OperatorAlert.id.in_(first), limit=limit * len(incident_ids)):
+        found.setdefault(row.alert.incident_id, []).append(row)
+    return found
 
 
 def loose_alert_rows() -> list[AlertRow]:
