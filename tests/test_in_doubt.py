@@ -17,6 +17,7 @@ from webapp.extensions import db
 from webapp.models import Client, Email, Incident, OperatorAlert, utcnow
 from webapp.providers import get_provider, get_sandbox
 from webapp.providers.base import ProviderEvent
+from webapp.queue import get_queue
 from webapp.services import budget, in_doubt, maintenance, sending
 from webapp.services.webhooks import apply_provider_events
 
@@ -196,3 +197,20 @@ def test_a_lost_answer_after_a_second_handover_that_was_not_found_is_held_not_re
         in_doubt.check_in_doubt()
     db.session.refresh(email)
     assert email.send_state == "held" and acceptances(app)[email.app_message_id] == 0
+
+
+@pytest.mark.parametrize("wire_format", ["postmark"])
+def test_a_postmark_outage_puts_one_email_of_a_batch_in_doubt_and_the_rest_wait(app, world, wire_format):
+    emails = [queue(client) for client in clients(world, 5, "delivered")]
+    app.extensions["redis"].flushdb()  # the send jobs queue_email woke: this test runs one by hand
+    get_sandbox(app.config).fail_next(500, path_prefix="/email/batch")
+    assert sending.deliver_due() == 5
+    states = {db.session.get(Email, email.id).send_state for email in emails[1:]}
+    first = db.session.get(Email, emails[0].id)
+    assert first.send_state == "in_doubt" and states == {"queued"}
+    for email in emails[1:]:
+        waits = (db.session.get(Email, email.id).next_attempt_at - utcnow()).total_seconds()
+        assert 25 < waits <= 30  # not at once into the same outage
+    assert get_sandbox(app.config).requests_seen("/email/batch") == 1
+    assert len(get_queue()) == 0  # no job woken to hammer it
+    assert sum(acceptances(app).values()) == 0
