@@ -343,7 +343,7 @@ def test_open_alerts_are_grouped_into_incidents_from_0014_and_held_sends_go_back
         ("email_in_doubt", "provider:postmark", None, 2),  # the provider's cause: one for both clinics
         ("email_stuck", "clinic:1", 1, 2),
         ("email_stuck", "clinic:2", 2, 1),
-        ("provider_auth", "provider:postmark", None, 1),
+        ("provider_auth", "provider:sandbox", None, 1),  # no email: the configured provider, as the app
     ]
     with db.engine.begin() as connection:
         connection.execute(sa.text("UPDATE email SET send_state = 'held', resends_unfound = 1 WHERE id = 2"))

@@ -73,9 +73,7 @@ def _group_open_alerts():
     ).all()
     if not rows:
         return
-    provider = bind.execute(
-        sa.text('SELECT provider FROM email ORDER BY id DESC LIMIT 1')
-    ).scalar() or 'sendgrid'
+    provider = _configured_provider(bind)
     incidents = {}
     for alert_id, kind, clinic_id, email_provider in rows:
         if clinic_id is not None and kind not in PROVIDER_CAUSES:
@@ -98,6 +96,17 @@ def _group_open_alerts():
             sa.text('UPDATE operator_alert SET incident_id = :incident WHERE id = :id'),
             {'incident': incidents[key], 'id': alert_id},
         )
+
+
+def _configured_provider(bind):
+    """The provider an alert naming no email belongs to, as the app groups it (its setting)."""
+    try:
+        from flask import current_app
+
+        return current_app.config['EMAIL_PROVIDER']
+    except (RuntimeError, KeyError):  # run outside the app: the provider of the latest email
+        latest = bind.execute(sa.text('SELECT provider FROM email ORDER BY id DESC LIMIT 1')).scalar()
+        return latest or 'sendgrid'
 
 
 def downgrade():
