@@ -11,6 +11,10 @@ processed, deferred, delivered, bounce, open, click, spamreport, spam_filtered (
 server took the email, then filed it as spam: Postmark reports it, SendGrid has no word for it),
 and dropped (the provider would not send: the address is on its spam-report list; `reject` says
 why in our words).
+
+One scenario is the account's, not the message's: `silent` plays an account that accepts and never
+reports. The message is taken (stored, and counted by the fault tests), but the answer to the send
+request is lost (500), and no records answer, list or webhook ever shows it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import random
 import sqlite3
 from dataclasses import dataclass
 
-from webapp.sandbox.store import SimMessage, Store
+from webapp.sandbox.store import UNREPORTED, SimMessage, Store
 
 STEP_KINDS = (
     "processed",
@@ -79,6 +83,7 @@ SCENARIOS: dict[str, list[tuple[float, Step]]] = {
     # Opened, then the client's mail server says it filed the email as spam (a late notice).
     "spam-filtered": [(1, PROCESSED), (3, DELIVERED), (12, Step("open")), (20, Step("spam_filtered"))],
     "stuck": [(1, PROCESSED)],
+    UNREPORTED: [],  # taken, and never a word about it
 }
 RANDOM = "random"
 
