@@ -52,8 +52,10 @@ DEFAULTS: dict[str, Any] = {
     # Event webhook: how old a signed timestamp may be, and the largest body we read.
     "WEBHOOK_TOLERANCE_SECONDS": 600,
     "WEBHOOK_MAX_BYTES": 5 * 1024 * 1024,
-    # Email Activity API budget shared by all workers (SendGrid allows only a few a minute).
-    "ACTIVITY_REQUESTS_PER_MINUTE": 6,
+    # Requests a minute to the provider's records (SendGrid's Email Activity, Postmark's Messages
+    # API), shared by all workers; 0: the provider's own figure (SendGrid publishes 6, Postmark none:
+    # we keep to 240). Set it when an account's plan allows another figure.
+    "ACTIVITY_REQUESTS_PER_MINUTE": 0,
     "POLL_BATCH_SIZE": 50,
     # Sandbox provider: where it keeps its state, and where it posts signed event batches.
     "SANDBOX_STATE_PATH": None,  # default: instance/sandbox.sqlite3
@@ -116,8 +118,9 @@ DEFAULTS: dict[str, Any] = {
     "TRUSTED_PROXIES": 0,
     # Inbound Parse (removal requests mailed to support): the password SendGrid sends with HTTP
     # Basic auth (put it in the Inbound Parse URL). Empty closes the route, except in the sandbox.
+    # (Postmark's inbound webhook carries POSTMARK_WEBHOOK_USERNAME/PASSWORD instead.)
     "INBOUND_WEBHOOK_SECRET": "",
-    "INBOUND_MAX_BYTES": 32 * 1024 * 1024,  # SendGrid accepts mail up to 30 MB
+    "INBOUND_MAX_BYTES": 32 * 1024 * 1024,  # either inbound post; SendGrid accepts mail up to 30 MB
     # A removal request signed or dated longer ago than this may be an old mail sent again.
     "REMOVAL_MAX_AGE_DAYS": 7,
     # The check of one removal mail (its DKIM signatures) must end within this many seconds;
@@ -226,6 +229,8 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
     ):
         if settings[name] < 1:
             raise ConfigError(f"{name} must be at least 1")
+    if settings["ACTIVITY_REQUESTS_PER_MINUTE"] < 0:
+        raise ConfigError("ACTIVITY_REQUESTS_PER_MINUTE must be 0 (the provider's own limit) or more")
     if settings["IN_DOUBT_GRACE_SECONDS"] < 1:
         raise ConfigError("IN_DOUBT_GRACE_SECONDS must be at least 1")
     if settings["EMAIL_PROVIDER"] not in PROVIDERS:

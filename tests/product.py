@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -54,6 +55,23 @@ def wait_until_healthy(base: str, process: subprocess.Popen) -> None:
             pass
         time.sleep(0.3)  # a real subprocess coming up: a bounded poll
     raise AssertionError("the product did not become healthy in time")
+
+
+def read_until(process: subprocess.Popen, text: str, seconds: float = 90) -> str:
+    """Read the product's terminal until a line holds `text`; return what was read (bounded)."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            if text in line:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(seconds)
+    assert not reader.is_alive(), f"the terminal never said {text!r}: {''.join(lines)[-2000:]}"
+    return "".join(lines)
 
 
 def press_ctrl_c(process: subprocess.Popen) -> list[psutil.Process]:

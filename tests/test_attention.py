@@ -100,7 +100,7 @@ def test_each_kind_of_problem_is_listed_with_its_next_step(signed_in, world):
     assert "1 failed email · 1 client blocked · 1 stuck email · 1 long deferral" in text(html)
     words = item_text(html, f"failed-{failed.id}")
     assert "Fay Failed: “Your receipt” failed" in words
-    assert "the address does not exist at the receiving provider" in words
+    assert "the address does not exist (check it with the client" in words
     assert "Next step: check with Fay Failed" in words and "then resend it" in words
     assert f'action="/emails/{failed.id}/resend"' in html
     words = item_text(html, f"blocked-{blocked_id}")

@@ -92,10 +92,52 @@ def test_the_days_and_statuses_match_the_hand_count(counted):
 def test_the_change_against_the_previous_30_days(counted):
     changes = {change.label: change for change in deliverability.overview(counted.clinic_a.id, NOW).changes}
     assert (changes["Emails sent"].current, changes["Emails sent"].previous) == (6, 3)
-    assert changes["Reached the inbox server"].current == pytest.approx(400 / 6)
-    assert changes["Reached the inbox server"].previous == pytest.approx(200 / 3)
+    accepted = changes["Accepted by the client's mail server"]
+    # Delivered 2, open, clicked and the spam report (it came from the client's own mailbox): 5 of 6.
+    assert accepted.current == pytest.approx(500 / 6)
+    assert accepted.previous == pytest.approx(200 / 3)
     assert changes["Failed"].delta == pytest.approx(100 / 6 - 100 / 3)
     assert (changes["Reported as spam"].current, changes["Reported as spam"].previous) == (1, 0)
+
+
+def test_accepted_by_the_mail_server_counts_what_the_server_took_whatever_came_after(
+    app, world, client, app_clock
+):
+    """Delivered, opened, filed as spam, reported as spam, or bounced after delivery: each was accepted
+    by the client's mail server. Bounced or dropped without delivery: not."""
+    a, c = world.clinic_a.id, world.client_a.id
+    today = datetime(2026, 3, 15, 1, 0, tzinfo=UTC)
+    add_email(a, c, today, "delivered")
+    add_email(a, c, today, "spam-report", ("spamreport", None))
+    filed = add_email(
+        a, c, today, "open", ("spam_filtered", "The message was delivered, but was filed as spam")
+    )
+    late = add_email(a, c, today, "failed", ("delivered", "250 2.0.0 OK"))
+    db.session.add(
+        EmailEvent(
+            email_id=late.id,
+            occurred_at=today + timedelta(hours=2),
+            kind="bounce",
+            reason="550 5.1.1 no such user",
+            source="webhook",
+            dedupe_key=uuid.uuid4().hex,
+        )
+    )
+    add_email(a, c, today, "failed", ("bounce", "550 5.1.1 no such user"))
+    add_email(a, c, today, "failed", ("dropped", "Bounced Address"))
+    db.session.commit()
+    assert filed.status == "open"
+
+    changes = {change.label: change for change in deliverability.overview(a, NOW).changes}
+    assert changes["Accepted by the client's mail server"].current == pytest.approx(400 / 6)
+    assert changes["Failed"].current == pytest.approx(300 / 6)
+
+    login(client, "owner@a.example")
+    app_clock.now = NOW.timestamp()
+    page = client.get("/clinic/deliverability").get_data(as_text=True)
+    assert "Reached the inbox server" not in page
+    assert "Accepted by the client&#39;s mail server</th>" in page and "<td>66.7 %</td>" in page
+    assert "Accepted does not mean it reached the inbox" in page
 
 
 def test_failure_reasons_are_in_plain_words_and_only_this_clinics(counted):

@@ -115,7 +115,7 @@ def test_the_csv_holds_the_days_asked_with_timelines_and_reasons(history, client
         "2026-03-01 09:30:03 UTC Delivered to the receiving server (250 OK)"
     )
     assert second["Status"] == "Failed"
-    assert second["Why it failed"].startswith("the address does not exist at the receiving provider")
+    assert second["Why it failed"].startswith("the address does not exist (check it with the client")
     assert "Bounced (the address does not exist" in second["Timeline"]
 
 

@@ -277,3 +277,78 @@ def test_webhook_bodies_are_compressed_with_lz4_from_0013_and_back(scratch_app):
     assert compression() == "l"
     downgrade(directory=scratch_app.extensions["migrate"].directory, revision="0012")
     assert compression() == ""
+
+
+def test_open_alerts_are_grouped_into_incidents_from_0014_and_held_sends_go_back_in_doubt(scratch_app):
+    from flask_migrate import downgrade
+
+    from webapp.extensions import db
+
+    migrate_to(scratch_app, "0013")
+    now = utcnow()
+    rows = {
+        "clinic": [{"id": 1, "name": "A"}, {"id": 2, "name": "B"}],
+        "client": [
+            {"id": 1, "clinic_id": 1, "name": "N", "email": "n@example.com", "phone": ""},
+            {"id": 2, "clinic_id": 2, "name": "M", "email": "m@example.com", "phone": ""},
+        ],
+        "email": [
+            {
+                "id": n,
+                "clinic_id": clinic,
+                "client_id": clinic,
+                "app_message_id": f"m{n}",
+                "to_address": "x@y.z",
+            }
+            | {"subject": "S", "body": "B", "kind": "receipt", "status": "sending", "version": 0}
+            | {"provider": "postmark", "send_state": "in_doubt", "send_attempts": 1}
+            for n, clinic in ((1, 1), (2, 1), (3, 2))
+        ],
+        "operator_alert": [
+            {"id": 1, "kind": "email_stuck", "message": "s1", "email_id": 1, "resolved_at": None},
+            {"id": 2, "kind": "email_stuck", "message": "s2", "email_id": 2, "resolved_at": None},
+            {"id": 3, "kind": "email_stuck", "message": "s3", "email_id": 3, "resolved_at": None},
+            {"id": 4, "kind": "email_in_doubt", "message": "d1", "email_id": 1, "resolved_at": None},
+            {"id": 5, "kind": "email_in_doubt", "message": "d3", "email_id": 3, "resolved_at": None},
+            {"id": 6, "kind": "provider_auth", "message": "key", "email_id": None, "resolved_at": None},
+            {"id": 7, "kind": "email_stuck", "message": "old", "email_id": 3, "resolved_at": now},
+        ],
+    }
+    with db.engine.begin() as connection:
+        for table, values in rows.items():
+            columns = [sa.column(name) for name in values[0]]
+            stamps = [sa.column(name, UTCDateTime) for name in ("created_at", "status_changed_at")]
+            if table != "email":
+                stamps = stamps[:1]
+            connection.execute(
+                sa.table(table, *columns, *stamps).insert(),
+                [{**value, **{stamp.name: now for stamp in stamps}} for value in values],
+            )
+
+    def grouped() -> list[tuple]:
+        with db.engine.connect() as connection:
+            return [
+                tuple(row)
+                for row in connection.execute(
+                    sa.text(
+                        "SELECT i.kind, i.scope, i.clinic_id, count(a.id) FROM incident i"
+                        " JOIN operator_alert a ON a.incident_id = i.id WHERE i.closed_at IS NULL"
+                        " GROUP BY i.kind, i.scope, i.clinic_id ORDER BY i.kind, i.scope"
+                    )
+                )
+            ]
+
+    migrate_to(scratch_app)
+    assert grouped() == [
+        ("email_in_doubt", "provider:postmark", None, 2),  # the provider's cause: one for both clinics
+        ("email_stuck", "clinic:1", 1, 2),
+        ("email_stuck", "clinic:2", 2, 1),
+        ("provider_auth", "provider:sandbox", None, 1),  # no email: the configured provider, as the app
+    ]
+    with db.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE email SET send_state = 'held', resends_unfound = 1 WHERE id = 2"))
+    downgrade(directory=scratch_app.extensions["migrate"].directory, revision="0013")
+    with db.engine.connect() as connection:
+        states = connection.execute(sa.text("SELECT send_state FROM email ORDER BY id")).scalars().all()
+        columns = {column["name"] for column in sa.inspect(connection).get_columns("operator_alert")}
+    assert states == ["in_doubt"] * 3 and "incident_id" not in columns

@@ -16,6 +16,7 @@ from tests.conftest import SANDBOX_START as START
 from webapp.sandbox.scenarios import SCENARIOS, random_timeline, scenario_for
 from webapp.sandbox.sendgrid import SendGridSandbox
 from webapp.sandbox.sendgrid.validation import QuerySyntaxError, parse_query
+from webapp.sandbox.store import UNREPORTED
 
 API_BASE = "http://sandbox.test"
 
@@ -83,7 +84,8 @@ def test_the_address_picks_the_scenario(address, scenario):
 
 
 def test_scenario_timelines_start_processed_and_move_forward():
-    for steps in SCENARIOS.values():
+    assert SCENARIOS[UNREPORTED] == []  # the account that never reports: not a word
+    for steps in (steps for scenario, steps in SCENARIOS.items() if scenario != UNREPORTED):
         offsets = [offset for offset, _ in steps]
         assert steps[0][1].event == "processed"
         assert offsets == sorted(offsets) and offsets[0] > 0
@@ -622,6 +624,23 @@ def test_webhooks_post_each_event_once_and_retry_failures(sandbox, api, clock):
     retried = [event["sg_event_id"] for event in json.loads(refused.batches[0][0])]
     assert retried == [event["sg_event_id"] for event in json.loads(accepted.batches[0][0])]
     assert [event["event"] for event in accepted.events()] == ["processed", "delivered", "open", "click"]
+
+
+def test_sendgrid_reports_nothing_for_a_spam_filtered_step(sandbox, api, clock):
+    """The spam-filtered scenario plays a Postmark SpamNotification; SendGrid has no such event, so
+    its webhook and Email Activity show delivered and opened, and the step is done, not pending."""
+    send(api, "jane+spam-filtered@example.com")
+    clock.advance(12)  # processed, delivered and opened so far
+    accepted = Collector()
+    assert sandbox.deliver_webhooks(accepted) == 3
+    clock.advance(60)  # the spam notice's time has come: nothing to post, but it is done
+    assert sandbox.deliver_webhooks(accepted) == 0
+    assert accepted.batches == accepted.batches[:1]  # no empty batch was posted
+    assert sandbox.store.unposted_messages()[0] == []
+    assert [event["event"] for event in accepted.events()] == ["processed", "delivered", "open"]
+    [item] = messages(api, 'to_email="jane+spam-filtered@example.com"')
+    detail = api.get(f"/v3/messages/{item['msg_id']}").json()
+    assert [event["event_name"] for event in detail["events"]] == ["processed", "delivered", "opened"]
 
 
 def test_webhooks_are_posted_to_the_configured_url(state_path, clock):

@@ -20,6 +20,7 @@ SCENARIOS = {
     "machine-open": "open",
     "clicked": "clicked",
     "spam": "spam-report",
+    "spam-filtered": "open",  # Postmark's late SpamNotification keeps it Open; SendGrid reports none
     "stuck": "processed",
 }
 

@@ -153,6 +153,9 @@ class Email(db.Model):
     next_attempt_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, index=True)
     # Since when we cannot tell whether the provider took it (timeout, server error, dead worker).
     in_doubt_since: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    # Times it was handed over again because the provider's records did not show the handover
+    # before: at most once; then it is held (send_state "held"), never sent a third time.
+    resends_unfound: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     send_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     next_poll_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, index=True)
     last_polled_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
@@ -250,6 +253,36 @@ class PendingEvent(db.Model):
     received_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
 
 
+class Incident(db.Model):
+    """Alerts of one cause about one clinic or one provider, grouped (webapp/services/alerts.py).
+
+    Opened by its first alert, closed when none of its alerts is open any more; a later alert of
+    the same cause opens a new one.
+    """
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(40))  # the alerts' kind: the cause
+    # "clinic:<id>" or "provider:<name>": whom the cause touches.
+    scope: so.Mapped[str] = so.mapped_column(sa.String(80))
+    clinic_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("clinic.id"))
+    opened_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    closed_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+
+    clinic: so.Mapped[Clinic | None] = so.relationship()
+
+    __table_args__ = (
+        # One open incident per cause and scope, even when two workers raise its first alert at once.
+        sa.Index(
+            "uq_incident_open_kind_scope",
+            "kind",
+            "scope",
+            unique=True,
+            postgresql_where=sa.text("closed_at IS NULL"),
+            sqlite_where=sa.text("closed_at IS NULL"),
+        ),
+    )
+
+
 class OperatorAlert(db.Model):
     """Something an operator or support must look at (bad API key, stuck email)."""
 
@@ -259,6 +292,7 @@ class OperatorAlert(db.Model):
     email_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("email.id"))
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
     resolved_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    incident_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("incident.id"), index=True)
 
 
 class AuditEntry(db.Model):
@@ -289,7 +323,7 @@ class RemovalRequest(db.Model):
     fingerprint: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
     # The mail as it arrived, bytes untouched: the check job reads it, DKIM needs every byte.
     raw_mail: so.Mapped[bytes | None] = so.mapped_column(sa.LargeBinary)
-    # checking (the job has not decided yet), verified (proven, see services/inbound.py),
+    # checking (the job has not decided yet), verified (proven, see services/inbound/proof.py),
     # unverified, or unverifiable (no raw mail, or the check could not be completed).
     verdict: so.Mapped[str] = so.mapped_column(sa.String(20))
     check_attempts: so.Mapped[int] = so.mapped_column(default=0)

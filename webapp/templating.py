@@ -6,7 +6,8 @@ from datetime import datetime
 
 from flask import Flask, has_request_context, request
 
-from webapp import statuses, timezones
+from webapp import bounce_reasons, statuses, timezones
+from webapp.help.guide import FILED_AS_SPAM
 from webapp.models import MESSAGE_KINDS, Email
 from webapp.services.next_steps import CONTACT_SUPPORT_AFTER_WORDS, STUCK_AFTER_WORDS
 from webapp.timezones import ago
@@ -25,6 +26,8 @@ def init_app(app: Flask) -> None:
     app.add_template_global(clinic_timezone)
     app.add_template_filter(status_label)
     app.add_template_filter(failure_reason)
+    app.add_template_filter(failure_key)
+    app.add_template_global(FILED_AS_SPAM, "filed_as_spam")
     app.context_processor(_attention_count)
     app.add_template_global(MESSAGE_KINDS, "kind_labels")
     app.add_template_global(STUCK_AFTER_WORDS, "stuck_after")
@@ -91,6 +94,11 @@ def failure_reason(email: Email) -> str:
     from webapp.services.timelines import failure_reason as reason
 
     return reason(email)
+
+
+def failure_key(email: Email) -> str | None:
+    """Return the key of a failed email's plain reason ("mailbox_full", …), if it has one."""
+    return bounce_reasons.failure_key(email.events)
 
 
 def _attention_count() -> dict:

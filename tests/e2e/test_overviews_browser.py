@@ -61,3 +61,44 @@ def test_the_export_form_and_printable_page_are_clean_and_accessible(live_server
     page.emulate_media(media="screen")
     problems.assert_clean(page)
     assert axe_violations(page) == ""
+
+
+# Where each label of the chart (SVG text or HTML) is drawn, how tall it is on the screen, and
+# whether the page scrolls sideways.
+CHART_LABELS = """
+() => {
+  const box = document.querySelector(".chart-box").getBoundingClientRect();
+  const found = document.querySelectorAll(".chart-box text, .chart-box span:not(.swatch)");
+  const labels = [...found].filter((el) => !el.closest(".chart-legend")).map((el) => {
+    const r = el.getBoundingClientRect();
+    return {text: el.textContent, left: r.left, right: r.right, height: r.height};
+  });
+  return {box: {left: box.left, right: box.right, top: box.top, bottom: box.bottom}, labels,
+          scrolls: document.documentElement.scrollWidth > window.innerWidth};
+}
+"""
+
+
+def test_the_charts_labels_are_readable_on_a_phone_and_inside_the_box_on_a_wide_screen(
+    live_server, page, problems
+):
+    seed_clinic(live_server)
+    add_owner(live_server)
+    sign_in(page, live_server.url, OWNER)
+    for width in (375, 1280):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(f"{live_server.url}/clinic/deliverability")
+        drawn = page.evaluate(CHART_LABELS)
+        box, labels = drawn["box"], drawn["labels"]
+        assert not drawn["scrolls"], width
+        dates = [label for label in labels if " " in label["text"]]
+        assert len(dates) == 5 and len(labels) == 7, labels  # every seventh day, and the scale's two ends
+        for label in labels:
+            assert label["height"] >= 11, (width, label)  # as drawn: not shrunk with the chart
+            assert box["left"] <= label["left"] and label["right"] <= box["right"], (width, label)
+        # The newest day's date is the last, right-aligned with the plot: not past the box's edge.
+        assert dates[-1]["right"] == max(label["right"] for label in labels)
+        for first, second in zip(dates, dates[1:], strict=False):
+            assert first["right"] < second["left"], (width, first, second)  # no two overlap
+    problems.assert_clean(page)
+    assert axe_violations(page) == ""

@@ -15,6 +15,7 @@ from webapp.extensions import db, htmx
 from webapp.models import Email, utcnow
 from webapp.security import clinic_staff_required, current_clinic_id
 from webapp.services import clients, sending
+from webapp.services.filed_as_spam import filed_as_spam
 from webapp.services.timelines import email_timeline
 from webapp.templating import clinic_timezone
 
@@ -40,7 +41,9 @@ def resend(email_id: int) -> str | Response | tuple[str, int]:
     if original.status not in RESENDABLE:
         flash("Only a failed email, or a delivered one the client cannot find, can be resent.", "error")
         return redirect(url_for("clients.show", client_id=original.client_id), code=303)
-    context = {"email": original, "delivered_at": _delivered_at(original)}
+    # A delivered email its client's mail server filed as spam: a resend would most likely be too.
+    filed_at = filed_as_spam([original.id]).get(original.id)
+    context = {"email": original, "delivered_at": _delivered_at(original), "filed_at": filed_at}
     form = ResendForm()
     form.delivered = original.status != statuses.FAILED.key
     if not form.confirm.data:

@@ -28,6 +28,18 @@ STILL_STUCK = (
     f"{CONTACT_SUPPORT_AFTER_WORDS} after it was sent, or if several emails are stuck at once."
 )
 
+# The client's mail server took the email, then filed it as spam (Postmark's SpamNotification): the
+# status stays, and the log row, the help panel and the guide say what to do in the same words.
+FILED_AS_SPAM = (
+    "The client's mail server filed this email as spam: ask {client} to look in their spam folder and "
+    "mark it as not spam. A resend would most likely be filed as spam too."
+)
+FILED_AS_SPAM_CAVEAT = (
+    "If the client's mail server says it filed the email as spam, the status stays as it is (the email "
+    "did arrive) and the log says so: ask the client to look in their spam folder and mark it as not "
+    "spam. A resend would most likely be filed as spam too."
+)
+
 GUIDE: dict[str, GuideEntry] = {
     "sending": GuideEntry(
         summary="The email is on its way to our email provider.",
@@ -38,6 +50,9 @@ GUIDE: dict[str, GuideEntry] = {
             "If the provider's answer is lost on the way (a network or provider fault), the log says we "
             "are checking whether the provider received it. We ask the provider's records before "
             "sending it again, so the client does not get the same email twice.",
+            "An email is handed to the provider at most twice. If the provider's records show neither "
+            "handover, the log says the provider accepted it but has not reported on it: it is not sent "
+            "again, and support is alerted automatically.",
         ),
         next_steps=(
             "Nothing yet: the log updates by itself.",
@@ -97,6 +112,7 @@ GUIDE: dict[str, GuideEntry] = {
             "If the status later moves on to Open or Clicked, that is a very good sign that the email "
             "arrived.",
             "A bounce can still arrive after delivery; the log then shows Failed and says when.",
+            FILED_AS_SPAM_CAVEAT,
         ),
     ),
     "open": GuideEntry(
@@ -109,6 +125,7 @@ GUIDE: dict[str, GuideEntry] = {
             "so an email can be read without ever showing Open.",
             "When our email provider says an open was made by a machine, the timeline labels it “machine "
             "open”: it shows the email arrived, not that the client read it.",
+            FILED_AS_SPAM_CAVEAT,
         ),
     ),
     "clicked": GuideEntry(
@@ -123,6 +140,7 @@ GUIDE: dict[str, GuideEntry] = {
             "follows every link in incoming mail to check it, which looks like a click.",
             "A click within seconds of delivery, or many links clicked at once, is labelled “likely "
             "automated” in the timeline.",
+            FILED_AS_SPAM_CAVEAT,
         ),
     ),
     "failed": GuideEntry(
@@ -132,13 +150,17 @@ GUIDE: dict[str, GuideEntry] = {
             "repeated deferrals. The log shows the reason in plain words, and the timeline shows the "
             "receiving server's own answer.",
             "Failed emails are most often caused by an outdated address or a typo in the address.",
+            "When the client's mailbox is full, the log says so: the address is right, and the email can "
+            "go through once the client makes room.",
             "They can also be caused by an earlier spam report: once a client reports one of our emails "
             "as spam, no more emails can reach that address until the client asks to be removed from the "
             "spam list.",
         ),
         next_steps=(
-            "Check with the client that the address in their file is current and spelled correctly, and "
-            "correct it if needed.",
+            "If the log says the client's mailbox is full: try again later, or call the client and ask them "
+            "to make room. The address is right, so there is nothing to correct.",
+            "Otherwise, check with the client that the address in their file is current and spelled "
+            "correctly, and correct it if needed.",
             "Ask whether they reported an earlier email as spam: if so, see “Removing a client from the "
             "spam list”.",
             "Then use “Resend…” on the failed email: you can check and change the address before it goes.",

@@ -13,6 +13,7 @@ from webapp.models import utcnow
 from webapp.params import id_arg
 from webapp.security import current_clinic_id
 from webapp.services import clients, next_steps
+from webapp.services.filed_as_spam import filed_as_spam
 
 
 @bp.get("/help")
@@ -31,6 +32,7 @@ def status(key: str) -> str:
     template = "help/_panel.html" if htmx and not htmx.history_restore_request else "help/status.html"
     email = None
     steps: tuple[str, ...] = ()
+    filed_at = None
     email_id = id_arg("email")
     if email_id is not None and current_user.role in ("clinician", "owner"):
         # The panel opened from a row names that row's email (and its reference for support), and
@@ -39,8 +41,15 @@ def status(key: str) -> str:
         now = utcnow()
         if next_steps.is_stuck(email, now):
             steps = stuck_email_steps(email.reference, next_steps.support_now(email, now))
+        filed_at = filed_as_spam([email.id]).get(email.id)
     return render_template(
-        template, status=statuses.get(key), entry=GUIDE[key], email=email, email_steps=steps, **_support()
+        template,
+        status=statuses.get(key),
+        entry=GUIDE[key],
+        email=email,
+        email_steps=steps,
+        filed_at=filed_at,
+        **_support(),
     )
 
 

@@ -1,4 +1,9 @@
-"""A stacked bar chart as plain SVG numbers: the template draws rectangles, no script, no style."""
+"""A stacked bar chart as plain SVG numbers: the template draws rectangles, no script, no style.
+
+The SVG holds the plot alone and stretches to its box (preserveAspectRatio="none"); the scale and
+the dates are HTML beside it, so their text keeps the page's size at any width (SVG text would
+shrink with a 375 px screen and run past the right edge of a wide one).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ from datetime import date
 from webapp import statuses
 
 WIDTH = 720
-HEIGHT = 220
-LEFT = 40  # room for the axis labels
-BOTTOM = 24
+HEIGHT = 200
+LEFT = 0  # the scale is HTML, beside the SVG
+TOP = 2  # room for the top grid line
 GAP = 3
 
 
@@ -35,7 +40,7 @@ class Bar:
     x: float
     total: int
     segments: list[Segment]
-    labelled: bool  # every seventh day carries its date under the axis
+    labelled: bool  # every seventh day, counted back from the last, carries its date under the axis
 
 
 @dataclass
@@ -54,8 +59,8 @@ class Chart:
 def stacked_bars(days: list[date], daily: dict[date, Counter]) -> Chart:
     """Lay out one bar per day, stacked from Sending (bottom) to Spam report (top)."""
     top_value = _nice_ceiling(max((sum(daily[day].values()) for day in days), default=0))
-    plot_bottom = HEIGHT - BOTTOM
-    plot_height = plot_bottom - 8
+    plot_bottom = HEIGHT
+    plot_height = plot_bottom - TOP
     slot = (WIDTH - LEFT) / max(1, len(days))
     bars = []
     for index, day in enumerate(days):
@@ -74,7 +79,7 @@ def stacked_bars(days: list[date], daily: dict[date, Counter]) -> Chart:
         bars.append(
             Bar(day, round(x, 2), sum(daily[day].values()), segments, (len(days) - 1 - index) % 7 == 0)
         )
-    return Chart(WIDTH, HEIGHT, 8, plot_bottom, LEFT, top_value, bars)
+    return Chart(WIDTH, HEIGHT, TOP, plot_bottom, LEFT, top_value, bars)
 
 
 def _nice_ceiling(value: int) -> int:

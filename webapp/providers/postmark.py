@@ -23,6 +23,7 @@ from urllib.parse import quote
 import httpx
 from werkzeug.datastructures import Authorization
 
+from webapp.bounce_reasons import best_text
 from webapp.providers.base import (
     AcceptedResult,
     EmailProvider,
@@ -32,6 +33,7 @@ from webapp.providers.base import (
     PollResult,
     ProviderError,
     ProviderEvent,
+    RecordsCost,
     RejectReason,
     SendResult,
     SentRef,
@@ -42,6 +44,10 @@ from webapp.providers.base import (
 APP_ID_KEY = "app_message_id"
 TOKEN_HEADER = "X-Postmark-Server-Token"
 MAX_BATCH = 500  # Postmark's limit per /email/batch call
+# A batch's first request carries this many messages: an outage then puts one email in doubt.
+FIRST_REQUEST = 1
+# After a request Postmark failed (5xx, no answer), the rest of its batch waits this long.
+FAILED_REQUEST_WAIT = 30.0
 # Postmark documents no Retry-After for its 429: wait a minute unless it says otherwise.
 DEFAULT_RETRY_AFTER = 60.0
 # A webhook carries one event; real ones are a few kilobytes (a bounce may include content).
@@ -50,6 +56,10 @@ MAX_WEBHOOK_BYTES = 1024 * 1024
 REPLAY_SECONDS = 24 * 60 * 60
 MAX_WEBHOOK_DEPTH = 8
 SEARCH_PAGE = 50
+# Postmark publishes no request limit for its Messages API, only that a 429 means "slow down"; the
+# search filters on one metadata value, so each in-doubt email costs one request. Four a second
+# keeps a backlog of a few hundred moving without bursts; a 429 holds every worker back.
+RECORDS_REQUESTS_PER_MINUTE = 240
 SUPPRESSIONS_PAGE_LIMIT = 20  # pages of the suppressions dump read in one spam_reports call
 MAX_INACTIVE_LOOKUPS = 20  # per send_batch: why an address is inactive, asked of the dump
 
@@ -74,12 +84,11 @@ FAILED_BOUNCES: dict[str, RejectReason] = {
     "Unconfirmed": "other",
     "Unknown": "other",
     "InboundError": "other",
-    # Delivered, then filtered as spam by the receiving system: the client did not complain,
-    # so it is not a spam report (anymail calls it "complained"; README, "Postmark").
-    "SpamNotification": "other",
 }
-# Bounce records that say nothing about delivery (out of office, list requests): timeline only.
+# Bounce records that are no failure: out of office and list requests (timeline only), and a
+# SpamNotification (delivered, then filed as spam by the receiving side: not the client's report).
 INFORMATIONAL_BOUNCES: dict[str, str] = {
+    "SpamNotification": "spam_filtered",
     "Unsubscribe": "unsubscribe",
     "Subscribe": "group_resubscribe",
     "AutoResponder": "unknown",
@@ -135,6 +144,7 @@ class PostmarkProvider(EmailProvider):
     max_batch = MAX_BATCH
     credentials_hint = "POSTMARK_SERVER_TOKEN (the server's API token, not an account token)"
     records_hint = "the Messages API (it keeps 45 days by default) and the webhook's Basic credentials"
+    records_cost = RecordsCost(RECORDS_REQUESTS_PER_MINUTE, emails_per_lookup=1, documented=False)
 
     def __init__(
         self,
@@ -196,36 +206,52 @@ class PostmarkProvider(EmailProvider):
         return self._failed_send(response, message.to_address)
 
     def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
-        """POST up to 500 messages to /email/batch; results are Postmark's, matched by position."""
+        """POST the messages to /email/batch, up to 500 a request; results are Postmark's, matched by
+        position.
+
+        The first request carries one message: when Postmark is failing (an outage, a refused token,
+        a rate limit), one message meets it and only that one is in doubt, not a batch of 500. After
+        a request that did not go through, no further one is made: the rest come back not_sent (to
+        be tried again after FAILED_REQUEST_WAIT), or with the 429's or the 401's outcome.
+        """
         results: list[SendResult] = []
-        for start in range(0, len(messages), MAX_BATCH):
-            results.extend(self._send_chunk(messages[start : start + MAX_BATCH]))
+        size = FIRST_REQUEST
+        while len(results) < len(messages):
+            chunk = messages[len(results) : len(results) + size]
+            answers, failure = self._send_chunk(chunk)
+            results.extend(answers)
+            size = MAX_BATCH
+            if failure is not None and len(results) < len(messages):
+                results.extend([_not_sent_after(failure)] * (len(messages) - len(results)))
         return results
 
-    def _send_chunk(self, messages: list[OutgoingMessage]) -> list[SendResult]:
-        if not messages:
-            return []
+    def _send_chunk(self, messages: list[OutgoingMessage]) -> tuple[list[SendResult], SendResult | None]:
+        """Send one request; return one result per message and, when the request as a whole did not
+        go through (no answer, 5xx, 429, 401), that result."""
         try:
             response = self._client.post("/email/batch", json=[self.message_body(m) for m in messages])
         except httpx.RequestError as error:
             doubt = SendResult("in_doubt", error=f"no answer from Postmark ({type(error).__name__}: {error})")
-            return [doubt] * len(messages)
+            return [doubt] * len(messages), doubt
         if response.status_code != 200:
             # The whole batch was refused (bad token, over the limits, rate limit, outage).
-            return [self._failed_send(response, None)] * len(messages)
+            refused = self._failed_send(response, None)
+            failed = refused.outcome in ("in_doubt", "unavailable", "rate_limited", "unauthorized")
+            return [refused] * len(messages), refused if failed else None
         items = _json_or_none(response)
         if not isinstance(items, list) or len(items) != len(messages):
             # Failed items name no recipient: without one result per message, in order, we cannot
             # tell which were taken.
             doubt = SendResult("in_doubt", error="Postmark's batch answer does not match the request")
-            return [doubt] * len(messages)
+            return [doubt] * len(messages), doubt
         lookups = [MAX_INACTIVE_LOOKUPS]
-        return [
+        results = [
             self._item_result(item, message.to_address, lookups)
             if isinstance(item, dict)
             else SendResult("in_doubt", error="Postmark's batch answer has an unreadable item")
             for item, message in zip(items, messages, strict=True)
         ]
+        return results, None
 
     def message_body(self, message: OutgoingMessage) -> dict[str, Any]:
         """Build the Email API request body for one message."""
@@ -354,22 +380,28 @@ class PostmarkProvider(EmailProvider):
                 continue
             found = list(_detail_events(detail, ref))
             # MessageEvents say only "Bounced": the bounce record's Type says whether it was a hard
-            # bounce, a temporary one or a spam complaint.
+            # bounce, a temporary one, a spam complaint or a spam notice (delivered: no failure).
+            waiting: set[int] = set()
             for position, event in enumerate(found):
                 bounce_id = _text(str((event.raw.get("Details") or {}).get("BounceID") or ""))
                 if event.kind != "bounce" or not bounce_id or not bounce_id.isdigit():
                     continue
                 if requests_made >= request_budget:
-                    break
+                    waiting.add(position)
+                    continue
                 requests_made += 1
                 try:
                     record = self._get_json(f"/bounces/{bounce_id}")
-                except _RequestFailed:
-                    continue  # it stays a bounce; the webhook or the next poll says more
+                except _RequestFailed as failure:
+                    if failure.status not in (404, 422):
+                        waiting.add(position)  # no answer yet; "no such bounce" leaves it a bounce
+                    continue
                 if isinstance(record, dict):
                     found[position] = _with_bounce_type(event, record)
-            events[ref.app_message_id] = found
-            covered.add(ref.app_message_id)
+            # A bounce of unknown Type waits for the next poll (the email keeps its turn) or the webhook.
+            events[ref.app_message_id] = [event for i, event in enumerate(found) if i not in waiting]
+            if not waiting:
+                covered.add(ref.app_message_id)
         return PollResult(events=events, requests_made=requests_made, covered=frozenset(covered))
 
     def find_accepted(self, refs: list[SentRef], request_budget: int) -> AcceptedResult:
@@ -517,6 +549,14 @@ class PostmarkProvider(EmailProvider):
         if document is None:
             raise _RequestFailed("Postmark answered with invalid JSON", response.status_code)
         return document
+
+
+def _not_sent_after(failure: SendResult) -> SendResult:
+    """The result of a message left unsent because an earlier request of its batch failed."""
+    error = f"not sent: {failure.error}"
+    if failure.outcome in ("rate_limited", "unauthorized"):
+        return SendResult(failure.outcome, error=error, retry_after=failure.retry_after)
+    return SendResult("not_sent", error=error, retry_after=FAILED_REQUEST_WAIT)
 
 
 def _quoted(name: str) -> str:
@@ -757,16 +797,13 @@ def _bounce_event(record_type: str, item: dict[str, Any], common: dict[str, Any]
         if kind in ("unsubscribe", "group_resubscribe", "unknown"):
             return None  # e.g. the Unsubscribe record without Email or BouncedAt: nothing to place
         raise ValueError(f"the {bounce_type or record_type} record has no readable BouncedAt")
-    details = _text(item.get("Details"))
-    description = _text(item.get("Description"))
-    reason = details or description
-    if kind == "bounce" and bounce_type and reason:
-        reason = f"{reason} ({bounce_type})"
+    # The server's answer, or Postmark's description when the answer is bare ("action: failed").
+    reason = best_text(_text(item.get("Details")), _text(item.get("Description")))
     return ProviderEvent(
         kind,
         occurred_at,
         recipient=_text(item.get("Email")),
-        reason=reason or (bounce_type or None),
+        reason=reason or _text(item.get("Name")) or (bounce_type or None),
         reject_reason=reject_reason,
         **common,
     )

@@ -40,6 +40,7 @@ from webapp.providers.base import (
     PollResult,
     ProviderError,
     ProviderEvent,
+    RecordsCost,
     RejectReason,
     SendResult,
     SentRef,
@@ -135,6 +136,8 @@ class SendGridProvider(EmailProvider):
     credentials_hint = "SENDGRID_API_KEY and its Mail Send permission"
     records_hint = "the Email Activity add-on (API access to the message history) and the event webhook"
     max_batch = SEND_BATCH_SIZE
+    # Email Activity's documented limit is 6 requests a minute; one query asks about 50 of our ids.
+    records_cost = RecordsCost(requests_per_minute=6, emails_per_lookup=FIND_BATCH_SIZE)
 
     def __init__(
         self,

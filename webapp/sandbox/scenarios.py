@@ -7,8 +7,14 @@ A message's events are a pure function of (message, accepted_at, now): an event 
 its time has come, so a test moves an injected clock instead of sleeping.
 
 Step kinds (the same words as statuses.EVENT_KINDS):
-processed, deferred, delivered, bounce, open, click, spamreport, and dropped (the provider would
-not send: the address is on its spam-report list; `reject` says why in our words).
+processed, deferred, delivered, bounce, open, click, spamreport, spam_filtered (the receiving
+server took the email, then filed it as spam: Postmark reports it, SendGrid has no word for it),
+and dropped (the provider would not send: the address is on its spam-report list; `reject` says
+why in our words).
+
+One scenario is the account's, not the message's: `silent` plays an account that accepts and never
+reports. The message is taken (stored, and counted by the fault tests), but the answer to the send
+request is lost (500), and no records answer, list or webhook ever shows it.
 """
 
 from __future__ import annotations
@@ -17,9 +23,19 @@ import random
 import sqlite3
 from dataclasses import dataclass
 
-from webapp.sandbox.store import SimMessage, Store
+from webapp.sandbox.store import UNREPORTED, SimMessage, Store
 
-STEP_KINDS = ("processed", "deferred", "delivered", "bounce", "open", "click", "spamreport", "dropped")
+STEP_KINDS = (
+    "processed",
+    "deferred",
+    "delivered",
+    "bounce",
+    "open",
+    "click",
+    "spamreport",
+    "spam_filtered",
+    "dropped",
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +80,10 @@ SCENARIOS: dict[str, list[tuple[float, Step]]] = {
     "machine-open": [(1, PROCESSED), (3, DELIVERED), (6, Step("open", machine=True))],
     "clicked": [(1, PROCESSED), (3, DELIVERED), (12, Step("open")), (15, Step("click", url=INTAKE_FORM_URL))],
     "spam": [(1, PROCESSED), (3, DELIVERED), (12, Step("open")), (20, Step("spamreport"))],
+    # Opened, then the client's mail server says it filed the email as spam (a late notice).
+    "spam-filtered": [(1, PROCESSED), (3, DELIVERED), (12, Step("open")), (20, Step("spam_filtered"))],
     "stuck": [(1, PROCESSED)],
+    UNREPORTED: [],  # taken, and never a word about it
 }
 RANDOM = "random"
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import sqlalchemy as sa
 
-from webapp import statuses
+from webapp import bounce_reasons, statuses
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, RemovalRequest, SpamListEntry
 from webapp.services.clients import LOG_DAYS, canonical_address
@@ -36,6 +36,7 @@ class AddressHealth:
     reported_at: datetime | None = None
     latest: Email | LogEmail | None = None  # the newest email to the address on file
     failure_reason: str = ""
+    failure_key: str | None = None  # bounce_reasons' key of that reason, when it has one
     # The client's request to come off the list was approved, but the provider lifts the block
     # only when asked (Postmark, for a spam complaint): since when support is asking it.
     provider_lift_pending_since: datetime | None = None
@@ -132,8 +133,11 @@ def address_health(
         elif latest is None:
             health[client.id] = AddressHealth("fine")
         elif latest.status == statuses.FAILED.key:
-            reason = failure_reason(latest, failure_events.get(latest.id, []))
-            health[client.id] = AddressHealth("failure", latest=latest, failure_reason=reason)
+            own = failure_events.get(latest.id, [])
+            health[client.id] = AddressHealth(
+                "failure", latest=latest, failure_reason=failure_reason(latest, own)
+            )
+            health[client.id].failure_key = bounce_reasons.failure_key(own)
         elif is_stuck(latest, now):
             health[client.id] = AddressHealth("stuck", latest=latest)
         elif latest.status == statuses.DEFERRED.key:

@@ -10,14 +10,23 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from webapp import statuses, timezones
+from webapp.bounce_reasons import classify
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, SpamListEntry, UTCDateTime
 from webapp.reject_reasons import reject_reason_text
 
 WINDOW_DAYS = 30
 TOP_REASONS = 5
-# Statuses that mean the receiving server took the email.
-DELIVERED_OR_LATER = (statuses.DELIVERED.key, statuses.OPEN.key, statuses.CLICKED.key)
+# Statuses that mean the client's mail server took the email (a spam report comes from the
+# client's own mailbox, so it arrived); and the events that prove it of an email that failed later.
+ACCEPTED_STATUSES = (
+    statuses.DELIVERED.key,
+    statuses.OPEN.key,
+    statuses.CLICKED.key,
+    statuses.SPAM_REPORT.key,
+)
+ACCEPTED_KINDS = ("delivered", "open", "click", "spam_filtered", "spamreport")
+ACCEPTED_LABEL = "Accepted by the client's mail server"
 FAILURE_KINDS = ("bounce", "dropped", "rejected", "expired")
 
 
@@ -26,6 +35,8 @@ class Period:
     """Totals of one 30-day period."""
 
     counts: Counter = field(default_factory=Counter)
+    # Failed emails the client's mail server had accepted first (a late bounce after delivery).
+    failed_after_acceptance: int = 0
 
     @property
     def total(self) -> int:
@@ -35,6 +46,17 @@ class Period:
     def share(self, keys: tuple[str, ...]) -> float | None:
         """Return the share of emails in these statuses, in percent (None without emails)."""
         return 100 * sum(self.counts[key] for key in keys) / self.total if self.total else None
+
+    @property
+    def accepted(self) -> float | None:
+        """The share of emails the client's mail server accepted, whatever became of them after."""
+        if not self.total:
+            return None
+        return (
+            100
+            * (sum(self.counts[key] for key in ACCEPTED_STATUSES) + self.failed_after_acceptance)
+            / self.total
+        )
 
 
 @dataclass
@@ -79,13 +101,7 @@ class Overview:
         """Compare the last 30 days with the 30 before."""
         return [
             Change("Emails sent", self.current.total, self.previous.total, "", "none"),
-            Change(
-                "Reached the inbox server",
-                self.current.share(DELIVERED_OR_LATER),
-                self.previous.share(DELIVERED_OR_LATER),
-                "%",
-                "up",
-            ),
+            Change(ACCEPTED_LABEL, self.current.accepted, self.previous.accepted, "%", "up"),
             Change(
                 "Failed",
                 self.current.share((statuses.FAILED.key,)),
@@ -125,6 +141,9 @@ def overview(clinic_id: int, now: datetime, zone: str = "UTC") -> Overview:
             current.counts[status] += count
         else:
             previous.counts[status] += count
+    current.failed_after_acceptance, previous.failed_after_acceptance = failed_after_acceptance(
+        clinic_id, previous_start, start, now
+    )
     return Overview(
         days=days,
         daily=daily,
@@ -152,6 +171,28 @@ def daily_counts(
         .group_by(day, Email.status)
     ).all()
     return [(first + timedelta(days=index), status, count) for index, status, count in rows if index < days]
+
+
+def failed_after_acceptance(
+    clinic_id: int, since: datetime, split: datetime, until: datetime
+) -> tuple[int, int]:
+    """Count failed emails that the client's mail server had accepted first (delivered, opened,
+    clicked, filed as spam or reported as spam, then bounced): created from `split`, and before."""
+    accepted = sa.exists().where(EmailEvent.email_id == Email.id, EmailEvent.kind.in_(ACCEPTED_KINDS))
+    recent = Email.created_at >= split
+    rows = db.session.execute(
+        sa.select(recent.label("recent"), sa.func.count())
+        .where(
+            Email.clinic_id == clinic_id,
+            Email.created_at >= since,
+            Email.created_at <= until,
+            Email.status == statuses.FAILED.key,
+            accepted,
+        )
+        .group_by(recent)
+    ).all()
+    counts = {bool(is_recent): count for is_recent, count in rows}
+    return counts.get(True, 0), counts.get(False, 0)
 
 
 def _day_index(column: sa.ColumnElement, starts: list[datetime]) -> sa.ColumnElement:
@@ -199,10 +240,9 @@ def plain_failure(kind: str, reason: str | None, reject_reason: str | None = Non
         return "The receiving server kept deferring it for 72 hours"
     if kind == "rejected":
         return "The email provider refused to send it"
-    if any(marker in text for marker in ("5.1.1", "does not exist", "user unknown", "no such user")):
-        return "The address does not exist"
-    if "mailbox full" in text or "5.2.2" in text or "quota" in text:
-        return "The client's mailbox is full"
+    plain = classify(reason, reject_reason)  # the words the log row uses
+    if plain is not None:
+        return plain.words[0].upper() + plain.words[1:]
     if "spam" in text or "blocked" in text or "5.7." in text:
         return "The receiving server blocked it as unwanted mail"
     return "The receiving server refused it"

@@ -14,6 +14,7 @@ from webapp import statuses, timezones
 from webapp.extensions import db
 from webapp.models import MESSAGE_KINDS, Email, User
 from webapp.services.clients import LOG_DAYS
+from webapp.services.filed_as_spam import filed_as_spam
 from webapp.services.next_steps import is_stuck, support_now
 from webapp.services.timelines import (
     LateChange,
@@ -88,13 +89,16 @@ class LogRow:
     stuck: bool
     late_change: LateChange | None
     failure: str
+    # When the client's mail server said it filed this delivered email as spam (Postmark).
+    filed_as_spam_at: datetime | None = None
     resent: Email | None = None  # the newer email that resent this one
     # A later email with the same kind and subject that reached the client: nothing to resend.
     superseded_by: Email | None = None
     # The provider's answer was lost: we are asking its records whether it took the email.
-    in_doubt: bool = False
     support_now: bool = False  # stuck, and sent over an hour ago: the clinic contacts support now
     resend_to: str = ""  # failed at an address since corrected: the address on file to resend to
+    # Our handover is unsettled (the answer was lost, or the provider never reports): what the row says.
+    handover: statuses.HandoverNote | None = None
     changed_ago: str = ""  # how long ago its status changed, as the row shows it
     zone: tzinfo = UTC  # the clinic's time zone, in which the row shows its times
     # Rendered with the row only when the browser has it open; otherwise fetched when opened.
@@ -158,6 +162,9 @@ def email_log(
     events = events_of([email.id for email in emails if email.status in ending], ROW_EVENT_KINDS)
     zone = timezones.zone(tz)
     rows = [_log_row(email, events.get(email.id, []), now, zone) for email in emails]
+    filtered = filed_as_spam([email.id for email in emails if email.status in REACHED])
+    for row in rows:
+        row.filed_as_spam_at = filtered.get(row.email.id)
     wanted = set(sorted(open_ids)[:MAX_OPEN_TIMELINES])
     opened = [row for row in rows if row.email.id in wanted]
     # Whether an email was resent shows on a failed row, and in an open timeline.
@@ -173,7 +180,8 @@ def email_log(
     for row in rows:
         # A row without notices or timeline shows only its email's columns and how long ago its
         # status changed (and the viewer's time zone, which the template adds to the key).
-        if not (row.in_doubt or row.stuck or row.late_change or row.failure or row.timeline):
+        notices = row.handover or row.stuck or row.late_change or row.failure or row.filed_as_spam_at
+        if not (notices or row.timeline):
             row.cache_key = (row.email.key, row.changed_ago)
     return rows
 
@@ -240,7 +248,7 @@ def _log_row(email: LogEmail, events: list[Any], now: datetime, zone: tzinfo) ->
         support_now=support_now(email, now),
         late_change=late_change_sentence(build_timeline(events)) if events else None,
         failure=failure_reason(email, events) if status == statuses.FAILED else "",
-        in_doubt=email.send_state == "in_doubt",
+        handover=statuses.handover_note(email.send_state),
         changed_ago=timezones.ago(email.status_changed_at, now),
         zone=zone,
     )

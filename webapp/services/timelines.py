@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from webapp import statuses, timezones
+from webapp import bounce_reasons, statuses, timezones
 from webapp.extensions import db
 from webapp.models import Email, EmailEvent
 from webapp.reject_reasons import normalised, reject_reason_text
@@ -33,19 +33,8 @@ def failure_reason(email: Email | LogEmail, events: Sequence[Any] | None = None)
         if event.kind == "dropped":
             return reject_reason_text(event.reject_reason, event.reason)
         if event.kind in ("bounce", "rejected", "expired"):
-            return plain_bounce_reason(event.reason)
+            return bounce_reasons.failure_words(event.reason, event.reject_reason)
     return email.send_error or "the receiving email provider would not deliver it"
-
-
-def plain_bounce_reason(reason: str | None) -> str:
-    """Explain a bounce in plain words, keeping the server's own text for support."""
-    text = (reason or "").strip()
-    lowered = text.lower()
-    if any(marker in lowered for marker in ("5.1.1", "does not exist", "user unknown", "no such user")):
-        return f"the address does not exist at the receiving provider ({text})"
-    if "mailbox full" in lowered or "5.2.2" in lowered:
-        return f"the client's mailbox is full ({text})"
-    return text or "the receiving email provider refused it"
 
 
 @dataclass(slots=True)
@@ -201,13 +190,17 @@ def build_timeline(events: Sequence[Any]) -> list[TimelineEntry]:
         entry = TimelineEntry(event.occurred_at, kind, labels.get(kind, kind))
         if kind == "deferred":
             attempt = f"attempt {event.attempt}" if event.attempt else ""
-            entry.detail = "; ".join(part for part in (attempt, event.reason or "") if part)
+            said = bounce_reasons.timeline_words(event.reason) if event.reason else ""
+            entry.detail = "; ".join(part for part in (attempt, said) if part)
         elif kind == "dropped":
             entry.detail = reject_reason_text(event.reject_reason, event.reason)
-        elif kind in ("bounce", "rejected", "expired"):
-            entry.detail = plain_bounce_reason(event.reason) if kind == "bounce" else (event.reason or "")
-        elif kind == "delivered":
-            entry.detail = (event.raw or {}).get("response", "")
+        elif kind == "bounce":
+            entry.detail = bounce_reasons.timeline_words(event.reason, event.reject_reason)
+        elif kind in ("rejected", "expired"):
+            entry.detail = event.reason or ""
+        elif kind in ("delivered", "spam_filtered"):
+            # The receiving server's answer: SendGrid's webhook `response`, Postmark's `Details`.
+            entry.detail = bounce_reasons.answer(event.reason or (event.raw or {}).get("response"))
         elif kind == "open" and event.machine:
             entry.tags.append("machine open")
         elif kind == "click":

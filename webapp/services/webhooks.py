@@ -241,7 +241,7 @@ def _apply_to_owners(
                 # Keyed on our id like every other copy of this event (polled, or with custom args).
                 owned[row.id].append(dataclasses.replace(event, app_message_id=row.app_message_id))
     for email_id, chunk in owned.items():
-        if rows[email_id].send_state in ("claimed", "in_doubt", "queued"):
+        if rows[email_id].send_state in ("claimed", "in_doubt", "queued", "held"):
             email = db.session.get(Email, email_id)
             if email is not None:
                 _accepted_on_evidence(email, chunk)

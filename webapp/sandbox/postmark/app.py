@@ -45,7 +45,7 @@ INACTIVE_TEXT = (
     "or a manual suppression. "
 )
 
-# Neutral steps -> Messages API MessageEvents Types (a spam complaint shows as a bounce record).
+# Neutral steps -> Messages API MessageEvents Types (spam complaints and notices show as bounces).
 MESSAGE_EVENT_TYPES: dict[str, str] = {
     "delivered": "Delivered",
     "deferred": "Transient",
@@ -53,11 +53,7 @@ MESSAGE_EVENT_TYPES: dict[str, str] = {
     "click": "LinkClicked",
     "bounce": "Bounced",
     "spamreport": "Bounced",
-}
-BOUNCE_TYPES: dict[str, tuple[str, int, str]] = {
-    "deferred": ("Transient", 2, "Message delayed"),
-    "bounce": ("HardBounce", 1, "Hard bounce"),
-    "spamreport": ("SpamComplaint", 100001, "Spam complaint"),
+    "spam_filtered": "Bounced",
 }
 
 URLS = Map(
@@ -273,10 +269,10 @@ class PostmarkSandbox(Simulator):
         for message in self.store.messages_where("1 = 1", []):
             for event in self.visible(message, now):
                 if (
-                    event.step.event in BOUNCE_TYPES
+                    event.step.event in webhooks.BOUNCE_TYPES
                     and webhooks.bounce_id(message.msg_id, event.index) == bounce_id
                 ):
-                    return _json(200, _bounce_record(message, event))
+                    return _json(200, webhooks.bounce_record(message, event, webhooks.API_TYPE_CODES))
         return _error(422, ERROR_BOUNCE_NOT_FOUND, "This bounce was not found.")
 
     # Suppressions
@@ -400,7 +396,7 @@ def _message_event(message: SimMessage, event: Visible) -> dict[str, Any]:
         }
     elif kind == "Bounced":
         details = {
-            "Summary": BOUNCE_TYPES[step.event][2],
+            "Summary": webhooks.BOUNCE_TYPES[step.event][1],
             "BounceID": str(webhooks.bounce_id(message.msg_id, event.index)),
         }
     elif kind == "Opened":
@@ -416,30 +412,6 @@ def _message_event(message: SimMessage, event: Visible) -> dict[str, Any]:
         "Type": kind,
         "ReceivedAt": webhooks.timestamp(event.at, event.index),
         "Details": details,
-    }
-
-
-def _bounce_record(message: SimMessage, event: Visible) -> dict[str, Any]:
-    """A bounce as GET /bounces/{id} returns it."""
-    bounce_type, code, name = BOUNCE_TYPES[event.step.event]
-    return {
-        "ID": webhooks.bounce_id(message.msg_id, event.index),
-        "Type": bounce_type,
-        "TypeCode": code,
-        "Name": name,
-        "Tag": message.categories[0] if message.categories else "",
-        "MessageID": message.msg_id,
-        "ServerID": webhooks.SERVER_ID,
-        "MessageStream": "outbound",
-        "Description": name,
-        "Details": f"smtp;{event.step.reason}" if event.step.reason else "",
-        "Email": message.to_email,
-        "From": message.from_email,
-        "BouncedAt": webhooks.timestamp(event.at, event.index),
-        "DumpAvailable": False,
-        "Inactive": event.step.event != "deferred",
-        "CanActivate": event.step.event != "spamreport",
-        "Subject": message.subject,
     }
 
 

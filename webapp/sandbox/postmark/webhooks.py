@@ -2,7 +2,8 @@
 credentials Postmark sends from the webhook URL (it signs nothing).
 
 Postmark posts nothing for "processed" (acceptance is the signal), and follows a hard bounce or a
-spam complaint with a SubscriptionChange record.
+spam complaint with a SubscriptionChange record. A SpamNotification (the receiving server took the
+email, then filed it as spam) suppresses nothing, so none follows it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,33 @@ CREDENTIALS = "webhook_basic_auth"  # its meta key in the state file: "username:
 USERNAME = "postmark-sandbox"
 # Postmark's examples come with a US Eastern offset and 7 fractional digits.
 EASTERN = timezone(timedelta(hours=-5))
+
+# Neutral steps -> bounce records: Type, Name, and Description (Postmark's bounce-type table).
+BOUNCE_TYPES: dict[str, tuple[str, str, str]] = {
+    "deferred": (
+        "Transient",
+        "Message delayed",
+        "The server could not temporarily deliver your message (ex: Message is delayed due to network "
+        "troubles).",
+    ),
+    "bounce": (
+        "HardBounce",
+        "Hard bounce",
+        "The server was unable to deliver your message (ex: unknown user, mailbox not found).",
+    ),
+    "spamreport": ("SpamComplaint", "Spam complaint", "The subscriber explicitly marked this email as spam."),
+    "spam_filtered": (
+        "SpamNotification",
+        "Spam notification",
+        "The message was delivered, but was either blocked by the user, or classified as spam, bulk mail, "
+        "or had rejected content.",
+    ),
+}
+# The webhook example gives SpamComplaint TypeCode 512; the Bounce API's type table, 100001.
+WEBHOOK_TYPE_CODES = {"Transient": 2, "HardBounce": 1, "SpamComplaint": 512, "SpamNotification": 512}
+API_TYPE_CODES = {**WEBHOOK_TYPE_CODES, "SpamComplaint": 100001}
+# A receiving server's bare notice: no reason given, so Postmark's Description says what happened.
+BARE_DETAILS = "action: failed"
 
 
 def credentials(store: Store) -> tuple[str, str]:
@@ -93,31 +121,14 @@ def event_records(message: SimMessage, event: Visible) -> list[dict[str, Any]]:
                 "Details": "smtp;250 2.0.0 OK",
             }
         ]
-    if step.event in ("deferred", "bounce", "spamreport"):
-        kind = {
-            "deferred": ("Transient", 2, "Message delayed"),
-            "bounce": ("HardBounce", 1, "Hard bounce"),
-            "spamreport": ("SpamComplaint", 512, "Spam complaint"),
-        }[step.event]
+    if step.event in BOUNCE_TYPES:
         record = {
             "RecordType": "SpamComplaint" if step.event == "spamreport" else "Bounce",
             **common,
-            "ID": bounce_id(message.msg_id, event.index),
-            "Type": kind[0],
-            "TypeCode": kind[1],
-            "Name": kind[2],
-            "Description": kind[2],
-            "Details": f"smtp;{step.reason}" if step.reason else "",
-            "Email": message.to_email,
-            "From": message.from_email,
-            "BouncedAt": at,
-            "DumpAvailable": False,
-            "Inactive": step.event != "deferred",
-            "CanActivate": step.event != "spamreport",
-            "Subject": message.subject,
+            **bounce_record(message, event, WEBHOOK_TYPE_CODES),
         }
-        if step.event == "deferred":
-            return [record]
+        if not record["Inactive"]:
+            return [record]  # nothing suppressed: no SubscriptionChange
         change = {
             "RecordType": "SubscriptionChange",
             **common,
@@ -147,3 +158,30 @@ def event_records(message: SimMessage, event: Visible) -> list[dict[str, Any]]:
             record.update(ClickLocation="Text", OriginalLink=step.url)
         return [record]
     return []  # processed (and dropped, which Postmark refuses at send time instead)
+
+
+def bounce_record(message: SimMessage, event: Visible, type_codes: dict[str, int]) -> dict[str, Any]:
+    """A bounce as Postmark records it (the webhook adds RecordType and Metadata)."""
+    step = event.step
+    bounce_type, name, description = BOUNCE_TYPES[step.event]
+    details = f"smtp;{step.reason}" if step.reason else ""
+    return {
+        "ID": bounce_id(message.msg_id, event.index),
+        "Type": bounce_type,
+        "TypeCode": type_codes[bounce_type],
+        "Name": name,
+        "Tag": message.categories[0] if message.categories else "",
+        "MessageID": message.msg_id,
+        "ServerID": SERVER_ID,
+        "MessageStream": "outbound",
+        "Description": description,
+        "Details": BARE_DETAILS if step.event == "spam_filtered" else details,
+        "Email": message.to_email,
+        "From": message.from_email,
+        "BouncedAt": timestamp(event.at, event.index),
+        "DumpAvailable": False,
+        # Only a hard bounce and a spam complaint make Postmark suppress the address.
+        "Inactive": step.event in ("bounce", "spamreport"),
+        "CanActivate": step.event != "spamreport",
+        "Subject": message.subject,
+    }

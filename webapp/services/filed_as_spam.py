@@ -1,0 +1,30 @@
+"""Emails the client's mail server took and then filed as spam (Postmark's SpamNotification bounce).
+
+Such an email did arrive, so it keeps its status (statuses.py counts the event as Delivered at most);
+the log row, the help panel and the timeline say what happened and what the client can do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from webapp.extensions import db
+from webapp.models import EmailEvent
+
+KIND = "spam_filtered"
+
+
+def filed_as_spam(email_ids: Iterable[int]) -> dict[int, datetime]:
+    """Return, for each of these emails the receiving server filed as spam, when it first said so."""
+    ids = sorted(set(email_ids))
+    if not ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(EmailEvent.email_id, sa.func.min(EmailEvent.occurred_at))
+        .where(EmailEvent.email_id.in_(ids), EmailEvent.kind == KIND)
+        .group_by(EmailEvent.email_id)
+    ).all()
+    return {email_id: at for email_id, at in rows}
