@@ -11,7 +11,6 @@ Postmark differs from SendGrid where it matters to us:
 from __future__ import annotations
 
 import hmac
-import json
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,6 +21,7 @@ from urllib.parse import quote
 import httpx
 from werkzeug.datastructures import Authorization
 
+from webapp.providers import intake_text
 from webapp.providers.base import (
     AcceptedResult,
     EmailProvider,
@@ -520,7 +520,7 @@ def _quoted(name: str) -> str:
 
 def _json_or_none(response: httpx.Response) -> Any:
     try:
-        return response.json()
+        return intake_text.loads(response.content)
     except ValueError:
         return None
 
@@ -535,7 +535,7 @@ def _error_text(response: httpx.Response) -> str:
     document = _json_or_none(response)
     if isinstance(document, dict) and (document.get("Message") or document.get("ErrorCode") is not None):
         return _postmark_error(document.get("ErrorCode"), _text(document.get("Message")) or "")
-    return f"HTTP {response.status_code}: {response.text[:500]}".strip()
+    return intake_text.storable(f"HTTP {response.status_code}: {response.text[:500]}".strip())
 
 
 def _retry_after(response: httpx.Response) -> float:
@@ -673,9 +673,8 @@ def parse_webhook_event(body: bytes) -> list[ProviderEvent]:
     if len(body) > MAX_WEBHOOK_BYTES:
         raise ValueError("the webhook body is too large")
     try:
-        item = json.loads(body)
-    except RecursionError:
-        raise ValueError("the webhook body nests too deeply") from None
+        # What a database would refuse (a NUL, a lone surrogate) comes back as U+FFFD.
+        item = intake_text.loads(body)
     except ValueError as error:
         raise ValueError(f"the webhook body is not JSON: {error}") from None
     if not isinstance(item, dict):

@@ -402,6 +402,7 @@ class LogEmail:
     kind: str
     status: str
     status_changed_at: datetime
+    status_received_at: datetime | None  # our clock (Email.status_known_at)
     created_at: datetime
     send_state: str
     send_error: str | None
@@ -421,6 +422,7 @@ class LogEmail:
         Email.kind,
         Email.status,
         Email.status_changed_at,
+        Email.status_received_at,
         Email.created_at,
         Email.send_state,
         Email.send_error,
@@ -708,16 +710,17 @@ def resent_ids(clinic_id: int, email_ids: list[int]) -> set[int]:
 
 
 def is_stuck(email: Email | LogEmail, now: datetime) -> bool:
-    """Return whether the email has sat in Sending or Processed for over ten minutes."""
+    """Return whether the email has sat in Sending or Processed for over ten minutes (our clock)."""
     return email.status in (statuses.SENDING.key, statuses.PROCESSED.key) and (
-        now - email.status_changed_at
+        now - (email.status_received_at or email.status_changed_at)
     ) > timedelta(seconds=statuses.STUCK_AFTER_SECONDS)
 
 
 def stuck_deadline(rows: list[LogRow]) -> datetime | None:
     """Return when the first row not yet stuck would become stuck, if any could."""
     deadlines = [
-        row.email.status_changed_at + timedelta(seconds=statuses.STUCK_AFTER_SECONDS)
+        (row.email.status_received_at or row.email.status_changed_at)
+        + timedelta(seconds=statuses.STUCK_AFTER_SECONDS)
         for row in rows
         if not row.stuck and row.status in (statuses.SENDING, statuses.PROCESSED)
     ]
