@@ -47,8 +47,10 @@ DEFAULTS: dict[str, Any] = {
     "SUPPORT_ADDRESS": "support@clinicmail.example",
     "MAIL_FROM_ADDRESS": "no-reply@clinicmail.example",
     "MAIL_FROM_NAME": "",  # empty: the clinic's name
-    # Event webhook: how old a signed timestamp may be, and the largest body we read.
-    "WEBHOOK_TOLERANCE_SECONDS": 600,
+    # Event webhook: how far a signed timestamp may be from our clock (either way: a provider's
+    # clock, or ours, may be hours off; a copy is recognised as a replay for as long), and the
+    # largest body we read.
+    "WEBHOOK_TOLERANCE_SECONDS": 3 * 3600,
     "WEBHOOK_MAX_BYTES": 5 * 1024 * 1024,
     # Email Activity API budget shared by all workers (SendGrid allows only a few a minute).
     "ACTIVITY_REQUESTS_PER_MINUTE": 6,

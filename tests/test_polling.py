@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -51,7 +52,42 @@ def test_all_workers_share_one_budget_per_minute(app, world, app_clock):
     polling.poll_due()  # a second worker in the same minute finds the budget spent
     used = sandbox.requests_seen("/v3/messages") - before
     assert used == 3
-    assert int(app.extensions["redis"].get(f"{polling.BUDGET_KEY}:{int(app_clock.now // 60)}")) == 3
+    assert polling.budget_used() == 3
+
+
+def test_the_budget_is_a_sliding_window_not_a_calendar_minute(app, app_clock):
+    """Requests taken at the end of one calendar minute still count at the start of the next: no
+    60 seconds, wherever they start, hold more than the limit (a per-minute counter let 12 through
+    in one 60 s window for a limit of 6). Requests given back free their room at once."""
+    app.config["ACTIVITY_REQUESTS_PER_MINUTE"] = 6
+    turn = 1_767_348_000.0  # a calendar minute begins
+    app_clock.now = turn - 5
+    assert polling.take_budget(6) == 6
+    app_clock.now = turn + 1
+    assert polling.take_budget(6) == 0  # a new calendar minute, the same 60 s
+    app_clock.now = turn - 5 + 60
+    assert polling.take_budget(1) == 0  # exactly 60 s later: still inside
+    app_clock.advance(0.5)
+    assert polling.take_budget(6) == 6
+    polling.give_back_budget(4)  # only two were made
+    assert polling.budget_used() == 2 and polling.take_budget(6) == 4
+
+    # Five minutes of workers asking every 2.5 s and giving back what they did not use.
+    rng = random.Random(20)
+    made: list[tuple[float, int]] = []
+    app_clock.advance(60)
+    for _ in range(120):
+        granted = polling.take_budget(rng.randint(1, 4))
+        unused = rng.randint(0, granted)
+        polling.give_back_budget(unused)
+        made.append((app_clock.now, granted - unused))
+        app_clock.advance(2.5)
+    busiest = max(sum(count for at, count in made if start <= at <= start + 60) for start, _ in made)
+    print(
+        f"\n[budget] sliding window: {sum(c for _, c in made)} requests in 300 s, busiest 60 s held {busiest}"
+    )
+    assert busiest <= 6
+    assert sum(count for _, count in made) >= 15  # and used: half the most 300 s could hold
 
 
 def test_a_429_stops_every_worker_until_the_reset(app, world, app_clock):

@@ -245,11 +245,15 @@ def scheduler() -> None:
             self.stop_asked = True
             super()._request_stop(signum, frame)
 
+    from jobs.cron import forget_dead_schedulers, resume_schedule
+
     redis = current_app.extensions["redis"]
     cron = AppCron(connection=redis)
     cron.load_config_from_file("jobs.cron")
     while not cron.stop_asked:
         try:
+            forget_dead_schedulers(redis)
+            resume_schedule(cron)  # a restart carries on the schedule: no burst of every job
             cron.start()
         except StopRequested:
             return

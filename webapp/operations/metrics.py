@@ -58,7 +58,9 @@ class SnapshotCollector(Collector):
         )
         if snap.budget_used is not None:
             yield _gauge(
-                "clinicmail_activity_budget_used", "Activity API requests used this minute", snap.budget_used
+                "clinicmail_activity_budget_used",
+                "Activity API requests used in the last 60 seconds",
+                snap.budget_used,
             )
         yield _gauge(
             "clinicmail_activity_budget_limit", "Activity API requests allowed per minute", snap.budget_limit

@@ -409,21 +409,28 @@ class SendGridProvider(EmailProvider):
     # Event webhook
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes, now: float) -> WebhookVerdict:
-        """Check the ECDSA signature; a copy is a replay while its timestamp is within the tolerance."""
+        """Check the ECDSA signature; a copy is a replay while its timestamp is within the tolerance.
+
+        A correctly signed request says how far the clocks differ (skew_seconds), also when that is
+        beyond the tolerance and the request is refused, so an operator can be told why.
+        """
         timestamp = headers.get(TIMESTAMP_HEADER, "")
-        authentic = verify_signature(
-            self._webhook_public_key,
-            headers.get(SIGNATURE_HEADER),
-            timestamp,
-            body,
-            tolerance_seconds=self._webhook_tolerance,
-            now=now,
-        )
+        signature = headers.get(SIGNATURE_HEADER)
+        key, tolerance = self._webhook_public_key, self._webhook_tolerance
+        authentic = verify_signature(key, signature, timestamp, body, tolerance_seconds=tolerance, now=now)
         if not authentic:
-            return WebhookVerdict(False)
+            # Signed correctly, but at a time too far from ours? (The signature checked as if now.)
+            signed = _DIGITS.fullmatch(timestamp or "") and verify_signature(
+                key, signature, timestamp, body, tolerance_seconds=0, now=int(timestamp)
+            )
+            return WebhookVerdict(False, skew_seconds=now - int(timestamp) if signed else None)
         # Keyed on what was signed, not on the signature: an ECDSA signature has a twin, (r, n - s).
+        # Remembered until the timestamp leaves the window, so a copy is a replay for as long as it
+        # would be accepted, however wide the tolerance.
         replay_key = hashlib.sha256(timestamp.encode() + b"." + body).hexdigest()
-        return WebhookVerdict(True, replay_key, int(timestamp) + self._webhook_tolerance - now)
+        return WebhookVerdict(
+            True, replay_key, int(timestamp) + tolerance - now, skew_seconds=now - int(timestamp)
+        )
 
     def parse_webhook(self, body: bytes) -> list[ProviderEvent]:
         """Parse a JSON array of SendGrid events; ValueError when it is malformed."""

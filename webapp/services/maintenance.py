@@ -15,7 +15,7 @@ from webapp.models import Email, EmailEvent, OperatorAlert, RemovalRequest, Spam
 from webapp.providers import get_provider
 from webapp.providers.base import ProviderError, ProviderEvent
 from webapp.queue import enqueue
-from webapp.services import sending, set_aside, webhooks
+from webapp.services import clock_skew, sending, set_aside, webhooks
 from webapp.services.events import add_to_spam_list, apply_events, spam_list_changed
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
             webhooks.APPLY_JOB, "batch", webhooks.unapplied_batches(now - timedelta(seconds=30))
         ),
         "late_batches": lambda: set_aside.alert_late_batches(now),
+        "clock_skew": lambda: clock_skew.alert_if_skewed(now),
         "adopted": lambda: webhooks.adopt_pending_events(now),
         "expired": lambda: expire_old_deferrals(now),
         "forgotten_batches": lambda: webhooks.forget_applied_batches(now),

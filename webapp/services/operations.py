@@ -143,13 +143,12 @@ def _queue_state(now: datetime) -> QueueState:
 
 
 def _activity_budget() -> tuple[int | None, datetime | None]:
-    """Return the activity requests used this minute, and until when the provider holds us back."""
+    """Return the activity requests used in the last 60 seconds, and until when the provider holds
+    us back."""
     try:
-        redis = current_app.extensions["redis"]
-        raw = redis.get(f"{polling.BUDGET_KEY}:{int(clock.timestamp() // 60)}")
+        used = polling.budget_used()
         until = polling.blocked_until(polling.BLOCKED_KEY)
     except RedisError as error:
         log.warning("activity budget unavailable: %s", error)
         return None, None
-    used = max(0, int(raw)) if raw is not None else 0
     return used, datetime.fromtimestamp(until, UTC) if until else None

@@ -20,11 +20,12 @@ from webapp.extensions import db
 from webapp.models import Email, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import EmailProvider, PollRef
+from webapp.services import clock_skew, rate_window
 from webapp.services.events import Target, lock_emails, store_events
 
 log = logging.getLogger(__name__)
 
-BUDGET_KEY = "activity-budget"
+BUDGET_KEY = "activity-budget-window"  # a sorted set: services/rate_window.py
 BLOCKED_KEY = "activity-blocked-until"
 POLL_LOCK_KEY = "activity-poll-lock"
 
@@ -51,19 +52,13 @@ def schedule_next_poll(email: Email, now: datetime) -> None:
 
 
 def take_budget(wanted: int) -> int:
-    """Reserve up to `wanted` activity requests from this minute's shared budget."""
+    """Reserve up to `wanted` activity requests from the shared budget of the last 60 seconds."""
     redis = current_app.extensions["redis"]
     limit = current_app.config["ACTIVITY_REQUESTS_PER_MINUTE"]
     try:
         if blocked_until(BLOCKED_KEY) is not None:
             return 0
-        key = f"{BUDGET_KEY}:{int(clock.timestamp() // 60)}"
-        used = redis.incrby(key, wanted)
-        redis.expire(key, 120)
-        granted = max(0, min(wanted, limit - (used - wanted)))
-        if granted < wanted:
-            redis.decrby(key, wanted - granted)
-        return granted
+        return rate_window.take(redis, BUDGET_KEY, wanted, limit, clock.timestamp())
     except RedisError as error:
         log.warning("activity budget unavailable: %s", error)
         return 0
@@ -71,11 +66,15 @@ def take_budget(wanted: int) -> int:
 
 def give_back_budget(unused: int) -> None:
     """Return reserved requests that were not made."""
-    if unused > 0:
-        try:
-            current_app.extensions["redis"].decrby(f"{BUDGET_KEY}:{int(clock.timestamp() // 60)}", unused)
-        except RedisError as error:
-            log.warning("could not give back activity budget: %s", error)
+    try:
+        rate_window.give_back(current_app.extensions["redis"], BUDGET_KEY, unused, clock.timestamp())
+    except RedisError as error:
+        log.warning("could not give back activity budget: %s", error)
+
+
+def budget_used() -> int:
+    """Return how many activity requests the last 60 seconds hold (RedisError if Redis is away)."""
+    return rate_window.used(current_app.extensions["redis"], BUDGET_KEY, clock.timestamp())
 
 
 def block(key: str, seconds: float) -> None:
@@ -146,6 +145,7 @@ def _poll_batch(provider: EmailProvider, now: datetime) -> int:
         for email in emails
         if (events := result.events.get(email.app_message_id))
     }
+    clock_skew.note_event_times(event for _, events in batch.values() for event in events)
     lock_emails(batch)
     changed = len(store_events(batch, source="poll"))
     for email in emails:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import current_app
 from redis.exceptions import RedisError
 
@@ -19,7 +20,7 @@ from webapp.extensions import db
 from webapp.models import Email, PendingEvent, WebhookBatch, utcnow
 from webapp.providers import webhook_parser
 from webapp.providers.base import ProviderEvent
-from webapp.services import set_aside
+from webapp.services import clock_skew, set_aside
 from webapp.services.events import Target, among, chunks, keep_for_later, store_events
 from webapp.services.polling import schedule_next_poll
 
@@ -69,7 +70,10 @@ def store_batch(provider: str, body: bytes) -> WebhookBatch:
     """Keep a verified webhook body until a job applies it; provider names its wire format."""
     batch = WebhookBatch(provider=provider, body=body, received_at=utcnow())
     db.session.add(batch)
+    db.session.flush()
+    batch_id = batch.id
     db.session.commit()
+    so.attributes.set_committed_value(batch, "id", batch_id)  # no query after the commit: it may fail
     return batch
 
 
@@ -214,6 +218,7 @@ def _apply_to_owners(
     events left for later (skip_held: the emails another transaction holds locked, left without
     waiting; only when every event carries our id). The caller commits.
     """
+    clock_skew.note_event_times(events)
     by_app_id: dict[str, list[ProviderEvent]] = defaultdict(list)
     by_provider_id: dict[str, list[ProviderEvent]] = defaultdict(list)
     unknown: list[ProviderEvent] = []
