@@ -59,6 +59,9 @@ DEFAULTS: dict[str, Any] = {
     "SANDBOX_STATE_PATH": None,  # default: instance/sandbox.sqlite3
     "SANDBOX_WEBHOOK_URL": "",
     "SANDBOX_SPEED": 1.0,  # tests speed the simulated deliveries up
+    # Seconds the sandbox provider's clock runs ahead of ours (negative: behind), to play a skewed
+    # provider clock: its event times and signed webhook times are off by as much.
+    "SANDBOX_CLOCK_SKEW_SECONDS": 0,
     # Which provider the sandbox plays: its API and webhooks in that provider's wire format.
     "SANDBOX_WIRE_FORMAT": "sendgrid",
     # How often an open email log refreshes itself, in seconds: fast while a row is in flight,
@@ -127,6 +130,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 INT_SETTINGS = {
+    "SANDBOX_CLOCK_SKEW_SECONDS",
     "WEBHOOK_TOLERANCE_SECONDS",
     "WEBHOOK_MAX_BYTES",
     "ACTIVITY_REQUESTS_PER_MINUTE",
