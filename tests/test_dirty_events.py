@@ -12,9 +12,9 @@ import sqlalchemy as sa
 
 from tests.conftest import run_jobs
 from tests.helpers import public_key_b64, sign
+from webapp import intake_text
 from webapp.extensions import db
 from webapp.models import Email, EmailEvent, OperatorAlert, PendingEvent, WebhookBatch, utcnow
-from webapp.providers import intake_text
 from webapp.providers.postmark import parse_webhook_event
 from webapp.providers.sendgrid import check_webhook_body, parse_webhook_events
 from webapp.services import clock_skew, events, maintenance, sending, set_aside, webhooks

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 from werkzeug.datastructures import Authorization
 
-from webapp.providers import intake_text
+from webapp import intake_text
 from webapp.providers.base import (
     AcceptedResult,
     EmailProvider,

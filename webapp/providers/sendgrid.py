@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from webapp import clock as app_clock
-from webapp.providers import intake_text
+from webapp import intake_text
 from webapp.providers.base import (
     AcceptedResult,
     EmailProvider,

@@ -21,9 +21,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp import statuses
 from webapp.extensions import db
+from webapp.intake_text import storable_json
 from webapp.models import Client, Email, EmailEvent, PendingEvent, SpamListEntry, UTCDateTime, utcnow
 from webapp.providers.base import ProviderEvent
-from webapp.providers.intake_text import storable_json
 from webapp.services import changes
 
 log = logging.getLogger(__name__)

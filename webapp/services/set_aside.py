@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from webapp.extensions import db
+from webapp.intake_text import storable
 from webapp.models import Email, OperatorAlert, WebhookBatch, utcnow
 from webapp.providers.base import ProviderEvent
-from webapp.providers.intake_text import storable
 from webapp.services.sending import alert_operators
 
 log = logging.getLogger(__name__)
