@@ -66,7 +66,8 @@ def forget_dead_schedulers(connection: Redis) -> int:
     removed = cron_scheduler_registry.cleanup(connection)
     host = socket.gethostname()
     for scheduler in CronScheduler.all(connection, cleanup=False):
-        # Our own pid too: this scheduler has not registered yet, so that one was a predecessor.
+        # Our own pid too: a predecessor that had it (a container restarted), or this scheduler's
+        # registration from before Redis was lost, which would refuse to register it again.
         if scheduler.hostname == host and (scheduler.pid == os.getpid() or not _running(scheduler.pid)):
             with connection.pipeline() as pipeline:
                 pipeline.zrem(cron_scheduler_registry.get_registry_key(), scheduler.name)

@@ -22,11 +22,10 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import ON_POSTGRES, run_jobs
-from tests.faults import FLASK, child_env, free_port, wait_for
+from tests.faults import FLASK, Processes, child_env, free_port, wait_for
 from tests.helpers import public_key_b64, sign
-from tests.test_faults import add_clients, processes, queue, report  # noqa: F401 - processes: a fixture
 from webapp.extensions import db
-from webapp.models import Client, Email, EmailEvent, OperatorAlert, WebhookBatch, utcnow
+from webapp.models import Client, Clinic, Email, EmailEvent, OperatorAlert, WebhookBatch, utcnow
 from webapp.providers import get_sandbox
 from webapp.services import maintenance, sending, webhooks
 from webapp.services.clock_skew import CLOCK_SKEW_ALERT
@@ -36,6 +35,38 @@ URL = "/webhooks/sendgrid/events"
 NUL_REASON = "550 no\x00such user"
 SURROGATE_REASON = "550 mailbox \ud800 unavailable"
 REPLACED = "\ufffd"
+
+
+@pytest.fixture
+def processes(make_app, tmp_path):
+    """Processes the test starts; stopped (before the database is wiped) and checked afterwards."""
+    started = Processes(tmp_path)
+    yield started
+    assert started.stop() == [], "a process outlived its process group"
+
+
+def report(capsys, line: str) -> None:
+    """Print a fault test's counts even while pytest captures output."""
+    with capsys.disabled():
+        print(f"\n{line}")
+
+
+def add_clients(count: int) -> list[Client]:
+    """Clients of one clinic, each with an address of its own."""
+    clinic = Clinic(name="Fault Clinic")
+    db.session.add(clinic)
+    db.session.flush()
+    clients = [
+        Client(clinic_id=clinic.id, name=f"Client {n}", email=f"c{n}+delivered@example.com")
+        for n in range(count)
+    ]
+    db.session.add_all(clients)
+    db.session.commit()
+    return clients
+
+
+def queue(client: Client) -> int:
+    return sending.queue_email(client, kind="receipt", subject="Receipt", body="Thank you", sent_by=None).id
 
 
 def alerts(kind: str) -> list[OperatorAlert]:
