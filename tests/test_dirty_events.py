@@ -224,3 +224,19 @@ def test_the_replay_memory_covers_the_whole_window_of_a_skewed_clock(make_app, k
         assert 9 * 60 <= app.extensions["redis"].ttl(remembered) <= 10 * 60 + 1
         stale = sign(key, body, int(time.time()) - (3 * 3600 + 5))
         assert http.post(URL, data=body, headers=stale).status_code == 403
+
+
+def test_only_a_correctly_signed_webhook_can_report_a_skew(make_app, key):
+    """A stale request signed by someone else is refused and noted nowhere: nobody but the
+    provider can raise the clock alert."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    app = make_app(SENDGRID_WEBHOOK_PUBLIC_KEY=public_key_b64(key))
+    with app.app_context():
+        body = json.dumps([{"email": "a@x", "timestamp": 1, "event": "delivered"}]).encode()
+        stale = int(time.time()) - 5 * 3600
+        forged = sign(ec.generate_private_key(ec.SECP256R1()), body, stale)
+        assert app.test_client().post(URL, data=body, headers=forged).status_code == 403
+        assert clock_skew.alert_if_skewed(utcnow()) == 0
+        assert app.test_client().post(URL, data=body, headers=sign(key, body, stale)).status_code == 403
+        assert clock_skew.alert_if_skewed(utcnow()) == 1

@@ -419,8 +419,9 @@ class SendGridProvider(EmailProvider):
         key, tolerance = self._webhook_public_key, self._webhook_tolerance
         authentic = verify_signature(key, signature, timestamp, body, tolerance_seconds=tolerance, now=now)
         if not authentic:
-            # Signed correctly, but at a time too far from ours? (The signature checked as if now.)
-            signed = _DIGITS.fullmatch(timestamp or "") and verify_signature(
+            # Signed correctly, but at a time too far from ours? (Checked again as if it were then.)
+            late = _DIGITS.fullmatch(timestamp or "") is not None and abs(now - int(timestamp)) > tolerance
+            signed = late and verify_signature(
                 key, signature, timestamp, body, tolerance_seconds=0, now=int(timestamp)
             )
             return WebhookVerdict(False, skew_seconds=now - int(timestamp) if signed else None)
