@@ -240,3 +240,27 @@ def test_only_a_correctly_signed_webhook_can_report_a_skew(make_app, key):
         assert clock_skew.alert_if_skewed(utcnow()) == 0
         assert app.test_client().post(URL, data=body, headers=sign(key, body, stale)).status_code == 403
         assert clock_skew.alert_if_skewed(utcnow()) == 1
+
+
+def test_a_batch_whose_every_event_is_refused_raises_a_handful_of_alerts_not_one_per_event(
+    signed_app, key, world, monkeypatch
+):
+    """A bug that refuses every event: each is set aside and listed on the batch (kept whole), the
+    first five alerted one by one and the rest counted in one more alert."""
+    emails = [
+        sending.queue_email(world.client_a, kind="receipt", subject=f"R{n}", body="B", sent_by=None)
+        for n in range(12)
+    ]
+    body = json.dumps([_delivered(email) for email in emails]).encode()
+
+    def refusing(batch, source):
+        raise sa.exc.DataError("INSERT", {}, Exception("refused"))
+
+    monkeypatch.setattr(webhooks, "store_events", refusing)
+    assert signed_app.test_client().post(URL, data=body, headers=sign(key, body)).status_code == 200
+    run_jobs(signed_app)
+    batch = db.session.execute(sa.select(WebhookBatch)).scalar_one()
+    assert [item["position"] for item in batch.set_aside] == list(range(12))
+    messages = db.session.execute(sa.select(OperatorAlert.message).order_by(OperatorAlert.id)).scalars().all()
+    assert len(messages) == 6
+    assert messages[-1].startswith(f"12 of the 12 events of stored webhook batch {batch.id}")

@@ -29,6 +29,9 @@ SET_ASIDE_ALERT = "webhook_event_set_aside"
 LATE_BATCH_ALERT = "webhook_batch_late"
 # A stored batch is applied within seconds; one still waiting after this long needs a person.
 LATE_AFTER = timedelta(minutes=5)
+# Events of one batch alerted one by one; past these (a bug refusing every event, say) one alert
+# counts the rest, rather than an alert per event.
+ALERTS_PER_BATCH = 5
 
 
 def bad_data(error: BaseException) -> bool:
@@ -67,11 +70,18 @@ def apply_apart(
                 if not bad_data(error):
                     raise
                 if len(piece) == 1:
-                    aside.append(_set_aside(batch_id, offset, piece[0], error))
+                    aside.append(_set_aside(batch_id, offset, piece[0], error, len(aside) < ALERTS_PER_BATCH))
                     continue
                 half = len(piece) // 2
                 # The first half is popped first: events are applied in the order they came.
                 pieces += [(offset + half, piece[half:]), (offset, piece[:half])]
+        if len(aside) > ALERTS_PER_BATCH:
+            alert_operators(
+                SET_ASIDE_ALERT,
+                f"{len(aside)} of the {len(events)} events of stored webhook batch {batch_id} could not be "
+                f"stored and were set aside (the first {ALERTS_PER_BATCH} are alerted one by one; all are "
+                "listed on the batch, which is kept as it was received).",
+            )
         db.session.execute(
             sa.update(WebhookBatch)
             .where(WebhookBatch.id == batch_id, WebhookBatch.applied_at.is_(None))
@@ -87,9 +97,12 @@ def apply_apart(
     return changed
 
 
-def _set_aside(batch_id: int, position: int, event: ProviderEvent, error: BaseException) -> dict:
-    """Tell operators about one event that cannot be stored; return what the batch keeps of it."""
+def _set_aside(batch_id: int, position: int, event: ProviderEvent, error: BaseException, alert: bool) -> dict:
+    """Tell operators (when `alert`) about one event that cannot be stored; return what the batch
+    keeps of it."""
     reason = _first_line(error)
+    if not alert:
+        return {"position": position, "kind": event.kind, "error": reason}
     email = None
     if event.app_message_id:
         email = db.session.execute(
