@@ -49,8 +49,10 @@ DEFAULTS: dict[str, Any] = {
     "SUPPORT_ADDRESS": "support@clinicmail.example",
     "MAIL_FROM_ADDRESS": "no-reply@clinicmail.example",
     "MAIL_FROM_NAME": "",  # empty: the clinic's name
-    # Event webhook: how old a signed timestamp may be, and the largest body we read.
-    "WEBHOOK_TOLERANCE_SECONDS": 600,
+    # Event webhook: how far a signed timestamp may be from our clock (either way: a provider's
+    # clock, or ours, may be hours off; a copy is recognised as a replay for as long), and the
+    # largest body we read.
+    "WEBHOOK_TOLERANCE_SECONDS": 3 * 3600,
     "WEBHOOK_MAX_BYTES": 5 * 1024 * 1024,
     # Requests a minute to the provider's records (SendGrid's Email Activity, Postmark's Messages
     # API), shared by all workers; 0: the provider's own figure (SendGrid publishes 6, Postmark none:
@@ -61,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
     "SANDBOX_STATE_PATH": None,  # default: instance/sandbox.sqlite3
     "SANDBOX_WEBHOOK_URL": "",
     "SANDBOX_SPEED": 1.0,  # tests speed the simulated deliveries up
+    # Seconds the sandbox provider's clock runs ahead of ours (negative: behind), to play a skewed
+    # provider clock: its event times and signed webhook times are off by as much.
+    "SANDBOX_CLOCK_SKEW_SECONDS": 0,
     # Which provider the sandbox plays: its API and webhooks in that provider's wire format.
     "SANDBOX_WIRE_FORMAT": "sendgrid",
     # How often an open email log refreshes itself, in seconds: fast while a row is in flight,
@@ -141,6 +146,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 INT_SETTINGS = {
+    "SANDBOX_CLOCK_SKEW_SECONDS",
     "WEBHOOK_TOLERANCE_SECONDS",
     "WEBHOOK_MAX_BYTES",
     "ACTIVITY_REQUESTS_PER_MINUTE",

@@ -56,7 +56,7 @@ def test_an_outage_raises_one_incident_for_every_email_in_doubt_that_closes_by_i
     doubtful = emails_of(world.client_a, 30, send_state="in_doubt", in_doubt_since=long_ago)
     doubtful += emails_of(world.client_b, 15, send_state="in_doubt", in_doubt_since=long_ago)
     for email in doubtful:
-        email.status_changed_at = long_ago
+        email.status_changed_at = email.status_received_at = long_ago
     db.session.commit()
     with caplog.at_level(logging.WARNING, logger="webapp.services.alerts"):
         assert maintenance.flag_stuck_emails(utcnow()) == 45
@@ -106,7 +106,7 @@ def test_stuck_emails_make_one_incident_per_clinic(app, world):
     long_ago = utcnow() - timedelta(minutes=11)
     for client, count in ((world.client_a, 3), (world.client_b, 2)):
         for email in emails_of(client, count, status="processed", send_state="accepted"):
-            email.status_changed_at = long_ago
+            email.status_changed_at = email.status_received_at = long_ago
     db.session.commit()
     assert maintenance.flag_stuck_emails(utcnow()) == 5
     incidents = open_incidents()
@@ -188,7 +188,7 @@ def test_an_alert_left_outside_an_open_incident_is_grouped_by_the_sweep(app, wor
 def test_support_deals_with_a_whole_incident_at_once(app, world):
     long_ago = utcnow() - timedelta(minutes=11)
     for email in emails_of(world.client_a, 4, status="processed", send_state="accepted"):
-        email.status_changed_at = long_ago
+        email.status_changed_at = email.status_received_at = long_ago
     db.session.commit()
     maintenance.flag_stuck_emails(utcnow())
     [incident] = open_incidents()

@@ -352,3 +352,61 @@ def test_open_alerts_are_grouped_into_incidents_from_0014_and_held_sends_go_back
         states = connection.execute(sa.text("SELECT send_state FROM email ORDER BY id")).scalars().all()
         columns = {column["name"] for column in sa.inspect(connection).get_columns("operator_alert")}
     assert states == ["in_doubt"] * 3 and "incident_id" not in columns
+
+
+def test_0014_adds_our_receipt_time_and_set_aside_events_and_takes_them_back(scratch_app):
+    """Added and dropped in place, on both databases: the email table keeps its rows and its
+    expression index (a SQLite table rebuild would lose it)."""
+    from flask_migrate import downgrade
+
+    from webapp.extensions import db
+
+    def columns(table: str) -> set[str]:
+        with db.engine.connect() as connection:
+            return {column["name"] for column in sa.inspect(connection).get_columns(table)}
+
+    def address_index() -> bool:
+        with db.engine.connect() as connection:
+            if ON_POSTGRES:
+                query = "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_email_clinic_lower_to_address'"
+            else:
+                query = "SELECT count(*) FROM sqlite_master WHERE name = 'ix_email_clinic_lower_to_address'"
+            return connection.execute(sa.text(query)).scalar() == 1
+
+    migrate_to(scratch_app, "0014_incidents")
+    now = utcnow()
+    rows = {
+        "clinic": {"name": "C", "created_at": now, "timezone": "UTC"},
+        "client": {"clinic_id": 1, "name": "Jo", "email": "jo@x", "phone": "", "created_at": now},
+        "email": {
+            "clinic_id": 1,
+            "client_id": 1,
+            "app_message_id": "a-1",
+            "to_address": "jo@x",
+            "subject": "S",
+            "body": "B",
+            "kind": "receipt",
+            "status": "sending",
+            "version": 0,
+            "provider": "sandbox",
+            "send_state": "accepted",
+            "send_attempts": 1,
+            "status_changed_at": now,
+            "created_at": now,
+        },
+    }
+    with db.engine.begin() as connection:
+        for table, values in rows.items():
+            names = ", ".join(values)
+            marks = ", ".join(f":{name}" for name in values)
+            connection.execute(sa.text(f"INSERT INTO {table} ({names}) VALUES ({marks})"), values)
+    migrate_to(scratch_app)
+    assert "status_received_at" in columns("email") and "set_aside" in columns("webhook_batch")
+    with db.engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT status_received_at FROM email")).scalar() is None
+    assert address_index()
+    downgrade(directory=scratch_app.extensions["migrate"].directory, revision="0014_incidents")
+    assert "status_received_at" not in columns("email") and "set_aside" not in columns("webhook_batch")
+    assert address_index()
+    with db.engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT app_message_id FROM email")).scalar() == "a-1"

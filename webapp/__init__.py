@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from config import BASE_DIR, ConfigError, load_settings
 from webapp import timezones  # noqa: F401 - zone rules from the pinned package, process-wide
-from webapp.database import warn_if_app_role_can_rewrite_audit
+from webapp.database import end_sessions_quietly, warn_if_app_role_can_rewrite_audit
 from webapp.extensions import csrf, db, htmx, limiter, login_manager, migrate
 from webapp.private_files import ensure_private_file
 from webapp.services.login_throttle import LoginThrottle
@@ -53,6 +53,7 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
 
     _keep_sqlite_private(app.config["DATABASE_URL"])
     db.init_app(app)
+    end_sessions_quietly(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     login_manager.init_app(app)
     csrf.init_app(app)

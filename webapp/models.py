@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask_login import UserMixin
+from sqlalchemy.ext.hybrid import hybrid_property
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp import clock
@@ -138,6 +139,10 @@ class Email(db.Model):
     kind: so.Mapped[str] = so.mapped_column(sa.String(40))
     status: so.Mapped[str] = so.mapped_column(sa.String(20), default="sending")
     status_changed_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    # When we received the event that gave the current status, by our own clock (None: not known,
+    # count from status_changed_at). Stuck and in-doubt decisions count from it, never from the
+    # provider's event time, which a skewed clock may put hours away.
+    status_received_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
     # Bumped whenever anything shown about this email changes (status or timeline).
     version: so.Mapped[int] = so.mapped_column(default=0)
@@ -190,6 +195,16 @@ class Email(db.Model):
         """The short name support knows this email by (its alerts and timeline page show it)."""
         return f"E-{self.id}"
 
+    @hybrid_property
+    def status_known_at(self) -> datetime:
+        """Since when we know of its current status, by our own clock: what "stuck" counts from."""
+        return self.status_received_at or self.status_changed_at
+
+    @status_known_at.inplace.expression
+    @classmethod
+    def _status_known_at(cls) -> sa.ColumnElement[datetime]:
+        return sa.func.coalesce(cls.status_received_at, cls.status_changed_at)
+
 
 class EmailEvent(db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
@@ -239,6 +254,9 @@ class WebhookBatch(db.Model):
     body: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary)
     received_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
     applied_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, index=True)
+    # Events of the applied batch that could not be stored, each {position, kind, error}: set aside
+    # (services/set_aside.py), so the others were applied; the batch is kept while it holds any.
+    set_aside: so.Mapped[list | None] = so.mapped_column(JSONType)
 
 
 class PendingEvent(db.Model):

@@ -176,11 +176,15 @@ class WebhookVerdict:
     replay_key/replay_ttl: when the provider signs with a timestamp, a copy posted again within
     replay_ttl seconds is a replay; None when the provider gives nothing to key on (its events
     are stored once each anyway).
+    skew_seconds: for a correctly signed request, how far our clock is ahead of the time the
+    provider signed (negative: behind), whether or not that is within the tolerance; None when
+    the provider signs no time or the signature is wrong.
     """
 
     authentic: bool
     replay_key: str | None = None
     replay_ttl: float = 0.0
+    skew_seconds: float | None = None
 
 
 @dataclass(frozen=True)

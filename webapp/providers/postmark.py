@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,6 +22,7 @@ from urllib.parse import quote
 import httpx
 from werkzeug.datastructures import Authorization
 
+from webapp import intake_text
 from webapp.bounce_reasons import best_text
 from webapp.providers.base import (
     AcceptedResult,
@@ -566,7 +566,7 @@ def _quoted(name: str) -> str:
 
 def _json_or_none(response: httpx.Response) -> Any:
     try:
-        return response.json()
+        return intake_text.loads(response.content)
     except ValueError:
         return None
 
@@ -581,7 +581,7 @@ def _error_text(response: httpx.Response) -> str:
     document = _json_or_none(response)
     if isinstance(document, dict) and (document.get("Message") or document.get("ErrorCode") is not None):
         return _postmark_error(document.get("ErrorCode"), _text(document.get("Message")) or "")
-    return f"HTTP {response.status_code}: {response.text[:500]}".strip()
+    return intake_text.storable(f"HTTP {response.status_code}: {response.text[:500]}".strip())
 
 
 def _retry_after(response: httpx.Response) -> float:
@@ -719,9 +719,8 @@ def parse_webhook_event(body: bytes) -> list[ProviderEvent]:
     if len(body) > MAX_WEBHOOK_BYTES:
         raise ValueError("the webhook body is too large")
     try:
-        item = json.loads(body)
-    except RecursionError:
-        raise ValueError("the webhook body nests too deeply") from None
+        # What a database would refuse (a NUL, a lone surrogate) comes back as U+FFFD.
+        item = intake_text.loads(body)
     except ValueError as error:
         raise ValueError(f"the webhook body is not JSON: {error}") from None
     if not isinstance(item, dict):

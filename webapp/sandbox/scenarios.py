@@ -52,6 +52,9 @@ class Step:
 
 DEFER_REASON = "421 4.7.0 Try again later"
 BOUNCE_REASON = "550 5.1.1 The email account that you tried to reach does not exist"
+# What a receiving server may really answer: a NUL, and half of a surrogate pair (sent escaped in
+# JSON, as "\u0000" and "\ud800"). Nothing about it may lose the events that come with it.
+DIRTY_BOUNCE_REASON = "550 5.1.1 no\x00such user \ud800"
 BOUNCE_STATUS = "5.1.1"
 INTAKE_FORM_URL = "https://example.com/intake-form"
 OTHER_URLS = (INTAKE_FORM_URL, "https://example.com/appointments", "https://example.com/invoices/latest")
@@ -84,6 +87,7 @@ SCENARIOS: dict[str, list[tuple[float, Step]]] = {
     "spam-filtered": [(1, PROCESSED), (3, DELIVERED), (12, Step("open")), (20, Step("spam_filtered"))],
     "stuck": [(1, PROCESSED)],
     UNREPORTED: [],  # taken, and never a word about it
+    "dirty-bytes": [(1, PROCESSED), (3, Step("bounce", reason=DIRTY_BOUNCE_REASON))],
 }
 RANDOM = "random"
 

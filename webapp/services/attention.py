@@ -71,7 +71,7 @@ def _candidates(clinic_id: int, now: datetime, dealt: int | None = None) -> sa.C
             Email.status == statuses.FAILED.key,
             sa.and_(
                 Email.status.in_((statuses.SENDING.key, statuses.PROCESSED.key)),
-                Email.status_changed_at <= stuck_before,
+                Email.status_known_at <= stuck_before,
             ),
             sa.and_(Email.status == statuses.DEFERRED.key, Email.status_changed_at <= now - DEFERRED_FOR),
             sa.and_(
@@ -201,6 +201,7 @@ def counts(clinic_id: int, now: datetime | None = None) -> dict[str, int]:
             Email.id,
             Email.status,
             Email.status_changed_at,
+            Email.status_received_at,
             Email.appointment_at,
             Email.to_address,
             sa.case((Email.status == statuses.FAILED.key, has_later_copy), else_=sa.false()).label("later"),

@@ -209,6 +209,8 @@ def _history_email(
             )
         )
     apply_events(email, events, source="demo")
+    # A history lived, not just received: we had each event when it happened (stuck counts from it).
+    email.status_received_at = email.status_changed_at
 
 
 def _held(email: Email, sent_at: datetime) -> None:

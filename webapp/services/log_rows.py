@@ -46,6 +46,7 @@ class LogEmail:
     kind: str
     status: str
     status_changed_at: datetime
+    status_received_at: datetime | None  # our clock: when we received the current status
     created_at: datetime
     send_state: str
     send_error: str | None
@@ -65,6 +66,7 @@ class LogEmail:
         Email.kind,
         Email.status,
         Email.status_changed_at,
+        Email.status_received_at,
         Email.created_at,
         Email.send_state,
         Email.send_error,

@@ -15,7 +15,7 @@ from webapp.models import Email, EmailEvent, RemovalRequest, SpamListEntry, utcn
 from webapp.providers import get_provider
 from webapp.providers.base import ProviderError, ProviderEvent
 from webapp.queue import enqueue
-from webapp.services import alerts, sending, webhooks
+from webapp.services import alerts, clock_skew, sending, set_aside, webhooks
 from webapp.services.events import add_to_spam_list, apply_events, spam_list_changed
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
         "batches": lambda: _enqueue_each(
             webhooks.APPLY_JOB, "batch", webhooks.unapplied_batches(now - timedelta(seconds=30))
         ),
+        "late_batches": lambda: set_aside.alert_late_batches(now),
+        "clock_skew": lambda: clock_skew.alert_if_skewed(now),
         "adopted": lambda: webhooks.adopt_pending_events(now),
         "expired": lambda: expire_old_deferrals(now),
         "forgotten_batches": lambda: webhooks.forget_applied_batches(now),
@@ -59,7 +61,7 @@ def flag_stuck_emails(now: datetime) -> int:
         db.session.execute(
             sa.select(Email).where(
                 Email.status.in_((statuses.SENDING.key, statuses.PROCESSED.key)),
-                Email.status_changed_at <= cutoff,
+                Email.status_known_at <= cutoff,  # our clock: the provider's may be hours off
                 Email.stuck_alerted_at.is_(None),
             )
         ).scalars()

@@ -20,7 +20,7 @@ from webapp.extensions import db
 from webapp.models import Email, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import EmailProvider, PollRef
-from webapp.services import budget
+from webapp.services import budget, clock_skew
 from webapp.services.budget import BLOCKED_KEY, block, block_polling, blocked_until  # noqa: F401 (used from here)
 from webapp.services.events import Target, lock_emails, store_events
 
@@ -94,6 +94,7 @@ def _poll_batch(provider: EmailProvider, now: datetime) -> int:
         for email in emails
         if (events := result.events.get(email.app_message_id))
     }
+    clock_skew.note_event_times(event for _, events in batch.values() for event in events)
     lock_emails(batch)
     changed = len(store_events(batch, source="poll"))
     for email in emails:
