@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskCliRunner
 
-from tests.conftest import ON_POSTGRES
+from tests.helpers import ON_POSTGRES
 
 COMMANDS = (
     "init-db",

@@ -10,7 +10,7 @@ import logging
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ON_POSTGRES, login
+from tests.helpers import ON_POSTGRES, login
 from webapp.database import migrate_database, warn_if_app_role_can_rewrite_audit
 from webapp.extensions import db
 from webapp.models import AuditEntry

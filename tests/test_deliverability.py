@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from tests.conftest import login
+from tests.helpers import login
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, SpamListEntry
 from webapp.owner.charts import stacked_bars

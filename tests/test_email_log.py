@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from flask import Flask, template_rendered
 from markupsafe import Markup
 
-from tests.conftest import login
 from tests.helpers import (
     BOUNCE,
     BOUNCED,
@@ -23,6 +22,7 @@ from tests.helpers import (
     add_email,
     emails_of,
     htmx_get,
+    login,
     poll_url,
     row_html,
     text,

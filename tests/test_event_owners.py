@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ON_POSTGRES
+from tests.helpers import ON_POSTGRES
 from webapp import providers
 from webapp.extensions import db
 from webapp.models import Email, EmailEvent, PendingEvent, WebhookBatch, utcnow

@@ -11,8 +11,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.conftest import run_jobs
-from tests.helpers import one_event, public_key_b64, sign
+from tests.helpers import one_event, public_key_b64, run_jobs, sign
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, PendingEvent, WebhookBatch
 from webapp.providers import get_sandbox

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ON_POSTGRES
+from tests.helpers import ON_POSTGRES
 from webapp import statuses
 from webapp.extensions import db
 from webapp.models import Client, Clinic, Email, EmailEvent, User

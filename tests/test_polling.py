@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from tests.conftest import run_jobs
+from tests.helpers import run_jobs
 from webapp.extensions import db
 from webapp.models import Client, Email, utcnow
 from webapp.providers import get_sandbox

@@ -10,8 +10,7 @@ import json
 
 import pytest
 
-from tests.conftest import login
-from tests.helpers import email_with_history, removal_case, scan
+from tests.helpers import email_with_history, login, removal_case, scan
 from webapp.models import Email, RemovalRequest
 
 # Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import WIRE_FORMATS, run_jobs
+from tests.helpers import WIRE_FORMATS, run_jobs
 from webapp.extensions import db
 from webapp.models import Email, OperatorAlert, utcnow
 from webapp.providers import get_provider, get_sandbox

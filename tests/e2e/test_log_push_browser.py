@@ -13,7 +13,7 @@ from flask import Flask
 from playwright.sync_api import Page, Route, expect
 from werkzeug.serving import make_server
 
-from tests.e2e.conftest import LiveServer, seed_clinic, sign_in
+from tests.e2e.helpers import LiveServer, seed_clinic, sign_in
 
 HOUR = 3600
 
