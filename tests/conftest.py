@@ -117,7 +117,7 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def migrated_database(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> DatabaseUrls:
+def migrated_database(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[DatabaseUrls]:
     """Run the migrations once (as the owner, granting the runtime role, as `init-db` does)."""
     from webapp import create_app
     from webapp.database import migrate_database
@@ -133,7 +133,9 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory, redis_url: str) 
         from webapp.extensions import db
 
         db.engine.dispose()
-    return database
+    yield database
+    for engine in _WIPERS.values():
+        engine.dispose()
 
 
 def _private_postgres_database(owner_url: str, app_url: str) -> DatabaseUrls:
@@ -216,15 +218,30 @@ def make_app(
     jobs.use_app(None)
 
 
+_WIPERS: dict[str, sa.Engine] = {}
+
+
 def _wipe(owner_url: str) -> None:
-    """Empty every table of the test database."""
+    """Empty every table of the test database and restart its ids, as TRUNCATE ... RESTART IDENTITY
+    would: by DELETE, children first, which on a test's few rows costs a tenth of a TRUNCATE's
+    new files. As the owner, with the audit trail's append-only trigger set aside inside the
+    transaction only (as the retention purge does)."""
     from webapp.extensions import db
 
-    tables = ", ".join(f'"{table.name}"' for table in db.metadata.sorted_tables)
-    engine = sa.create_engine(owner_url, poolclass=sa.pool.NullPool)
+    engine = _WIPERS.get(owner_url)
+    if engine is None:
+        engine = _WIPERS[owner_url] = sa.create_engine(owner_url, pool_size=1)
+    deletes = "; ".join(f'DELETE FROM "{table.name}"' for table in reversed(db.metadata.sorted_tables))
     with engine.begin() as connection:
-        connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+        connection.execute(sa.text("ALTER TABLE audit_entry DISABLE TRIGGER audit_entry_append_only"))
+        connection.execute(sa.text(deletes))
+        connection.execute(sa.text("ALTER TABLE audit_entry ENABLE TRIGGER audit_entry_append_only"))
+        connection.execute(
+            sa.text(
+                "SELECT setval(sequence.oid, 1, false) FROM pg_class sequence "
+                "WHERE sequence.relkind = 'S' AND sequence.relnamespace = 'public'::regnamespace"
+            )
+        )
 
 
 @pytest.fixture

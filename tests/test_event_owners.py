@@ -21,6 +21,9 @@ from webapp.providers.base import ProviderEvent, SendResult
 from webapp.providers.sendgrid import parse_webhook_events, x_message_id
 from webapp.services import maintenance, sending, webhooks
 
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
+
 FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "sendgrid_webhook_events.json").read_text())
 PEER_CASES = FIXTURES["cases"]
 BUILT_CASES = FIXTURES["built_here"]["cases"]

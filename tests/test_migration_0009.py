@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from flask_migrate import upgrade
 
 from tests.helpers import app_settings
 from webapp import create_app
+
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
 
 
 def test_stored_drop_reasons_are_normalised_and_others_stay_empty(tmp_path, redis_url, migrated_database):

@@ -15,6 +15,9 @@ from flask_migrate import upgrade
 from tests.helpers import ON_POSTGRES, OWNER_DATABASE_URL, DatabaseUrls, app_settings, psycopg_url
 from webapp.models import JSONType, UTCDateTime, utcnow
 
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
+
 
 @pytest.fixture
 def scratch_app(tmp_path: Path, redis_url: str) -> Iterator[Flask]:

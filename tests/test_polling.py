@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from tests.helpers import run_jobs
@@ -11,6 +12,9 @@ from webapp.extensions import db
 from webapp.models import Client, Email, utcnow
 from webapp.providers import get_sandbox
 from webapp.services import polling, sending
+
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
 
 
 def send_many(app, world, app_clock, count: int, scenario: str = "delivered") -> list[Email]:

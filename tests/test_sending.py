@@ -19,6 +19,9 @@ from webapp.queue import get_queue
 from webapp.services import sending
 from webapp.services.polling import poll_due
 
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
+
 
 def accepted_sends(app, email: Email) -> int:
     """Count the messages the provider's side accepted for this email."""
