@@ -5,6 +5,7 @@ values only; the shared fixtures are in conftest.py (a test module never imports
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
@@ -290,8 +291,9 @@ class PageScan(HTMLParser):
     handle_startendtag = handle_starttag
 
 
+@functools.lru_cache(maxsize=32)
 def scan(html: str) -> PageScan:
-    """Parse one page."""
+    """Parse one page (once: the html_guard fixture and the test itself often read the same one)."""
     parser = PageScan()
     parser.feed(html)
     parser.close()
