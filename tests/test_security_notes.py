@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.conftest import login
-from tests.helpers import DELIVERED, add_email, text
+from tests.helpers import DELIVERED, add_email, login, text
 from webapp.extensions import db
 from webapp.models import Client
 
