@@ -19,7 +19,7 @@ from webapp.extensions import db
 from webapp.models import Email, EmailEvent, PendingEvent, WebhookBatch, utcnow
 from webapp.providers.base import ProviderEvent, SendResult
 from webapp.providers.sendgrid import parse_webhook_events, x_message_id
-from webapp.services import maintenance, sending, webhooks
+from webapp.services import handover, maintenance, sending, webhooks
 
 FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "sendgrid_webhook_events.json").read_text())
 PEER_CASES = FIXTURES["cases"]
@@ -178,7 +178,7 @@ def test_an_event_without_our_id_before_its_send_record_is_matched_when_the_reco
     assert db.session.execute(sa.select(PendingEvent.provider_message_id)).scalar_one() == "XLATE"
     assert maintenance.sweep()["adopted"] == 0  # nothing names XLATE yet
 
-    assert sending.deliver(email.id, provider=AcceptingProvider()) == "accepted"
+    assert handover.deliver(email.id, provider=AcceptingProvider()) == "accepted"
     assert maintenance.sweep()["adopted"] == 1
     db.session.refresh(email)
     assert email.status == "delivered"
