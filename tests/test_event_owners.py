@@ -19,7 +19,7 @@ from webapp.extensions import db
 from webapp.models import Email, EmailEvent, PendingEvent, WebhookBatch, utcnow
 from webapp.providers.base import ProviderEvent, SendResult
 from webapp.providers.sendgrid import parse_webhook_events, x_message_id
-from webapp.services import handover, maintenance, sending, webhooks
+from webapp.services import batch_claims, handover, maintenance, sending, webhooks
 
 FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "sendgrid_webhook_events.json").read_text())
 PEER_CASES = FIXTURES["cases"]
@@ -311,7 +311,7 @@ def test_a_batch_another_job_is_applying_is_left_to_it_until_that_job_dies(app, 
     try:
         assert other.execute(
             sa.text("SELECT pg_try_advisory_lock(:namespace, :id)"),
-            {"namespace": webhooks._CLAIM_NAMESPACE, "id": batches[1].id},
+            {"namespace": batch_claims.CLAIM_NAMESPACE, "id": batches[1].id},
         ).scalar()
         # Its own job finds it taken and applies the ones waiting around it.
         assert webhooks.apply_batch(batches[1].id, more=2) == 2
