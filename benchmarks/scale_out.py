@@ -165,14 +165,14 @@ def main() -> None:
         **{**base_env, "SENDGRID_API_BASE": sandbox},
     )
     app, send_ids = prepare(env, targets, args.sends)
-    from webapp.services import sending, webhooks
+    from webapp.services import handover, webhooks
 
     started = time.perf_counter()
     with app.app_context():
         for body in batches:
             webhooks.apply_batch(webhooks.store_batch("sendgrid", body).id)
         for email_id in send_ids:
-            sending.deliver(email_id)
+            handover.deliver(email_id)
     single_seconds = time.perf_counter() - started
     single = digest(app)
     single_sends = SendGridSandbox(state).requests_seen("/v3/mail/send")

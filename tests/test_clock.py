@@ -19,7 +19,7 @@ from tests.helpers import BOUNCED, DELIVERED, add_email, login, row_html, text
 from webapp import timezones
 from webapp.extensions import db
 from webapp.models import Email
-from webapp.services import deliverability, sending
+from webapp.services import alerts, deliverability, sending
 
 ROOT = Path(__file__).resolve().parents[1]
 # IANA 2026f (tzdata 2026.6): British Columbia keeps UTC-7 all year from November 2026, which the
@@ -150,7 +150,7 @@ def test_support_and_operator_pages_show_utc_labelled_once(app, world, client, a
     app_clock.now = datetime(2026, 12, 7, 20, 0, tzinfo=UTC).timestamp()
     use_zone(world, "America/Vancouver")
     email = add_email(world.client_a, sent_at=datetime(2026, 12, 7, 18, 5, tzinfo=UTC), events=DELIVERED)
-    sending.alert_operators("email_stuck", "Stuck: a test alert", email)
+    alerts.alert_operators("email_stuck", "Stuck: a test alert", email)
     db.session.commit()
     login(client, "support@platform.example")
     operations = client.get("/support/operations").get_data(as_text=True)

@@ -19,7 +19,7 @@ from webapp.extensions import db
 from webapp.models import Email, EmailEvent, PendingEvent, WebhookBatch, utcnow
 from webapp.providers.base import ProviderEvent, SendResult
 from webapp.providers.sendgrid import parse_webhook_events, x_message_id
-from webapp.services import maintenance, sending, webhooks
+from webapp.services import batch_claims, handover, maintenance, sending, webhooks
 
 # The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
 pytestmark = pytest.mark.engine
@@ -181,7 +181,7 @@ def test_an_event_without_our_id_before_its_send_record_is_matched_when_the_reco
     assert db.session.execute(sa.select(PendingEvent.provider_message_id)).scalar_one() == "XLATE"
     assert maintenance.sweep()["adopted"] == 0  # nothing names XLATE yet
 
-    assert sending.deliver(email.id, provider=AcceptingProvider()) == "accepted"
+    assert handover.deliver(email.id, provider=AcceptingProvider()) == "accepted"
     assert maintenance.sweep()["adopted"] == 1
     db.session.refresh(email)
     assert email.status == "delivered"
@@ -314,7 +314,7 @@ def test_a_batch_another_job_is_applying_is_left_to_it_until_that_job_dies(app, 
     try:
         assert other.execute(
             sa.text("SELECT pg_try_advisory_lock(:namespace, :id)"),
-            {"namespace": webhooks._CLAIM_NAMESPACE, "id": batches[1].id},
+            {"namespace": batch_claims.CLAIM_NAMESPACE, "id": batches[1].id},
         ).scalar()
         # Its own job finds it taken and applies the ones waiting around it.
         assert webhooks.apply_batch(batches[1].id, more=2) == 2

@@ -18,6 +18,7 @@ from webapp.providers import get_provider, get_sandbox
 from webapp.providers.base import ProviderEvent
 from webapp.queue import get_queue
 from webapp.services import budget, in_doubt, maintenance, sending
+from webapp.services.handover import deliver_due, in_doubt_grace
 from webapp.services.webhooks import apply_provider_events
 
 
@@ -124,7 +125,7 @@ def test_an_email_the_provider_takes_but_never_reports_is_handed_over_twice_then
     run_jobs(app)
     db.session.refresh(email)
     assert email.send_state == "in_doubt"  # taken, but the answer was lost
-    grace = sending.in_doubt_grace().total_seconds()
+    grace = in_doubt_grace().total_seconds()
     app_clock.advance(31)
     in_doubt.check_in_doubt()  # its records do not show it, but they may lag
     db.session.refresh(email)
@@ -192,7 +193,7 @@ def test_a_lost_answer_after_a_second_handover_that_was_not_found_is_held_not_re
         run_jobs(app)
         db.session.refresh(email)
         assert email.send_state == "in_doubt", handover
-        app_clock.advance(sending.in_doubt_grace().total_seconds() + 1)
+        app_clock.advance(in_doubt_grace().total_seconds() + 1)
         in_doubt.check_in_doubt()
     db.session.refresh(email)
     assert email.send_state == "held" and acceptances(app)[email.app_message_id] == 0
@@ -203,7 +204,7 @@ def test_a_postmark_outage_puts_one_email_of_a_batch_in_doubt_and_the_rest_wait(
     emails = [queue(client) for client in clients(world, 5, "delivered")]
     app.extensions["redis"].flushdb()  # the send jobs queue_email woke: this test runs one by hand
     get_sandbox(app.config).fail_next(500, path_prefix="/email/batch")
-    assert sending.deliver_due() == 5
+    assert deliver_due() == 5
     states = {db.session.get(Email, email.id).send_state for email in emails[1:]}
     first = db.session.get(Email, emails[0].id)
     assert first.send_state == "in_doubt" and states == {"queued"}

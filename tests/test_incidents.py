@@ -14,7 +14,7 @@ from webapp.extensions import db
 from webapp.models import AuditEntry, Email, Incident, OperatorAlert, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import ProviderEvent
-from webapp.services import alerts, maintenance, sending
+from webapp.services import alerts, handover, maintenance, sending
 from webapp.services.events import apply_events
 
 
@@ -125,8 +125,8 @@ def test_a_refused_key_incident_closes_when_a_send_is_accepted_again(app, world)
     provider._client.headers["Authorization"] = "Bearer sandbox-forbidden"
     first, second = emails_of(world.client_a, 2)
     try:
-        assert sending.deliver(first.id, provider) == "queued"
-        assert sending.deliver(second.id, provider) == "queued"
+        assert handover.deliver(first.id, provider) == "queued"
+        assert handover.deliver(second.id, provider) == "queued"
     finally:
         provider._client.headers["Authorization"] = good_key
     [incident] = open_incidents()
@@ -134,7 +134,7 @@ def test_a_refused_key_incident_closes_when_a_send_is_accepted_again(app, world)
     assert db.session.execute(sa.select(sa.func.count(OperatorAlert.id))).scalar() == 1  # open: not again
     db.session.execute(sa.update(Email).values(next_attempt_at=None))
     db.session.commit()
-    assert sending.deliver(first.id, provider) == "accepted"
+    assert handover.deliver(first.id, provider) == "accepted"
     db.session.refresh(incident)
     assert incident.closed_at is not None
     assert db.session.execute(sa.select(OperatorAlert.resolved_at)).scalar_one() is not None

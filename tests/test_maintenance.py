@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from webapp.extensions import db
 from webapp.models import Email, OperatorAlert, PendingEvent, SpamListEntry, utcnow
-from webapp.providers.base import ProviderEvent
-from webapp.services import maintenance, sending
+from webapp.providers.base import OutgoingMessage, ProviderEvent
+from webapp.services import alerts, maintenance, send_sweep, sending
 from webapp.services.events import apply_events, keep_for_later
 
 
@@ -70,9 +70,7 @@ def test_the_spam_list_copy_follows_the_provider(app, world):
 
     provider = get_provider(app.config)
     provider.send(
-        sending.OutgoingMessage(
-            "id-1", "marco+dropped@example.com", "Marco", "a@b.example", "A", "S", "B", "receipt"
-        )
+        OutgoingMessage("id-1", "marco+dropped@example.com", "Marco", "a@b.example", "A", "S", "B", "receipt")
     )
     assert maintenance.sync_spam_list() >= 1
     addresses = set(db.session.execute(sa.select(SpamListEntry.address)).scalars())
@@ -105,7 +103,7 @@ def test_a_stuck_alert_resolves_itself_once_the_email_moves_on(app, world):
 def test_support_marks_an_alert_as_dealt_with(app, world, client):
     from tests.helpers import login
 
-    sending.alert_operators("provider_auth", "The API key was refused.")
+    alerts.alert_operators("provider_auth", "The API key was refused.")
     db.session.commit()
     login(client, "support@platform.example")
     assert "The API key was refused." in client.get("/support/removal-requests").get_data(as_text=True)
@@ -158,6 +156,6 @@ def test_one_failing_sweep_step_does_not_stop_the_others(app, world, monkeypatch
     def broken(now):
         raise RuntimeError("database hiccup")
 
-    monkeypatch.setattr(sending, "recover_abandoned_sends", broken)
+    monkeypatch.setattr(send_sweep, "recover_abandoned_sends", broken)
     done = maintenance.sweep()
     assert done["abandoned"] == 0 and done["stuck"] == 1

@@ -16,7 +16,7 @@ from webapp.extensions import db
 from webapp.models import Email, OperatorAlert, utcnow
 from webapp.providers import get_provider, get_sandbox
 from webapp.queue import get_queue
-from webapp.services import in_doubt, sending
+from webapp.services import handover, in_doubt, send_sweep, sending
 from webapp.services.polling import poll_due
 
 # The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
@@ -60,7 +60,7 @@ def test_a_queued_email_is_sent_once_by_the_worker_and_reaches_delivered(app, wo
     # A re-run of the same job, and the sweeper, never send it again.
     get_queue().enqueue(sending.SEND_JOB)
     run_jobs(app)
-    assert sending.deliver(email.id) == "accepted"
+    assert handover.deliver(email.id) == "accepted"
     assert accepted_sends(app, email) == 1
     email.next_poll_at = utcnow()
     db.session.commit()
@@ -91,7 +91,7 @@ def test_a_bad_api_key_keeps_the_email_queued_and_alerts_operators(app, world, w
         provider._client.headers["X-Postmark-Server-Token"] = "sandbox-invalid"
     else:
         provider._client.headers["Authorization"] = "Bearer sandbox-forbidden"
-    assert sending.deliver(email.id, provider) == "queued"
+    assert handover.deliver(email.id, provider) == "queued"
     db.session.refresh(email)
     assert email.status == "sending"
     assert email.next_attempt_at > utcnow()
@@ -105,12 +105,12 @@ def test_a_bad_api_key_keeps_the_email_queued_and_alerts_operators(app, world, w
 def test_rate_limited_sends_wait_as_the_headers_say(app, world, app_clock):
     email = queue(world)
     get_sandbox(app.config).fail_next(429, path_prefix="/v3/mail/send", retry_after=120)
-    assert sending.deliver(email.id) == "queued"
+    assert handover.deliver(email.id) == "queued"
     db.session.refresh(email)
     wait = (email.next_attempt_at - utcnow()).total_seconds()
     assert 100 < wait <= 121
     app_clock.advance(121)
-    assert sending.deliver(email.id) == "accepted"
+    assert handover.deliver(email.id) == "accepted"
     assert accepted_sends(app, email) == 1
 
 
@@ -119,19 +119,19 @@ def test_a_429_holds_back_every_send_of_the_account_until_its_reset(app, world):
     sandbox = get_sandbox(app.config)
     sandbox.fail_next(429, path_prefix="/v3/mail/send", retry_after=120)
     before = sandbox.requests_seen("/v3/mail/send")
-    assert sending.deliver(first.id) == "queued"
-    assert sending.deliver(second.id) == "queued"
+    assert handover.deliver(first.id) == "queued"
+    assert handover.deliver(second.id) == "queued"
     assert sandbox.requests_seen("/v3/mail/send") - before == 1  # the second never asked
     db.session.refresh(second)
     assert 100 < (second.next_attempt_at - utcnow()).total_seconds() <= 121
-    assert sending.due_sends(utcnow() + timedelta(minutes=5)) == []
+    assert send_sweep.due_sends(utcnow() + timedelta(minutes=5)) == []
 
 
 def test_a_server_error_is_retried_without_a_second_accepted_send(app, world, app_clock):
     email = queue(world)
     sandbox = get_sandbox(app.config)
     sandbox.accept_then_fail_next()  # accepted, but the answer is lost as a 500
-    assert sending.deliver(email.id) == "in_doubt"
+    assert handover.deliver(email.id) == "in_doubt"
     assert accepted_sends(app, email) == 1
     app_clock.advance(31)  # by the check, the provider's records show the message
     assert in_doubt.check_in_doubt() == 1
@@ -144,7 +144,7 @@ def test_a_server_error_is_retried_without_a_second_accepted_send(app, world, ap
 def test_a_server_error_before_acceptance_is_sent_again(app, world, app_clock):
     email = queue(world)
     get_sandbox(app.config).fail_next(503, path_prefix="/v3/mail/send")
-    assert sending.deliver(email.id) == "in_doubt"
+    assert handover.deliver(email.id) == "in_doubt"
     assert accepted_sends(app, email) == 0
     app_clock.advance(5)
     assert in_doubt.check_in_doubt() == 0  # not due yet
@@ -153,7 +153,7 @@ def test_a_server_error_before_acceptance_is_sent_again(app, world, app_clock):
     assert in_doubt.check_in_doubt() == 0
     db.session.refresh(email)
     assert email.send_state == "in_doubt"
-    assert email.next_attempt_at == email.send_claimed_at + sending.in_doubt_grace()
+    assert email.next_attempt_at == email.send_claimed_at + handover.in_doubt_grace()
     app_clock.advance(270)
     assert in_doubt.check_in_doubt() == 1
     db.session.refresh(email)
@@ -173,7 +173,7 @@ def test_a_timeout_is_in_doubt_not_failed(app, world):
 
     email = queue(world)
     assert (
-        sending.deliver(email.id, SendGridProvider("key", "http://x.invalid", transport=Timeout()))
+        handover.deliver(email.id, SendGridProvider("key", "http://x.invalid", transport=Timeout()))
         == "in_doubt"
     )
     db.session.refresh(email)
@@ -201,7 +201,7 @@ def test_a_send_abandoned_mid_call_is_checked_before_any_resend(app, world):
 
     app.config["SANDBOX_SPEED"] = 1000.0
     email = queue(world)
-    sending.deliver(email.id)
+    handover.deliver(email.id)
     assert accepted_sends(app, email) == 1
     # The worker died after the provider accepted but before we recorded it.
     email.send_state = "claimed"
@@ -266,5 +266,5 @@ def test_a_burst_of_emails_is_sent_by_a_few_batch_jobs_each_once(app, world, mon
     states = [db.session.get(Email, email.id).send_state for email in emails]
     assert states == ["accepted"] * 9 + ["refused"]
     assert all(accepted_sends(app, email) == 1 for email in emails[:9])
-    assert sending.deliver_due() == 0  # nothing left: nothing sent again
+    assert handover.deliver_due() == 0  # nothing left: nothing sent again
     assert sum(accepted_sends(app, email) for email in emails) == 9

@@ -151,7 +151,7 @@ class Email(db.Model):
     provider_message_id: so.Mapped[str | None] = so.mapped_column(sa.String(200), index=True)
     # Our side of the handover, in words apart from the statuses': queued (waiting for a worker) ->
     # claimed (a worker is calling the provider) -> accepted (the provider took it) | refused (it
-    # never will); in_doubt when we cannot tell whether the provider took it (see services/sending.py).
+    # never will); in_doubt when we cannot tell whether the provider took it (see services/handover.py).
     send_state: so.Mapped[str] = so.mapped_column(sa.String(20), default="queued")
     send_attempts: so.Mapped[int] = so.mapped_column(default=0)
     send_claimed_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)

@@ -101,7 +101,7 @@ def seed_world(live: LiveServer) -> World:
     """The demo clinic, plus what makes pages long or wide: long addresses, cases, an alert."""
     from webapp.extensions import db
     from webapp.models import Client, Clinic, RemovalRequest, User, utcnow
-    from webapp.services import accounts, demo, maintenance, sending
+    from webapp.services import accounts, alerts, demo, maintenance, sending
 
     def work() -> World:
         demo.seed(PASSWORD)
@@ -139,7 +139,7 @@ def seed_world(live: LiveServer) -> World:
             )
             db.session.add(case)
             cases.append(case)
-        sending.alert_operators("provider_auth", "The email provider refused our API key (" + "k" * 60 + ").")
+        alerts.alert_operators("provider_auth", "The email provider refused our API key (" + "k" * 60 + ").")
         db.session.commit()
         return World(person.id, failed.id, unsent.id, stuck.id, [case.id for case in cases])
 

@@ -24,7 +24,7 @@ from webapp import statuses
 from webapp.extensions import db
 from webapp.models import Email, Incident, OperatorAlert, User, utcnow
 from webapp.services import audit
-from webapp.services.events import insert_ignoring_duplicates
+from webapp.services.bulk_sql import insert_ignoring_duplicates
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from webapp import clock
 from webapp.extensions import db
 from webapp.models import OperatorAlert
 from webapp.providers.base import ProviderEvent
+from webapp.services.alerts import alert_operators
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ def alert_if_skewed(now: datetime) -> int:
         db.session.commit()
         return 0
     if db.session.execute(sa.select(OperatorAlert.id).where(open_alert)).first() is None:
-        from webapp.services.sending import alert_operators  # sending needs polling, which notes skews
-
         alert_operators(CLOCK_SKEW_ALERT, describe(seen))
         db.session.commit()
     return len(seen)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp import statuses
 from webapp.extensions import db
@@ -25,11 +24,16 @@ from webapp.freshness import counters
 from webapp.intake_text import storable_json
 from webapp.models import Client, Email, EmailEvent, PendingEvent, SpamListEntry, UTCDateTime, utcnow
 from webapp.providers.base import ProviderEvent
+from webapp.services.bulk_sql import (
+    CHUNK,
+    among,
+    chunks,
+    insert_ignoring_duplicates,
+    insert_statement,
+    on_postgres,
+)
 
 log = logging.getLogger(__name__)
-
-# Ids per IN list: far below SQLite's 32,766 bound variables, and one SendGrid batch fits.
-CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -40,42 +44,6 @@ class Target:
     clinic_id: int
     client_id: int
     to_address: str
-
-
-def _insert(model: type) -> sa.Insert:
-    """Return an INSERT that understands ON CONFLICT, for the database in use."""
-    dialect = db.session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model.__table__)
-
-
-def _on_postgres() -> bool:
-    return db.session.get_bind().dialect.name == "postgresql"
-
-
-def chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    """Split values for IN lists: SQLite bounds a statement's variables (CHUNK at a time);
-    PostgreSQL takes one array parameter of any length (all at once: one statement, one lock order)."""
-    step = (len(values) or 1) if _on_postgres() else CHUNK
-    for start in range(0, len(values), step):
-        yield values[start : start + step]
-
-
-def among(column: sa.ColumnElement, values: Iterable[Any]) -> sa.ColumnElement[bool]:
-    """`column IN values`; on PostgreSQL one array parameter, so the statement's text (and its
-    parse) is the same for 1 value or 1,000."""
-    values = list(values)
-    if _on_postgres():
-        array = postgresql.ARRAY(column.type)
-        return column == sa.any_(sa.cast(sa.bindparam(None, values, type_=array), array))
-    return column.in_(values)
-
-
-def insert_ignoring_duplicates(model: type, rows: list[dict]) -> int:
-    """Insert rows, skipping any whose unique key is already stored; return how many went in."""
-    if not rows:
-        return 0
-    statement = _insert(model).on_conflict_do_nothing().returning(model.__table__.c.id)
-    return len(db.session.execute(statement, rows).all())
 
 
 def apply_events(email: Email, events: Iterable[ProviderEvent], source: str) -> bool:
@@ -149,14 +117,14 @@ def _preference(row: dict) -> tuple[bool, bool]:
 
 def _insert_new_events(rows: list[dict]) -> set[str]:
     """Insert the events not stored yet; return their dedupe keys."""
-    if _on_postgres():
+    if on_postgres():
         # One statement of fixed text and one JSON parameter: a multi-row VALUES list would cost
         # more to build and parse than to run, and so would a text array per column.
         document = _json_document(rows)
         if "\\u0000" in document:  # rare: clean every string, then write the document again
             document = _json_document(storable_json(rows))
         return set(db.session.execute(_RECORDSET_INSERT, {"rows": document}).scalars().all())
-    statement = _insert(EmailEvent).on_conflict_do_nothing().returning(EmailEvent.dedupe_key)
+    statement = insert_statement(EmailEvent).on_conflict_do_nothing().returning(EmailEvent.dedupe_key)
     inserted: set[str] = set()
     rows = storable_json(rows)
     for start in range(0, len(rows), CHUNK):
@@ -313,7 +281,7 @@ _RECOMPUTE = {
 def _recompute_statuses(email_ids: Sequence[int]) -> None:
     """Recompute the status of every given email in one statement, and bump each one's version."""
     for chunk in chunks(email_ids):
-        statement = _RECOMPUTE["postgresql" if _on_postgres() else "sqlite"]
+        statement = _RECOMPUTE["postgresql" if on_postgres() else "sqlite"]
         for row in db.session.execute(statement, {"ids": list(chunk)}):
             # Keep loaded objects in step without a reload per email.
             email = db.session.identity_map.get(so.util.identity_key(Email, row.id))

@@ -1,7 +1,7 @@
 """Settling sends in doubt: ask the provider's records, within its budget, whether it took them.
 
 When we cannot tell whether the provider took an email (a timeout, a server error, a worker killed
-mid-call: webapp/services/sending.py), we look it up before any second handover. The provider says
+mid-call: webapp/services/handover.py), we look it up before any second handover. The provider says
 what a lookup costs (`records_cost`: one SendGrid Email Activity query covers 50 emails, one
 Postmark search one email) and how many requests a minute its records allow; settling has its own
 share of that minute (webapp/services/budget.py), spread over the checks that run with the status
@@ -29,7 +29,8 @@ from webapp.providers import get_provider
 from webapp.providers.base import AcceptedResult, EmailProvider, SentRef
 from webapp.services import budget
 from webapp.services.alerts import alert_operators
-from webapp.services.sending import IN_DOUBT_RECHECK, in_doubt_grace, mark_accepted, wake_senders
+from webapp.services.handover import IN_DOUBT_RECHECK, in_doubt_grace, mark_accepted
+from webapp.services.sending import wake_senders
 
 log = logging.getLogger(__name__)
 

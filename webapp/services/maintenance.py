@@ -15,7 +15,7 @@ from webapp.models import Email, EmailEvent, RemovalRequest, SpamListEntry, utcn
 from webapp.providers import get_provider
 from webapp.providers.base import ProviderError, ProviderEvent
 from webapp.queue import enqueue
-from webapp.services import alerts, clock_skew, sending, set_aside, webhooks
+from webapp.services import alerts, clock_skew, send_sweep, set_aside, webhooks
 from webapp.services.events import add_to_spam_list, apply_events, spam_list_changed
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,9 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
     """Run every sweep once; return how much each one did."""
     now = now or utcnow()
     steps: dict[str, Callable[[], int]] = {
-        "abandoned": lambda: sending.recover_abandoned_sends(now),
+        "abandoned": lambda: send_sweep.recover_abandoned_sends(now),
         "stuck": lambda: flag_stuck_emails(now),
-        "sends": lambda: sending.wake_for_due(now),
+        "sends": lambda: send_sweep.wake_for_due(now),
         "batches": lambda: _enqueue_each(
             webhooks.APPLY_JOB, "batch", webhooks.unapplied_batches(now - timedelta(seconds=30))
         ),

@@ -21,7 +21,7 @@ from webapp.extensions import db
 from webapp.intake_text import storable
 from webapp.models import Email, OperatorAlert, WebhookBatch, utcnow
 from webapp.providers.base import ProviderEvent
-from webapp.services.sending import alert_operators
+from webapp.services.alerts import alert_operators
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,7 @@ import hashlib
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -21,7 +20,9 @@ from webapp.models import Email, PendingEvent, WebhookBatch, utcnow
 from webapp.providers import webhook_parser
 from webapp.providers.base import ProviderEvent
 from webapp.services import clock_skew, set_aside
-from webapp.services.events import Target, among, chunks, keep_for_later, store_events
+from webapp.services.batch_claims import claimed_batches
+from webapp.services.bulk_sql import among, chunks
+from webapp.services.events import Target, keep_for_later, store_events
 from webapp.services.polling import schedule_next_poll
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def apply_batch(batch_id: int, more: int | None = None) -> int:
     again.
     """
     more = BATCHES_PER_JOB - 1 if more is None else more
-    with _claimed(batch_id, more) as claimed:
+    with claimed_batches(batch_id, more) as claimed:
         if not claimed:
             return 0
         _without_waiting_for_disk()
@@ -135,61 +136,6 @@ def _apply_together(parsed: dict[int, list[ProviderEvent]]) -> int:
     )
     db.session.commit()
     return changed
-
-
-# Advisory lock namespace of "a job is applying this stored batch" (the second key is its id).
-_CLAIM_NAMESPACE = 4_210_001
-_CLAIM_SQL = sa.text(
-    """
-    WITH candidates AS MATERIALIZED (
-        (SELECT id FROM webhook_batch WHERE id = :batch_id AND applied_at IS NULL)
-        UNION
-        (SELECT id FROM webhook_batch WHERE applied_at IS NULL AND id <> :batch_id ORDER BY id LIMIT :more)
-    )
-    SELECT id FROM candidates WHERE pg_try_advisory_lock(:namespace, id) ORDER BY id
-    """
-)
-_UNCLAIM_SQL = sa.text(
-    "SELECT pg_advisory_unlock(:namespace, id) FROM unnest(CAST(:ids AS int[])) AS claimed(id)"
-)
-
-
-@contextmanager
-def _claimed(batch_id: int, more: int) -> Iterator[list[int]]:
-    """Claim this batch and up to `more` other unapplied ones for the duration of the block, skipping
-    any another job holds; yield their ids.
-
-    On PostgreSQL a claim is a session advisory lock on a connection of its own: it outlives the
-    apply's two transactions and ends with the job's process if that dies, so the sweep can apply
-    the batch again. SQLite has one writer at a time: nothing to claim against.
-    """
-    if db.session.get_bind().dialect.name != "postgresql":
-        ids = db.session.execute(
-            sa.select(WebhookBatch.id)
-            .where(WebhookBatch.applied_at.is_(None), WebhookBatch.id != batch_id)
-            .order_by(WebhookBatch.id)
-            .limit(more)
-        ).scalars()
-        yield sorted({batch_id, *ids})
-        return
-    with db.engine.connect() as claims:
-        ids: list[int] = []
-        try:
-            # Inside the try: a job timeout or a shutdown may strike once the server granted them.
-            ids = list(
-                claims.execute(
-                    _CLAIM_SQL, {"batch_id": batch_id, "more": more, "namespace": _CLAIM_NAMESPACE}
-                ).scalars()
-            )
-            claims.commit()
-            yield ids
-            if ids:
-                claims.execute(_UNCLAIM_SQL, {"ids": ids, "namespace": _CLAIM_NAMESPACE})
-                claims.commit()
-        except BaseException:
-            # Never back into the pool with a claim on it: closing the connection ends them all.
-            claims.invalidate()
-            raise
 
 
 def _without_waiting_for_disk() -> None:
