@@ -19,7 +19,7 @@ from webapp.extensions import db
 from webapp.models import utcnow
 from webapp.providers.base import PollRef, ProviderEvent
 from webapp.providers.postmark import parse_webhook_event
-from webapp.providers.sendgrid import parse_webhook_events
+from webapp.providers.sendgrid.webhooks import parse_webhook_events
 from webapp.services import clients, deliverability
 from webapp.services.events import apply_events
 

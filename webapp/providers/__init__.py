@@ -22,7 +22,7 @@ SANDBOX_API_BASE = "http://sandbox.invalid"
 # wire-format name -> "module:function" that parses its webhook bodies (no credentials needed, so a
 # stored batch can be applied by any worker).
 WEBHOOK_PARSERS: dict[str, str] = {
-    "sendgrid": "webapp.providers.sendgrid:parse_webhook_events",
+    "sendgrid": "webapp.providers.sendgrid.webhooks:parse_webhook_events",
     "postmark": "webapp.providers.postmark:parse_webhook_event",
 }
 
