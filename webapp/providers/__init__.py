@@ -23,7 +23,7 @@ SANDBOX_API_BASE = "http://sandbox.invalid"
 # stored batch can be applied by any worker).
 WEBHOOK_PARSERS: dict[str, str] = {
     "sendgrid": "webapp.providers.sendgrid.webhooks:parse_webhook_events",
-    "postmark": "webapp.providers.postmark:parse_webhook_event",
+    "postmark": "webapp.providers.postmark.webhooks:parse_webhook_event",
 }
 
 

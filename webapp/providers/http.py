@@ -151,12 +151,15 @@ def read_json(
 
 
 def nests_deeper_than(value: Any, limit: int) -> bool:
-    """Return whether JSON arrays and objects nest more than `limit` levels (a scalar: 0 levels).
+    """Return whether the arrays and objects of a parsed JSON value nest more than `limit` levels
+    (a scalar: 0 levels).
 
-    One level at a time, without recursion, so a hostile body cannot exhaust the stack; only
-    containers are carried to the next level (events are flat, mostly scalars).
+    One level at a time, without recursion, so a hostile body cannot exhaust the stack. Only
+    containers are carried to the next level (events are flat, mostly scalars), told by their
+    exact type: a JSON parser makes plain dicts and lists, and isinstance takes a 1,000-event batch
+    from under a millisecond to up to three.
     """
-    level = [value] if isinstance(value, dict | list) else []
+    level = [value] if type(value) is dict or type(value) is list else []
     depth = 1
     while level:
         if depth > limit:
@@ -164,8 +167,8 @@ def nests_deeper_than(value: Any, limit: int) -> bool:
         level = [
             child
             for node in level
-            for child in (node.values() if isinstance(node, dict) else node)
-            if isinstance(child, dict | list)
+            for child in (node.values() if type(node) is dict else node)
+            if type(child) is dict or type(child) is list
         ]
         depth += 1
     return False
