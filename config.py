@@ -115,8 +115,9 @@ DEFAULTS: dict[str, Any] = {
     "TRUSTED_PROXIES": 0,
     # Inbound Parse (removal requests mailed to support): the password SendGrid sends with HTTP
     # Basic auth (put it in the Inbound Parse URL). Empty closes the route, except in the sandbox.
+    # (Postmark's inbound webhook carries POSTMARK_WEBHOOK_USERNAME/PASSWORD instead.)
     "INBOUND_WEBHOOK_SECRET": "",
-    "INBOUND_MAX_BYTES": 32 * 1024 * 1024,  # SendGrid accepts mail up to 30 MB
+    "INBOUND_MAX_BYTES": 32 * 1024 * 1024,  # either inbound post; SendGrid accepts mail up to 30 MB
     # A removal request signed or dated longer ago than this may be an old mail sent again.
     "REMOVAL_MAX_AGE_DAYS": 7,
     # The check of one removal mail (its DKIM signatures) must end within this many seconds;

@@ -14,7 +14,11 @@ from webapp.extensions import csrf
 # Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
 pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
-WEBHOOK_VIEWS = {"webapp.webhooks.routes.provider_events", "webapp.webhooks.routes.sendgrid_inbound"}
+WEBHOOK_VIEWS = {
+    "webapp.webhooks.routes.provider_events",
+    "webapp.webhooks.inbound.sendgrid_inbound",
+    "webapp.webhooks.inbound.postmark_inbound",
+}
 
 
 def token_of(client: FlaskClient, path: str = "/login") -> str:

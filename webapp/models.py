@@ -289,7 +289,7 @@ class RemovalRequest(db.Model):
     fingerprint: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
     # The mail as it arrived, bytes untouched: the check job reads it, DKIM needs every byte.
     raw_mail: so.Mapped[bytes | None] = so.mapped_column(sa.LargeBinary)
-    # checking (the job has not decided yet), verified (proven, see services/inbound.py),
+    # checking (the job has not decided yet), verified (proven, see services/inbound/proof.py),
     # unverified, or unverifiable (no raw mail, or the check could not be completed).
     verdict: so.Mapped[str] = so.mapped_column(sa.String(20))
     check_attempts: so.Mapped[int] = so.mapped_column(default=0)

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from webapp import clock
-from webapp.providers.base import EmailProvider, ProviderEvent
+from webapp.providers.base import EmailProvider, InboundReader, ProviderEvent
 
 if TYPE_CHECKING:
     from webapp.sandbox.base import Simulator
@@ -24,6 +24,11 @@ SANDBOX_API_BASE = "http://sandbox.invalid"
 WEBHOOK_PARSERS: dict[str, str] = {
     "sendgrid": "webapp.providers.sendgrid.webhooks:parse_webhook_events",
     "postmark": "webapp.providers.postmark.webhooks:parse_webhook_event",
+}
+# wire-format name -> "module:function" that reads its inbound-mail posts (no credentials needed).
+INBOUND_READERS: dict[str, str] = {
+    "sendgrid": "webapp.providers.sendgrid_inbound:read_inbound",
+    "postmark": "webapp.providers.postmark_inbound:read_inbound",
 }
 
 
@@ -37,6 +42,12 @@ def wire_format(config: dict[str, Any]) -> str:
 def webhook_parser(name: str) -> Callable[[bytes], list[ProviderEvent]]:
     """Return the webhook body parser of a wire format (KeyError when there is none)."""
     module, _, function = WEBHOOK_PARSERS[name].partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def inbound_reader(name: str) -> InboundReader:
+    """Return the inbound-mail reader of a wire format (KeyError when there is none)."""
+    module, _, function = INBOUND_READERS[name].partition(":")
     return getattr(importlib.import_module(module), function)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
@@ -165,6 +165,35 @@ class WebhookVerdict:
     authentic: bool
     replay_key: str | None = None
     replay_ttl: float = 0.0
+
+
+@dataclass(frozen=True)
+class InboundMail:
+    """One mail to the support address, as a provider's inbound webhook posted it, in our words.
+
+    raw: the RFC 5322 message, byte for byte with CRLF line ends: what alone can prove a request.
+    None when the provider sent only its own parse of the mail: then `parsed` holds its from, to,
+    subject, text and headers, and `raw_hint` says which of the provider's settings sends the raw
+    message. The receiver's DKIM and SPF words are the provider's: support reads them, nothing
+    trusts them.
+    """
+
+    raw: bytes | None
+    receiver: str  # the provider's name, as support reads it
+    receiver_dkim: str = ""  # the provider's own DKIM result, as it wrote it
+    receiver_dkim_passes: tuple[str, ...] = ()  # the signing domains it says passed
+    spf: str = ""
+    parsed: dict[str, str] = field(default_factory=dict)
+    raw_hint: str = ""
+
+
+class InboundTooLarge(ValueError):
+    """An inbound-mail post holds more than any genuine one (too many form parts, for one)."""
+
+
+# What reads a wire format's inbound-mail post: (Content-Type, the exact body bytes) -> the mail;
+# ValueError when the post is malformed (InboundTooLarge when it is too big). Needs no credentials.
+InboundReader = Callable[[str, bytes], InboundMail]
 
 
 LiftOutcome = Literal["lifted", "provider_request_needed"]

@@ -228,12 +228,12 @@ def post_sandbox_client_mail(address: str) -> int:
         config, address, client.name if client else "", clinic.name if clinic else ""
     )
     db.session.commit()  # end this session's transaction before the inbound route writes
-    body, content_type = client_mail.inbound_post(raw, dkim="none", SPF="pass", to=config["SUPPORT_ADDRESS"])
-    secret = config["INBOUND_WEBHOOK_SECRET"]
-    auth = ("sendgrid", secret) if secret else None
+    post = client_mail.inbound_request(config, raw)  # as the sandbox's wire format posts it
     with current_app.test_request_context():  # a path to post to, from a request or the CLI alike
-        path = url_for("webhooks.sendgrid_inbound")
-    response = current_app.test_client().post(path, data=body, content_type=content_type, auth=auth)
+        path = url_for(post.endpoint)
+    response = current_app.test_client().post(
+        path, data=post.body, content_type=post.content_type, auth=post.auth
+    )
     return response.status_code
 
 

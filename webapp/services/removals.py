@@ -1,7 +1,7 @@
 """Spam-list removal cases: only a verified request from the client's own address lifts a block.
 
-Cases are filed only by the inbound-mail webhook (webapp.services.inbound); nobody can open one by
-hand, so nobody can ask on a client's behalf. Support decides; a job lifts the block.
+Cases are filed only by the inbound-mail webhooks (webapp.services.inbound.filing); nobody can
+open one by hand, so nobody can ask on a client's behalf. Support decides; a job lifts the block.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from webapp.providers import get_provider
 from webapp.providers.base import LiftResult, ProviderError
 from webapp.queue import enqueue
 from webapp.services import audit, changes
-from webapp.services.inbound import REASONS
+from webapp.services.inbound.proof import REASONS
 from webapp.services.sending import alert_operators
 
 LIFT_JOB = "jobs.removals.lift_spam_block"

@@ -8,7 +8,8 @@ from werkzeug.wrappers import Response
 
 from webapp.params import page_number
 from webapp.security import support_required
-from webapp.services import clients, demo, inbound, removals
+from webapp.services import clients, demo, removals
+from webapp.services.inbound import proof
 from webapp.support import bp
 from webapp.support.forms import DecisionForm
 
@@ -64,7 +65,7 @@ def case(case_id: int) -> str:
         standing=removals.case_standing(removal),
         matches=removals.matching_clients(removal),
         spam_entry=removals.spam_entry(removal),
-        reasons=inbound.REASONS,
+        reasons=proof.REASONS,
         sandbox_support_desk=demo.sandbox_can_reactivate(),
         form=DecisionForm(),
     )
