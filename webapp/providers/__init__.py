@@ -27,8 +27,8 @@ WEBHOOK_PARSERS: dict[str, str] = {
 }
 # wire-format name -> "module:function" that reads its inbound-mail posts (no credentials needed).
 INBOUND_READERS: dict[str, str] = {
-    "sendgrid": "webapp.providers.sendgrid_inbound:read_inbound",
-    "postmark": "webapp.providers.postmark_inbound:read_inbound",
+    "sendgrid": "webapp.providers.sendgrid.inbound:read_inbound",
+    "postmark": "webapp.providers.postmark.inbound:read_inbound",
 }
 
 
