@@ -20,6 +20,7 @@ import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp import statuses
+from webapp.event_kinds import EventKind
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, PendingEvent, SpamListEntry, UTCDateTime, utcnow
 from webapp.providers.base import ProviderEvent
@@ -125,7 +126,7 @@ def store_events(batch: dict[int, tuple[Target, list[ProviderEvent]]], source: s
     for email_id in touched:
         target, events = batch[email_id]
         for event in events:
-            if event.kind == "spamreport" or _is_spam_drop(event):
+            if event.kind == EventKind.REPORTED_AS_SPAM or _is_spam_drop(event):
                 address = target.to_address.strip().lower()
                 # The earliest report wins, whatever the order of arrival.
                 if address not in spam or event.occurred_at < spam[address]["reported_at"]:
@@ -371,7 +372,7 @@ def _event_row(email_id: int, event: ProviderEvent, source: str, now: datetime |
     return {
         "email_id": email_id,
         "occurred_at": event.occurred_at,
-        "kind": event.kind if event.kind in statuses.STATUS_FOR_EVENT else "unknown",
+        "kind": event.kind.value,  # one of the closed set: ProviderEvent refuses any other
         "reason": event.reason,
         "reject_reason": event.reject_reason,
         "url": event.url,
@@ -399,4 +400,4 @@ def _without_nul(value: Any) -> Any:
 def _is_spam_drop(event: ProviderEvent) -> bool:
     """Whether the provider would not send because the address reported spam (dropped after
     acceptance, or refused at send time as Postmark does)."""
-    return event.kind in ("dropped", "rejected") and event.reject_reason == "spam_report"
+    return event.kind in (EventKind.DROPPED, EventKind.REJECTED) and event.reject_reason == "spam_report"

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
+from webapp.event_kinds import EventKind
 from webapp.providers.base import AcceptedResult, PollRef, PollResult, ProviderEvent, SentRef
 from webapp.providers.http import ProviderApi, RequestFailed
 from webapp.providers.postmark.translate import APP_ID_KEY, bounce_event, optional_time, text
@@ -17,13 +18,13 @@ from webapp.providers.postmark.translate import APP_ID_KEY, bounce_event, option
 SEARCH_PAGE = 50
 
 # Messages API MessageEvents Types -> our event kinds.
-MESSAGE_EVENT_KINDS: dict[str, str] = {
-    "Delivered": "delivered",
-    "Transient": "deferred",
-    "Opened": "open",
-    "LinkClicked": "click",
-    "Bounced": "bounce",
-    "SubscriptionChanged": "unknown",
+MESSAGE_EVENT_KINDS: dict[str, EventKind] = {
+    "Delivered": EventKind.DELIVERED,
+    "Transient": EventKind.DEFERRED,
+    "Opened": EventKind.OPENED,
+    "LinkClicked": EventKind.CLICKED,
+    "Bounced": EventKind.BOUNCED,
+    "SubscriptionChanged": EventKind.OTHER,
 }
 # Messages API Status values that mean Postmark has the message (our Processed).
 ACCEPTED_STATUSES = frozenset({"Sent", "Queued", "Processed"})
@@ -58,7 +59,7 @@ def poll(api: ProviderApi, refs: list[PollRef], request_budget: int) -> PollResu
         waiting: set[int] = set()
         for position, event in enumerate(found):
             bounce_id = text(str((event.raw.get("Details") or {}).get("BounceID") or ""))
-            if event.kind != "bounce" or not bounce_id or not bounce_id.isdigit():
+            if event.kind != EventKind.BOUNCED or not bounce_id or not bounce_id.isdigit():
                 continue
             if requests_made >= request_budget:
                 waiting.add(position)
@@ -128,7 +129,7 @@ def _detail_events(detail: dict[str, Any], ref: PollRef) -> Iterator[ProviderEve
     if received is not None and detail.get("Status") in ACCEPTED_STATUSES:
         # Postmark sends no "processed" webhook: its record of the message is the proof.
         yield ProviderEvent(
-            "processed",
+            EventKind.PROCESSED,
             received,
             app_message_id=ref.app_message_id,
             provider_message_id=message_id,
@@ -140,9 +141,9 @@ def _detail_events(detail: dict[str, Any], ref: PollRef) -> Iterator[ProviderEve
         occurred_at = optional_time(raw.get("ReceivedAt"))
         if occurred_at is None:
             continue
-        kind = MESSAGE_EVENT_KINDS.get(str(raw.get("Type")), "unknown")
+        kind = MESSAGE_EVENT_KINDS.get(str(raw.get("Type")), EventKind.OTHER)
         details = raw.get("Details") if isinstance(raw.get("Details"), dict) else {}
-        if kind in ("delivered", "deferred"):
+        if kind in (EventKind.DELIVERED, EventKind.DEFERRED):
             reason = text(details.get("DeliveryMessage"))
         else:
             reason = text(details.get("Summary"))
@@ -153,8 +154,8 @@ def _detail_events(detail: dict[str, Any], ref: PollRef) -> Iterator[ProviderEve
             provider_message_id=message_id,
             recipient=text(raw.get("Recipient")),
             reason=reason,
-            url=text(details.get("Link")) if kind == "click" else None,
-            reject_reason="other" if kind == "bounce" else None,
+            url=text(details.get("Link")) if kind == EventKind.CLICKED else None,
+            reject_reason="other" if kind == EventKind.BOUNCED else None,
             raw=raw,
         )
 

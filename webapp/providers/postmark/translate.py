@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from webapp.bounce_reasons import best_text
+from webapp.event_kinds import EventKind
 from webapp.providers.base import ProviderEvent, RejectReason
 from webapp.providers.http import json_or_none
 
@@ -39,14 +40,14 @@ FAILED_BOUNCES: dict[str, RejectReason] = {
 }
 # Bounce records that are no failure: out of office and list requests (timeline only), and a
 # SpamNotification (delivered, then filed as spam by the receiving side: not the client's report).
-INFORMATIONAL_BOUNCES: dict[str, str] = {
-    "SpamNotification": "spam_filtered",
-    "Unsubscribe": "unsubscribe",
-    "Subscribe": "group_resubscribe",
-    "AutoResponder": "unknown",
-    "AddressChange": "unknown",
-    "ChallengeVerification": "unknown",
-    "OpenRelayTest": "unknown",
+INFORMATIONAL_BOUNCES: dict[str, EventKind] = {
+    "SpamNotification": EventKind.FILED_AS_SPAM,
+    "Unsubscribe": EventKind.UNSUBSCRIBED,
+    "Subscribe": EventKind.RESUBSCRIBED,
+    "AutoResponder": EventKind.OTHER,
+    "AddressChange": EventKind.OTHER,
+    "ChallengeVerification": EventKind.OTHER,
+    "OpenRelayTest": EventKind.OTHER,
 }
 
 _TIME = re.compile(
@@ -59,18 +60,19 @@ def bounce_event(record_type: str, item: dict[str, Any], common: dict[str, Any])
     """Read a Bounce or SpamComplaint record on its Type; None for an informational record we
     cannot place; ValueError for a failure without a readable time."""
     bounce_type = item.get("Type") if isinstance(item.get("Type"), str) else ""
+    reject_reason: RejectReason | None = None
     if record_type == "SpamComplaint" or bounce_type == "SpamComplaint":
-        kind, reject_reason = "spamreport", "spam_report"
+        kind, reject_reason = EventKind.REPORTED_AS_SPAM, "spam_report"
     elif bounce_type in DEFERRED_BOUNCES:
-        kind, reject_reason = "deferred", None
+        kind = EventKind.DEFERRED
     elif bounce_type in INFORMATIONAL_BOUNCES:
-        kind, reject_reason = INFORMATIONAL_BOUNCES[bounce_type], None
+        kind = INFORMATIONAL_BOUNCES[bounce_type]
     else:
         # A type Postmark adds later counts as a failure, as "Unknown" does.
-        kind, reject_reason = "bounce", FAILED_BOUNCES.get(bounce_type, "other")
+        kind, reject_reason = EventKind.BOUNCED, FAILED_BOUNCES.get(bounce_type, "other")
     occurred_at = optional_time(item.get("BouncedAt"))
     if occurred_at is None:
-        if kind in ("unsubscribe", "group_resubscribe", "unknown"):
+        if kind in (EventKind.UNSUBSCRIBED, EventKind.RESUBSCRIBED, EventKind.OTHER):
             return None  # e.g. the Unsubscribe record without Email or BouncedAt: nothing to place
         raise ValueError(f"the {bounce_type or record_type} record has no readable BouncedAt")
     # The server's answer, or Postmark's description when the answer is bare ("action: failed").

@@ -15,6 +15,7 @@ from typing import Any
 
 from werkzeug.datastructures import Authorization
 
+from webapp.event_kinds import EventKind
 from webapp.providers.base import ProviderEvent, WebhookVerdict
 from webapp.providers.http import read_json
 from webapp.providers.postmark.translate import APP_ID_KEY, bounce_event, optional_time, parse_time, text
@@ -67,7 +68,7 @@ def _webhook_event(record_type: str, item: dict[str, Any]) -> ProviderEvent | No
     }
     if record_type == "Delivery":
         return ProviderEvent(
-            "delivered",
+            EventKind.DELIVERED,
             _required_time(item, "DeliveredAt"),
             recipient=text(item.get("Recipient")),
             reason=text(item.get("Details")),
@@ -75,7 +76,7 @@ def _webhook_event(record_type: str, item: dict[str, Any]) -> ProviderEvent | No
         )
     if record_type == "Open":
         return ProviderEvent(
-            "open",
+            EventKind.OPENED,
             _required_time(item, "ReceivedAt"),
             recipient=text(item.get("Recipient")),
             reason=_open_summary(item),
@@ -83,7 +84,7 @@ def _webhook_event(record_type: str, item: dict[str, Any]) -> ProviderEvent | No
         )
     if record_type == "Click":
         return ProviderEvent(
-            "click",
+            EventKind.CLICKED,
             _required_time(item, "ReceivedAt"),
             recipient=text(item.get("Recipient")),
             url=text(item.get("OriginalLink")),
@@ -99,7 +100,7 @@ def _webhook_event(record_type: str, item: dict[str, Any]) -> ProviderEvent | No
     occurred_at = optional_time(item.get("ReceivedAt") or item.get("ChangedAt"))
     if occurred_at is None or not (common["app_message_id"] or common["provider_message_id"]):
         return None
-    return ProviderEvent("unknown", occurred_at, reason=f"Postmark {record_type[:40]}", **common)
+    return ProviderEvent(EventKind.OTHER, occurred_at, reason=f"Postmark {record_type[:40]}", **common)
 
 
 def _subscription_event(item: dict[str, Any], common: dict[str, Any]) -> ProviderEvent | None:
@@ -112,11 +113,11 @@ def _subscription_event(item: dict[str, Any], common: dict[str, Any]) -> Provide
         return None
     reason = item.get("SuppressionReason")
     if item.get("SuppressSending") is False:
-        kind, words = "group_resubscribe", "Postmark reactivated the address"
+        kind, words = EventKind.RESUBSCRIBED, "Postmark reactivated the address"
     elif reason == "ManualSuppression" and item.get("Origin") == "Recipient":
-        kind, words = "unsubscribe", "The client unsubscribed through Postmark's link"
+        kind, words = EventKind.UNSUBSCRIBED, "The client unsubscribed through Postmark's link"
     else:
-        kind, words = "unknown", f"Postmark suppressed the address ({str(reason)[:40]})"
+        kind, words = EventKind.OTHER, f"Postmark suppressed the address ({str(reason)[:40]})"
     return ProviderEvent(kind, occurred_at, recipient=text(item.get("Recipient")), reason=words, **common)
 
 

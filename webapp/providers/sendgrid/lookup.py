@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
+from webapp.event_kinds import EventKind
 from webapp.providers.base import AcceptedResult, PollRef, PollResult, ProviderEvent, SentRef
 from webapp.providers.http import ProviderApi, RequestFailed
 from webapp.providers.sendgrid.translate import (
@@ -204,7 +205,7 @@ def _polled_events(detail: dict[str, Any], app_message_id: str) -> Iterator[Prov
         occurred_at = iso_time(raw.get("processed"))
         if occurred_at is None:
             continue
-        kind = POLLED_KINDS.get(str(raw.get("event_name")), "unknown")
+        kind = POLLED_KINDS.get(str(raw.get("event_name")), EventKind.OTHER)
         yield ProviderEvent(
             kind=kind,
             occurred_at=occurred_at,
@@ -212,8 +213,8 @@ def _polled_events(detail: dict[str, Any], app_message_id: str) -> Iterator[Prov
             provider_message_id=provider_message_id,
             recipient=recipient if isinstance(recipient, str) else None,
             reason=text(raw.get("reason")),
-            url=text(raw.get("url")) if kind == "click" else None,
-            attempt=whole_number(raw.get("attempt_num")) if kind == "deferred" else None,
-            reject_reason=reject_reason_of(text(raw.get("reason"))) if kind == "dropped" else None,
+            url=text(raw.get("url")) if kind == EventKind.CLICKED else None,
+            attempt=whole_number(raw.get("attempt_num")) if kind == EventKind.DEFERRED else None,
+            reject_reason=reject_reason_of(text(raw.get("reason"))) if kind == EventKind.DROPPED else None,
             raw=raw,
         )

@@ -16,42 +16,42 @@ from typing import Any
 
 import httpx
 
+from webapp.event_kinds import EventKind
 from webapp.providers.base import RejectReason
 
 # The custom arg that carries our own id to SendGrid and back in every event.
 APP_ID_ARG = "app_message_id"
 
-# Email Activity event names -> our event kinds (the webhook spells several differently).
-POLLED_KINDS: dict[str, str] = {
-    "processed": "processed",
-    "delivered": "delivered",
-    "deferred": "deferred",
-    "dropped": "dropped",
-    "bounced": "bounce",
-    "opened": "open",
-    "clicked": "click",
-    "spam_report": "spamreport",
-    "unsubscribe": "unsubscribe",
-    "group_unsubscribe": "group_unsubscribe",
-    "group_resubscribe": "group_resubscribe",
+# Email Activity event names -> our event kinds (any other name is EventKind.OTHER).
+POLLED_KINDS: dict[str, EventKind] = {
+    "processed": EventKind.PROCESSED,
+    "delivered": EventKind.DELIVERED,
+    "deferred": EventKind.DEFERRED,
+    "dropped": EventKind.DROPPED,
+    "bounced": EventKind.BOUNCED,
+    "opened": EventKind.OPENED,
+    "clicked": EventKind.CLICKED,
+    "spam_report": EventKind.REPORTED_AS_SPAM,
+    "unsubscribe": EventKind.UNSUBSCRIBED,
+    "group_unsubscribe": EventKind.UNSUBSCRIBED_FROM_GROUP,
+    "group_resubscribe": EventKind.RESUBSCRIBED,
 }
 
-# Event webhook names that are also our event kinds.
-WEBHOOK_KINDS: frozenset[str] = frozenset(
-    {
-        "processed",
-        "delivered",
-        "deferred",
-        "bounce",
-        "dropped",
-        "open",
-        "click",
-        "spamreport",
-        "unsubscribe",
-        "group_unsubscribe",
-        "group_resubscribe",
-    }
-)
+# Event webhook names -> our event kinds: the webhook spells several differently from Email
+# Activity (any other name is EventKind.OTHER).
+WEBHOOK_KINDS: dict[str, EventKind] = {
+    "processed": EventKind.PROCESSED,
+    "delivered": EventKind.DELIVERED,
+    "deferred": EventKind.DEFERRED,
+    "bounce": EventKind.BOUNCED,
+    "dropped": EventKind.DROPPED,
+    "open": EventKind.OPENED,
+    "click": EventKind.CLICKED,
+    "spamreport": EventKind.REPORTED_AS_SPAM,
+    "unsubscribe": EventKind.UNSUBSCRIBED,
+    "group_unsubscribe": EventKind.UNSUBSCRIBED_FROM_GROUP,
+    "group_resubscribe": EventKind.RESUBSCRIBED,
+}
 
 # SendGrid's drop reasons (lower-cased) -> ours; any other text is "other", kept as SendGrid wrote it.
 DROP_REASONS: dict[str, RejectReason] = {

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from webapp import clock as app_clock
+from webapp.event_kinds import EventKind
 from webapp.providers.base import ProviderEvent, WebhookVerdict
 from webapp.providers.http import read_json
 from webapp.providers.sendgrid.translate import (
@@ -133,8 +134,8 @@ def _event_name_and_time(item: Any, position: int) -> tuple[str, datetime]:
 def _webhook_event(item: Any, position: int) -> ProviderEvent:
     """Turn one webhook event object into a ProviderEvent."""
     name, occurred_at = _event_name_and_time(item, position)
-    kind = name if name in WEBHOOK_KINDS else "unknown"
-    if kind in ("deferred", "delivered"):
+    kind = WEBHOOK_KINDS.get(name, EventKind.OTHER)
+    if kind in (EventKind.DEFERRED, EventKind.DELIVERED):
         reason = text(item.get("response")) or text(item.get("reason"))
     else:
         reason = text(item.get("reason"))
@@ -145,10 +146,10 @@ def _webhook_event(item: Any, position: int) -> ProviderEvent:
         provider_message_id=x_message_id(item.get("sg_message_id"), item.get("smtp-id")),
         recipient=text(item.get("email")),
         reason=reason,
-        url=text(item.get("url")) if kind == "click" else None,
-        attempt=whole_number(item.get("attempt")) if kind == "deferred" else None,
-        machine=kind == "open" and _truthy(item.get("sg_machine_open")),
-        reject_reason=reject_reason_of(reason) if kind == "dropped" else None,
+        url=text(item.get("url")) if kind == EventKind.CLICKED else None,
+        attempt=whole_number(item.get("attempt")) if kind == EventKind.DEFERRED else None,
+        machine=kind == EventKind.OPENED and _truthy(item.get("sg_machine_open")),
+        reject_reason=reject_reason_of(reason) if kind == EventKind.DROPPED else None,
         raw=item,
     )
 

@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from webapp.event_kinds import EventKind
 from webapp.sandbox import scenarios
 from webapp.sandbox.base import Pending, PostedKeys, Simulator
 from webapp.sandbox.postmark import validation, webhooks
@@ -46,14 +47,14 @@ INACTIVE_TEXT = (
 )
 
 # Neutral steps -> Messages API MessageEvents Types (spam complaints and notices show as bounces).
-MESSAGE_EVENT_TYPES: dict[str, str] = {
-    "delivered": "Delivered",
-    "deferred": "Transient",
-    "open": "Opened",
-    "click": "LinkClicked",
-    "bounce": "Bounced",
-    "spamreport": "Bounced",
-    "spam_filtered": "Bounced",
+MESSAGE_EVENT_TYPES: dict[EventKind, str] = {
+    EventKind.DELIVERED: "Delivered",
+    EventKind.DEFERRED: "Transient",
+    EventKind.OPENED: "Opened",
+    EventKind.CLICKED: "LinkClicked",
+    EventKind.BOUNCED: "Bounced",
+    EventKind.REPORTED_AS_SPAM: "Bounced",
+    EventKind.FILED_AS_SPAM: "Bounced",
 }
 
 URLS = Map(
@@ -363,7 +364,7 @@ def _sim_message(message: dict[str, Any], email: str, msg_id: str, request_id: s
 
 def _summary(message: SimMessage, events: list[Visible]) -> dict[str, Any]:
     """A message as the outbound search lists it."""
-    processed = any(event.step.event == "processed" for event in events)
+    processed = any(event.step.event == EventKind.PROCESSED for event in events)
     return {
         "Tag": message.categories[0] if message.categories else "",
         "MessageID": message.msg_id,
