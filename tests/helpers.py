@@ -73,6 +73,8 @@ def add_email(
             )
         )
     apply_events(email, history, source="poll")
+    # A history lived, not replayed: we received each event when it happened.
+    email.status_received_at = email.status_changed_at
     db.session.commit()
     return email
 

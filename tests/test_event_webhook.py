@@ -179,7 +179,7 @@ def test_an_event_proves_an_in_doubt_send_and_names_its_provider_id(app, world):
     assert email.next_poll_at is not None
 
 
-def test_nul_characters_from_the_provider_are_stored_without_them(app, world):
+def test_nul_characters_and_lone_surrogates_from_the_provider_are_stored_as_replacements(app, world):
     from webapp.services.webhooks import apply_provider_events
 
     email = sending.queue_email(world.client_a, kind="receipt", subject="R", body="B", sent_by=None)
@@ -187,12 +187,12 @@ def test_nul_characters_from_the_provider_are_stored_without_them(app, world):
         "bounce",
         datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc),
         app_message_id=email.app_message_id,
-        reason="550 no\x00such user",
-        raw={"reason": "550 no\x00such user", "k\x00": ["\x00"]},
+        reason="550 no\x00such user\ud800",
+        raw={"reason": "550 no\x00such user", "k\x00": ["\x00", "\udfff"]},
     )
     apply_provider_events([bounce], "webhook")
     db.session.commit()
     stored = db.session.execute(sa.select(EmailEvent).where(EmailEvent.kind == "bounce")).scalar_one()
-    assert stored.reason == "550 nosuch user"
-    assert stored.raw == {"reason": "550 nosuch user", "k": [""]}
+    assert stored.reason == "550 no\ufffdsuch user\ufffd"
+    assert stored.raw == {"reason": "550 no\ufffdsuch user", "k\ufffd": ["\ufffd", "\ufffd"]}
     assert email.status == "failed"

@@ -315,7 +315,7 @@ def test_a_stuck_alert_names_the_email_and_support_may_open_only_its_timeline(ap
 
     email = db.session.execute(sa.select(Email)).scalars().first()
     email.status = "processed"
-    email.status_changed_at = utcnow() - timedelta(minutes=20)
+    email.status_received_at = email.status_changed_at = utcnow() - timedelta(minutes=20)
     db.session.commit()
     assert maintenance.flag_stuck_emails(utcnow()) == 1
     [alert] = db.session.execute(

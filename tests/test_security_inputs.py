@@ -161,6 +161,7 @@ def sweep(app, world):
             "user_id": world.users["clinician"].id,
             "case_id": case.id,
             "alert_id": 1,
+            "incident_id": 1,
         },
     }
 

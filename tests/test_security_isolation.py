@@ -14,8 +14,8 @@ from flask.testing import FlaskClient
 from tests.conftest import login
 from tests.helpers import email_with_history, removal_case
 from webapp.extensions import db
+from webapp.freshness import counters as changes
 from webapp.models import Email, RemovalRequest, User
-from webapp.services import changes
 
 # Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
 pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")

@@ -63,6 +63,7 @@ def test_every_post_without_a_valid_token_is_refused(protected, world, email):
         "user_id": world.users["clinician"].id,
         "case_id": 1,
         "alert_id": 1,
+        "incident_id": 1,
         "provider_name": "sendgrid",  # the configured wire format
     }
     for rule in posts:

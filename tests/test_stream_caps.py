@@ -19,7 +19,9 @@ from tests.conftest import PASSWORD, login
 from tests.faults import Processes, child_env, free_port, wait_for
 from webapp import clock
 from webapp.extensions import db
-from webapp.services import accounts, log_stream, stream_quota
+from webapp.freshness import quota as stream_quota
+from webapp.freshness import stream as log_stream
+from webapp.services import accounts
 
 STREAM = "/clients/{}/emails/stream"
 # Each request starts with an empty `g`, as in production (conftest.py).

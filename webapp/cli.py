@@ -231,7 +231,8 @@ def worker(burst: bool) -> None:
 @click.command("scheduler")
 @with_appcontext
 def scheduler() -> None:
-    """Run the periodic jobs of jobs/cron.py (exactly one scheduler); it rides out Redis restarts."""
+    """Run the periodic jobs of jobs/cron.py (exactly one scheduler); it rides out Redis restarts,
+    and a restart carries on each job's schedule instead of enqueuing every job at once."""
     from rq.cron import CronScheduler
     from rq.exceptions import StopRequested
 
@@ -246,11 +247,15 @@ def scheduler() -> None:
             self.stop_asked = True
             super()._request_stop(signum, frame)
 
+    from jobs.cron import forget_dead_schedulers, resume_schedule
+
     redis = current_app.extensions["redis"]
     cron = AppCron(connection=redis)
     cron.load_config_from_file("jobs.cron")
     while not cron.stop_asked:
         try:
+            forget_dead_schedulers(redis)
+            resume_schedule(cron)  # a restart carries on the schedule: no burst of every job
             cron.start()
         except StopRequested:
             return

@@ -49,7 +49,8 @@ class SendResult:
     unauthorized: the API key is wrong or lacks permission (an operator must act);
     unavailable: the provider answered with a server error (it may still have taken the message);
     in_doubt: no answer (timeout, broken connection): it may or may not have taken it;
-    not_sent: a batch stopped before asking the provider about it (safe to send again at once).
+    not_sent: a batch stopped before asking the provider about it (safe to send again: at once, or
+    after retry_after seconds when an earlier request of the batch met a failing provider).
     """
 
     outcome: SendOutcome
@@ -160,17 +161,36 @@ class AcceptedResult:
 
 
 @dataclass(frozen=True)
+class RecordsCost:
+    """What reading the provider's message records costs: status polls and in-doubt lookups.
+
+    Services budget every worker's requests by it (webapp/services/budget.py).
+    """
+
+    # Requests a minute the records API allows: the documented limit, or, where the provider
+    # publishes none (documented=False), a pace we keep to and back off from on its 429.
+    requests_per_minute: int
+    # How many in-doubt emails one find_accepted request can settle.
+    emails_per_lookup: int
+    documented: bool = True
+
+
+@dataclass(frozen=True)
 class WebhookVerdict:
     """Whether a webhook request really came from the provider, and how to spot a replay of it.
 
     replay_key/replay_ttl: when the provider signs with a timestamp, a copy posted again within
     replay_ttl seconds is a replay; None when the provider gives nothing to key on (its events
     are stored once each anyway).
+    skew_seconds: for a correctly signed request, how far our clock is ahead of the time the
+    provider signed (negative: behind), whether or not that is within the tolerance; None when
+    the provider signs no time or the signature is wrong.
     """
 
     authentic: bool
     replay_key: str | None = None
     replay_ttl: float = 0.0
+    skew_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -234,6 +254,8 @@ class EmailProvider(ABC):
     credentials_hint: str = "the email provider's API key setting"
     # Where the provider keeps the records that settle a send in doubt (an operator alert says it).
     records_hint: str = "the email provider's message records and the event webhook"
+    # What its records API allows and what a lookup covers (a cautious default: one email a request).
+    records_cost: RecordsCost = RecordsCost(requests_per_minute=6, emails_per_lookup=1, documented=False)
 
     @abstractmethod
     def send(self, message: OutgoingMessage) -> SendResult:

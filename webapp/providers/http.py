@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
-import orjson
 
+from webapp import intake_text
 from webapp.providers.base import ProviderError
 
 USER_AGENT = "clinic-email-log"
@@ -94,7 +94,7 @@ class ProviderApi:
                 response.status_code,
             )
         try:
-            return response.json()
+            return intake_text.loads(response.content)
         except ValueError as error:
             raise RequestFailed(
                 f"{self.label} answered with invalid JSON: {error}", response.status_code
@@ -102,9 +102,9 @@ class ProviderApi:
 
 
 def json_or_none(response: httpx.Response) -> Any:
-    """Return an answer's JSON document, or None when it has none."""
+    """Return an answer's JSON document (its text made storable), or None when it has none."""
     try:
-        return response.json()
+        return intake_text.loads(response.content)
     except ValueError:
         return None
 
@@ -130,10 +130,13 @@ def read_json(
     what: str,
     shape: type[list] | type[dict],
     max_bytes: int | None = None,
-    loads: Callable[[bytes], Any] = orjson.loads,
+    loads: Callable[[bytes], Any] = intake_text.loads,
 ) -> Any:
     """Read a JSON body from outside: ValueError unless it is JSON of this shape (an array or an
     object), within max_bytes and MAX_JSON_DEPTH; `what` names it in the error ("the webhook body").
+
+    By default what a database would refuse (a NUL, a lone surrogate) comes back as U+FFFD, not as
+    a refusal (webapp/intake_text.py).
     """
     if max_bytes is not None and len(body) > max_bytes:
         raise ValueError(f"{what} is too large")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from flask import abort, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp.extensions import csrf, db, limiter
+from webapp import clock
+from webapp.database import rollback_quietly
+from webapp.extensions import csrf, limiter
 from webapp.providers import get_provider, wire_format
 from webapp.queue import enqueue
-from webapp.services import webhook_guard, webhooks
+from webapp.services import clock_skew, webhook_guard, webhooks
 from webapp.webhooks import bp
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,9 @@ def provider_events(provider_name: str) -> tuple[str, int]:
         abort(404)
     body = request.get_data(cache=False)  # the exact bytes that were signed
     provider = get_provider(config)
-    verdict = provider.verify_webhook(request.headers, body, time.time())
+    verdict = provider.verify_webhook(request.headers, body, clock.timestamp())
+    if verdict.skew_seconds is not None:
+        clock_skew.note_signed_time(verdict.skew_seconds, accepted=verdict.authentic)
     if not verdict.authentic:
         log.warning("%s event webhook: credentials refused from %s", provider_name, request.remote_addr)
         webhook_guard.note_refused(provider_name)
@@ -53,7 +56,7 @@ def provider_events(provider_name: str) -> tuple[str, int]:
     except SQLAlchemyError as error:
         # Not stored: a 5xx makes the provider post it again (a 4xx would make it drop it).
         log.warning("event batch not stored, the provider will retry: %s", error)
-        db.session.rollback()
+        rollback_quietly()  # in a fast shutdown the rollback fails too: still a 503
         if key is not None:
             webhooks.forget_delivery(provider_name, key)
         return "", 503

@@ -27,6 +27,7 @@ from webapp.providers.base import (
     PollRef,
     PollResult,
     ProviderEvent,
+    RecordsCost,
     SendResult,
     SentRef,
     WebhookVerdict,
@@ -44,6 +45,7 @@ class PostmarkProvider(EmailProvider):
     max_batch = sending.MAX_BATCH
     credentials_hint = "POSTMARK_SERVER_TOKEN (the server's API token, not an account token)"
     records_hint = "the Messages API (it keeps 45 days by default) and the webhook's Basic credentials"
+    records_cost = RecordsCost(lookup.RECORDS_REQUESTS_PER_MINUTE, emails_per_lookup=1, documented=False)
 
     def __init__(
         self,
@@ -99,7 +101,8 @@ class PostmarkProvider(EmailProvider):
         return self._sender.send(message)
 
     def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
-        """POST up to 500 messages to /email/batch; results are Postmark's, matched by position."""
+        """POST the messages to /email/batch, up to 500 a request (the first request carries one);
+        results are Postmark's, matched by position."""
         return self._sender.send_batch(messages)
 
     def message_body(self, message: OutgoingMessage) -> dict[str, Any]:

@@ -16,6 +16,10 @@ from webapp.providers.http import ProviderApi, RequestFailed
 from webapp.providers.postmark.translate import APP_ID_KEY, bounce_event, optional_time, text
 
 SEARCH_PAGE = 50
+# Postmark publishes no request limit for its Messages API, only that a 429 means "slow down"; the
+# search filters on one metadata value, so each in-doubt email costs one request. Four a second
+# keeps a backlog of a few hundred moving without bursts; a 429 holds every worker back.
+RECORDS_REQUESTS_PER_MINUTE = 240
 
 # Messages API MessageEvents Types -> our event kinds.
 MESSAGE_EVENT_KINDS: dict[str, EventKind] = {

@@ -23,6 +23,10 @@ from webapp.providers.postmark.translate import (
 )
 
 MAX_BATCH = 500  # Postmark's limit per /email/batch call
+# A batch's first request carries this many messages: an outage then puts one email in doubt.
+FIRST_REQUEST = 1
+# After a request Postmark failed (5xx, no answer), the rest of its batch waits this long.
+FAILED_REQUEST_WAIT = 30.0
 MAX_INACTIVE_LOOKUPS = 20  # per send_batch: why an address is inactive, asked of the dump
 
 ERROR_INVALID_TOKEN = 10
@@ -56,36 +60,52 @@ class Sender:
         return self._failed_send(response, message.to_address)
 
     def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
-        """POST up to 500 messages to /email/batch; results are Postmark's, matched by position."""
+        """POST the messages to /email/batch, up to 500 a request; results are Postmark's, matched by
+        position.
+
+        The first request carries one message: when Postmark is failing (an outage, a refused token,
+        a rate limit), one message meets it and only that one is in doubt, not a batch of 500. After
+        a request that did not go through, no further one is made: the rest come back not_sent (to
+        be tried again after FAILED_REQUEST_WAIT), or with the 429's or the 401's outcome.
+        """
         results: list[SendResult] = []
-        for start in range(0, len(messages), MAX_BATCH):
-            results.extend(self._send_chunk(messages[start : start + MAX_BATCH]))
+        size = FIRST_REQUEST
+        while len(results) < len(messages):
+            chunk = messages[len(results) : len(results) + size]
+            answers, failure = self._send_chunk(chunk)
+            results.extend(answers)
+            size = MAX_BATCH
+            if failure is not None and len(results) < len(messages):
+                results.extend([_not_sent_after(failure)] * (len(messages) - len(results)))
         return results
 
-    def _send_chunk(self, messages: list[OutgoingMessage]) -> list[SendResult]:
-        if not messages:
-            return []
+    def _send_chunk(self, messages: list[OutgoingMessage]) -> tuple[list[SendResult], SendResult | None]:
+        """Send one request; return one result per message and, when the request as a whole did not
+        go through (no answer, 5xx, 429, 401), that result."""
         try:
             response = self.api.client.post("/email/batch", json=[self.message_body(m) for m in messages])
         except httpx.RequestError as error:
             doubt = SendResult("in_doubt", error=self.api.no_answer(error))
-            return [doubt] * len(messages)
+            return [doubt] * len(messages), doubt
         if response.status_code != 200:
             # The whole batch was refused (bad token, over the limits, rate limit, outage).
-            return [self._failed_send(response, None)] * len(messages)
+            refused = self._failed_send(response, None)
+            failed = refused.outcome in ("in_doubt", "unavailable", "rate_limited", "unauthorized")
+            return [refused] * len(messages), refused if failed else None
         items = json_or_none(response)
         if not isinstance(items, list) or len(items) != len(messages):
             # Failed items name no recipient: without one result per message, in order, we cannot
             # tell which were taken.
             doubt = SendResult("in_doubt", error="Postmark's batch answer does not match the request")
-            return [doubt] * len(messages)
+            return [doubt] * len(messages), doubt
         lookups = [MAX_INACTIVE_LOOKUPS]
-        return [
+        results = [
             self._item_result(item, message.to_address, lookups)
             if isinstance(item, dict)
             else SendResult("in_doubt", error="Postmark's batch answer has an unreadable item")
             for item, message in zip(items, messages, strict=True)
         ]
+        return results, None
 
     def message_body(self, message: OutgoingMessage) -> dict[str, Any]:
         """Build the Email API request body for one message."""
@@ -175,6 +195,14 @@ class Sender:
             if str(entry.get("EmailAddress", "")).strip().lower() == wanted:
                 return suppressions.reject_reason_of(entry)
         return "other"
+
+
+def _not_sent_after(failure: SendResult) -> SendResult:
+    """The result of a message left unsent because an earlier request of its batch failed."""
+    error = f"not sent: {failure.error}"
+    if failure.outcome in ("rate_limited", "unauthorized"):
+        return SendResult(failure.outcome, error=error, retry_after=failure.retry_after)
+    return SendResult("not_sent", error=error, retry_after=FAILED_REQUEST_WAIT)
 
 
 def _quoted(name: str) -> str:

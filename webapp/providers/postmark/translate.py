@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from webapp import intake_text
 from webapp.bounce_reasons import best_text
 from webapp.event_kinds import EventKind
 from webapp.providers.base import ProviderEvent, RejectReason
@@ -135,8 +136,8 @@ def postmark_error(code: Any, words: str) -> str:
 
 
 def error_text(response: httpx.Response) -> str:
-    """Return Postmark's {ErrorCode, Message}, or the raw text."""
+    """Return Postmark's {ErrorCode, Message}, or the raw text (storable)."""
     document = json_or_none(response)
     if isinstance(document, dict) and (document.get("Message") or document.get("ErrorCode") is not None):
         return postmark_error(document.get("ErrorCode"), text(document.get("Message")) or "")
-    return f"HTTP {response.status_code}: {response.text[:500]}".strip()
+    return intake_text.storable(f"HTTP {response.status_code}: {response.text[:500]}".strip())

@@ -18,6 +18,7 @@ from webapp.providers.base import (
     PollRef,
     PollResult,
     ProviderEvent,
+    RecordsCost,
     SendResult,
     SentRef,
     WebhookVerdict,
@@ -33,6 +34,8 @@ class SendGridProvider(EmailProvider):
     credentials_hint = "SENDGRID_API_KEY and its Mail Send permission"
     records_hint = "the Email Activity add-on (API access to the message history) and the event webhook"
     max_batch = sending.SEND_BATCH_SIZE
+    # Email Activity's documented limit is 6 requests a minute; one query asks about 50 of our ids.
+    records_cost = RecordsCost(requests_per_minute=6, emails_per_lookup=lookup.FIND_BATCH_SIZE)
 
     def __init__(
         self,
@@ -98,7 +101,8 @@ class SendGridProvider(EmailProvider):
         return suppressions.remove_spam_report(self._api, address)
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes, now: float) -> WebhookVerdict:
-        """Check the ECDSA signature; a copy is a replay while its timestamp is within the tolerance."""
+        """Check the ECDSA signature; a copy is a replay while its timestamp is within the tolerance
+        (a correctly signed one says how far the clocks differ, also when it is refused)."""
         return webhooks.verify_webhook(self._webhook_public_key, self._webhook_tolerance, headers, body, now)
 
     def parse_webhook(self, body: bytes) -> list[ProviderEvent]:

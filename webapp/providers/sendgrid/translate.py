@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from webapp import intake_text
 from webapp.event_kinds import EventKind
 from webapp.providers.base import RejectReason
 
@@ -79,9 +80,9 @@ def reject_reason_of(reason: str | None) -> RejectReason:
 
 
 def error_text(response: httpx.Response) -> str:
-    """Return SendGrid's own error messages (with the field each names), or the raw text."""
+    """Return SendGrid's own error messages (with the field each names), or the raw text (storable)."""
     try:
-        errors = response.json().get("errors")
+        errors = intake_text.loads(response.content).get("errors")
     except (ValueError, AttributeError):
         errors = None
     if isinstance(errors, list):
@@ -92,7 +93,7 @@ def error_text(response: httpx.Response) -> str:
                 messages.append(f"{error['message']} ({field})" if field else str(error["message"]))
         if messages:
             return "; ".join(messages)
-    return f"HTTP {response.status_code}: {response.text[:500]}".strip()
+    return intake_text.storable(f"HTTP {response.status_code}: {response.text[:500]}".strip())
 
 
 def x_message_id(sg_message_id: Any, smtp_id: Any = None) -> str | None:

@@ -71,7 +71,7 @@ def enqueue_check(case_id: int) -> bool:
 
 def _file_parsed(mail: InboundMail) -> tuple[RemovalRequest, bool]:
     """File a mail the provider sent without its raw message, as unverifiable, and alert."""
-    from webapp.services.sending import alert_operators
+    from webapp.services.alerts import alert_operators
 
     fields = mail.parsed
     claimed = fields.get("from", "")[:MAX_KEY_HEADER]
@@ -212,7 +212,7 @@ def _record(case: RemovalRequest, found: Verdict, earlier: RemovalRequest | None
 
 
 def _give_up(case: RemovalRequest, reason: str) -> str:
-    from webapp.services.sending import alert_operators
+    from webapp.services.alerts import alert_operators
 
     case.verdict = "unverifiable"
     case.checked_at = utcnow()
