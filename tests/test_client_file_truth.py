@@ -12,8 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import PASSWORD, login
-from tests.helpers import BOUNCED, CLINICIAN, DELIVERED, add_email, htmx_get, poll_url, text
+from tests.helpers import BOUNCED, CLINICIAN, DELIVERED, PASSWORD, add_email, htmx_get, login, poll_url, text
 from webapp import statuses
 from webapp.extensions import db
 from webapp.models import Client, Email, SpamListEntry, utcnow

@@ -10,8 +10,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import run_jobs
-from tests.helpers import public_key_b64, sign
+from tests.helpers import public_key_b64, run_jobs, sign
 from webapp import intake_text
 from webapp.extensions import db
 from webapp.models import Email, EmailEvent, OperatorAlert, PendingEvent, WebhookBatch, utcnow

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from flask import Flask, template_rendered
 from markupsafe import Markup
 
-from tests.conftest import login
 from tests.helpers import (
     BOUNCE,
     BOUNCED,
@@ -23,6 +22,7 @@ from tests.helpers import (
     add_email,
     emails_of,
     htmx_get,
+    login,
     poll_url,
     row_html,
     text,
@@ -79,6 +79,7 @@ def add_clients(clinic, count: int, prefix: str = "Client") -> list[Client]:
     return clients
 
 
+@pytest.mark.engine  # lower() and LIKE are each engine's own
 def test_search_by_name_or_email_ignores_case_and_stays_in_the_clinic(signed_in, world):
     db.session.add(Client(clinic_id=world.clinic_a.id, name="Ann Other", email="A.Other@Example.COM"))
     db.session.add(Client(clinic_id=world.clinic_b.id, name="Jane Elsewhere", email="jane@b.example"))
@@ -176,6 +177,7 @@ def test_a_spam_report_blocks_the_address_and_says_how_the_client_can_lift_it(si
     assert f'action="/clients/{jane.id}/emails"' not in html
 
 
+@pytest.mark.engine  # lower() is each engine's own
 @pytest.mark.parametrize("address", ["Jane.Doe@Example.com", "ÅSA.Berg@example.com", " jane@example.com "])
 def test_the_log_partial_finds_the_spam_list_entry_however_the_address_is_written(signed_in, world, address):
     # The client and its entry are read in one query, joined on the database's lower(): letters

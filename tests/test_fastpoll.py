@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import login
+from tests.helpers import login
 
 POLL = {"HX-Request": "true", "HX-Trigger": "email-log"}
 

@@ -24,7 +24,6 @@ import pytest
 import sqlalchemy as sa
 from rq import Worker
 
-from tests.conftest import run_jobs
 from tests.faults import (
     FLASK,
     Processes,
@@ -36,6 +35,7 @@ from tests.faults import (
     settled,
     wait_for,
 )
+from tests.helpers import run_jobs
 from webapp import clock
 from webapp.extensions import db
 from webapp.models import Client, Clinic, Email, OperatorAlert

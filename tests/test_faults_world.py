@@ -21,9 +21,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ON_POSTGRES, run_jobs
 from tests.faults import FLASK, Processes, child_env, free_port, wait_for
-from tests.helpers import public_key_b64, sign
+from tests.helpers import ON_POSTGRES, public_key_b64, run_jobs, sign
 from webapp.extensions import db
 from webapp.models import Client, Clinic, Email, EmailEvent, OperatorAlert, WebhookBatch, utcnow
 from webapp.providers import get_sandbox

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import login, run_jobs
-from tests.helpers import row_html, timeline_html
+from tests.helpers import login, row_html, run_jobs, timeline_html
 from tests.helpers import text as markup_text
 from webapp import statuses
 from webapp.extensions import db

@@ -11,8 +11,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import WIRE_FORMATS, login, run_jobs
-from tests.helpers import row_html, text
+from tests.helpers import WIRE_FORMATS, login, row_html, run_jobs, text
 from webapp.extensions import db
 from webapp.models import Client, Email, Incident, OperatorAlert, utcnow
 from webapp.providers import get_provider, get_sandbox

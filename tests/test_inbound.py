@@ -14,7 +14,7 @@ import dkim
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import login, run_jobs
+from tests.helpers import login, run_jobs
 from tests.inbound_mail import (
     HOMOGLYPH_DOMAIN,
     INBOUND,

@@ -11,8 +11,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import PASSWORD as USER_PASSWORD
-from tests.conftest import login, run_jobs
+from tests.helpers import PASSWORD as USER_PASSWORD
+from tests.helpers import login, run_jobs
 from tests.inbound_mail import ON_FILE, SUPPORT, mail, sign
 from webapp.extensions import db
 from webapp.models import Client, Clinic, OperatorAlert, RemovalRequest, SpamListEntry, utcnow

@@ -11,8 +11,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from tests.conftest import PASSWORD, login
-from tests.helpers import DELIVERED, add_email
+from tests.helpers import DELIVERED, PASSWORD, add_email, login
 from webapp.freshness import stream as log_stream
 from webapp.freshness.counters import log_channel
 

@@ -103,7 +103,7 @@ def test_a_stuck_alert_resolves_itself_once_the_email_moves_on(app, world):
 
 
 def test_support_marks_an_alert_as_dealt_with(app, world, client):
-    from tests.conftest import login
+    from tests.helpers import login
 
     sending.alert_operators("provider_auth", "The API key was refused.")
     db.session.commit()

@@ -12,8 +12,11 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_migrate import upgrade
 
-from tests.conftest import ON_POSTGRES, OWNER_DATABASE_URL, DatabaseUrls, _psycopg, _settings
+from tests.helpers import ON_POSTGRES, OWNER_DATABASE_URL, DatabaseUrls, app_settings, psycopg_url
 from webapp.models import JSONType, UTCDateTime, utcnow
+
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
 
 
 @pytest.fixture
@@ -24,7 +27,7 @@ def scratch_app(tmp_path: Path, redis_url: str) -> Iterator[Flask]:
     from webapp.extensions import db
 
     if ON_POSTGRES:
-        server = sa.engine.make_url(_psycopg(OWNER_DATABASE_URL))
+        server = sa.engine.make_url(psycopg_url(OWNER_DATABASE_URL))
         name = f"{server.database}_scratch_{os.getpid()}"
         admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
         with admin.connect() as connection:
@@ -33,7 +36,7 @@ def scratch_app(tmp_path: Path, redis_url: str) -> Iterator[Flask]:
         url = server.set(database=name).render_as_string(hide_password=False)
     else:
         url = f"sqlite:///{tmp_path / 'scratch.sqlite3'}"
-    app = create_app(_settings(tmp_path, DatabaseUrls(url, url), redis_url))
+    app = create_app(app_settings(tmp_path, DatabaseUrls(url, url), redis_url))
     with app.app_context():
         yield app
         db.session.remove()

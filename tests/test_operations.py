@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import login
+from tests.helpers import login
 from webapp.extensions import db
 from webapp.models import Email, EmailEvent, OperatorAlert, WebhookBatch, utcnow
 from webapp.providers import get_provider

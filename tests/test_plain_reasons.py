@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import login
-from tests.helpers import add_email, row_html, timeline_html
+from tests.helpers import add_email, login, row_html, timeline_html
 from tests.helpers import text as markup_text
 from webapp import bounce_reasons
 from webapp.extensions import db

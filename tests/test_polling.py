@@ -5,13 +5,17 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
-from tests.conftest import run_jobs
+from tests.helpers import run_jobs
 from webapp.extensions import db
 from webapp.models import Client, Email, utcnow
 from webapp.providers import get_provider, get_sandbox
 from webapp.services import budget, polling, sending
+
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
 
 
 def send_many(app, world, app_clock, count: int, scenario: str = "delivered") -> list[Email]:

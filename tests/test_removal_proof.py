@@ -12,7 +12,7 @@ import nacl.signing
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import login, run_jobs
+from tests.helpers import login, run_jobs
 from tests.inbound_mail import ON_FILE, SIGNED_HEADERS, Keys, mail, post, sign
 from webapp.extensions import db
 from webapp.models import Client, RemovalRequest, SpamListEntry, utcnow

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import WIRE_FORMATS, login, run_jobs
+from tests.helpers import WIRE_FORMATS, login, run_jobs
 from tests.inbound_mail import mail, post, sign
 from webapp.extensions import db
 from webapp.models import AuditEntry, OperatorAlert, RemovalRequest, SpamListEntry

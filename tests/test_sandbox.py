@@ -12,7 +12,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.conftest import SANDBOX_START as START
+from tests.helpers import SANDBOX_START as START
 from webapp.sandbox.scenarios import SCENARIOS, random_timeline, scenario_for
 from webapp.sandbox.sendgrid import SendGridSandbox
 from webapp.sandbox.sendgrid.validation import QuerySyntaxError, parse_query

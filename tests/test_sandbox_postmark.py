@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import FakeClock, RecordingTransport
+from tests.helpers import FakeClock, RecordingTransport
 from webapp import statuses
 from webapp.providers.base import OutgoingMessage, PollRef, SentRef
 from webapp.providers.postmark import PostmarkProvider

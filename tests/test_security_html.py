@@ -11,8 +11,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import login
-from tests.helpers import email_with_history, removal_case, scan
+from tests.helpers import email_with_history, login, removal_case, scan
 from webapp.extensions import db
 from webapp.models import Email, Incident, RemovalRequest
 from webapp.services import alerts

@@ -11,8 +11,7 @@ import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from tests.conftest import login
-from tests.helpers import email_with_history, removal_case
+from tests.helpers import email_with_history, login, removal_case
 from webapp.extensions import db
 from webapp.freshness import counters as changes
 from webapp.models import Email, RemovalRequest, User

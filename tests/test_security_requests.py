@@ -8,7 +8,7 @@ import re
 import pytest
 from flask.testing import FlaskClient
 
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 from webapp.extensions import csrf
 
 # Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).

@@ -11,13 +11,16 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import WIRE_FORMATS, run_jobs
+from tests.helpers import WIRE_FORMATS, run_jobs
 from webapp.extensions import db
 from webapp.models import Email, OperatorAlert, utcnow
 from webapp.providers import get_provider, get_sandbox
 from webapp.queue import get_queue
 from webapp.services import in_doubt, sending
 from webapp.services.polling import poll_due
+
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
 
 
 def accepted_sends(app, email: Email) -> int:

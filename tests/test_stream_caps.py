@@ -15,8 +15,8 @@ import httpx
 import pytest
 from flask import Flask
 
-from tests.conftest import PASSWORD, login
 from tests.faults import Processes, child_env, free_port, wait_for
+from tests.helpers import PASSWORD, login
 from webapp import clock
 from webapp.extensions import db
 from webapp.freshness import quota as stream_quota

@@ -79,7 +79,7 @@ def warn_if_app_role_can_rewrite_audit(connection: sa.Connection) -> None:
         log.warning(
             "the app connects to PostgreSQL as a role that owns the audit trail or is a superuser, "
             "so it could drop its trigger or empty it; connect as a runtime role and migrate with "
-            "MIGRATION_DATABASE_URL (README, Production)"
+            "MIGRATION_DATABASE_URL (docs/operations.md, Database roles)"
         )
 
 

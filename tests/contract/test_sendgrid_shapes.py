@@ -16,7 +16,7 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.conftest import FakeClock, RecordingTransport
+from tests.helpers import FakeClock, RecordingTransport
 from webapp.providers.base import OutgoingMessage, PollRef
 from webapp.providers.sendgrid import SendGridProvider
 from webapp.providers.sendgrid.webhooks import parse_webhook_events

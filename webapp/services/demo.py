@@ -17,7 +17,7 @@ from webapp.services.events import apply_events
 DEMO_CLINIC = "Harbour Physio & Massage"
 DEMO_USERS = ("clinician@example.com", "owner@example.com", "support@example.com")
 
-# (name, address): the +tag of an address picks its sandbox scenario (see README).
+# (name, address): the +tag of an address picks its sandbox scenario (see docs/providers.md).
 CLIENTS = (
     ("Jane Doe", "jane.doe+delivered@example.com"),
     ("Liam Chen", "liam.chen+deferred@example.com"),
