@@ -20,12 +20,11 @@ import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp import statuses
-from webapp.event_kinds import EventKind
 from webapp.extensions import db
 from webapp.freshness import counters
 from webapp.intake_text import storable_json
 from webapp.models import Client, Email, EmailEvent, PendingEvent, SpamListEntry, UTCDateTime, utcnow
-from webapp.providers.base import ProviderEvent
+from webapp.providers.base import EventKind, ProviderEvent
 
 log = logging.getLogger(__name__)
 
