@@ -94,7 +94,7 @@ def bodies(events: list[dict], size: int) -> list[bytes]:
 def copy_floor(app, events: list[dict]) -> float:
     """The floor: COPY the same rows into a keyed table; return events per second."""
     from webapp.extensions import db
-    from webapp.providers.sendgrid import parse_webhook_events
+    from webapp.providers.sendgrid.webhooks import parse_webhook_events
     from webapp.services.events import _event_row
 
     parsed = parse_webhook_events(json.dumps(events).encode())
@@ -138,7 +138,7 @@ def one_at_a_time(app, targets: list[tuple[int, str]], start: int) -> float:
     """The naive loop: each event on its own (lock, insert, recompute, commit); return events/s."""
     from webapp.extensions import db
     from webapp.models import Email
-    from webapp.providers.sendgrid import parse_webhook_events
+    from webapp.providers.sendgrid.webhooks import parse_webhook_events
     from webapp.services.events import apply_events
 
     events = webhook_events(targets, start)

@@ -14,8 +14,8 @@ from tests.helpers import public_key_b64, run_jobs, sign
 from webapp import intake_text
 from webapp.extensions import db
 from webapp.models import Email, EmailEvent, OperatorAlert, PendingEvent, WebhookBatch, utcnow
-from webapp.providers.postmark import parse_webhook_event
-from webapp.providers.sendgrid import check_webhook_body, parse_webhook_events
+from webapp.providers.postmark.webhooks import parse_webhook_event
+from webapp.providers.sendgrid.webhooks import check_webhook_body, parse_webhook_events
 from webapp.services import clock_skew, events, maintenance, sending, set_aside, webhooks
 
 URL = "/webhooks/sendgrid/events"

@@ -18,7 +18,8 @@ from webapp import providers
 from webapp.extensions import db
 from webapp.models import Email, EmailEvent, PendingEvent, WebhookBatch, utcnow
 from webapp.providers.base import ProviderEvent, SendResult
-from webapp.providers.sendgrid import parse_webhook_events, x_message_id
+from webapp.providers.sendgrid.translate import x_message_id
+from webapp.providers.sendgrid.webhooks import parse_webhook_events
 from webapp.services import batch_claims, handover, maintenance, sending, webhooks
 
 # The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.

@@ -19,7 +19,7 @@ from tests.helpers import text as markup_text
 from webapp import statuses
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, SpamListEntry
-from webapp.providers.postmark import parse_webhook_event
+from webapp.providers.postmark.webhooks import parse_webhook_event
 from webapp.services import sending, timelines
 from webapp.services.events import apply_events
 

@@ -17,7 +17,7 @@ from tests.inbound_mail import ON_FILE, SUPPORT, mail, sign
 from webapp.extensions import db
 from webapp.models import Client, Clinic, OperatorAlert, RemovalRequest, SpamListEntry, utcnow
 from webapp.providers import inbound_reader
-from webapp.providers.postmark_inbound import read_inbound
+from webapp.providers.postmark.inbound import read_inbound
 from webapp.sandbox.client_mail import postmark_inbound_post
 from webapp.services import accounts, demo, removals
 

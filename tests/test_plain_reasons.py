@@ -17,8 +17,8 @@ from webapp import bounce_reasons
 from webapp.extensions import db
 from webapp.models import utcnow
 from webapp.providers.base import PollRef, ProviderEvent
-from webapp.providers.postmark import parse_webhook_event
-from webapp.providers.sendgrid import parse_webhook_events
+from webapp.providers.postmark.webhooks import parse_webhook_event
+from webapp.providers.sendgrid.webhooks import parse_webhook_events
 from webapp.services import deliverability, timelines
 from webapp.services.events import apply_events
 
@@ -216,7 +216,7 @@ def test_the_delivered_line_shows_the_receiving_servers_answer_for_postmark(app,
 
 
 def test_the_poll_reads_the_delivery_message_as_the_answer():
-    from webapp.providers.postmark import _detail_events
+    from webapp.providers.postmark.lookup import _detail_events
 
     detail = json.loads((FIXTURES / "postmark" / "messages_outbound_details.json").read_text())
     events = list(_detail_events(detail, PollRef("msg-1", detail["MessageID"])))

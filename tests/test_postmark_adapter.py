@@ -13,16 +13,11 @@ import pytest
 
 from webapp import statuses
 from webapp.providers.base import OutgoingMessage, PollRef, ProviderError, SentRef
-from webapp.providers.postmark import (
-    DEFAULT_RETRY_AFTER,
-    FAILED_REQUEST_WAIT,
-    MAX_BATCH,
-    TOKEN_HEADER,
-    PostmarkProvider,
-    inactive_addresses,
-    parse_time,
-    parse_webhook_event,
-)
+from webapp.providers.http import DEFAULT_RETRY_AFTER
+from webapp.providers.postmark import TOKEN_HEADER, PostmarkProvider
+from webapp.providers.postmark.sending import FAILED_REQUEST_WAIT, MAX_BATCH, inactive_addresses
+from webapp.providers.postmark.translate import parse_time
+from webapp.providers.postmark.webhooks import parse_webhook_event
 
 FIXTURES = Path(__file__).parent / "fixtures" / "postmark"
 API_BASE = "https://api.postmark.test"

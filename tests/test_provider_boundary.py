@@ -112,7 +112,7 @@ def test_the_simulators_do_not_borrow_from_the_adapters():
         ("import webapp.providers.postmark as pm", True),
         ("def f():\n    from webapp.sandbox.sendgrid.app import SendGridSandbox", True),
         ("from webapp.providers import get_provider", False),
-        ("from webapp.providers.postmark_inbound import read_inbound", True),
+        ("from webapp.providers.postmark.inbound import read_inbound", True),
         ("from webapp.providers import inbound_reader", False),
         ("from webapp.providers.base import InboundMail", False),
         ("from webapp.providers.base import ProviderEvent", False),

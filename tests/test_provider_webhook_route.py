@@ -14,7 +14,7 @@ from webapp.extensions import db
 from webapp.models import WebhookBatch
 from webapp.providers import webhook_parser, wire_format
 from webapp.providers.base import ProviderEvent, WebhookVerdict
-from webapp.providers.sendgrid import parse_webhook_events
+from webapp.providers.sendgrid.webhooks import parse_webhook_events
 from webapp.services import webhooks
 
 

@@ -15,13 +15,9 @@ from tests.helpers import SANDBOX_START as START
 from tests.helpers import RecordingTransport
 from webapp import statuses
 from webapp.providers.base import OutgoingMessage, PollRef, ProviderError, SentRef
-from webapp.providers.sendgrid import (
-    POLLED_KINDS,
-    WEBHOOK_KINDS,
-    SendGridProvider,
-    parse_webhook_events,
-    reject_reason_of,
-)
+from webapp.providers.sendgrid import SendGridProvider
+from webapp.providers.sendgrid.translate import POLLED_KINDS, WEBHOOK_KINDS, reject_reason_of
+from webapp.providers.sendgrid.webhooks import parse_webhook_events
 from webapp.reject_reasons import reject_reason_text
 from webapp.sandbox.sendgrid import SendGridSandbox
 
@@ -771,7 +767,7 @@ _event_like = st.dictionaries(
 @given(st.lists(_event_like | _json_scalars, max_size=4) | _json_scalars | _event_like)
 def test_the_routes_check_accepts_exactly_what_the_job_can_parse(document):
     """The route stores what check_webhook_body accepts and the job parses it later: they must agree."""
-    from webapp.providers.sendgrid import check_webhook_body
+    from webapp.providers.sendgrid.webhooks import check_webhook_body
 
     body = json.dumps(document).encode()
     try:

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webapp.providers.base import OutgoingMessage, PollRef
-from webapp.providers.sendgrid import SendGridProvider, parse_webhook_events, verify_signature
+from webapp.providers.sendgrid import SendGridProvider
+from webapp.providers.sendgrid.webhooks import parse_webhook_events, verify_signature
 
 NOW = 1_767_348_000
 TOLERANCE = 600

@@ -1,12 +1,15 @@
 """The eight delivery statuses of an email, and which events lead to them.
 
 This module is the only place that knows status names, ranks and colours. It imports
-nothing of the app so that every layer, the templates included, can rely on it.
+nothing of the app but the event kinds (which import nothing) so that every layer, the templates
+included, can rely on it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from webapp.event_kinds import EventKind
 
 
 # Each status exists once (the constants below), so it compares by identity: the log compares
@@ -46,30 +49,32 @@ STUCK_AFTER_SECONDS = 10 * 60
 # A stuck email sent longer ago than this: the clinic should contact support now, quoting its reference.
 CONTACT_SUPPORT_AFTER_SECONDS = 60 * 60
 
-# Our own event kinds (provider modules translate their wire names into these). A kind that
-# maps to None is kept on the timeline but never changes the status.
-STATUS_FOR_EVENT: dict[str, Status | None] = {
-    "sending": SENDING,  # our own: the email was queued for the provider
-    "processed": PROCESSED,
-    "deferred": DEFERRED,
-    "delivered": DELIVERED,
-    "open": OPEN,
-    "click": CLICKED,
+# Our own event kinds (webapp/event_kinds.py; provider modules translate their wire names into
+# these), in the order an email lives them. A kind that maps to None is kept on the timeline but
+# never changes the status.
+STATUS_FOR_EVENT: dict[EventKind, Status | None] = {
+    EventKind.SENDING: SENDING,
+    EventKind.PROCESSED: PROCESSED,
+    EventKind.DEFERRED: DEFERRED,
+    EventKind.DELIVERED: DELIVERED,
+    EventKind.OPENED: OPEN,
+    EventKind.CLICKED: CLICKED,
     # The receiving server took the email, then filed it as spam (Postmark's SpamNotification
     # bounce): proof of delivery, not a failure, and not the client's own spam report.
-    "spam_filtered": DELIVERED,
-    "bounce": FAILED,
-    "dropped": FAILED,
-    "rejected": FAILED,  # the provider refused the send request itself (400, 413)
-    "expired": FAILED,  # our own: deferred for longer than the provider retries
-    "spamreport": SPAM_REPORT,
-    "unsubscribe": None,
-    "group_unsubscribe": None,
-    "group_resubscribe": None,
-    "unknown": None,
+    EventKind.FILED_AS_SPAM: DELIVERED,
+    EventKind.BOUNCED: FAILED,
+    EventKind.DROPPED: FAILED,
+    EventKind.REJECTED: FAILED,  # the provider refused the send request itself (400, 413)
+    EventKind.EXPIRED: FAILED,
+    EventKind.REPORTED_AS_SPAM: SPAM_REPORT,
+    EventKind.UNSUBSCRIBED: None,
+    EventKind.UNSUBSCRIBED_FROM_GROUP: None,
+    EventKind.RESUBSCRIBED: None,
+    EventKind.OTHER: None,
 }
 
-EVENT_KINDS: tuple[str, ...] = tuple(STATUS_FOR_EVENT)
+# The stored strings, in lifecycle order.
+EVENT_KINDS: tuple[str, ...] = tuple(kind.value for kind in STATUS_FOR_EVENT)
 
 
 def lifecycle_position(kind: str) -> int:
@@ -78,23 +83,23 @@ def lifecycle_position(kind: str) -> int:
 
 
 # Human words for the timeline, one per event kind.
-EVENT_LABELS: dict[str, str] = {
-    "sending": "Queued for sending",
-    "processed": "Accepted by the email provider",
-    "deferred": "Deferred by the receiving server",
-    "delivered": "Delivered to the receiving server",
-    "open": "Opened",
-    "click": "Link clicked",
-    "spam_filtered": "Filed as spam by the client's mail server",
-    "bounce": "Bounced",
-    "dropped": "Dropped by the email provider",
-    "rejected": "Refused by the email provider",
-    "expired": "Given up after repeated deferrals",
-    "spamreport": "Reported as spam by the client",
-    "unsubscribe": "Unsubscribed",
-    "group_unsubscribe": "Unsubscribed from this kind of email",
-    "group_resubscribe": "Subscribed again",
-    "unknown": "Other provider event",
+EVENT_LABELS: dict[EventKind, str] = {
+    EventKind.SENDING: "Queued for sending",
+    EventKind.PROCESSED: "Accepted by the email provider",
+    EventKind.DEFERRED: "Deferred by the receiving server",
+    EventKind.DELIVERED: "Delivered to the receiving server",
+    EventKind.OPENED: "Opened",
+    EventKind.CLICKED: "Link clicked",
+    EventKind.FILED_AS_SPAM: "Filed as spam by the client's mail server",
+    EventKind.BOUNCED: "Bounced",
+    EventKind.DROPPED: "Dropped by the email provider",
+    EventKind.REJECTED: "Refused by the email provider",
+    EventKind.EXPIRED: "Given up after repeated deferrals",
+    EventKind.REPORTED_AS_SPAM: "Reported as spam by the client",
+    EventKind.UNSUBSCRIBED: "Unsubscribed",
+    EventKind.UNSUBSCRIBED_FROM_GROUP: "Unsubscribed from this kind of email",
+    EventKind.RESUBSCRIBED: "Subscribed again",
+    EventKind.OTHER: "Other provider event",
 }
 
 

@@ -18,7 +18,8 @@ from jsonschema import Draft202012Validator
 
 from tests.helpers import FakeClock, RecordingTransport
 from webapp.providers.base import OutgoingMessage, PollRef
-from webapp.providers.sendgrid import SendGridProvider, parse_webhook_events
+from webapp.providers.sendgrid import SendGridProvider
+from webapp.providers.sendgrid.webhooks import parse_webhook_events
 from webapp.sandbox.sendgrid import SendGridSandbox
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sendgrid"

@@ -22,13 +22,13 @@ SANDBOX_API_BASE = "http://sandbox.invalid"
 # wire-format name -> "module:function" that parses its webhook bodies (no credentials needed, so a
 # stored batch can be applied by any worker).
 WEBHOOK_PARSERS: dict[str, str] = {
-    "sendgrid": "webapp.providers.sendgrid:parse_webhook_events",
-    "postmark": "webapp.providers.postmark:parse_webhook_event",
+    "sendgrid": "webapp.providers.sendgrid.webhooks:parse_webhook_events",
+    "postmark": "webapp.providers.postmark.webhooks:parse_webhook_event",
 }
 # wire-format name -> "module:function" that reads its inbound-mail posts (no credentials needed).
 INBOUND_READERS: dict[str, str] = {
-    "sendgrid": "webapp.providers.sendgrid_inbound:read_inbound",
-    "postmark": "webapp.providers.postmark_inbound:read_inbound",
+    "sendgrid": "webapp.providers.sendgrid.inbound:read_inbound",
+    "postmark": "webapp.providers.postmark.inbound:read_inbound",
 }
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
+from webapp.event_kinds import EventKind, event_kind
+
 
 @dataclass(frozen=True)
 class OutgoingMessage:
@@ -65,7 +67,7 @@ class SendResult:
 class ProviderEvent:
     """One thing that happened to one email, as any provider reports it."""
 
-    kind: str  # one of statuses.EVENT_KINDS
+    kind: EventKind  # our word for it; a string naming one is taken as that kind
     occurred_at: datetime
     app_message_id: str | None = None
     # The provider's id of the send request, as SendResult.provider_message_id gave it (what
@@ -78,6 +80,10 @@ class ProviderEvent:
     machine: bool = False
     reject_reason: RejectReason | None = None  # for "dropped"/"bounce"-like kinds: why, in our words
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        # A closed set: an adapter's slip fails where the event is made, not stored as "unknown".
+        object.__setattr__(self, "kind", event_kind(self.kind))
 
     @property
     def dedupe_key(self) -> str:

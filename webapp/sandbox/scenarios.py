@@ -6,8 +6,8 @@ steps (seconds after acceptance, step); a wire format renders each step in its p
 A message's events are a pure function of (message, accepted_at, now): an event is visible once
 its time has come, so a test moves an injected clock instead of sleeping.
 
-Step kinds (the same words as statuses.EVENT_KINDS):
-processed, deferred, delivered, bounce, open, click, spamreport, spam_filtered (the receiving
+Step kinds are our own event kinds (webapp/event_kinds.py), those a provider reports: processed,
+deferred, delivered, bounced, opened, clicked, reported as spam, filed as spam (the receiving
 server took the email, then filed it as spam: Postmark reports it, SendGrid has no word for it),
 and dropped (the provider would not send: the address is on its spam-report list; `reject` says
 why in our words).
@@ -23,18 +23,19 @@ import random
 import sqlite3
 from dataclasses import dataclass
 
+from webapp.event_kinds import EventKind, event_kind
 from webapp.sandbox.store import UNREPORTED, SimMessage, Store
 
-STEP_KINDS = (
-    "processed",
-    "deferred",
-    "delivered",
-    "bounce",
-    "open",
-    "click",
-    "spamreport",
-    "spam_filtered",
-    "dropped",
+STEP_KINDS: tuple[EventKind, ...] = (
+    EventKind.PROCESSED,
+    EventKind.DEFERRED,
+    EventKind.DELIVERED,
+    EventKind.BOUNCED,
+    EventKind.OPENED,
+    EventKind.CLICKED,
+    EventKind.REPORTED_AS_SPAM,
+    EventKind.FILED_AS_SPAM,
+    EventKind.DROPPED,
 )
 
 
@@ -42,12 +43,17 @@ STEP_KINDS = (
 class Step:
     """One event of a scenario, in our own words."""
 
-    event: str  # one of STEP_KINDS
+    event: EventKind  # one of STEP_KINDS
     attempt: int | None = None
     reason: str | None = None  # the receiving server's SMTP answer, when there is one
     url: str | None = None
     machine: bool = False
-    reject: str | None = None  # for "dropped": why, as a base.RejectReason
+    reject: str | None = None  # for a drop: why, as a base.RejectReason
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "event", event_kind(self.event))
+        if self.event not in STEP_KINDS:
+            raise ValueError(f"{self.event!r} is not a step a provider reports (scenarios.STEP_KINDS)")
 
 
 DEFER_REASON = "421 4.7.0 Try again later"
@@ -63,10 +69,11 @@ CLIENT_IP = "198.51.100.7"
 MX_SERVER = "mx.sandbox.invalid"
 USER_AGENT = "Mozilla/5.0 (sandbox)"
 
-PROCESSED = Step("processed")
-DELIVERED = Step("delivered")
-BOUNCED = Step("bounce", reason=BOUNCE_REASON)
-DROPPED_FOR_SPAM = Step("dropped", reject="spam_report")
+PROCESSED = Step(EventKind.PROCESSED)
+DELIVERED = Step(EventKind.DELIVERED)
+OPENED = Step(EventKind.OPENED)
+BOUNCED = Step(EventKind.BOUNCED, reason=BOUNCE_REASON)
+DROPPED_FOR_SPAM = Step(EventKind.DROPPED, reject="spam_report")
 
 # scenario -> [(seconds after acceptance, step)]. "dropped" is also what any address already on
 # the spam-report list gets; the scenario's own job is to put its address on that list first.
@@ -74,20 +81,25 @@ SCENARIOS: dict[str, list[tuple[float, Step]]] = {
     "delivered": [(1, PROCESSED), (3, DELIVERED)],
     "deferred": [
         (1, PROCESSED),
-        (2, Step("deferred", attempt=1, reason=DEFER_REASON)),
-        (5, Step("deferred", attempt=2, reason=DEFER_REASON)),
+        (2, Step(EventKind.DEFERRED, attempt=1, reason=DEFER_REASON)),
+        (5, Step(EventKind.DEFERRED, attempt=2, reason=DEFER_REASON)),
         (8, DELIVERED),
     ],
     "bounced": [(1, PROCESSED), (3, BOUNCED)],
     "dropped": [(1, PROCESSED), (2, DROPPED_FOR_SPAM)],
-    "machine-open": [(1, PROCESSED), (3, DELIVERED), (6, Step("open", machine=True))],
-    "clicked": [(1, PROCESSED), (3, DELIVERED), (12, Step("open")), (15, Step("click", url=INTAKE_FORM_URL))],
-    "spam": [(1, PROCESSED), (3, DELIVERED), (12, Step("open")), (20, Step("spamreport"))],
+    "machine-open": [(1, PROCESSED), (3, DELIVERED), (6, Step(EventKind.OPENED, machine=True))],
+    "clicked": [
+        (1, PROCESSED),
+        (3, DELIVERED),
+        (12, OPENED),
+        (15, Step(EventKind.CLICKED, url=INTAKE_FORM_URL)),
+    ],
+    "spam": [(1, PROCESSED), (3, DELIVERED), (12, OPENED), (20, Step(EventKind.REPORTED_AS_SPAM))],
     # Opened, then the client's mail server says it filed the email as spam (a late notice).
-    "spam-filtered": [(1, PROCESSED), (3, DELIVERED), (12, Step("open")), (20, Step("spam_filtered"))],
+    "spam-filtered": [(1, PROCESSED), (3, DELIVERED), (12, OPENED), (20, Step(EventKind.FILED_AS_SPAM))],
     "stuck": [(1, PROCESSED)],
     UNREPORTED: [],  # taken, and never a word about it
-    "dirty-bytes": [(1, PROCESSED), (3, Step("bounce", reason=DIRTY_BOUNCE_REASON))],
+    "dirty-bytes": [(1, PROCESSED), (3, Step(EventKind.BOUNCED, reason=DIRTY_BOUNCE_REASON))],
 }
 RANDOM = "random"
 
@@ -125,17 +137,17 @@ def random_timeline(msg_id: str) -> list[tuple[float, Step]]:
     steps = [(at, PROCESSED)]
     if rng.random() < 0.15:
         at += rng.uniform(1, 3)
-        steps.append((at, Step("deferred", attempt=1, reason=DEFER_REASON)))
+        steps.append((at, Step(EventKind.DEFERRED, attempt=1, reason=DEFER_REASON)))
     at += rng.uniform(1, 5)
     if rng.random() < 0.03:
         return [*steps, (at, BOUNCED)]
     steps.append((at, DELIVERED))
     if rng.random() < 0.6:
         at += rng.uniform(2, 30)
-        steps.append((at, Step("open", machine=rng.random() < 0.4)))
+        steps.append((at, Step(EventKind.OPENED, machine=rng.random() < 0.4)))
         if rng.random() < 0.3:
             at += rng.uniform(1, 15)
-            steps.append((at, Step("click", url=rng.choice(OTHER_URLS))))
+            steps.append((at, Step(EventKind.CLICKED, url=rng.choice(OTHER_URLS))))
     return steps
 
 
@@ -169,9 +181,9 @@ def accept(db: sqlite3.Connection, message: SimMessage, speed: float) -> SimMess
     Store.insert_message(db, stored)
     for offset, step in timeline(scenario, stored.msg_id):
         at = int(event_time(now, offset, speed))
-        if step.event == "spamreport":
+        if step.event == EventKind.REPORTED_AS_SPAM:
             Store.add_spam_report(db, email, at, CLIENT_IP)
-        elif step.event == "bounce":
+        elif step.event == EventKind.BOUNCED:
             Store.add_bounce(db, email, at, BOUNCE_REASON, BOUNCE_STATUS)
     return stored
 

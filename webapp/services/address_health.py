@@ -10,6 +10,7 @@ from typing import ClassVar
 import sqlalchemy as sa
 
 from webapp import bounce_reasons, statuses
+from webapp.event_kinds import EventKind
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, RemovalRequest, SpamListEntry
 from webapp.services.clients import LOG_DAYS, canonical_address
@@ -211,7 +212,7 @@ def _spam_reports(
         sa.select(Email, EmailEvent.occurred_at)
         .join(EmailEvent, EmailEvent.email_id == Email.id)
         .where(
-            EmailEvent.kind == "spamreport",
+            EmailEvent.kind == EventKind.REPORTED_AS_SPAM,
             Email.clinic_id.in_({client.clinic_id for client in clients}),
             sa.func.lower(Email.to_address).in_(addresses),
         )

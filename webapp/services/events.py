@@ -23,7 +23,7 @@ from webapp.extensions import db
 from webapp.freshness import counters
 from webapp.intake_text import storable_json
 from webapp.models import Client, Email, EmailEvent, PendingEvent, SpamListEntry, UTCDateTime, utcnow
-from webapp.providers.base import ProviderEvent
+from webapp.providers.base import EventKind, ProviderEvent
 from webapp.services.bulk_sql import (
     CHUNK,
     among,
@@ -94,7 +94,7 @@ def store_events(batch: dict[int, tuple[Target, list[ProviderEvent]]], source: s
     for email_id in touched:
         target, events = batch[email_id]
         for event in events:
-            if event.kind == "spamreport" or _is_spam_drop(event):
+            if event.kind == EventKind.REPORTED_AS_SPAM or _is_spam_drop(event):
                 address = target.to_address.strip().lower()
                 # The earliest report wins, whatever the order of arrival.
                 if address not in spam or event.occurred_at < spam[address]["reported_at"]:
@@ -349,7 +349,7 @@ def _event_row(email_id: int, event: ProviderEvent, source: str, now: datetime |
     return {
         "email_id": email_id,
         "occurred_at": event.occurred_at,
-        "kind": event.kind if event.kind in statuses.STATUS_FOR_EVENT else "unknown",
+        "kind": event.kind.value,  # one of the closed set: ProviderEvent refuses any other
         "reason": event.reason,
         "reject_reason": event.reject_reason,
         "url": event.url,
@@ -365,4 +365,4 @@ def _event_row(email_id: int, event: ProviderEvent, source: str, now: datetime |
 def _is_spam_drop(event: ProviderEvent) -> bool:
     """Whether the provider would not send because the address reported spam (dropped after
     acceptance, or refused at send time as Postmark does)."""
-    return event.kind in ("dropped", "rejected") and event.reject_reason == "spam_report"
+    return event.kind in (EventKind.DROPPED, EventKind.REJECTED) and event.reject_reason == "spam_report"

@@ -11,10 +11,11 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from webapp.event_kinds import EventKind
 from webapp.extensions import db
 from webapp.models import EmailEvent
 
-KIND = "spam_filtered"
+KIND = EventKind.FILED_AS_SPAM
 
 
 def filed_as_spam(email_ids: Iterable[int]) -> dict[int, datetime]:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from markupsafe import Markup
 
 from webapp import statuses, timezones
+from webapp.event_kinds import EventKind
 from webapp.extensions import db
 from webapp.models import MESSAGE_KINDS, Email, User
 from webapp.services.clients import LOG_DAYS
@@ -30,7 +31,14 @@ from webapp.services.timelines import (
 # The log renders the timelines of the rows open in the browser (it says which); at most this many.
 MAX_OPEN_TIMELINES = 20
 # Event kinds a log row reads without its timeline: why it failed, and a failure after delivery.
-ROW_EVENT_KINDS = ("delivered", "bounce", "dropped", "rejected", "expired", "spamreport")
+ROW_EVENT_KINDS = (
+    EventKind.DELIVERED,
+    EventKind.BOUNCED,
+    EventKind.DROPPED,
+    EventKind.REJECTED,
+    EventKind.EXPIRED,
+    EventKind.REPORTED_AS_SPAM,
+)
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from webapp import bounce_reasons, statuses, timezones
+from webapp.event_kinds import EventKind
 from webapp.extensions import db
 from webapp.models import Email, EmailEvent
 from webapp.reject_reasons import normalised, reject_reason_text
@@ -22,17 +23,23 @@ if TYPE_CHECKING:
 AUTOMATED_CLICK_SECONDS = 10
 # Several different links clicked within this many seconds: a scanner following every link.
 BURST_CLICK_SECONDS = 2
+# What can still happen after delivery, and its verb in the late-change sentence.
+LATE_CHANGES: dict[EventKind, str] = {
+    EventKind.BOUNCED: "bounced",
+    EventKind.REPORTED_AS_SPAM: "reported as spam",
+    EventKind.DROPPED: "dropped",
+}
 
 
 def failure_reason(email: Email | LogEmail, events: Sequence[Any] | None = None) -> str:
     """Return why an email failed, in plain words (from `events` when given, in stored order)."""
     for event in reversed(email.events if events is None else events):
-        if event.kind == "rejected" and normalised(event.reject_reason) != "other":
+        if event.kind == EventKind.REJECTED and normalised(event.reject_reason) != "other":
             # Refused at send time for the address (Postmark's inactive recipient): say why in our words.
             return reject_reason_text(event.reject_reason, event.reason)
-        if event.kind == "dropped":
+        if event.kind == EventKind.DROPPED:
             return reject_reason_text(event.reject_reason, event.reason)
-        if event.kind in ("bounce", "rejected", "expired"):
+        if event.kind in (EventKind.BOUNCED, EventKind.REJECTED, EventKind.EXPIRED):
             return bounce_reasons.failure_words(event.reason, event.reject_reason)
     return email.send_error or "the receiving email provider would not deliver it"
 
@@ -181,29 +188,31 @@ def build_timeline(events: Sequence[Any]) -> list[TimelineEntry]:
     """Turn stored events into timeline lines, labelling machine opens and automated clicks."""
     position = statuses.lifecycle_position
     ordered = sorted(events, key=lambda event: (event.occurred_at, position(event.kind), event.dedupe_key))
-    delivered_at = min((event.occurred_at for event in ordered if event.kind == "delivered"), default=None)
-    clicks = [event for event in ordered if event.kind == "click"]
+    delivered_at = min(
+        (event.occurred_at for event in ordered if event.kind == EventKind.DELIVERED), default=None
+    )
+    clicks = [event for event in ordered if event.kind == EventKind.CLICKED]
     labels = statuses.EVENT_LABELS
     entries = []
     for event in ordered:
         kind = event.kind
         entry = TimelineEntry(event.occurred_at, kind, labels.get(kind, kind))
-        if kind == "deferred":
+        if kind == EventKind.DEFERRED:
             attempt = f"attempt {event.attempt}" if event.attempt else ""
             said = bounce_reasons.timeline_words(event.reason) if event.reason else ""
             entry.detail = "; ".join(part for part in (attempt, said) if part)
-        elif kind == "dropped":
+        elif kind == EventKind.DROPPED:
             entry.detail = reject_reason_text(event.reject_reason, event.reason)
-        elif kind == "bounce":
+        elif kind == EventKind.BOUNCED:
             entry.detail = bounce_reasons.timeline_words(event.reason, event.reject_reason)
-        elif kind in ("rejected", "expired"):
+        elif kind in (EventKind.REJECTED, EventKind.EXPIRED):
             entry.detail = event.reason or ""
-        elif kind in ("delivered", "spam_filtered"):
+        elif kind in (EventKind.DELIVERED, EventKind.FILED_AS_SPAM):
             # The receiving server's answer: SendGrid's webhook `response`, Postmark's `Details`.
             entry.detail = bounce_reasons.answer(event.reason or (event.raw or {}).get("response"))
-        elif kind == "open" and event.machine:
+        elif kind == EventKind.OPENED and event.machine:
             entry.tags.append("machine open")
-        elif kind == "click":
+        elif kind == EventKind.CLICKED:
             entry.url = event.url or ""
             if _looks_automated(event, delivered_at, clicks):
                 entry.tags.append("likely automated")
@@ -222,14 +231,11 @@ class LateChange:
 
 def late_change_sentence(timeline: list[TimelineEntry]) -> LateChange | None:
     """Find a failure or spam report that came after the email had been delivered."""
-    delivered = next((entry for entry in timeline if entry.kind == "delivered"), None)
-    late = next(
-        (entry for entry in timeline if entry.kind in ("bounce", "spamreport", "dropped")),
-        None,
-    )
+    delivered = next((entry for entry in timeline if entry.kind == EventKind.DELIVERED), None)
+    late = next((entry for entry in timeline if entry.kind in LATE_CHANGES), None)
     if delivered is None or late is None or late.at < delivered.at:
         return None
-    verb = {"bounce": "bounced", "spamreport": "reported as spam", "dropped": "dropped"}[late.kind]
+    verb = LATE_CHANGES[late.kind]
     return LateChange(delivered.at, verb, late.at)
 
 

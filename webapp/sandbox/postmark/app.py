@@ -23,8 +23,7 @@ from werkzeug.wrappers import Request, Response
 
 from webapp.sandbox import scenarios
 from webapp.sandbox.base import Pending, PostedKeys, Simulator
-from webapp.sandbox.postmark import validation, webhooks
-from webapp.sandbox.scenarios import MX_SERVER, SANDBOX_IP, Visible
+from webapp.sandbox.postmark import records, validation, webhooks
 from webapp.sandbox.store import SimMessage, Store
 
 TOKEN_HEADER = "X-Postmark-Server-Token"
@@ -44,17 +43,6 @@ INACTIVE_TEXT = (
     "{addresses}. Inactive recipients are ones that have generated a hard bounce, a spam complaint, "
     "or a manual suppression. "
 )
-
-# Neutral steps -> Messages API MessageEvents Types (spam complaints and notices show as bounces).
-MESSAGE_EVENT_TYPES: dict[str, str] = {
-    "delivered": "Delivered",
-    "deferred": "Transient",
-    "open": "Opened",
-    "click": "LinkClicked",
-    "bounce": "Bounced",
-    "spamreport": "Bounced",
-    "spam_filtered": "Bounced",
-}
 
 URLS = Map(
     [
@@ -240,7 +228,8 @@ class PostmarkSandbox(Simulator):
             found.append(message)
         page = found[offset : offset + count]
         return _json(
-            200, {"TotalCount": len(found), "Messages": [_summary(m, self.visible(m, now)) for m in page]}
+            200,
+            {"TotalCount": len(found), "Messages": [records.summary(m, self.visible(m, now)) for m in page]},
         )
 
     def _details(self, request: Request, now: float, msg_id: str) -> Response:
@@ -252,14 +241,14 @@ class PostmarkSandbox(Simulator):
         return _json(
             200,
             {
-                **_summary(message, events),
+                **records.summary(message, events),
                 "TextBody": message.text,
                 "HtmlBody": "",
                 "Body": "",
                 "MessageEvents": [
-                    _message_event(message, event)
+                    records.message_event(message, event)
                     for event in events
-                    if event.step.event in MESSAGE_EVENT_TYPES
+                    if event.step.event in records.MESSAGE_EVENT_TYPES
                 ],
             },
         )
@@ -359,60 +348,6 @@ def _sim_message(message: dict[str, Any], email: str, msg_id: str, request_id: s
         scenario=scenarios.scenario_for(email),
         text=message["TextBody"] if isinstance(message.get("TextBody"), str) else "",
     )
-
-
-def _summary(message: SimMessage, events: list[Visible]) -> dict[str, Any]:
-    """A message as the outbound search lists it."""
-    processed = any(event.step.event == "processed" for event in events)
-    return {
-        "Tag": message.categories[0] if message.categories else "",
-        "MessageID": message.msg_id,
-        "MessageStream": "outbound",
-        "To": [{"Email": message.to_email, "Name": None}],
-        "Cc": [],
-        "Bcc": [],
-        "Recipients": [message.to_email],
-        "ReceivedAt": webhooks.timestamp(message.accepted_at),
-        "From": message.from_email,
-        "Subject": message.subject,
-        "Attachments": [],
-        "Status": "Sent" if processed else "Queued",
-        "TrackOpens": True,
-        "TrackLinks": "HtmlAndText",
-        "Metadata": dict(message.custom_args),
-        "Sandboxed": False,
-    }
-
-
-def _message_event(message: SimMessage, event: Visible) -> dict[str, Any]:
-    """One MessageEvents entry of the details answer."""
-    step = event.step
-    kind = MESSAGE_EVENT_TYPES[step.event]
-    if kind in ("Delivered", "Transient"):
-        details: dict[str, Any] = {
-            "DeliveryMessage": "smtp;250 2.0.0 OK" if kind == "Delivered" else f"smtp;{step.reason}",
-            "DestinationServer": MX_SERVER,
-            "DestinationIP": SANDBOX_IP,
-        }
-    elif kind == "Bounced":
-        details = {
-            "Summary": webhooks.BOUNCE_TYPES[step.event][1],
-            "BounceID": str(webhooks.bounce_id(message.msg_id, event.index)),
-        }
-    elif kind == "Opened":
-        details = {"Summary": "Email opened"}
-    else:
-        details = {
-            "Summary": f"Tracked link '{step.url}' was clicked.",
-            "Link": step.url,
-            "ClickLocation": "Text",
-        }
-    return {
-        "Recipient": message.to_email,
-        "Type": kind,
-        "ReceivedAt": webhooks.timestamp(event.at, event.index),
-        "Details": details,
-    }
 
 
 def _int_arg(request: Request, name: str, low: int, high: int) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from webapp.event_kinds import EventKind
 from webapp.sandbox.base import Pending, PostedKeys
 from webapp.sandbox.scenarios import CLIENT_IP, USER_AGENT, Visible
 from webapp.sandbox.store import SimMessage, Store
@@ -26,20 +27,24 @@ USERNAME = "postmark-sandbox"
 EASTERN = timezone(timedelta(hours=-5))
 
 # Neutral steps -> bounce records: Type, Name, and Description (Postmark's bounce-type table).
-BOUNCE_TYPES: dict[str, tuple[str, str, str]] = {
-    "deferred": (
+BOUNCE_TYPES: dict[EventKind, tuple[str, str, str]] = {
+    EventKind.DEFERRED: (
         "Transient",
         "Message delayed",
         "The server could not temporarily deliver your message (ex: Message is delayed due to network "
         "troubles).",
     ),
-    "bounce": (
+    EventKind.BOUNCED: (
         "HardBounce",
         "Hard bounce",
         "The server was unable to deliver your message (ex: unknown user, mailbox not found).",
     ),
-    "spamreport": ("SpamComplaint", "Spam complaint", "The subscriber explicitly marked this email as spam."),
-    "spam_filtered": (
+    EventKind.REPORTED_AS_SPAM: (
+        "SpamComplaint",
+        "Spam complaint",
+        "The subscriber explicitly marked this email as spam.",
+    ),
+    EventKind.FILED_AS_SPAM: (
         "SpamNotification",
         "Spam notification",
         "The message was delivered, but was either blocked by the user, or classified as spam, bulk mail, "
@@ -111,7 +116,7 @@ def event_records(message: SimMessage, event: Visible) -> list[dict[str, Any]]:
     step = event.step
     at = timestamp(event.at, event.index)
     common = _common(message)
-    if step.event == "delivered":
+    if step.event == EventKind.DELIVERED:
         return [
             {
                 "RecordType": "Delivery",
@@ -123,7 +128,7 @@ def event_records(message: SimMessage, event: Visible) -> list[dict[str, Any]]:
         ]
     if step.event in BOUNCE_TYPES:
         record = {
-            "RecordType": "SpamComplaint" if step.event == "spamreport" else "Bounce",
+            "RecordType": "SpamComplaint" if step.event == EventKind.REPORTED_AS_SPAM else "Bounce",
             **common,
             **bounce_record(message, event, WEBHOOK_TYPE_CODES),
         }
@@ -136,12 +141,14 @@ def event_records(message: SimMessage, event: Visible) -> list[dict[str, Any]]:
             "Recipient": message.to_email,
             "Origin": "Recipient",
             "SuppressSending": True,
-            "SuppressionReason": "SpamComplaint" if step.event == "spamreport" else "HardBounce",
+            "SuppressionReason": "SpamComplaint"
+            if step.event == EventKind.REPORTED_AS_SPAM
+            else "HardBounce",
         }
         return [record, change]
-    if step.event in ("open", "click"):
+    if step.event in (EventKind.OPENED, EventKind.CLICKED):
         record = {
-            "RecordType": "Open" if step.event == "open" else "Click",
+            "RecordType": "Open" if step.event == EventKind.OPENED else "Click",
             **common,
             "Recipient": message.to_email,
             "ReceivedAt": at,
@@ -152,7 +159,7 @@ def event_records(message: SimMessage, event: Visible) -> list[dict[str, Any]]:
             "OS": {"Name": "unknown", "Company": "unknown", "Family": "unknown"},
             "Geo": {"IP": CLIENT_IP},
         }
-        if step.event == "open":
+        if step.event == EventKind.OPENED:
             record.update(FirstOpen=True, ReadSeconds=0)
         else:
             record.update(ClickLocation="Text", OriginalLink=step.url)
@@ -175,13 +182,13 @@ def bounce_record(message: SimMessage, event: Visible, type_codes: dict[str, int
         "ServerID": SERVER_ID,
         "MessageStream": "outbound",
         "Description": description,
-        "Details": BARE_DETAILS if step.event == "spam_filtered" else details,
+        "Details": BARE_DETAILS if step.event == EventKind.FILED_AS_SPAM else details,
         "Email": message.to_email,
         "From": message.from_email,
         "BouncedAt": timestamp(event.at, event.index),
         "DumpAvailable": False,
         # Only a hard bounce and a spam complaint make Postmark suppress the address.
-        "Inactive": step.event in ("bounce", "spamreport"),
-        "CanActivate": step.event != "spamreport",
+        "Inactive": step.event in (EventKind.BOUNCED, EventKind.REPORTED_AS_SPAM),
+        "CanActivate": step.event != EventKind.REPORTED_AS_SPAM,
         "Subject": message.subject,
     }

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from webapp.event_kinds import EventKind
 from webapp.sandbox import scenarios
 from webapp.sandbox.base import Pending, PostedKeys, Simulator
 from webapp.sandbox.scenarios import CLIENT_IP, MX_SERVER, SANDBOX_IP, USER_AGENT, Visible
@@ -28,15 +29,15 @@ MAX_BODY_BYTES = 30 * 1024 * 1024
 RATE_LIMIT = 600  # requests a minute, only reported in the X-RateLimit-* headers
 
 # Step kinds -> Email Activity event names.
-POLLED_NAMES: dict[str, str] = {
-    "processed": "processed",
-    "delivered": "delivered",
-    "deferred": "deferred",
-    "dropped": "dropped",
-    "bounce": "bounced",
-    "open": "opened",
-    "click": "clicked",
-    "spamreport": "spam_report",
+POLLED_NAMES: dict[EventKind, str] = {
+    EventKind.PROCESSED: "processed",
+    EventKind.DELIVERED: "delivered",
+    EventKind.DEFERRED: "deferred",
+    EventKind.DROPPED: "dropped",
+    EventKind.BOUNCED: "bounced",
+    EventKind.OPENED: "opened",
+    EventKind.CLICKED: "clicked",
+    EventKind.REPORTED_AS_SPAM: "spam_report",
 }
 
 URLS = Map(
@@ -255,9 +256,9 @@ def _iso(unix_seconds: int) -> str:
 def _summary(message: SimMessage, events: list[Visible]) -> dict[str, Any]:
     """The Email Activity list entry of a message."""
     names = {event.step.event for event in events}
-    if names & {"bounce", "dropped"}:
+    if names & {EventKind.BOUNCED, EventKind.DROPPED}:
         status = "not_delivered"
-    elif "delivered" in names:
+    elif EventKind.DELIVERED in names:
         status = "delivered"
     else:
         status = "processed"
@@ -267,8 +268,8 @@ def _summary(message: SimMessage, events: list[Visible]) -> dict[str, Any]:
         "subject": message.subject,
         "to_email": message.to_email,
         "status": status,
-        "opens_count": sum(event.step.event == "open" for event in events),
-        "clicks_count": sum(event.step.event == "click" for event in events),
+        "opens_count": sum(event.step.event == EventKind.OPENED for event in events),
+        "clicks_count": sum(event.step.event == EventKind.CLICKED for event in events),
         "last_event_time": _iso(max(event.at for event in events)),
     }
 
@@ -277,18 +278,19 @@ def _polled_event(event: Visible) -> dict[str, Any]:
     """One event as Email Activity shows it (its own names, no machine-open flag)."""
     step = event.step
     polled: dict[str, Any] = {"event_name": POLLED_NAMES[step.event], "processed": _iso(event.at)}
-    reason = webhooks.DROP_TEXT.get(step.reject or "", "Invalid") if step.event == "dropped" else step.reason
+    dropped = step.event == EventKind.DROPPED
+    reason = webhooks.DROP_TEXT.get(step.reject or "", "Invalid") if dropped else step.reason
     if reason:
         polled["reason"] = reason
     if step.attempt is not None:
         polled["attempt_num"] = step.attempt
     if step.url:
         polled["url"] = step.url
-    if step.event == "bounce":
+    if step.event == EventKind.BOUNCED:
         polled["bounce_type"] = "hard"
-    if step.event in ("delivered", "deferred", "bounce"):
+    if step.event in (EventKind.DELIVERED, EventKind.DEFERRED, EventKind.BOUNCED):
         polled["mx_server"] = MX_SERVER
-    if step.event in ("open", "click"):
+    if step.event in (EventKind.OPENED, EventKind.CLICKED):
         polled["http_user_agent"] = USER_AGENT
     return polled
 

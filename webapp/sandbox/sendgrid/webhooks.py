@@ -11,14 +11,26 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from webapp.event_kinds import EventKind
 from webapp.sandbox.base import Pending, PostedKeys
 from webapp.sandbox.scenarios import CLIENT_IP, SANDBOX_IP, USER_AGENT, Visible
 from webapp.sandbox.store import SimMessage, Store
 
 WEBHOOK_BATCH_SIZE = 500
 SIGNING_KEY = "private_key"  # its meta key in the state file
+# Step kinds -> the event webhook's names for them.
+WEBHOOK_NAMES: dict[EventKind, str] = {
+    EventKind.PROCESSED: "processed",
+    EventKind.DELIVERED: "delivered",
+    EventKind.DEFERRED: "deferred",
+    EventKind.DROPPED: "dropped",
+    EventKind.BOUNCED: "bounce",
+    EventKind.OPENED: "open",
+    EventKind.CLICKED: "click",
+    EventKind.REPORTED_AS_SPAM: "spamreport",
+}
 # Steps SendGrid reports nothing for: the receiving server's later "filed as spam" notice.
-UNREPORTED = frozenset({"spam_filtered"})
+UNREPORTED = frozenset({EventKind.FILED_AS_SPAM})
 # Why SendGrid drops a message, in its own words (the `reason` of a dropped event).
 DROP_TEXT = {
     "bounced_address": "Bounced Address",
@@ -104,26 +116,26 @@ def webhook_event(message: SimMessage, event: Visible) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "email": message.to_email,
         "timestamp": event.at,
-        "event": step.event,
+        "event": WEBHOOK_NAMES[step.event],
         "sg_event_id": event_id(message.msg_id, event.index),
         "sg_message_id": message.msg_id,
         "smtp-id": f"<{message.request_id}@ismtpd-sandbox.sendgrid.invalid>",
     }
     if message.categories:
         fields["category"] = list(message.categories)
-    if step.event == "delivered":
+    if step.event == EventKind.DELIVERED:
         fields.update(response="250 2.0.0 OK", ip=SANDBOX_IP, tls=1)
-    elif step.event == "deferred":
+    elif step.event == EventKind.DEFERRED:
         fields.update(attempt=str(step.attempt), response=step.reason, ip=SANDBOX_IP)
-    elif step.event == "bounce":
+    elif step.event == EventKind.BOUNCED:
         fields.update(
             reason=step.reason, status="5.1.1", type="bounce", bounce_classification="Invalid Address"
         )
-    elif step.event == "dropped":
+    elif step.event == EventKind.DROPPED:
         fields.update(reason=DROP_TEXT.get(step.reject or "", "Invalid"), status="5.0.0")
-    elif step.event == "open":
+    elif step.event == EventKind.OPENED:
         fields.update(sg_machine_open=step.machine, useragent=USER_AGENT, ip=CLIENT_IP)
-    elif step.event == "click":
+    elif step.event == EventKind.CLICKED:
         fields.update(
             url=step.url, url_offset={"index": 0, "type": "text"}, useragent=USER_AGENT, ip=CLIENT_IP
         )

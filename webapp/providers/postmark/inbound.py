@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from webapp.providers.base import InboundMail
+from webapp.providers.http import read_json
 
 MAX_FIELD_CHARS = 200_000
 MAX_HEADERS = 500
@@ -29,14 +30,7 @@ def read_inbound(content_type: str, body: bytes) -> InboundMail:
 
     The content type is not relied on: the credentials, checked first, say who posted it.
     """
-    try:
-        item = json.loads(body)
-    except RecursionError:
-        raise ValueError("the body nests too deeply") from None
-    except ValueError as error:
-        raise ValueError(f"the body is not JSON: {error}") from None
-    if not isinstance(item, dict):
-        raise ValueError("the body is not a JSON object")
+    item = read_json(body, what="the body", shape=dict, loads=json.loads)
     record_type = item.get("RecordType", "Inbound")
     if record_type != "Inbound":
         # An event webhook (Bounce, Delivery, ...) set to this URL by mistake.
