@@ -21,8 +21,6 @@ log = logging.getLogger(__name__)
 
 PROVIDERS = ("sandbox", "sendgrid", "postmark")
 SANDBOX_WIRE_FORMATS = ("sendgrid", "postmark")
-# Wire formats whose simulator exists yet.
-SANDBOX_WIRE_FORMATS_READY = ("sendgrid", "postmark")
 LOG_DAYS = 30  # the email log shows this many days; records are kept longer
 
 # name -> default; None means "no default" (the app decides, see load_settings)
@@ -235,14 +233,6 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         raise ConfigError(
             f"SANDBOX_WIRE_FORMAT={settings['SANDBOX_WIRE_FORMAT']!r} is not known; use one of: "
             f"{', '.join(SANDBOX_WIRE_FORMATS)}"
-        )
-    if (
-        settings["EMAIL_PROVIDER"] == "sandbox"
-        and settings["SANDBOX_WIRE_FORMAT"] not in SANDBOX_WIRE_FORMATS_READY
-    ):
-        raise ConfigError(
-            f"SANDBOX_WIRE_FORMAT={settings['SANDBOX_WIRE_FORMAT']} is not available yet (no adapter "
-            f"for it); use one of: {', '.join(SANDBOX_WIRE_FORMATS_READY)}"
         )
     if settings["EMAIL_PROVIDER"] == "sendgrid" and not settings["SENDGRID_API_KEY"]:
         raise ConfigError("EMAIL_PROVIDER=sendgrid needs SENDGRID_API_KEY (an API key with Mail Send access)")

@@ -169,7 +169,7 @@ def main() -> None:
         upgrade(directory=app.extensions["migrate"].directory)
         clinic_id = args.clinic_id or seed(args.emails, args.clients)
         now = utcnow()
-        days, _, _ = deliverability.window(now)
+        days, _ = deliverability.window(now)
         first = days[0] - timedelta(days=deliverability.WINDOW_DAYS)
         size = db.session.execute(
             sa.select(sa.func.count(Email.id)).where(Email.clinic_id == clinic_id)

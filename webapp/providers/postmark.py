@@ -50,7 +50,6 @@ MAX_WEBHOOK_BYTES = 1024 * 1024
 REPLAY_SECONDS = 24 * 60 * 60
 MAX_WEBHOOK_DEPTH = 8
 SEARCH_PAGE = 50
-SUPPRESSIONS_PAGE_LIMIT = 20  # pages of the suppressions dump read in one spam_reports call
 MAX_INACTIVE_LOOKUPS = 20  # per send_batch: why an address is inactive, asked of the dump
 
 ERROR_INVALID_TOKEN = 10
@@ -109,7 +108,6 @@ _TIME = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}(?::\d{2})?)(?:\.(?P<fraction>\d{1,9}))?"
     r"(?P<zone>Z|[+-]\d{2}:?\d{2})?"
 )
-_INACTIVE = re.compile(r"Found inactive addresses: (.+?)\.(?:\s|$)")
 
 LIFT_DETAIL = (
     "Postmark keeps spam complaints on its suppression list and lets only its own support reactivate "
@@ -555,14 +553,6 @@ def _retry_after(response: httpx.Response) -> float:
 def _text(value: Any) -> str | None:
     """Return a non-empty string, else None."""
     return value if isinstance(value, str) and value else None
-
-
-def inactive_addresses(message: str) -> list[str]:
-    """Return the addresses a 406 answer names ("Found inactive addresses: a@x, b@y.")."""
-    match = _INACTIVE.search(message or "")
-    if not match:
-        return []
-    return [address.strip().lower() for address in match.group(1).split(",") if address.strip()]
 
 
 def parse_time(value: Any) -> datetime:

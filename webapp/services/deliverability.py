@@ -103,19 +103,18 @@ class Overview:
         ]
 
 
-def window(now: datetime, zone: str = "UTC") -> tuple[list[date], datetime, datetime]:
-    """Return the clinic's 30 days shown (oldest first, days of the clinic's calendar in `zone`),
-    when they start, and when the 30 before start."""
+def window(now: datetime, zone: str = "UTC") -> tuple[list[date], datetime]:
+    """Return the clinic's 30 days shown (oldest first, days of the clinic's calendar in `zone`)
+    and when they start."""
     today = timezones.today(now, zone)
     days = [today - timedelta(days=offset) for offset in range(WINDOW_DAYS - 1, -1, -1)]
-    start = timezones.day_start(days[0], zone)
-    return days, start, timezones.day_start(days[0] - timedelta(days=WINDOW_DAYS), zone)
+    return days, timezones.day_start(days[0], zone)
 
 
 def overview(clinic_id: int, now: datetime, zone: str = "UTC") -> Overview:
     """Return the clinic's last 30 days by day and status, with reasons, blocks and the change
     (days of the clinic's calendar, in its time zone `zone`)."""
-    days, start, previous_start = window(now, zone)
+    days, start = window(now, zone)
     daily: dict[date, Counter] = {day: Counter() for day in days}
     current, previous = Period(), Period()
     first = days[0] - timedelta(days=WINDOW_DAYS)
