@@ -64,7 +64,7 @@ def index() -> str:
 @clinic_staff_required
 def show(client_id: int) -> str:
     """Show a client's file: contact details, address health, the email log and the send form."""
-    client = clients.get_client(current_clinic_id(), client_id)
+    client = clients.get_client(current_clinic_id(), client_id) or abort(404)
     return render_template("clients/show.html", client=client, form=SendEmailForm(), **_page_context(client))
 
 
@@ -72,7 +72,7 @@ def show(client_id: int) -> str:
 @clinic_staff_required
 def correct_address(client_id: int) -> Response | tuple[str, int]:
     """Save a corrected email address in the client file (audited)."""
-    client = clients.get_client(current_clinic_id(), client_id)
+    client = clients.get_client(current_clinic_id(), client_id) or abort(404)
     form = AddressForm()
     if form.validate_on_submit():
         old = client.email
@@ -117,7 +117,7 @@ def email_stream(client_id: int) -> Response:
         raise MethodNotAllowed(["GET"])  # HEAD would register a stream whose body never runs
     if current_user.role not in POLL_ROLES:
         abort(404)
-    client = clients.get_client(current_clinic_id(), client_id)
+    client = clients.get_client(current_clinic_id(), client_id) or abort(404)
     lifetime = current_app.config["LOG_STREAM_SECONDS"]
     if not lifetime:
         abort(404)
@@ -172,7 +172,7 @@ def _refuse_stream(code: int) -> NoReturn:
 
 @clinic_staff_required
 def _render_email_log(client_id: int) -> Response:
-    client, spam = clients.get_client_and_spam_entry(current_clinic_id(), client_id)
+    client, spam = clients.get_client_and_spam_entry(current_clinic_id(), client_id) or abort(404)
     accounts.keep_live(session.get("sid", ""), session.get("login_at", 0))  # the database just confirmed it
     context = _log_context(client, spam)
     # The banner, the header's mark and the send form depend on the log (a spam report, a lifted
@@ -202,7 +202,7 @@ def _render_email_log(client_id: int) -> Response:
 @clinic_staff_required
 def send(client_id: int) -> str | Response | tuple[str, int]:
     """Queue an email to the client; refuse it when the address is on the spam list."""
-    client = clients.get_client(current_clinic_id(), client_id)
+    client = clients.get_client(current_clinic_id(), client_id) or abort(404)
     clinic = db.session.get(Clinic, client.clinic_id)
     form = SendEmailForm()
     form.clinic_timezone = clinic.timezone
@@ -234,7 +234,7 @@ def sandbox_removal_mail(client_id: int) -> Response:
     """Sandbox demo only: play the client, emailing support from their address to lift the block."""
     if current_app.config["EMAIL_PROVIDER"] != "sandbox":
         abort(404)
-    client = clients.get_client(current_clinic_id(), client_id)
+    client = clients.get_client(current_clinic_id(), client_id) or abort(404)
     if SandboxMailForm().validate_on_submit():
         if demo.post_sandbox_client_mail(client.email) == 200:
             flash(

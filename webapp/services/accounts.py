@@ -11,8 +11,7 @@ from functools import lru_cache
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import current_app, session
-from flask_login import login_user
+from flask import current_app
 from redis.exceptions import RedisError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -80,10 +79,11 @@ def _dummy_hash(method: str) -> str:
     return generate_password_hash(secrets.token_hex(8), method=method)
 
 
-def start_session(user: User) -> None:
-    """Begin a fresh session for this user (a new session, never the pre-login one)."""
-    session.clear()
-    login_user(user)
+def start_session(user: User) -> tuple[str, int]:
+    """Record a new server-side session for the user; return its id and start (epoch seconds).
+
+    The caller puts both into the browser's fresh session (webapp/auth/routes.py).
+    """
     now = utcnow()
     sid = secrets.token_urlsafe(32)
     # Sessions past the absolute timeout are dead anyway: forget this user's.
@@ -96,15 +96,10 @@ def start_session(user: User) -> None:
     db.session.add(UserSession(sid_hash=sid_hash(sid), user_id=user.id, created_at=now))
     db.session.flush()
     _end_oldest_sessions(user.id, current_app.config["SESSIONS_PER_USER"])
-    session["sid"] = sid
-    session["login_at"] = int(now.timestamp())
-    session["seen_at"] = int(now.timestamp())
-    session["clinic_id"] = user.clinic_id
-    session["role"] = user.role
-    session.permanent = True
     audit.record("login", user, clinic_id=user.clinic_id, subject_type="user", subject_id=user.id)
     db.session.commit()
     _set_live(sid, ABSOLUTE_TIMEOUT_SECONDS)
+    return sid, int(now.timestamp())
 
 
 def session_user(user_id: int, sid: str) -> User | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from flask import abort, current_app
+from flask import current_app
 
 from webapp.extensions import db
 from webapp.models import Client, Clinic, Email, OperatorAlert, RemovalRequest, SpamListEntry, User, utcnow
@@ -151,8 +151,8 @@ def alert_rows() -> list[AlertRow]:
     return [AlertRow(alert, email, client, clinic) for alert, email, client, clinic in rows]
 
 
-def alerted_email(email_id: int) -> tuple[Email, list[OperatorAlert]]:
-    """Return an email that an operator alert names, with those alerts; 404 for any other email.
+def alerted_email(email_id: int) -> tuple[Email, list[OperatorAlert]] | None:
+    """Return an email that an operator alert names, with those alerts; None for any other email.
 
     Support works for the platform, not for a clinic: it may read what an alert points at, and
     nothing else of a client file.
@@ -163,28 +163,24 @@ def alerted_email(email_id: int) -> tuple[Email, list[OperatorAlert]]:
         ).scalars()
     )
     email = db.session.get(Email, email_id) if alerts else None
-    if email is None:
-        abort(404)
-    return email, alerts
+    return None if email is None else (email, alerts)
 
 
-def resolve_alert(alert_id: int, by: User) -> None:
-    """Mark an operator alert as dealt with (404 for an unknown one)."""
+def resolve_alert(alert_id: int, by: User) -> bool:
+    """Mark an operator alert as dealt with; False for an unknown one."""
     alert = db.session.get(OperatorAlert, alert_id)
     if alert is None:
-        abort(404)
+        return False
     if alert.resolved_at is None:
         alert.resolved_at = utcnow()
         audit.record("alert.resolve", by, clinic_id=None, subject_type="operator_alert", subject_id=alert.id)
         db.session.commit()
+    return True
 
 
-def get_case(case_id: int) -> RemovalRequest:
-    """Return one case or abort with 404."""
-    removal = db.session.get(RemovalRequest, case_id)
-    if removal is None:
-        abort(404)
-    return removal
+def get_case(case_id: int) -> RemovalRequest | None:
+    """Return one case, or None."""
+    return db.session.get(RemovalRequest, case_id)
 
 
 def matching_clients(removal: RemovalRequest) -> list[tuple[str, int]]:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app, request
-from flask_limiter import RequestLimit
+from flask import current_app
 from redis.exceptions import RedisError
 
 from webapp import clock
@@ -32,11 +31,6 @@ def failure_limit() -> str:
 def was_refused(response: object) -> bool:
     """Whether the webhook refused the request's credentials (only those count against a source)."""
     return getattr(response, "status_code", 0) == 403
-
-
-def throttled(limit: RequestLimit) -> None:
-    """A source past its limit is refused (429) without a check: count it towards a burst too."""
-    note_refused((request.view_args or {}).get("provider_name", ""))
 
 
 def note_refused(provider: str) -> None:

@@ -38,7 +38,7 @@ def queue() -> str:
 @support_required
 def email_timeline(email_id: int) -> str:
     """Show the timeline of one email an operator alert names (nothing else of the client file)."""
-    email, alerts = removals.alerted_email(email_id)
+    email, alerts = removals.alerted_email(email_id) or abort(404)
     return render_template(
         "support/email.html", email=email, alerts=alerts, timeline=clients.build_timeline(email.events)
     )
@@ -48,8 +48,8 @@ def email_timeline(email_id: int) -> str:
 @support_required
 def resolve_alert(alert_id: int) -> Response:
     """Mark an operator alert as dealt with."""
-    if DecisionForm().validate_on_submit():
-        removals.resolve_alert(alert_id, current_user)
+    if DecisionForm().validate_on_submit() and not removals.resolve_alert(alert_id, current_user):
+        abort(404)
     return redirect(url_for("support.queue"), code=303)
 
 
@@ -57,7 +57,7 @@ def resolve_alert(alert_id: int) -> Response:
 @support_required
 def case(case_id: int) -> str:
     """Show one case with the evidence that it came from the client's own address."""
-    removal = removals.get_case(case_id)
+    removal = removals.get_case(case_id) or abort(404)
     return render_template(
         "support/case.html",
         case=removal,
@@ -75,7 +75,7 @@ def case(case_id: int) -> str:
 def approve(case_id: int) -> Response:
     """Lift the spam-list block for the address, if the evidence allows it."""
     form = DecisionForm()
-    removal = removals.get_case(case_id)
+    removal = removals.get_case(case_id) or abort(404)
     if form.validate_on_submit():
         try:
             removals.approve(removal, current_user, form.note.data or "")
@@ -91,7 +91,7 @@ def approve(case_id: int) -> Response:
 def reject(case_id: int) -> Response:
     """Close the case without lifting the block."""
     form = DecisionForm()
-    removal = removals.get_case(case_id)
+    removal = removals.get_case(case_id) or abort(404)
     if form.validate_on_submit():
         try:
             removals.reject(removal, current_user, form.note.data or "")
@@ -107,7 +107,7 @@ def reject(case_id: int) -> Response:
 def provider_lifted(case_id: int) -> Response:
     """Record that the email provider lifted a block it would not lift through its API."""
     form = DecisionForm()
-    removal = removals.get_case(case_id)
+    removal = removals.get_case(case_id) or abort(404)
     if form.validate_on_submit():
         try:
             removals.record_provider_lift(removal, current_user, form.note.data or "")
@@ -124,7 +124,7 @@ def sandbox_reactivate(case_id: int) -> Response:
     """Sandbox demo only: play the provider's support, which lifts what its API will not."""
     if not demo.sandbox_can_reactivate():
         abort(404)
-    removal = removals.get_case(case_id)
+    removal = removals.get_case(case_id) or abort(404)
     if DecisionForm().validate_on_submit() and removal.awaiting_provider:
         demo.sandbox_reactivate(removal.from_address)
         flash(f"Sandbox: Postmark's support reactivated {removal.from_address}. Record it below.", "success")
