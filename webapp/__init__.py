@@ -106,6 +106,10 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
     app.register_blueprint(operations_bp)
+    if app.config["EMAIL_PROVIDER"] == "sandbox":
+        from webapp import demo
+
+        app.register_blueprint(demo.bp)  # the demo's buttons and DNS exist only beside the sandbox
     cli.init_app(app)
     from webapp import fastpoll
 

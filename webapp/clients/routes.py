@@ -26,7 +26,7 @@ from werkzeug.wrappers import Response
 
 from webapp import clock, fragments, statuses
 from webapp.clients import bp
-from webapp.clients.forms import AddressForm, SandboxMailForm, SendEmailForm
+from webapp.clients.forms import AddressForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
 from webapp.fastpoll import POLL_ROLES
 from webapp.models import Client, Clinic, utcnow
@@ -37,7 +37,6 @@ from webapp.services import (
     addresses,
     changes,
     clients,
-    demo,
     log_stream,
     messages,
     sending,
@@ -226,25 +225,6 @@ def send(client_id: int) -> str | Response | tuple[str, int]:
             flash(f"Sending “{subject}” to {client.email}.", "success")
             return redirect(url_for("clients.show", client_id=client.id), code=303)
     return render_template("clients/show.html", client=client, form=form, **_page_context(client)), 422
-
-
-@bp.post("/clients/<int:client_id>/sandbox-removal-mail")
-@clinic_staff_required
-def sandbox_removal_mail(client_id: int) -> Response:
-    """Sandbox demo only: play the client, emailing support from their address to lift the block."""
-    if current_app.config["EMAIL_PROVIDER"] != "sandbox":
-        abort(404)
-    client = clients.get_client(current_clinic_id(), client_id) or abort(404)
-    if SandboxMailForm().validate_on_submit():
-        if demo.post_sandbox_client_mail(client.email) == 200:
-            flash(
-                f"Sandbox: {client.name} emailed {current_app.config['SUPPORT_ADDRESS']} asking to come off "
-                "the spam list. Support can now approve it.",
-                "success",
-            )
-        else:
-            flash("Sandbox: the support mailbox did not accept the mail.", "error")
-    return redirect(url_for("clients.show", client_id=client.id), code=303)
 
 
 def _page_context(client: Client, address_form: AddressForm | None = None) -> dict:

@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response
 
 from webapp.params import page_number
 from webapp.security import support_required
-from webapp.services import clients, demo, inbound, removals
+from webapp.services import clients, inbound, removals
 from webapp.support import bp
 from webapp.support.forms import DecisionForm
 
@@ -65,7 +65,6 @@ def case(case_id: int) -> str:
         matches=removals.matching_clients(removal),
         spam_entry=removals.spam_entry(removal),
         reasons=inbound.REASONS,
-        sandbox_support_desk=demo.sandbox_can_reactivate(),
         form=DecisionForm(),
     )
 
@@ -115,17 +114,4 @@ def provider_lifted(case_id: int) -> Response:
             flash(str(refused), "error")
         else:
             flash(f"Recorded: the block on {removal.from_address} is lifted; sending may resume.", "success")
-    return redirect(url_for("support.case", case_id=removal.id), code=303)
-
-
-@bp.post("/removal-requests/<int:case_id>/sandbox-reactivate")
-@support_required
-def sandbox_reactivate(case_id: int) -> Response:
-    """Sandbox demo only: play the provider's support, which lifts what its API will not."""
-    if not demo.sandbox_can_reactivate():
-        abort(404)
-    removal = removals.get_case(case_id) or abort(404)
-    if DecisionForm().validate_on_submit() and removal.awaiting_provider:
-        demo.sandbox_reactivate(removal.from_address)
-        flash(f"Sandbox: Postmark's support reactivated {removal.from_address}. Record it below.", "success")
     return redirect(url_for("support.case", case_id=removal.id), code=303)
