@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     # edit the audit trail. Default: DATABASE_URL (one role for both, as on SQLite).
     "MIGRATION_DATABASE_URL": None,
     "REDIS_URL": None,  # default: an embedded Redis server under instance/
+    # Every key the app (and its rate limiter) writes starts with this, so apps can share a Redis.
+    # RQ's own keys take RQ_KEY_PREFIX, an environment variable RQ reads (default "rq").
+    "REDIS_KEY_PREFIX": "clinicmail:",
     "EMAIL_PROVIDER": "sandbox",
     "SENDGRID_API_KEY": "",
     "SENDGRID_API_BASE": "https://api.sendgrid.com",

@@ -10,6 +10,7 @@ from tests.conftest import run_jobs
 from webapp.extensions import db
 from webapp.models import Client, Email, utcnow
 from webapp.providers import get_sandbox
+from webapp.redis_keys import redis_key
 from webapp.services import polling, sending
 
 
@@ -51,7 +52,7 @@ def test_all_workers_share_one_budget_per_minute(app, world, app_clock):
     polling.poll_due()  # a second worker in the same minute finds the budget spent
     used = sandbox.requests_seen("/v3/messages") - before
     assert used == 3
-    assert int(app.extensions["redis"].get(f"{polling.BUDGET_KEY}:{int(app_clock.now // 60)}")) == 3
+    assert int(app.extensions["redis"].get(redis_key(polling.BUDGET_KEY, int(app_clock.now // 60)))) == 3
 
 
 def test_a_429_stops_every_worker_until_the_reset(app, world, app_clock):
@@ -59,7 +60,7 @@ def test_a_429_stops_every_worker_until_the_reset(app, world, app_clock):
     emails = send_many(app, world, app_clock, 2)
     get_sandbox(app.config).fail_next(429, path_prefix="/v3/messages", retry_after=30)
     assert polling.poll_due() == 0
-    ttl = app.extensions["redis"].pttl(polling.BLOCKED_KEY)
+    ttl = app.extensions["redis"].pttl(redis_key(polling.BLOCKED_KEY))
     assert 20_000 < ttl <= 30_000
     assert polling.take_budget(5) == 0
     assert all(db.session.get(Email, email.id).status == "sending" for email in emails)

@@ -15,6 +15,7 @@ from tests.helpers import EVENTS_URL as URL
 from tests.helpers import one_event, public_key_b64, sign
 from webapp.extensions import db
 from webapp.models import WebhookBatch
+from webapp.redis_keys import redis_key
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -64,7 +65,7 @@ def test_deliveries_are_remembered_only_while_their_signature_is_valid(signed_ap
     stamp = int(time.time()) - 100
     assert signed_app.test_client().post(URL, data=body, headers=sign(key, body, stamp)).status_code == 200
     redis = signed_app.extensions["redis"]
-    [remembered] = redis.keys("webhook-seen:sendgrid:*")
+    [remembered] = redis.keys(redis_key("webhook-seen", "sendgrid", "*"))
     assert tolerance - 100 - 5 <= redis.ttl(remembered) <= tolerance - 100 + 1
 
 
@@ -100,4 +101,4 @@ def test_the_check_uses_the_verified_key_only(signed_app):
     body = one_event(app_message_id="unsigned")
     other = ec.generate_private_key(ec.SECP256R1())
     assert signed_app.test_client().post(URL, data=body, headers=sign(other, body)).status_code == 403
-    assert signed_app.extensions["redis"].keys("webhook-seen:*") == []
+    assert signed_app.extensions["redis"].keys(redis_key("webhook-seen", "*", app=signed_app)) == []

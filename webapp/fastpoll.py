@@ -74,7 +74,8 @@ class UnchangedLogPoll:
             return False
         try:
             value, live = self.app.extensions["redis"].mget(
-                log_key(session["clinic_id"], int(match.group(1))), live_key(session.get("sid", ""))
+                log_key(session["clinic_id"], int(match.group(1)), self.app),
+                live_key(session.get("sid", ""), self.app),
             )
         except (RedisError, KeyError, TypeError):
             return False

@@ -137,9 +137,11 @@ def email_stream(client_id: int) -> Response:
         feed.close(subscription)
         _refuse_stream(503 if counted is None else 429)
 
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
     def done() -> None:
         if feed.close(subscription):
-            stream_quota.release(redis, user_id, token)
+            stream_quota.release(redis, user_id, token, app)  # after the request: no current_app
 
     snapshot = dict(session)
     heartbeat = current_app.config["LOG_STREAM_HEARTBEAT_SECONDS"]

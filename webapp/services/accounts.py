@@ -11,12 +11,13 @@ from functools import lru_cache
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import current_app
+from flask import Flask, current_app
 from redis.exceptions import RedisError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
 from webapp.models import ROLES, AuditEntry, Clinic, User, UserSession, utcnow
+from webapp.redis_keys import redis_key
 from webapp.services import audit
 from webapp.services.login_throttle import LoginThrottle
 
@@ -188,9 +189,9 @@ def sid_hash(sid: str) -> str:
     return hashlib.sha256(sid.encode()).hexdigest()
 
 
-def live_key(sid: str) -> str:
+def live_key(sid: str, app: Flask | None = None) -> str:
     """Return the Redis key that says a session is live (the log poll reads it, not the database)."""
-    return f"session-live:{sid_hash(sid)}"
+    return redis_key("session-live", sid_hash(sid), app=app)
 
 
 def keep_live(sid: str, login_at: int) -> None:
@@ -214,7 +215,7 @@ def _forget_ended_sessions(db_session: so.Session) -> None:
     if not hashes:
         return
     try:
-        current_app.extensions["redis"].delete(*(f"session-live:{value}" for value in hashes))
+        current_app.extensions["redis"].delete(*(redis_key("session-live", value) for value in hashes))
     except (RedisError, RuntimeError) as error:
         # The database has ended them: every request but the log's "nothing changed" answer
         # already refuses them, and that answer carries no data.

@@ -16,6 +16,7 @@ from webapp import clock
 from webapp.extensions import db
 from webapp.models import EmailEvent, OperatorAlert, WebhookBatch
 from webapp.queue import get_queue
+from webapp.redis_keys import redis_key
 from webapp.services import polling
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _activity_budget() -> tuple[int | None, datetime | None]:
     """Return the activity requests used this minute, and until when the provider holds us back."""
     try:
         redis = current_app.extensions["redis"]
-        raw = redis.get(f"{polling.BUDGET_KEY}:{int(clock.timestamp() // 60)}")
+        raw = redis.get(redis_key(polling.BUDGET_KEY, int(clock.timestamp() // 60)))
         until = polling.blocked_until(polling.BLOCKED_KEY)
     except RedisError as error:
         log.warning("activity budget unavailable: %s", error)

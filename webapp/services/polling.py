@@ -20,6 +20,7 @@ from webapp.extensions import db
 from webapp.models import Email, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import EmailProvider, PollRef
+from webapp.redis_keys import redis_key
 from webapp.services.events import Target, lock_emails, store_events
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def take_budget(wanted: int) -> int:
     try:
         if blocked_until(BLOCKED_KEY) is not None:
             return 0
-        key = f"{BUDGET_KEY}:{int(clock.timestamp() // 60)}"
+        key = redis_key(BUDGET_KEY, int(clock.timestamp() // 60))
         used = redis.incrby(key, wanted)
         redis.expire(key, 120)
         granted = max(0, min(wanted, limit - (used - wanted)))
@@ -73,21 +74,23 @@ def give_back_budget(unused: int) -> None:
     """Return reserved requests that were not made."""
     if unused > 0:
         try:
-            current_app.extensions["redis"].decrby(f"{BUDGET_KEY}:{int(clock.timestamp() // 60)}", unused)
+            current_app.extensions["redis"].decrby(
+                redis_key(BUDGET_KEY, int(clock.timestamp() // 60)), unused
+            )
         except RedisError as error:
             log.warning("could not give back activity budget: %s", error)
 
 
-def block(key: str, seconds: float) -> None:
+def block(name: str, seconds: float) -> None:
     """Hold every worker back from one kind of request for a while (the provider said 429)."""
     until = clock.timestamp() + seconds
     # The value says until when (so a test's clock can move past it); the expiry tidies up.
-    current_app.extensions["redis"].set(key, repr(until), px=max(1, int(seconds * 1000)))
+    current_app.extensions["redis"].set(redis_key(name), repr(until), px=max(1, int(seconds * 1000)))
 
 
-def blocked_until(key: str) -> float | None:
+def blocked_until(name: str) -> float | None:
     """Return the unix time a block set with `block` lasts until, or None when there is none."""
-    value = current_app.extensions["redis"].get(key)
+    value = current_app.extensions["redis"].get(redis_key(name))
     if value is None:
         return None
     try:
@@ -116,7 +119,7 @@ def due_for_poll(now: datetime, limit: int) -> list[Email]:
 
 def poll_due(provider: EmailProvider | None = None) -> int:
     """Ask the provider about every email due for a poll, in one batch; return how many changed."""
-    lock = current_app.extensions["redis"].lock(POLL_LOCK_KEY, timeout=120, blocking=False)
+    lock = current_app.extensions["redis"].lock(redis_key(POLL_LOCK_KEY), timeout=120, blocking=False)
     if not lock.acquire():
         return 0  # another worker is polling this very batch
     try:

@@ -38,6 +38,7 @@ from webapp.providers.base import (
     SentRef,
 )
 from webapp.queue import enqueue
+from webapp.redis_keys import redis_key
 from webapp.services import audit
 from webapp.services.addresses import correct_address
 from webapp.services.changes import mark_changed, mark_logs_changed
@@ -150,7 +151,7 @@ def wake_senders() -> bool:
     one waits no other is queued (a burst of 10,000 emails queues a handful of jobs, not 10,000).
     """
     try:
-        if not current_app.extensions["redis"].set(SEND_WAKE_KEY, "1", nx=True, ex=SEND_WAKE_TTL):
+        if not current_app.extensions["redis"].set(redis_key(SEND_WAKE_KEY), "1", nx=True, ex=SEND_WAKE_TTL):
             return True
     except RedisError as error:
         log.warning("could not wake a sender: %s", error)
@@ -158,14 +159,14 @@ def wake_senders() -> bool:
     if enqueue(SEND_JOB):
         return True
     with contextlib.suppress(RedisError):
-        current_app.extensions["redis"].delete(SEND_WAKE_KEY)
+        current_app.extensions["redis"].delete(redis_key(SEND_WAKE_KEY))
     return False
 
 
 def _clear_wake() -> None:
     """Say that this job is about to look for due emails (so the next email queues a new job)."""
     try:
-        current_app.extensions["redis"].delete(SEND_WAKE_KEY)
+        current_app.extensions["redis"].delete(redis_key(SEND_WAKE_KEY))
     except RedisError as error:
         log.warning("could not clear the sender wake-up mark: %s", error)
 
@@ -347,7 +348,7 @@ def check_in_doubt(provider: EmailProvider | None = None) -> int:
     # Long enough for a check's requests to time out; short, so a killed checker blocks little.
     hold = IN_DOUBT_REQUESTS_PER_CHECK * current_app.config["SEND_TIMEOUT_SECONDS"] + 15
     try:
-        lock = redis.lock(IN_DOUBT_LOCK_KEY, timeout=hold, blocking=False)
+        lock = redis.lock(redis_key(IN_DOUBT_LOCK_KEY), timeout=hold, blocking=False)
         if not lock.acquire():
             return 0  # another worker is checking these very emails
     except RedisError as error:

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from webapp import clock
 from webapp.extensions import db
+from webapp.redis_keys import redis_key
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def was_refused(response: object) -> bool:
 def note_refused(provider: str) -> None:
     """Count one refusal; alert the operators when the refusals of the window reach the count."""
     window = int(clock.timestamp() // ALERT_WINDOW_SECONDS)
-    key = f"webhook-refused:{provider}:{window}"
+    key = redis_key("webhook-refused", provider, window)
     try:
         redis = current_app.extensions["redis"]
         with redis.pipeline() as pipe:

@@ -19,6 +19,7 @@ from webapp.extensions import db
 from webapp.models import Email, PendingEvent, WebhookBatch, utcnow
 from webapp.providers import webhook_parser
 from webapp.providers.base import ProviderEvent
+from webapp.redis_keys import redis_key
 from webapp.services.events import Target, among, chunks, keep_for_later, store_events
 from webapp.services.polling import schedule_next_poll
 
@@ -61,7 +62,7 @@ def forget_delivery(provider: str, replay_key: str) -> None:
 
 def _delivery_key(provider: str, replay_key: str) -> str:
     # Hashed again: the key is the provider's to choose, and a Redis key should stay short.
-    return f"webhook-seen:{provider}:{hashlib.sha256(replay_key.encode()).hexdigest()}"
+    return redis_key("webhook-seen", provider, hashlib.sha256(replay_key.encode()).hexdigest())
 
 
 def store_batch(provider: str, body: bytes) -> WebhookBatch:
