@@ -176,9 +176,9 @@ def _drop_database(server: sa.engine.URL, name: str) -> None:
 
 
 def _psycopg(url: str) -> str:
-    from config import _normalise_database_url
+    from config_checks import database_url
 
-    return _normalise_database_url(url)
+    return database_url(url)
 
 
 def _settings(instance: Path, database: DatabaseUrls, redis_url: str, **extra: object) -> dict:
