@@ -19,7 +19,6 @@ from webapp.providers.postmark import (
     MAX_BATCH,
     TOKEN_HEADER,
     PostmarkProvider,
-    inactive_addresses,
     parse_time,
     parse_webhook_event,
 )
@@ -177,16 +176,6 @@ def test_a_failing_suppression_lookup_leaves_the_reason_other(provider, wire):
     wire.routes["/message-streams/outbound/suppressions/dump"] = httpx.ConnectTimeout("slow")
     result = provider.send(outgoing("hbounce@example.com"))
     assert (result.outcome, result.reject_reason) == ("rejected", "other")
-
-
-def test_the_inactive_addresses_are_read_as_client_libraries_read_them():
-    message = fixture("error_422_406.json")["Message"]
-    assert inactive_addresses(message) == ["hbounce@example.com"]
-    assert inactive_addresses("Found inactive addresses: a@x.example, B@y.example. Inactive …") == [
-        "a@x.example",
-        "b@y.example",
-    ]
-    assert inactive_addresses("nothing here") == []
 
 
 @pytest.mark.parametrize(

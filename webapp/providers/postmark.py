@@ -60,7 +60,6 @@ SEARCH_PAGE = 50
 # search filters on one metadata value, so each in-doubt email costs one request. Four a second
 # keeps a backlog of a few hundred moving without bursts; a 429 holds every worker back.
 RECORDS_REQUESTS_PER_MINUTE = 240
-SUPPRESSIONS_PAGE_LIMIT = 20  # pages of the suppressions dump read in one spam_reports call
 MAX_INACTIVE_LOOKUPS = 20  # per send_batch: why an address is inactive, asked of the dump
 
 ERROR_INVALID_TOKEN = 10
@@ -118,7 +117,6 @@ _TIME = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}(?::\d{2})?)(?:\.(?P<fraction>\d{1,9}))?"
     r"(?P<zone>Z|[+-]\d{2}:?\d{2})?"
 )
-_INACTIVE = re.compile(r"Found inactive addresses: (.+?)\.(?:\s|$)")
 
 LIFT_DETAIL = (
     "Postmark keeps spam complaints on its suppression list and lets only its own support reactivate "
@@ -595,14 +593,6 @@ def _retry_after(response: httpx.Response) -> float:
 def _text(value: Any) -> str | None:
     """Return a non-empty string, else None."""
     return value if isinstance(value, str) and value else None
-
-
-def inactive_addresses(message: str) -> list[str]:
-    """Return the addresses a 406 answer names ("Found inactive addresses: a@x, b@y.")."""
-    match = _INACTIVE.search(message or "")
-    if not match:
-        return []
-    return [address.strip().lower() for address in match.group(1).split(",") if address.strip()]
 
 
 def parse_time(value: Any) -> datetime:
