@@ -43,9 +43,9 @@ PASSWORD = "benchmark-password"
 
 def psycopg_url(url: str) -> str:
     """Use psycopg 3 whichever spelling of a PostgreSQL URL was given."""
-    from config import _normalise_database_url
+    from config_checks import database_url
 
-    return _normalise_database_url(url)
+    return database_url(url)
 
 
 def fresh_database(label: str, keep: bool = False) -> str:

@@ -52,9 +52,9 @@ class DatabaseUrls:
 
 def psycopg_url(url: str) -> str:
     """The URL as SQLAlchemy opens it with psycopg 3 (as the app does)."""
-    from config import _normalise_database_url
+    from config_checks import database_url
 
-    return _normalise_database_url(url)
+    return database_url(url)
 
 
 def app_settings(instance: Path, database: DatabaseUrls, redis_url: str, **extra: object) -> dict:

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from config import DEFAULTS, ConfigError, load_settings
-from secret_rules import is_weak_secret
+from config_checks import is_weak_secret
 from tests.helpers import production
 from webapp.extensions import db
 from webapp.models import Clinic

@@ -16,6 +16,7 @@ from webapp.extensions import db
 from webapp.models import Email, EmailEvent, OperatorAlert, PendingEvent, WebhookBatch, utcnow
 from webapp.providers.postmark.webhooks import parse_webhook_event
 from webapp.providers.sendgrid.webhooks import check_webhook_body, parse_webhook_events
+from webapp.redis_keys import redis_key
 from webapp.services import clock_skew, events, maintenance, sending, set_aside, webhooks
 
 URL = "/webhooks/sendgrid/events"
@@ -202,7 +203,8 @@ def test_a_skew_within_minutes_is_not_noted_and_a_noted_one_closes_after_an_hour
     assert clock_skew.alert_if_skewed(utcnow()) == 1
     (alert,) = db.session.execute(sa.select(OperatorAlert)).scalars()
     assert "2 h 59 min ahead of our clock" in alert.message and "still accepted" in alert.message
-    app.extensions["redis"].delete("clock-skew:webhook")  # an hour later, it has expired
+    # An hour later, it has expired.
+    app.extensions["redis"].delete(redis_key("clock-skew", "webhook", app=app))
     maintenance.sweep()
     db.session.refresh(alert)
     assert alert.resolved_at is not None
@@ -219,7 +221,7 @@ def test_the_replay_memory_covers_the_whole_window_of_a_skewed_clock(make_app, k
         assert http.post(URL, data=body, headers=headers).status_code == 200
         assert http.post(URL, data=body, headers=headers).status_code == 200
         assert db.session.execute(sa.select(sa.func.count(WebhookBatch.id))).scalar() == 1
-        (remembered,) = app.extensions["redis"].keys("webhook-seen:sendgrid:*")
+        (remembered,) = app.extensions["redis"].keys(redis_key("webhook-seen", "sendgrid", "*"))
         assert 9 * 60 <= app.extensions["redis"].ttl(remembered) <= 10 * 60 + 1
         stale = sign(key, body, int(time.time()) - (3 * 3600 + 5))
         assert http.post(URL, data=body, headers=stale).status_code == 403

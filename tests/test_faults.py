@@ -42,6 +42,7 @@ from webapp.models import Client, Clinic, Email, OperatorAlert
 from webapp.providers import get_sandbox
 from webapp.providers.sendgrid import SendGridProvider
 from webapp.queue import get_queue
+from webapp.redis_keys import redis_key
 from webapp.services import in_doubt, maintenance, sending
 
 # Time settings for tests with real processes: seconds where production has minutes.
@@ -101,7 +102,7 @@ def unsettled() -> list[str]:
     lines = [
         f"send jobs: {len(queue)} waiting, {queue.started_job_registry.count} running, "
         f"{queue.failed_job_registry.count} failed; wake-up mark "
-        f"{queue.connection.get(sending.SEND_WAKE_KEY)!r}"
+        f"{queue.connection.get(redis_key(sending.SEND_WAKE_KEY))!r}"
     ]
     for email in db.session.execute(
         sa.select(Email).where(Email.send_state.not_in(("accepted", "refused")))

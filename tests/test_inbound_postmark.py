@@ -14,12 +14,13 @@ import sqlalchemy as sa
 from tests.helpers import PASSWORD as USER_PASSWORD
 from tests.helpers import login, run_jobs
 from tests.inbound_mail import ON_FILE, SUPPORT, mail, sign
+from webapp.demo import actions
 from webapp.extensions import db
 from webapp.models import Client, Clinic, OperatorAlert, RemovalRequest, SpamListEntry, utcnow
 from webapp.providers import inbound_reader
 from webapp.providers.postmark.inbound import read_inbound
 from webapp.sandbox.client_mail import postmark_inbound_post
-from webapp.services import accounts, demo, removals
+from webapp.services import accounts, removals
 
 # Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
 pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
@@ -203,7 +204,7 @@ def test_the_sandbox_plays_postmarks_inbound_webhook_end_to_end(app, world, wire
     address = world.client_a.email
     db.session.add(SpamListEntry(address=address, reported_at=utcnow(), source="webhook"))
     db.session.commit()
-    assert demo.post_sandbox_client_mail(address) == 200
+    assert actions.post_sandbox_client_mail(address) == 200
     result = app.test_cli_runner().invoke(args=["sandbox-client-mail", "--from", address])
     assert result.exit_code == 0, result.output
     run_jobs(app)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import PASSWORD, FakeClock, attempt
+from webapp.redis_keys import redis_key
 
 # Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
 pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
@@ -111,5 +112,5 @@ def test_sign_in_works_while_redis_is_away(throttled):
 def test_the_delays_are_kept_in_redis_without_the_typed_address(throttled):
     client = throttled.test_client()
     attempt(client, OWNER, "wrong", STRANGER)
-    keys = throttled.extensions["redis"].keys("login-delay:*")
+    keys = throttled.extensions["redis"].keys(redis_key("login-delay", "*", app=throttled))
     assert len(keys) == 1 and STRANGER.encode() in keys[0] and b"owner" not in keys[0]

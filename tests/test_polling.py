@@ -12,6 +12,7 @@ from tests.helpers import run_jobs
 from webapp.extensions import db
 from webapp.models import Client, Email, utcnow
 from webapp.providers import get_provider, get_sandbox
+from webapp.redis_keys import redis_key
 from webapp.services import budget, polling, sending
 
 # The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
@@ -105,7 +106,7 @@ def test_a_429_stops_every_worker_until_the_reset(app, world, app_clock):
     emails = send_many(app, world, app_clock, 2)
     get_sandbox(app.config).fail_next(429, path_prefix="/v3/messages", retry_after=30)
     assert polling.poll_due() == 0
-    ttl = app.extensions["redis"].pttl(polling.BLOCKED_KEY)
+    ttl = app.extensions["redis"].pttl(redis_key(polling.BLOCKED_KEY))
     assert 20_000 < ttl <= 30_000
     assert budget.take(get_provider(app.config), budget.POLL, 5).requests == 0
     assert all(db.session.get(Email, email.id).status == "sending" for email in emails)

@@ -15,7 +15,7 @@ from webapp import statuses
 from webapp.providers.base import OutgoingMessage, PollRef, ProviderError, SentRef
 from webapp.providers.http import DEFAULT_RETRY_AFTER
 from webapp.providers.postmark import TOKEN_HEADER, PostmarkProvider
-from webapp.providers.postmark.sending import FAILED_REQUEST_WAIT, MAX_BATCH, inactive_addresses
+from webapp.providers.postmark.sending import FAILED_REQUEST_WAIT, MAX_BATCH
 from webapp.providers.postmark.translate import parse_time
 from webapp.providers.postmark.webhooks import parse_webhook_event
 
@@ -172,16 +172,6 @@ def test_a_failing_suppression_lookup_leaves_the_reason_other(provider, wire):
     wire.routes["/message-streams/outbound/suppressions/dump"] = httpx.ConnectTimeout("slow")
     result = provider.send(outgoing("hbounce@example.com"))
     assert (result.outcome, result.reject_reason) == ("rejected", "other")
-
-
-def test_the_inactive_addresses_are_read_as_client_libraries_read_them():
-    message = fixture("error_422_406.json")["Message"]
-    assert inactive_addresses(message) == ["hbounce@example.com"]
-    assert inactive_addresses("Found inactive addresses: a@x.example, B@y.example. Inactive …") == [
-        "a@x.example",
-        "b@y.example",
-    ]
-    assert inactive_addresses("nothing here") == []
 
 
 @pytest.mark.parametrize(

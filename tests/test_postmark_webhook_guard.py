@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from webapp.extensions import db
 from webapp.models import OperatorAlert, WebhookBatch
+from webapp.redis_keys import redis_key
 from webapp.services import webhook_guard
 
 URL = "/webhooks/postmark/events"
@@ -70,7 +71,8 @@ def test_a_replayed_postmark_event_is_acknowledged_but_stored_once(postmark):
     # Another event (another body) is a new delivery; so is the same one after the replay window.
     assert post(postmark, credentials(), "10.0.0.1", event("webhook_open.json")) == 200
     assert batches() == 2
-    [remembered, _] = postmark.extensions["redis"].keys("webhook-seen:postmark:*")
+    seen = redis_key("webhook-seen", "postmark", "*", app=postmark)
+    [remembered, _] = postmark.extensions["redis"].keys(seen)
     assert 12 * 3600 < postmark.extensions["redis"].ttl(remembered) <= 24 * 3600
 
 

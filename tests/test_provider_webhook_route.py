@@ -15,6 +15,7 @@ from webapp.models import WebhookBatch
 from webapp.providers import webhook_parser, wire_format
 from webapp.providers.base import ProviderEvent, WebhookVerdict
 from webapp.providers.sendgrid.webhooks import parse_webhook_events
+from webapp.redis_keys import redis_key
 from webapp.services import webhooks
 
 
@@ -84,13 +85,13 @@ def test_replays_are_keyed_on_the_verdict_and_only_when_it_gives_a_key(app, stub
     stub(WebhookVerdict(True, None))  # a provider that signs nothing: every post is stored
     for _ in range(2):
         assert http.post("/webhooks/sendgrid/events", data=b"[]").status_code == 200
-    assert len(stored()) == 2 and redis.keys("webhook-seen:*") == []
+    assert len(stored()) == 2 and redis.keys(redis_key("webhook-seen", "*")) == []
 
     stub(WebhookVerdict(True, "delivery-1", 30.0))
     for _ in range(3):
         assert http.post("/webhooks/sendgrid/events", data=b"[]").status_code == 200
     assert len(stored()) == 3
-    [remembered] = redis.keys("webhook-seen:sendgrid:*")
+    [remembered] = redis.keys(redis_key("webhook-seen", "sendgrid", "*"))
     assert 0 < redis.ttl(remembered) <= 30
 
 

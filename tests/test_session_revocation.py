@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from tests.helpers import PASSWORD, htmx_get, login, poll_url
 from webapp.extensions import db
 from webapp.models import AuditEntry, UserSession
+from webapp.redis_keys import redis_key
 
 # Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
 pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
@@ -101,7 +102,7 @@ def test_the_log_poll_survives_redis_losing_the_session_marks(app, world):
     client = app.test_client()
     login(client, "clinician@a.example")
     poll = log_poll(client, world)
-    for key in app.extensions["redis"].keys("session-live:*"):
+    for key in app.extensions["redis"].keys(redis_key("session-live", "*")):
         app.extensions["redis"].delete(key)
     answer = htmx_get(client, poll)
     assert answer.status_code == 200  # rendered from the database, which knows the session

@@ -21,6 +21,7 @@ from webapp import clock
 from webapp.extensions import db
 from webapp.freshness import quota as stream_quota
 from webapp.freshness import stream as log_stream
+from webapp.redis_keys import redis_key
 from webapp.services import accounts
 
 STREAM = "/clients/{}/emails/stream"
@@ -80,7 +81,7 @@ def test_one_user_holds_a_bounded_number_of_streams_across_all_sessions(capped, 
     for response in [*held, again, theirs]:
         response.close()
     assert capped.extensions["log_feed"].open_count() == 0
-    assert capped.extensions["redis"].keys("log-streams:user:*") == []
+    assert capped.extensions["redis"].keys(redis_key("log-streams", "user", "*")) == []
 
 
 def test_a_web_process_holds_a_bounded_number_of_streams(capped, staff):
@@ -93,7 +94,8 @@ def test_a_web_process_holds_a_bounded_number_of_streams(capped, staff):
     assert capped.extensions["log_feed"].open_count() == 4
     for response in held:
         response.close()
-    assert capped.extensions["redis"].keys("log-streams:user:*") == []  # nothing left counted
+    # Nothing left counted.
+    assert capped.extensions["redis"].keys(redis_key("log-streams", "user", "*")) == []
 
 
 def test_a_stream_nobody_closed_stops_counting_after_its_lifetime(capped, app_clock):
@@ -104,7 +106,8 @@ def test_a_stream_nobody_closed_stops_counting_after_its_lifetime(capped, app_cl
     assert stream_quota.claim(redis, 7, "c", clock.timestamp(), lifetime, 2) is False
     app_clock.advance(lifetime + stream_quota.GRACE_SECONDS + 1)  # its process was killed, say
     assert stream_quota.claim(redis, 7, "c", clock.timestamp(), lifetime, 2)
-    assert 0 < redis.ttl("log-streams:user:7") <= lifetime + stream_quota.GRACE_SECONDS + 2
+    counted = redis_key("log-streams", "user", 7)
+    assert 0 < redis.ttl(counted) <= lifetime + stream_quota.GRACE_SECONDS + 2
 
 
 def test_a_sign_in_past_the_cap_ends_the_oldest_session_and_its_streams(capped, staff):
@@ -205,7 +208,8 @@ def test_a_real_gevent_server_keeps_answering_while_streams_are_opened_past_ever
             response.close()
         held.clear()
         redis = app.extensions["redis"]
-        wait_for(lambda: not redis.keys("log-streams:user:*"), 20, what="the closed streams to be uncounted")
+        counted = redis_key("log-streams", "user", "*")
+        wait_for(lambda: not redis.keys(counted), 20, what="the closed streams to be uncounted")
         assert ask(sessions[-1]) == 200
         still_answers(base)
     finally:

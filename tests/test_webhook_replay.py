@@ -16,6 +16,7 @@ from tests.helpers import EVENTS_URL as URL
 from tests.helpers import one_event, public_key_b64, sign
 from webapp.extensions import db
 from webapp.models import WebhookBatch
+from webapp.redis_keys import redis_key
 
 # The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
 pytestmark = pytest.mark.engine
@@ -68,7 +69,7 @@ def test_deliveries_are_remembered_only_while_their_signature_is_valid(signed_ap
     stamp = int(time.time()) - 100
     assert signed_app.test_client().post(URL, data=body, headers=sign(key, body, stamp)).status_code == 200
     redis = signed_app.extensions["redis"]
-    [remembered] = redis.keys("webhook-seen:sendgrid:*")
+    [remembered] = redis.keys(redis_key("webhook-seen", "sendgrid", "*"))
     assert tolerance - 100 - 5 <= redis.ttl(remembered) <= tolerance - 100 + 1
 
 
@@ -104,4 +105,4 @@ def test_the_check_uses_the_verified_key_only(signed_app):
     body = one_event(app_message_id="unsigned")
     other = ec.generate_private_key(ec.SECP256R1())
     assert signed_app.test_client().post(URL, data=body, headers=sign(other, body)).status_code == 403
-    assert signed_app.extensions["redis"].keys("webhook-seen:*") == []
+    assert signed_app.extensions["redis"].keys(redis_key("webhook-seen", "*", app=signed_app)) == []

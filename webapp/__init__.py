@@ -16,6 +16,7 @@ from webapp import timezones  # noqa: F401 - zone rules from the pinned package,
 from webapp.database import end_sessions_quietly, warn_if_app_role_can_rewrite_audit
 from webapp.extensions import csrf, db, htmx, limiter, login_manager, migrate
 from webapp.private_files import ensure_private_file
+from webapp.redis_keys import redis_key
 from webapp.services.login_throttle import LoginThrottle
 
 
@@ -50,6 +51,8 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
         except embedded_redis.EmbeddedRedisError as error:
             raise StartupError(f"{error}; or set REDIS_URL to a running Redis") from None
     app.config.setdefault("RATELIMIT_STORAGE_URI", _limits_storage_uri(app.config["REDIS_URL"]))
+    # Flask-Limiter's keys under the app's prefix too (webapp/redis_keys.py).
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"key_prefix": redis_key("limits", app=app)})
 
     _keep_sqlite_private(app.config["DATABASE_URL"])
     db.init_app(app)
@@ -60,11 +63,13 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     htmx.init_app(app)
     limiter.init_app(app)
     app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"], socket_timeout=5)
+    from webapp.freshness.counters import log_channel
     from webapp.freshness.stream import ChangeFeed
 
     # Listens to Redis only from the first open log stream on, in the process that serves it.
     app.extensions["log_feed"] = ChangeFeed(
         app.config["REDIS_URL"],
+        log_channel("*", "*", app=app),
         check_seconds=app.config["LOG_STREAM_HEARTBEAT_SECONDS"],
         max_streams=app.config["LOG_STREAMS_PER_PROCESS"],
     )
@@ -107,6 +112,10 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
     app.register_blueprint(operations_bp)
+    if app.config["EMAIL_PROVIDER"] == "sandbox":
+        from webapp import demo
+
+        app.register_blueprint(demo.bp)  # the demo's buttons and DNS exist only beside the sandbox
     cli.init_app(app)
     from webapp.freshness import fastpoll
 

@@ -139,10 +139,10 @@ def sandbox_client_mail(address: str) -> None:
     The sandbox writes the mail, DKIM-signs it with its own key for the address's domain and posts
     it through the real inbound route; a worker then checks it and support sees the case.
     """
-    from webapp.services import demo
+    from webapp.demo import actions
 
     try:
-        status = demo.post_sandbox_client_mail(address)
+        status = actions.post_sandbox_client_mail(address)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     if status != 200:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask_login import UserMixin
 from sqlalchemy.ext.hybrid import hybrid_property
-from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.security import generate_password_hash
 
 from webapp import clock
 from webapp.extensions import db
@@ -95,10 +95,6 @@ class User(UserMixin, db.Model):
     def set_password(self, password: str, method: str = "scrypt") -> None:
         """Store a salted hash of the password, never the password."""
         self.password_hash = generate_password_hash(password, method=method)
-
-    def check_password(self, password: str) -> bool:
-        """Return whether the password matches the stored hash."""
-        return check_password_hash(self.password_hash, password)
 
     @property
     def is_active(self) -> bool:

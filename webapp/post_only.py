@@ -19,7 +19,8 @@ BUTTON_PAGES = {
     "attention.handled": ("attention.index", "Needs attention"),
     "clients.send": ("clients.show", "the client’s file"),
     "clients.correct_address": ("clients.show", "the client’s file"),
-    "clients.sandbox_removal_mail": ("clients.show", "the client’s file"),
+    "demo.client_removal_mail": ("clients.show", "the client’s file"),
+    "demo.provider_reactivate": ("support.case", "the case"),
     "owner.add_user": ("owner.users", "Users"),
     "owner.activate_user": ("owner.users", "Users"),
     "owner.deactivate_user": ("owner.users", "Users"),
@@ -27,7 +28,6 @@ BUTTON_PAGES = {
     "support.approve": ("support.case", "the case"),
     "support.reject": ("support.case", "the case"),
     "support.provider_lifted": ("support.case", "the case"),
-    "support.sandbox_reactivate": ("support.case", "the case"),
     "support.resolve_alert": ("support.queue", "Support"),
 }
 

@@ -16,6 +16,8 @@ from rq.job import Job, JobStatus
 from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
 
+from webapp.redis_keys import redis_key
+
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "default"
@@ -88,7 +90,7 @@ def forget_ended_job(queue: Queue, job_id: str) -> bool:
     connection = queue.connection
     job_key = Job.key_for(job_id)
     started = StartedJobRegistry(queue=queue).key
-    stranded_key = f"stranded-job:{job_id}"
+    stranded_key = redis_key("stranded-job", job_id)
     with connection.pipeline() as pipe:
         try:
             pipe.watch(job_key)

@@ -32,6 +32,7 @@ def init_app(app: Flask) -> None:
     app.add_template_global(MESSAGE_KINDS, "kind_labels")
     app.add_template_global(STUCK_AFTER_WORDS, "stuck_after")
     app.add_template_global(CONTACT_SUPPORT_AFTER_WORDS, "contact_support_after")
+    app.add_template_global(False, "sandbox_demo")  # the demo blueprint (webapp/demo) says True
 
 
 def clinic_timezone() -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, url_for
+from flask import abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -30,7 +30,7 @@ def index() -> str:
 @clinic_staff_required
 def handled(email_id: int) -> Response:
     """Take an email off the page: the clinician dealt with it another way (called the client)."""
-    email = clients.get_email(current_clinic_id(), email_id)
+    email = clients.get_email(current_clinic_id(), email_id) or abort(404)
     if not HandledForm().validate_on_submit():
         return redirect(url_for("attention.index"), code=303)
     attention.mark_handled(email, current_user)
@@ -42,7 +42,7 @@ def handled(email_id: int) -> Response:
 @clinic_staff_required
 def undo(email_id: int) -> Response:
     """Put an email marked as dealt with back on the page (a mis-tap)."""
-    email = clients.get_email(current_clinic_id(), email_id)
+    email = clients.get_email(current_clinic_id(), email_id) or abort(404)
     if HandledForm().validate_on_submit() and attention.undo_handled(email, current_user):
         flash(f"“{email.subject}” to {email.client.name} is back on Needs attention.", "success")
     return redirect(url_for("attention.index", _anchor=f"about-{email.id}"), code=303)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from flask import current_app, flash, make_response, redirect, render_template, session, url_for
 from flask_limiter.util import get_remote_address
-from flask_login import current_user, login_required, logout_user
+from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response
 
 from webapp.auth import bp
 from webapp.auth.forms import LoginForm
 from webapp.extensions import limiter
+from webapp.models import User
 from webapp.security import SIGNED_OUT, safe_next, signed_out
 from webapp.services import accounts
 
@@ -62,8 +63,21 @@ def login() -> str | Response | tuple[str, int]:
         return render_template("auth/login.html", form=form), 401
     # Read before the session is replaced: nothing else of the pre-login session survives.
     next_url = safe_next(session.get("next_url"))
-    accounts.start_session(user)
+    _sign_in(user)
     return redirect(next_url or url_for("auth.index"))
+
+
+def _sign_in(user: User) -> None:
+    """Begin a fresh browser session for the user (a new session, never the pre-login one)."""
+    session.clear()
+    login_user(user)
+    sid, login_at = accounts.start_session(user)
+    session["sid"] = sid
+    session["login_at"] = login_at
+    session["seen_at"] = login_at
+    session["clinic_id"] = user.clinic_id
+    session["role"] = user.role
+    session.permanent = True
 
 
 @bp.post("/logout")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import render_template, request
+from flask import abort, render_template, request
+from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from webapp import timezones
@@ -17,7 +18,7 @@ from webapp.templating import clinic_timezone
 @clinic_staff_required
 def export_form(client_id: int) -> str:
     """Ask which days of the client's email log to export."""
-    client = clients.get_client(current_clinic_id(), client_id)
+    client = clients.get_client(current_clinic_id(), client_id) or abort(404)
     start, end = exports.parse_range(None, None, timezones.today(utcnow(), clinic_timezone()))
     return render_template("clients/export.html", client=client, start=start, end=end, error="")
 
@@ -29,7 +30,7 @@ def export_csv(client_id: int) -> Response | tuple[str, int]:
     export = _export(client_id)
     if isinstance(export, tuple):
         return export
-    exports.record(export, "csv")
+    exports.record(export, "csv", current_user)
     response = Response(exports.to_csv(export), mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{exports.filename(export, "csv")}"'
     return response
@@ -42,13 +43,13 @@ def export_print(client_id: int) -> str | tuple[str, int]:
     export = _export(client_id)
     if isinstance(export, tuple):
         return export
-    exports.record(export, "printed page")
+    exports.record(export, "printed page", current_user)
     return render_template("clients/export_print.html", export=export)
 
 
 def _export(client_id: int) -> exports.Export | tuple[str, int]:
     """Build the export the query string asks for, or the form again with what is wrong (400)."""
-    client = clients.get_client(current_clinic_id(), client_id)
+    client = clients.get_client(current_clinic_id(), client_id) or abort(404)
     now = utcnow()
     start_text, end_text = request.args.get("from", ""), request.args.get("to", "")
     try:

@@ -65,7 +65,3 @@ class AddressForm(FlaskForm):
     """Correct the client's email address on file."""
 
     email = EmailField("New email address", validators=[DataRequired(), Email(), Length(max=320)])
-
-
-class SandboxMailForm(FlaskForm):
-    """Sandbox demo: play the client and email support (only the CSRF token)."""

@@ -26,14 +26,14 @@ from werkzeug.wrappers import Response
 
 from webapp import clock, statuses
 from webapp.clients import bp
-from webapp.clients.forms import AddressForm, SandboxMailForm, SendEmailForm
+from webapp.clients.forms import AddressForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
 from webapp.freshness import counters, quota, row_cache, stream
 from webapp.freshness.fastpoll import POLL_ROLES, log_unchanged
 from webapp.models import Client, Clinic, utcnow
 from webapp.params import id_list, page_number
 from webapp.security import clinic_staff_required, current_clinic_id, session_data_is_live
-from webapp.services import accounts, addresses, clients, demo, log_rows, messages, sending
+from webapp.services import accounts, addresses, clients, log_rows, messages, sending
 from webapp.services.address_health import AddressHealth, address_health
 from webapp.services.next_steps import next_change, resend_to_file
 from webapp.templating import clinic_timezone
@@ -56,7 +56,7 @@ def index() -> str:
 @clinic_staff_required
 def show(client_id: int) -> str:
     """Show a client's file: contact details, address health, the email log and the send form."""
-    client = clients.get_client(current_clinic_id(), client_id)
+    client = clients.get_client(current_clinic_id(), client_id) or abort(404)
     return render_template("clients/show.html", client=client, form=SendEmailForm(), **_page_context(client))
 
 
@@ -64,7 +64,7 @@ def show(client_id: int) -> str:
 @clinic_staff_required
 def correct_address(client_id: int) -> Response | tuple[str, int]:
     """Save a corrected email address in the client file (audited)."""
-    client = clients.get_client(current_clinic_id(), client_id)
+    client = clients.get_client(current_clinic_id(), client_id) or abort(404)
     form = AddressForm()
     if form.validate_on_submit():
         old = client.email
@@ -106,7 +106,7 @@ def email_stream(client_id: int) -> Response:
         raise MethodNotAllowed(["GET"])  # HEAD would register a stream whose body never runs
     if current_user.role not in POLL_ROLES:
         abort(404)
-    client = clients.get_client(current_clinic_id(), client_id)
+    client = clients.get_client(current_clinic_id(), client_id) or abort(404)
     lifetime = current_app.config["LOG_STREAM_SECONDS"]
     if not lifetime:
         abort(404)
@@ -127,9 +127,11 @@ def email_stream(client_id: int) -> Response:
         feed.close(subscription)
         _refuse_stream(503 if counted is None else 429)
 
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
     def done() -> None:
         if feed.close(subscription):
-            quota.release(redis, user_id, token)
+            quota.release(redis, user_id, token, app)  # after the request: no current_app
 
     snapshot = dict(session)
     heartbeat = current_app.config["LOG_STREAM_HEARTBEAT_SECONDS"]
@@ -161,7 +163,7 @@ def _refuse_stream(code: int) -> NoReturn:
 
 @clinic_staff_required
 def _render_email_log(client_id: int) -> Response:
-    client, spam = clients.get_client_and_spam_entry(current_clinic_id(), client_id)
+    client, spam = clients.get_client_and_spam_entry(current_clinic_id(), client_id) or abort(404)
     accounts.keep_live(session.get("sid", ""), session.get("login_at", 0))  # the database just confirmed it
     context = _log_context(client, spam)
     # The banner, the header's mark and the send form depend on the log (a spam report, a lifted
@@ -191,7 +193,7 @@ def _render_email_log(client_id: int) -> Response:
 @clinic_staff_required
 def send(client_id: int) -> str | Response | tuple[str, int]:
     """Queue an email to the client; refuse it when the address is on the spam list."""
-    client = clients.get_client(current_clinic_id(), client_id)
+    client = clients.get_client(current_clinic_id(), client_id) or abort(404)
     clinic = db.session.get(Clinic, client.clinic_id)
     form = SendEmailForm()
     form.clinic_timezone = clinic.timezone
@@ -215,25 +217,6 @@ def send(client_id: int) -> str | Response | tuple[str, int]:
             flash(f"Sending “{subject}” to {client.email}.", "success")
             return redirect(url_for("clients.show", client_id=client.id), code=303)
     return render_template("clients/show.html", client=client, form=form, **_page_context(client)), 422
-
-
-@bp.post("/clients/<int:client_id>/sandbox-removal-mail")
-@clinic_staff_required
-def sandbox_removal_mail(client_id: int) -> Response:
-    """Sandbox demo only: play the client, emailing support from their address to lift the block."""
-    if current_app.config["EMAIL_PROVIDER"] != "sandbox":
-        abort(404)
-    client = clients.get_client(current_clinic_id(), client_id)
-    if SandboxMailForm().validate_on_submit():
-        if demo.post_sandbox_client_mail(client.email) == 200:
-            flash(
-                f"Sandbox: {client.name} emailed {current_app.config['SUPPORT_ADDRESS']} asking to come off "
-                "the spam list. Support can now approve it.",
-                "success",
-            )
-        else:
-            flash("Sandbox: the support mailbox did not accept the mail.", "error")
-    return redirect(url_for("clients.show", client_id=client.id), code=303)
 
 
 def _page_context(client: Client, address_form: AddressForm | None = None) -> dict:

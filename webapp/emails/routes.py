@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import flash, redirect, render_template, url_for
+from flask import abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -28,6 +28,8 @@ RESENDABLE = (statuses.FAILED.key, statuses.DELIVERED.key, statuses.OPEN.key)
 def timeline(email_id: int) -> str:
     """Show one email's timeline: the log row's content when opened (htmx), else a page of its own."""
     shown = email_timeline(current_clinic_id(), email_id, utcnow(), clinic_timezone() or "UTC")
+    if shown is None:
+        abort(404)
     partial = bool(htmx) and not htmx.history_restore_request
     template = "emails/_timeline.html" if partial else "emails/timeline.html"
     return render_template(template, timeline=shown, client=shown.email.client)
@@ -37,7 +39,7 @@ def timeline(email_id: int) -> str:
 @clinic_staff_required
 def resend(email_id: int) -> str | Response | tuple[str, int]:
     """Confirm, then resend an email (to a corrected address); the new email links to it."""
-    original = clients.get_email(current_clinic_id(), email_id)
+    original = clients.get_email(current_clinic_id(), email_id) or abort(404)
     if original.status not in RESENDABLE:
         flash("Only a failed email, or a delivered one the client cannot find, can be resent.", "error")
         return redirect(url_for("clients.show", client_id=original.client_id), code=303)

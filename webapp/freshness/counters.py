@@ -16,25 +16,25 @@ from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import current_app
+from flask import Flask, current_app
 from redis.exceptions import RedisError
 
 from webapp.models import Email
 from webapp.params import whole_number
+from webapp.redis_keys import redis_key
 
 log = logging.getLogger(__name__)
 
-LOG_CHANNEL_PREFIX = "emaillog-changed:"
 
-
-def log_key(clinic_id: int, client_id: int) -> str:
+def log_key(clinic_id: int, client_id: int, app: Flask | None = None) -> str:
     """Return the Redis key of one client's log counter (scoped by clinic)."""
-    return f"emaillog:{clinic_id}:{client_id}"
+    return redis_key("emaillog", clinic_id, client_id, app=app)
 
 
-def log_channel(clinic_id: int, client_id: int) -> str:
-    """Return the Redis pub/sub channel on which a change to one client's log is announced."""
-    return f"{LOG_CHANNEL_PREFIX}{clinic_id}:{client_id}"
+def log_channel(clinic_id: int | str, client_id: int | str, app: Flask | None = None) -> str:
+    """Return the Redis pub/sub channel on which a change to one client's log is announced
+    (with "*" for both: the pattern of every log's channel)."""
+    return redis_key("emaillog-changed", clinic_id, client_id, app=app)
 
 
 def mark_changed(email: Email) -> None:
@@ -42,13 +42,12 @@ def mark_changed(email: Email) -> None:
     email.version = (email.version or 0) + 1
     session = so.object_session(email)
     if session is not None:
-        session.info.setdefault("changed_logs", set()).add(log_key(email.clinic_id, email.client_id))
+        session.info.setdefault("changed_logs", set()).add((email.clinic_id, email.client_id))
 
 
 def mark_logs_changed(session: Any, clients: Iterable[tuple[int, int]]) -> None:
     """Record that a bulk update (which bumped versions itself) changed these (clinic, client) logs."""
-    keys = {log_key(clinic, client) for clinic, client in clients}
-    session.info.setdefault("changed_logs", set()).update(keys)
+    session.info.setdefault("changed_logs", set()).update((clinic, client) for clinic, client in clients)
 
 
 def current_marker(clinic_id: int, client_id: int) -> str:
@@ -80,24 +79,24 @@ def parse_version(version: str) -> tuple[str, int | None]:
 
 def attention_count_key(clinic_id: int) -> str:
     """Return the Redis key of a clinic's Needs attention total, dropped whenever one of its logs changes."""
-    return f"attention-count:{clinic_id}"
+    return redis_key("attention-count", clinic_id)
 
 
 @sa.event.listens_for(so.Session, "after_commit")
 def _publish_changes(session: so.Session) -> None:
-    keys = session.info.pop("changed_logs", None)
-    if not keys:
+    logs = session.info.pop("changed_logs", None)
+    if not logs:
         return
     try:
         redis = current_app.extensions["redis"]
         with redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.incr(key)
+            for clinic_id, client_id in logs:
+                pipe.incr(log_key(clinic_id, client_id))
                 # Open logs listening on their stream hear of it now (their poll is the fallback).
-                pipe.publish(LOG_CHANNEL_PREFIX + key.removeprefix("emaillog:"), b"1")
+                pipe.publish(log_channel(clinic_id, client_id), b"1")
             # What needs attention follows from the logs: a changed log may change the total.
-            for clinic_id in {key.split(":")[1] for key in keys}:
-                pipe.delete(attention_count_key(int(clinic_id)))
+            for clinic_id in {clinic_id for clinic_id, _ in logs}:
+                pipe.delete(attention_count_key(clinic_id))
             pipe.execute()
     except (RedisError, RuntimeError) as error:
         # A lost bump only costs one full refresh: the next poll re-renders from the database.

@@ -29,7 +29,9 @@ _LOG_PATH = re.compile(r"/clients/([0-9]{1,10})/emails")
 POLL_ROLES = ("clinician", "owner")
 
 
-def log_unchanged(redis: Redis, session: Any, client_id: int, version: str, now: float) -> bool:
+def log_unchanged(
+    redis: Redis, session: Any, client_id: int, version: str, now: float, app: Flask | None = None
+) -> bool:
     """Return whether the client's log, shown at `version`, is still current for this session.
 
     True only when all hold: the session is a clinician's or owner's and has not timed out; the
@@ -46,7 +48,9 @@ def log_unchanged(redis: Redis, session: Any, client_id: int, version: str, now:
     if not marker or fresh_until is None or now >= fresh_until:
         return False
     try:
-        value, live = redis.mget(log_key(session["clinic_id"], client_id), live_key(session.get("sid", "")))
+        value, live = redis.mget(
+            log_key(session["clinic_id"], client_id, app), live_key(session.get("sid", ""), app)
+        )
     except (RedisError, KeyError, TypeError):
         return False
     return live is not None and value is not None and value.decode() == marker
@@ -89,7 +93,9 @@ class UnchangedLogPoll:
         if not cookie:
             return False
         session = self._session(cookie)
-        return log_unchanged(self.app.extensions["redis"], session, int(match.group(1)), version, time.time())
+        return log_unchanged(
+            self.app.extensions["redis"], session, int(match.group(1)), version, time.time(), self.app
+        )
 
     def _session(self, cookie: str) -> Any:
         """The session the cookie carries, if its signature verifies and it has not expired."""

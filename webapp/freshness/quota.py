@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 
+from flask import Flask
 from redis import Redis
 from redis.exceptions import RedisError
+
+from webapp.redis_keys import redis_key
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +31,8 @@ return 1
 """
 
 
-def _key(user_id: int) -> str:
-    return f"log-streams:user:{user_id}"
+def _key(user_id: int, app: Flask | None = None) -> str:
+    return redis_key("log-streams", "user", user_id, app=app)
 
 
 def claim(redis: Redis, user_id: int, token: str, now: float, lifetime: float, limit: int) -> bool | None:
@@ -46,10 +49,10 @@ def claim(redis: Redis, user_id: int, token: str, now: float, lifetime: float, l
         return None
 
 
-def release(redis: Redis, user_id: int, token: str) -> None:
-    """Stop counting a stream that ended."""
+def release(redis: Redis, user_id: int, token: str, app: Flask | None = None) -> None:
+    """Stop counting a stream that ended (`app`: its app, when called after the request)."""
     try:
-        redis.zrem(_key(user_id), token)
+        redis.zrem(_key(user_id, app), token)
     except RedisError as error:
         # Its entry expires with the stream's lifetime.
         log.warning("an ended log stream could not be uncounted: %s", error)

@@ -24,7 +24,6 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from webapp import clock
-from webapp.freshness.counters import LOG_CHANNEL_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +68,14 @@ class ChangeFeed:
     """The process's one Redis subscription to log changes, fanned out to its open streams."""
 
     def __init__(
-        self, redis_url: str, check_seconds: float = HEARTBEAT_SECONDS, max_streams: int = 400
+        self,
+        redis_url: str,
+        channels: str,
+        check_seconds: float = HEARTBEAT_SECONDS,
+        max_streams: int = 400,
     ) -> None:
+        """Listen on the channels matching the pattern `channels` (changes.log_channel("*", "*"))."""
+        self._channels = channels
         # Its own client: no read timeout on the listening connection, and a ping every 30 s
         # so a connection dropped without a word is noticed.
         self._redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
@@ -138,7 +143,7 @@ class ChangeFeed:
         while not self.stopping:
             pubsub = self._redis.pubsub()
             try:
-                pubsub.psubscribe(LOG_CHANNEL_PREFIX + "*")
+                pubsub.psubscribe(self._channels)
                 # Listening only once Redis confirmed: a change published after open() is heard.
                 while pubsub.get_message(timeout=1.0) is None and not self.stopping:
                     pass

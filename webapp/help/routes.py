@@ -37,7 +37,7 @@ def status(key: str) -> str:
     if email_id is not None and current_user.role in ("clinician", "owner"):
         # The panel opened from a row names that row's email (and its reference for support), and
         # says what to do about it when it is stuck, as the row does.
-        email = clients.get_email(current_clinic_id(), email_id)
+        email = clients.get_email(current_clinic_id(), email_id) or abort(404)
         now = utcnow()
         if next_steps.is_stuck(email, now):
             steps = stuck_email_steps(email.reference, next_steps.support_now(email, now))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app, flash, redirect, render_template, url_for
+from flask import abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -63,7 +63,8 @@ def deactivate_user(user_id: int) -> Response:
     """Stop a user of the clinic from signing in."""
     if UserActionForm().validate_on_submit():
         try:
-            staff.set_active(current_user, user_id, active=False)
+            if not staff.set_active(current_user, user_id, active=False):
+                abort(404)
         except staff.StaffError as error:
             flash(str(error), "error")
     return redirect(url_for("owner.users"), code=303)
@@ -73,8 +74,8 @@ def deactivate_user(user_id: int) -> Response:
 @owner_required
 def activate_user(user_id: int) -> Response:
     """Let a deactivated user of the clinic sign in again."""
-    if UserActionForm().validate_on_submit():
-        staff.set_active(current_user, user_id, active=True)
+    if UserActionForm().validate_on_submit() and not staff.set_active(current_user, user_id, active=True):
+        abort(404)
     return redirect(url_for("owner.users"), code=303)
 
 

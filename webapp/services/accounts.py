@@ -11,13 +11,13 @@ from functools import lru_cache
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import current_app, session
-from flask_login import login_user
+from flask import Flask, current_app
 from redis.exceptions import RedisError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
 from webapp.models import ROLES, AuditEntry, Clinic, User, UserSession, utcnow
+from webapp.redis_keys import redis_key
 from webapp.services import audit
 from webapp.services.login_throttle import LoginThrottle
 
@@ -80,10 +80,11 @@ def _dummy_hash(method: str) -> str:
     return generate_password_hash(secrets.token_hex(8), method=method)
 
 
-def start_session(user: User) -> None:
-    """Begin a fresh session for this user (a new session, never the pre-login one)."""
-    session.clear()
-    login_user(user)
+def start_session(user: User) -> tuple[str, int]:
+    """Record a new server-side session for the user; return its id and start (epoch seconds).
+
+    The caller puts both into the browser's fresh session (webapp/auth/routes.py).
+    """
     now = utcnow()
     sid = secrets.token_urlsafe(32)
     # Sessions past the absolute timeout are dead anyway: forget this user's.
@@ -96,15 +97,10 @@ def start_session(user: User) -> None:
     db.session.add(UserSession(sid_hash=sid_hash(sid), user_id=user.id, created_at=now))
     db.session.flush()
     _end_oldest_sessions(user.id, current_app.config["SESSIONS_PER_USER"])
-    session["sid"] = sid
-    session["login_at"] = int(now.timestamp())
-    session["seen_at"] = int(now.timestamp())
-    session["clinic_id"] = user.clinic_id
-    session["role"] = user.role
-    session.permanent = True
     audit.record("login", user, clinic_id=user.clinic_id, subject_type="user", subject_id=user.id)
     db.session.commit()
     _set_live(sid, ABSOLUTE_TIMEOUT_SECONDS)
+    return sid, int(now.timestamp())
 
 
 def session_user(user_id: int, sid: str) -> User | None:
@@ -193,9 +189,9 @@ def sid_hash(sid: str) -> str:
     return hashlib.sha256(sid.encode()).hexdigest()
 
 
-def live_key(sid: str) -> str:
+def live_key(sid: str, app: Flask | None = None) -> str:
     """Return the Redis key that says a session is live (the log poll reads it, not the database)."""
-    return f"session-live:{sid_hash(sid)}"
+    return redis_key("session-live", sid_hash(sid), app=app)
 
 
 def keep_live(sid: str, login_at: int) -> None:
@@ -219,7 +215,7 @@ def _forget_ended_sessions(db_session: so.Session) -> None:
     if not hashes:
         return
     try:
-        current_app.extensions["redis"].delete(*(f"session-live:{value}" for value in hashes))
+        current_app.extensions["redis"].delete(*(redis_key("session-live", value) for value in hashes))
     except (RedisError, RuntimeError) as error:
         # The database has ended them: every request but the log's "nothing changed" answer
         # already refuses them, and that answer carries no data.

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import sqlalchemy as sa
-from flask import abort, current_app
+from flask import current_app
 
 from webapp import statuses
 from webapp.extensions import db
@@ -165,30 +165,32 @@ def regroup(now: datetime) -> int:
     return len(rows)
 
 
-def resolve_alert(alert_id: int, by: User) -> None:
-    """Mark an operator alert as dealt with (404 for an unknown one); its incident closes with its last."""
+def resolve_alert(alert_id: int, by: User) -> bool:
+    """Mark an operator alert as dealt with (False for an unknown one); its incident closes with its last."""
     alert = db.session.get(OperatorAlert, alert_id)
     if alert is None:
-        abort(404)
+        return False
     if alert.resolved_at is None:
         alert.resolved_at = utcnow()
         audit.record("alert.resolve", by, clinic_id=None, subject_type="operator_alert", subject_id=alert.id)
         db.session.flush()
         close_empty_incidents(alert.resolved_at)
         db.session.commit()
+    return True
 
 
-def resolve_incident(incident_id: int, by: User) -> None:
-    """Mark every open alert of an incident as dealt with, closing it (404 for an unknown one)."""
+def resolve_incident(incident_id: int, by: User) -> bool:
+    """Mark every open alert of an incident as dealt with, closing it (False for an unknown one)."""
     incident = db.session.get(Incident, incident_id)
     if incident is None:
-        abort(404)
+        return False
     if incident.closed_at is None:
         now = utcnow()
         _resolve(OperatorAlert.incident_id == incident.id, now)
         audit.record("incident.resolve", by, clinic_id=None, subject_type="incident", subject_id=incident.id)
         close_empty_incidents(now)
         db.session.commit()
+    return True
 
 
 def _resolve(which: sa.ColumnElement[bool], now: datetime) -> int:

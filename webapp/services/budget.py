@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from webapp import clock
 from webapp.providers.base import EmailProvider
+from webapp.redis_keys import redis_key
 
 log = logging.getLogger(__name__)
 
@@ -120,19 +121,19 @@ def usage(provider: EmailProvider) -> dict[str, int] | None:
 
 
 def _key(provider: EmailProvider, share: str) -> str:
-    return f"{KEY}:{provider.name}:{share}"
+    return redis_key(KEY, provider.name, share)
 
 
 def block(key: str, seconds: float) -> None:
     """Hold every worker back from one kind of request for a while (the provider said 429)."""
     until = clock.timestamp() + seconds
     # The value says until when (so a test's clock can move past it); the expiry tidies up.
-    current_app.extensions["redis"].set(key, repr(until), px=max(1, int(seconds * 1000)))
+    current_app.extensions["redis"].set(redis_key(key), repr(until), px=max(1, int(seconds * 1000)))
 
 
 def blocked_until(key: str) -> float | None:
     """Return the unix time a block set with `block` lasts until, or None when there is none."""
-    value = current_app.extensions["redis"].get(key)
+    value = current_app.extensions["redis"].get(redis_key(key))
     if value is None:
         return None
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from flask import abort
 
 from webapp.extensions import db
 from webapp.models import Client, Email, SpamListEntry
@@ -15,18 +14,17 @@ LOG_DAYS = 30
 PER_PAGE = 25
 
 
-def get_client(clinic_id: int, client_id: int) -> Client:
-    """Return the clinic's client with this id, or abort with 404 (also for other clinics')."""
-    client = db.session.execute(
+def get_client(clinic_id: int, client_id: int) -> Client | None:
+    """Return the clinic's client with this id, or None (also for other clinics')."""
+    return db.session.execute(
         sa.select(Client).where(Client.id == client_id, Client.clinic_id == clinic_id)
     ).scalar_one_or_none()
-    if client is None:
-        abort(404)
-    return client
 
 
-def get_client_and_spam_entry(clinic_id: int, client_id: int) -> tuple[Client, dict[str, SpamListEntry]]:
-    """Return the clinic's client with this id (or abort with 404), and the spam-list entry of its
+def get_client_and_spam_entry(
+    clinic_id: int, client_id: int
+) -> tuple[Client, dict[str, SpamListEntry]] | None:
+    """Return the clinic's client with this id (None if none), and the spam-list entry of its
     address by address (empty when not listed), for address_health; one query, not two."""
     row = db.session.execute(
         sa.select(Client, SpamListEntry, sa.func.lower(Client.email))
@@ -34,7 +32,7 @@ def get_client_and_spam_entry(clinic_id: int, client_id: int) -> tuple[Client, d
         .where(Client.id == client_id, Client.clinic_id == clinic_id)
     ).one_or_none()
     if row is None:
-        abort(404)
+        return None
     client, entry, lowered = row
     address = canonical_address(client.email)
     if lowered != address:
@@ -46,14 +44,11 @@ def get_client_and_spam_entry(clinic_id: int, client_id: int) -> tuple[Client, d
     return client, {address: entry} if entry is not None else {}
 
 
-def get_email(clinic_id: int, email_id: int) -> Email:
-    """Return the clinic's email with this id, or abort with 404."""
-    email = db.session.execute(
+def get_email(clinic_id: int, email_id: int) -> Email | None:
+    """Return the clinic's email with this id, or None."""
+    return db.session.execute(
         sa.select(Email).where(Email.id == email_id, Email.clinic_id == clinic_id)
     ).scalar_one_or_none()
-    if email is None:
-        abort(404)
-    return email
 
 
 @dataclass

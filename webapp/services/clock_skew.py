@@ -24,6 +24,7 @@ from webapp import clock
 from webapp.extensions import db
 from webapp.models import OperatorAlert
 from webapp.providers.base import ProviderEvent
+from webapp.redis_keys import redis_key
 from webapp.services.alerts import alert_operators
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ CLOCK_SKEW_ALERT = "clock_skew"
 NOTICEABLE_SECONDS = 300
 # A skew not seen again for this long is over (its alert closes).
 REMEMBER_SECONDS = 3600
-_KEY = "clock-skew:{source}"
+_KEY = "clock-skew"
 SOURCES = ("webhook", "events")
 
 
@@ -55,7 +56,7 @@ def note_event_times(events: Iterable[ProviderEvent]) -> None:
 def _note(source: str, skew_seconds: float, accepted: bool) -> None:
     seen = {"skew": skew_seconds, "accepted": accepted, "at": clock.timestamp()}
     try:
-        current_app.extensions["redis"].set(_KEY.format(source=source), json.dumps(seen), ex=REMEMBER_SECONDS)
+        current_app.extensions["redis"].set(redis_key(_KEY, source), json.dumps(seen), ex=REMEMBER_SECONDS)
     except RedisError as error:
         log.warning("could not note a clock skew of %.0f s: %s", skew_seconds, error)
 
@@ -78,7 +79,7 @@ def alert_if_skewed(now: datetime) -> int:
 def _seen() -> dict[str, dict]:
     found = {}
     try:
-        values = current_app.extensions["redis"].mget([_KEY.format(source=source) for source in SOURCES])
+        values = current_app.extensions["redis"].mget([redis_key(_KEY, source) for source in SOURCES])
     except RedisError as error:
         log.warning("cannot read noted clock skews: %s", error)
         return {}

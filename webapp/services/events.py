@@ -290,12 +290,6 @@ def _recompute_statuses(email_ids: Sequence[int]) -> None:
                     so.attributes.set_committed_value(email, name, getattr(row, name))
 
 
-def recompute_status(email: Email) -> None:
-    """Set the email's status to the highest rank among its stored events."""
-    db.session.flush()
-    _recompute_statuses([email.id])
-
-
 def add_to_spam_list(address: str, reported_at: datetime, email: Email | None, source: str) -> None:
     """Record that this address is on the provider's spam-report list (once)."""
     address = address.strip().lower()

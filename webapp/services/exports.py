@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
-from flask_login import current_user
 
 from webapp import statuses, timezones
 from webapp.extensions import db
@@ -128,11 +127,11 @@ def build(clinic_id: int, client: Client, start: date, end: date, now: datetime)
     return Export(clinic, client, start, end, now, rows, truncated=len(emails) > MAX_EMAILS, time_zone=zone)
 
 
-def record(export: Export, kind: str) -> None:
-    """Audit that the signed-in user exported this client's log, and commit."""
+def record(export: Export, kind: str, by: User) -> None:
+    """Audit that the user exported this client's log, and commit."""
     audit.record(
         "email_log.export",
-        current_user,
+        by,
         clinic_id=export.clinic.id,
         subject_type="client",
         subject_id=export.client.id,

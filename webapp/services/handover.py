@@ -27,6 +27,7 @@ from webapp.freshness.counters import mark_changed
 from webapp.models import Email, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import EmailProvider, OutgoingMessage, ProviderEvent, RejectReason, SendResult
+from webapp.redis_keys import redis_key
 from webapp.services import alerts
 from webapp.services.events import apply_events
 from webapp.services.polling import schedule_next_poll
@@ -44,7 +45,7 @@ IN_DOUBT_RECHECK = timedelta(seconds=30)
 def _clear_wake() -> None:
     """Say that this job is about to look for due emails (so the next email queues a new job)."""
     try:
-        current_app.extensions["redis"].delete(SEND_WAKE_KEY)
+        current_app.extensions["redis"].delete(redis_key(SEND_WAKE_KEY))
     except RedisError as error:
         log.warning("could not clear the sender wake-up mark: %s", error)
 

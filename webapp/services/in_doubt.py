@@ -27,6 +27,7 @@ from webapp.freshness.counters import mark_changed
 from webapp.models import Email, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import AcceptedResult, EmailProvider, SentRef
+from webapp.redis_keys import redis_key
 from webapp.services import budget
 from webapp.services.alerts import alert_operators
 from webapp.services.handover import IN_DOUBT_RECHECK, in_doubt_grace, mark_accepted
@@ -57,7 +58,7 @@ def check_in_doubt(provider: EmailProvider | None = None) -> int:
     # Long enough for a slice of requests to time out; short, so a killed checker blocks little.
     hold = LOOKUP_SLICE * current_app.config["SEND_TIMEOUT_SECONDS"] + 15
     try:
-        lock = redis.lock(IN_DOUBT_LOCK_KEY, timeout=hold, blocking=False)
+        lock = redis.lock(redis_key(IN_DOUBT_LOCK_KEY), timeout=hold, blocking=False)
         if not lock.acquire():
             return 0  # another worker is checking these very emails
     except RedisError as error:

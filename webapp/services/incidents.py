@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
-from flask import abort
 
 from webapp.extensions import db
 from webapp.models import Client, Clinic, Email, Incident, OperatorAlert
@@ -67,11 +66,11 @@ def open_incidents(emails_shown: int = EMAILS_SHOWN) -> list[IncidentView]:
     return sorted(views, key=lambda view: (view.last_raised_at, view.incident.id), reverse=True)
 
 
-def incident_view(incident_id: int) -> IncidentView:
-    """Return one incident (open or closed) with every email it names; 404 for an unknown one."""
+def incident_view(incident_id: int) -> IncidentView | None:
+    """Return one incident (open or closed) with every email it names; None for an unknown one."""
     incident = db.session.get(Incident, incident_id)
     if incident is None:
-        abort(404)
+        return None
     return _views([incident], EMAILS_ON_PAGE)[0]
 
 
@@ -160,8 +159,8 @@ def open_alerts() -> list[OperatorAlert]:
     )
 
 
-def alerted_email(email_id: int) -> tuple[Email, list[OperatorAlert]]:
-    """Return an email that an operator alert names, with those alerts; 404 for any other email.
+def alerted_email(email_id: int) -> tuple[Email, list[OperatorAlert]] | None:
+    """Return an email that an operator alert names, with those alerts; None for any other email.
 
     Support works for the platform, not for a clinic: it may read what an alert points at, and
     nothing else of a client file.
@@ -172,9 +171,7 @@ def alerted_email(email_id: int) -> tuple[Email, list[OperatorAlert]]:
         ).scalars()
     )
     email = db.session.get(Email, email_id) if alerts else None
-    if email is None:
-        abort(404)
-    return email, alerts
+    return None if email is None else (email, alerts)
 
 
 def _rows(*where: sa.ColumnElement[bool], limit: int, newest_first: bool = False) -> list[AlertRow]:

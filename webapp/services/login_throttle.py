@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.exceptions import RedisError
 
+from webapp.redis_keys import redis_key
+
 log = logging.getLogger(__name__)
 
 # After the last failure, how long a pair's count is kept: a quiet quarter of an hour forgives.
@@ -84,4 +86,4 @@ class LoginThrottle:
     def _key(account: str, address: str) -> str:
         # Hashed: Redis need not hold the addresses people type.
         digest = hashlib.sha256(account.strip().lower().encode()).hexdigest()[:32]
-        return f"login-delay:{digest}:{address}"
+        return redis_key("login-delay", digest, address)

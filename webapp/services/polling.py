@@ -20,6 +20,7 @@ from webapp.extensions import db
 from webapp.models import Email, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import EmailProvider, PollRef
+from webapp.redis_keys import redis_key
 from webapp.services import budget, clock_skew
 from webapp.services.budget import BLOCKED_KEY, block, block_polling, blocked_until  # noqa: F401 (used from here)
 from webapp.services.events import Target, lock_emails, store_events
@@ -64,7 +65,7 @@ def due_for_poll(now: datetime, limit: int) -> list[Email]:
 
 def poll_due(provider: EmailProvider | None = None) -> int:
     """Ask the provider about every email due for a poll, in one batch; return how many changed."""
-    lock = current_app.extensions["redis"].lock(POLL_LOCK_KEY, timeout=120, blocking=False)
+    lock = current_app.extensions["redis"].lock(redis_key(POLL_LOCK_KEY), timeout=120, blocking=False)
     if not lock.acquire():
         return 0  # another worker is polling this very batch
     try:

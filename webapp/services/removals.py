@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from flask import abort, current_app
+from flask import current_app
 
 from webapp.extensions import db
 from webapp.freshness import counters
@@ -128,12 +128,9 @@ def case_standing(case: RemovalRequest) -> Standing:
     return standings([case])[case.id]
 
 
-def get_case(case_id: int) -> RemovalRequest:
-    """Return one case or abort with 404."""
-    removal = db.session.get(RemovalRequest, case_id)
-    if removal is None:
-        abort(404)
-    return removal
+def get_case(case_id: int) -> RemovalRequest | None:
+    """Return one case, or None."""
+    return db.session.get(RemovalRequest, case_id)
 
 
 def matching_clients(removal: RemovalRequest) -> list[tuple[str, int]]:

@@ -21,6 +21,7 @@ from webapp.extensions import db
 from webapp.models import Client, Email, SpamListEntry, User, utcnow
 from webapp.providers.base import ProviderEvent
 from webapp.queue import enqueue
+from webapp.redis_keys import redis_key
 from webapp.services import audit
 from webapp.services.addresses import correct_address
 from webapp.services.events import apply_events
@@ -115,7 +116,7 @@ def wake_senders() -> bool:
     one waits no other is queued (a burst of 10,000 emails queues a handful of jobs, not 10,000).
     """
     try:
-        if not current_app.extensions["redis"].set(SEND_WAKE_KEY, "1", nx=True, ex=SEND_WAKE_TTL):
+        if not current_app.extensions["redis"].set(redis_key(SEND_WAKE_KEY), "1", nx=True, ex=SEND_WAKE_TTL):
             return True
     except RedisError as error:
         log.warning("could not wake a sender: %s", error)
@@ -123,7 +124,7 @@ def wake_senders() -> bool:
     if enqueue(SEND_JOB):
         return True
     with contextlib.suppress(RedisError):
-        current_app.extensions["redis"].delete(SEND_WAKE_KEY)
+        current_app.extensions["redis"].delete(redis_key(SEND_WAKE_KEY))
     return False
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import abort
 from flask_sqlalchemy.pagination import Pagination
 
 from webapp import timezones
@@ -69,13 +68,13 @@ def set_timezone(owner: User, name: str) -> None:
     db.session.commit()
 
 
-def set_active(owner: User, user_id: int, *, active: bool) -> None:
-    """Activate or deactivate a user of the owner's own clinic (404 for anyone else's)."""
+def set_active(owner: User, user_id: int, *, active: bool) -> bool:
+    """Activate or deactivate a user of the owner's own clinic; False for anyone else's."""
     user = db.session.execute(
         sa.select(User).where(User.id == user_id, User.clinic_id == owner.clinic_id)
     ).scalar_one_or_none()
     if user is None:
-        abort(404)
+        return False
     if user.id == owner.id and not active:
         raise StaffError("You cannot deactivate your own account.")
     user.active = active
@@ -90,6 +89,7 @@ def set_active(owner: User, user_id: int, *, active: bool) -> None:
         detail=user.email,
     )
     db.session.commit()
+    return True
 
 
 def audit_trail(clinic_id: int, page: int) -> Pagination:

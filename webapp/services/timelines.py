@@ -82,9 +82,11 @@ class Timeline:
         return MAX_TIMELINE_EVENTS
 
 
-def email_timeline(clinic_id: int, email_id: int, now: datetime, tz: str = "UTC") -> Timeline:
-    """Return the timeline of the clinic's email with this id, or abort with 404."""
+def email_timeline(clinic_id: int, email_id: int, now: datetime, tz: str = "UTC") -> Timeline | None:
+    """Return the timeline of the clinic's email with this id, or None."""
     email = get_email(clinic_id, email_id)
+    if email is None:
+        return None
     return timelines_for([email], resends_of(clinic_id, [email.id]), now, timezones.zone(tz))[0]
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app, request
-from flask_limiter import RequestLimit
+from flask import current_app
 from redis.exceptions import RedisError
 
 from webapp import clock
 from webapp.extensions import db
+from webapp.redis_keys import redis_key
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +34,10 @@ def was_refused(response: object) -> bool:
     return getattr(response, "status_code", 0) == 403
 
 
-def throttled(limit: RequestLimit) -> None:
-    """A source past its limit is refused (429) without a check: count it towards a burst too."""
-    note_refused((request.view_args or {}).get("provider_name", ""))
-
-
 def note_refused(provider: str) -> None:
     """Count one refusal; alert the operators when the refusals of the window reach the count."""
     window = int(clock.timestamp() // ALERT_WINDOW_SECONDS)
-    key = f"webhook-refused:{provider}:{window}"
+    key = redis_key("webhook-refused", provider, window)
     try:
         redis = current_app.extensions["redis"]
         with redis.pipeline() as pipe:

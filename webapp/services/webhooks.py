@@ -19,6 +19,7 @@ from webapp.extensions import db
 from webapp.models import Email, PendingEvent, WebhookBatch, utcnow
 from webapp.providers import webhook_parser
 from webapp.providers.base import ProviderEvent
+from webapp.redis_keys import redis_key
 from webapp.services import clock_skew, set_aside
 from webapp.services.batch_claims import claimed_batches
 from webapp.services.bulk_sql import among, chunks
@@ -64,7 +65,7 @@ def forget_delivery(provider: str, replay_key: str) -> None:
 
 def _delivery_key(provider: str, replay_key: str) -> str:
     # Hashed again: the key is the provider's to choose, and a Redis key should stay short.
-    return f"webhook-seen:{provider}:{hashlib.sha256(replay_key.encode()).hexdigest()}"
+    return redis_key("webhook-seen", provider, hashlib.sha256(replay_key.encode()).hexdigest())
 
 
 def store_batch(provider: str, body: bytes) -> WebhookBatch:

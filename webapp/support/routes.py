@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response
 
 from webapp.params import page_number
 from webapp.security import support_required
-from webapp.services import alerts, demo, incidents, removals
+from webapp.services import alerts, incidents, removals
 from webapp.services.inbound import proof
 from webapp.services.timelines import build_timeline
 from webapp.support import bp
@@ -41,7 +41,7 @@ def queue() -> str:
 @support_required
 def email_timeline(email_id: int) -> str:
     """Show the timeline of one email an operator alert names (nothing else of the client file)."""
-    email, about = incidents.alerted_email(email_id)
+    email, about = incidents.alerted_email(email_id) or abort(404)
     return render_template(
         "support/email.html", email=email, alerts=about, timeline=build_timeline(email.events)
     )
@@ -52,7 +52,7 @@ def email_timeline(email_id: int) -> str:
 def incident(incident_id: int) -> str:
     """Show one incident: its cause, its count and every email it names."""
     return render_template(
-        "support/incident.html", view=incidents.incident_view(incident_id), form=DecisionForm()
+        "support/incident.html", view=incidents.incident_view(incident_id) or abort(404), form=DecisionForm()
     )
 
 
@@ -60,8 +60,8 @@ def incident(incident_id: int) -> str:
 @support_required
 def resolve_alert(alert_id: int) -> Response:
     """Mark an operator alert as dealt with."""
-    if DecisionForm().validate_on_submit():
-        alerts.resolve_alert(alert_id, current_user)
+    if DecisionForm().validate_on_submit() and not alerts.resolve_alert(alert_id, current_user):
+        abort(404)
     return redirect(url_for("support.queue"), code=303)
 
 
@@ -69,8 +69,8 @@ def resolve_alert(alert_id: int) -> Response:
 @support_required
 def resolve_incident(incident_id: int) -> Response:
     """Mark every open alert of an incident as dealt with."""
-    if DecisionForm().validate_on_submit():
-        alerts.resolve_incident(incident_id, current_user)
+    if DecisionForm().validate_on_submit() and not alerts.resolve_incident(incident_id, current_user):
+        abort(404)
     return redirect(url_for("support.queue"), code=303)
 
 
@@ -78,7 +78,7 @@ def resolve_incident(incident_id: int) -> Response:
 @support_required
 def case(case_id: int) -> str:
     """Show one case with the evidence that it came from the client's own address."""
-    removal = removals.get_case(case_id)
+    removal = removals.get_case(case_id) or abort(404)
     return render_template(
         "support/case.html",
         case=removal,
@@ -86,7 +86,6 @@ def case(case_id: int) -> str:
         matches=removals.matching_clients(removal),
         spam_entry=removals.spam_entry(removal),
         reasons=proof.REASONS,
-        sandbox_support_desk=demo.sandbox_can_reactivate(),
         form=DecisionForm(),
     )
 
@@ -96,7 +95,7 @@ def case(case_id: int) -> str:
 def approve(case_id: int) -> Response:
     """Lift the spam-list block for the address, if the evidence allows it."""
     form = DecisionForm()
-    removal = removals.get_case(case_id)
+    removal = removals.get_case(case_id) or abort(404)
     if form.validate_on_submit():
         try:
             removals.approve(removal, current_user, form.note.data or "")
@@ -112,7 +111,7 @@ def approve(case_id: int) -> Response:
 def reject(case_id: int) -> Response:
     """Close the case without lifting the block."""
     form = DecisionForm()
-    removal = removals.get_case(case_id)
+    removal = removals.get_case(case_id) or abort(404)
     if form.validate_on_submit():
         try:
             removals.reject(removal, current_user, form.note.data or "")
@@ -128,7 +127,7 @@ def reject(case_id: int) -> Response:
 def provider_lifted(case_id: int) -> Response:
     """Record that the email provider lifted a block it would not lift through its API."""
     form = DecisionForm()
-    removal = removals.get_case(case_id)
+    removal = removals.get_case(case_id) or abort(404)
     if form.validate_on_submit():
         try:
             removals.record_provider_lift(removal, current_user, form.note.data or "")
@@ -136,17 +135,4 @@ def provider_lifted(case_id: int) -> Response:
             flash(str(refused), "error")
         else:
             flash(f"Recorded: the block on {removal.from_address} is lifted; sending may resume.", "success")
-    return redirect(url_for("support.case", case_id=removal.id), code=303)
-
-
-@bp.post("/removal-requests/<int:case_id>/sandbox-reactivate")
-@support_required
-def sandbox_reactivate(case_id: int) -> Response:
-    """Sandbox demo only: play the provider's support, which lifts what its API will not."""
-    if not demo.sandbox_can_reactivate():
-        abort(404)
-    removal = removals.get_case(case_id)
-    if DecisionForm().validate_on_submit() and removal.awaiting_provider:
-        demo.sandbox_reactivate(removal.from_address)
-        flash(f"Sandbox: Postmark's support reactivated {removal.from_address}. Record it below.", "success")
     return redirect(url_for("support.case", case_id=removal.id), code=303)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import abort, current_app, request
+from flask_limiter import RequestLimit
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp import clock
@@ -18,11 +19,14 @@ from webapp.webhooks import bp
 log = logging.getLogger(__name__)
 
 
+def _throttled(limit: RequestLimit) -> None:
+    """A source past its limit is refused (429) without a check: count it towards a burst too."""
+    webhook_guard.note_refused((request.view_args or {}).get("provider_name", ""))
+
+
 @bp.post("/<provider_name>/events")
 @csrf.exempt
-@limiter.limit(
-    webhook_guard.failure_limit, deduct_when=webhook_guard.was_refused, on_breach=webhook_guard.throttled
-)
+@limiter.limit(webhook_guard.failure_limit, deduct_when=webhook_guard.was_refused, on_breach=_throttled)
 def provider_events(provider_name: str) -> tuple[str, int]:
     """Accept a batch of delivery events from the configured provider (403 unverified, 400 malformed;
     429 for a source address with too many refused requests).

@@ -6,7 +6,6 @@ dropped later; a batch answers 200 with one result per message, in request order
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import httpx
@@ -32,8 +31,6 @@ MAX_INACTIVE_LOOKUPS = 20  # per send_batch: why an address is inactive, asked o
 ERROR_INVALID_TOKEN = 10
 ERROR_INVALID_REQUEST = 300
 ERROR_INACTIVE_RECIPIENT = 406
-
-_INACTIVE = re.compile(r"Found inactive addresses: (.+?)\.(?:\s|$)")
 
 
 class Sender:
@@ -208,11 +205,3 @@ def _not_sent_after(failure: SendResult) -> SendResult:
 def _quoted(name: str) -> str:
     """Escape a display name for a quoted string (Postmark takes "Name <addr>")."""
     return name.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
-
-
-def inactive_addresses(message: str) -> list[str]:
-    """Return the addresses a 406 answer names ("Found inactive addresses: a@x, b@y.")."""
-    match = _INACTIVE.search(message or "")
-    if not match:
-        return []
-    return [address.strip().lower() for address in match.group(1).split(",") if address.strip()]

@@ -13,8 +13,6 @@ from webapp.providers.base import LiftResult, ProviderError, RejectReason
 from webapp.providers.http import ProviderApi, json_or_none
 from webapp.providers.postmark.translate import error_text, parse_time, text
 
-SUPPRESSIONS_PAGE_LIMIT = 20  # pages of the suppressions dump read in one spam_reports call
-
 SUPPRESSION_REASONS: dict[str, RejectReason] = {
     "HardBounce": "bounced_address",
     "SpamComplaint": "spam_report",

@@ -213,14 +213,12 @@ def judge(
 
 
 def configured_dns(config: dict[str, Any]) -> DnsFunc:
-    """Return the DKIM key lookup: a test's, the sandbox's for its demo domain, else real DNS."""
+    """Return the DKIM key lookup: a test's, the sandbox demo's (webapp/demo), else real DNS."""
     if config.get("DKIM_DNSFUNC"):
         return config["DKIM_DNSFUNC"]
-    if config["EMAIL_PROVIDER"] == "sandbox":
-        from webapp.sandbox.client_mail import sandbox_dns
+    from flask import current_app
 
-        return sandbox_dns(config)
-    return dkim.dnsplug.get_txt
+    return current_app.extensions.get("dkim_dns", dkim.dnsplug.get_txt)
 
 
 def _check_signatures(
