@@ -52,6 +52,7 @@ PAGES = {
         "support.queue",
         "support.case",
         "support.email_timeline",
+        "support.incident",
         "operations.overview",
         "help.index",
         "help.status",
@@ -95,12 +96,15 @@ class World:
     unsent_failed_id: int  # failed, not resent yet
     alerted_email_id: int
     case_ids: list[int]
+    incident_ids: list[int]
 
 
 def seed_world(live: LiveServer) -> World:
     """The demo clinic, plus what makes pages long or wide: long addresses, cases, an alert."""
+    import sqlalchemy as sa
+
     from webapp.extensions import db
-    from webapp.models import Client, Clinic, RemovalRequest, User, utcnow
+    from webapp.models import Client, Clinic, Incident, RemovalRequest, User, utcnow
     from webapp.services import accounts, alerts, demo, maintenance, sending
 
     def work() -> World:
@@ -141,7 +145,8 @@ def seed_world(live: LiveServer) -> World:
             cases.append(case)
         alerts.alert_operators("provider_auth", "The email provider refused our API key (" + "k" * 60 + ").")
         db.session.commit()
-        return World(person.id, failed.id, unsent.id, stuck.id, [case.id for case in cases])
+        incidents = db.session.execute(sa.select(Incident.id).order_by(Incident.id)).scalars().all()
+        return World(person.id, failed.id, unsent.id, stuck.id, [case.id for case in cases], incidents)
 
     return live.run(work)
 
@@ -280,6 +285,7 @@ def pages_behind_forms(role: str, world: World) -> list[str]:
     paths += sorted({f"/help/statuses/{status.help_key}" for status in statuses.ALL})
     if role == "support":
         paths += ["/support/removal-requests?view=decided", f"/support/emails/{world.alerted_email_id}"]
+        paths += [f"/support/incidents/{incident_id}" for incident_id in world.incident_ids]
         return paths + [f"/support/removal-requests/{case_id}" for case_id in world.case_ids]
     today = utcnow().date()
     client = world.long_client_id
