@@ -49,27 +49,35 @@ DEFAULTS: dict[str, Any] = {
     "SUPPORT_ADDRESS": "support@clinicmail.example",
     "MAIL_FROM_ADDRESS": "no-reply@clinicmail.example",
     "MAIL_FROM_NAME": "",  # empty: the clinic's name
-    # Event webhook: how old a signed timestamp may be, and the largest body we read.
-    "WEBHOOK_TOLERANCE_SECONDS": 600,
+    # Event webhook: how far a signed timestamp may be from our clock (either way: a provider's
+    # clock, or ours, may be hours off; a copy is recognised as a replay for as long), and the
+    # largest body we read.
+    "WEBHOOK_TOLERANCE_SECONDS": 3 * 3600,
     "WEBHOOK_MAX_BYTES": 5 * 1024 * 1024,
-    # Email Activity API budget shared by all workers (SendGrid allows only a few a minute).
-    "ACTIVITY_REQUESTS_PER_MINUTE": 6,
+    # Requests a minute to the provider's records (SendGrid's Email Activity, Postmark's Messages
+    # API), shared by all workers; 0: the provider's own figure (SendGrid publishes 6, Postmark none:
+    # we keep to 240). Set it when an account's plan allows another figure.
+    "ACTIVITY_REQUESTS_PER_MINUTE": 0,
     "POLL_BATCH_SIZE": 50,
     # Sandbox provider: where it keeps its state, and where it posts signed event batches.
     "SANDBOX_STATE_PATH": None,  # default: instance/sandbox.sqlite3
     "SANDBOX_WEBHOOK_URL": "",
     "SANDBOX_SPEED": 1.0,  # tests speed the simulated deliveries up
+    # Seconds the sandbox provider's clock runs ahead of ours (negative: behind), to play a skewed
+    # provider clock: its event times and signed webhook times are off by as much.
+    "SANDBOX_CLOCK_SKEW_SECONDS": 0,
     # Which provider the sandbox plays: its API and webhooks in that provider's wire format.
     "SANDBOX_WIRE_FORMAT": "sendgrid",
     # How often an open email log refreshes itself, in seconds: fast while a row is in flight,
     # and not much slower after (an open, a click or a spam report may come at any time; the
-    # unchanged answer is cheap, webapp/fastpoll.py), so any change shows within 5 s.
+    # unchanged answer is cheap, webapp/freshness/fastpoll.py), so any change shows within 5 s.
     "LOG_POLL_FAST_SECONDS": 3,
     "LOG_POLL_SLOW_SECONDS": 4,
-    # Answer unchanged log polls in front of Flask (webapp/fastpoll.py); 0 only to measure without.
+    # Answer unchanged log polls in front of Flask (webapp/freshness/fastpoll.py); 0: the view answers
+    # them after Flask's hooks instead (only to measure the difference).
     "LOG_POLL_FAST_PATH": 1,
     # Push: an open log also listens on an event stream that says when it changed (Redis pub/sub,
-    # webapp/services/log_stream.py); each stream ends after this many seconds and the browser
+    # webapp/freshness/stream.py); each stream ends after this many seconds and the browser
     # opens a new one. 0 turns the push off (the log polls as above). Needs an async web worker
     # (gunicorn -k gevent): with threads, each open stream holds a thread.
     "LOG_STREAM_SECONDS": 600,
@@ -115,8 +123,9 @@ DEFAULTS: dict[str, Any] = {
     "TRUSTED_PROXIES": 0,
     # Inbound Parse (removal requests mailed to support): the password SendGrid sends with HTTP
     # Basic auth (put it in the Inbound Parse URL). Empty closes the route, except in the sandbox.
+    # (Postmark's inbound webhook carries POSTMARK_WEBHOOK_USERNAME/PASSWORD instead.)
     "INBOUND_WEBHOOK_SECRET": "",
-    "INBOUND_MAX_BYTES": 32 * 1024 * 1024,  # SendGrid accepts mail up to 30 MB
+    "INBOUND_MAX_BYTES": 32 * 1024 * 1024,  # either inbound post; SendGrid accepts mail up to 30 MB
     # A removal request signed or dated longer ago than this may be an old mail sent again.
     "REMOVAL_MAX_AGE_DAYS": 7,
     # The check of one removal mail (its DKIM signatures) must end within this many seconds;
@@ -137,6 +146,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 INT_SETTINGS = {
+    "SANDBOX_CLOCK_SKEW_SECONDS",
     "WEBHOOK_TOLERANCE_SECONDS",
     "WEBHOOK_MAX_BYTES",
     "ACTIVITY_REQUESTS_PER_MINUTE",
@@ -225,6 +235,8 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
     ):
         if settings[name] < 1:
             raise ConfigError(f"{name} must be at least 1")
+    if settings["ACTIVITY_REQUESTS_PER_MINUTE"] < 0:
+        raise ConfigError("ACTIVITY_REQUESTS_PER_MINUTE must be 0 (the provider's own limit) or more")
     if settings["IN_DOUBT_GRACE_SECONDS"] < 1:
         raise ConfigError("IN_DOUBT_GRACE_SECONDS must be at least 1")
     if settings["EMAIL_PROVIDER"] not in PROVIDERS:

@@ -1,4 +1,8 @@
-"""Periodic jobs for `flask --app wsgi scheduler` or `rq cron jobs.cron` (exactly one such process runs)."""
+"""Periodic jobs for `flask --app wsgi scheduler` or `rq cron jobs.cron` (exactly one such process runs).
+
+`flask scheduler` (webapp/scheduler.py) also carries each job's schedule over from the scheduler
+before it and removes the registrations that dead schedulers left in Redis.
+"""
 
 from flask import current_app, has_app_context
 from rq import cron

@@ -3,13 +3,14 @@
 from jobs import app_context
 from webapp.models import utcnow
 from webapp.queue import enqueue
-from webapp.services import inbound, removals
+from webapp.services import removals
+from webapp.services.inbound import filing
 
 
 def check_removal_request(case_id: int) -> str:
     """Decide whether a mail filed by the inbound route proves a removal request."""
     with app_context():
-        return inbound.check(case_id)
+        return filing.check(case_id)
 
 
 def lift_spam_block(case_id: int) -> bool:
@@ -30,7 +31,7 @@ def sweep_lifts() -> int:
 def sweep_checks() -> int:
     """Enqueue the check of every filed mail whose check was lost, killed or timed out."""
     with app_context():
-        due = inbound.due_checks(utcnow())
+        due = filing.due_checks(utcnow())
         for case_id in due:
-            inbound.enqueue_check(case_id)
+            filing.enqueue_check(case_id)
         return len(due)

@@ -23,7 +23,7 @@ from flask import Flask
 
 from config import DEFAULTS
 from webapp.extensions import db
-from webapp.models import Email
+from webapp.models import Email, OperatorAlert
 
 ROOT = Path(__file__).resolve().parents[1]
 FLASK = [sys.executable, "-m", "flask", "--app", "wsgi"]
@@ -53,6 +53,9 @@ class Outcome:
     doubled: int = 0  # the provider took it more than once
     unresolved: int = 0  # neither sent nor clearly failed
     failed: int = 0  # clearly failed, and never taken
+    # Handed over twice, the provider's records showing neither: held, not sent a third time, and
+    # support alerted (webapp/services/in_doubt.py); taken once or never, by the provider's count.
+    held: int = 0
 
     def line(self, name: str, extra: str = "") -> str:
         """The line a fault test prints."""
@@ -62,6 +65,8 @@ class Outcome:
         )
         if self.failed:
             text += f", failed {self.failed}"
+        if self.held:
+            text += f", held {self.held}"
         return f"{text} ({extra})" if extra else text
 
 
@@ -92,16 +97,32 @@ def outcome(app: Flask, email_ids: list[int]) -> Outcome:
                 result.failed += 1
             else:
                 result.lost += 1
+        elif email.send_state == "held" and _alerted(email, "email_unreported"):
+            result.held += 1
         else:
             result.unresolved += 1
     return result
 
 
+def _alerted(email: Email, kind: str) -> bool:
+    """Whether an open operator alert of this kind names the email."""
+    return (
+        db.session.query(OperatorAlert.id)
+        .filter(
+            OperatorAlert.email_id == email.id,
+            OperatorAlert.kind == kind,
+            OperatorAlert.resolved_at.is_(None),
+        )
+        .first()
+        is not None
+    )
+
+
 def settled(app: Flask, email_ids: list[int]) -> bool:
-    """Return whether every email is sent or clearly failed."""
+    """Return whether every email is sent, clearly failed, or held (never to be handed over again)."""
     db.session.expire_all()
     states = db.session.query(Email.send_state).filter(Email.id.in_(email_ids)).all()
-    return all(state in ("accepted", "refused") for (state,) in states)
+    return all(state in ("accepted", "refused", "held") for (state,) in states)
 
 
 def wait_for(check: Callable[[], Any], timeout: float, every: float = 0.1, what: str = "") -> Any:

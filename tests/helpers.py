@@ -1,21 +1,28 @@
-"""Helpers that several test modules share: data makers, page readers, request signers and
-settings. Plain functions and values only; the shared fixtures are in conftest.py."""
+"""Helpers that several test modules share: the test run's database and settings, signing in,
+running jobs, data makers, page readers, request signers and fake clocks. Plain functions and
+values only; the shared fixtures are in conftest.py (a test module never imports a conftest)."""
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import os
 import re
 import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
+from pathlib import Path
 
+import httpx
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Flask
 from flask.testing import FlaskClient
 
 from webapp.extensions import db
@@ -24,7 +31,123 @@ from webapp.providers.base import ProviderEvent
 from webapp.services import sending
 from webapp.services.events import apply_events
 
-EVENTS_URL = "/webhooks/sendgrid/events"
+# --- The test run: its database, and the app's settings ------------------------------------------
+
+PASSWORD = "correct horse battery staple"
+TEST_DATABASE_URL = os.environ.get("DATABASE_URL", "")
+ON_POSTGRES = TEST_DATABASE_URL.startswith("postgres")
+# On PostgreSQL the app connects as a runtime role, as in production: DATABASE_URL's role when
+# MIGRATION_DATABASE_URL names another one (CI), else a role the tests create.
+OWNER_DATABASE_URL = os.environ.get("MIGRATION_DATABASE_URL") or TEST_DATABASE_URL
+TEST_RUNTIME_ROLE = "clinic_runtime_test"
+
+
+@dataclass
+class DatabaseUrls:
+    """Where the tests' data lives: the app's URL, and the owner's (migrations, wiping)."""
+
+    url: str  # the app's connection: a runtime role on PostgreSQL, a template file on SQLite
+    owner_url: str
+
+
+def psycopg_url(url: str) -> str:
+    """The URL as SQLAlchemy opens it with psycopg 3 (as the app does)."""
+    from config import _normalise_database_url
+
+    return _normalise_database_url(url)
+
+
+def app_settings(instance: Path, database: DatabaseUrls, redis_url: str, **extra: object) -> dict:
+    """The app's settings in a test: its database, Redis and instance folder, the sandbox, and
+    what keeps tests fast (cheap password hashes, no rate limits)."""
+    return {
+        "TESTING": True,
+        "INSTANCE_PATH": str(instance),
+        "DATABASE_URL": database.url,
+        "MIGRATION_DATABASE_URL": database.owner_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": "test-secret-key-not-for-production",
+        "EMAIL_PROVIDER": "sandbox",
+        "SANDBOX_STATE_PATH": str(instance / "sandbox.sqlite3"),
+        "SANDBOX_WEBHOOK_URL": "",
+        "ACTIVITY_REQUESTS_PER_MINUTE": 1000,
+        "WTF_CSRF_ENABLED": False,
+        "RATELIMIT_ENABLED": False,
+        # Failed sign-ins answer at once (tests/test_session_revocation.py checks the floor).
+        "LOGIN_FAILURE_SECONDS": 0,
+        # Tests create many users; a cheap hash keeps them fast (production keeps scrypt).
+        "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+        **extra,
+    }
+
+
+# The sandbox's wire formats; an end-to-end test runs with each by parametrizing `wire_format`.
+WIRE_FORMATS = ("sendgrid", "postmark")
+
+
+# --- Signing in and running jobs -----------------------------------------------------------------
+
+
+def login(client: FlaskClient, email: str, password: str = PASSWORD) -> None:
+    """Sign in through the real login form."""
+    response = client.post("/login", data={"email": email, "password": password})
+    assert response.status_code == 302, response.data[:500]
+
+
+def run_jobs(app: Flask) -> None:
+    """Run every queued job (and what they enqueue) in this process, against the real Redis."""
+    from rq import SimpleWorker
+
+    import jobs
+    from webapp.queue import get_queue
+
+    class TestWorker(SimpleWorker):
+        """A worker without the command channel: nobody sends it commands, and joining its
+        listener thread costs a tenth of a second per run."""
+
+        def subscribe(self) -> None:
+            pass
+
+        def unsubscribe(self) -> None:
+            pass
+
+    jobs.use_app(app)
+    with app.app_context():
+        queue = get_queue()
+        if len(queue):
+            TestWorker([queue], connection=app.extensions["redis"]).work(burst=True)
+
+
+# --- The provider's side of the wire ------------------------------------------------------------
+
+# The provider-layer tests run a sandbox on a clock the test moves, from this moment.
+SANDBOX_START = 1_767_348_000.0
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = SANDBOX_START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RecordingTransport(httpx.BaseTransport):
+    """Pass requests on to another transport, keeping a copy of each."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.requests: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.inner.handle_request(request)
+
 
 # --- The email log -------------------------------------------------------------------------------
 
@@ -73,6 +196,8 @@ def add_email(
             )
         )
     apply_events(email, history, source="poll")
+    # A history lived, not replayed: we received each event when it happened.
+    email.status_received_at = email.status_changed_at
     db.session.commit()
     return email
 
@@ -168,8 +293,9 @@ class PageScan(HTMLParser):
     handle_startendtag = handle_starttag
 
 
+@functools.lru_cache(maxsize=32)
 def scan(html: str) -> PageScan:
-    """Parse one page."""
+    """Parse one page (once: the html_guard fixture and the test itself often read the same one)."""
     parser = PageScan()
     parser.feed(html)
     parser.close()
@@ -224,6 +350,8 @@ def removal_case(address: str, *, verdict: str = "verified", tag: str = "1") -> 
 
 
 # --- Signing in, settings, signed webhooks --------------------------------------------------
+
+EVENTS_URL = "/webhooks/sendgrid/events"
 
 
 def attempt(client: FlaskClient, email: str, password: str, address: str, forwarded: str | None = None):

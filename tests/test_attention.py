@@ -8,8 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import login
-from tests.helpers import BOUNCED, CLINICIAN, DELIVERED, add_email, text
+from tests.helpers import BOUNCED, CLINICIAN, DELIVERED, add_email, login, text
 from webapp.extensions import db
 from webapp.models import AuditEntry, Client, utcnow
 from webapp.services.events import add_to_spam_list
@@ -273,7 +272,7 @@ def test_a_resend_keeps_the_appointment_and_its_risk(signed_in, world):
 
 
 def test_the_demo_puts_tomorrows_unreachable_clients_first(app, client):
-    from tests.conftest import PASSWORD
+    from tests.helpers import PASSWORD
     from webapp.services import demo
 
     demo.seed(PASSWORD)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ON_POSTGRES, OWNER_DATABASE_URL
+from tests.helpers import ON_POSTGRES, OWNER_DATABASE_URL
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # benchmark -> a line its output must contain (its headline figure)

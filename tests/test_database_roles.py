@@ -10,12 +10,16 @@ import logging
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ON_POSTGRES, login
+from tests.helpers import ON_POSTGRES, login
 from webapp.database import migrate_database, warn_if_app_role_can_rewrite_audit
 from webapp.extensions import db
 from webapp.models import AuditEntry
 
-pytestmark = pytest.mark.skipif(not ON_POSTGRES, reason="database roles are PostgreSQL's")
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.skipif(not ON_POSTGRES, reason="database roles are PostgreSQL's"),
+]
 
 FORBIDDEN = [
     "DROP TRIGGER audit_entry_append_only ON audit_entry",

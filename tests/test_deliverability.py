@@ -8,11 +8,14 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from tests.conftest import login
+from tests.helpers import login
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, SpamListEntry
 from webapp.owner.charts import stacked_bars
 from webapp.services import deliverability
+
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
 FIRST_DAY = datetime(2026, 2, 14, tzinfo=UTC)  # 30 UTC days: 14 Feb to 15 Mar

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from flask import Flask, template_rendered
 from markupsafe import Markup
 
-from tests.conftest import login
 from tests.helpers import (
     BOUNCE,
     BOUNCED,
@@ -23,6 +22,7 @@ from tests.helpers import (
     add_email,
     emails_of,
     htmx_get,
+    login,
     poll_url,
     row_html,
     text,
@@ -79,6 +79,7 @@ def add_clients(clinic, count: int, prefix: str = "Client") -> list[Client]:
     return clients
 
 
+@pytest.mark.engine  # lower() and LIKE are each engine's own
 def test_search_by_name_or_email_ignores_case_and_stays_in_the_clinic(signed_in, world):
     db.session.add(Client(clinic_id=world.clinic_a.id, name="Ann Other", email="A.Other@Example.COM"))
     db.session.add(Client(clinic_id=world.clinic_b.id, name="Jane Elsewhere", email="jane@b.example"))
@@ -176,6 +177,7 @@ def test_a_spam_report_blocks_the_address_and_says_how_the_client_can_lift_it(si
     assert f'action="/clients/{jane.id}/emails"' not in html
 
 
+@pytest.mark.engine  # lower() is each engine's own
 @pytest.mark.parametrize("address", ["Jane.Doe@Example.com", "ÅSA.Berg@example.com", " jane@example.com "])
 def test_the_log_partial_finds_the_spam_list_entry_however_the_address_is_written(signed_in, world, address):
     # The client and its entry are read in one query, joined on the database's lower(): letters
@@ -311,7 +313,7 @@ def test_a_row_rendered_before_changes_with_its_email_the_time_zone_and_the_time
 
 
 def test_the_row_cache_keeps_at_most_its_size():
-    from webapp.fragments import RowCache
+    from webapp.freshness.row_cache import RowCache
 
     cache = RowCache(size=2)
     rows = cache.for_request(("UTC", "/help"))
@@ -382,7 +384,7 @@ def test_a_rows_timeline_is_fetched_when_opened_with_every_event_and_its_detail(
 
 
 def test_the_log_renders_only_the_timelines_the_browser_has_open(signed_in, world, monkeypatch):
-    from webapp.services import clients
+    from webapp.services import log_rows
 
     jane = world.client_a
     shut = add_email(
@@ -408,7 +410,7 @@ def test_the_log_renders_only_the_timelines_the_browser_has_open(signed_in, worl
     assert f"email-{other_clinic.id}" not in html
 
     # At most MAX_OPEN_TIMELINES of them, however many the browser names.
-    monkeypatch.setattr(clients, "MAX_OPEN_TIMELINES", 1)
+    monkeypatch.setattr(log_rows, "MAX_OPEN_TIMELINES", 1)
     html = htmx_get(signed_in, f"/clients/{jane.id}/emails?open={shut.id},{opened.id}").get_data(as_text=True)
     assert html.count("data-loaded") == 1
     long = ",".join(str(shut.id) for _ in range(5000))
@@ -416,7 +418,7 @@ def test_the_log_renders_only_the_timelines_the_browser_has_open(signed_in, worl
 
 
 def test_a_timeline_is_shown_only_to_its_clinic_and_bounded(app, signed_in, world, monkeypatch):
-    from webapp.services import clients
+    from webapp.services import timelines
 
     email = add_email(world.client_a, events=[*DELIVERED, *((60 + n, "open", {}) for n in range(5))])
     theirs = add_email(world.client_b, events=DELIVERED)
@@ -431,7 +433,7 @@ def test_a_timeline_is_shown_only_to_its_clinic_and_bounded(app, signed_in, worl
     anonymous = app.test_client().get(f"/emails/{email.id}/timeline")
     assert anonymous.status_code in (302, 401) and "Opened" not in anonymous.get_data(as_text=True)
 
-    monkeypatch.setattr(clients, "MAX_TIMELINE_EVENTS", 4)
+    monkeypatch.setattr(timelines, "MAX_TIMELINE_EVENTS", 4)
     words = text(timeline_html(signed_in, email))
     assert words.count("Opened") == 1 and "Only the first 4 events are shown." in words
 

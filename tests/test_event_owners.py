@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ON_POSTGRES
+from tests.helpers import ON_POSTGRES
 from webapp import providers
 from webapp.extensions import db
 from webapp.models import Email, EmailEvent, PendingEvent, WebhookBatch, utcnow
 from webapp.providers.base import ProviderEvent, SendResult
 from webapp.providers.sendgrid import parse_webhook_events, x_message_id
 from webapp.services import maintenance, sending, webhooks
+
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
 
 FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "sendgrid_webhook_events.json").read_text())
 PEER_CASES = FIXTURES["cases"]

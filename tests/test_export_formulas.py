@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import login
+from tests.helpers import login
 from webapp.extensions import db
 from webapp.models import Email
 from webapp.services.exports import _cell

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import login
+from tests.helpers import login
 from webapp.extensions import db
 from webapp.models import AuditEntry, Email, EmailEvent
 

@@ -1,11 +1,11 @@
-"""The unchanged log poll answered in front of Flask (webapp/fastpoll.py): nothing else runs for
+"""The unchanged log poll answered in front of Flask (webapp/freshness/fastpoll.py): nothing else runs for
 it, and anything it cannot answer with certainty goes down the full path."""
 
 from __future__ import annotations
 
 import re
 
-from tests.conftest import login
+from tests.helpers import login
 
 POLL = {"HX-Request": "true", "HX-Trigger": "email-log"}
 
@@ -39,3 +39,25 @@ def test_what_the_fast_path_cannot_vouch_for_goes_to_the_view(app, client, world
     assert client.get(url.replace(f"-{fresh}", "-1"), headers=POLL).status_code == 200  # no longer fresh
     stranger = app.test_client()  # no session cookie at all
     assert stranger.get(url, headers=POLL).headers.get("HX-Redirect") == "/login"
+
+
+def test_only_the_fast_path_answers_unchanged_unless_it_is_turned_off(app, client, world):
+    """The view renders every poll that reaches it; with LOG_POLL_FAST_PATH=0 (kept to measure what
+    the fast path saves) it asks the same question itself, after Flask's hooks."""
+    from webapp.freshness.fastpoll import UnchangedLogPoll
+
+    hooks: list[str] = []
+    app.before_request(lambda: hooks.append("before"))
+    login(client, "clinician@a.example")
+    url = poll_url(client.get(f"/clients/{world.client_a.id}/emails", headers=POLL).get_data(as_text=True))
+    # A HEAD poll passes the fast path (GET only) and is rendered, not told "unchanged".
+    assert client.head(url, headers=POLL).status_code == 200
+
+    assert isinstance(app.wsgi_app, UnchangedLogPoll)
+    app.wsgi_app = app.wsgi_app.wsgi_app  # as create_app leaves it with the setting at 0
+    app.config["LOG_POLL_FAST_PATH"] = 0
+    hooks.clear()
+    response = client.get(url, headers=POLL)
+    assert response.status_code == 204 and response.data == b"" and hooks == ["before"]
+    marker = url.split("v=", 1)[1].partition("-")[0]
+    assert client.get(url.replace(f"v={marker}", "v=999"), headers=POLL).status_code == 200

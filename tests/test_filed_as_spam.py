@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import login, run_jobs
-from tests.helpers import row_html, timeline_html
+from tests.helpers import login, row_html, run_jobs, timeline_html
 from tests.helpers import text as markup_text
 from webapp import statuses
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, SpamListEntry
 from webapp.providers.postmark import parse_webhook_event
-from webapp.services import clients, sending
+from webapp.services import sending, timelines
 from webapp.services.events import apply_events
 
 FIXTURES = Path(__file__).parent / "fixtures" / "postmark"
@@ -88,7 +87,7 @@ def test_delivered_open_and_a_late_spam_notice_in_any_order_stay_open(app, world
     assert email.status_changed_at == T0 + timedelta(seconds=60, microseconds=123456)  # the first open
     assert db.session.execute(sa.select(sa.func.count(SpamListEntry.id))).scalar() == 0
 
-    timeline = clients.email_timeline(world.clinic_a.id, email.id, T0 + timedelta(hours=1))
+    timeline = timelines.email_timeline(world.clinic_a.id, email.id, T0 + timedelta(hours=1))
     labels = [line[3] for line in timeline.lines]
     assert labels == ["Delivered to the receiving server", "Opened", LINE]
     # Postmark's own description, since the server's notice was bare ("action: failed").

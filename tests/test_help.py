@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.conftest import login
+from tests.helpers import login
 from webapp import statuses
 from webapp.help.guide import GUIDE
 

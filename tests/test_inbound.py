@@ -14,7 +14,7 @@ import dkim
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import login, run_jobs
+from tests.helpers import login, run_jobs
 from tests.inbound_mail import (
     HOMOGLYPH_DOMAIN,
     INBOUND,
@@ -28,7 +28,8 @@ from tests.inbound_mail import (
 )
 from webapp.extensions import db
 from webapp.models import AuditEntry, Client, OperatorAlert, RemovalRequest, SpamListEntry, utcnow
-from webapp.services import inbound, removals
+from webapp.services import removals
+from webapp.services.inbound import filing, proof, reading
 
 # Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
 pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
@@ -536,11 +537,11 @@ def test_a_lone_carriage_return_in_the_headers_makes_the_mail_unreadable(intake,
 
 
 def test_hostile_shapes_are_refused_before_dkim_reads_them(intake, keys):
-    many_lines = mail(extra=["X-Pad: 1"] * (inbound.MAX_HEADER_LINES + 1))
+    many_lines = mail(extra=["X-Pad: 1"] * (reading.MAX_HEADER_LINES + 1))
     assert file_and_check(intake, many_lines).evidence["reasons"] == ["headers_too_large"]
-    folded = mail(extra=["X-Fold: a" + "\r\n b" * (inbound.MAX_HEADER_LINES + 1)])
+    folded = mail(extra=["X-Fold: a" + "\r\n b" * (reading.MAX_HEADER_LINES + 1)])
     assert file_and_check(intake, folded).evidence["reasons"] == ["headers_too_large"]
-    absent = [f"x-absent-{index}".encode() for index in range(inbound.MAX_SIGNED_NAMES)]
+    absent = [f"x-absent-{index}".encode() for index in range(proof.MAX_SIGNED_NAMES)]
     wide = sign(keys, mail(), headers=[*SIGNED_HEADERS, *absent])
     case = file_and_check(intake, wide)
     assert case.evidence["reasons"] == ["weak_signature"] and "more than" in case.evidence["dkim"][0]["why"]
@@ -582,8 +583,8 @@ def test_100_signatures_on_a_5_mb_body_are_bounded(intake, keys):
     [case] = cases()
     assert case.verdict == "unverified"
     checked = [sig for sig in case.evidence["dkim"] if sig["result"] not in ("skipped", "weak")]
-    assert len(checked) == inbound.MAX_CHECKED_SIGNATURES
-    assert len(keys.lookups) == inbound.MAX_CHECKED_SIGNATURES
+    assert len(checked) == proof.MAX_CHECKED_SIGNATURES
+    assert len(keys.lookups) == proof.MAX_CHECKED_SIGNATURES
     assert len(case.evidence["dkim"]) + case.evidence["more_signatures"] == 100
 
 
@@ -602,10 +603,10 @@ def test_a_dns_timeout_is_retried_then_the_case_is_marked(intake, keys):
     intake.config["DKIM_DNSFUNC"] = timing_out
     assert post(intake.test_client(), sign(keys, mail())).status_code == 200
     [case] = cases()
-    for _ in range(inbound.MAX_CHECK_ATTEMPTS - 1):
-        with pytest.raises(inbound.CheckUnfinished):
-            inbound.check(case.id)
-    assert inbound.check(case.id) == "unverified"
+    for _ in range(filing.MAX_CHECK_ATTEMPTS - 1):
+        with pytest.raises(filing.CheckUnfinished):
+            filing.check(case.id)
+    assert filing.check(case.id) == "unverified"
     assert "dns_unavailable" in cases()[0].evidence["reasons"]
 
 
@@ -642,7 +643,7 @@ def test_a_parsed_mode_post_is_filed_as_unverifiable_and_alerts_operators(intake
     [case] = cases()
     assert case.verdict == "unverifiable"
     assert case.from_address == ON_FILE
-    assert removals.case_standing(case).reason == inbound.REASONS["parsed_mode"]
+    assert removals.case_standing(case).reason == proof.REASONS["parsed_mode"]
     [alert] = db.session.execute(sa.select(OperatorAlert)).scalars()
     assert alert.kind == "inbound_parsed_mode" and "raw, full MIME" in alert.message
 
@@ -657,10 +658,10 @@ def test_a_body_that_is_not_a_form_gets_400_and_oversize_gets_413(intake):
 
 
 def test_unproven_cases_from_one_sender_are_rate_limited(intake, keys):
-    for index in range(inbound.UNPROVEN_PER_SENDER_PER_DAY + 2):
+    for index in range(filing.UNPROVEN_PER_SENDER_PER_DAY + 2):
         file_and_check(intake, mail(body=f"Remove me, take {index}\r\n"))
     statuses = [case.status for case in cases()]
-    assert statuses.count("pending") == inbound.UNPROVEN_PER_SENDER_PER_DAY
+    assert statuses.count("pending") == filing.UNPROVEN_PER_SENDER_PER_DAY
     assert statuses.count("closed") == 2
     # A proven mail from the same sender is never held back.
     assert file_and_check(intake, sign(keys, mail())).status == "pending"

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ON_POSTGRES
+from tests.helpers import ON_POSTGRES
 from webapp import statuses
 from webapp.extensions import db
 from webapp.models import Client, Clinic, Email, EmailEvent, User
 from webapp.providers.base import ProviderEvent
 from webapp.services.events import stored_key
 
-pytestmark = pytest.mark.skipif(not ON_POSTGRES, reason="seed-load is for PostgreSQL")
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = [pytest.mark.engine, pytest.mark.skipif(not ON_POSTGRES, reason="seed-load is for PostgreSQL")]
 
 
 def test_seed_load_makes_what_it_says_with_the_apps_statuses_and_dedupe_keys(app):

@@ -11,10 +11,9 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from tests.conftest import PASSWORD, login
-from tests.helpers import DELIVERED, add_email
-from webapp.services import log_stream
-from webapp.services.changes import log_channel
+from tests.helpers import DELIVERED, PASSWORD, add_email, login
+from webapp.freshness import stream as log_stream
+from webapp.freshness.counters import log_channel
 
 STREAM = "/clients/{}/emails/stream"
 
@@ -113,7 +112,7 @@ def test_a_committed_change_rings_the_open_stream_through_redis(app, world, serv
             assert response.status_code == 200
             lines = response.iter_lines()
             assert next(lines).startswith("retry: ")
-            from webapp.services.changes import mark_changed
+            from webapp.freshness.counters import mark_changed
 
             email.status = "delivered"
             mark_changed(email)
@@ -149,8 +148,8 @@ def test_a_change_is_committed_even_when_it_cannot_be_announced(app, world, capl
 
     from tests.product import free_port
     from webapp.extensions import db
+    from webapp.freshness.counters import mark_changed
     from webapp.models import Email
-    from webapp.services.changes import mark_changed
 
     email = add_email(world.client_a, events=DELIVERED[:1])
     # Redis goes away after start-up: the write stands, and the log's poll renders from the database.

@@ -20,7 +20,7 @@ def queued(world) -> Email:
 
 def test_an_email_stuck_for_ten_minutes_alerts_support_once(app, world):
     email = queued(world)
-    email.status_changed_at = utcnow() - timedelta(minutes=11)
+    email.status_received_at = email.status_changed_at = utcnow() - timedelta(minutes=11)
     db.session.commit()
     assert maintenance.flag_stuck_emails(utcnow()) == 1
     assert maintenance.flag_stuck_emails(utcnow()) == 0
@@ -91,7 +91,7 @@ def test_an_address_taken_off_the_providers_list_is_taken_off_ours(app, world):
 
 def test_a_stuck_alert_resolves_itself_once_the_email_moves_on(app, world):
     email = queued(world)
-    email.status_changed_at = utcnow() - timedelta(minutes=11)
+    email.status_received_at = email.status_changed_at = utcnow() - timedelta(minutes=11)
     db.session.commit()
     maintenance.flag_stuck_emails(utcnow())
     apply_events(
@@ -103,7 +103,7 @@ def test_a_stuck_alert_resolves_itself_once_the_email_moves_on(app, world):
 
 
 def test_support_marks_an_alert_as_dealt_with(app, world, client):
-    from tests.conftest import login
+    from tests.helpers import login
 
     sending.alert_operators("provider_auth", "The API key was refused.")
     db.session.commit()
@@ -122,11 +122,15 @@ def test_support_marks_an_alert_as_dealt_with(app, world, client):
 def test_an_email_in_doubt_for_ten_minutes_raises_one_alert_that_says_so(app, world, wire_format, records):
     email = queued(world)
     email.send_state = "in_doubt"
-    email.in_doubt_since = email.status_changed_at = utcnow() - timedelta(minutes=11)
+    email.in_doubt_since = email.status_received_at = email.status_changed_at = utcnow() - timedelta(
+        minutes=11
+    )
     email.send_error = "no answer from SendGrid (ReadTimeout: timed out)"
     killed = queued(world)
     killed.send_state = "claimed"  # claimed, and its worker killed again and again since
-    killed.send_claimed_at = killed.status_changed_at = utcnow() - timedelta(minutes=11)
+    killed.send_claimed_at = killed.status_received_at = killed.status_changed_at = utcnow() - timedelta(
+        minutes=11
+    )
     db.session.commit()
     assert maintenance.flag_stuck_emails(utcnow()) == 2
     assert maintenance.flag_stuck_emails(utcnow()) == 0
@@ -148,7 +152,7 @@ def test_an_email_in_doubt_for_ten_minutes_raises_one_alert_that_says_so(app, wo
 
 def test_one_failing_sweep_step_does_not_stop_the_others(app, world, monkeypatch):
     email = queued(world)
-    email.status_changed_at = utcnow() - timedelta(minutes=11)
+    email.status_received_at = email.status_changed_at = utcnow() - timedelta(minutes=11)
     db.session.commit()
 
     def broken(now):

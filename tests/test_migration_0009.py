@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from flask_migrate import upgrade
 
-from tests.conftest import _settings
+from tests.helpers import app_settings
 from webapp import create_app
+
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
 
 
 def test_stored_drop_reasons_are_normalised_and_others_stay_empty(tmp_path, redis_url, migrated_database):
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
     database = type(migrated_database)(url, url)
-    app = create_app(_settings(tmp_path, database, redis_url))
+    app = create_app(app_settings(tmp_path, database, redis_url))
     with app.app_context():
         directory = app.extensions["migrate"].directory
         upgrade(directory=directory, revision="0008")

@@ -12,8 +12,11 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_migrate import upgrade
 
-from tests.conftest import ON_POSTGRES, OWNER_DATABASE_URL, DatabaseUrls, _psycopg, _settings
+from tests.helpers import ON_POSTGRES, OWNER_DATABASE_URL, DatabaseUrls, app_settings, psycopg_url
 from webapp.models import JSONType, UTCDateTime, utcnow
+
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
 
 
 @pytest.fixture
@@ -24,7 +27,7 @@ def scratch_app(tmp_path: Path, redis_url: str) -> Iterator[Flask]:
     from webapp.extensions import db
 
     if ON_POSTGRES:
-        server = sa.engine.make_url(_psycopg(OWNER_DATABASE_URL))
+        server = sa.engine.make_url(psycopg_url(OWNER_DATABASE_URL))
         name = f"{server.database}_scratch_{os.getpid()}"
         admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
         with admin.connect() as connection:
@@ -33,7 +36,7 @@ def scratch_app(tmp_path: Path, redis_url: str) -> Iterator[Flask]:
         url = server.set(database=name).render_as_string(hide_password=False)
     else:
         url = f"sqlite:///{tmp_path / 'scratch.sqlite3'}"
-    app = create_app(_settings(tmp_path, DatabaseUrls(url, url), redis_url))
+    app = create_app(app_settings(tmp_path, DatabaseUrls(url, url), redis_url))
     with app.app_context():
         yield app
         db.session.remove()
@@ -277,3 +280,136 @@ def test_webhook_bodies_are_compressed_with_lz4_from_0013_and_back(scratch_app):
     assert compression() == "l"
     downgrade(directory=scratch_app.extensions["migrate"].directory, revision="0012")
     assert compression() == ""
+
+
+def test_open_alerts_are_grouped_into_incidents_from_0014_and_held_sends_go_back_in_doubt(scratch_app):
+    from flask_migrate import downgrade
+
+    from webapp.extensions import db
+
+    migrate_to(scratch_app, "0013")
+    now = utcnow()
+    rows = {
+        "clinic": [{"id": 1, "name": "A"}, {"id": 2, "name": "B"}],
+        "client": [
+            {"id": 1, "clinic_id": 1, "name": "N", "email": "n@example.com", "phone": ""},
+            {"id": 2, "clinic_id": 2, "name": "M", "email": "m@example.com", "phone": ""},
+        ],
+        "email": [
+            {
+                "id": n,
+                "clinic_id": clinic,
+                "client_id": clinic,
+                "app_message_id": f"m{n}",
+                "to_address": "x@y.z",
+            }
+            | {"subject": "S", "body": "B", "kind": "receipt", "status": "sending", "version": 0}
+            | {"provider": "postmark", "send_state": "in_doubt", "send_attempts": 1}
+            for n, clinic in ((1, 1), (2, 1), (3, 2))
+        ],
+        "operator_alert": [
+            {"id": 1, "kind": "email_stuck", "message": "s1", "email_id": 1, "resolved_at": None},
+            {"id": 2, "kind": "email_stuck", "message": "s2", "email_id": 2, "resolved_at": None},
+            {"id": 3, "kind": "email_stuck", "message": "s3", "email_id": 3, "resolved_at": None},
+            {"id": 4, "kind": "email_in_doubt", "message": "d1", "email_id": 1, "resolved_at": None},
+            {"id": 5, "kind": "email_in_doubt", "message": "d3", "email_id": 3, "resolved_at": None},
+            {"id": 6, "kind": "provider_auth", "message": "key", "email_id": None, "resolved_at": None},
+            {"id": 7, "kind": "email_stuck", "message": "old", "email_id": 3, "resolved_at": now},
+        ],
+    }
+    with db.engine.begin() as connection:
+        for table, values in rows.items():
+            columns = [sa.column(name) for name in values[0]]
+            stamps = [sa.column(name, UTCDateTime) for name in ("created_at", "status_changed_at")]
+            if table != "email":
+                stamps = stamps[:1]
+            connection.execute(
+                sa.table(table, *columns, *stamps).insert(),
+                [{**value, **{stamp.name: now for stamp in stamps}} for value in values],
+            )
+
+    def grouped() -> list[tuple]:
+        with db.engine.connect() as connection:
+            return [
+                tuple(row)
+                for row in connection.execute(
+                    sa.text(
+                        "SELECT i.kind, i.scope, i.clinic_id, count(a.id) FROM incident i"
+                        " JOIN operator_alert a ON a.incident_id = i.id WHERE i.closed_at IS NULL"
+                        " GROUP BY i.kind, i.scope, i.clinic_id ORDER BY i.kind, i.scope"
+                    )
+                )
+            ]
+
+    migrate_to(scratch_app)
+    assert grouped() == [
+        ("email_in_doubt", "provider:postmark", None, 2),  # the provider's cause: one for both clinics
+        ("email_stuck", "clinic:1", 1, 2),
+        ("email_stuck", "clinic:2", 2, 1),
+        ("provider_auth", "provider:sandbox", None, 1),  # no email: the configured provider, as the app
+    ]
+    with db.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE email SET send_state = 'held', resends_unfound = 1 WHERE id = 2"))
+    downgrade(directory=scratch_app.extensions["migrate"].directory, revision="0013")
+    with db.engine.connect() as connection:
+        states = connection.execute(sa.text("SELECT send_state FROM email ORDER BY id")).scalars().all()
+        columns = {column["name"] for column in sa.inspect(connection).get_columns("operator_alert")}
+    assert states == ["in_doubt"] * 3 and "incident_id" not in columns
+
+
+def test_0014_adds_our_receipt_time_and_set_aside_events_and_takes_them_back(scratch_app):
+    """Added and dropped in place, on both databases: the email table keeps its rows and its
+    expression index (a SQLite table rebuild would lose it)."""
+    from flask_migrate import downgrade
+
+    from webapp.extensions import db
+
+    def columns(table: str) -> set[str]:
+        with db.engine.connect() as connection:
+            return {column["name"] for column in sa.inspect(connection).get_columns(table)}
+
+    def address_index() -> bool:
+        with db.engine.connect() as connection:
+            if ON_POSTGRES:
+                query = "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_email_clinic_lower_to_address'"
+            else:
+                query = "SELECT count(*) FROM sqlite_master WHERE name = 'ix_email_clinic_lower_to_address'"
+            return connection.execute(sa.text(query)).scalar() == 1
+
+    migrate_to(scratch_app, "0014_incidents")
+    now = utcnow()
+    rows = {
+        "clinic": {"name": "C", "created_at": now, "timezone": "UTC"},
+        "client": {"clinic_id": 1, "name": "Jo", "email": "jo@x", "phone": "", "created_at": now},
+        "email": {
+            "clinic_id": 1,
+            "client_id": 1,
+            "app_message_id": "a-1",
+            "to_address": "jo@x",
+            "subject": "S",
+            "body": "B",
+            "kind": "receipt",
+            "status": "sending",
+            "version": 0,
+            "provider": "sandbox",
+            "send_state": "accepted",
+            "send_attempts": 1,
+            "status_changed_at": now,
+            "created_at": now,
+        },
+    }
+    with db.engine.begin() as connection:
+        for table, values in rows.items():
+            names = ", ".join(values)
+            marks = ", ".join(f":{name}" for name in values)
+            connection.execute(sa.text(f"INSERT INTO {table} ({names}) VALUES ({marks})"), values)
+    migrate_to(scratch_app)
+    assert "status_received_at" in columns("email") and "set_aside" in columns("webhook_batch")
+    with db.engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT status_received_at FROM email")).scalar() is None
+    assert address_index()
+    downgrade(directory=scratch_app.extensions["migrate"].directory, revision="0014_incidents")
+    assert "status_received_at" not in columns("email") and "set_aside" not in columns("webhook_batch")
+    assert address_index()
+    with db.engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT app_message_id FROM email")).scalar() == "a-1"

@@ -9,11 +9,12 @@ from datetime import timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import login
+from tests.helpers import login
 from webapp.extensions import db
 from webapp.models import Email, EmailEvent, OperatorAlert, WebhookBatch, utcnow
+from webapp.providers import get_provider
 from webapp.queue import enqueue
-from webapp.services import operations, polling
+from webapp.services import budget, operations
 
 TOKEN = "s3cr3t-metrics-token-Xq9vB2mWz7Kd4Lp"
 
@@ -78,7 +79,7 @@ def test_the_snapshot_counts_what_is_there(app, world):
     seed_figures(world)
     enqueue("jobs.maintenance.sweep")
     enqueue("jobs.maintenance.sweep")
-    polling.take_budget(2)
+    budget.take(get_provider(app.config), budget.POLL, 2)
 
     snap = operations.snapshot()
 

@@ -11,8 +11,18 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import PASSWORD, login
-from tests.helpers import BOUNCED, CLINICIAN, add_email, emails_of, htmx_get, poll_url, row_html, text
+from tests.helpers import (
+    BOUNCED,
+    CLINICIAN,
+    PASSWORD,
+    add_email,
+    emails_of,
+    htmx_get,
+    login,
+    poll_url,
+    row_html,
+    text,
+)
 from webapp import statuses
 from webapp.extensions import db
 from webapp.models import AuditEntry, Email, utcnow

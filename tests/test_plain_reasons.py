@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import login
-from tests.helpers import add_email, row_html, timeline_html
+from tests.helpers import add_email, login, row_html, timeline_html
 from tests.helpers import text as markup_text
 from webapp import bounce_reasons
 from webapp.extensions import db
@@ -20,7 +19,7 @@ from webapp.models import utcnow
 from webapp.providers.base import PollRef, ProviderEvent
 from webapp.providers.postmark import parse_webhook_event
 from webapp.providers.sendgrid import parse_webhook_events
-from webapp.services import clients, deliverability
+from webapp.services import deliverability, timelines
 from webapp.services.events import apply_events
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -222,7 +221,7 @@ def test_the_poll_reads_the_delivery_message_as_the_answer():
     detail = json.loads((FIXTURES / "postmark" / "messages_outbound_details.json").read_text())
     events = list(_detail_events(detail, PollRef("msg-1", detail["MessageID"])))
     [delivered] = [event for event in events if event.kind == "delivered"]
-    timeline = clients.build_timeline([_Row(delivered)])
+    timeline = timelines.build_timeline([_Row(delivered)])
     assert timeline[0].detail == "250 2.0.0 OK l10si21599969igu.63 - gsmtp"
 
 

@@ -15,6 +15,7 @@ from webapp import statuses
 from webapp.providers.base import OutgoingMessage, PollRef, ProviderError, SentRef
 from webapp.providers.postmark import (
     DEFAULT_RETRY_AFTER,
+    FAILED_REQUEST_WAIT,
     MAX_BATCH,
     TOKEN_HEADER,
     PostmarkProvider,
@@ -61,6 +62,8 @@ class FakePostmark:
         answer = self.routes.get(request.url.path)
         if isinstance(answer, Exception):
             raise answer
+        if callable(answer):
+            return answer(request)
         if answer is None:
             return httpx.Response(404, json={"ErrorCode": 701, "Message": "not found"})
         return answer
@@ -223,8 +226,20 @@ def test_rate_limits_outages_and_timeouts(provider, wire):
     assert provider.send(outgoing()).outcome == "in_doubt"
 
 
+def answer_batches_in_turn(wire, items: list) -> None:
+    """Answer each /email/batch request with the next results of `items`, one per message."""
+    served = []
+
+    def batch(request: httpx.Request) -> httpx.Response:
+        count = len(json.loads(request.content))
+        served.extend(items[len(served) : len(served) + count])
+        return httpx.Response(200, json=served[-count:])
+
+    wire.routes["/email/batch"] = batch
+
+
 def test_a_batch_is_correlated_by_position_and_a_failed_item_is_rejected(provider, wire):
-    wire.answer("/email/batch", "batch_response.json")
+    answer_batches_in_turn(wire, fixture("batch_response.json"))
     wire.answer(
         "/message-streams/outbound/suppressions/dump",
         body={
@@ -244,11 +259,11 @@ def test_a_batch_is_correlated_by_position_and_a_failed_item_is_rejected(provide
     assert results[0].provider_message_id == "b7bc2f4a-e38e-4336-af7d-e6c392c2f817"
     assert results[2].provider_message_id == "e2ecbbfc-fe12-463d-b933-9fe22915106d"
     assert results[1].reject_reason == "spam_report" and "inactive" in results[1].error
-    batch = json.loads(wire.requests[0].content)
-    assert isinstance(batch, list) and [m["Metadata"]["app_message_id"] for m in batch] == [
-        "msg-1",
-        "msg-2",
-        "msg-3",
+    sent = [json.loads(request.content) for request in wire.requests if request.url.path == "/email/batch"]
+    # The first request carries one message: an outage meets one, not 500.
+    assert [[m["Metadata"]["app_message_id"] for m in batch] for batch in sent] == [
+        ["msg-1"],
+        ["msg-2", "msg-3"],
     ]
     assert provider.max_batch == MAX_BATCH == 500
 
@@ -256,7 +271,36 @@ def test_a_batch_is_correlated_by_position_and_a_failed_item_is_rejected(provide
 def test_a_batch_answer_that_does_not_match_the_request_leaves_every_message_in_doubt(provider, wire):
     wire.answer("/email/batch", body=fixture("batch_response.json")[:2])
     results = provider.send_batch([outgoing(f"r{n}@example.com", f"m{n}") for n in range(3)])
-    assert [r.outcome for r in results] == ["in_doubt"] * 3
+    # The first request's answer cannot be read: that message is in doubt, the others wait unsent.
+    assert [r.outcome for r in results] == ["in_doubt", "not_sent", "not_sent"]
+    assert len(wire.requests) == 1 and results[1].retry_after == FAILED_REQUEST_WAIT
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome", "rest"),
+    [
+        (500, "unavailable", "not_sent"),
+        (503, "unavailable", "not_sent"),
+        (429, "rate_limited", "rate_limited"),
+        (401, "unauthorized", "unauthorized"),
+    ],
+)
+def test_a_failing_first_request_puts_one_message_at_risk_and_sends_no_other(
+    provider, wire, status, outcome, rest
+):
+    wire.answer("/email/batch", status=status, body={"ErrorCode": 0, "Message": "Internal server error."})
+    results = provider.send_batch([outgoing(f"r{n}@example.com", f"m{n}") for n in range(MAX_BATCH)])
+    assert len(wire.requests) == 1 and len(json.loads(wire.requests[0].content)) == 1
+    assert results[0].outcome == outcome
+    assert {result.outcome for result in results[1:]} == {rest} and len(results) == MAX_BATCH
+    assert all(result.error.startswith("not sent: ") for result in results[1:])
+
+
+def test_after_a_timeout_no_further_request_is_made(provider, wire):
+    wire.routes["/email/batch"] = httpx.ReadTimeout("timed out")
+    results = provider.send_batch([outgoing(f"r{n}@example.com", f"m{n}") for n in range(3)])
+    assert [r.outcome for r in results] == ["in_doubt", "not_sent", "not_sent"]
+    assert len(wire.requests) == 1
 
 
 def test_a_refused_batch_applies_to_each_message_and_big_batches_are_split(provider, wire):
@@ -278,7 +322,8 @@ def test_a_refused_batch_applies_to_each_message_and_big_batches_are_split(provi
 
     splitting = PostmarkProvider("t", API_BASE, transport=httpx.MockTransport(batch))
     results = splitting.send_batch([outgoing(f"r{n}@example.com", f"m{n}") for n in range(MAX_BATCH + 3)])
-    assert calls == [MAX_BATCH, 3] and len(results) == MAX_BATCH + 3
+    assert calls == [1, MAX_BATCH, 2] and len(results) == MAX_BATCH + 3
+    assert {result.outcome for result in results} == {"accepted"}
 
 
 # Messages API

@@ -8,7 +8,7 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-from tests.conftest import FakeClock, run_jobs
+from tests.helpers import FakeClock, run_jobs
 from webapp.extensions import db
 from webapp.models import utcnow
 from webapp.sandbox.postmark import PostmarkSandbox

@@ -1,4 +1,6 @@
-"""The provider boundary holds: only webapp/providers/ names a provider module.
+"""The provider boundary holds: only webapp/providers/ names a provider module; the providers
+know nothing of Flask or the database; the webhook routes (events and inbound mail alike) leave
+every provider format to the providers.
 
 Walks the AST of every module under webapp/ and jobs/ (imports inside functions included);
 tests/ and benchmarks/ are exempt.
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from webapp.providers import INBOUND_READERS, WEBHOOK_PARSERS, inbound_reader
 from webapp.sandbox import WIRE_FORMATS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +23,13 @@ PROVIDERS = ROOT / "webapp" / "providers"
 SANDBOX = ROOT / "webapp" / "sandbox"
 # What any module may import of the providers package: the factory and the contract.
 SHARED = {"webapp.providers", "webapp.providers.base"}
+WEBHOOKS = ROOT / "webapp" / "webhooks"
+# What a provider module must not import: the web framework, the database, or our app around it.
+APP_SIDE = ("flask", "flask_", "sqlalchemy", "rq", "redis", "webapp.extensions", "webapp.models")
+APP_PACKAGES = ("webapp.services", "webapp.webhooks", "webapp.queue", "webapp.database")
+# What would parse a provider's body: the webhook routes hand the exact bytes to a provider instead.
+BODY_PARSERS = ("json", "orjson", "email", "werkzeug.sansio.multipart", "werkzeug.formparser")
+BODY_READERS = {"form", "files", "json", "get_json", "values"}
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -102,6 +112,9 @@ def test_the_simulators_do_not_borrow_from_the_adapters():
         ("import webapp.providers.postmark as pm", True),
         ("def f():\n    from webapp.sandbox.sendgrid.app import SendGridSandbox", True),
         ("from webapp.providers import get_provider", False),
+        ("from webapp.providers.postmark_inbound import read_inbound", True),
+        ("from webapp.providers import inbound_reader", False),
+        ("from webapp.providers.base import InboundMail", False),
         ("from webapp.providers.base import ProviderEvent", False),
         ("from webapp.sandbox import client_mail", False),
         ("from ..providers import sendgrid", True),
@@ -113,6 +126,56 @@ def test_the_walker_sees_every_form_of_import(tmp_path, source, caught):
     path.parent.mkdir(parents=True)
     path.write_text(source + "\n")
     assert any(provider_module(name) for name in imported_names(path, tmp_path)) is caught
+
+
+def app_side(name: str) -> bool:
+    """Whether an imported name belongs to the web app around the providers (Flask, the database)."""
+    return name.startswith(APP_SIDE) or any(
+        name == package or name.startswith(f"{package}.") for package in APP_PACKAGES
+    )
+
+
+def test_the_providers_know_no_flask_nor_the_database():
+    """Adapters, inbound readers included, take plain values and return the contract's objects."""
+    offenders = {
+        module_name(path): sorted(name for name in imported_names(path) if app_side(name))
+        for path in sources("webapp/providers")
+    }
+    assert {module: names for module, names in offenders.items() if names} == {}
+    assert app_side("flask") and app_side("flask_limiter") and app_side("webapp.services.inbound.filing")
+    assert not app_side("webapp.providers.base") and not app_side("werkzeug.http")
+
+
+def test_the_webhook_routes_parse_no_provider_format():
+    """Event batches and inbound mail reach the routes as bytes and leave them for a provider to read."""
+    found = {}
+    for path in sources("webapp/webhooks"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        readers = {
+            node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "request"
+            and node.attr in BODY_READERS
+        }
+        parsers = {
+            name
+            for name in imported_names(path)
+            if any(name == parser or name.startswith(f"{parser}.") for parser in BODY_PARSERS)
+        }
+        if readers or parsers:
+            found[module_name(path)] = sorted(readers | parsers)
+    assert found == {}
+    assert (WEBHOOKS / "inbound.py").exists()  # the inbound routes are among those walked
+
+
+def test_every_wire_format_reads_its_events_and_its_inbound_mail():
+    assert set(WEBHOOK_PARSERS) == set(INBOUND_READERS) == set(WIRE_FORMATS)
+    for name, target in INBOUND_READERS.items():
+        module = target.partition(":")[0]
+        assert module.startswith("webapp.providers.") and module not in SHARED
+        assert callable(inbound_reader(name))
 
 
 def test_the_factory_is_where_adapters_are_named():

@@ -9,7 +9,7 @@ from datetime import timedelta
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from tests.conftest import run_jobs
+from tests.helpers import run_jobs
 from webapp.extensions import db
 from webapp.models import WebhookBatch, utcnow
 from webapp.queue import enqueue, get_queue

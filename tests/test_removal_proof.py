@@ -12,11 +12,12 @@ import nacl.signing
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import login, run_jobs
+from tests.helpers import login, run_jobs
 from tests.inbound_mail import ON_FILE, SIGNED_HEADERS, Keys, mail, post, sign
 from webapp.extensions import db
 from webapp.models import Client, RemovalRequest, SpamListEntry, utcnow
-from webapp.services import inbound, removals
+from webapp.services import removals
+from webapp.services.inbound import filing, proof
 
 pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
@@ -54,7 +55,7 @@ def test_unproven_mail_sent_first_never_stops_the_clients_proven_request(blocked
     """Unsigned mails claiming the address, and an attacker's own signed mail, all carrying the
     Message-ID the client's mail will have: the client's proven request is still approvable."""
     message_id = "<reminder-42@clinic.example>"  # guessable: some mail programs number their mail
-    for index in range(inbound.UNPROVEN_PER_SENDER_PER_DAY + 2):
+    for index in range(filing.UNPROVEN_PER_SENDER_PER_DAY + 2):
         file_and_check(blocked, with_message_id(mail(body=f"Remove me ({index})\r\n"), message_id))
     attacker = with_message_id(mail("attacker@evil.example"), message_id)
     assert file_and_check(blocked, sign(keys, attacker, "evil.example")).verdict == "verified"
@@ -104,7 +105,7 @@ def ed25519_keys(keys: Keys) -> Keys:
 
 
 def test_an_ed25519_signed_request_verifies_and_is_approvable(blocked, ed25519_keys):
-    assert ED25519 in inbound.ACCEPTED_ALGORITHMS
+    assert ED25519 in proof.ACCEPTED_ALGORITHMS
     raw = sign(ed25519_keys, mail(), selector="ed", algorithm=ED25519)
     assert b"a=ed25519-sha256" in raw
     case = file_and_check(blocked, raw)

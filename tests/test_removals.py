@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import WIRE_FORMATS, login, run_jobs
+from tests.helpers import WIRE_FORMATS, login, run_jobs
 from tests.inbound_mail import mail, post, sign
 from webapp.extensions import db
 from webapp.models import AuditEntry, OperatorAlert, RemovalRequest, SpamListEntry
@@ -315,7 +315,7 @@ def test_a_stuck_alert_names_the_email_and_support_may_open_only_its_timeline(ap
 
     email = db.session.execute(sa.select(Email)).scalars().first()
     email.status = "processed"
-    email.status_changed_at = utcnow() - timedelta(minutes=20)
+    email.status_received_at = email.status_changed_at = utcnow() - timedelta(minutes=20)
     db.session.commit()
     assert maintenance.flag_stuck_emails(utcnow()) == 1
     [alert] = db.session.execute(

@@ -24,6 +24,9 @@ from webapp.models import (
 )
 from webapp.services import audit, retention
 
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
+
 DAY = timedelta(days=1)
 
 

@@ -8,8 +8,7 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import PASSWORD, login
-from tests.helpers import email_with_history, removal_case
+from tests.helpers import PASSWORD, email_with_history, login, removal_case
 from webapp.extensions import db
 from webapp.models import AuditEntry, SpamListEntry, utcnow
 from webapp.services import sending

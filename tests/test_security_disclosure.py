@@ -9,8 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import login
-from tests.helpers import BOUNCED, DELIVERED, add_email, text
+from tests.helpers import BOUNCED, DELIVERED, add_email, login, text
 from webapp.extensions import db
 from webapp.models import Client, utcnow
 from webapp.services.events import add_to_spam_list

@@ -9,16 +9,18 @@ from __future__ import annotations
 import json
 
 import pytest
+import sqlalchemy as sa
 
-from tests.conftest import login
-from tests.helpers import email_with_history, removal_case, scan
-from webapp.models import Email, RemovalRequest
+from tests.helpers import email_with_history, login, removal_case, scan
+from webapp.extensions import db
+from webapp.models import Email, Incident, RemovalRequest
+from webapp.services import alerts
 
 # Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
 pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
 
-def own_pages(world, email: Email, case: RemovalRequest) -> dict[str, list[str]]:
+def own_pages(world, email: Email, case: RemovalRequest, incident_id: int) -> dict[str, list[str]]:
     """Every GET route, filled with objects each role may see, per role."""
     from flask import current_app
 
@@ -27,6 +29,7 @@ def own_pages(world, email: Email, case: RemovalRequest) -> dict[str, list[str]]
         "email_id": email.id,
         "user_id": world.users["clinician"].id,
         "case_id": case.id,
+        "incident_id": incident_id,
         "key": "failed",
         "filename": "css/app.css",
     }
@@ -50,7 +53,11 @@ def test_the_checker_catches_what_the_csp_would_block():
 def test_every_page_of_every_role_is_free_of_inline_script_and_style(app, world, html_guard):
     email = email_with_history(world.client_a)
     case = removal_case(world.client_a.email)
-    for role, urls in own_pages(world, email, case).items():
+    # An alert about the email: its incident, and support's page of the email, have something to show.
+    alerts.alert_operators("email_stuck", "Stuck: <b>not markup</b>", email)
+    db.session.commit()
+    incident_id = db.session.execute(sa.select(Incident.id)).scalar_one()
+    for role, urls in own_pages(world, email, case, incident_id).items():
         client = app.test_client()
         if role:
             login(client, world.users[role].email)
@@ -68,6 +75,9 @@ def test_every_page_of_every_role_is_free_of_inline_script_and_style(app, world,
         "/clinic/audit",
         "/support/removal-requests",
         f"/support/removal-requests/{case.id}",
+        f"/support/incidents/{incident_id}",
+        f"/support/emails/{email.id}",
+        "/support/operations",
         "/login",
     ):
         assert path in rendered

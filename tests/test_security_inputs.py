@@ -15,8 +15,7 @@ from flask_wtf import FlaskForm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import PASSWORD, login
-from tests.helpers import EVENTS_URL, email_with_history, removal_case, sign
+from tests.helpers import EVENTS_URL, PASSWORD, email_with_history, login, removal_case, sign
 from webapp.extensions import db
 from webapp.models import User, WebhookBatch
 
@@ -161,6 +160,7 @@ def sweep(app, world):
             "user_id": world.users["clinician"].id,
             "case_id": case.id,
             "alert_id": 1,
+            "incident_id": 1,
         },
     }
 

@@ -11,11 +11,10 @@ import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from tests.conftest import login
-from tests.helpers import email_with_history, removal_case
+from tests.helpers import email_with_history, login, removal_case
 from webapp.extensions import db
+from webapp.freshness import counters as changes
 from webapp.models import Email, RemovalRequest, User
-from webapp.services import changes
 
 # Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
 pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")

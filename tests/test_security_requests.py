@@ -8,13 +8,17 @@ import re
 import pytest
 from flask.testing import FlaskClient
 
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 from webapp.extensions import csrf
 
 # Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
 pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 
-WEBHOOK_VIEWS = {"webapp.webhooks.routes.provider_events", "webapp.webhooks.routes.sendgrid_inbound"}
+WEBHOOK_VIEWS = {
+    "webapp.webhooks.routes.provider_events",
+    "webapp.webhooks.inbound.sendgrid_inbound",
+    "webapp.webhooks.inbound.postmark_inbound",
+}
 
 
 def token_of(client: FlaskClient, path: str = "/login") -> str:
@@ -59,6 +63,7 @@ def test_every_post_without_a_valid_token_is_refused(protected, world, email):
         "user_id": world.users["clinician"].id,
         "case_id": 1,
         "alert_id": 1,
+        "incident_id": 1,
         "provider_name": "sendgrid",  # the configured wire format
     }
     for rule in posts:

@@ -11,8 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from config import DEFAULTS
-from tests.conftest import PASSWORD, login
-from tests.helpers import attempt
+from tests.helpers import PASSWORD, attempt, login
 from webapp.extensions import db
 from webapp.security import ABSOLUTE_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS
 

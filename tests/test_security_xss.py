@@ -13,8 +13,7 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 from markupsafe import escape
 
-from tests.conftest import login
-from tests.helpers import email_with_history, removal_case, scan
+from tests.helpers import email_with_history, login, removal_case, scan
 from webapp.extensions import db
 from webapp.models import Client, EmailEvent, OperatorAlert, SpamListEntry, utcnow
 from webapp.providers.base import ProviderEvent

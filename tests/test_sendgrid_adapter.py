@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import SANDBOX_START as START
-from tests.conftest import RecordingTransport
+from tests.helpers import SANDBOX_START as START
+from tests.helpers import RecordingTransport
 from webapp import statuses
 from webapp.providers.base import OutgoingMessage, PollRef, ProviderError, SentRef
 from webapp.providers.sendgrid import (

@@ -8,7 +8,7 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-from tests.conftest import run_jobs
+from tests.helpers import run_jobs
 from webapp import clock
 from webapp.extensions import db
 from webapp.models import utcnow

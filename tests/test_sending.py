@@ -11,13 +11,16 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import WIRE_FORMATS, run_jobs
+from tests.helpers import WIRE_FORMATS, run_jobs
 from webapp.extensions import db
 from webapp.models import Email, OperatorAlert, utcnow
 from webapp.providers import get_provider, get_sandbox
 from webapp.queue import get_queue
-from webapp.services import sending
+from webapp.services import in_doubt, sending
 from webapp.services.polling import poll_due
+
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
 
 
 def accepted_sends(app, email: Email) -> int:
@@ -131,7 +134,7 @@ def test_a_server_error_is_retried_without_a_second_accepted_send(app, world, ap
     assert sending.deliver(email.id) == "in_doubt"
     assert accepted_sends(app, email) == 1
     app_clock.advance(31)  # by the check, the provider's records show the message
-    assert sending.check_in_doubt() == 1
+    assert in_doubt.check_in_doubt() == 1
     db.session.refresh(email)
     assert email.send_state == "accepted"
     assert email.provider_message_id
@@ -144,15 +147,15 @@ def test_a_server_error_before_acceptance_is_sent_again(app, world, app_clock):
     assert sending.deliver(email.id) == "in_doubt"
     assert accepted_sends(app, email) == 0
     app_clock.advance(5)
-    assert sending.check_in_doubt() == 0  # not due yet
+    assert in_doubt.check_in_doubt() == 0  # not due yet
     # Not found, but the provider's records may lag: keep waiting.
     app_clock.advance(26)
-    assert sending.check_in_doubt() == 0
+    assert in_doubt.check_in_doubt() == 0
     db.session.refresh(email)
     assert email.send_state == "in_doubt"
     assert email.next_attempt_at == email.send_claimed_at + sending.in_doubt_grace()
     app_clock.advance(270)
-    assert sending.check_in_doubt() == 1
+    assert in_doubt.check_in_doubt() == 1
     db.session.refresh(email)
     assert email.send_state == "queued"
     run_jobs(app)
@@ -210,7 +213,7 @@ def test_a_send_abandoned_mid_call_is_checked_before_any_resend(app, world):
     assert email.send_state == "in_doubt"
     assert email.in_doubt_since == email.send_claimed_at
     run_jobs(app)  # the poll job checks in-doubt sends first
-    sending.check_in_doubt()
+    in_doubt.check_in_doubt()
     db.session.refresh(email)
     assert email.send_state == "accepted"
     assert email.provider_message_id
@@ -243,7 +246,7 @@ def test_a_send_to_a_suppressed_address_is_dropped_and_says_why(app, world, wire
     poll_due()
     db.session.refresh(email)
     assert email.status == "failed"
-    from webapp.services.clients import failure_reason
+    from webapp.services.timelines import failure_reason
 
     assert failure_reason(email) == "the client reported an earlier email as spam"
     assert sending.spam_list_entry("marco.rossi+dropped@example.com") is not None

@@ -11,8 +11,7 @@ import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from tests.conftest import PASSWORD, login
-from tests.helpers import htmx_get, poll_url
+from tests.helpers import PASSWORD, htmx_get, login, poll_url
 from webapp.extensions import db
 from webapp.models import AuditEntry, UserSession
 

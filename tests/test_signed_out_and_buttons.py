@@ -10,8 +10,7 @@ import time
 import pytest
 from flask.testing import FlaskClient
 
-from tests.conftest import PASSWORD, login
-from tests.helpers import BOUNCED, add_email, htmx_get, text
+from tests.helpers import BOUNCED, PASSWORD, add_email, htmx_get, login, text
 
 pytestmark = pytest.mark.usefixtures("separate_requests", "html_guard")
 

@@ -16,6 +16,9 @@ from webapp.models import Email, EmailEvent
 from webapp.providers.base import ProviderEvent
 from webapp.services.events import apply_events
 
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
+
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
 
 # One provider event kind that proves each status.

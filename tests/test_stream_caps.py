@@ -15,11 +15,13 @@ import httpx
 import pytest
 from flask import Flask
 
-from tests.conftest import PASSWORD, login
 from tests.faults import Processes, child_env, free_port, wait_for
+from tests.helpers import PASSWORD, login
 from webapp import clock
 from webapp.extensions import db
-from webapp.services import accounts, log_stream, stream_quota
+from webapp.freshness import quota as stream_quota
+from webapp.freshness import stream as log_stream
+from webapp.services import accounts
 
 STREAM = "/clients/{}/emails/stream"
 # Each request starts with an empty `g`, as in production (conftest.py).

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import time
 
+import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
@@ -15,6 +16,9 @@ from tests.helpers import EVENTS_URL as URL
 from tests.helpers import one_event, public_key_b64, sign
 from webapp.extensions import db
 from webapp.models import WebhookBatch
+
+# The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
+pytestmark = pytest.mark.engine
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551

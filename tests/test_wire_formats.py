@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import WIRE_FORMATS, login, run_jobs
+from tests.helpers import WIRE_FORMATS, login, run_jobs
 from webapp.extensions import db
 from webapp.models import Client, Email
 from webapp.providers import get_provider

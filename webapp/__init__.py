@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from config import BASE_DIR, ConfigError, load_settings
 from webapp import timezones  # noqa: F401 - zone rules from the pinned package, process-wide
-from webapp.database import warn_if_app_role_can_rewrite_audit
+from webapp.database import end_sessions_quietly, warn_if_app_role_can_rewrite_audit
 from webapp.extensions import csrf, db, htmx, limiter, login_manager, migrate
 from webapp.private_files import ensure_private_file
 from webapp.services.login_throttle import LoginThrottle
@@ -53,13 +53,14 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
 
     _keep_sqlite_private(app.config["DATABASE_URL"])
     db.init_app(app)
+    end_sessions_quietly(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     login_manager.init_app(app)
     csrf.init_app(app)
     htmx.init_app(app)
     limiter.init_app(app)
     app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"], socket_timeout=5)
-    from webapp.services.log_stream import ChangeFeed
+    from webapp.freshness.stream import ChangeFeed
 
     # Listens to Redis only from the first open log stream on, in the process that serves it.
     app.extensions["log_feed"] = ChangeFeed(
@@ -107,7 +108,7 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     app.register_blueprint(operations_bp)
     cli.init_app(app)
-    from webapp import fastpoll
+    from webapp.freshness import fastpoll
 
     if app.config["LOG_POLL_FAST_PATH"]:
         fastpoll.install(app)  # last: outermost, so an unchanged log poll runs nothing else

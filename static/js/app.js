@@ -14,6 +14,7 @@
   let streamOpen = false;
   let streamRetry = null;
   let changedTimer = null;
+  let pollWanted = false;
 
   function pollSeconds(log) {
     const seconds = Number(log.dataset.pollSeconds || 0);
@@ -38,7 +39,21 @@
 
   function pollNow() {
     const log = document.getElementById("email-log");
-    if (log && document.visibilityState === "visible") htmx.trigger(log, "poll");
+    if (!log || document.visibilityState !== "visible") return;
+    // While a fetch of the log is on its way, htmx queues this one on the log element, and drops
+    // it when that fetch's answer replaces the element: a change announced meanwhile would wait
+    // for the next timed poll (minutes, with the stream open). So it is remembered here until a
+    // fetch of the log has started after it, and asked again once the current one is done.
+    pollWanted = true;
+    htmx.trigger(log, "poll");
+  }
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt && event.detail.elt.id === "email-log") pollWanted = false;
+  });
+
+  function pollIfWanted() {
+    if (pollWanted) pollNow();
   }
 
   function closeStream() {
@@ -222,8 +237,12 @@
 
   document.addEventListener("htmx:afterRequest", function (event) {
     const elt = event.detail.elt;
+    if (!elt || elt.id !== "email-log") return;
     // A 204 ("nothing changed") is a successful check too.
-    if (elt && elt.id === "email-log" && event.detail.successful) markChecked();
+    if (event.detail.successful) markChecked();
+    // The log was not replaced (204, an error): a poll asked for meanwhile goes now. (A replaced
+    // log asks it when the new one is loaded.)
+    if (elt.isConnected) pollIfWanted();
   });
 
   // --- The help panel opens beside the log and closes from the keyboard ----------------------
@@ -282,6 +301,7 @@
       renderClock();
       listen();
       schedulePoll();
+      pollIfWanted();
     }
   });
 

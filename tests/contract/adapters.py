@@ -8,10 +8,11 @@ allows to differ between providers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
+from tests.helpers import FakeClock
 from webapp.providers.base import EmailProvider, LiftOutcome
 from webapp.providers.postmark import PostmarkProvider
 from webapp.providers.sendgrid import SendGridProvider
@@ -108,3 +109,16 @@ POSTMARK = AdapterCase(
 )
 
 ADAPTERS: list[AdapterCase] = [SENDGRID, POSTMARK]
+
+
+@dataclass
+class Wire:
+    """One adapter talking to its simulator, and the webhook posts the simulator made."""
+
+    case: AdapterCase
+    simulator: Simulator
+    provider: EmailProvider
+    make_provider: Callable[[str | None], EmailProvider]  # with other credentials
+    deliver_webhooks: Callable[[], list[tuple[bytes, dict[str, str]]]]
+    clock: FakeClock
+    closers: list[Callable[[], None]] = field(default_factory=list)

@@ -4,32 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.conftest import FakeClock
-from tests.contract.adapters import ADAPTERS, AdapterCase
+from tests.contract.adapters import ADAPTERS, AdapterCase, Wire
+from tests.helpers import FakeClock
 from webapp.providers.base import EmailProvider
-from webapp.sandbox.base import Simulator
 
 WSGI_BASE = "http://sandbox.test"
-
-
-@dataclass
-class Wire:
-    """One adapter talking to its simulator, and the webhook posts the simulator made."""
-
-    case: AdapterCase
-    simulator: Simulator
-    provider: EmailProvider
-    make_provider: Callable[[str | None], EmailProvider]  # with other credentials
-    deliver_webhooks: Callable[[], list[tuple[bytes, dict[str, str]]]]
-    clock: FakeClock
-    closers: list[Callable[[], None]] = field(default_factory=list)
 
 
 @pytest.fixture(params=ADAPTERS, ids=str)

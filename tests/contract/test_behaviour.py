@@ -9,7 +9,7 @@ from collections import defaultdict
 import pytest
 from werkzeug.datastructures import Headers
 
-from tests.contract.conftest import Wire
+from tests.contract.adapters import Wire
 from webapp import statuses
 from webapp.providers.base import OutgoingMessage, PollRef, ProviderEvent, SentRef
 

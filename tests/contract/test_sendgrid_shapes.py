@@ -16,7 +16,7 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.conftest import FakeClock, RecordingTransport
+from tests.helpers import FakeClock, RecordingTransport
 from webapp.providers.base import OutgoingMessage, PollRef
 from webapp.providers.sendgrid import SendGridProvider, parse_webhook_events
 from webapp.sandbox.sendgrid import SendGridSandbox

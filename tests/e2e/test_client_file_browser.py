@@ -7,7 +7,7 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import LiveServer, seed_clinic, sign_in
+from tests.e2e.helpers import LiveServer, seed_clinic, sign_in
 
 MARK_PAGE = "window.__samePage = true"
 SAME_PAGE = "window.__samePage === true"
@@ -206,9 +206,8 @@ def test_a_clinician_corrects_the_address_and_resends_a_delivered_email(live_ser
 
 
 def test_the_audit_trail_and_a_support_case_fit_375_pixels(live_server, browser, problems):
-    from tests.conftest import PASSWORD
-    from tests.e2e.conftest import RECORD_CSP_VIOLATIONS, attach_problem_listeners
-    from tests.helpers import BOUNCED, add_email
+    from tests.e2e.helpers import RECORD_CSP_VIOLATIONS, attach_problem_listeners
+    from tests.helpers import BOUNCED, PASSWORD, add_email
     from webapp.extensions import db
     from webapp.models import Client, Clinic, RemovalRequest
     from webapp.services import accounts, sending

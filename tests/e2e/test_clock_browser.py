@@ -12,8 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from playwright.sync_api import Browser, expect
 
-from tests.conftest import PASSWORD, FakeClock, run_jobs
-from tests.e2e.conftest import (
+from tests.e2e.helpers import (
     CLINICIAN,
     RECORD_CSP_VIOLATIONS,
     LiveServer,
@@ -21,6 +20,7 @@ from tests.e2e.conftest import (
     attach_problem_listeners,
     sign_in,
 )
+from tests.helpers import PASSWORD, FakeClock, run_jobs
 
 # Now, for the app and the sandbox: Tuesday 8 December 2026, 15:05 in Vancouver.
 SENT_AT = datetime(2026, 12, 8, 22, 5, tzinfo=UTC)

@@ -9,8 +9,7 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.conftest import run_jobs
-from tests.e2e.conftest import (
+from tests.e2e.helpers import (
     RECORD_CSP_VIOLATIONS,
     LiveServer,
     PageProblems,
@@ -19,6 +18,7 @@ from tests.e2e.conftest import (
     seed_clinic,
     sign_in,
 )
+from tests.helpers import run_jobs
 
 # A page that navigated (or reloaded) loses this window property.
 MARK_PAGE = "window.__samePage = true"

@@ -17,9 +17,8 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.conftest import PASSWORD
-from tests.e2e.conftest import LiveServer, axe_violations
-from tests.helpers import BOUNCED, DELIVERED, add_email
+from tests.e2e.helpers import LiveServer, axe_violations
+from tests.helpers import BOUNCED, DELIVERED, PASSWORD, add_email
 
 WIDTHS = (1280, 375)
 USERS = {"clinician": "clinician@example.com", "owner": "owner@example.com", "support": "support@example.com"}

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import axe_violations, seed_clinic, sign_in
+from tests.e2e.helpers import axe_violations, seed_clinic, sign_in
 
 ADVICE = "ask Jane Doe to look in their spam folder and mark it as not spam"
 

@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from flask import Flask
+from flask import Flask, Response, request
 from playwright.sync_api import Page, Route, expect
 from werkzeug.serving import make_server
 
-from tests.e2e.conftest import LiveServer, seed_clinic, sign_in
+from tests.e2e.helpers import LiveServer, seed_clinic, sign_in
 
 HOUR = 3600
 
@@ -40,8 +40,9 @@ def serve(make_app: Callable[..., Flask]) -> Iterator[Callable[..., LiveServer]]
         server.server_close()
 
 
-def client_opens_email(live: LiveServer, client_id: int) -> int:
-    """Store an open of the client's newest email, as the provider's webhook would; return its id."""
+def client_opens_email(live: LiveServer, client_id: int, kind: str = "open") -> int:
+    """Store an open (or another event) of the client's newest email, as the provider's webhook
+    would; return its id."""
     import sqlalchemy as sa
 
     from webapp.extensions import db
@@ -55,7 +56,7 @@ def client_opens_email(live: LiveServer, client_id: int) -> int:
         ).scalar_one()
         lock_emails([email.id])
         target = Target(email.id, email.clinic_id, email.client_id, email.to_address)
-        event = ProviderEvent("open", utcnow(), app_message_id=email.app_message_id)
+        event = ProviderEvent(kind, utcnow(), app_message_id=email.app_message_id)
         store_events({email.id: (target, [event])}, "webhook")
         db.session.commit()
         return email.id
@@ -89,6 +90,50 @@ def test_a_change_shows_through_the_stream_without_the_timed_poll(serve, page: P
     expect(page.locator(f"#badge-{email_id}")).to_have_text("Open (what this status means)")
     assert log_requests, "the log was fetched after the stream rang"
     assert feed.open_count() == 1  # the swap kept the one stream
+    problems.assert_clean(page)
+
+
+# Counts the log refreshes the page asks for (app.js triggers "poll" on the log for each).
+COUNT_POLLS = """
+window.__polls = 0;
+document.addEventListener("poll", function () { window.__polls += 1; }, true);
+"""
+
+
+def test_a_change_announced_while_the_log_is_on_its_way_is_fetched_after_it(serve, page: Page, problems):
+    # Polls an hour apart: within this test only the stream's rings bring changes.
+    live = serve(LOG_POLL_FAST_SECONDS=HOUR, LOG_POLL_SLOW_SECONDS=HOUR, LOG_POLL_STREAM_SECONDS=HOUR)
+    hold, held, release = threading.Event(), threading.Event(), threading.Event()
+
+    @live.app.after_request
+    def hold_one_log(response: Response) -> Response:
+        # The log rendered, its answer held back: what changes now is news to the browser.
+        if hold.is_set() and request.path.endswith("/emails"):
+            hold.clear()
+            held.set()
+            release.wait(10)
+        return response
+
+    seeded = seed_clinic(live)
+    page.add_init_script(COUNT_POLLS)
+    fetched: list[str] = []
+    page.on("requestfinished", lambda req: fetched.append(req.url) if "/emails?" in req.url else None)
+    sign_in(page, live.url)
+    page.goto(f"{live.url}/clients/{seeded.quiet_client_id}")
+    feed = live.app.extensions["log_feed"]
+    wait_for(page, lambda: feed.open_count() == 1 and bool(fetched))  # the stream's first fetch is done
+
+    hold.set()
+    email_id = client_opens_email(live, seeded.quiet_client_id)  # rings: the log renders "Open", held
+    wait_for(page, held.is_set)
+    asked = page.evaluate("window.__polls")
+    client_opens_email(live, seeded.quiet_client_id, "click")  # rings while that answer is on its way
+    wait_for(page, lambda: page.evaluate("window.__polls") > asked)
+    release.set()
+
+    badge = page.locator(f"#badge-{email_id}")
+    expect(badge).to_have_text("Clicked (what this status means)")
+    assert feed.open_count() == 1
     problems.assert_clean(page)
 
 

@@ -3,8 +3,8 @@ under the strict CSP, and no accessibility violations axe-core can find."""
 
 from __future__ import annotations
 
-from tests.conftest import PASSWORD
-from tests.e2e.conftest import axe_violations, seed_clinic, sign_in
+from tests.e2e.helpers import axe_violations, seed_clinic, sign_in
+from tests.helpers import PASSWORD
 
 OWNER = "owner@harbour.example"
 

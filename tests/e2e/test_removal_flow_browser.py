@@ -13,7 +13,7 @@ import time
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.conftest import RECORD_CSP_VIOLATIONS, PageProblems, attach_problem_listeners
+from tests.e2e.helpers import RECORD_CSP_VIOLATIONS, PageProblems, attach_problem_listeners
 from tests.product import PASSWORD, free_port, press_ctrl_c, start_product, wait_until_healthy
 
 pytestmark = pytest.mark.embedded

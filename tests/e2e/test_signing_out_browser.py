@@ -7,8 +7,8 @@ import re
 
 from playwright.sync_api import Browser, expect
 
-from tests.conftest import PASSWORD
-from tests.e2e.conftest import CLINICIAN, PageProblems, attach_problem_listeners, seed_clinic, sign_in
+from tests.e2e.helpers import CLINICIAN, PageProblems, attach_problem_listeners, seed_clinic, sign_in
+from tests.helpers import PASSWORD
 
 
 def test_a_tab_signed_out_everywhere_says_why_and_comes_back_to_its_page(live_server, browser: Browser):

@@ -24,25 +24,17 @@ from flask_login import current_user
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.wrappers import Response
 
-from webapp import clock, fragments, statuses
+from webapp import clock, statuses
 from webapp.clients import bp
 from webapp.clients.forms import AddressForm, SandboxMailForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
-from webapp.fastpoll import POLL_ROLES
+from webapp.freshness import counters, quota, row_cache, stream
+from webapp.freshness.fastpoll import POLL_ROLES, log_unchanged
 from webapp.models import Client, Clinic, utcnow
-from webapp.params import id_list, page_number, whole_number
-from webapp.security import clinic_staff_required, current_clinic_id, session_data_is_live, session_is_live
-from webapp.services import (
-    accounts,
-    addresses,
-    changes,
-    clients,
-    demo,
-    log_stream,
-    messages,
-    sending,
-    stream_quota,
-)
+from webapp.params import id_list, page_number
+from webapp.security import clinic_staff_required, current_clinic_id, session_data_is_live
+from webapp.services import accounts, addresses, clients, demo, log_rows, messages, sending
+from webapp.services.address_health import AddressHealth, address_health
 from webapp.services.next_steps import next_change, resend_to_file
 from webapp.templating import clinic_timezone
 
@@ -54,7 +46,7 @@ def index() -> str:
     query = request.args.get("q", "").strip()[:200]
     page = page_number()
     pagination = clients.search(current_clinic_id(), query, page)
-    health = clients.address_health(pagination.items, utcnow())
+    health = address_health(pagination.items, utcnow())
     partial = bool(htmx) and not htmx.history_restore_request
     template = "clients/_list.html" if partial else "clients/index.html"
     return render_template(template, pagination=pagination, health=health, query=query, oob=partial)
@@ -91,17 +83,14 @@ def correct_address(client_id: int) -> Response | tuple[str, int]:
 @bp.get("/clients/<int:client_id>/emails")
 @limiter.exempt
 def email_log(client_id: int) -> Response | tuple[str, int]:
-    """Return the email log partial; 204 from Redis alone when nothing changed since `v`."""
-    # This path runs every few seconds for every open log: it reads the session cookie and one
-    # Redis key, and touches neither the database nor a template (tests/test_email_log.py).
-    if session_is_live() and session.get("role") in ("clinician", "owner"):
-        marker, _, fresh_part = request.args.get("v", "").partition("-")
-        fresh_until = whole_number(fresh_part)
-        still_fresh = fresh_until is not None and time.time() < fresh_until
-        # Redis says whether the session is still live: an ended one gets the full path, refused there.
-        live = accounts.live_key(session.get("sid", ""))
-        if still_fresh and changes.marker_matches(session["clinic_id"], client_id, marker, live):
-            return "", 204
+    """Return the email log partial (an unchanged poll was answered 204 before Flask ran)."""
+    # The fast path in front of Flask (webapp/freshness/fastpoll.py) answers unchanged polls. Only
+    # with it turned off (LOG_POLL_FAST_PATH=0, to measure the difference) does the view ask.
+    version = request.args.get("v", "")
+    if not current_app.config["LOG_POLL_FAST_PATH"] and log_unchanged(
+        current_app.extensions["redis"], session, client_id, version, time.time()
+    ):
+        return "", 204
     return _render_email_log(client_id)
 
 
@@ -125,22 +114,22 @@ def email_stream(client_id: int) -> Response:
     # The feed ends the stream when the server ends the session (sign-out, everywhere, deactivation).
     live_key = accounts.live_key(session.get("sid", ""))
     try:
-        subscription = feed.open(changes.log_channel(client.clinic_id, client.id), live_key)
-    except log_stream.TooManyStreams:
+        subscription = feed.open(counters.log_channel(client.clinic_id, client.id), live_key)
+    except stream.TooManyStreams:
         _refuse_stream(429)  # each stream holds a connection: this process keeps the rest for others
     if subscription is None:
         _refuse_stream(503)  # Redis does not answer: the browser polls
     # Nor may one user take them all, however many sessions or processes they use.
     redis, user_id, token = current_app.extensions["redis"], current_user.id, secrets.token_hex(8)
     limit = current_app.config["LOG_STREAMS_PER_USER"]
-    counted = stream_quota.claim(redis, user_id, token, clock.timestamp(), lifetime, limit)
+    counted = quota.claim(redis, user_id, token, clock.timestamp(), lifetime, limit)
     if not counted:
         feed.close(subscription)
         _refuse_stream(503 if counted is None else 429)
 
     def done() -> None:
         if feed.close(subscription):
-            stream_quota.release(redis, user_id, token)
+            quota.release(redis, user_id, token)
 
     snapshot = dict(session)
     heartbeat = current_app.config["LOG_STREAM_HEARTBEAT_SECONDS"]
@@ -151,7 +140,7 @@ def email_stream(client_id: int) -> Response:
 
     def body() -> Iterator[str]:
         try:
-            yield from log_stream.events(subscription, lifetime, still_live, heartbeat=heartbeat)
+            yield from stream.events(subscription, lifetime, still_live, heartbeat=heartbeat)
         finally:
             done()
 
@@ -262,14 +251,16 @@ def _log_context(client: Client, spam: dict | None = None) -> dict:
     client_id = client.id
     status_key = request.args.get("status", "")
     status_filter = status_key if status_key in statuses.BY_KEY else ""
-    marker = changes.current_marker(clinic_id, client_id)
+    # Read before the log: a change committed meanwhile bumps the counter past it, so the next
+    # poll renders again.
+    marker = counters.current_marker(clinic_id, client_id)
     # The browser says which rows it has open: their timelines come with the log, fresh, so a
     # refresh keeps them open without a request each; every other timeline is fetched when opened.
-    open_ids = id_list("open", clients.MAX_OPEN_TIMELINES)
+    open_ids = id_list("open", log_rows.MAX_OPEN_TIMELINES)
     zone = clinic_timezone() or "UTC"
-    rows = clients.email_log(clinic_id, client_id, status_filter or None, now, zone, open_ids)
+    rows = log_rows.email_log(clinic_id, client_id, status_filter or None, now, zone, open_ids)
     # The unfiltered log holds the client's newest email: its address health needs no query for it.
-    health = clients.address_health([client], now, None if status_filter else rows, spam)[client.id]
+    health = address_health([client], now, None if status_filter else rows, spam)[client.id]
     for row in rows:
         if row.failure and not (row.resent or row.superseded_by):
             row.resend_to = resend_to_file(row.email, client.email, health.blocked)
@@ -287,9 +278,9 @@ def _log_context(client: Client, spam: dict | None = None) -> dict:
     # Rows rendered before, by what they were rendered from: the row's own key, and the time zone
     # and URLs of this request (the only other things a row without notices shows). Looked up
     # here: a call per row costs the template more than the lookup itself.
-    log_rows = fragments.rows(current_app).for_request((zone, help_index_url, timeline_url))
+    kept_rows = row_cache.rows(current_app).for_request((zone, help_index_url, timeline_url))
     for row in rows:
-        row.html = log_rows.get(row.cache_key)
+        row.html = kept_rows.get(row.cache_key)
     return {
         "health": health,
         "form_key": _form_key(client, health),
@@ -298,7 +289,7 @@ def _log_context(client: Client, spam: dict | None = None) -> dict:
         "status_filter": status_filter,
         "statuses": statuses.ALL,
         "poll_seconds": config["LOG_POLL_FAST_SECONDS"] if soon else config["LOG_POLL_SLOW_SECONDS"],
-        "version": f"{marker}-{int(fresh_until)}",
+        "version": counters.log_version(marker, fresh_until),
         "stream_url": url_for("clients.email_stream", client_id=client_id)
         if config["LOG_STREAM_SECONDS"]
         else None,
@@ -313,7 +304,7 @@ def _log_context(client: Client, spam: dict | None = None) -> dict:
         # Each rendered row's link for a browser without JavaScript (a dict lookup costs the
         # template less than a call per row); a row from the cache has it already.
         "timeline_urls": {row.email.id: timeline_url.format(row.email.id) for row in rows if not row.html},
-        "log_rows": log_rows,
+        "log_rows": kept_rows,
     }
 
 
@@ -333,7 +324,7 @@ def _url_pattern(endpoint: str, argument: str) -> str:
     return url_for(endpoint, **{argument: marker}).replace(str(marker), "{}")
 
 
-def _form_key(client: Client, health: clients.AddressHealth) -> str:
+def _form_key(client: Client, health: AddressHealth) -> str:
     """Name what the send form shows (possible or not, and to which address) without the address."""
     address = hashlib.sha256(client.email.strip().lower().encode()).hexdigest()[:8]
     return ("blocked-" if health.blocked else "open-") + address

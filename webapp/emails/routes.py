@@ -16,6 +16,7 @@ from webapp.models import Email, utcnow
 from webapp.security import clinic_staff_required, current_clinic_id
 from webapp.services import clients, sending
 from webapp.services.filed_as_spam import filed_as_spam
+from webapp.services.timelines import email_timeline
 from webapp.templating import clinic_timezone
 
 # Failed, or delivered (and perhaps opened) yet not found by the client. Clicked proves it arrived.
@@ -26,7 +27,7 @@ RESENDABLE = (statuses.FAILED.key, statuses.DELIVERED.key, statuses.OPEN.key)
 @clinic_staff_required
 def timeline(email_id: int) -> str:
     """Show one email's timeline: the log row's content when opened (htmx), else a page of its own."""
-    shown = clients.email_timeline(current_clinic_id(), email_id, utcnow(), clinic_timezone() or "UTC")
+    shown = email_timeline(current_clinic_id(), email_id, utcnow(), clinic_timezone() or "UTC")
     partial = bool(htmx) and not htmx.history_restore_request
     template = "emails/_timeline.html" if partial else "emails/timeline.html"
     return render_template(template, timeline=shown, client=shown.email.client)

@@ -50,6 +50,9 @@ GUIDE: dict[str, GuideEntry] = {
             "If the provider's answer is lost on the way (a network or provider fault), the log says we "
             "are checking whether the provider received it. We ask the provider's records before "
             "sending it again, so the client does not get the same email twice.",
+            "An email is handed to the provider at most twice. If the provider's records show neither "
+            "handover, the log says the provider accepted it but has not reported on it: it is not sent "
+            "again, and support is alerted automatically.",
         ),
         next_steps=(
             "Nothing yet: the log updates by itself.",

@@ -58,10 +58,22 @@ class SnapshotCollector(Collector):
         )
         if snap.budget_used is not None:
             yield _gauge(
-                "clinicmail_activity_budget_used", "Activity API requests used this minute", snap.budget_used
+                "clinicmail_activity_budget_used",
+                "Provider records API requests made in the last minute",
+                snap.budget_used,
             )
+        used = GaugeMetricFamily(
+            "clinicmail_activity_budget_used_by_share",
+            "Provider records API requests made in the last minute, by use (settle, poll)",
+            labels=["share"],
+        )
+        for share, count in sorted(snap.budget_by_share.items()):
+            used.add_metric([share], count)
+        yield used
         yield _gauge(
-            "clinicmail_activity_budget_limit", "Activity API requests allowed per minute", snap.budget_limit
+            "clinicmail_activity_budget_limit",
+            "Provider records API requests allowed per minute",
+            snap.budget_limit,
         )
         yield _gauge(
             "clinicmail_activity_blocked",
@@ -72,6 +84,24 @@ class SnapshotCollector(Collector):
         for kind, count in sorted(snap.alerts_by_kind.items()):
             alerts.add_metric([kind], count)
         yield alerts
+        incidents = GaugeMetricFamily(
+            "clinicmail_open_incidents",
+            "Open incidents (alerts of one cause, grouped) by kind",
+            labels=["kind"],
+        )
+        emails = GaugeMetricFamily(
+            "clinicmail_open_incident_alerts",
+            "Open alerts in each open incident, by kind and scope (clinic:<id> or provider:<name>)",
+            labels=["kind", "scope"],
+        )
+        counts: dict[str, int] = {}
+        for view in snap.incidents:
+            counts[view.incident.kind] = counts.get(view.incident.kind, 0) + 1
+            emails.add_metric([view.incident.kind, view.incident.scope], view.open_alerts)
+        for kind, count in sorted(counts.items()):
+            incidents.add_metric([kind], count)
+        yield incidents
+        yield emails
         yield _gauge("clinicmail_redis_up", "1 when Redis answered", 1 if snap.queue.available else 0)
 
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from webapp import clock
-from webapp.providers.base import EmailProvider, ProviderEvent
+from webapp.providers.base import EmailProvider, InboundReader, ProviderEvent
 
 if TYPE_CHECKING:
     from webapp.sandbox.base import Simulator
@@ -24,6 +24,11 @@ SANDBOX_API_BASE = "http://sandbox.invalid"
 WEBHOOK_PARSERS: dict[str, str] = {
     "sendgrid": "webapp.providers.sendgrid:parse_webhook_events",
     "postmark": "webapp.providers.postmark:parse_webhook_event",
+}
+# wire-format name -> "module:function" that reads its inbound-mail posts (no credentials needed).
+INBOUND_READERS: dict[str, str] = {
+    "sendgrid": "webapp.providers.sendgrid_inbound:read_inbound",
+    "postmark": "webapp.providers.postmark_inbound:read_inbound",
 }
 
 
@@ -37,6 +42,12 @@ def wire_format(config: dict[str, Any]) -> str:
 def webhook_parser(name: str) -> Callable[[bytes], list[ProviderEvent]]:
     """Return the webhook body parser of a wire format (KeyError when there is none)."""
     module, _, function = WEBHOOK_PARSERS[name].partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def inbound_reader(name: str) -> InboundReader:
+    """Return the inbound-mail reader of a wire format (KeyError when there is none)."""
+    module, _, function = INBOUND_READERS[name].partition(":")
     return getattr(importlib.import_module(module), function)
 
 
@@ -56,6 +67,7 @@ def get_provider(config: dict[str, Any]) -> EmailProvider:
             timeout,
             config.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or "",
             tolerance,
+            config.get("SANDBOX_CLOCK_SKEW_SECONDS") or 0,
         )
     if config["EMAIL_PROVIDER"] == "postmark":
         return _postmark_provider(
@@ -122,6 +134,7 @@ def _sandbox_provider(
     timeout: float,
     webhook_public_key: str,
     tolerance: int,
+    skew: float = 0,
 ) -> EmailProvider:
     """The adapter of the sandbox's wire format, reaching the simulator in-process.
 
@@ -129,7 +142,7 @@ def _sandbox_provider(
     """
     import httpx
 
-    server = _sandbox(wire_format, state_path, webhook_url, speed)
+    server = _sandbox(wire_format, state_path, webhook_url, speed, skew)
     transport = httpx.WSGITransport(app=server)
     if wire_format == "sendgrid":
         from webapp.providers.sendgrid import SendGridProvider
@@ -169,13 +182,14 @@ def get_sandbox(config: dict[str, Any]) -> Simulator:
         config["SANDBOX_STATE_PATH"],
         config.get("SANDBOX_WEBHOOK_URL") or "",
         config["SANDBOX_SPEED"],
+        config.get("SANDBOX_CLOCK_SKEW_SECONDS") or 0,
     )
 
 
 @lru_cache(maxsize=8)
-def _sandbox(wire_format: str, state_path: str, webhook_url: str, speed: float) -> Simulator:
+def _sandbox(wire_format: str, state_path: str, webhook_url: str, speed: float, skew: float = 0) -> Simulator:
     from webapp.sandbox import open_simulator
 
-    return open_simulator(
-        wire_format, state_path, webhook_url=webhook_url, speed=speed, clock=clock.timestamp
-    )
+    # A skewed provider clock: its event times, signed webhook times and acceptance times are off.
+    sandbox_clock = (lambda: clock.timestamp() + skew) if skew else clock.timestamp
+    return open_simulator(wire_format, state_path, webhook_url=webhook_url, speed=speed, clock=sandbox_clock)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
@@ -47,7 +47,8 @@ class SendResult:
     unauthorized: the API key is wrong or lacks permission (an operator must act);
     unavailable: the provider answered with a server error (it may still have taken the message);
     in_doubt: no answer (timeout, broken connection): it may or may not have taken it;
-    not_sent: a batch stopped before asking the provider about it (safe to send again at once).
+    not_sent: a batch stopped before asking the provider about it (safe to send again: at once, or
+    after retry_after seconds when an earlier request of the batch met a failing provider).
     """
 
     outcome: SendOutcome
@@ -154,17 +155,65 @@ class AcceptedResult:
 
 
 @dataclass(frozen=True)
+class RecordsCost:
+    """What reading the provider's message records costs: status polls and in-doubt lookups.
+
+    Services budget every worker's requests by it (webapp/services/budget.py).
+    """
+
+    # Requests a minute the records API allows: the documented limit, or, where the provider
+    # publishes none (documented=False), a pace we keep to and back off from on its 429.
+    requests_per_minute: int
+    # How many in-doubt emails one find_accepted request can settle.
+    emails_per_lookup: int
+    documented: bool = True
+
+
+@dataclass(frozen=True)
 class WebhookVerdict:
     """Whether a webhook request really came from the provider, and how to spot a replay of it.
 
     replay_key/replay_ttl: when the provider signs with a timestamp, a copy posted again within
     replay_ttl seconds is a replay; None when the provider gives nothing to key on (its events
     are stored once each anyway).
+    skew_seconds: for a correctly signed request, how far our clock is ahead of the time the
+    provider signed (negative: behind), whether or not that is within the tolerance; None when
+    the provider signs no time or the signature is wrong.
     """
 
     authentic: bool
     replay_key: str | None = None
     replay_ttl: float = 0.0
+    skew_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class InboundMail:
+    """One mail to the support address, as a provider's inbound webhook posted it, in our words.
+
+    raw: the RFC 5322 message, byte for byte with CRLF line ends: what alone can prove a request.
+    None when the provider sent only its own parse of the mail: then `parsed` holds its from, to,
+    subject, text and headers, and `raw_hint` says which of the provider's settings sends the raw
+    message. The receiver's DKIM and SPF words are the provider's: support reads them, nothing
+    trusts them.
+    """
+
+    raw: bytes | None
+    receiver: str  # the provider's name, as support reads it
+    receiver_dkim: str = ""  # the provider's own DKIM result, as it wrote it
+    receiver_dkim_passes: tuple[str, ...] = ()  # the signing domains it says passed
+    spf: str = ""
+    parsed: dict[str, str] = field(default_factory=dict)
+    raw_hint: str = ""
+
+
+class InboundTooLarge(ValueError):
+    """An inbound-mail post holds more than any genuine one (too many form parts, for one)."""
+
+
+# What reads a wire format's inbound-mail post: (Content-Type, the exact body bytes) -> the mail;
+# ValueError when the post is malformed (InboundTooLarge when it is too big). Needs no credentials.
+InboundReader = Callable[[str, bytes], InboundMail]
 
 
 LiftOutcome = Literal["lifted", "provider_request_needed"]
@@ -199,6 +248,8 @@ class EmailProvider(ABC):
     credentials_hint: str = "the email provider's API key setting"
     # Where the provider keeps the records that settle a send in doubt (an operator alert says it).
     records_hint: str = "the email provider's message records and the event webhook"
+    # What its records API allows and what a lookup covers (a cautious default: one email a request).
+    records_cost: RecordsCost = RecordsCost(requests_per_minute=6, emails_per_lookup=1, documented=False)
 
     @abstractmethod
     def send(self, message: OutgoingMessage) -> SendResult:

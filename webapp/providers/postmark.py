@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,6 +22,7 @@ from urllib.parse import quote
 import httpx
 from werkzeug.datastructures import Authorization
 
+from webapp import intake_text
 from webapp.bounce_reasons import best_text
 from webapp.providers.base import (
     AcceptedResult,
@@ -33,6 +33,7 @@ from webapp.providers.base import (
     PollResult,
     ProviderError,
     ProviderEvent,
+    RecordsCost,
     RejectReason,
     SendResult,
     SentRef,
@@ -43,6 +44,10 @@ from webapp.providers.base import (
 APP_ID_KEY = "app_message_id"
 TOKEN_HEADER = "X-Postmark-Server-Token"
 MAX_BATCH = 500  # Postmark's limit per /email/batch call
+# A batch's first request carries this many messages: an outage then puts one email in doubt.
+FIRST_REQUEST = 1
+# After a request Postmark failed (5xx, no answer), the rest of its batch waits this long.
+FAILED_REQUEST_WAIT = 30.0
 # Postmark documents no Retry-After for its 429: wait a minute unless it says otherwise.
 DEFAULT_RETRY_AFTER = 60.0
 # A webhook carries one event; real ones are a few kilobytes (a bounce may include content).
@@ -51,6 +56,10 @@ MAX_WEBHOOK_BYTES = 1024 * 1024
 REPLAY_SECONDS = 24 * 60 * 60
 MAX_WEBHOOK_DEPTH = 8
 SEARCH_PAGE = 50
+# Postmark publishes no request limit for its Messages API, only that a 429 means "slow down"; the
+# search filters on one metadata value, so each in-doubt email costs one request. Four a second
+# keeps a backlog of a few hundred moving without bursts; a 429 holds every worker back.
+RECORDS_REQUESTS_PER_MINUTE = 240
 SUPPRESSIONS_PAGE_LIMIT = 20  # pages of the suppressions dump read in one spam_reports call
 MAX_INACTIVE_LOOKUPS = 20  # per send_batch: why an address is inactive, asked of the dump
 
@@ -135,6 +144,7 @@ class PostmarkProvider(EmailProvider):
     max_batch = MAX_BATCH
     credentials_hint = "POSTMARK_SERVER_TOKEN (the server's API token, not an account token)"
     records_hint = "the Messages API (it keeps 45 days by default) and the webhook's Basic credentials"
+    records_cost = RecordsCost(RECORDS_REQUESTS_PER_MINUTE, emails_per_lookup=1, documented=False)
 
     def __init__(
         self,
@@ -196,36 +206,52 @@ class PostmarkProvider(EmailProvider):
         return self._failed_send(response, message.to_address)
 
     def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
-        """POST up to 500 messages to /email/batch; results are Postmark's, matched by position."""
+        """POST the messages to /email/batch, up to 500 a request; results are Postmark's, matched by
+        position.
+
+        The first request carries one message: when Postmark is failing (an outage, a refused token,
+        a rate limit), one message meets it and only that one is in doubt, not a batch of 500. After
+        a request that did not go through, no further one is made: the rest come back not_sent (to
+        be tried again after FAILED_REQUEST_WAIT), or with the 429's or the 401's outcome.
+        """
         results: list[SendResult] = []
-        for start in range(0, len(messages), MAX_BATCH):
-            results.extend(self._send_chunk(messages[start : start + MAX_BATCH]))
+        size = FIRST_REQUEST
+        while len(results) < len(messages):
+            chunk = messages[len(results) : len(results) + size]
+            answers, failure = self._send_chunk(chunk)
+            results.extend(answers)
+            size = MAX_BATCH
+            if failure is not None and len(results) < len(messages):
+                results.extend([_not_sent_after(failure)] * (len(messages) - len(results)))
         return results
 
-    def _send_chunk(self, messages: list[OutgoingMessage]) -> list[SendResult]:
-        if not messages:
-            return []
+    def _send_chunk(self, messages: list[OutgoingMessage]) -> tuple[list[SendResult], SendResult | None]:
+        """Send one request; return one result per message and, when the request as a whole did not
+        go through (no answer, 5xx, 429, 401), that result."""
         try:
             response = self._client.post("/email/batch", json=[self.message_body(m) for m in messages])
         except httpx.RequestError as error:
             doubt = SendResult("in_doubt", error=f"no answer from Postmark ({type(error).__name__}: {error})")
-            return [doubt] * len(messages)
+            return [doubt] * len(messages), doubt
         if response.status_code != 200:
             # The whole batch was refused (bad token, over the limits, rate limit, outage).
-            return [self._failed_send(response, None)] * len(messages)
+            refused = self._failed_send(response, None)
+            failed = refused.outcome in ("in_doubt", "unavailable", "rate_limited", "unauthorized")
+            return [refused] * len(messages), refused if failed else None
         items = _json_or_none(response)
         if not isinstance(items, list) or len(items) != len(messages):
             # Failed items name no recipient: without one result per message, in order, we cannot
             # tell which were taken.
             doubt = SendResult("in_doubt", error="Postmark's batch answer does not match the request")
-            return [doubt] * len(messages)
+            return [doubt] * len(messages), doubt
         lookups = [MAX_INACTIVE_LOOKUPS]
-        return [
+        results = [
             self._item_result(item, message.to_address, lookups)
             if isinstance(item, dict)
             else SendResult("in_doubt", error="Postmark's batch answer has an unreadable item")
             for item, message in zip(items, messages, strict=True)
         ]
+        return results, None
 
     def message_body(self, message: OutgoingMessage) -> dict[str, Any]:
         """Build the Email API request body for one message."""
@@ -525,6 +551,14 @@ class PostmarkProvider(EmailProvider):
         return document
 
 
+def _not_sent_after(failure: SendResult) -> SendResult:
+    """The result of a message left unsent because an earlier request of its batch failed."""
+    error = f"not sent: {failure.error}"
+    if failure.outcome in ("rate_limited", "unauthorized"):
+        return SendResult(failure.outcome, error=error, retry_after=failure.retry_after)
+    return SendResult("not_sent", error=error, retry_after=FAILED_REQUEST_WAIT)
+
+
 def _quoted(name: str) -> str:
     """Escape a display name for a quoted string (Postmark takes "Name <addr>")."""
     return name.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
@@ -532,7 +566,7 @@ def _quoted(name: str) -> str:
 
 def _json_or_none(response: httpx.Response) -> Any:
     try:
-        return response.json()
+        return intake_text.loads(response.content)
     except ValueError:
         return None
 
@@ -547,7 +581,7 @@ def _error_text(response: httpx.Response) -> str:
     document = _json_or_none(response)
     if isinstance(document, dict) and (document.get("Message") or document.get("ErrorCode") is not None):
         return _postmark_error(document.get("ErrorCode"), _text(document.get("Message")) or "")
-    return f"HTTP {response.status_code}: {response.text[:500]}".strip()
+    return intake_text.storable(f"HTTP {response.status_code}: {response.text[:500]}".strip())
 
 
 def _retry_after(response: httpx.Response) -> float:
@@ -685,9 +719,8 @@ def parse_webhook_event(body: bytes) -> list[ProviderEvent]:
     if len(body) > MAX_WEBHOOK_BYTES:
         raise ValueError("the webhook body is too large")
     try:
-        item = json.loads(body)
-    except RecursionError:
-        raise ValueError("the webhook body nests too deeply") from None
+        # What a database would refuse (a NUL, a lone surrogate) comes back as U+FFFD.
+        item = intake_text.loads(body)
     except ValueError as error:
         raise ValueError(f"the webhook body is not JSON: {error}") from None
     if not isinstance(item, dict):

@@ -17,7 +17,7 @@ import httpx
 
 from webapp.sandbox import scenarios
 from webapp.sandbox.scenarios import Visible
-from webapp.sandbox.store import SimMessage, Store
+from webapp.sandbox.store import UNREPORTED, SimMessage, Store
 
 # (msg_id, event index) pairs a webhook post carries, so they are marked posted once answered 2xx.
 PostedKeys = list[tuple[str, int]]
@@ -129,15 +129,17 @@ class Simulator(ABC):
         """Store messages the provider took (scenario = what each address asks for).
 
         Returns them as stored (with the scenario each will live) and whether the answer is lost
-        (a queued accept_then_fail: the caller answers 500).
+        (a queued accept_then_fail, or a message of the account that never reports: the caller
+        answers 500).
         """
         with self.store.transaction() as db:
             stored = [scenarios.accept(db, message, self.speed) for message in messages]
-            lost = Store.take_failure(db, "accept_then_fail", path)
+            failure = Store.take_failure(db, "accept_then_fail", path)
+            lost = failure is not None or any(message.scenario == UNREPORTED for message in stored)
             hold = Store.take_failure(db, "hold_after_accept", path)
         if hold is not None:
             time.sleep(hold["retry_after"])  # taken, and the answer is late
-        return stored, lost is not None
+        return stored, lost
 
     def visible(self, message: SimMessage, now: float) -> list[Visible]:
         """Return the events of a message whose time has come."""

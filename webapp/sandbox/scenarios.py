@@ -11,6 +11,10 @@ processed, deferred, delivered, bounce, open, click, spamreport, spam_filtered (
 server took the email, then filed it as spam: Postmark reports it, SendGrid has no word for it),
 and dropped (the provider would not send: the address is on its spam-report list; `reject` says
 why in our words).
+
+One scenario is the account's, not the message's: `silent` plays an account that accepts and never
+reports. The message is taken (stored, and counted by the fault tests), but the answer to the send
+request is lost (500), and no records answer, list or webhook ever shows it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import random
 import sqlite3
 from dataclasses import dataclass
 
-from webapp.sandbox.store import SimMessage, Store
+from webapp.sandbox.store import UNREPORTED, SimMessage, Store
 
 STEP_KINDS = (
     "processed",
@@ -48,6 +52,9 @@ class Step:
 
 DEFER_REASON = "421 4.7.0 Try again later"
 BOUNCE_REASON = "550 5.1.1 The email account that you tried to reach does not exist"
+# What a receiving server may really answer: a NUL, and half of a surrogate pair (sent escaped in
+# JSON, as "\u0000" and "\ud800"). Nothing about it may lose the events that come with it.
+DIRTY_BOUNCE_REASON = "550 5.1.1 no\x00such user \ud800"
 BOUNCE_STATUS = "5.1.1"
 INTAKE_FORM_URL = "https://example.com/intake-form"
 OTHER_URLS = (INTAKE_FORM_URL, "https://example.com/appointments", "https://example.com/invoices/latest")
@@ -79,6 +86,8 @@ SCENARIOS: dict[str, list[tuple[float, Step]]] = {
     # Opened, then the client's mail server says it filed the email as spam (a late notice).
     "spam-filtered": [(1, PROCESSED), (3, DELIVERED), (12, Step("open")), (20, Step("spam_filtered"))],
     "stuck": [(1, PROCESSED)],
+    UNREPORTED: [],  # taken, and never a word about it
+    "dirty-bytes": [(1, PROCESSED), (3, Step("bounce", reason=DIRTY_BOUNCE_REASON))],
 }
 RANDOM = "random"
 

@@ -19,6 +19,10 @@ from typing import Any
 
 from webapp.private_files import ensure_private_file
 
+# The scenario of "an account that accepts and never reports": such messages are stored (the
+# provider took them) but no API answer, list or webhook ever shows them (webapp/sandbox/scenarios.py).
+UNREPORTED = "silent"
+
 # x_message_id is the id of the send request (SendGrid's X-Message-Id, the name it had first):
 # renaming the column would make older demo state files unreadable.
 SCHEMA = """
@@ -226,16 +230,20 @@ class Store:
         )
 
     def message(self, msg_id: str) -> SimMessage | None:
-        """Return one message by its id."""
+        """Return one message the provider's records show, by its id."""
         with self.transaction(write=False) as db:
-            row = db.execute("SELECT * FROM messages WHERE msg_id = ?", (msg_id,)).fetchone()
+            row = db.execute(
+                "SELECT * FROM messages WHERE msg_id = ? AND scenario != ?", (msg_id, UNREPORTED)
+            ).fetchone()
         return SimMessage.from_row(row) if row else None
 
     def messages_where(self, condition: str, params: list[Any]) -> list[SimMessage]:
-        """Return the messages matching an SQL condition, newest first."""
+        """Return the messages the provider's records show matching an SQL condition, newest first."""
         with self.transaction(write=False) as db:
             rows = db.execute(
-                f"SELECT * FROM messages WHERE {condition} ORDER BY accepted_at DESC, msg_id", params
+                f"SELECT * FROM messages WHERE ({condition}) AND scenario != ?"
+                " ORDER BY accepted_at DESC, msg_id",
+                [*params, UNREPORTED],
             ).fetchall()
         return [SimMessage.from_row(row) for row in rows]
 
@@ -329,7 +337,9 @@ class Store:
     def unposted_messages(self) -> tuple[list[SimMessage], set[tuple[str, int]]]:
         """Return messages with events not all posted yet, and the (msg_id, index) already posted."""
         with self.transaction(write=False) as db:
-            rows = db.execute("SELECT * FROM messages WHERE webhook_done = 0").fetchall()
+            rows = db.execute(
+                "SELECT * FROM messages WHERE webhook_done = 0 AND scenario != ?", (UNREPORTED,)
+            ).fetchall()
             posted = {
                 (row[0], row[1])
                 for row in db.execute(

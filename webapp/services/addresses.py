@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from webapp.extensions import db
+from webapp.freshness.counters import mark_logs_changed
 from webapp.models import Client, User
 from webapp.services import audit
-from webapp.services.changes import mark_logs_changed
 
 
 def correct_address(client: Client, address: str, by: User | None, why: str = "") -> bool:

@@ -18,8 +18,11 @@ from redis.exceptions import RedisError
 
 from webapp import statuses
 from webapp.extensions import db
+from webapp.freshness import counters
 from webapp.models import Client, Email, SpamListEntry, User, utcnow
-from webapp.services import audit, changes, clients, next_steps
+from webapp.services import audit, clients, log_rows, next_steps
+from webapp.services.address_health import provider_lifts_pending
+from webapp.services.timelines import failure_reason
 
 # An appointment email not delivered this long before the appointment: call the client.
 CALL_BEFORE = timedelta(hours=24)
@@ -68,7 +71,7 @@ def _candidates(clinic_id: int, now: datetime, dealt: int | None = None) -> sa.C
             Email.status == statuses.FAILED.key,
             sa.and_(
                 Email.status.in_((statuses.SENDING.key, statuses.PROCESSED.key)),
-                Email.status_changed_at <= stuck_before,
+                Email.status_known_at <= stuck_before,
             ),
             sa.and_(Email.status == statuses.DEFERRED.key, Email.status_changed_at <= now - DEFERRED_FOR),
             sa.and_(
@@ -113,8 +116,8 @@ def items(clinic_id: int, now: datetime | None = None, dealt: int | None = None)
         .scalars()
     )
     failed = [email for email in emails if email.status == statuses.FAILED.key]
-    resent = clients.resent_ids(clinic_id, [email.id for email in failed])
-    later = clients.later_copies(clinic_id, failed, now)
+    resent = log_rows.resent_ids(clinic_id, [email.id for email in failed])
+    later = log_rows.later_copies(clinic_id, failed, now)
     blocked = blocked_clients(clinic_id)
     blocked_addresses = {client.email.strip().lower() for client, _ in blocked}
     found: list[Item] = []
@@ -125,7 +128,7 @@ def items(clinic_id: int, now: datetime | None = None, dealt: int | None = None)
         if kind is not None:
             name, since, reason = kind
             if name == "failed":
-                reason = clients.failure_reason(email)
+                reason = failure_reason(email)
             client = email.client
             resend_to = next_steps.resend_to_file(
                 email, client.email, client.email.strip().lower() in blocked_addresses
@@ -143,7 +146,7 @@ def items(clinic_id: int, now: datetime | None = None, dealt: int | None = None)
                 )
             )
     # An approved request the provider must still lift (Postmark): the clinic has nothing to do.
-    waiting = clients.provider_lifts_pending(blocked_addresses)
+    waiting = provider_lifts_pending(blocked_addresses)
     for client, entry in blocked:
         reason = "provider_lift" if client.email.strip().lower() in waiting else ""
         found.append(Item("blocked", client, None, entry.reported_at, reason))
@@ -189,7 +192,7 @@ def counts(clinic_id: int, now: datetime | None = None) -> dict[str, int]:
         later.client_id == Email.client_id,
         later.kind == Email.kind,
         later.subject == Email.subject,
-        later.status.in_(clients.REACHED),
+        later.status.in_(log_rows.REACHED),
         later.created_at > Email.created_at,
         later.created_at >= now - timedelta(days=clients.LOG_DAYS),
     )
@@ -198,12 +201,13 @@ def counts(clinic_id: int, now: datetime | None = None) -> dict[str, int]:
             Email.id,
             Email.status,
             Email.status_changed_at,
+            Email.status_received_at,
             Email.appointment_at,
             Email.to_address,
             sa.case((Email.status == statuses.FAILED.key, has_later_copy), else_=sa.false()).label("later"),
         ).where(_candidates(clinic_id, now))
     ).all()
-    resent = clients.resent_ids(clinic_id, [row.id for row in rows if row.status == statuses.FAILED.key])
+    resent = log_rows.resent_ids(clinic_id, [row.id for row in rows if row.status == statuses.FAILED.key])
     blocked = list(
         db.session.execute(
             sa.select(Client.email)
@@ -226,7 +230,7 @@ def counts(clinic_id: int, now: datetime | None = None) -> dict[str, int]:
 
 def navigation_count(clinic_id: int) -> int:
     """Return the total for the navigation of every page, from Redis when a recent one is there."""
-    key = changes.attention_count_key(clinic_id)
+    key = counters.attention_count_key(clinic_id)
     redis = current_app.extensions["redis"]
     try:
         cached = redis.get(key)
@@ -264,4 +268,4 @@ def _changed(email: Email, action: str, by: User) -> None:
     audit.record(action, by, clinic_id=email.clinic_id, subject_type="email", subject_id=email.id)
     db.session.commit()
     with contextlib.suppress(RedisError):
-        current_app.extensions["redis"].delete(changes.attention_count_key(email.clinic_id))
+        current_app.extensions["redis"].delete(counters.attention_count_key(email.clinic_id))

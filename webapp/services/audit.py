@@ -32,6 +32,7 @@ LABELS = {
     "removal.provider_lifted": "Email provider lifted the spam-list block (recorded by support)",
     "removal.closed": "Spam-list removal request closed",
     "alert.resolve": "Dealt with an alert",
+    "incident.resolve": "Dealt with an incident (all its alerts)",
     "clinic.timezone": "Changed the clinic's time zone",
 }
 # What older entries stored: ids, which the page now turns into names.

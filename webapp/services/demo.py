@@ -17,7 +17,7 @@ from webapp.services.events import apply_events
 DEMO_CLINIC = "Harbour Physio & Massage"
 DEMO_USERS = ("clinician@example.com", "owner@example.com", "support@example.com")
 
-# (name, address): the +tag of an address picks its sandbox scenario (see README).
+# (name, address): the +tag of an address picks its sandbox scenario (see docs/providers.md).
 CLIENTS = (
     ("Jane Doe", "jane.doe+delivered@example.com"),
     ("Liam Chen", "liam.chen+deferred@example.com"),
@@ -27,6 +27,7 @@ CLIENTS = (
     ("Tom Becker", "tom.becker+clicked@example.com"),
     ("Sofia Garcia", "sofia.garcia+spam@example.com"),
     ("Noah Williams", "noah.williams+stuck@example.com"),
+    ("Ava Novak", "ava.novak+silent@example.com"),
     ("Emma Wilson", "emma.wilson@example.com"),
     ("Lucas Martin", "lucas.martin@example.com"),
     ("Olivia Brown", "olivia.brown@example.com"),
@@ -79,6 +80,8 @@ PINNED: dict[str, list[str]] = {
     "olivia.brown@example.com": ["open", "spam-report"],
     "noah.williams+stuck@example.com": ["processed"],
     "liam.chen+deferred@example.com": ["deferred"],
+    # Handed over twice, reported on never: held, and support alerted (webapp/services/in_doubt.py).
+    "ava.novak+silent@example.com": ["delivered", "held"],
 }
 
 
@@ -116,7 +119,7 @@ def seed(password: str) -> bool:
         )
         ages = sorted((rng.uniform(1, 29) for _ in plan), reverse=True)
         for n, (status, age_days) in enumerate(zip(plan, ages, strict=True)):
-            if status in ("processed", "deferred"):
+            if status in ("processed", "deferred", "held"):
                 age_days = rng.uniform(0.05, 0.5)  # still in flight: hours, not days, old
             appointment = APPOINTMENTS.get(address) if n == len(plan) - 1 else None
             if appointment is not None:
@@ -194,7 +197,9 @@ def _history_email(
     db.session.add(email)
     db.session.flush()
     events = [ProviderEvent("sending", sent_at, app_message_id=email.app_message_id)]
-    for minutes, kind_of_event, details in HISTORIES[status]:
+    if status == "held":
+        _held(email, sent_at)
+    for minutes, kind_of_event, details in HISTORIES.get(status, []):
         events.append(
             ProviderEvent(
                 kind_of_event,
@@ -204,6 +209,23 @@ def _history_email(
             )
         )
     apply_events(email, events, source="demo")
+    # A history lived, not just received: we had each event when it happened (stuck counts from it).
+    email.status_received_at = email.status_changed_at
+
+
+def _held(email: Email, sent_at: datetime) -> None:
+    """Make a history email one the provider took twice and never reported on: held, and alerted."""
+    from flask import current_app
+
+    from webapp.providers import get_provider
+    from webapp.services import in_doubt
+
+    email.provider_message_id = None
+    email.send_attempts = 2
+    email.resends_unfound = 1
+    email.send_claimed_at = email.in_doubt_since = sent_at
+    email.send_state = "in_doubt"
+    in_doubt.hold(email, get_provider(current_app.config), utcnow())
 
 
 def post_sandbox_client_mail(address: str) -> int:
@@ -228,12 +250,12 @@ def post_sandbox_client_mail(address: str) -> int:
         config, address, client.name if client else "", clinic.name if clinic else ""
     )
     db.session.commit()  # end this session's transaction before the inbound route writes
-    body, content_type = client_mail.inbound_post(raw, dkim="none", SPF="pass", to=config["SUPPORT_ADDRESS"])
-    secret = config["INBOUND_WEBHOOK_SECRET"]
-    auth = ("sendgrid", secret) if secret else None
+    post = client_mail.inbound_request(config, raw)  # as the sandbox's wire format posts it
     with current_app.test_request_context():  # a path to post to, from a request or the CLI alike
-        path = url_for("webhooks.sendgrid_inbound")
-    response = current_app.test_client().post(path, data=body, content_type=content_type, auth=auth)
+        path = url_for(post.endpoint)
+    response = current_app.test_client().post(
+        path, data=post.body, content_type=post.content_type, auth=post.auth
+    )
     return response.status_code
 
 

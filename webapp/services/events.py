@@ -21,9 +21,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp import statuses
 from webapp.extensions import db
+from webapp.freshness import counters
+from webapp.intake_text import storable_json
 from webapp.models import Client, Email, EmailEvent, PendingEvent, SpamListEntry, UTCDateTime, utcnow
 from webapp.providers.base import ProviderEvent
-from webapp.services import changes
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def store_events(batch: dict[int, tuple[Target, list[ProviderEvent]]], source: s
     if insert_ignoring_duplicates(SpamListEntry, list(spam.values())):
         # The list is shared by every clinic: each open file with these addresses must show it.
         spam_list_changed(spam)
-    changes.mark_logs_changed(
+    counters.mark_logs_changed(
         db.session, {(batch[email_id][0].clinic_id, batch[email_id][0].client_id) for email_id in touched}
     )
     return touched
@@ -153,11 +154,11 @@ def _insert_new_events(rows: list[dict]) -> set[str]:
         # more to build and parse than to run, and so would a text array per column.
         document = _json_document(rows)
         if "\\u0000" in document:  # rare: clean every string, then write the document again
-            document = _json_document([_without_nul(row) for row in rows])
+            document = _json_document(storable_json(rows))
         return set(db.session.execute(_RECORDSET_INSERT, {"rows": document}).scalars().all())
     statement = _insert(EmailEvent).on_conflict_do_nothing().returning(EmailEvent.dedupe_key)
     inserted: set[str] = set()
-    rows = [_without_nul(row) for row in rows]
+    rows = storable_json(rows)
     for start in range(0, len(rows), CHUNK):
         inserted.update(db.session.execute(statement, rows[start : start + CHUNK]).scalars())
     return inserted
@@ -192,7 +193,8 @@ def _json_document(rows: list[dict]) -> str:
     try:
         return orjson.dumps(rows).decode()
     except orjson.JSONEncodeError:
-        return json.dumps(rows, default=_json_time)
+        # A lone surrogate (orjson refuses it, and so would PostgreSQL) or an integer past 64 bits.
+        return json.dumps(storable_json(rows), default=_json_time)
 
 
 def _json_time(value: Any) -> str:
@@ -247,7 +249,7 @@ def _prefer_better_copies(rows: list[dict]) -> set[int]:
                 "new_machine": row["machine"],
                 "new_raw": row["raw"],
             }
-            for event_id, row in ((event_id, _without_nul(row)) for event_id, row in better)
+            for event_id, row in ((event_id, storable_json(row)) for event_id, row in better)
         ],
     )
     return {row["email_id"] for _, row in better}
@@ -264,38 +266,45 @@ def _status_sql() -> tuple[str, str, str]:
 
 
 _KIND_RANK, _RANK_KEY, _FINAL_RANKS = _status_sql()
-# Status = the highest rank among the email's events; it changed when that rank was first reached.
-# An email with no status-bearing event is Sending since it was created.
+# Status = the highest rank among the email's events; it changed when that rank was first reached,
+# by the provider's clock, but never later than we received it (a clock hours ahead must not date
+# it in the future); status_received_at is when we first received that rank, by ours. An email
+# with no status-bearing event is Sending since it was created.
 _RECOMPUTE_SQL = f"""
         WITH per_rank AS (
-            SELECT email_id, {_KIND_RANK} AS rank, min(occurred_at) AS first_at
+            SELECT email_id, {_KIND_RANK} AS rank, min(occurred_at) AS first_at,
+                   min(created_at) AS received_at
             FROM email_event WHERE {{among}} GROUP BY email_id, {_KIND_RANK}
         ), best AS (
-            SELECT email_id, rank, first_at,
+            SELECT email_id, rank, first_at, received_at,
                    row_number() OVER (PARTITION BY email_id ORDER BY rank DESC) AS n
             FROM per_rank
         )
         UPDATE email SET
             status = coalesce({_RANK_KEY}, 'sending'),
-            status_changed_at = CASE WHEN best.rank < 0 THEN email.created_at ELSE best.first_at END,
+            status_changed_at = CASE WHEN best.rank < 0 THEN email.created_at
+                                     ELSE {{least}}(best.first_at, best.received_at) END,
+            status_received_at = CASE WHEN best.rank < 0 THEN email.created_at ELSE best.received_at END,
             version = email.version + 1,
             next_poll_at = CASE WHEN best.rank IN ({_FINAL_RANKS}) THEN NULL ELSE email.next_poll_at END
         FROM best
         WHERE best.n = 1 AND email.id = best.email_id
-        RETURNING email.id, email.status, email.status_changed_at, email.version, email.next_poll_at
+        RETURNING email.id, status, status_changed_at, status_received_at, version, next_poll_at
         """
 _RECOMPUTE_COLUMNS = (
     sa.column("id", sa.Integer),
     sa.column("status", sa.String),
     sa.column("status_changed_at", UTCDateTime),
+    sa.column("status_received_at", UTCDateTime),
     sa.column("version", sa.Integer),
     sa.column("next_poll_at", UTCDateTime),
 )
 _RECOMPUTE = {
-    "postgresql": sa.text(_RECOMPUTE_SQL.format(among="email_id = ANY(CAST(:ids AS int[]))")).columns(
-        *_RECOMPUTE_COLUMNS
-    ),
-    "sqlite": sa.text(_RECOMPUTE_SQL.format(among="email_id IN :ids"))
+    "postgresql": sa.text(
+        _RECOMPUTE_SQL.format(among="email_id = ANY(CAST(:ids AS int[]))", least="least")
+    ).columns(*_RECOMPUTE_COLUMNS),
+    # SQLite's two-argument min() is PostgreSQL's least(); its timestamps are text of one width.
+    "sqlite": sa.text(_RECOMPUTE_SQL.format(among="email_id IN :ids", least="min"))
     .bindparams(sa.bindparam("ids", expanding=True))
     .columns(*_RECOMPUTE_COLUMNS),
 }
@@ -309,7 +318,7 @@ def _recompute_statuses(email_ids: Sequence[int]) -> None:
             # Keep loaded objects in step without a reload per email.
             email = db.session.identity_map.get(so.util.identity_key(Email, row.id))
             if email is not None:
-                for name in ("status", "status_changed_at", "version", "next_poll_at"):
+                for name in ("status", "status_changed_at", "status_received_at", "version", "next_poll_at"):
                     so.attributes.set_committed_value(email, name, getattr(row, name))
 
 
@@ -338,7 +347,7 @@ def spam_list_changed(addresses: Iterable[str]) -> None:
     holders = db.session.execute(
         sa.select(Client.clinic_id, Client.id).where(sa.func.lower(Client.email).in_(addresses))
     ).all()
-    changes.mark_logs_changed(db.session, [(row.clinic_id, row.id) for row in holders])
+    counters.mark_logs_changed(db.session, [(row.clinic_id, row.id) for row in holders])
 
 
 def _spam_row(address: str, reported_at: datetime, email_id: int | None, source: str) -> dict:
@@ -358,7 +367,8 @@ def keep_for_later(events: Iterable[ProviderEvent]) -> int:
         }
         for event in events
     ]
-    return insert_ignoring_duplicates(PendingEvent, list({row["dedupe_key"]: row for row in rows}.values()))
+    unique = list({row["dedupe_key"]: row for row in rows}.values())
+    return insert_ignoring_duplicates(PendingEvent, storable_json(unique))
 
 
 def stored_key(dedupe_key: str) -> str:
@@ -382,18 +392,6 @@ def _event_row(email_id: int, event: ProviderEvent, source: str, now: datetime |
         "dedupe_key": stored_key(event.dedupe_key),
         "created_at": now or utcnow(),
     }
-
-
-def _without_nul(value: Any) -> Any:
-    """Drop NUL characters anywhere (PostgreSQL's text and JSONB refuse them; a provider's string may
-    hold one)."""
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, dict):
-        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_without_nul(item) for item in value]
-    return value
 
 
 def _is_spam_drop(event: ProviderEvent) -> bool:

@@ -16,7 +16,7 @@ from webapp import statuses, timezones
 from webapp.extensions import db
 from webapp.models import MESSAGE_KINDS, Client, Clinic, Email, User
 from webapp.services import audit
-from webapp.services.clients import TimelineEntry, build_timeline, failure_reason
+from webapp.services.timelines import TimelineEntry, build_timeline, failure_reason
 
 MAX_DAYS = 400  # RETENTION_DAYS' default: older emails are gone anyway
 MAX_EMAILS = 5000

@@ -11,11 +11,11 @@ from flask import current_app
 
 from webapp import statuses, timezones
 from webapp.extensions import db
-from webapp.models import Email, EmailEvent, OperatorAlert, RemovalRequest, SpamListEntry, utcnow
+from webapp.models import Email, EmailEvent, RemovalRequest, SpamListEntry, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import ProviderError, ProviderEvent
 from webapp.queue import enqueue
-from webapp.services import sending, webhooks
+from webapp.services import alerts, clock_skew, sending, set_aside, webhooks
 from webapp.services.events import add_to_spam_list, apply_events, spam_list_changed
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,12 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
         "batches": lambda: _enqueue_each(
             webhooks.APPLY_JOB, "batch", webhooks.unapplied_batches(now - timedelta(seconds=30))
         ),
+        "late_batches": lambda: set_aside.alert_late_batches(now),
+        "clock_skew": lambda: clock_skew.alert_if_skewed(now),
         "adopted": lambda: webhooks.adopt_pending_events(now),
         "expired": lambda: expire_old_deferrals(now),
         "forgotten_batches": lambda: webhooks.forget_applied_batches(now),
+        "incidents": lambda: _regroup_alerts(now),
     }
     done = {}
     for name, step in steps.items():
@@ -58,27 +61,18 @@ def flag_stuck_emails(now: datetime) -> int:
         db.session.execute(
             sa.select(Email).where(
                 Email.status.in_((statuses.SENDING.key, statuses.PROCESSED.key)),
-                Email.status_changed_at <= cutoff,
+                Email.status_known_at <= cutoff,  # our clock: the provider's may be hours off
                 Email.stuck_alerted_at.is_(None),
             )
         ).scalars()
     )
     # An alert about an email that has since moved on needs nobody's attention any more.
-    moved_on = sa.select(Email.id).where(Email.status.not_in((statuses.SENDING.key, statuses.PROCESSED.key)))
-    db.session.execute(
-        sa.update(OperatorAlert)
-        .where(
-            OperatorAlert.kind.in_(("email_stuck", "email_in_doubt")),
-            OperatorAlert.resolved_at.is_(None),
-            OperatorAlert.email_id.in_(moved_on),
-        )
-        .values(resolved_at=now)
-    )
+    alerts.resolve_cleared(now)
     for email in stuck:
         email.stuck_alerted_at = now
         if email.send_state in ("claimed", "in_doubt"):
             since = email.in_doubt_since or email.send_claimed_at or email.created_at
-            sending.alert_operators(
+            alerts.alert_operators(
                 "email_in_doubt",
                 f"Email {email.reference}: we cannot tell whether the email provider received it (in doubt "
                 f"since {timezones.utc_stamp(since)}: {email.send_error or 'no answer'}). We keep "
@@ -87,7 +81,7 @@ def flag_stuck_emails(now: datetime) -> int:
                 email,
             )
         else:
-            sending.alert_operators(
+            alerts.alert_operators(
                 "email_stuck",
                 f"Stuck: “{email.subject}” from {email.clinic.name} to {email.client.name} "
                 f"<{email.to_address}> (reference {email.reference}) has been in "
@@ -168,6 +162,14 @@ def sync_spam_list() -> int:
     spam_list_changed(list(dropped))
     db.session.commit()
     return len(on_provider_list - lifted)
+
+
+def _regroup_alerts(now: datetime) -> int:
+    """Group alerts left outside an open incident; close incidents left without an open alert."""
+    grouped = alerts.regroup(now)
+    alerts.close_empty_incidents(now)
+    db.session.commit()
+    return grouped
 
 
 def _enqueue_each(job: str, prefix: str, ids: list[int]) -> int:

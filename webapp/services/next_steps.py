@@ -30,9 +30,14 @@ STUCK_AFTER_WORDS = _duration(statuses.STUCK_AFTER_SECONDS)
 CONTACT_SUPPORT_AFTER_WORDS = _duration(statuses.CONTACT_SUPPORT_AFTER_SECONDS)
 
 
+def received_at(email: Any) -> datetime:
+    """When we received the email's current status (our clock; the provider's for older rows)."""
+    return email.status_received_at or email.status_changed_at
+
+
 def is_stuck(email: Any, now: datetime) -> bool:
     """Return whether the email has sat in Sending or Processed for over ten minutes."""
-    return email.status in WAITING and now - email.status_changed_at > STUCK_AFTER
+    return email.status in WAITING and now - received_at(email) > STUCK_AFTER
 
 
 def support_now(email: Any, now: datetime) -> bool:
@@ -51,7 +56,7 @@ def next_change(emails: Iterable[Any], now: datetime) -> datetime | None:
     for email in emails:
         if email.status not in WAITING or support_now(email, now):
             continue
-        stuck_at = email.status_changed_at + STUCK_AFTER
+        stuck_at = received_at(email) + STUCK_AFTER
         moments.append(max(stuck_at, contact_support_from(email)) if is_stuck(email, now) else stuck_at)
     return min(moments, default=None)
 

@@ -15,8 +15,11 @@ from rq.job import Job
 from webapp import clock
 from webapp.extensions import db
 from webapp.models import EmailEvent, OperatorAlert, WebhookBatch
+from webapp.providers import get_provider
+from webapp.providers.base import EmailProvider
 from webapp.queue import get_queue
-from webapp.services import polling
+from webapp.services import budget, incidents
+from webapp.services.incidents import IncidentView
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +57,20 @@ class Snapshot:
     lag_max_seconds: float | None
     unapplied_batches: int
     oldest_unapplied_seconds: float | None
-    budget_used: int | None
+    budget_used: int | None  # provider records requests in the last minute, all uses
     budget_limit: int
     budget_blocked_until: datetime | None
     alerts: list[OperatorAlert] = field(default_factory=list)
+    incidents: list[IncidentView] = field(default_factory=list)
+    budget_by_share: dict[str, int] = field(default_factory=dict)  # requests in the last minute, by use
+    budget_shares: dict[str, int] = field(default_factory=dict)  # each use's share of the limit
+    budget_basis: str = ""  # where the limit comes from, in words
+
+    @property
+    def loose_alerts(self) -> list[OperatorAlert]:
+        """The open alerts outside the open incidents (raised before incidents, or just as one closed)."""
+        open_ids = {view.incident.id for view in self.incidents}
+        return [alert for alert in self.alerts if alert.incident_id not in open_ids]
 
     @property
     def alerts_by_kind(self) -> dict[str, int]:
@@ -69,7 +82,7 @@ class Snapshot:
 
 
 def snapshot(now: datetime | None = None) -> Snapshot:
-    """Read queue depths, ingestion rate, webhook lag, the activity budget and open alerts."""
+    """Read queue depths, ingestion rate, webhook lag, the records budget, open incidents and alerts."""
     now = now or clock.now()
     events = db.session.execute(
         sa.select(sa.func.count(EmailEvent.id)).where(EmailEvent.created_at >= now - RATE_WINDOW)
@@ -86,14 +99,9 @@ def snapshot(now: datetime | None = None) -> Snapshot:
         )
     ).one()
     oldest_unapplied = _as_utc(oldest_unapplied)
-    alerts = list(
-        db.session.execute(
-            sa.select(OperatorAlert)
-            .where(OperatorAlert.resolved_at.is_(None))
-            .order_by(OperatorAlert.created_at.desc())
-        ).scalars()
-    )
-    used, blocked = _activity_budget()
+    provider = get_provider(current_app.config)
+    by_share, blocked = _records_budget(provider)
+    limit = budget.limit(provider)
     return Snapshot(
         at=now,
         queue=_queue_state(now),
@@ -103,10 +111,14 @@ def snapshot(now: datetime | None = None) -> Snapshot:
         lag_max_seconds=max(lags, default=None),
         unapplied_batches=unapplied,
         oldest_unapplied_seconds=(now - oldest_unapplied).total_seconds() if oldest_unapplied else None,
-        budget_used=used,
-        budget_limit=current_app.config["ACTIVITY_REQUESTS_PER_MINUTE"],
+        budget_used=sum(by_share.values()) if by_share is not None else None,
+        budget_limit=limit,
         budget_blocked_until=blocked,
-        alerts=alerts,
+        alerts=incidents.open_alerts(),
+        incidents=incidents.open_incidents(),
+        budget_by_share=by_share or {},
+        budget_shares=budget.shares(limit),
+        budget_basis=_budget_basis(provider),
     )
 
 
@@ -142,14 +154,20 @@ def _queue_state(now: datetime) -> QueueState:
         return QueueState()
 
 
-def _activity_budget() -> tuple[int | None, datetime | None]:
-    """Return the activity requests used this minute, and until when the provider holds us back."""
+def _budget_basis(provider: EmailProvider) -> str:
+    if current_app.config["ACTIVITY_REQUESTS_PER_MINUTE"]:
+        return "the ACTIVITY_REQUESTS_PER_MINUTE setting"
+    if provider.records_cost.documented:
+        return f"{provider.name}'s published limit"
+    return f"our own pace: {provider.name} publishes no limit"
+
+
+def _records_budget(provider: EmailProvider) -> tuple[dict[str, int] | None, datetime | None]:
+    """Return the records requests each use made in the last minute, and until when the provider
+    holds us back."""
     try:
-        redis = current_app.extensions["redis"]
-        raw = redis.get(f"{polling.BUDGET_KEY}:{int(clock.timestamp() // 60)}")
-        until = polling.blocked_until(polling.BLOCKED_KEY)
+        until = budget.blocked_until(budget.BLOCKED_KEY)
     except RedisError as error:
-        log.warning("activity budget unavailable: %s", error)
+        log.warning("records budget unavailable: %s", error)
         return None, None
-    used = max(0, int(raw)) if raw is not None else 0
-    return used, datetime.fromtimestamp(until, UTC) if until else None
+    return budget.usage(provider), datetime.fromtimestamp(until, UTC) if until else None

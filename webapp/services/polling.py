@@ -1,8 +1,8 @@
 """Polling the provider for status: reconciliation beside the event webhook.
 
-The provider's activity API allows only a few requests a minute per account, so every worker
-draws from one budget kept in Redis; young emails are asked about often, older ones rarely, and
-emails whose status is final not at all.
+The provider's records API allows only so many requests a minute per account, so every worker
+draws from one budget kept in Redis (polling's share of it: webapp/services/budget.py); young
+emails are asked about often, older ones rarely, and emails whose status is final not at all.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ import sqlalchemy as sa
 from flask import current_app
 from redis.exceptions import LockError, RedisError
 
-from webapp import clock, statuses
+from webapp import statuses
 from webapp.extensions import db
 from webapp.models import Email, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import EmailProvider, PollRef
+from webapp.services import budget, clock_skew
+from webapp.services.budget import BLOCKED_KEY, block, block_polling, blocked_until  # noqa: F401 (used from here)
 from webapp.services.events import Target, lock_emails, store_events
 
 log = logging.getLogger(__name__)
 
-BUDGET_KEY = "activity-budget"
-BLOCKED_KEY = "activity-blocked-until"
 POLL_LOCK_KEY = "activity-poll-lock"
 
 # (age of the email, how long to wait between polls); past the last age we stop polling.
@@ -48,58 +48,6 @@ def schedule_next_poll(email: Email, now: datetime) -> None:
             email.next_poll_at = now + wait
             return
     email.next_poll_at = None
-
-
-def take_budget(wanted: int) -> int:
-    """Reserve up to `wanted` activity requests from this minute's shared budget."""
-    redis = current_app.extensions["redis"]
-    limit = current_app.config["ACTIVITY_REQUESTS_PER_MINUTE"]
-    try:
-        if blocked_until(BLOCKED_KEY) is not None:
-            return 0
-        key = f"{BUDGET_KEY}:{int(clock.timestamp() // 60)}"
-        used = redis.incrby(key, wanted)
-        redis.expire(key, 120)
-        granted = max(0, min(wanted, limit - (used - wanted)))
-        if granted < wanted:
-            redis.decrby(key, wanted - granted)
-        return granted
-    except RedisError as error:
-        log.warning("activity budget unavailable: %s", error)
-        return 0
-
-
-def give_back_budget(unused: int) -> None:
-    """Return reserved requests that were not made."""
-    if unused > 0:
-        try:
-            current_app.extensions["redis"].decrby(f"{BUDGET_KEY}:{int(clock.timestamp() // 60)}", unused)
-        except RedisError as error:
-            log.warning("could not give back activity budget: %s", error)
-
-
-def block(key: str, seconds: float) -> None:
-    """Hold every worker back from one kind of request for a while (the provider said 429)."""
-    until = clock.timestamp() + seconds
-    # The value says until when (so a test's clock can move past it); the expiry tidies up.
-    current_app.extensions["redis"].set(key, repr(until), px=max(1, int(seconds * 1000)))
-
-
-def blocked_until(key: str) -> float | None:
-    """Return the unix time a block set with `block` lasts until, or None when there is none."""
-    value = current_app.extensions["redis"].get(key)
-    if value is None:
-        return None
-    try:
-        until = float(value)
-    except ValueError:
-        return None
-    return until if until > clock.timestamp() else None
-
-
-def block_polling(seconds: float) -> None:
-    """Stop every worker polling (and checking in-doubt sends) for a while (the provider said 429)."""
-    block(BLOCKED_KEY, seconds)
 
 
 def due_for_poll(now: datetime, limit: int) -> list[Email]:
@@ -131,12 +79,12 @@ def _poll_batch(provider: EmailProvider, now: datetime) -> int:
     emails = sorted(due_for_poll(now, current_app.config["POLL_BATCH_SIZE"]), key=lambda email: email.id)
     if not emails:
         return 0
-    budget = take_budget(1 + len(emails))
-    if budget == 0:
+    grant = budget.take(provider, budget.POLL, 1 + len(emails))
+    if grant.requests == 0:
         return 0
     refs = [PollRef(email.app_message_id, email.provider_message_id or "") for email in emails]
-    result = provider.poll(refs, budget)
-    give_back_budget(budget - result.requests_made)
+    result = provider.poll(refs, grant.requests)
+    budget.give_back(grant, result.requests_made)
     if result.rate_limited_for:
         block_polling(result.rate_limited_for)
     if result.error:
@@ -146,6 +94,7 @@ def _poll_batch(provider: EmailProvider, now: datetime) -> int:
         for email in emails
         if (events := result.events.get(email.app_message_id))
     }
+    clock_skew.note_event_times(event for _, events in batch.values() for event in events)
     lock_emails(batch)
     changed = len(store_events(batch, source="poll"))
     for email in emails:

@@ -1,7 +1,7 @@
 """Spam-list removal cases: only a verified request from the client's own address lifts a block.
 
-Cases are filed only by the inbound-mail webhook (webapp.services.inbound); nobody can open one by
-hand, so nobody can ask on a client's behalf. Support decides; a job lifts the block.
+Cases are filed only by the inbound-mail webhooks (webapp.services.inbound.filing); nobody can
+open one by hand, so nobody can ask on a client's behalf. Support decides; a job lifts the block.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import sqlalchemy as sa
 from flask import abort, current_app
 
 from webapp.extensions import db
-from webapp.models import Client, Clinic, Email, OperatorAlert, RemovalRequest, SpamListEntry, User, utcnow
+from webapp.freshness import counters
+from webapp.models import Client, Clinic, RemovalRequest, SpamListEntry, User, utcnow
 from webapp.providers import get_provider
 from webapp.providers.base import LiftResult, ProviderError
 from webapp.queue import enqueue
-from webapp.services import audit, changes
-from webapp.services.inbound import REASONS
-from webapp.services.sending import alert_operators
+from webapp.services import alerts, audit
+from webapp.services.alerts import alert_operators
+from webapp.services.inbound.proof import REASONS
 
 LIFT_JOB = "jobs.removals.lift_spam_block"
 PROVIDER_REQUEST_ALERT = "removal_provider_request_needed"
@@ -127,58 +128,6 @@ def case_standing(case: RemovalRequest) -> Standing:
     return standings([case])[case.id]
 
 
-@dataclass
-class AlertRow:
-    """An open alert with what support needs to act on it."""
-
-    alert: OperatorAlert
-    email: Email | None
-    client: Client | None
-    clinic: Clinic | None
-
-
-def alert_rows() -> list[AlertRow]:
-    """Return the alerts nobody has resolved yet, newest first, with the email they name."""
-    rows = db.session.execute(
-        sa.select(OperatorAlert, Email, Client, Clinic)
-        .outerjoin(Email, Email.id == OperatorAlert.email_id)
-        .outerjoin(Client, Client.id == Email.client_id)
-        .outerjoin(Clinic, Clinic.id == Email.clinic_id)
-        .where(OperatorAlert.resolved_at.is_(None))
-        .order_by(OperatorAlert.created_at.desc(), OperatorAlert.id.desc())
-        .limit(100)
-    ).all()
-    return [AlertRow(alert, email, client, clinic) for alert, email, client, clinic in rows]
-
-
-def alerted_email(email_id: int) -> tuple[Email, list[OperatorAlert]]:
-    """Return an email that an operator alert names, with those alerts; 404 for any other email.
-
-    Support works for the platform, not for a clinic: it may read what an alert points at, and
-    nothing else of a client file.
-    """
-    alerts = list(
-        db.session.execute(
-            sa.select(OperatorAlert).where(OperatorAlert.email_id == email_id).order_by(OperatorAlert.id)
-        ).scalars()
-    )
-    email = db.session.get(Email, email_id) if alerts else None
-    if email is None:
-        abort(404)
-    return email, alerts
-
-
-def resolve_alert(alert_id: int, by: User) -> None:
-    """Mark an operator alert as dealt with (404 for an unknown one)."""
-    alert = db.session.get(OperatorAlert, alert_id)
-    if alert is None:
-        abort(404)
-    if alert.resolved_at is None:
-        alert.resolved_at = utcnow()
-        audit.record("alert.resolve", by, clinic_id=None, subject_type="operator_alert", subject_id=alert.id)
-        db.session.commit()
-
-
 def get_case(case_id: int) -> RemovalRequest:
     """Return one case or abort with 404."""
     removal = db.session.get(RemovalRequest, case_id)
@@ -273,16 +222,7 @@ def record_provider_lift(removal: RemovalRequest, by: User, note: str = "") -> b
         "removal.provider_lifted", by, removal, removal.from_address + (f": {note}" if note else "")
     )
     # The alert that asked support to act is dealt with (it names the case, having no email).
-    db.session.execute(
-        sa.update(OperatorAlert)
-        .where(
-            OperatorAlert.kind == PROVIDER_REQUEST_ALERT,
-            OperatorAlert.resolved_at.is_(None),
-            OperatorAlert.message.startswith(f"Removal case {removal.id} ", autoescape=True),
-        )
-        .values(resolved_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    alerts.resolve_matching(PROVIDER_REQUEST_ALERT, f"Removal case {removal.id} ")
     lifted = _finish_lift(removal)
     db.session.refresh(removal)
     return lifted
@@ -349,7 +289,7 @@ def _finish_lift(removal: RemovalRequest) -> bool:
 
 def _mark_files_changed(address: str) -> None:
     """Tell open client files with this address to refresh (banner, mark, send form)."""
-    changes.mark_logs_changed(
+    counters.mark_logs_changed(
         db.session,
         db.session.execute(
             sa.select(Client.clinic_id, Client.id).where(sa.func.lower(Client.email) == address)

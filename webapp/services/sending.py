@@ -4,7 +4,8 @@ The database row is the record that an email must be sent; Redis only wakes a wo
 A send is claimed (and committed) before the provider is called, so a re-run job, a second
 worker or the sweeper never sends it again. When we cannot tell whether the provider took a
 message (a timeout, a server error), the email is "in doubt" and we ask the provider before
-trying again: a missed email is visible in the log, a duplicate clinical email is not undoable.
+trying again (webapp/services/in_doubt.py): a missed email is visible in the log, a duplicate
+clinical email is not undoable.
 
 Sends go out in batches: one job claims up to the provider's `max_batch` due emails in one
 statement, hands them to `send_batch` and records each one's result as a single send's would be.
@@ -22,34 +23,21 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
 from webapp import timezones
 from webapp.extensions import db
-from webapp.models import Client, Email, OperatorAlert, SpamListEntry, User, utcnow
+from webapp.freshness.counters import mark_changed, mark_logs_changed
+from webapp.models import Client, Email, SpamListEntry, User, utcnow
 from webapp.providers import get_provider
-from webapp.providers.base import (
-    AcceptedResult,
-    EmailProvider,
-    OutgoingMessage,
-    ProviderEvent,
-    RejectReason,
-    SendResult,
-    SentRef,
-)
+from webapp.providers.base import EmailProvider, OutgoingMessage, ProviderEvent, RejectReason, SendResult
 from webapp.queue import enqueue
-from webapp.services import audit
+from webapp.services import alerts, audit
 from webapp.services.addresses import correct_address
-from webapp.services.changes import mark_changed, mark_logs_changed
+from webapp.services.alerts import alert_operators  # noqa: F401 (raisers of alerts import it from here too)
+from webapp.services.budget import block, blocked_until
 from webapp.services.events import apply_events
-from webapp.services.polling import (
-    block,
-    block_polling,
-    blocked_until,
-    give_back_budget,
-    schedule_next_poll,
-    take_budget,
-)
+from webapp.services.polling import schedule_next_poll
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +53,6 @@ MAX_BACKOFF = timedelta(minutes=10)
 # The first look at the provider's records after a lost answer: most accepted sends show by then.
 # Until IN_DOUBT_GRACE_SECONDS after the attempt, "not found" only means "not yet".
 IN_DOUBT_RECHECK = timedelta(seconds=30)
-# One check asks about at most this many batches (POLL_BATCH_SIZE emails each).
-IN_DOUBT_REQUESTS_PER_CHECK = 3
-IN_DOUBT_LOCK_KEY = "in-doubt-check-lock"
 SEND_BLOCK_KEY = "send-blocked-until"
 
 
@@ -267,13 +252,14 @@ def _send_claimed(claimed: dict[int, int], provider: EmailProvider, now: datetim
     ).scalars()
     rate_limited: list[float] = []
     refused_key: str | None = None
+    wake = False
     for email in locked:
         result = by_id[email.id]
         if email.send_state != "claimed" or email.send_attempts != claimed[email.id]:
             # The sweeper gave up waiting for this answer, or a webhook event proved the send.
             _record_late_answer(email, result)
         elif result.outcome == "accepted":
-            _mark_accepted(email, result.provider_message_id, result.accepted_at)
+            mark_accepted(email, result.provider_message_id, result.accepted_at)
         elif result.outcome == "rejected":
             _mark_rejected(email, result.error or "refused by the email provider", result.reject_reason)
         elif result.outcome == "rate_limited":
@@ -283,21 +269,24 @@ def _send_claimed(claimed: dict[int, int], provider: EmailProvider, now: datetim
         elif result.outcome == "unauthorized":
             refused_key = result.error
             _retry_later(email, MAX_BACKOFF, result.error)
-        elif result.outcome == "not_sent":
-            _retry_later(email, timedelta(0), result.error)  # never reached the provider
+        elif result.outcome == "not_sent":  # never reached the provider
+            _retry_later(email, timedelta(seconds=result.retry_after or 0), result.error)
+            wake = wake or not result.retry_after
         else:  # unavailable or in_doubt: it may have arrived; ask before sending again
             _mark_in_doubt(email, now, result.error)
     if rate_limited:
         # The limit is the account's: every worker holds back, not only these emails.
         block_sends(max(rate_limited))
     if refused_key is not None:
-        alert_operators(
+        alerts.alert_operators(
             "provider_auth",
             f"The email provider refused our API key ({refused_key}). Emails stay queued; "
             f"check {getattr(provider, 'credentials_hint', EmailProvider.credentials_hint)}.",
         )
+    elif any(result.outcome == "accepted" for result in by_id.values()):
+        alerts.clear("provider_auth")  # the key works again
     db.session.commit()
-    if any(result.outcome == "not_sent" for result in by_id.values()):
+    if wake:
         wake_senders()
 
 
@@ -320,9 +309,9 @@ def _wait_for_rate_limit(which: sa.ColumnElement[bool], until: float) -> None:
 def _record_late_answer(email: Email, result: SendResult) -> None:
     """Keep what an answer that came after we stopped waiting for it tells us."""
     if result.outcome == "accepted":
-        if email.send_state in ("in_doubt", "queued"):
+        if email.send_state in ("in_doubt", "queued", "held"):
             # The provider has it: the check, or the second attempt it led to, is not needed.
-            _mark_accepted(email, result.provider_message_id, result.accepted_at)
+            mark_accepted(email, result.provider_message_id, result.accepted_at)
         elif email.send_state == "accepted" and not email.provider_message_id:
             email.provider_message_id = result.provider_message_id
 
@@ -338,82 +327,6 @@ def _mark_in_doubt(email: Email, now: datetime, error: str | None) -> None:
 def in_doubt_grace() -> timedelta:
     """How long after an attempt "not in the provider's records" may be taken to mean "not sent"."""
     return timedelta(seconds=current_app.config["IN_DOUBT_GRACE_SECONDS"])
-
-
-def check_in_doubt(provider: EmailProvider | None = None) -> int:
-    """Ask the provider's records about in-doubt sends, many per request and within the shared
-    activity budget; return how many were settled (accepted, or found unsent and queued again)."""
-    redis = current_app.extensions["redis"]
-    # Long enough for a check's requests to time out; short, so a killed checker blocks little.
-    hold = IN_DOUBT_REQUESTS_PER_CHECK * current_app.config["SEND_TIMEOUT_SECONDS"] + 15
-    try:
-        lock = redis.lock(IN_DOUBT_LOCK_KEY, timeout=hold, blocking=False)
-        if not lock.acquire():
-            return 0  # another worker is checking these very emails
-    except RedisError as error:
-        log.warning("cannot check in-doubt sends without Redis: %s", error)
-        return 0
-    try:
-        return _check_in_doubt(provider or get_provider(current_app.config), utcnow())
-    finally:
-        with contextlib.suppress(LockError, RedisError):  # it expires by itself
-            lock.release()
-
-
-def _check_in_doubt(provider: EmailProvider, now: datetime) -> int:
-    batch_size = current_app.config["POLL_BATCH_SIZE"]
-    emails = list(
-        db.session.execute(
-            sa.select(Email)
-            .where(Email.send_state == "in_doubt", Email.next_attempt_at <= now)
-            .order_by(Email.next_attempt_at, Email.id)
-            .limit(batch_size * IN_DOUBT_REQUESTS_PER_CHECK)
-        ).scalars()
-    )
-    if not emails:
-        return 0
-    unknown = [email for email in emails if not email.provider_message_id]
-    answer = AcceptedResult(found={})
-    if unknown:
-        budget = take_budget(min(IN_DOUBT_REQUESTS_PER_CHECK, -(-len(unknown) // batch_size)))
-        if budget:
-            refs = [SentRef(email.app_message_id, email.to_address) for email in unknown]
-            answer = provider.find_accepted(refs, budget)
-            give_back_budget(budget - answer.requests_made)
-        if answer.rate_limited_for:
-            block_polling(answer.rate_limited_for)
-        if answer.error:
-            log.warning("checking in-doubt sends failed: %s", answer.error)
-    settled: list[int] = []
-    resend: list[int] = []
-    grace = in_doubt_grace()
-    # In id order, like the webhook job and the poller: concurrent writers lock rows in one order.
-    for email in sorted(emails, key=lambda email: email.id):
-        db.session.refresh(email, with_for_update=True)
-        if email.send_state != "in_doubt":
-            continue  # settled meanwhile by a webhook event or a late answer
-        attempted_at = email.send_claimed_at or email.in_doubt_since or now
-        if email.provider_message_id or email.app_message_id in answer.found:
-            _mark_accepted(email, email.provider_message_id or answer.found.get(email.app_message_id))
-            settled.append(email.id)
-        elif email.app_message_id in answer.checked:
-            if now - attempted_at >= grace:
-                # Long enough for the provider's records to show it: it never arrived.
-                email.send_state = "queued"
-                email.next_attempt_at = now
-                email.send_error = "the email provider has no record of it; sending it again"
-                mark_changed(email)
-                settled.append(email.id)
-                resend.append(email.id)
-            else:
-                email.next_attempt_at = attempted_at + grace
-        elif answer.error:
-            email.next_attempt_at = now + IN_DOUBT_RECHECK  # the provider is failing: do not hammer it
-        # Otherwise the budget or a rate limit stopped us first: it keeps its turn at the head.
-    db.session.commit()
-    if resend:
-        wake_senders()
-    return len(settled)
 
 
 def block_sends(seconds: float) -> None:
@@ -447,10 +360,9 @@ def _outgoing(email: Email) -> OutgoingMessage:
     )
 
 
-def _mark_accepted(
-    email: Email, provider_message_id: str | None, accepted_at: datetime | None = None
-) -> None:
-    if email.send_state == "in_doubt":
+def mark_accepted(email: Email, provider_message_id: str | None, accepted_at: datetime | None = None) -> None:
+    """Record that the provider took the email (from its answer, or from its records)."""
+    if email.send_state in ("in_doubt", "held"):
         mark_changed(email)
     email.send_state = "accepted"
     email.in_doubt_since = None
@@ -484,21 +396,6 @@ def _retry_later(email: Email, wait: timedelta, error: str | None) -> None:
     email.send_state = "queued"
     email.send_error = error
     email.next_attempt_at = utcnow() + wait
-
-
-def alert_operators(kind: str, message: str, email: Email | None = None) -> None:
-    """Record an alert once while it is open, and log it for whoever watches the logs."""
-    email_id = email.id if email else None
-    open_alert = db.session.execute(
-        sa.select(OperatorAlert.id).where(
-            OperatorAlert.kind == kind,
-            OperatorAlert.resolved_at.is_(None),
-            OperatorAlert.email_id.is_(email_id) if email_id is None else OperatorAlert.email_id == email_id,
-        )
-    ).first()
-    log.error("operator alert %s: %s", kind, message)
-    if open_alert is None:
-        db.session.add(OperatorAlert(kind=kind, message=message, email_id=email_id))
 
 
 def due_sends(now: datetime, limit: int = 500) -> list[int]:

@@ -54,7 +54,7 @@ def note_refused(provider: str) -> None:
         return
     if count != current_app.config["WEBHOOK_FAILURE_ALERT_COUNT"]:
         return
-    from webapp.services.sending import alert_operators
+    from webapp.services.alerts import alert_operators
 
     alert_operators(
         ALERT_KIND,

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import current_app
 from redis.exceptions import RedisError
 
@@ -19,6 +20,7 @@ from webapp.extensions import db
 from webapp.models import Email, PendingEvent, WebhookBatch, utcnow
 from webapp.providers import webhook_parser
 from webapp.providers.base import ProviderEvent
+from webapp.services import clock_skew, set_aside
 from webapp.services.events import Target, among, chunks, keep_for_later, store_events
 from webapp.services.polling import schedule_next_poll
 
@@ -68,7 +70,10 @@ def store_batch(provider: str, body: bytes) -> WebhookBatch:
     """Keep a verified webhook body until a job applies it; provider names its wire format."""
     batch = WebhookBatch(provider=provider, body=body, received_at=utcnow())
     db.session.add(batch)
+    db.session.flush()
+    batch_id = batch.id
     db.session.commit()
+    so.attributes.set_committed_value(batch, "id", batch_id)  # no query after the commit: it may fail
     return batch
 
 
@@ -89,37 +94,47 @@ def apply_batch(batch_id: int, more: int | None = None) -> int:
             .where(among(WebhookBatch.id, claimed), WebhookBatch.applied_at.is_(None))
             .order_by(WebhookBatch.id)
         ).all()
-        events: list[ProviderEvent] = []
-        done: list[int] = []
+        parsed: dict[int, list[ProviderEvent]] = {}
         for batch in batches:
             try:
-                events += webhook_parser(batch.provider)(batch.body)
+                parsed[batch.id] = webhook_parser(batch.provider)(batch.body)
             except (ValueError, KeyError):
-                # The route checked it, so this is a bug or a lost parser: keep the batch, and do
-                # not hold back the ones that came with it.
+                # The route checked it, so this is a bug or a lost parser: keep the batch (the sweep
+                # alerts once it is late), and do not hold back the ones that came with it.
                 log.exception("stored webhook batch %s cannot be read; left unapplied", batch.id)
-                continue
-            done.append(batch.id)
-        if not done:
+        if not parsed:
             db.session.rollback()
             return 0
-        # Batches mix emails, so two jobs at once share some: waiting for the other's row locks
-        # (held to its commit) serialised them. First the emails nobody holds, committed without
-        # waiting; then the rest, whose holder has mostly committed by then. If the job dies in
-        # between, its batches are still unapplied and the sweep applies them again.
-        changed, unknown, held = _apply_to_owners(events, "webhook", skip_held=True)
-        keep_for_later(unknown)
-        if held:
-            db.session.commit()
-            _without_waiting_for_disk()
-            changed += apply_provider_events(held, source="webhook")
-        db.session.execute(
-            sa.update(WebhookBatch)
-            .where(among(WebhookBatch.id, done), WebhookBatch.applied_at.is_(None))
-            .values(applied_at=utcnow())
-        )
+        try:
+            return _apply_together(parsed)
+        except Exception as error:
+            db.session.rollback()
+            if not set_aside.bad_data(error):
+                raise
+            # An event the database refuses: apply the others, set it aside (kept, and alerted).
+            return set_aside.apply_apart(parsed, lambda events: apply_provider_events(events, "webhook"))
+
+
+def _apply_together(parsed: dict[int, list[ProviderEvent]]) -> int:
+    """Apply the events of these batches in one go and mark the batches applied; commit."""
+    events = [event for batch_events in parsed.values() for event in batch_events]
+    # Batches mix emails, so two jobs at once share some: waiting for the other's row locks
+    # (held to its commit) serialised them. First the emails nobody holds, committed without
+    # waiting; then the rest, whose holder has mostly committed by then. If the job dies in
+    # between, its batches are still unapplied and the sweep applies them again.
+    changed, unknown, held = _apply_to_owners(events, "webhook", skip_held=True)
+    keep_for_later(unknown)
+    if held:
         db.session.commit()
-        return changed
+        _without_waiting_for_disk()
+        changed += apply_provider_events(held, source="webhook")
+    db.session.execute(
+        sa.update(WebhookBatch)
+        .where(among(WebhookBatch.id, list(parsed)), WebhookBatch.applied_at.is_(None))
+        .values(applied_at=utcnow())
+    )
+    db.session.commit()
+    return changed
 
 
 # Advisory lock namespace of "a job is applying this stored batch" (the second key is its id).
@@ -203,6 +218,7 @@ def _apply_to_owners(
     events left for later (skip_held: the emails another transaction holds locked, left without
     waiting; only when every event carries our id). The caller commits.
     """
+    clock_skew.note_event_times(events)
     by_app_id: dict[str, list[ProviderEvent]] = defaultdict(list)
     by_provider_id: dict[str, list[ProviderEvent]] = defaultdict(list)
     unknown: list[ProviderEvent] = []
@@ -241,7 +257,7 @@ def _apply_to_owners(
                 # Keyed on our id like every other copy of this event (polled, or with custom args).
                 owned[row.id].append(dataclasses.replace(event, app_message_id=row.app_message_id))
     for email_id, chunk in owned.items():
-        if rows[email_id].send_state in ("claimed", "in_doubt", "queued"):
+        if rows[email_id].send_state in ("claimed", "in_doubt", "queued", "held"):
             email = db.session.get(Email, email_id)
             if email is not None:
                 _accepted_on_evidence(email, chunk)
@@ -375,7 +391,10 @@ def unapplied_batches(older_than: datetime, limit: int = 200) -> list[int]:
 def forget_applied_batches(now: datetime) -> int:
     """Delete applied batches once their events have long been stored as timeline rows."""
     result = db.session.execute(
-        sa.delete(WebhookBatch).where(WebhookBatch.applied_at < now - KEEP_UNKNOWN_FOR)
+        # A batch with events set aside is kept as it came (retention deletes it in the end).
+        sa.delete(WebhookBatch).where(
+            WebhookBatch.applied_at < now - KEEP_UNKNOWN_FOR, WebhookBatch.set_aside.is_(None)
+        )
     )
     db.session.commit()
     return result.rowcount or 0

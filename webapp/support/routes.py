@@ -8,7 +8,9 @@ from werkzeug.wrappers import Response
 
 from webapp.params import page_number
 from webapp.security import support_required
-from webapp.services import clients, demo, inbound, removals
+from webapp.services import alerts, demo, incidents, removals
+from webapp.services.inbound import proof
+from webapp.services.timelines import build_timeline
 from webapp.support import bp
 from webapp.support.forms import DecisionForm
 
@@ -16,7 +18,7 @@ from webapp.support.forms import DecisionForm
 @bp.get("/removal-requests")
 @support_required
 def queue() -> str:
-    """List removal requests (pending oldest first, 50 a page) and open operator alerts."""
+    """List removal requests (pending oldest first, 50 a page) and open operator incidents."""
     view = "decided" if request.args.get("view") == "decided" else "pending"
     page = page_number()
     cases, total = removals.queue_page(view, page)
@@ -29,7 +31,8 @@ def queue() -> str:
         page=page,
         pages=max(1, -(-total // removals.QUEUE_PAGE_SIZE)),
         total=total,
-        alerts=removals.alert_rows(),
+        incidents=incidents.open_incidents(),
+        alerts=incidents.loose_alert_rows(),
         form=DecisionForm(),
     )
 
@@ -38,9 +41,18 @@ def queue() -> str:
 @support_required
 def email_timeline(email_id: int) -> str:
     """Show the timeline of one email an operator alert names (nothing else of the client file)."""
-    email, alerts = removals.alerted_email(email_id)
+    email, about = incidents.alerted_email(email_id)
     return render_template(
-        "support/email.html", email=email, alerts=alerts, timeline=clients.build_timeline(email.events)
+        "support/email.html", email=email, alerts=about, timeline=build_timeline(email.events)
+    )
+
+
+@bp.get("/incidents/<int:incident_id>")
+@support_required
+def incident(incident_id: int) -> str:
+    """Show one incident: its cause, its count and every email it names."""
+    return render_template(
+        "support/incident.html", view=incidents.incident_view(incident_id), form=DecisionForm()
     )
 
 
@@ -49,7 +61,16 @@ def email_timeline(email_id: int) -> str:
 def resolve_alert(alert_id: int) -> Response:
     """Mark an operator alert as dealt with."""
     if DecisionForm().validate_on_submit():
-        removals.resolve_alert(alert_id, current_user)
+        alerts.resolve_alert(alert_id, current_user)
+    return redirect(url_for("support.queue"), code=303)
+
+
+@bp.post("/incidents/<int:incident_id>/resolve")
+@support_required
+def resolve_incident(incident_id: int) -> Response:
+    """Mark every open alert of an incident as dealt with."""
+    if DecisionForm().validate_on_submit():
+        alerts.resolve_incident(incident_id, current_user)
     return redirect(url_for("support.queue"), code=303)
 
 
@@ -64,7 +85,7 @@ def case(case_id: int) -> str:
         standing=removals.case_standing(removal),
         matches=removals.matching_clients(removal),
         spam_entry=removals.spam_entry(removal),
-        reasons=inbound.REASONS,
+        reasons=proof.REASONS,
         sandbox_support_desk=demo.sandbox_can_reactivate(),
         form=DecisionForm(),
     )

@@ -1,31 +1,55 @@
-"""The email log's "nothing changed" answer, in front of Flask.
+"""The email log's "nothing changed" answer, in front of Flask, and the one question behind it.
 
 Every open log asks every few seconds whether anything changed; nearly always nothing did. That
 answer needs the signed session cookie and one Redis round trip, nothing else: no request
 context, no before/after-request hooks, no rate limiter, no database, no template. This WSGI
 middleware gives exactly that answer (204), and passes every other request, and every poll it
-cannot answer with certainty, to the Flask app, whose view decides as before.
+cannot answer with certainty, to the Flask app, whose view renders the log.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from flask import Flask
+from redis import Redis
 from redis.exceptions import RedisError
 from werkzeug.http import parse_cookie
 
 from webapp import security
-from webapp.params import MAX_ID, whole_number
+from webapp.freshness.counters import log_key, parse_version
+from webapp.params import MAX_ID
 from webapp.services.accounts import live_key
-from webapp.services.changes import log_key
 
 _LOG_PATH = re.compile(r"/clients/([0-9]{1,10})/emails")
 POLL_ROLES = ("clinician", "owner")
+
+
+def log_unchanged(redis: Redis, session: Any, client_id: int, version: str, now: float) -> bool:
+    """Return whether the client's log, shown at `version`, is still current for this session.
+
+    True only when all hold: the session is a clinician's or owner's and has not timed out; the
+    version's "unchanged" answer has not run out (a row going stuck, relative times); the log's
+    counter still has the version's value; and Redis says the session is still live (one round
+    trip for both). Anything else (an unreadable version, a lost counter, Redis down) is False:
+    the log is rendered again.
+    """
+    if not isinstance(session, Mapping) or session.get("role") not in POLL_ROLES:
+        return False
+    if not security.session_data_is_live(session, now):
+        return False
+    marker, fresh_until = parse_version(version)
+    if not marker or fresh_until is None or now >= fresh_until:
+        return False
+    try:
+        value, live = redis.mget(log_key(session["clinic_id"], client_id), live_key(session.get("sid", "")))
+    except (RedisError, KeyError, TypeError):
+        return False
+    return live is not None and value is not None and value.decode() == marker
 
 
 class UnchangedLogPoll:
@@ -58,27 +82,14 @@ class UnchangedLogPoll:
             host = environ.get("HTTP_HOST", "").rsplit(":", 1)[0]
             if host not in self.trusted_hosts:
                 return False  # Flask refuses it
-        query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
-        marker, _, fresh_part = query.get("v", "").partition("-")
-        fresh_until = whole_number(fresh_part)
-        now = time.time()
-        if not marker or fresh_until is None or now >= fresh_until:
+        version = dict(parse_qsl(environ.get("QUERY_STRING", ""))).get("v", "")
+        if not version:
             return False
         cookie = parse_cookie(environ.get("HTTP_COOKIE", "")).get(self.cookie_name)
         if not cookie:
             return False
         session = self._session(cookie)
-        if not isinstance(session, dict) or session.get("role") not in POLL_ROLES:
-            return False
-        if not security.session_data_is_live(session, now):
-            return False
-        try:
-            value, live = self.app.extensions["redis"].mget(
-                log_key(session["clinic_id"], int(match.group(1))), live_key(session.get("sid", ""))
-            )
-        except (RedisError, KeyError, TypeError):
-            return False
-        return live is not None and value is not None and value.decode() == marker
+        return log_unchanged(self.app.extensions["redis"], session, int(match.group(1)), version, time.time())
 
     def _session(self, cookie: str) -> Any:
         """The session the cookie carries, if its signature verifies and it has not expired."""

@@ -1,7 +1,7 @@
 """Open email-log streams per user, across all of the user's sessions and every web process.
 
 Each open stream holds a connection of the web server: a user may hold LOG_STREAMS_PER_USER of
-them wherever they were opened (the process's own cap is in webapp/services/log_stream.py). The
+them wherever they were opened (the process's own cap is in webapp/freshness/stream.py). The
 streams are counted in Redis, one sorted set per user whose members expire with their stream's
 lifetime: a process killed without closing its streams leaves nothing counted for long.
 """

@@ -4,7 +4,7 @@ instead of on a timer.
 
 One pattern subscription per process, whatever the number of open logs: a stream costs a
 dictionary entry and a wait, not a Redis connection. A stream is only a doorbell: the browser
-fetches the log through the usual path (webapp/fastpoll.py, then the view), so what it shows
+fetches the log through the usual path (webapp/freshness/fastpoll.py, then the view), so what it shows
 and who may see it are decided there. Every failure here falls back to that polling: a lost Redis
 ends the streams, and the browser polls at the usual interval until its stream is back.
 """
@@ -24,7 +24,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from webapp import clock
-from webapp.services.changes import LOG_CHANNEL_PREFIX
+from webapp.freshness.counters import LOG_CHANNEL_PREFIX
 
 log = logging.getLogger(__name__)
 

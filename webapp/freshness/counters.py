@@ -1,10 +1,11 @@
-"""Change markers: how the web layer tells, without the database, that a log has not changed.
+"""Change counters: how the web layer tells, without the database, that a log has not changed.
 
 Each email carries a version number in the database. Each client's log also has a counter in
-Redis, bumped after every commit that changed one of that client's emails; the log poll compares
-it with the value it last rendered and answers 204 when they match. The bump is also published
-on the log's channel, so an open log's event stream (webapp/services/log_stream.py) tells the
-browser at once instead of waiting for its next poll.
+Redis, bumped after every commit that changed one of that client's emails; a rendered log carries
+the counter's value in its version (log_version), and the log poll compares the two
+(webapp/freshness/fastpoll.py). The bump is also published on the log's channel, so an open log's
+event stream (webapp/freshness/stream.py) tells the browser at once instead of waiting for its
+next poll.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from flask import current_app
 from redis.exceptions import RedisError
 
 from webapp.models import Email
+from webapp.params import whole_number
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +66,16 @@ def current_marker(clinic_id: int, client_id: int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def marker_matches(clinic_id: int, client_id: int, seen: str, live_key: str) -> bool:
-    """Return whether the counter still has the value the browser last rendered, and the session
-    whose live mark is `live_key` is live (one round trip for both)."""
-    try:
-        value, live = current_app.extensions["redis"].mget(log_key(clinic_id, client_id), live_key)
-    except RedisError:
-        return False
-    return live is not None and value is not None and value.decode() == seen
+def log_version(marker: str, fresh_until: float) -> str:
+    """Return the version a rendered log carries: its counter as read before the log (`marker`),
+    and until when (a Unix time) the log may be told "unchanged" while the counter stays the same."""
+    return f"{marker}-{int(fresh_until)}"
+
+
+def parse_version(version: str) -> tuple[str, int | None]:
+    """Return the counter and the "fresh until" time a log's version carries (None: unreadable)."""
+    marker, _, fresh_part = version.partition("-")
+    return marker, whole_number(fresh_part)
 
 
 def attention_count_key(clinic_id: int) -> str:
