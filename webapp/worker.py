@@ -19,6 +19,7 @@ import click
 from flask import Flask
 from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.queue import Queue
 
@@ -35,6 +36,7 @@ MAINTENANCE_SECONDS = 60
 # the work (about 15 to 60 ms against 100 to 200 ms for 1,000 events). A job killed with its
 # worker leaves its batches unapplied for the sweep, as a killed child would.
 IN_PROCESS = frozenset({APPLY_JOB})
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class AppWorker(Worker):
@@ -88,18 +90,33 @@ def run_worker(app: Flask, burst: bool = False) -> None:
     gc.freeze()
     redis = app.extensions["redis"]
     logging.getLogger("rq.worker").addFilter(OncePerOutage())
-    while True:
-        rq_worker = AppWorker([get_queue()], connection=redis, maintenance_interval=MAINTENANCE_SECONDS)
-        try:
-            rq_worker.work(burst=burst)
-        except RedisError as error:
-            click.echo(f"worker: lost Redis ({error})", err=True)
-        _stop_listening(rq_worker)
-        if burst or rq_worker.stop_asked:
-            return
-        # RQ quits its loop on most connection errors (a Redis restart): wait, then start again.
-        if not wait_for_redis(redis, "worker", pause=1.0):
-            return
+    stop = {"asked": False}
+
+    def note_stop(signum: int, _frame: object) -> None:
+        stop["asked"] = True
+
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        while not stop["asked"]:
+            rq_worker = AppWorker([get_queue()], connection=redis, maintenance_interval=MAINTENANCE_SECONDS)
+            try:
+                rq_worker.work(burst=burst)
+            except StopRequested:
+                pass  # asked to stop as RQ's loop ended: its handler raises outside the loop too
+            except RedisError as error:
+                click.echo(f"worker: lost Redis ({error})", err=True)
+            # RQ leaves its handlers in place: until the next loop, a stop is only noted.
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, note_stop)
+            _stop_listening(rq_worker)
+            if burst or rq_worker.stop_asked or stop["asked"]:
+                return
+            # RQ quits its loop on most connection errors (a Redis restart): wait, then start again.
+            if not wait_for_redis(redis, "worker", pause=1.0):
+                return
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _stop_listening(rq_worker: Worker) -> None:
