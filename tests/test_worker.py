@@ -1,6 +1,7 @@
 """The worker's changes to RQ (webapp/worker.py) and the scheduler's (webapp/scheduler.py), each
 against a real Redis: jobs run in the worker's own process or forked as meant, a stop-job command
-cannot kill the worker, and both ride out a Redis restart yet stop when told to, even mid-outage.
+cannot kill the worker, its command listener stops at once, and both ride out a Redis restart yet
+stop when told to, even mid-outage.
 
 The processes are real (their waits are bounded polls of wall time, see tests/faults.py); the
 in-process test runs RQ's loop in this process.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 import pytest
 from rq import Queue
@@ -92,6 +94,23 @@ def test_a_stop_command_for_an_in_process_job_leaves_the_worker_running(make_app
     assert worker.wait(timeout=30) == 0, processes.log(worker)
     assert job.get_status(refresh=True) == JobStatus.FINISHED
     assert redis.llen("ran") == 1  # and the worker went on to the next job
+
+
+def test_the_command_listener_stops_within_a_second_whatever_it_was_doing(make_app):
+    """RQ's teardown unsubscribes its command listener, then stops it with redis-py's stop(),
+    which (redis-py 8) waits for the thread; a listener that has already read the unsubscribe's
+    reply waits for a new subscription as long as it listens at a time (RQ's: a minute)."""
+    redis = make_app().extensions["redis"]
+    worker = AppWorker([Queue(QUEUE_NAME, connection=redis)], connection=redis)
+    worker.subscribe()
+    worker.pubsub.unsubscribe()
+    wait_for(lambda: not worker.pubsub.subscribed, 10, what="the listener to read the reply")
+
+    began = time.monotonic()
+    worker.unsubscribe()
+
+    assert time.monotonic() - began < 3
+    assert not worker.pubsub_thread.is_alive()
 
 
 def test_the_worker_rides_out_a_redis_restart_and_stops_when_told(make_app, processes, tmp_path):

@@ -37,6 +37,8 @@ MAINTENANCE_SECONDS = 60
 # worker leaves its batches unapplied for the sweep, as a killed child would.
 IN_PROCESS = frozenset({APPLY_JOB})
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How long the command listener waits for a message before it looks whether to stop (RQ's: 60 s).
+LISTEN_SECONDS = 1.0
 
 
 class AppWorker(Worker):
@@ -63,6 +65,17 @@ class AppWorker(Worker):
         if job.func_name in self.in_process:
             return SimpleWorker.get_heartbeat_ttl(self, job, working_time)  # type: ignore[arg-type]
         return super().get_heartbeat_ttl(job, working_time)
+
+    def subscribe(self) -> None:
+        """Listen for RQ's commands (stop a job, shut down) as RQ does, looking every second
+        whether to stop: RQ's teardown waits for the listener (redis-py 8's stop() waits whole),
+        and one that has read the reply to RQ's unsubscribe waits for a new subscription."""
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=LISTEN_SECONDS, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
         """Kill the child running a job, if there is one.
