@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 
 from redis import Redis
 from redis.exceptions import RedisError
+
+from webapp.supervisor import die_with_parent
 
 START_SECONDS = 10
 STOP_SECONDS = 10
@@ -177,15 +178,6 @@ def _binary() -> str:
             "install redis-server (Debian: apt-get install redis-server)"
         )
     return binary
-
-
-def die_with_parent() -> None:
-    """In a child, before exec: ask Linux for SIGTERM when the parent dies, however it dies."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 @contextlib.contextmanager
