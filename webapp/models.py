@@ -77,6 +77,13 @@ class Clinic(db.Model):
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
     # IANA name (Europe/London): the clinic's times, appointments above all, are read in it.
     timezone: so.Mapped[str] = so.mapped_column(sa.String(64), default="UTC", server_default="UTC")
+    # The clinic's identity, set by its owner: every email carries it (Reply-To header, footer), so
+    # replies reach the clinic, not the platform. Empty: not given.
+    reply_to_address: so.Mapped[str] = so.mapped_column(sa.String(320), default="", server_default="")
+    phone: so.Mapped[str] = so.mapped_column(sa.String(50), default="", server_default="")
+    postal_address: so.Mapped[str] = so.mapped_column(sa.String(500), default="", server_default="")
+    brand_colour: so.Mapped[str] = so.mapped_column(sa.String(7), default="", server_default="")  # #rrggbb
+    intake_form_url: so.Mapped[str] = so.mapped_column(sa.String(500), default="", server_default="")
 
 
 class User(UserMixin, db.Model):
@@ -177,6 +184,15 @@ class Email(db.Model):
     events: so.Mapped[list[EmailEvent]] = so.relationship(
         back_populates="email", order_by="EmailEvent.occurred_at, EmailEvent.id"
     )
+    # What was handed to the provider beyond the subject and text part (Email.body); None for a
+    # text-only email. Loaded only when asked for: the log's queries never need it.
+    content: so.Mapped[EmailContent | None] = so.relationship(
+        back_populates="email",
+        uselist=False,
+        lazy="select",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
 
     __table_args__ = (
         sa.Index("ix_email_client_created", "client_id", "created_at"),
@@ -200,6 +216,21 @@ class Email(db.Model):
     @classmethod
     def _status_known_at(cls) -> sa.ColumnElement[datetime]:
         return sa.func.coalesce(cls.status_received_at, cls.status_changed_at)
+
+
+class EmailContent(db.Model):
+    """The rest of an email exactly as handed to the provider: its HTML part, Reply-To and calendar
+    attachment. A table of its own so the hot email rows stay small."""
+
+    email_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("email.id", ondelete="CASCADE"), primary_key=True
+    )
+    body_html: so.Mapped[str] = so.mapped_column(sa.Text, default="")  # empty: text only
+    reply_to: so.Mapped[str] = so.mapped_column(sa.String(320), default="")
+    # The appointment's .ics (text/calendar), for a reminder; None when there is no attachment.
+    calendar_ics: so.Mapped[str | None] = so.mapped_column(sa.Text)
+
+    email: so.Mapped[Email] = so.relationship(back_populates="content")
 
 
 class EmailEvent(db.Model):

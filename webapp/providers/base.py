@@ -7,6 +7,7 @@ nothing of Flask or the database: services hand them plain values and store what
 from __future__ import annotations
 
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -14,6 +15,19 @@ from datetime import datetime
 from typing import Any, Literal
 
 from webapp.event_kinds import EventKind, event_kind
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file sent with an email (a reminder's calendar entry)."""
+
+    filename: str
+    content_type: str  # the MIME type, e.g. text/calendar
+    content: bytes
+
+
+# An <a> whose href is a web address: what a provider's click tracking rewrites. Linear: no nesting.
+_WEB_LINK = re.compile(r"""<a\s[^>]*?href\s*=\s*["']?https?://""", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -28,7 +42,19 @@ class OutgoingMessage:
     subject: str
     body_text: str
     category: str  # the kind of message, for the provider's statistics
-    reply_to: str = ""
+    reply_to: str = ""  # the clinic's address: replies reach it, not the platform
+    body_html: str = ""  # empty: a text-only email
+    attachments: tuple[Attachment, ...] = ()
+
+    @property
+    def track_opens(self) -> bool:
+        """Whether to ask for open tracking: providers can only track an open with an HTML part (a pixel)."""
+        return bool(self.body_html)
+
+    @property
+    def track_links(self) -> bool:
+        """Whether to ask for click tracking: only the HTML part's links are rewritten, so it needs one."""
+        return bool(self.body_html) and _WEB_LINK.search(self.body_html) is not None
 
 
 # Why a provider would not send to an address, in our own words (the provider's text is kept beside).

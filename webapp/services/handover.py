@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -24,9 +25,16 @@ from redis.exceptions import RedisError
 
 from webapp.extensions import db
 from webapp.freshness.counters import mark_changed
-from webapp.models import Email, utcnow
+from webapp.models import Email, EmailContent, utcnow
 from webapp.providers import get_provider
-from webapp.providers.base import EmailProvider, OutgoingMessage, ProviderEvent, RejectReason, SendResult
+from webapp.providers.base import (
+    Attachment,
+    EmailProvider,
+    OutgoingMessage,
+    ProviderEvent,
+    RejectReason,
+    SendResult,
+)
 from webapp.redis_keys import redis_key
 from webapp.services import alerts
 from webapp.services.events import apply_events
@@ -124,7 +132,7 @@ def _send_claimed(claimed: dict[int, int], provider: EmailProvider, now: datetim
         db.session.execute(
             sa.select(Email)
             .where(Email.id.in_(ids))
-            .options(so.joinedload(Email.client), so.joinedload(Email.clinic))
+            .options(so.joinedload(Email.client), so.joinedload(Email.clinic), so.selectinload(Email.content))
             .order_by(Email.id)
         )
         .scalars()
@@ -219,7 +227,18 @@ def _outgoing(email: Email) -> OutgoingMessage:
         subject=email.subject,
         body_text=email.body,
         category=email.kind,
+        **_content_fields(email.content),
     )
+
+
+def _content_fields(content: EmailContent | None) -> dict[str, Any]:
+    """The HTML part, Reply-To and attachment stored when the email was composed (none: text only)."""
+    if content is None:
+        return {}
+    attachments = ()
+    if content.calendar_ics:
+        attachments = (Attachment("appointment.ics", "text/calendar", content.calendar_ics.encode()),)
+    return {"body_html": content.body_html, "reply_to": content.reply_to, "attachments": attachments}
 
 
 def mark_accepted(email: Email, provider_message_id: str | None, accepted_at: datetime | None = None) -> None:

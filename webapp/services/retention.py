@@ -19,6 +19,7 @@ from flask import current_app
 from webapp.extensions import db
 from webapp.models import (
     Email,
+    EmailContent,
     EmailEvent,
     OperatorAlert,
     PendingEvent,
@@ -114,6 +115,8 @@ def _purge_email_batch(before: datetime, size: int, counts: dict[str, int]) -> i
     )
     db.session.execute(sa.update(OperatorAlert).where(OperatorAlert.email_id.in_(ids)).values(email_id=None))
     events = db.session.execute(sa.delete(EmailEvent).where(EmailEvent.email_id.in_(ids)))
+    # The copy of what was sent goes with its log entry.
+    db.session.execute(sa.delete(EmailContent).where(EmailContent.email_id.in_(ids)))
     db.session.execute(sa.delete(Email).where(Email.id.in_(ids)))
     counts["emails"] += len(ids)
     counts["events"] += events.rowcount or 0
