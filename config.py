@@ -179,9 +179,6 @@ SETTINGS: tuple[Setting, ...] = (
     # unchanged answer is cheap, webapp/freshness/fastpoll.py), so any change shows within 5 s.
     Setting("LOG_POLL_FAST_SECONDS", int, 3),
     Setting("LOG_POLL_SLOW_SECONDS", int, 4),
-    # Answer unchanged log polls in front of Flask (webapp/freshness/fastpoll.py); 0: the view answers
-    # them after Flask's hooks instead (only to measure the difference).
-    Setting("LOG_POLL_FAST_PATH", int, 1),
     # Push: an open log also listens on an event stream that says when it changed (Redis pub/sub,
     # webapp/freshness/stream.py); each stream ends after this many seconds and the browser
     # opens a new one. 0 turns the push off (the log polls as above). Needs an async web worker

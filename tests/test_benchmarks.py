@@ -26,7 +26,7 @@ EXPECTED = {
     "search.py": "client search",
     "scale_out.py": "final states equal: yes",
     "freshness.py": "change stored -> shown",
-    "log_push.py": "push vs polling before this work",
+    "log_push.py": "push vs polling (settled, the fallback)",
     "owner_overview.py": "aggregate query (60 days by day and status)",
 }
 

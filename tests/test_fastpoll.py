@@ -41,23 +41,23 @@ def test_what_the_fast_path_cannot_vouch_for_goes_to_the_view(app, client, world
     assert stranger.get(url, headers=POLL).headers.get("HX-Redirect") == "/login"
 
 
-def test_only_the_fast_path_answers_unchanged_unless_it_is_turned_off(app, client, world):
-    """The view renders every poll that reaches it; with LOG_POLL_FAST_PATH=0 (kept to measure what
-    the fast path saves) it asks the same question itself, after Flask's hooks."""
+def test_only_the_fast_path_answers_unchanged_and_the_view_always_renders(app, client, world):
+    """The fast path is always in front of the app; the view renders every poll that reaches it,
+    even an unchanged one (a HEAD, which the fast path leaves alone)."""
     from webapp.freshness.fastpoll import UnchangedLogPoll
 
+    assert isinstance(app.wsgi_app, UnchangedLogPoll)
     hooks: list[str] = []
     app.before_request(lambda: hooks.append("before"))
     login(client, "clinician@a.example")
     url = poll_url(client.get(f"/clients/{world.client_a.id}/emails", headers=POLL).get_data(as_text=True))
-    # A HEAD poll passes the fast path (GET only) and is rendered, not told "unchanged".
-    assert client.head(url, headers=POLL).status_code == 200
-
-    assert isinstance(app.wsgi_app, UnchangedLogPoll)
-    app.wsgi_app = app.wsgi_app.wsgi_app  # as create_app leaves it with the setting at 0
-    app.config["LOG_POLL_FAST_PATH"] = 0
     hooks.clear()
+    assert client.get(url, headers=POLL).status_code == 204 and hooks == []
+    # A HEAD poll passes the fast path (GET only) and is rendered, not told "unchanged".
+    response = client.head(url, headers=POLL)
+    assert response.status_code == 200 and hooks == ["before"]
+    assert int(response.headers["Content-Length"]) > 0
+    # Without the fast path in front, the same unchanged GET is rendered in full by the view.
+    app.wsgi_app = app.wsgi_app.wsgi_app
     response = client.get(url, headers=POLL)
-    assert response.status_code == 204 and response.data == b"" and hooks == ["before"]
-    marker = url.split("v=", 1)[1].partition("-")[0]
-    assert client.get(url.replace(f"v={marker}", "v=999"), headers=POLL).status_code == 200
+    assert response.status_code == 200 and 'id="email-log"' in response.get_data(as_text=True)

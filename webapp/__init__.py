@@ -119,8 +119,7 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     cli.init_app(app)
     from webapp.freshness import fastpoll
 
-    if app.config["LOG_POLL_FAST_PATH"]:
-        fastpoll.install(app)  # last: outermost, so an unchanged log poll runs nothing else
+    fastpoll.install(app)  # last: outermost, so an unchanged log poll runs nothing else
 
     if not app.config.get("SKIP_SERVICE_CHECK"):
         check_services(app)

@@ -29,7 +29,7 @@ from webapp.clients import bp
 from webapp.clients.forms import AddressForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
 from webapp.freshness import counters, quota, row_cache, stream
-from webapp.freshness.fastpoll import POLL_ROLES, log_unchanged
+from webapp.freshness.fastpoll import POLL_ROLES
 from webapp.models import Client, Clinic, utcnow
 from webapp.params import id_list, page_number
 from webapp.security import clinic_staff_required, current_clinic_id, session_data_is_live
@@ -83,14 +83,8 @@ def correct_address(client_id: int) -> Response | tuple[str, int]:
 @bp.get("/clients/<int:client_id>/emails")
 @limiter.exempt
 def email_log(client_id: int) -> Response | tuple[str, int]:
-    """Return the email log partial (an unchanged poll was answered 204 before Flask ran)."""
-    # The fast path in front of Flask (webapp/freshness/fastpoll.py) answers unchanged polls. Only
-    # with it turned off (LOG_POLL_FAST_PATH=0, to measure the difference) does the view ask.
-    version = request.args.get("v", "")
-    if not current_app.config["LOG_POLL_FAST_PATH"] and log_unchanged(
-        current_app.extensions["redis"], session, client_id, version, time.time()
-    ):
-        return "", 204
+    """Return the email log partial; an unchanged poll was answered 204 in front of Flask
+    (webapp/freshness/fastpoll.py), so every poll that reaches the view is rendered."""
     return _render_email_log(client_id)
 
 
