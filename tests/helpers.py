@@ -5,11 +5,14 @@ values only; the shared fixtures are in conftest.py (a test module never imports
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
 import os
 import re
 import secrets
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -409,3 +412,67 @@ def public_key_b64(key: ec.EllipticCurvePrivateKey) -> str:
 def one_event(**fields) -> bytes:
     event = {"email": "a@example.com", "timestamp": int(time.time()), "event": "delivered", **fields}
     return json.dumps([event]).encode() + b"\r\n"
+
+
+# --- The log poll's known counters: a feed to wait for, a Redis link to freeze -------------------
+
+
+def wait_until_current(feed: object, seconds: float = 10.0) -> None:
+    """Wait (bounded) until a log change feed listens and Redis answered its ping."""
+    deadline = time.monotonic() + seconds
+    feed.start()  # type: ignore[attr-defined]
+    while not feed.current():  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the log change feed did not start listening"
+        threading.Event().wait(0.01)
+
+
+class FreezableLink:
+    """A TCP relay to Redis that can be frozen: it then passes nothing either way, as a network
+    that drops a connection without a word (no reset, no close)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.open = threading.Event()
+        self.open.set()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def freeze(self) -> None:
+        """Pass nothing more until thawed."""
+        self.open.clear()
+
+    def cut(self) -> None:
+        """Drop every connection through the link (new ones are still let through)."""
+        connections, self._sockets = self._sockets, []
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # what a blocked read notices, unlike close()
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def close(self) -> None:
+        """Drop every connection and let no new one through."""
+        self.open.set()
+        self._listener.close()
+        self.cut()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self._listener.accept()
+            except OSError:
+                return
+            far = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self._sockets += [near, far]
+            threading.Thread(target=self._pump, args=(near, far), daemon=True).start()
+            threading.Thread(target=self._pump, args=(far, near), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                self.open.wait()
+                sink.sendall(data)
+        except OSError:
+            pass

@@ -65,11 +65,14 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"], socket_timeout=5)
     from webapp.freshness.counters import log_channel
     from webapp.freshness.stream import ChangeFeed
+    from webapp.services.accounts import sessions_ended_channel
 
-    # Listens to Redis only from the first open log stream on, in the process that serves it.
+    # Listens to Redis only from the first open log stream or log poll on, in the process that
+    # serves it.
     app.extensions["log_feed"] = ChangeFeed(
         app.config["REDIS_URL"],
         log_channel("*", "*", app=app),
+        sessions_channel=sessions_ended_channel(app),
         check_seconds=app.config["LOG_STREAM_HEARTBEAT_SECONDS"],
         max_streams=app.config["LOG_STREAMS_PER_PROCESS"],
     )

@@ -15,6 +15,9 @@
   let streamRetry = null;
   let changedTimer = null;
   let pollWanted = false;
+  // The next fetch of the log follows its stream (it opened, rang or ended): it says so, and the
+  // server then answers from Redis itself rather than from what one web process has heard so far.
+  let streamSaidChanged = false;
 
   function pollSeconds(log) {
     const seconds = Number(log.dataset.pollSeconds || 0);
@@ -81,6 +84,7 @@
     source.addEventListener("open", function () {
       streamOpen = true;
       // What changed before the stream was listening (or while it was away) is fetched now.
+      streamSaidChanged = true;
       pollNow();
       schedulePoll();
     });
@@ -90,12 +94,14 @@
       if (changedTimer) return;
       changedTimer = setTimeout(function () {
         changedTimer = null;
+        streamSaidChanged = true;
         pollNow();
       }, Math.random() * 1000);
     });
     source.addEventListener("end", function () {
       // The session is over: the log's own request takes the page to the sign-in form.
       closeStream();
+      streamSaidChanged = true;
       pollNow();
       schedulePoll();
     });
@@ -138,6 +144,10 @@
     if (!elt || (elt.id !== "email-log" && elt.id !== "log-filter")) return;
     const ids = openIds().map(function (id) { return id.replace("timeline-", ""); });
     if (ids.length) event.detail.parameters.open = ids.join(",");
+    if (elt.id === "email-log" && streamSaidChanged) {
+      event.detail.headers["X-Log-Changed"] = "1";
+      streamSaidChanged = false;
+    }
   });
 
   document.addEventListener("htmx:beforeSwap", function (event) {

@@ -101,6 +101,18 @@ def _publish_changes(session: so.Session) -> None:
     except (RedisError, RuntimeError) as error:
         # A lost bump only costs one full refresh: the next poll re-renders from the database.
         log.warning("could not bump log change counters: %s", error)
+    _forget_here(logs)
+
+
+def _forget_here(logs: set[tuple[int, int]]) -> None:
+    """This process's poll answers forget the old counters at once (after the bump: a poll that
+    read before it is not kept); every other process hears the announcement (known.py)."""
+    try:
+        known = current_app.extensions["log_feed"].known
+    except RuntimeError:
+        return  # no app: nothing known here
+    for clinic_id, client_id in logs:
+        known.forget_log(log_channel(clinic_id, client_id))
 
 
 @sa.event.listens_for(so.Session, "after_rollback")

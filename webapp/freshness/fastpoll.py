@@ -1,16 +1,21 @@
 """The email log's "nothing changed" answer, in front of Flask, and the one question behind it.
 
 Every open log asks every few seconds whether anything changed; nearly always nothing did. That
-answer needs the signed session cookie and one Redis round trip, nothing else: no request
-context, no before/after-request hooks, no rate limiter, no database, no template. This WSGI
-middleware gives exactly that answer (204), and passes every other request, and every poll it
-cannot answer with certainty, to the Flask app, whose view renders the log.
+answer needs the signed session cookie, the log's change counter and the session's live mark,
+nothing else: no request context, no before/after-request hooks, no rate limiter, no database,
+no template. This WSGI middleware gives exactly that answer (204), and passes every other
+request, and every poll it cannot answer with certainty, to the Flask app, whose view renders the
+log. The counter and the mark come from what the process's change feed knows (known.py) while it
+is current, else from one Redis round trip (then kept); a cookie verified once is not verified
+again (its signature is its content).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -21,24 +26,37 @@ from redis.exceptions import RedisError
 from werkzeug.http import parse_cookie
 
 from webapp import security
-from webapp.freshness.counters import log_key, parse_version
+from webapp.freshness.counters import log_channel, log_key, parse_version
+from webapp.freshness.stream import ChangeFeed
 from webapp.params import MAX_ID
 from webapp.services.accounts import live_key
 
 _LOG_PATH = re.compile(r"/clients/([0-9]{1,10})/emails")
 POLL_ROLES = ("clinician", "owner")
+# Sent by the browser when its log's stream said it changed: the answer then comes from Redis
+# itself, never from what this process knows (another process's stream may have heard it first).
+CHANGED_HEADER = "HTTP_X_LOG_CHANGED"
+# Verified session cookies kept per process (each a few hundred bytes); past it, the oldest goes.
+MAX_COOKIES = 10_000
 
 
 def log_unchanged(
-    redis: Redis, session: Any, client_id: int, version: str, now: float, app: Flask | None = None
+    redis: Redis,
+    session: Any,
+    client_id: int,
+    version: str,
+    now: float,
+    app: Flask | None = None,
+    feed: ChangeFeed | None = None,
 ) -> bool:
     """Return whether the client's log, shown at `version`, is still current for this session.
 
     True only when all hold: the session is a clinician's or owner's and has not timed out; the
     version's "unchanged" answer has not run out (a row going stuck, relative times); the log's
-    counter still has the version's value; and Redis says the session is still live (one round
-    trip for both). Anything else (an unreadable version, a lost counter, Redis down) is False:
-    the log is rendered again.
+    counter still has the version's value; and the session is still live. The counter and the
+    live mark come from what `feed` knows while it is current, else from Redis (one round trip
+    for both, kept for the next poll). Anything else (an unreadable version, a lost counter, Redis
+    down) is False: the log is rendered again.
     """
     if not isinstance(session, Mapping) or session.get("role") not in POLL_ROLES:
         return False
@@ -48,12 +66,24 @@ def log_unchanged(
     if not marker or fresh_until is None or now >= fresh_until:
         return False
     try:
-        value, live = redis.mget(
-            log_key(session["clinic_id"], client_id, app), live_key(session.get("sid", ""), app)
-        )
-    except (RedisError, KeyError, TypeError):
+        clinic_id, sid = session["clinic_id"], session.get("sid", "")
+        live_mark = live_key(sid, app)
+        channel = log_channel(clinic_id, client_id, app)
+    except (KeyError, TypeError):
         return False
-    return live is not None and value is not None and value.decode() == marker
+    known = feed.known if feed is not None else None
+    if known is not None and feed.current():
+        value = known.answer(channel, live_mark)
+        if value is not None:
+            return value == marker.encode()
+    generation = known.generation if known is not None else 0
+    try:
+        value, live = redis.mget(log_key(clinic_id, client_id, app), live_mark)
+    except RedisError:
+        return False
+    if known is not None and feed.current():
+        known.keep(generation, channel, value, live_mark, live is not None)
+    return live is not None and value is not None and value == marker.encode()
 
 
 class UnchangedLogPoll:
@@ -67,6 +97,10 @@ class UnchangedLogPoll:
         self.trusted_hosts = app.config.get("TRUSTED_HOSTS")
         self.headers = [(name, value) for name, value in security.security_headers_for_204()]
         self._serializer: Any = None
+        self._lock = threading.Lock()
+        # Verified cookies: the session each carries and when it was signed (its signature is
+        # its content, so the same cookie verifies the same way until it is too old).
+        self._sessions: OrderedDict[str, tuple[Any, int]] = OrderedDict()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") == "GET" and self._unchanged(environ):
@@ -92,19 +126,34 @@ class UnchangedLogPoll:
         cookie = parse_cookie(environ.get("HTTP_COOKIE", "")).get(self.cookie_name)
         if not cookie:
             return False
-        session = self._session(cookie)
-        return log_unchanged(
-            self.app.extensions["redis"], session, int(match.group(1)), version, time.time(), self.app
-        )
+        now = time.time()
+        session = self._session(cookie, now)
+        feed = self.app.extensions["log_feed"]
+        if not feed.current():
+            feed.start()  # what it knows answers the polls once it listens
+        if environ.get(CHANGED_HEADER):
+            feed = None
+        redis = self.app.extensions["redis"]
+        return log_unchanged(redis, session, int(match.group(1)), version, now, self.app, feed)
 
-    def _session(self, cookie: str) -> Any:
+    def _session(self, cookie: str, now: float) -> Any:
         """The session the cookie carries, if its signature verifies and it has not expired."""
-        if self._serializer is None:
-            self._serializer = self.app.session_interface.get_signing_serializer(self.app)  # type: ignore[attr-defined]
-        try:
-            return self._serializer.loads(cookie, max_age=self.max_age)
-        except Exception:  # noqa: BLE001 - a bad or expired cookie: the full path deals with it
-            return None
+        kept = self._sessions.get(cookie)
+        if kept is None:
+            if self._serializer is None:
+                self._serializer = self.app.session_interface.get_signing_serializer(self.app)  # type: ignore[attr-defined]
+            try:
+                session, signed = self._serializer.loads(cookie, max_age=self.max_age, return_timestamp=True)
+            except Exception:  # noqa: BLE001 - a bad or expired cookie: the full path deals with it
+                return None
+            kept = (session, int(signed.timestamp()))
+            with self._lock:
+                if len(self._sessions) >= MAX_COOKIES:
+                    self._sessions.popitem(last=False)
+                self._sessions[cookie] = kept
+        session, signed = kept
+        # As the signature's own check: not older than the cookie's lifetime, nor from the future.
+        return session if 0 <= int(now) - signed <= self.max_age else None
 
 
 def install(app: Flask) -> None:

@@ -3,7 +3,10 @@ open logs' event streams (text/event-stream), so a browser fetches its log as so
 instead of on a timer.
 
 One pattern subscription per process, whatever the number of open logs: a stream costs a
-dictionary entry and a wait, not a Redis connection. A stream is only a doorbell: the browser
+dictionary entry and a wait, not a Redis connection. The same subscription keeps what the process
+knows of the logs' counters current (webapp/freshness/known.py), so that an unchanged poll needs
+no Redis round trip while it listens; it pings Redis every PING_SECONDS to know how far behind it
+could be. A stream is only a doorbell: the browser
 fetches the log through the usual path (webapp/freshness/fastpoll.py, then the view), so what it shows
 and who may see it are decided there. Every failure here falls back to that polling: a lost Redis
 ends the streams, and the browser polls at the usual interval until its stream is back.
@@ -24,6 +27,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from webapp import clock
+from webapp.freshness.known import Known
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,11 @@ CONNECT_WAIT_SECONDS = 2.0
 RETRY_MILLISECONDS = 2000
 # Tells the browser not to reconnect but to fetch the log, whose route sends it to sign in.
 SESSION_OVER = "event: end\ndata: session\n\n"
+# The feed pings Redis this often on its subscription; what it knows is trusted only while the
+# answer to a ping sent at most KNOWN_LAG_SECONDS ago has come back (everything announced before
+# that ping was heard first: Redis answers a connection in order).
+PING_SECONDS = 0.5
+KNOWN_LAG_SECONDS = 2.0
 
 
 class TooManyStreams(Exception):
@@ -73,9 +82,13 @@ class ChangeFeed:
         channels: str,
         check_seconds: float = HEARTBEAT_SECONDS,
         max_streams: int = 400,
+        sessions_channel: str = "",
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Listen on the channels matching the pattern `channels` (changes.log_channel("*", "*"))."""
+        """Listen on the channels matching the pattern `channels` (changes.log_channel("*", "*")),
+        and on `sessions_channel`, where ended sessions are announced."""
         self._channels = channels
+        self._sessions_channel = sessions_channel
         # Its own client: no read timeout on the listening connection, and a ping every 30 s
         # so a connection dropped without a word is noticed.
         self._redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
@@ -91,13 +104,18 @@ class ChangeFeed:
         self._listening = threading.Event()
         self._thread: threading.Thread | None = None
         self.stopping = False
+        # The logs' counters and live sessions as last read, kept while the feed listens.
+        self.known = Known()
+        # When (monotonic()) the ping last answered was sent: all announced before it was heard.
+        self._monotonic = monotonic
+        self._caught_up = float("-inf")
 
     def open(self, channel: str, live_key: str = "") -> Subscription | None:
         """Register a stream for one log's channel, ended when the session whose live mark is
         `live_key` is over; None when Redis cannot be listened to now."""
         if self.stopping:
             return None
-        self._start()
+        self.start()
         if not self._listening.wait(CONNECT_WAIT_SECONDS):
             return None
         subscription = Subscription(channel, live_key)
@@ -129,8 +147,21 @@ class ChangeFeed:
         """End every stream and stop listening (the process is stopping)."""
         self.stopping = True
         self._end_all()
+        self.known.forget_all()
 
-    def _start(self) -> None:
+    def current(self) -> bool:
+        """Whether what the feed knows (`known`) is at most KNOWN_LAG_SECONDS behind Redis."""
+        return (
+            not self.stopping
+            and self._listening.is_set()
+            and self._monotonic() - self._caught_up <= KNOWN_LAG_SECONDS
+        )
+
+    def start(self) -> None:
+        """Start listening, in the background, unless already listening (or stopped)."""
+        thread = self._thread
+        if self.stopping or (thread is not None and thread.is_alive()):
+            return
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
@@ -144,23 +175,22 @@ class ChangeFeed:
             pubsub = self._redis.pubsub()
             try:
                 pubsub.psubscribe(self._channels)
+                if self._sessions_channel:
+                    pubsub.subscribe(self._sessions_channel)
                 # Listening only once Redis confirmed: a change published after open() is heard.
                 while pubsub.get_message(timeout=1.0) is None and not self.stopping:
                     pass
+                # Nothing read before this is kept: a change announced before it went unheard.
+                self.known.forget_all()
                 self._listening.set()
                 pause = 0.5
-                check_at = time.monotonic() + self._check_seconds
-                while not self.stopping:
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is not None and message["type"] == "pmessage":
-                        self._ring(message["channel"].decode())
-                    if time.monotonic() >= check_at:
-                        self.end_ended_sessions()
-                        check_at = time.monotonic() + self._check_seconds
+                self._hear(pubsub)
             except (RedisError, OSError) as error:
                 log.warning("log change feed lost Redis (%s); open logs poll until it is back", error)
             finally:
                 self._listening.clear()
+                self._caught_up = float("-inf")
+                self.known.forget_all()
                 # A change may have gone unheard meanwhile: the streams end, and each browser
                 # fetches its log when its stream is open again.
                 self._end_all()
@@ -168,6 +198,32 @@ class ChangeFeed:
             if not self.stopping:
                 time.sleep(pause)
                 pause = min(pause * 2, 10.0)
+
+    def _hear(self, pubsub: Any) -> None:
+        """Pass on what the subscription hears, and ping it, until the feed stops or Redis is lost."""
+        check_at = time.monotonic() + self._check_seconds
+        ping_sent: float | None = None
+        ping_at = 0.0
+        while not self.stopping:
+            now = self._monotonic()
+            if ping_sent is None and now >= ping_at:
+                ping_sent = now
+                pubsub.ping("feed")
+            message = pubsub.get_message(
+                timeout=min(1.0, max(0.0, ping_at - now)) if ping_sent is None else 1.0
+            )
+            kind = message["type"] if message is not None else None
+            if kind == "pmessage":
+                self._ring(message["channel"].decode())
+            elif kind == "message":
+                self.known.forget_sessions()  # some session ended
+            elif kind == "pong" and ping_sent is not None:
+                self._caught_up = ping_sent
+                ping_at = ping_sent + PING_SECONDS
+                ping_sent = None
+            if time.monotonic() >= check_at:
+                self.end_ended_sessions()
+                check_at = time.monotonic() + self._check_seconds
 
     def end_ended_sessions(self) -> None:
         """End the streams whose session is over (signed out, everywhere, deactivated).
@@ -188,6 +244,8 @@ class ChangeFeed:
                 subscription.ring()
 
     def _ring(self, channel: str) -> None:
+        # Forgotten before any stream is rung: the fetch a ring causes never finds the old value.
+        self.known.forget_log(channel)
         with self._lock:
             streams = list(self._open.get(channel, ()))
         for subscription in streams:

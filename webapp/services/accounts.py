@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -194,6 +195,11 @@ def live_key(sid: str, app: Flask | None = None) -> str:
     return redis_key("session-live", sid_hash(sid), app=app)
 
 
+def sessions_ended_channel(app: Flask | None = None) -> str:
+    """Return the Redis channel on which ended sessions are announced (after their marks went)."""
+    return redis_key("sessions-ended", app=app)
+
+
 def keep_live(sid: str, login_at: int) -> None:
     """Mark a session the database just confirmed as live again, in case Redis lost the mark."""
     remaining = ABSOLUTE_TIMEOUT_SECONDS - (int(time.time()) - login_at)
@@ -215,11 +221,19 @@ def _forget_ended_sessions(db_session: so.Session) -> None:
     if not hashes:
         return
     try:
-        current_app.extensions["redis"].delete(*(redis_key("session-live", value) for value in hashes))
+        with current_app.extensions["redis"].pipeline(transaction=False) as pipe:
+            pipe.delete(*(redis_key("session-live", value) for value in hashes))
+            # After the marks went, in this order: every web process forgets which sessions it
+            # knew to be live (webapp/freshness/known.py).
+            pipe.publish(sessions_ended_channel(), b"1")
+            pipe.execute()
     except (RedisError, RuntimeError) as error:
         # The database has ended them: every request but the log's "nothing changed" answer
         # already refuses them, and that answer carries no data.
         log.warning("could not drop the marks of ended sessions: %s", error)
+    # This process at once (after the marks went: a poll that read before is not kept).
+    with contextlib.suppress(RuntimeError):
+        current_app.extensions["log_feed"].known.forget_sessions()
 
 
 @sa.event.listens_for(so.Session, "after_rollback")
