@@ -220,3 +220,14 @@ def test_a_kept_cookie_still_runs_out_with_its_lifetime(app, client, url):
     assert middleware._session(cookie, now) is not None  # noqa: SLF001
     assert middleware._session(cookie, now + middleware.max_age + 10) is None  # noqa: SLF001
     assert middleware._session(cookie[:-2] + "xx", now) is None  # noqa: SLF001 - a forged signature
+
+
+def test_a_render_takes_its_counter_and_the_live_mark_from_what_is_known(app, client, world, url):
+    known_by_this_process(app, client, url)
+    counter = app.extensions["redis"].get(log_key(world.clinic_a.id, world.client_a.id)).decode()
+    from tests.product import free_port
+
+    app.extensions["redis"] = Redis(port=free_port(), socket_connect_timeout=1)  # no round trip possible
+    changed = re.sub(r"v=\w+-", "v=0-", url)
+    html = client.get(changed, headers=POLL).get_data(as_text=True)
+    assert f"v={counter}-" in html  # not "none", which a failed Redis read gives

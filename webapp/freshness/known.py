@@ -47,6 +47,14 @@ class Known:
             return None
         return value
 
+    def counter(self, channel: str) -> bytes | None:
+        """Return the log's counter if kept."""
+        return self._counters.get(channel)
+
+    def is_live(self, live_key: str) -> bool:
+        """Return whether the session's live mark is kept."""
+        return live_key in self._live
+
     def keep(self, generation: int, channel: str, value: bytes | None, live_key: str, live: bool) -> None:
         """Keep what a Redis read begun at `generation` found, unless it was forgotten since."""
         with self._lock:

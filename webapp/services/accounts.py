@@ -203,8 +203,12 @@ def sessions_ended_channel(app: Flask | None = None) -> str:
 def keep_live(sid: str, login_at: int) -> None:
     """Mark a session the database just confirmed as live again, in case Redis lost the mark."""
     remaining = ABSOLUTE_TIMEOUT_SECONDS - (int(time.time()) - login_at)
-    if sid and remaining > 0:
-        _set_live(sid, remaining, only_if_missing=True)
+    if not sid or remaining <= 0:
+        return
+    feed = current_app.extensions["log_feed"]
+    if feed.current() and feed.known.is_live(live_key(sid)):
+        return  # this process read the mark and heard of no end since: no round trip
+    _set_live(sid, remaining, only_if_missing=True)
 
 
 def _set_live(sid: str, seconds: int, only_if_missing: bool = False) -> None:
