@@ -3,7 +3,7 @@ process (wrk, else benchmarks/loadgen.py), beside a bare Flask endpoint on the s
 settings, measured in the same run. Also shown: /healthz (one SQL query), and what an open log's
 polls cost per minute at the poll intervals.
 
-    .venv/bin/python benchmarks/log_poll.py [--seconds 10] [--gevent] [--small]
+    .venv/bin/python benchmarks/log_poll.py [--seconds 10] [--rounds 3] [--gevent] [--small]
 
 Goals: the unchanged poll at least 0.70 of the bare endpoint; a changed log's full render at
 least 0.15 of it.
@@ -47,6 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="turns each path's load is split into")
     parser.add_argument("--small", action="store_true", help="CI: one second per measurement")
     parser.add_argument(
         "--gevent",
@@ -55,7 +56,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.small:
-        args.seconds = 1
+        args.seconds, args.rounds = 1, 1
     processes = common.Processes()
     redis_url = processes.redis()
     database = common.psycopg_url(common.fresh_database("poll"))
@@ -73,36 +74,45 @@ def main() -> None:
     )
     web = processes.gunicorn("wsgi:app", env, settings=settings)
     client = common.sign_in(web, "clinician@example.com")
-    page = client.get("/clients/1").text
-    log_url = re.search(r'id="email-log"[^>]*hx-get="([^"]+)"', page, re.S).group(1).replace("&amp;", "&")
     cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
     headers = {"Cookie": cookie, "HX-Request": "true", "HX-Trigger": "email-log"}
-    status = client.get(web + log_url, headers=headers).status_code
-    if status != 204:
-        raise SystemExit(f"benchmark: the unchanged poll answered {status}, not 204")
-    # A version the log no longer has: rendered in full, as when the log changed (its rows come
-    # from the row cache, as all but the changed ones do then).
-    changed_url = re.sub(r"v=\w+-(\d+)", r"v=0-\1", log_url)
-    status = client.get(web + changed_url, headers=headers).status_code
-    if status != 200:
-        raise SystemExit(f"benchmark: the changed log answered {status}, not 200")
+
+    def log_urls() -> tuple[str, str]:
+        """The log's poll URL as just rendered (its "unchanged" answer lasts at most a minute), and
+        one with a version the log no longer has: rendered in full, as when the log changed (its
+        rows come from the row cache, as all but the changed ones do then)."""
+        page = client.get("/clients/1").text
+        url = re.search(r'id="email-log"[^>]*hx-get="([^"]+)"', page, re.S).group(1).replace("&amp;", "&")
+        changed = re.sub(r"v=\w+-(\d+)", r"v=0-\1", url)
+        for path, expect in ((url, 204), (changed, 200)):
+            status = client.get(web + path, headers=headers).status_code
+            if status != expect:
+                raise SystemExit(f"benchmark: {path} answered {status}, not {expect}")
+        return url, changed
+
     rows = [
-        ("baseline: bare Flask endpoint (same gunicorn settings)", bare + "/", {}),
-        ("unchanged log poll, fast path (204: cookie + Redis)", web + log_url, headers),
-        ("changed log, full render (200)", web + changed_url, headers),
-        ("/healthz (one SQL query + Redis ping)", web + "/healthz", {}),
+        ("baseline: bare Flask endpoint (same gunicorn settings)", lambda: (bare + "/", {})),
+        ("unchanged log poll, fast path (204)", lambda: (web + log_urls()[0], headers)),
+        ("changed log, full render (200)", lambda: (web + log_urls()[1], headers)),
+        ("/healthz (one SQL query + Redis ping)", lambda: (web + "/healthz", {})),
     ]
     load_average = " ".join(f"{value:.2f}" for value in os.getloadavg())
     print(
-        f"gunicorn {' '.join(settings)}; {args.connections} connections, {args.seconds:g} s each; "
-        f"load average {load_average}"
+        f"gunicorn {' '.join(settings)}; {args.connections} connections, {args.seconds:g} s each in "
+        f"{args.rounds} rounds taking turns; load average {load_average}"
     )
     print(f"{'path':58} {'req/s':>9}  load")
+    # In turns, a share of the time each: the machine's load drifts less between them.
+    seen: list[list[tuple[float, str]]] = [[] for _ in rows]
+    for _ in range(args.rounds):
+        for index, (_label, target) in enumerate(rows):
+            url, extra = target()
+            seen[index].append(load(url, extra, args.seconds / args.rounds, args.connections))
     rates = []
-    for label, url, extra in rows:
-        rate, seen = load(url, extra, args.seconds, args.connections)
+    for (label, _target), measured in zip(rows, seen, strict=True):
+        rate = sum(each for each, _ in measured) / len(measured)
         rates.append(rate)
-        print(f"{label:58} {rate:9,.0f}  {seen}")
+        print(f"{label:58} {rate:9,.0f}  {'; '.join(what for _, what in measured)}")
     ratio, render = rates[1] / rates[0], rates[2] / rates[0]
     print(f"unchanged poll vs bare endpoint: {ratio:.2f} (goal >= 0.70)")
     print(f"changed log's full render vs bare endpoint: {render:.3f} (goal >= 0.15)")
