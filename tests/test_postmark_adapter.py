@@ -4,6 +4,7 @@ with its source), and the payload shapes of a peer project's Postmark webhook te
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import HTML_WITH_LINK
 from webapp import statuses
-from webapp.providers.base import OutgoingMessage, PollRef, ProviderError, SentRef
+from webapp.providers.base import Attachment, OutgoingMessage, PollRef, ProviderError, SentRef
 from webapp.providers.http import DEFAULT_RETRY_AFTER
 from webapp.providers.postmark import TOKEN_HEADER, PostmarkProvider
 from webapp.providers.postmark.sending import FAILED_REQUEST_WAIT, MAX_BATCH
@@ -121,12 +123,41 @@ def test_a_send_posts_the_documented_request_and_reads_the_documented_answer(pro
         "TextBody": "See you tomorrow",
         "Metadata": {"app_message_id": "msg-1"},
         "MessageStream": "outbound",
-        "TrackOpens": True,
-        "TrackLinks": "HtmlAndText",
+        # A text-only email: no HTML part for a pixel or a rewritten link, so no tracking asked.
+        "TrackOpens": False,
+        "TrackLinks": "None",
         "ReplyTo": "desk@clinic.example",
         "Tag": "appointment_reminder",
     }
     assert all(len(key) <= 20 for key in body["Metadata"])  # Postmark's limit on key names
+
+
+def test_an_html_email_with_an_attachment_goes_in_postmarks_fields(provider, wire):
+    wire.answer("/email", "send_response.json")
+    ics = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n"
+    message = dataclasses.replace(
+        outgoing(),
+        body_html=HTML_WITH_LINK,
+        attachments=(Attachment("appointment.ics", "text/calendar", ics),),
+    )
+    assert provider.send(message).outcome == "accepted"
+    body = json.loads(wire.requests[0].content)
+    assert (body["TextBody"], body["HtmlBody"]) == ("See you tomorrow", HTML_WITH_LINK)
+    assert (body["TrackOpens"], body["TrackLinks"]) == (True, "HtmlOnly")  # never the text's links
+    assert body["Attachments"] == [
+        {"Name": "appointment.ics", "Content": base64.b64encode(ics).decode(), "ContentType": "text/calendar"}
+    ]
+    assert body["ReplyTo"] == "desk@clinic.example"
+
+
+def test_tracking_turned_off_for_the_server_is_never_asked_for(wire):
+    wire.answer("/email", "send_response.json")
+    quiet = PostmarkProvider(
+        "t", API_BASE, transport=httpx.MockTransport(wire.handler), track_opens=False, track_links=False
+    )
+    quiet.send(dataclasses.replace(outgoing(), body_html=HTML_WITH_LINK))
+    body = json.loads(wire.requests[0].content)
+    assert (body["TrackOpens"], body["TrackLinks"]) == (False, "None")
 
 
 def test_delivery_may_be_delayed_without_an_error_code_is_accepted(provider, wire):

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from tests.helpers import HTML_WITH_LINK
 from tests.helpers import SANDBOX_START as START
 from webapp.sandbox.scenarios import SCENARIOS, random_timeline, scenario_for
 from webapp.sandbox.sendgrid import SendGridSandbox
@@ -47,7 +48,11 @@ def mail(*recipients: str, **changes) -> dict:
         "personalizations": [{"to": [{"email": address} for address in recipients]}],
         "from": {"email": "clinic@example.com", "name": "Riverside Vets"},
         "subject": "Appointment reminder",
-        "content": [{"type": "text/plain", "value": "See you on Tuesday."}],
+        # Both parts, as the product sends them: opens and clicks are tracked in the HTML part.
+        "content": [
+            {"type": "text/plain", "value": "See you on Tuesday."},
+            {"type": "text/html", "value": HTML_WITH_LINK},
+        ],
         "categories": ["appointment_reminder"],
     }
     return {**body, **changes}

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import FakeClock, RecordingTransport
+from tests.helpers import HTML_WITH_LINK, FakeClock, RecordingTransport
 from webapp import statuses
 from webapp.providers.base import OutgoingMessage, PollRef, SentRef
 from webapp.providers.postmark import PostmarkProvider
@@ -62,6 +62,7 @@ def outgoing(to: str, app_id: str) -> OutgoingMessage:
         from_name="Clinic A",
         subject="Reminder",
         body_text="See you",
+        body_html=HTML_WITH_LINK,  # as the product sends it: opens and clicks can be tracked
         category="appointment_reminder",
     )
 
