@@ -783,3 +783,10 @@ def test_attachments_and_reply_to_are_checked(api):
         "attachments.1.disposition",
         "reply_to.email",
     }
+
+
+def test_older_messages_may_be_clicked_on_the_links_the_scenarios_always_clicked():
+    from webapp.sandbox.scenarios import OTHER_URLS
+    from webapp.sandbox.store import LEGACY_LINKS
+
+    assert LEGACY_LINKS == OTHER_URLS
