@@ -5,6 +5,7 @@ values only; the shared fixtures are in conftest.py (a test module never imports
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import json
 import os
@@ -26,8 +27,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from webapp.extensions import db
-from webapp.models import Client, Email, RemovalRequest, utcnow
-from webapp.providers.base import ProviderEvent
+from webapp.models import Client, Email, EmailContent, RemovalRequest, utcnow
+from webapp.providers.base import OutgoingMessage, ProviderEvent
 from webapp.services import sending
 from webapp.services.events import apply_events
 
@@ -137,6 +138,21 @@ class FakeClock:
         self.now += seconds
 
 
+# An HTML part as the product sends one: a link to track (the sandbox's `clicked` scenario clicks
+# it) and the pixel's place. HTML_WITHOUT_LINK has nothing a click could be on.
+INTAKE_LINK = "https://example.com/intake-form"
+HTML_WITH_LINK = (
+    '<!doctype html><html><body><p>Please fill in <a href="https://example.com/intake-form">our intake'
+    " form</a> before Tuesday.</p></body></html>"
+)
+HTML_WITHOUT_LINK = "<!doctype html><html><body><p>See you on Tuesday at 10:00.</p></body></html>"
+
+
+def with_html(message: OutgoingMessage, html: str = HTML_WITH_LINK) -> OutgoingMessage:
+    """The same message with an HTML part (a text-only one never reports an open)."""
+    return dataclasses.replace(message, body_html=html)
+
+
 class RecordingTransport(httpx.BaseTransport):
     """Pass requests on to another transport, keeping a copy of each."""
 
@@ -156,6 +172,15 @@ CLINICIAN = "clinician@a.example"
 
 
 BOUNCE = "550 5.1.1 The email account that you tried to reach does not exist"
+
+
+def add_content(
+    email: Email, html: str = HTML_WITH_LINK, reply_to: str = "", calendar_ics: str | None = None
+) -> EmailContent:
+    """Give an email the HTML part (and Reply-To, calendar) it is handed over with, as composing does."""
+    content = EmailContent(email=email, body_html=html, reply_to=reply_to, calendar_ics=calendar_ics)
+    db.session.add(content)
+    return content
 
 
 def add_email(
