@@ -33,6 +33,8 @@ NOT_PAGES = {
     "clients.email_log",  # the log's own refresh, inside the client's page
     "clients.email_stream",
     "clients.export_csv",  # a download
+    "emails.as_sent_html",  # an email's HTML part, inside the frame of the email as sent
+    "emails.as_sent_ics",  # a download
     "auth.index",  # only redirects to where each role works
 }
 # The pages each role must reach (the crawl may find more); together, every page of the app.
@@ -45,6 +47,7 @@ PAGES = {
         "clients.export_form",
         "clients.export_print",
         "emails.timeline",
+        "emails.as_sent",
         "help.index",
         "help.status",
     },
@@ -83,6 +86,14 @@ WIDEST_ELEMENTS = """width => {
     el => `<${el.tagName.toLowerCase()} class="${el.className}"> ${el.textContent.trim().slice(0, 60)}`
   );
 }"""
+# An email's HTML part as a mail app gets it: a table layout wider than a phone, inline CSS.
+WIDE_EMAIL = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Reminder</title></head>'
+    '<body style="margin:0;font-family:Arial,sans-serif"><table role="presentation" width="640" '
+    'style="width:640px;border-collapse:collapse"><tr><td style="background:#1f5fbf;color:#fff;'
+    'padding:16px">Clinic</td></tr><tr><td style="padding:16px">Your appointment is on Monday at '
+    '3 pm. <a href="https://example.com/intake">Fill in the form</a></td></tr></table></body></html>'
+)
 # Pages of one kind that differ only in their data: the crawl opens this many of each.
 PER_KIND = 3
 
@@ -104,7 +115,7 @@ def seed_world(live: LiveServer) -> World:
     import sqlalchemy as sa
 
     from webapp.extensions import db
-    from webapp.models import Client, Clinic, Incident, RemovalRequest, User, utcnow
+    from webapp.models import Client, Clinic, EmailContent, Incident, RemovalRequest, User, utcnow
     from webapp.services import accounts, alerts, demo, maintenance, sending
 
     def work() -> World:
@@ -119,6 +130,17 @@ def seed_world(live: LiveServer) -> World:
         sending.resend(
             failed, to_address=LONG_ADDRESS.replace("a.very", "the.very"), update_client=False, by=owner
         )
+        if failed.content is None:  # a copy as sent with an HTML part, wide and long, and its .ics
+            db.session.add(
+                EmailContent(
+                    email_id=failed.id,
+                    body_html=WIDE_EMAIL,
+                    reply_to=LONG_ADDRESS,
+                    calendar_ics="BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n",
+                )
+            )
+            failed.body = "Dear Long Address,\n\n" + "A line of the text part that runs on and on. " * 6
+            db.session.commit()
         unsent = add_email(person, subject="Your intake form", kind="intake_form", events=BOUNCED)
         sent_at = utcnow() - timedelta(hours=2)
         stuck = add_email(
@@ -293,6 +315,7 @@ def pages_behind_forms(role: str, world: World) -> list[str]:
         *paths,
         f"/clients/{client}",
         f"/emails/{world.failed_email_id}/timeline",
+        f"/emails/{world.failed_email_id}/as-sent",
         f"/clients/{client}/export/print?from={today - timedelta(days=30)}&to={today}",
     ]
 

@@ -257,11 +257,12 @@ def _log_context(client: Client, spam: dict | None = None) -> dict:
     if deadline is not None:
         fresh_until = min(fresh_until, deadline.timestamp())
     timeline_url = _url_pattern("emails.timeline", "email_id")
+    as_sent_url = _url_pattern("emails.as_sent", "email_id")
     help_index_url = url_for("help.index")
     # Rows rendered before, by what they were rendered from: the row's own key, and the time zone
     # and URLs of this request (the only other things a row without notices shows). Looked up
     # here: a call per row costs the template more than the lookup itself.
-    kept_rows = row_cache.rows(current_app).for_request((zone, help_index_url, timeline_url))
+    kept_rows = row_cache.rows(current_app).for_request((zone, help_index_url, timeline_url, as_sent_url))
     for row in rows:
         row.html = kept_rows.get(row.cache_key)
     return {
@@ -284,6 +285,7 @@ def _log_context(client: Client, spam: dict | None = None) -> dict:
         },
         "resend_url": _url_pattern("emails.resend", "email_id"),
         "timeline_url": timeline_url,
+        "as_sent_url": as_sent_url,  # each row's "View the email as sent"
         # Each rendered row's link for a browser without JavaScript (a dict lookup costs the
         # template less than a call per row); a row from the cache has it already.
         "timeline_urls": {row.email.id: timeline_url.format(row.email.id) for row in rows if not row.html},
