@@ -33,6 +33,7 @@ NOT_PAGES = {
     "clients.email_log",  # the log's own refresh, inside the client's page
     "clients.email_stream",
     "clients.export_csv",  # a download
+    "clients.preview_html",  # a previewed email's HTML part, only ever inside the preview's frame
     "auth.index",  # only redirects to where each role works
 }
 # The pages each role must reach (the crawl may find more); together, every page of the app.
