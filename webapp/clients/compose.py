@@ -73,7 +73,9 @@ def preview(client_id: int) -> str | Response | tuple[str, int]:
         return _form_again(client, form)
     frame_url = _keep_for_frame(client, rendered.body_html)
     if htmx:
-        return render_template("clients/_preview.html", client=client, preview=rendered, frame_url=frame_url)
+        return render_template(
+            "clients/_preview.html", client=client, preview=rendered, frame_url=frame_url, oob_status=True
+        )
     context = _page_context(client)
     return render_template(
         "clients/show.html", client=client, form=form, preview=rendered, frame_url=frame_url, **context
