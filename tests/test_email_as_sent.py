@@ -15,9 +15,10 @@ import pytest
 import sqlalchemy as sa
 
 from tests.helpers import CLINICIAN, DELIVERED, add_email, login, row_html, scan, text
+from webapp.email_frame import EMAIL_FRAME_POLICY
 from webapp.extensions import db
 from webapp.models import AuditEntry, Email, EmailContent
-from webapp.security import CONTENT_SECURITY_POLICY, SANDBOXED_EMAIL_POLICY
+from webapp.security import CONTENT_SECURITY_POLICY
 
 # Each request starts with an empty `g` (conftest.py).
 pytestmark = pytest.mark.usefixtures("separate_requests")
@@ -111,7 +112,7 @@ def test_the_html_part_is_served_as_sent_under_a_policy_that_lets_nothing_run_or
     assert response.get_data(as_text=True) == HOSTILE_HTML  # exactly as handed to the provider
     headers = response.headers
     policy = headers["Content-Security-Policy"]
-    assert policy == SANDBOXED_EMAIL_POLICY
+    assert policy == EMAIL_FRAME_POLICY
     directives = {part.split()[0]: part.split()[1:] for part in policy.split("; ")}
     assert directives["default-src"] == ["'none'"]  # no script, font, frame, connection or media
     assert directives["img-src"] == ["data:"]  # no remote image: no tracking pixel fires
@@ -218,9 +219,7 @@ def test_hostile_ids_are_not_found(app, world, path):
 def test_a_query_string_changes_nothing(app, sent):
     client = signed_in(app)
     response = client.get(f"/emails/{sent.id}/as-sent.html?url=https://evil.example&csp=none")
-    assert (
-        response.status_code == 200 and response.headers["Content-Security-Policy"] == SANDBOXED_EMAIL_POLICY
-    )
+    assert response.status_code == 200 and response.headers["Content-Security-Policy"] == EMAIL_FRAME_POLICY
     assert client.get(f"/emails/{sent.id}/as-sent?id=%00&x=<script>").status_code == 200
     assert client.post(f"/emails/{sent.id}/as-sent").status_code == 405
 

@@ -32,6 +32,7 @@ def own_pages(world, email: Email, case: RemovalRequest, incident_id: int) -> di
         "incident_id": incident_id,
         "key": "failed",
         "filename": "css/app.css",
+        "token": "0" * 32,  # a preview's frame: expired, or never made
     }
     urls = []
     for rule in current_app.url_map.iter_rules():

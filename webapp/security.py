@@ -27,26 +27,10 @@ CONTENT_SECURITY_POLICY = (
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
 
+
 # A copy of an email's HTML part, shown in a sandboxed frame of the app's own pages: nothing of it
 # runs or loads (no script, no remote image, so no tracking pixel fires; no form posts; only its
 # inline CSS and embedded images), it has no origin of its own, and only the app may frame it.
-SANDBOXED_EMAIL_POLICY = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; "
-    "base-uri 'none'; frame-ancestors 'self'; sandbox"
-)
-
-
-def sandboxed_email_headers(response: Response) -> Response:
-    """Give the response holding an email's HTML part its own strict headers (the app's others stay)."""
-    headers = response.headers
-    headers["Content-Security-Policy"] = SANDBOXED_EMAIL_POLICY
-    headers["X-Frame-Options"] = "SAMEORIGIN"  # the app's pages frame it; nothing else may
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Referrer-Policy"] = "no-referrer"
-    headers["Cross-Origin-Resource-Policy"] = "same-origin"
-    return response
-
-
 def init_app(app: Flask) -> None:
     """Wire session timeouts, the login redirect and security headers into the app."""
     proxies = app.config.get("TRUSTED_PROXIES", 0)

@@ -91,7 +91,7 @@ def seed_clinic(live: LiveServer) -> SeededClinic:
     from webapp.services import accounts
 
     def work() -> SeededClinic:
-        clinic = Clinic(name="Harbour Physio")
+        clinic = Clinic(name="Harbour Physio", intake_form_url="https://harbourphysio.example/intake")
         db.session.add(clinic)
         db.session.flush()
         accounts.create_user(CLINICIAN, "Cleo Clinician", "clinician", PASSWORD, clinic)

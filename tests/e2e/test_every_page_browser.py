@@ -35,6 +35,7 @@ NOT_PAGES = {
     "clients.export_csv",  # a download
     "emails.as_sent_html",  # an email's HTML part, inside the frame of the email as sent
     "emails.as_sent_ics",  # a download
+    "clients.preview_html",  # a previewed email's HTML part, only ever inside the preview's frame
     "auth.index",  # only redirects to where each role works
 }
 # The pages each role must reach (the crawl may find more); together, every page of the app.

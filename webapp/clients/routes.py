@@ -30,10 +30,10 @@ from webapp.clients.forms import AddressForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
 from webapp.freshness import counters, quota, row_cache, stream
 from webapp.freshness.fastpoll import POLL_ROLES, log_unchanged
-from webapp.models import Client, Clinic, utcnow
+from webapp.models import Client, utcnow
 from webapp.params import id_list, page_number
 from webapp.security import clinic_staff_required, current_clinic_id, session_data_is_live
-from webapp.services import accounts, addresses, clients, log_rows, messages, sending
+from webapp.services import accounts, addresses, clients, log_rows
 from webapp.services.address_health import AddressHealth, address_health
 from webapp.services.next_steps import next_change, resend_to_file
 from webapp.templating import clinic_timezone
@@ -187,36 +187,6 @@ def _render_email_log(client_id: int) -> Response:
             "clients.show", client_id=client.id, status=context["status_filter"] or None
         )
     return response
-
-
-@bp.post("/clients/<int:client_id>/emails")
-@clinic_staff_required
-def send(client_id: int) -> str | Response | tuple[str, int]:
-    """Queue an email to the client; refuse it when the address is on the spam list."""
-    client = clients.get_client(current_clinic_id(), client_id) or abort(404)
-    clinic = db.session.get(Clinic, client.clinic_id)
-    form = SendEmailForm()
-    form.clinic_timezone = clinic.timezone
-    if form.validate_on_submit():
-        appointment_at = form.appointment_at()
-        subject, body = messages.compose(
-            form.kind.data, client, clinic, form.subject.data or "", form.body.data or "", appointment_at
-        )
-        try:
-            sending.queue_email(
-                client,
-                kind=form.kind.data,
-                subject=subject,
-                body=body,
-                sent_by=current_user,
-                appointment_at=appointment_at,
-            )
-        except sending.SendRefused as refused:
-            flash(f"Not sent: {refused.reason}.", "error")
-        else:
-            flash(f"Sending “{subject}” to {client.email}.", "success")
-            return redirect(url_for("clients.show", client_id=client.id), code=303)
-    return render_template("clients/show.html", client=client, form=form, **_page_context(client)), 422
 
 
 def _page_context(client: Client, address_form: AddressForm | None = None) -> dict:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import abort, render_template
 from werkzeug.wrappers import Response
 
+from webapp.email_frame import framed_email
 from webapp.emails import bp
-from webapp.security import clinic_staff_required, current_clinic_id, sandboxed_email_headers
+from webapp.security import clinic_staff_required, current_clinic_id
 from webapp.services import as_sent as copies
 
 
@@ -25,7 +26,7 @@ def as_sent_html(email_id: int) -> Response:
     copy = copies.as_sent(current_clinic_id(), email_id) or abort(404)
     if copy.text_only:
         abort(404)
-    return sandboxed_email_headers(Response(copy.html, mimetype="text/html"))
+    return framed_email(copy.html)
 
 
 @bp.get("/emails/<int:email_id>/as-sent/appointment.ics")
