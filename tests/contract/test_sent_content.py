@@ -6,29 +6,19 @@ attachment, which a calendar library reads as a calendar)."""
 from __future__ import annotations
 
 import base64
-import dataclasses
-import email
-import email.policy
-import json
 from datetime import datetime
-from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import icalendar
 import pytest
-from jsonschema import Draft202012Validator
 
 from tests.contract.adapters import AdapterCase
-from tests.contract.test_sendgrid_shapes import assert_valid, load_spec
+from tests.contract.reading import READERS, Sent, as_mime, bodies, check_shape
 from tests.helpers import HTML_WITH_LINK, HTML_WITHOUT_LINK, INTAKE_LINK, RecordingTransport
 from webapp.providers.base import Attachment, OutgoingMessage
 
-POSTMARK_SCHEMA = (
-    Path(__file__).resolve().parents[1] / "fixtures" / "postmark" / "send_email_request.schema.json"
-)
 BASE = "http://sandbox.test"
 
 
@@ -65,92 +55,22 @@ def message(**changes: Any) -> OutgoingMessage:
     return OutgoingMessage(**{**fields, **changes})
 
 
-@dataclasses.dataclass
-class Sent:
-    """One message of a request, in no provider's words."""
-
-    parts: list[tuple[str, str]]  # (MIME type, value), in the request's order
-    attachments: list[tuple[str, str, str]]  # (filename, MIME type, base64 content)
-    reply_to: str | None
-    track_opens: bool
-    track_links: bool
-    text_links_tracked: bool
-
-
-def read_sendgrid(body: dict[str, Any]) -> Sent:
-    tracking = body["tracking_settings"]
-    return Sent(
-        parts=[(part["type"], part["value"]) for part in body["content"]],
-        attachments=[(a["filename"], a["type"], a["content"]) for a in body.get("attachments", [])],
-        reply_to=body.get("reply_to", {}).get("email"),
-        track_opens=tracking["open_tracking"]["enable"],
-        track_links=tracking["click_tracking"]["enable"],
-        text_links_tracked=tracking["click_tracking"]["enable_text"],
-    )
-
-
-def read_postmark(body: dict[str, Any]) -> Sent:
-    parts = [("text/plain", body["TextBody"])] if "TextBody" in body else []
-    parts += [("text/html", body["HtmlBody"])] if "HtmlBody" in body else []
-    return Sent(
-        parts=parts,
-        attachments=[(a["Name"], a["ContentType"], a["Content"]) for a in body.get("Attachments", [])],
-        reply_to=body.get("ReplyTo"),
-        track_opens=body["TrackOpens"],
-        track_links=body["TrackLinks"] != "None",
-        text_links_tracked=body["TrackLinks"] in ("HtmlAndText", "TextOnly"),
-    )
-
-
-def check_shape(case: AdapterCase, body: dict[str, Any]) -> None:
-    """The body against the provider's documented request schema."""
-    if case.name == "sendgrid":
-        assert_valid(load_spec(), "mail_send_request", body)
-    else:
-        schema = {k: v for k, v in json.loads(POSTMARK_SCHEMA.read_text()).items() if k != "_source"}
-        errors = list(Draft202012Validator(schema).iter_errors(body))
-        assert not errors, [error.message for error in errors]
-
-
-def as_mime(sent: Sent, reply_to: str | None) -> EmailMessage:
-    """The message the provider builds of the request: alternative parts in the request's order,
-    then the attachments; written out and parsed back, as a mail client reads it."""
-    built = EmailMessage()
-    if reply_to:
-        built["Reply-To"] = reply_to
-    for mime_type, value in sent.parts:
-        subtype = mime_type.split("/")[1]
-        if not built.is_multipart() and built.get_content_type() == "text/plain" and not built.get_payload():
-            built.set_content(value, subtype=subtype)
-        else:
-            built.add_alternative(value, subtype=subtype)
-    for filename, mime_type, content in sent.attachments:
-        maintype, subtype = mime_type.split("/")
-        built.add_attachment(base64.b64decode(content), maintype=maintype, subtype=subtype, filename=filename)
-    parsed = email.message_from_bytes(built.as_bytes(), policy=email.policy.default)
-    assert isinstance(parsed, EmailMessage)
-    return parsed
-
-
 @pytest.fixture
 def sent(case: AdapterCase, tmp_path, clock):
     """Send messages through the adapter to its sandbox; return each request's messages, read."""
     simulator = case.simulator(str(tmp_path / "provider.sqlite3"), clock)
     transport = RecordingTransport(httpx.WSGITransport(app=simulator))
     provider = case.provider(simulator, BASE, transport, clock, None)
-    read = read_sendgrid if case.name == "sendgrid" else read_postmark
+    read = READERS[case.name]
 
     def send(*messages: OutgoingMessage) -> list[tuple[dict[str, Any], Sent]]:
         start = len(transport.requests)
         results = provider.send_batch(list(messages)) if len(messages) > 1 else [provider.send(messages[0])]
         assert {result.outcome for result in results} == {"accepted"}, results
-        bodies = []
-        for request in transport.requests[start:]:
-            document = json.loads(request.content)
-            bodies += document if isinstance(document, list) else [document]
-        for body in bodies:
-            check_shape(case, body)
-        return [(body, read(body)) for body in bodies]
+        sent_bodies = bodies(transport.requests[start:])
+        for body in sent_bodies:
+            check_shape(case.name, body)
+        return [(body, read(body)) for body in sent_bodies]
 
     return send
 
