@@ -197,6 +197,37 @@ def test_hostile_line_numbers_and_kinds_are_4xx_never_500(signed_in, world):
     assert emails_of(jane) == []
 
 
+@pytest.mark.parametrize(
+    ("data", "field", "error"),
+    [
+        # A line break in a subject would split its header; a NUL no database row may hold.
+        ({"kind": "free_text", "subject": "Hi\r\nBcc: x@evil.example", "body": "x"}, "subject", "one line"),
+        ({"kind": "free_text", "subject": "A\x00B", "body": "x"}, "subject", "one line"),
+        ({"kind": "free_text", "subject": "Hi", "body": "A\x00B"}, "body", "control character"),
+        ({"kind": "free_text", "subject": "Hi", "body": "A\x1bB"}, "body", "control character"),
+        ({**REMINDER, "practitioner": "Dr\nLee"}, "practitioner", "one line"),
+        ({**RECEIPT, "lines-0-service": "Massage\u2028therapy"}, "lines-0-service", "one line"),
+        ({**RECEIPT, "lines-1-amount": "12.5\x00"}, "lines-1-amount", "one line"),
+    ],
+)
+def test_control_characters_are_refused_at_their_field_never_a_500(signed_in, world, data, field, error):
+    jane = world.client_a
+    for url in ("emails", "emails/preview"):
+        response = signed_in.post(f"/clients/{jane.id}/{url}", data=data)
+        assert response.status_code == 422, (url, response.status_code)
+        page = response.get_data(as_text=True)
+        assert re.search(rf'<p class="field-error" id="{field}-error">[^<]*{error}', page), (url, field)
+    assert emails_of(jane) == []
+
+
+def test_the_message_text_keeps_its_line_breaks_and_tabs(signed_in, world):
+    jane = world.client_a
+    data = {"kind": "free_text", "subject": "Parking", "body": "Hi Jane,\r\n\tUse the back door."}
+    assert send(signed_in, jane, data).status_code == 303
+    (email,) = emails_of(jane)
+    assert "Hi Jane,\n\tUse the back door." in email.body.replace("\r\n", "\n")
+
+
 def test_add_a_line_shows_one_more_row_up_to_ten_keeping_what_was_typed(signed_in, world):
     jane = world.client_a
     html = signed_in.post(f"/clients/{jane.id}/emails/lines", data=RECEIPT).get_data(as_text=True)

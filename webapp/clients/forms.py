@@ -20,7 +20,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional, ValidationError
 
 from webapp import timezones
 from webapp.models import APPOINTMENT_KINDS, MESSAGE_KINDS, utcnow
@@ -35,14 +35,38 @@ from webapp.services.email_content import (
 RECEIPT_ROWS = 3  # rows shown at first; "Add a line" adds one, up to MAX_RECEIPT_LINES
 _AMOUNT = re.compile(r"^\d{1,7}(?:\.\d{1,2})?$")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Control characters: none in a one-line field (a subject is a header; a line break in it would
+# split it, and no browser's text box types one), and none but line breaks and tabs in the message
+# text. PostgreSQL stores no NUL at all.
+_CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+class _NoControlCharacters:
+    """Refuse typed text holding a control character (one-line fields: a line break too)."""
+
+    def __init__(self, *, one_line: bool) -> None:
+        self.pattern = _CONTROL_IN_LINE if one_line else _CONTROL_IN_TEXT
+        self.message = (
+            "Type it on one line, without control characters."
+            if one_line
+            else "The text holds a control character: type it again."
+        )
+
+    def __call__(self, form: Form, field: StringField) -> None:
+        if isinstance(field.data, str) and self.pattern.search(field.data):
+            raise ValidationError(self.message)
+
+
+ONE_LINE = _NoControlCharacters(one_line=True)
 
 
 class ReceiptLineForm(Form):
     """One line of a receipt: the service, its date and its amount (a row left empty is ignored)."""
 
-    service = StringField("Service", validators=[Length(max=100)])
-    day = StringField("Date", validators=[Length(max=10)])
-    amount = StringField("Amount", validators=[Length(max=12)])
+    service = StringField("Service", validators=[Length(max=100), ONE_LINE])
+    day = StringField("Date", validators=[Length(max=10), ONE_LINE])
+    amount = StringField("Amount", validators=[Length(max=12), ONE_LINE])
 
     def is_empty(self) -> bool:
         """Whether nothing was typed on this line."""
@@ -58,12 +82,14 @@ class SendEmailForm(FlaskForm):
         choices=[SelectChoice(value, label) for value, label in MESSAGE_KINDS.items()],
         validators=[DataRequired()],
     )
-    subject = StringField("Subject", validators=[Optional(), Length(max=200)])
-    body = TextAreaField("Message text", validators=[Optional(), Length(max=20000)])
+    subject = StringField("Subject", validators=[Optional(), Length(max=200), ONE_LINE])
+    body = TextAreaField(
+        "Message text", validators=[Optional(), Length(max=20000), _NoControlCharacters(one_line=False)]
+    )
     appointment = DateTimeLocalField(
         "Appointment", format=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"], validators=[Optional()]
     )
-    practitioner = StringField("Practitioner", validators=[Optional(), Length(max=100)])
+    practitioner = StringField("Practitioner", validators=[Optional(), Length(max=100), ONE_LINE])
     minutes = IntegerField(
         "Length of the visit",
         validators=[Optional(), NumberRange(min=5, max=480, message="Enter between 5 and 480 minutes.")],
