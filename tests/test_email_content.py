@@ -201,6 +201,8 @@ def test_a_clinic_without_identity_still_gets_a_clean_frame():
         ("#ffcc00", "#ffcc00", "#1f2328"),  # white on yellow would be unreadable
         ("red;background:url(https://x.example/p.png)", email_content.DEFAULT_ACCENT, "#ffffff"),
         ("#12345", email_content.DEFAULT_ACCENT, "#ffffff"),
+        ("#0f766e\n", email_content.DEFAULT_ACCENT, "#ffffff"),  # nothing after the colour either
+        ("#0f766e\n;background:url(https://x.example/p.png)", email_content.DEFAULT_ACCENT, "#ffffff"),
     ],
 )
 def test_the_brand_colour_is_an_accent_only_when_it_is_a_colour(colour, accent, ink):

@@ -36,8 +36,9 @@ NO_INTAKE_FORM = (
     "Your clinic has no intake form link yet: an owner adds it under Settings. Until then, "
     "send a custom message instead."
 )
-_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
-_WEB_ADDRESS = re.compile(r"^https?://[^\s<>\"']+$", re.IGNORECASE)
+# Matched whole (fullmatch): "$" would let a trailing line break through into the CSS.
+_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+_WEB_ADDRESS = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
 
 # HTML autoescaped (the clinician's words and the client's name are text, never markup); the text
 # part is plain text and is not escaped. Undefined names fail loudly: an email never says "None".
@@ -113,13 +114,13 @@ class CannotCompose(ValueError):
 def intake_link(clinic: ClinicLike) -> str:
     """The clinic's intake form address, if it has a usable (web) one."""
     url = (clinic.intake_form_url or "").strip()
-    return url if _WEB_ADDRESS.match(url) else ""
+    return url if _WEB_ADDRESS.fullmatch(url) else ""
 
 
 def accent(colour: str) -> tuple[str, str]:
     """The accent colour for the clinic's brand colour (a safe default when unset or malformed),
     and the text colour that reads on it."""
-    colour = colour if _COLOUR.match(colour or "") else DEFAULT_ACCENT
+    colour = colour if _COLOUR.fullmatch(colour or "") else DEFAULT_ACCENT
     channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
     linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
     luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
