@@ -150,10 +150,17 @@ def advance_statuses(fresh: list[dict], touched: set[int]) -> None:
 
 def _set_committed(result: Iterable[sa.Row]) -> set[int]:
     """Keep loaded Email objects in step with statuses just written, without a reload per email."""
+    # A job's session holds few objects: look each row up among the loaded emails, not by an
+    # identity key built per row (a third of the status step's Python over 1,000 emails).
+    loaded = {
+        key[1][0]: instance
+        for key, instance in db.session.identity_map.items()
+        if isinstance(instance, Email) and len(key[1]) == 1
+    }
     done = set()
     for row in result:
         done.add(row.id)
-        email = db.session.identity_map.get(so.util.identity_key(Email, row.id))
+        email = loaded.get(row.id)
         if email is not None:
             for name in ("status", "status_changed_at", "status_received_at", "version", "next_poll_at"):
                 so.attributes.set_committed_value(email, name, getattr(row, name))
