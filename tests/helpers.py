@@ -67,6 +67,7 @@ def app_settings(instance: Path, database: DatabaseUrls, redis_url: str, **extra
         "DATABASE_URL": database.url,
         "MIGRATION_DATABASE_URL": database.owner_url,
         "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": redis_key_prefix(redis_url),
         "SECRET_KEY": "test-secret-key-not-for-production",
         "EMAIL_PROVIDER": "sandbox",
         "SANDBOX_STATE_PATH": str(instance / "sandbox.sqlite3"),
@@ -80,6 +81,14 @@ def app_settings(instance: Path, database: DatabaseUrls, redis_url: str, **extra
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
         **extra,
     }
+
+
+def redis_key_prefix(redis_url: str) -> str:
+    """The app's Redis prefix in a test run: keys live in the run's own Redis database (conftest's
+    claim), but pub/sub channels span the whole server, so a prefix naming that database keeps
+    another run's (or xdist worker's) log announcements out of this one's streams."""
+    database = redis_url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    return f"clinicmail-{database}:" if database.isdigit() else "clinicmail:"
 
 
 # The sandbox's wire formats; an end-to-end test runs with each by parametrizing `wire_format`.

@@ -9,6 +9,7 @@ test: a new page is covered the day it is added.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
@@ -17,7 +18,7 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.e2e.helpers import LiveServer, axe_violations
+from tests.e2e.helpers import LiveServer, axe_script, axe_violations
 from tests.helpers import BOUNCED, DELIVERED, PASSWORD, add_email
 
 WIDTHS = (1280, 375)
@@ -186,9 +187,10 @@ def endpoint_of(app: Flask, url: str) -> str | None:
     return endpoint
 
 
-def crawl(page: Page, live: LiveServer, extra: list[str]) -> dict[str, str]:
+def crawl(page: Page, live: LiveServer, extra: list[str], check: Callable[[str], None]) -> dict[str, str]:
     """Open every page reachable by links from the landing page (PER_KIND of each kind), and
-    `extra`; return {path: endpoint} of the pages opened."""
+    `extra`, calling `check` with each new page's path while it is open; return {path: endpoint}
+    of the pages opened."""
     found: dict[str, str] = {}
     kinds: Counter[tuple[str, tuple[str, ...]]] = Counter()
     waiting = deque(["/", *extra])
@@ -200,6 +202,7 @@ def crawl(page: Page, live: LiveServer, extra: list[str]) -> dict[str, str]:
         if path in found:
             continue
         found[path] = endpoint_of(live.app, path) or "?"
+        check(path)
         links = page.eval_on_selector_all("a[href]", "links => links.map(link => link.href)")
         for link in links:
             parts = urlsplit(link)
@@ -218,6 +221,7 @@ def crawl(page: Page, live: LiveServer, extra: list[str]) -> dict[str, str]:
 
 
 def new_context(browser: Browser, width: int) -> BrowserContext:
+    """A phone's context below 600 px, a desktop's above; each page of it comes with axe-core."""
     if width < 600:
         context = browser.new_context(
             viewport={"width": width, "height": 812}, is_mobile=True, has_touch=True
@@ -225,6 +229,7 @@ def new_context(browser: Browser, width: int) -> BrowserContext:
     else:
         context = browser.new_context(viewport={"width": width, "height": 900})
     context.set_default_timeout(10_000)
+    context.add_init_script(axe_script())
     return context
 
 
@@ -249,10 +254,12 @@ def problems_of(page: Page, width: int, where: str) -> list[str]:
     return found
 
 
-def check_pages(browser: Browser, live: LiveServer, email: str | None, paths: list[str]) -> list[str]:
+def check_pages(
+    browser: Browser, live: LiveServer, email: str | None, paths: list[str], widths: tuple[int, ...]
+) -> list[str]:
     """Open each path at each width (signed in as `email`); return what is wrong."""
     found = []
-    for width in WIDTHS:
+    for width in widths:
         context = new_context(browser, width)
         page = context.new_page()
         try:
@@ -324,19 +331,22 @@ def pages_behind_forms(role: str, world: World) -> list[str]:
 @pytest.mark.parametrize("role", ["anonymous", "clinician", "owner", "support"])
 def test_every_page_fits_375_and_1280_pixels_and_axe_finds_nothing(live_server, browser, role):
     world = seed_world(live_server)
-    context = new_context(browser, 1280)
+    wide, *narrower = WIDTHS
+    context = new_context(browser, wide)
     page = context.new_page()
     extra = pages_behind_forms(role, world)
+    problems: list[str] = []
     try:
         if role != "anonymous":
             sign_in(page, live_server, USERS[role])
-        found = crawl(page, live_server, extra)
+        # Each page is checked at the widest width as the crawl opens it, at the others after.
+        found = crawl(page, live_server, extra, lambda path: problems.extend(problems_of(page, wide, path)))
     finally:
         context.close()
     missing = PAGES[role] - set(found.values())
     assert not missing, f"{role} never reached {missing}; found {found}"
 
-    problems = check_pages(browser, live_server, USERS.get(role), list(found))
+    problems += check_pages(browser, live_server, USERS.get(role), list(found), tuple(narrower))
     if role == "clinician":
         problems += states_of_the_client_page(browser, live_server, world)
     assert not problems, "\n\n".join([*problems, "Pages checked: " + ", ".join(found)])
