@@ -7,6 +7,7 @@ import atexit
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -40,16 +41,31 @@ LEFTOVER_WAIT_SECONDS = 10
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    os.environ[RUN_MARKER] = f"{os.getpid()}-{time.time_ns()}"
+    # pytest-xdist's workers inherit the marker of the run that started them (their controller).
+    if not is_xdist_worker(config):
+        os.environ[RUN_MARKER] = f"{os.getpid()}-{time.time_ns()}"
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run when it left a process of its own behind (a Redis server, a web server)."""
+def is_xdist_worker(config: pytest.Config) -> bool:
+    """Whether this process is one of pytest-xdist's workers (not a serial run or the controller)."""
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Iterator[None]:
+    """Fail the run when it left a process of its own behind (a Redis server, a web server).
+
+    Checked once per run, by the serial run or by xdist's controller after its workers stopped
+    (xdist's own sessionfinish, inside this wrapper, stops them): every process the workers start
+    carries the run's marker, and their temporary folders are inside the controller's."""
+    result = yield
+    if is_xdist_worker(session.config):
+        return result
     factory = getattr(session.config, "_tmp_path_factory", None)
     folder = str(factory.getbasetemp()) if factory is not None else None
     left = leftover_processes(os.environ[RUN_MARKER], folder, LEFTOVER_WAIT_SECONDS)
     if not left:
-        return
+        return result
     described = ", ".join(f"{proc.pid} {' '.join(proc.cmdline())[:120]}" for proc in left)
     for proc in left:
         with contextlib.suppress(psutil.Error):
@@ -58,6 +74,50 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if reporter is not None:
         reporter.write_line(f"error: the test run left processes behind (now killed): {described}", red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    return result
+
+
+# Tests that start real processes of their own (bin/run, `flask up`, workers, schedulers, gunicorn,
+# a redis-server or PostgreSQL server, the benchmarks) run one after another on one xdist worker:
+# each brings up several processes against real-time deadlines, and two at once would share the
+# cores with them (docs/testing.md, "Parallel runs"). A test joins the group by using a fixture
+# named `processes` or `private_postgres`, by the `embedded` mark, or by saying so:
+# `pytest.mark.xdist_group("processes")`.
+PROCESS_GROUP = "processes"
+PROCESS_FIXTURES = {"processes", "private_postgres"}
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's own pass over the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put every test that starts real processes of its own in the `processes` xdist group, and
+    name each test's group in its node id, where xdist's scheduler reads it (`--dist loadgroup`)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        starts_processes = (
+            bool(PROCESS_FIXTURES & fixtures) or item.get_closest_marker("embedded") is not None
+        )
+        if starts_processes and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(PROCESS_GROUP))
+    if getattr(config.option, "loadgroup", False):  # set in xdist's workers under --dist loadgroup
+        for item in items:
+            _name_xdist_group(item)
+
+
+def _name_xdist_group(item: pytest.Item) -> None:
+    """Suffix the node id with "@group", as pytest-xdist 3.8 means to: it sets the `_nodeid`
+    attribute, which pytest 9.2 no longer reads (its node ids are structured), so every group
+    would silently be spread over the workers (pytest-dev/pytest-xdist#1386)."""
+    from _pytest.nodeid import NodeId
+
+    names = {
+        str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+        for mark in item.iter_markers("xdist_group")
+    }
+    if not names:
+        return
+    suffix = "@" + "_".join(sorted(names))
+    if not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+        item._id = NodeId.parse(item.nodeid + suffix)
 
 
 def leftover_processes(marker: str, folder: str | None, wait: float) -> list[psutil.Process]:
@@ -85,8 +145,8 @@ def leftover_processes(marker: str, folder: str | None, wait: float) -> list[psu
 def redis_url() -> Iterator[str]:
     """A real Redis: the one REDIS_URL names, or an embedded server for this test run."""
     if os.environ.get("REDIS_URL"):
-        # Each run claims a database number of its own (a key in database 0 says whose it is), so
-        # runs side by side never flush each other's data.
+        # Each run (each xdist worker) claims a database number of its own (a key in database 0
+        # says whose it is), so runs side by side never flush each other's data.
         url = os.environ["REDIS_URL"]
         claim = None
         if not url.startswith("unix:"):
@@ -94,19 +154,12 @@ def redis_url() -> Iterator[str]:
             if base.rsplit("/", 1)[-1].isdigit() and base.count("/") > 2:
                 base = base.rsplit("/", 1)[0]
             claims = Redis.from_url(f"{base}/0")
-            owner = os.environ[RUN_MARKER]
-            start = os.getpid() % 15
-            for offset in range(15):
-                number = 1 + (start + offset) % 15
-                if claims.set(f"pytest-redis-db:{number}", owner, nx=True, ex=3 * 3600):
-                    claim = f"pytest-redis-db:{number}"
-                    break
-            else:
-                number = 1 + start  # all taken: share one, as before
+            number = claim_redis_database(claims)
+            claim = f"{REDIS_CLAIM_PREFIX}{number}"
             url = f"{base}/{number}"
         yield url
         if claim is not None:
-            claims.delete(claim)
+            release_redis_database(claims, claim)
         return
     from webapp import embedded_redis
 
@@ -114,6 +167,60 @@ def redis_url() -> Iterator[str]:
     yield embedded_redis.start(folder)
     embedded_redis.stop(folder)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+REDIS_CLAIM_PREFIX = "pytest-redis-db:"
+REDIS_DATABASES = range(1, 16)  # Redis has 16 by default; 0 holds the claims
+REDIS_CLAIM_SECONDS = 3 * 3600  # a claim left by a run killed on another machine lapses
+REDIS_CLAIM_WAIT_SECONDS = 120
+# Set the claim to this process only if it still names the process that held it.
+_TAKE_OVER = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3]) end"
+)
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
+
+
+def _redis_claimant() -> str:
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def claim_redis_database(claims: Redis) -> int:
+    """Claim a Redis database number for this process: a free one, or one whose claimant (a
+    process on this machine) has died without letting it go. When all are held by live runs,
+    wait for one, then fail clearly rather than share one (shared, each run's flushes would
+    empty the other's queues)."""
+    me = _redis_claimant()
+    start = os.getpid() % len(REDIS_DATABASES)
+    numbers = [*REDIS_DATABASES[start:], *REDIS_DATABASES[:start]]
+    deadline = time.monotonic() + REDIS_CLAIM_WAIT_SECONDS
+    while True:
+        holders = []
+        for number in numbers:
+            key = f"{REDIS_CLAIM_PREFIX}{number}"
+            if claims.set(key, me, nx=True, ex=REDIS_CLAIM_SECONDS):
+                return number
+            holder = (claims.get(key) or b"").decode()
+            if _claimant_is_gone(holder) and claims.eval(_TAKE_OVER, 1, key, holder, me, REDIS_CLAIM_SECONDS):
+                return number
+            holders.append(holder)
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"every Redis database (1-15) is claimed by a running test run ({', '.join(holders)}): "
+                "wait for one to end, or run fewer side by side (fewer xdist workers: -n 1)"
+            )
+        time.sleep(1)  # other test runs, in real time: a bounded wait for one to end
+
+
+def _claimant_is_gone(holder: str) -> bool:
+    """Whether the claim names a process of this machine that no longer runs."""
+    host, _, pid = holder.rpartition(" ")
+    return host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid))
+
+
+def release_redis_database(claims: Redis, key: str) -> None:
+    """Let go of this process's claim (unless it lapsed and another run took it)."""
+    claims.eval(_RELEASE, 1, key, _redis_claimant())
 
 
 @pytest.fixture(scope="session")
@@ -354,6 +461,8 @@ def html_guard() -> Iterator[list[tuple[str, int, str]]]:
     """Check every HTML page rendered during the test for CSP breakers and the CSP header."""
     from flask import request, request_finished
 
+    from webapp.email_frame import EMAIL_FRAME_POLICY
+
     pages: list[tuple[str, int, str]] = []
     problems: list[str] = []
 
@@ -363,9 +472,20 @@ def html_guard() -> Iterator[list[tuple[str, int, str]]]:
         html = response.get_data(as_text=True)
         pages.append((request.path, response.status_code, html))
         policy = response.headers.get("Content-Security-Policy", "")
-        if "default-src 'self'" not in policy or "unsafe-" in policy:
+        found = scan(html).problems
+        if request.endpoint == "emails.as_sent_html" and response.status_code == 200:
+            # An email's HTML part as sent, byte for byte (whatever it holds): only its own policy
+            # may hold it.
+            if policy != EMAIL_FRAME_POLICY:
+                problems.append(f"{request.path}: an email's HTML part under {policy!r}")
+            return
+        if policy == EMAIL_FRAME_POLICY:
+            # An email's HTML part, shown framed: mail clients need its inline styles, which its own
+            # policy allows, and nothing else (webapp/email_frame.py).
+            found = [problem for problem in found if "style" not in problem]
+        elif "default-src 'self'" not in policy or "unsafe-" in policy:
             problems.append(f"{request.path}: weak CSP {policy!r}")
-        problems.extend(f"{request.path}: {problem}" for problem in scan(html).problems)
+        problems.extend(f"{request.path}: {problem}" for problem in found)
 
     request_finished.connect(check)
     yield pages

@@ -31,6 +31,7 @@ FLASK = [sys.executable, "-m", "flask", "--app", "wsgi"]
 SHARED_SETTINGS = (
     "DATABASE_URL",
     "REDIS_URL",
+    "REDIS_KEY_PREFIX",
     "EMAIL_PROVIDER",
     "SECRET_KEY",
     "SANDBOX_STATE_PATH",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -29,8 +30,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from webapp.extensions import db
-from webapp.models import Client, Email, RemovalRequest, utcnow
-from webapp.providers.base import ProviderEvent
+from webapp.models import Client, Email, EmailContent, RemovalRequest, utcnow
+from webapp.providers.base import OutgoingMessage, ProviderEvent
 from webapp.services import sending
 from webapp.services.events import apply_events
 
@@ -69,6 +70,7 @@ def app_settings(instance: Path, database: DatabaseUrls, redis_url: str, **extra
         "DATABASE_URL": database.url,
         "MIGRATION_DATABASE_URL": database.owner_url,
         "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": redis_key_prefix(redis_url),
         "SECRET_KEY": "test-secret-key-not-for-production",
         "EMAIL_PROVIDER": "sandbox",
         "SANDBOX_STATE_PATH": str(instance / "sandbox.sqlite3"),
@@ -82,6 +84,14 @@ def app_settings(instance: Path, database: DatabaseUrls, redis_url: str, **extra
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
         **extra,
     }
+
+
+def redis_key_prefix(redis_url: str) -> str:
+    """The app's Redis prefix in a test run: keys live in the run's own Redis database (conftest's
+    claim), but pub/sub channels span the whole server, so a prefix naming that database keeps
+    another run's (or xdist worker's) log announcements out of this one's streams."""
+    database = redis_url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    return f"clinicmail-{database}:" if database.isdigit() else "clinicmail:"
 
 
 # The sandbox's wire formats; an end-to-end test runs with each by parametrizing `wire_format`.
@@ -140,6 +150,21 @@ class FakeClock:
         self.now += seconds
 
 
+# An HTML part as the product sends one: a link to track (the sandbox's `clicked` scenario clicks
+# it) and the pixel's place. HTML_WITHOUT_LINK has nothing a click could be on.
+INTAKE_LINK = "https://example.com/intake-form"
+HTML_WITH_LINK = (
+    '<!doctype html><html><body><p>Please fill in <a href="https://example.com/intake-form">our intake'
+    " form</a> before Tuesday.</p></body></html>"
+)
+HTML_WITHOUT_LINK = "<!doctype html><html><body><p>See you on Tuesday at 10:00.</p></body></html>"
+
+
+def with_html(message: OutgoingMessage, html: str = HTML_WITH_LINK) -> OutgoingMessage:
+    """The same message with an HTML part (a text-only one never reports an open)."""
+    return dataclasses.replace(message, body_html=html)
+
+
 class RecordingTransport(httpx.BaseTransport):
     """Pass requests on to another transport, keeping a copy of each."""
 
@@ -159,6 +184,15 @@ CLINICIAN = "clinician@a.example"
 
 
 BOUNCE = "550 5.1.1 The email account that you tried to reach does not exist"
+
+
+def add_content(
+    email: Email, html: str = HTML_WITH_LINK, reply_to: str = "", calendar_ics: str | None = None
+) -> EmailContent:
+    """Give an email the HTML part (and Reply-To, calendar) it is handed over with, as composing does."""
+    content = EmailContent(email=email, body_html=html, reply_to=reply_to, calendar_ics=calendar_ics)
+    db.session.add(content)
+    return content
 
 
 def add_email(

@@ -31,6 +31,9 @@ EXPECTED = {
 }
 
 pytestmark = [
+    # Each starts its own Redis servers and web servers: one after another with the other tests
+    # that start processes (docs/testing.md, "Parallel runs").
+    pytest.mark.xdist_group("processes"),
     # They make their own PostgreSQL databases and Redis servers: once per CI run is enough.
     pytest.mark.skipif(not ON_POSTGRES, reason="the benchmarks run on PostgreSQL"),
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="the benchmarks start their own Redis"),

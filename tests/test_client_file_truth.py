@@ -78,7 +78,15 @@ def test_demo_clients_whose_log_shows_a_spam_report_are_blocked_everywhere(app, 
             assert BLOCKED in page and "On the spam list" in actions(page), person.name
             assert 'href="#send-email"' not in actions(page)
             assert "Sending is not possible" in send_form(page)
-            refused = client.post(f"/clients/{person.id}/emails", data={"kind": "receipt"})
+            refused = client.post(
+                f"/clients/{person.id}/emails",
+                data={
+                    "kind": "receipt",
+                    "lines-0-service": "Massage",
+                    "lines-0-day": "2026-03-02",
+                    "lines-0-amount": "80.00",
+                },
+            )
             assert refused.status_code == 422, person.name
         else:
             assert BLOCKED not in page, person.name
@@ -539,7 +547,15 @@ def test_each_row_says_who_sent_it_and_names_the_kind_only_when_the_subject_does
     from tests.helpers import emails_of, row_html
 
     client, jane = signed_in_jane
-    client.post(f"/clients/{jane.id}/emails", data={"kind": "receipt"})
+    client.post(
+        f"/clients/{jane.id}/emails",
+        data={
+            "kind": "receipt",
+            "lines-0-service": "Massage",
+            "lines-0-day": "2026-03-02",
+            "lines-0-amount": "80.00",
+        },
+    )
     by_hand = emails_of(jane)[-1]
     automatic = add_email(jane, subject="Appointment reminder", events=DELIVERED)
     other = add_email(jane, subject="Intake please", kind="intake_form", events=DELIVERED)

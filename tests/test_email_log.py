@@ -680,16 +680,22 @@ def test_polling_does_not_keep_an_idle_session_alive(signed_in, world):
 
 
 @pytest.mark.parametrize(
-    ("kind", "subject"),
+    ("kind", "subject", "typed"),
     [
-        ("appointment_reminder", "Appointment reminder"),
-        ("intake_form", "Your intake form"),
-        ("receipt", "Your receipt"),
+        ("appointment_reminder", "Appointment reminder", {}),
+        ("intake_form", "Your intake form", {}),
+        (
+            "receipt",
+            "Your receipt",
+            {"lines-0-service": "Massage", "lines-0-day": "2026-03-02", "lines-0-amount": "80.00"},
+        ),
     ],
 )
-def test_each_kind_of_message_is_queued_with_its_ready_made_text(signed_in, world, kind, subject):
+def test_each_kind_of_message_is_queued_with_its_ready_made_text(signed_in, world, kind, subject, typed):
     jane = world.client_a
-    response = signed_in.post(f"/clients/{jane.id}/emails", data={"kind": kind})
+    world.clinic_a.intake_form_url = "https://clinic-a.example/intake"  # an intake form needs one
+    db.session.commit()
+    response = signed_in.post(f"/clients/{jane.id}/emails", data={"kind": kind, **typed})
     assert response.status_code == 303 and response.headers["Location"] == f"/clients/{jane.id}"
     (email,) = emails_of(jane)
     assert (email.kind, email.subject, email.status, email.to_address) == (
@@ -722,7 +728,8 @@ def test_a_custom_message_needs_a_subject_and_a_text(signed_in, world):
     )
     assert response.status_code == 303
     (email,) = emails_of(jane)
-    assert (email.kind, email.subject, email.body) == ("free_text", "Parking", "Use the back door")
+    assert (email.kind, email.subject) == ("free_text", "Parking")
+    assert email.body.startswith("Use the back door\n")  # the clinician's words, then the clinic's footer
     assert '<span class="log-kind">Custom message</span>' in signed_in.get(f"/clients/{jane.id}").get_data(
         as_text=True
     )

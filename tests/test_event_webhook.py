@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.helpers import one_event, public_key_b64, run_jobs, sign
+from tests.helpers import add_content, one_event, public_key_b64, run_jobs, sign
 from webapp.extensions import db
 from webapp.models import Client, Email, EmailEvent, PendingEvent, WebhookBatch
 from webapp.providers import get_sandbox
@@ -101,6 +101,8 @@ def test_the_sandbox_batches_replayed_shuffled_and_duplicated_end_in_the_same_st
         emails[scenario] = sending.queue_email(
             client, kind="receipt", subject=scenario, body="-", sent_by=None
         )
+        add_content(emails[scenario])  # an HTML part with a link: opens and clicks can be tracked
+        db.session.commit()
     run_jobs(app)  # the worker sends them all through the sandbox
     app_clock.advance(0.1)  # 100 of the sandbox's seconds pass
 

@@ -66,9 +66,20 @@ def test_the_whole_guide_explains_every_status_and_the_removal_flow(signed_in, a
                 "junk, spam",
                 "contact their email provider",
                 "Open or Clicked",
+                "Delivered without Open does not mean unread",
+                "some clients never report an open",
+                "Apple Mail Privacy Protection",
             ],
         ),
-        ("open", ["skewed by privacy and firewall settings", "machine open"]),
+        (
+            "open",
+            [
+                "skewed by privacy and firewall settings",
+                "machine open",
+                "An open can only be tracked for an email with an HTML part",
+                "a text-only email never shows Open",
+            ],
+        ),
         ("clicked", ["skewed by privacy and firewall settings", "likely automated"]),
         (
             "failed",

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers import run_jobs
+from tests.helpers import add_content, run_jobs
 from webapp.extensions import db
 from webapp.models import Client, Email, utcnow
 from webapp.providers import get_provider, get_sandbox
@@ -28,6 +28,8 @@ def send_many(app, world, app_clock, count: int, scenario: str = "delivered") ->
         db.session.add(client)
         db.session.commit()
         emails.append(sending.queue_email(client, kind="receipt", subject="R", body="B", sent_by=None))
+        add_content(emails[-1])  # an HTML part with a link, as the product sends: opens and clicks show
+        db.session.commit()
     run_jobs(app)
     app_clock.advance(0.05)  # 50 of the sandbox's seconds
     for email in emails:

@@ -4,6 +4,7 @@ with its source), and the payload shapes of a peer project's Postmark webhook te
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,11 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import HTML_WITH_LINK
 from webapp import statuses
-from webapp.providers.base import OutgoingMessage, PollRef, ProviderError, SentRef
+from webapp.providers.base import Attachment, OutgoingMessage, PollRef, ProviderError, SentRef
 from webapp.providers.http import DEFAULT_RETRY_AFTER
 from webapp.providers.postmark import TOKEN_HEADER, PostmarkProvider
-from webapp.providers.postmark.sending import FAILED_REQUEST_WAIT, MAX_BATCH
+from webapp.providers.postmark.sending import FAILED_REQUEST_WAIT, MAX_BATCH, MAX_BATCH_BYTES
 from webapp.providers.postmark.translate import parse_time
 from webapp.providers.postmark.webhooks import parse_webhook_event
 
@@ -121,12 +123,41 @@ def test_a_send_posts_the_documented_request_and_reads_the_documented_answer(pro
         "TextBody": "See you tomorrow",
         "Metadata": {"app_message_id": "msg-1"},
         "MessageStream": "outbound",
-        "TrackOpens": True,
-        "TrackLinks": "HtmlAndText",
+        # A text-only email: no HTML part for a pixel or a rewritten link, so no tracking asked.
+        "TrackOpens": False,
+        "TrackLinks": "None",
         "ReplyTo": "desk@clinic.example",
         "Tag": "appointment_reminder",
     }
     assert all(len(key) <= 20 for key in body["Metadata"])  # Postmark's limit on key names
+
+
+def test_an_html_email_with_an_attachment_goes_in_postmarks_fields(provider, wire):
+    wire.answer("/email", "send_response.json")
+    ics = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n"
+    message = dataclasses.replace(
+        outgoing(),
+        body_html=HTML_WITH_LINK,
+        attachments=(Attachment("appointment.ics", "text/calendar", ics),),
+    )
+    assert provider.send(message).outcome == "accepted"
+    body = json.loads(wire.requests[0].content)
+    assert (body["TextBody"], body["HtmlBody"]) == ("See you tomorrow", HTML_WITH_LINK)
+    assert (body["TrackOpens"], body["TrackLinks"]) == (True, "HtmlOnly")  # never the text's links
+    assert body["Attachments"] == [
+        {"Name": "appointment.ics", "Content": base64.b64encode(ics).decode(), "ContentType": "text/calendar"}
+    ]
+    assert body["ReplyTo"] == "desk@clinic.example"
+
+
+def test_tracking_turned_off_for_the_server_is_never_asked_for(wire):
+    wire.answer("/email", "send_response.json")
+    quiet = PostmarkProvider(
+        "t", API_BASE, transport=httpx.MockTransport(wire.handler), track_opens=False, track_links=False
+    )
+    quiet.send(dataclasses.replace(outgoing(), body_html=HTML_WITH_LINK))
+    body = json.loads(wire.requests[0].content)
+    assert (body["TrackOpens"], body["TrackLinks"]) == (False, "None")
 
 
 def test_delivery_may_be_delayed_without_an_error_code_is_accepted(provider, wire):
@@ -309,6 +340,45 @@ def test_a_refused_batch_applies_to_each_message_and_big_batches_are_split(provi
     results = splitting.send_batch([outgoing(f"r{n}@example.com", f"m{n}") for n in range(MAX_BATCH + 3)])
     assert calls == [1, MAX_BATCH, 2] and len(results) == MAX_BATCH + 3
     assert {result.outcome for result in results} == {"accepted"}
+
+
+def test_a_batch_keeps_within_postmarks_50_mb_and_a_message_over_10_mb_goes_alone_refused():
+    """Each message is checked against 10 MB, each request against 50 MB and 500 messages: one
+    oversized message is refused by itself instead of having its whole request refused (413)."""
+    sizes: list[tuple[int, int]] = []  # (messages, bytes) per request
+
+    def batch(request: httpx.Request) -> httpx.Response:
+        items = json.loads(request.content)
+        sizes.append((len(items), len(request.content)))
+        ok = {
+            "ErrorCode": 0,
+            "Message": "OK",
+            "MessageID": "x",
+            "To": "a@b",
+            "SubmittedAt": "2020-01-01T00:00:00Z",
+        }
+        return httpx.Response(200, json=[ok] * len(items))
+
+    seven_mb = Attachment("scan.pdf", "application/pdf", b"\x00" * 7_000_000)  # 9.3 MB in base64
+    big = [
+        dataclasses.replace(outgoing(f"r{n}@example.com", f"m{n}"), attachments=(seven_mb,)) for n in range(8)
+    ]
+    too_big = dataclasses.replace(
+        outgoing("huge@example.com", "huge"),
+        attachments=(Attachment("scan.pdf", "application/pdf", b"\x00" * 7_600_000),),  # 10.1 MB
+    )
+    provider = PostmarkProvider("t", API_BASE, transport=httpx.MockTransport(batch))
+
+    results = provider.send_batch([big[0], too_big, *big[1:]])
+
+    assert [count for count, _ in sizes] == [1, 5, 2]  # the first alone, then as many as 50 MB holds
+    assert all(size <= MAX_BATCH_BYTES for _, size in sizes)
+    assert sum(count for count, _ in sizes) == 8
+    assert [result.outcome for result in results] == ["accepted", "rejected", *["accepted"] * 7]
+    assert results[1].reject_reason == "other" and "too large for Postmark" in (results[1].error or "")
+    sizes.clear()
+    alone = provider.send(too_big)
+    assert alone.outcome == "rejected" and sizes == []  # refused without a request
 
 
 # Messages API

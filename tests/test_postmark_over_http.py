@@ -8,7 +8,7 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-from tests.helpers import FakeClock, run_jobs
+from tests.helpers import FakeClock, add_content, run_jobs
 from webapp.extensions import db
 from webapp.models import utcnow
 from webapp.sandbox.postmark import PostmarkSandbox
@@ -51,6 +51,8 @@ def test_the_product_works_unchanged_against_a_postmark_compatible_api(make_app,
         email = sending.queue_email(
             client, kind="intake_form", subject="Intake", body="Please fill", sent_by=None
         )
+        add_content(email)  # its HTML part, with the link the client clicks
+        db.session.commit()
         refused = sending.queue_email(blocked, kind="receipt", subject="Receipt", body="Thanks", sent_by=None)
         assert email.provider == "postmark"
         run_jobs(app)

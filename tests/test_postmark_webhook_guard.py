@@ -1,6 +1,7 @@
 """Postmark's event webhook against a guesser: wrong credentials are throttled per source address,
 a burst of them alerts the operators, and an event posted again is acknowledged and dropped, as
-SendGrid's replays are (tests/test_webhook_replay.py). Real Redis (the limiter's and the app's)."""
+SendGrid's replays are (tests/test_webhook_replay.py). SendGrid's inbound route throttles wrong
+secrets the same way. Real Redis (the limiter's and the app's)."""
 
 from __future__ import annotations
 
@@ -101,3 +102,34 @@ def test_accepted_requests_never_count_against_their_source(postmark):
     bodies = [event("webhook_delivery.json").replace(b"}", f', "N": {n}}}'.encode(), 1) for n in range(12)]
     assert [post(postmark, credentials(), "50.31.156.6", body) for body in bodies] == [200] * 12
     assert alerts() == []
+
+
+def test_wrong_inbound_secrets_are_throttled_per_source_on_sendgrid_too(make_app):
+    """SendGrid's Inbound Parse route: a guesser of the shared secret is answered 429 after a few
+    tries, while SendGrid's own address, with the secret, is not held back."""
+    app = make_app(
+        INBOUND_WEBHOOK_SECRET="inbound-secret",
+        RATELIMIT_ENABLED=True,
+        WEBHOOK_FAILURE_RATE_LIMIT="5 per 10 minutes",
+    )
+
+    def inbound(password: str, source: str) -> int:
+        token = base64.b64encode(f"sendgrid:{password}".encode()).decode()
+        return (
+            app.test_client()
+            .post(
+                "/webhooks/sendgrid/inbound",
+                data={"to": "support@platform.example"},
+                content_type="multipart/form-data",
+                headers={"Authorization": f"Basic {token}"},
+                environ_base={"REMOTE_ADDR": source},
+            )
+            .status_code
+        )
+
+    answers = [inbound(f"guess-{index}", "203.0.113.9") for index in range(40)]
+    assert answers[:5] == [401] * 5
+    assert answers[5:] == [429] * 35
+    assert inbound("inbound-secret", "203.0.113.9") == 429
+    # SendGrid's own address gets past the secret check (its post is then read: no mail in it).
+    assert inbound("inbound-secret", "167.89.0.10") not in (401, 429)

@@ -14,6 +14,7 @@ from webapp.extensions import db
 from webapp.models import (
     AuditEntry,
     Email,
+    EmailContent,
     EmailEvent,
     OperatorAlert,
     PendingEvent,
@@ -122,6 +123,29 @@ def test_only_records_older_than_the_setting_go(app, world):
     # An undecided case keeps its evidence, however old; a young one is untouched.
     assert old_pending.raw_mail and old_pending.body_excerpt
     assert young_decided.raw_mail and young_decided.body_excerpt
+
+
+def test_the_copy_as_sent_goes_with_its_email_and_no_sooner(app, world):
+    now = utcnow()
+    old = make_email(world, now - 401 * DAY)
+    young = make_email(world, now - 399 * DAY)
+    for email in (old, young):
+        db.session.add(
+            EmailContent(
+                email_id=email.id,
+                body_html="<p>See you soon</p>",
+                reply_to="front@clinic-a.example",
+                calendar_ics="BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n",
+            )
+        )
+    db.session.commit()
+    old_id, young_id = old.id, young.id
+
+    assert retention.purge(now).finished
+
+    kept = set(db.session.execute(sa.select(EmailContent.email_id)).scalars())
+    assert kept == {young_id}
+    assert db.session.get(Email, old_id) is None and db.session.get(Email, young_id) is not None
 
 
 def test_the_setting_moves_the_boundary(make_app):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections import Counter
@@ -12,10 +13,11 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from tests.helpers import HTML_WITH_LINK, INTAKE_LINK
 from tests.helpers import SANDBOX_START as START
 from webapp.sandbox.scenarios import SCENARIOS, random_timeline, scenario_for
 from webapp.sandbox.sendgrid import SendGridSandbox
-from webapp.sandbox.sendgrid.validation import QuerySyntaxError, parse_query
+from webapp.sandbox.sendgrid.validation import CONTENT_ONCE, CONTENT_ORDER, QuerySyntaxError, parse_query
 from webapp.sandbox.store import UNREPORTED
 
 API_BASE = "http://sandbox.test"
@@ -42,12 +44,20 @@ def client_for(sandbox: SendGridSandbox, key: str | None = "SG.test-key") -> htt
     return httpx.Client(base_url=API_BASE, transport=httpx.WSGITransport(app=sandbox), headers=headers)
 
 
+def html_part(html: str = HTML_WITH_LINK) -> dict:
+    return {"type": "text/html", "value": html}
+
+
 def mail(*recipients: str, **changes) -> dict:
     body = {
         "personalizations": [{"to": [{"email": address} for address in recipients]}],
         "from": {"email": "clinic@example.com", "name": "Riverside Vets"},
         "subject": "Appointment reminder",
-        "content": [{"type": "text/plain", "value": "See you on Tuesday."}],
+        # Both parts, as the product sends them: opens and clicks are tracked in the HTML part.
+        "content": [
+            {"type": "text/plain", "value": "See you on Tuesday."},
+            {"type": "text/html", "value": HTML_WITH_LINK},
+        ],
         "categories": ["appointment_reminder"],
     }
     return {**body, **changes}
@@ -512,12 +522,16 @@ def test_a_state_file_from_before_messages_kept_their_text_still_opens(state_pat
     )
     old.execute(
         "INSERT INTO messages VALUES"
-        " ('m1', 'x1', 'a@example.com', 'c@example.com', 'S', '[]', '{}', 1, 'delivered', 0)"
+        " ('m1', 'x1', 'a@example.com', 'c@example.com', 'S', '[]', '{}', 1, 'clicked', 0)"
     )
     old.commit()
     old.close()
     sandbox = SendGridSandbox(state_path, clock=clock)
     assert sandbox.store.message("m1").text == ""
+    # Its tracking was never recorded: it keeps the open and the click it always had.
+    old_events = [event.step for event in sandbox.visible(sandbox.store.message("m1"), now=10**6)]
+    assert [step.event for step in old_events] == ["processed", "delivered", "open", "click"]
+    assert old_events[-1].url == "https://example.com/intake-form"
     with client_for(sandbox) as client:
         send(client, "b@example.com")
     (kept,) = sandbox.store.messages_where("to_email = ?", ["b@example.com"])
@@ -683,3 +697,96 @@ def test_an_unreachable_webhook_url_posts_nothing(state_path, clock):
     clock.advance(60)
 
     assert sandbox.deliver_webhooks() == 0
+
+
+# The providers' tracking rules
+
+
+def test_the_sandbox_keeps_each_messages_parts_and_what_sendgrid_tracks_in_it(sandbox, api):
+    text = "Your receipt: https://example.com/invoices/latest"
+    send(api, "a+clicked@example.com", content=[{"type": "text/plain", "value": text}])
+    send(api, "b+clicked@example.com", content=[{"type": "text/plain", "value": text}, html_part()])
+    off = {"open_tracking": {"enable": False}, "click_tracking": {"enable": False}}
+    send(api, "c+clicked@example.com", tracking_settings=off)
+    with_text = {"click_tracking": {"enable": True, "enable_text": True}}
+    send(
+        api,
+        "d+clicked@example.com",
+        tracking_settings=with_text,
+        content=[{"type": "text/plain", "value": text}, html_part()],
+    )
+
+    def kept(address: str):
+        (message,) = sandbox.store.messages_where("to_email = ?", [address])
+        return message.html, message.opens_tracked, message.links
+
+    assert kept("a+clicked@example.com") == ("", False, ())  # no HTML part: no pixel, no link
+    assert kept("b+clicked@example.com") == (HTML_WITH_LINK, True, (INTAKE_LINK,))  # the HTML's only
+    assert kept("c+clicked@example.com") == (HTML_WITH_LINK, False, ())
+    assert kept("d+clicked@example.com")[2] == (INTAKE_LINK, "https://example.com/invoices/latest")
+
+
+def test_a_click_names_the_part_its_link_was_in(sandbox, api, clock):
+    html_only = "<p><a href='https://example.com/appointments'>Your appointments</a></p>"
+    send(api, "a+clicked@example.com", content=[{"type": "text/plain", "value": "Hi"}, html_part(html_only)])
+    text = "Receipt: https://example.com/invoices/latest."
+    with_text = {"click_tracking": {"enable": True, "enable_text": True}}
+    send(
+        api,
+        "b+clicked@example.com",
+        tracking_settings=with_text,
+        content=[{"type": "text/plain", "value": text}],
+    )
+    clock.advance(60)
+    posts = []
+    sandbox.deliver_webhooks(post=lambda body, headers: posts.append(json.loads(body)) or 200)
+    clicks = {event["email"]: event for batch in posts for event in batch if event["event"] == "click"}
+    assert clicks["a+clicked@example.com"]["url"] == "https://example.com/appointments"
+    assert clicks["a+clicked@example.com"]["url_offset"]["type"] == "html"
+    # A text part's link, tracked because enable_text asked for it (the trailing full stop is prose).
+    assert clicks["b+clicked@example.com"]["url"] == "https://example.com/invoices/latest"
+    assert clicks["b+clicked@example.com"]["url_offset"]["type"] == "text"
+    opened = {event["email"] for batch in posts for event in batch if event["event"] == "open"}
+    assert opened == {"a+clicked@example.com"}  # the text-only one has no pixel
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ([html_part(), {"type": "text/plain", "value": "Hi"}], CONTENT_ORDER),
+        ([{"type": "text/plain", "value": "Hi"}, {"type": "text/plain", "value": "Again"}], CONTENT_ONCE),
+    ],
+)
+def test_sendgrids_content_order_is_kept(api, content, message):
+    response = api.post("/v3/mail/send", json=mail("a@example.com", content=content))
+    assert response.status_code == 400
+    assert {(error["message"], error["field"]) for error in response.json()["errors"]} == {
+        (message, "content")
+    }
+
+
+def test_attachments_and_reply_to_are_checked(api):
+    good = {
+        "content": base64.b64encode(b"BEGIN:VCALENDAR").decode(),
+        "filename": "a.ics",
+        "type": "text/calendar",
+    }
+    assert api.post("/v3/mail/send", json=mail("a@example.com", attachments=[good])).status_code == 202
+    bad = [{"content": "not base64!", "filename": "a.ics"}, {"content": good["content"], "disposition": "x"}]
+    response = api.post(
+        "/v3/mail/send", json=mail("a@example.com", attachments=bad, reply_to={"email": "nope"})
+    )
+    assert response.status_code == 400
+    assert {error["field"] for error in response.json()["errors"]} == {
+        "attachments.0.content",
+        "attachments.1.filename",
+        "attachments.1.disposition",
+        "reply_to.email",
+    }
+
+
+def test_older_messages_may_be_clicked_on_the_links_the_scenarios_always_clicked():
+    from webapp.sandbox.scenarios import OTHER_URLS
+    from webapp.sandbox.store import LEGACY_LINKS
+
+    assert LEGACY_LINKS == OTHER_URLS

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import FakeClock, RecordingTransport
+from tests.helpers import HTML_WITH_LINK, INTAKE_LINK, FakeClock, RecordingTransport
 from webapp import statuses
 from webapp.providers.base import OutgoingMessage, PollRef, SentRef
 from webapp.providers.postmark import PostmarkProvider
@@ -62,6 +62,7 @@ def outgoing(to: str, app_id: str) -> OutgoingMessage:
         from_name="Clinic A",
         subject="Reminder",
         body_text="See you",
+        body_html=HTML_WITH_LINK,  # as the product sends it: opens and clicks can be tracked
         category="appointment_reminder",
     )
 
@@ -221,6 +222,26 @@ def test_a_spam_complaint_cannot_be_deleted_but_postmarks_support_can_reactivate
             300,
         ),
         ({}, {"From": "a@b.example", "To": "c@d.example", "TextBody": "x", "TrackOpens": "yes"}, 422, 403),
+        ({}, {"From": "a@b.example", "To": "c@d.example", "TextBody": "x", "ReplyTo": "nope"}, 422, 300),
+        (
+            {},
+            {"From": "a@b.example", "To": "c@d.example", "TextBody": "x", "Attachments": [{"Name": "a.ics"}]},
+            422,
+            403,
+        ),
+        (
+            {},
+            {
+                "From": "a@b.example",
+                "To": "c@d.example",
+                "TextBody": "x",
+                "Attachments": [
+                    {"Name": "a.exe", "Content": "TVo=", "ContentType": "application/octet-stream"}
+                ],
+            },
+            422,
+            411,
+        ),
         (
             {},
             {"From": "a@b.example", "To": ", ".join(f"u{n}@d.example" for n in range(51)), "TextBody": "x"},
@@ -247,3 +268,65 @@ def test_failures_queued_by_tests_answer_in_postmarks_words(provider, postmark_s
     assert provider.send(outgoing("jane+delivered@example.com", "m3")).outcome == "unavailable"
     found = provider.find_accepted([SentRef("m3", "jane+delivered@example.com")], request_budget=2)
     assert "m3" in found.found  # taken although the answer was lost
+
+
+def test_postmark_tracks_what_trackopens_and_tracklinks_ask_for(provider, postmark_sandbox, transport, clock):
+    """TrackOpens needs an HTML part for its pixel; TrackLinks rewrites the parts it names. The
+    Messages API and the webhooks show the same."""
+    client = httpx.Client(transport=transport, base_url=API_BASE)
+    headers = {"X-Postmark-Server-Token": "t", "Accept": "application/json"}
+    base = {"From": "a@clinic.example", "TextBody": "Receipt: https://example.com/invoices/latest"}
+    bodies = {
+        "html": {
+            **base,
+            "To": "a+clicked@example.com",
+            "HtmlBody": HTML_WITH_LINK,
+            "TrackOpens": True,
+            "TrackLinks": "HtmlOnly",
+        },
+        "no-opens": {
+            **base,
+            "To": "b+clicked@example.com",
+            "HtmlBody": HTML_WITH_LINK,
+            "TrackLinks": "HtmlOnly",
+        },
+        "text-links": {**base, "To": "c+clicked@example.com", "TrackOpens": True, "TrackLinks": "TextOnly"},
+    }
+    ids = {}
+    for name, body in bodies.items():
+        answer = client.post("/email", json=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        ids[name] = answer.json()["MessageID"]
+    clock.advance(60)
+    details = {
+        name: client.get(f"/messages/outbound/{msg_id}/details", headers=headers).json()
+        for name, msg_id in ids.items()
+    }
+    types = {name: [event["Type"] for event in detail["MessageEvents"]] for name, detail in details.items()}
+    assert types["html"] == ["Delivered", "Opened", "LinkClicked"]
+    assert types["no-opens"] == ["Delivered", "LinkClicked"]  # TrackOpens left out: the server's, off
+    assert types["text-links"] == ["Delivered", "LinkClicked"]  # no HTML part: no pixel
+    assert details["html"]["HtmlBody"] == HTML_WITH_LINK
+    assert (details["html"]["TrackOpens"], details["html"]["TrackLinks"]) == (True, "HtmlOnly")
+    assert (details["text-links"]["TrackOpens"], details["text-links"]["TrackLinks"]) == (False, "TextOnly")
+    posts: list[tuple[bytes, dict[str, str]]] = []
+    postmark_sandbox.deliver_webhooks(collect(posts))
+    clicks = {
+        record["Recipient"]: record
+        for record in (json.loads(body) for body, _ in posts)
+        if record["RecordType"] == "Click"
+    }
+    assert (
+        clicks["a+clicked@example.com"]["ClickLocation"],
+        clicks["a+clicked@example.com"]["OriginalLink"],
+    ) == (
+        "HTML",
+        INTAKE_LINK,
+    )
+    assert (
+        clicks["c+clicked@example.com"]["ClickLocation"],
+        clicks["c+clicked@example.com"]["OriginalLink"],
+    ) == (
+        "Text",
+        "https://example.com/invoices/latest",
+    )

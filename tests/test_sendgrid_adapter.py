@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import HTML_WITH_LINK, INTAKE_LINK, RecordingTransport
 from tests.helpers import SANDBOX_START as START
-from tests.helpers import RecordingTransport
 from webapp import statuses
 from webapp.providers.base import OutgoingMessage, PollRef, ProviderError, SentRef
 from webapp.providers.sendgrid import SendGridProvider
@@ -59,6 +59,8 @@ def outgoing(to: str = "delivered@example.com", app_id: str = "msg-1", **changes
         "from_name": "Riverside Vets",
         "subject": "Appointment reminder",
         "body_text": "See you on Tuesday at 10:00.",
+        # As the product sends it: an HTML part with a link (opens and clicks can be tracked).
+        "body_html": HTML_WITH_LINK,
         "category": "appointment_reminder",
         **changes,
     }
@@ -106,10 +108,16 @@ def test_send_request_has_the_documented_shape(provider, transport):
     assert body["from"] == {"email": "clinic@example.com", "name": "Riverside Vets"}
     assert body["reply_to"] == {"email": "desk@example.com"}
     assert body["subject"] == "Appointment reminder"
-    assert body["content"] == [{"type": "text/plain", "value": "See you on Tuesday at 10:00."}]
+    # text/plain first, then text/html: SendGrid refuses another order.
+    assert body["content"] == [
+        {"type": "text/plain", "value": "See you on Tuesday at 10:00."},
+        {"type": "text/html", "value": HTML_WITH_LINK},
+    ]
     assert body["categories"] == ["appointment_reminder"]
     assert body["tracking_settings"]["open_tracking"] == {"enable": True}
-    assert body["tracking_settings"]["click_tracking"] == {"enable": True, "enable_text": True}
+    # The HTML part's links are tracked, never the text part's (it reads as written).
+    assert body["tracking_settings"]["click_tracking"] == {"enable": True, "enable_text": False}
+    assert "attachments" not in body
 
 
 def test_tracking_can_be_turned_off(sandbox):
@@ -145,19 +153,31 @@ def test_invalid_recipient_is_rejected_with_the_providers_words(provider):
 
 
 def test_rejection_lists_every_problem(provider):
-    result = provider.send(outgoing(to="nobody", from_address="clinic", subject="", body_text=""))
+    empty = {"subject": "", "body_text": "", "body_html": ""}
+    result = provider.send(outgoing(to="nobody", from_address="clinic", **empty))
 
     assert result.outcome == "rejected"
     for field in ("personalizations.0.to.0.email", "from.email", "subject", "content.0.value"):
         assert f"({field})" in (result.error or "")
 
 
-def test_too_large_is_rejected(provider):
-    result = provider.send(outgoing(body_text="x" * (30 * 1024 * 1024 + 1)))
+def test_too_large_is_rejected_without_a_request(provider, sandbox):
+    result = provider.send(outgoing(body_text="x" * 30_000_001))
 
     assert result.outcome == "rejected"
-    assert result.error == "content too large"
+    assert "too large for SendGrid" in (result.error or "")
     assert result.reject_reason == "other"  # the message, not the address
+    assert sandbox.requests_seen("/v3/mail/send") == 0
+
+
+def test_sendgrids_own_413_is_a_rejection_too():
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(413, json={"errors": [{"message": "content too large", "field": None}]})
+
+    provider = SendGridProvider("k", API_BASE, transport=httpx.MockTransport(answer))
+    result = provider.send(outgoing())
+
+    assert (result.outcome, result.error, result.reject_reason) == ("rejected", "content too large", "other")
 
 
 @pytest.mark.parametrize(
@@ -409,6 +429,18 @@ def test_each_scenario_reaches_its_events(provider, clock, scenario, kinds):
         assert event.occurred_at.tzinfo is not None and event.occurred_at.utcoffset().total_seconds() == 0
 
 
+@pytest.mark.parametrize("scenario", ["machine-open", "clicked", "spam"])
+def test_a_text_only_email_reports_no_open_and_no_click(provider, clock, scenario):
+    """SendGrid's open is a pixel in the HTML part, its click a rewritten HTML link: without one,
+    the scenario's open and click never come, the rest of it does."""
+    result = provider.send(outgoing(f"jane+{scenario}@example.com", "msg-1", body_html=""))
+    clock.advance(120)
+
+    events = provider.poll([PollRef("msg-1", result.provider_message_id or "")], request_budget=5).events
+    kinds = [event.kind for event in sorted(events["msg-1"], key=lambda event: event.occurred_at)]
+    assert kinds == [kind for kind in SCENARIO_KINDS[scenario] if kind not in ("open", "click")]
+
+
 def test_polled_events_carry_their_details(provider, clock):
     refs = [
         send_and_ref(provider, "deferred@example.com", "deferred-1"),
@@ -425,9 +457,7 @@ def test_polled_events_carry_their_details(provider, clock):
         (1, "421 4.7.0 Try again later"),
         (2, "421 4.7.0 Try again later"),
     ]
-    assert [event.url for event in events["clicked-1"] if event.kind == "click"] == [
-        "https://example.com/intake-form"
-    ]
+    assert [event.url for event in events["clicked-1"] if event.kind == "click"] == [INTAKE_LINK]
     bounce = next(event for event in events["bounced-1"] if event.kind == "bounce")
     assert bounce.reason == "550 5.1.1 The email account that you tried to reach does not exist"
     drop = next(event for event in events["dropped-1"] if event.kind == "dropped")

@@ -7,7 +7,15 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers import WIRE_FORMATS, login, run_jobs
+from tests.helpers import (
+    HTML_WITH_LINK,
+    HTML_WITHOUT_LINK,
+    INTAKE_LINK,
+    WIRE_FORMATS,
+    add_content,
+    login,
+    run_jobs,
+)
 from webapp.extensions import db
 from webapp.models import Client, Email, utcnow
 from webapp.providers import get_provider
@@ -25,11 +33,16 @@ SCENARIOS = {
 }
 
 
-def send_to(world, address: str, name: str) -> Email:
+def send_to(world, address: str, name: str, html: str | None = HTML_WITH_LINK) -> Email:
+    """Queue an email with an HTML part (as the product sends them), or text only (html=None)."""
     client = Client(clinic_id=world.clinic_a.id, name=name, email=address)
     db.session.add(client)
     db.session.commit()
-    return sending.queue_email(client, kind="receipt", subject=f"Receipt for {name}", body="-", sent_by=None)
+    email = sending.queue_email(client, kind="receipt", subject=f"Receipt for {name}", body="-", sent_by=None)
+    if html is not None:
+        add_content(email, html=html)
+        db.session.commit()
+    return email
 
 
 def poll_until_quiet(app_clock) -> None:
@@ -55,6 +68,55 @@ def test_every_status_is_reached_by_polling(app, world, app_clock, wire_format):
         assert [event.kind for event in db.session.get(Email, email.id).events].count("processed") == 1
     failed = db.session.get(Email, emails["bounced"].id)
     assert "does not exist" in next(event.reason for event in failed.events if event.kind == "bounce")
+
+
+@pytest.mark.parametrize("wire_format", WIRE_FORMATS)
+def test_opens_and_clicks_come_only_where_the_provider_can_track_them(app, world, app_clock, wire_format):
+    """The providers' rules: an open is a pixel in the HTML part, a click a rewritten link of it.
+    To the same scenarios, an HTML email with a link reaches Open and Clicked, one without a link
+    Open only, and a text-only one never either (it stops at Delivered, or goes on to its spam
+    report); by polling, then by every webhook the sandbox posts."""
+    from webapp.providers import get_sandbox
+
+    emails = {
+        ("clicked", "link"): send_to(world, "ann+clicked@example.com", "Ann"),
+        ("clicked", "no link"): send_to(world, "bo+clicked@example.com", "Bo", html=HTML_WITHOUT_LINK),
+        ("clicked", "text"): send_to(world, "cy+clicked@example.com", "Cy", html=None),
+        ("machine-open", "text"): send_to(world, "di+machine-open@example.com", "Di", html=None),
+        ("spam", "text"): send_to(world, "ed+spam@example.com", "Ed", html=None),
+    }
+    wanted = {
+        ("clicked", "link"): ("clicked", ["delivered", "open", "click"]),
+        ("clicked", "no link"): ("open", ["delivered", "open"]),
+        ("clicked", "text"): ("delivered", ["delivered"]),
+        ("machine-open", "text"): ("delivered", ["delivered"]),
+        ("spam", "text"): ("spam-report", ["delivered", "spamreport"]),
+    }
+
+    def reached() -> dict:
+        db.session.expire_all()
+        found = {}
+        for key, email in emails.items():
+            email = db.session.get(Email, email.id)
+            # (Postmark follows a spam complaint with a SubscriptionChange: "unknown" to us.)
+            kinds = [e.kind for e in email.events if e.kind not in ("sending", "processed", "unknown")]
+            found[key] = (email.status, kinds)
+        return found
+
+    run_jobs(app)
+    poll_until_quiet(app_clock)
+    assert reached() == wanted
+    (click,) = [event for event in db.session.get(Email, emails["clicked", "link"].id).events if event.url]
+    assert click.url == INTAKE_LINK  # a link of that email's own HTML part
+
+    http = app.test_client()
+    assert get_sandbox(app.config).deliver_webhooks(
+        post=lambda body, headers: (
+            http.post(f"/webhooks/{wire_format}/events", data=body, headers=headers).status_code
+        )
+    )
+    run_jobs(app)
+    assert reached() == wanted  # the webhooks tell the same: no open or click where none could be
 
 
 @pytest.mark.parametrize("wire_format", WIRE_FORMATS)

@@ -18,6 +18,8 @@ from webapp.models import Client, Email
 BUTTON_PAGES = {
     "attention.handled": ("attention.index", "Needs attention"),
     "clients.send": ("clients.show", "the client’s file"),
+    "clients.preview": ("clients.show", "the client’s file"),
+    "clients.add_receipt_line": ("clients.show", "the client’s file"),
     "clients.correct_address": ("clients.show", "the client’s file"),
     "demo.client_removal_mail": ("clients.show", "the client’s file"),
     "demo.provider_reactivate": ("support.case", "the case"),

@@ -28,6 +28,9 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+# A copy of an email's HTML part, shown in a sandboxed frame of the app's own pages: nothing of it
+# runs or loads (no script, no remote image, so no tracking pixel fires; no form posts; only its
+# inline CSS and embedded images), it has no origin of its own, and only the app may frame it.
 def init_app(app: Flask) -> None:
     """Wire session timeouts, the login redirect and security headers into the app."""
     proxies = app.config.get("TRUSTED_PROXIES", 0)

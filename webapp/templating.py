@@ -9,6 +9,7 @@ from flask import Flask, has_request_context, request
 from webapp import bounce_reasons, statuses, timezones
 from webapp.help.guide import FILED_AS_SPAM
 from webapp.models import MESSAGE_KINDS, Email
+from webapp.services.email_content import MAX_RECEIPT_LINES
 from webapp.services.next_steps import CONTACT_SUPPORT_AFTER_WORDS, STUCK_AFTER_WORDS
 from webapp.timezones import ago
 
@@ -30,6 +31,7 @@ def init_app(app: Flask) -> None:
     app.add_template_global(FILED_AS_SPAM, "filed_as_spam")
     app.context_processor(_attention_count)
     app.add_template_global(MESSAGE_KINDS, "kind_labels")
+    app.add_template_global(MAX_RECEIPT_LINES, "max_receipt_lines")
     app.add_template_global(STUCK_AFTER_WORDS, "stuck_after")
     app.add_template_global(CONTACT_SUPPORT_AFTER_WORDS, "contact_support_after")
     app.add_template_global(False, "sandbox_demo")  # the demo blueprint (webapp/demo) says True

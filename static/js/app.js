@@ -303,9 +303,41 @@
     );
   }
 
+  // --- The send form shows the fields of the chosen kind -------------------------------------------
+  // Without JavaScript every group shows, each saying which kinds it is for. Here the groups the
+  // chosen kind does not use are hidden and disabled, so what they hold is not sent either.
+  function showKindFields(form) {
+    const select = form.querySelector("#kind");
+    if (!select) return;
+    form.querySelectorAll("[data-kinds]").forEach(function (group) {
+      const used = group.dataset.kinds.split(" ").indexOf(select.value) !== -1;
+      group.hidden = !used;
+      if (group.tagName === "FIELDSET") group.disabled = !used;
+      else group.querySelectorAll("input, select, textarea, button").forEach(function (control) {
+        if (control.closest("[data-kinds]") === group) control.disabled = !used;
+      });
+    });
+  }
+
+  document.addEventListener("change", function (event) {
+    if (event.target.id === "kind" && event.target.form) showKindFields(event.target.form);
+  });
+
+  // A preview the form refused comes back as the form with its mistakes (422): show it in place.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    const elt = event.detail.requestConfig && event.detail.requestConfig.elt;
+    if (event.detail.xhr.status === 422 && elt && elt.closest && elt.closest("#send-email")) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+
   // --- Every swap and the first load ------------------------------------------------------------
   document.addEventListener("htmx:load", function (event) {
     const elt = event.detail.elt;
+    const sendForm = elt.querySelector ? elt.querySelector("#send-email form") : null;
+    if (sendForm) showKindFields(sendForm);
+    else if (elt.closest && elt.closest("#send-email form")) showKindFields(elt.closest("#send-email form"));
     if (elt.id === "email-log" || (elt.querySelector && elt.querySelector("#email-log"))) {
       restoreLogState();
       renderClock();
@@ -316,6 +348,8 @@
   });
 
   document.addEventListener("DOMContentLoaded", function () {
+    const sendForm = document.querySelector("#send-email form");
+    if (sendForm) showKindFields(sendForm);
     renderClock();
     listen();
     schedulePoll();

@@ -10,6 +10,7 @@ import pytest
 from werkzeug.datastructures import Headers
 
 from tests.contract.adapters import Wire
+from tests.helpers import HTML_WITH_LINK, HTML_WITHOUT_LINK, INTAKE_LINK
 from webapp import statuses
 from webapp.providers.base import OutgoingMessage, PollRef, ProviderEvent, SentRef
 
@@ -26,7 +27,8 @@ EXPECTED = {
 }
 
 
-def message(app_id: str, to: str) -> OutgoingMessage:
+def message(app_id: str, to: str, html: str = HTML_WITH_LINK) -> OutgoingMessage:
+    """A message as the product sends one: a text part and an HTML part with a link."""
     return OutgoingMessage(
         app_message_id=app_id,
         to_address=to,
@@ -35,6 +37,7 @@ def message(app_id: str, to: str) -> OutgoingMessage:
         from_name="Riverside Vets",
         subject="Appointment reminder",
         body_text="See you on Tuesday at 10:00. https://example.com/intake-form",
+        body_html=html,
         category="appointment_reminder",
         reply_to="desk@example.com",
     )
@@ -129,6 +132,26 @@ def test_every_scenario_reaches_its_status_by_polling(wire):
         assert dropped.reject_reason == "spam_report" and dropped.reason
     else:
         assert wire.case.refuses_suppressed_at_send
+
+
+def test_opens_and_clicks_only_where_the_provider_can_track_them(wire):
+    """An open needs the HTML part's pixel, a click one of its links (never the text part's)."""
+    sent = {
+        "link": message("app-link", "pat+clicked@example.com"),
+        "no-link": message("app-no-link", "sam+clicked@example.com", html=HTML_WITHOUT_LINK),
+        "text": message("app-text", "kim+clicked@example.com", html=""),
+    }
+    refs = [PollRef(m.app_message_id, wire.provider.send(m).provider_message_id or "") for m in sent.values()]
+    wire.clock.advance(120)
+    polled = wire.provider.poll(refs, request_budget=100).events
+    kinds = {name: {event.kind for event in polled[m.app_message_id]} for name, m in sent.items()}
+    assert {"open", "click"} <= kinds["link"]
+    assert "open" in kinds["no-link"] and "click" not in kinds["no-link"]
+    assert not {"open", "click"} & kinds["text"] and "delivered" in kinds["text"]
+    assert [event.url for event in polled["app-link"] if event.kind == "click"] == [INTAKE_LINK]
+    pushed = {(event.app_message_id, event.kind) for event in webhook_events(wire)}
+    assert ("app-link", "click") in pushed and ("app-no-link", "open") in pushed
+    assert not {("app-no-link", "click"), ("app-text", "open"), ("app-text", "click")} & pushed
 
 
 def test_webhooks_are_authentic_and_tell_what_polling_tells(wire):

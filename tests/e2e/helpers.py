@@ -91,7 +91,7 @@ def seed_clinic(live: LiveServer) -> SeededClinic:
     from webapp.services import accounts
 
     def work() -> SeededClinic:
-        clinic = Clinic(name="Harbour Physio")
+        clinic = Clinic(name="Harbour Physio", intake_form_url="https://harbourphysio.example/intake")
         db.session.add(clinic)
         db.session.flush()
         accounts.create_user(CLINICIAN, "Cleo Clinician", "clinician", PASSWORD, clinic)
@@ -148,9 +148,21 @@ def seed_clinic(live: LiveServer) -> SeededClinic:
     return live.run(work)
 
 
-def axe_violations(page: Page) -> str:
-    """Run axe-core on the page as it is now; return a readable report of what it found."""
-    from axe_playwright_python.sync_playwright import Axe
+def axe_script() -> str:
+    """axe-core's source, for `BrowserContext.add_init_script`: every document of that context then
+    carries axe from its start, and `axe_violations` need not send its 570 kB for each page."""
+    from axe_playwright_python.base import AXE_SCRIPT
 
-    results = Axe().run(page)
+    return AXE_SCRIPT
+
+
+def axe_violations(page: Page) -> str:
+    """Run axe-core on the page as it is now (injecting it unless the document has it already);
+    return a readable report of what it found."""
+    from axe_playwright_python.base import AxeResults
+    from axe_playwright_python.sync_playwright import DEFAULT_OPTIONS
+
+    if not page.evaluate("typeof window.axe === 'object' && typeof window.axe.run === 'function'"):
+        page.evaluate(axe_script())
+    results = AxeResults(page.evaluate("options => axe.run(options)", DEFAULT_OPTIONS))
     return "" if results.violations_count == 0 else results.generate_report()

@@ -9,6 +9,7 @@ test: a new page is covered the day it is added.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
@@ -17,7 +18,7 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.e2e.helpers import LiveServer, axe_violations
+from tests.e2e.helpers import LiveServer, axe_script, axe_violations
 from tests.helpers import BOUNCED, DELIVERED, PASSWORD, add_email
 
 WIDTHS = (1280, 375)
@@ -33,6 +34,9 @@ NOT_PAGES = {
     "clients.email_log",  # the log's own refresh, inside the client's page
     "clients.email_stream",
     "clients.export_csv",  # a download
+    "emails.as_sent_html",  # an email's HTML part, inside the frame of the email as sent
+    "emails.as_sent_ics",  # a download
+    "clients.preview_html",  # a previewed email's HTML part, only ever inside the preview's frame
     "auth.index",  # only redirects to where each role works
 }
 # The pages each role must reach (the crawl may find more); together, every page of the app.
@@ -45,6 +49,7 @@ PAGES = {
         "clients.export_form",
         "clients.export_print",
         "emails.timeline",
+        "emails.as_sent",
         "help.index",
         "help.status",
     },
@@ -83,6 +88,14 @@ WIDEST_ELEMENTS = """width => {
     el => `<${el.tagName.toLowerCase()} class="${el.className}"> ${el.textContent.trim().slice(0, 60)}`
   );
 }"""
+# An email's HTML part as a mail app gets it: a table layout wider than a phone, inline CSS.
+WIDE_EMAIL = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Reminder</title></head>'
+    '<body style="margin:0;font-family:Arial,sans-serif"><table role="presentation" width="640" '
+    'style="width:640px;border-collapse:collapse"><tr><td style="background:#1f5fbf;color:#fff;'
+    'padding:16px">Clinic</td></tr><tr><td style="padding:16px">Your appointment is on Monday at '
+    '3 pm. <a href="https://example.com/intake">Fill in the form</a></td></tr></table></body></html>'
+)
 # Pages of one kind that differ only in their data: the crawl opens this many of each.
 PER_KIND = 3
 
@@ -104,7 +117,7 @@ def seed_world(live: LiveServer) -> World:
     import sqlalchemy as sa
 
     from webapp.extensions import db
-    from webapp.models import Client, Clinic, Incident, RemovalRequest, User, utcnow
+    from webapp.models import Client, Clinic, EmailContent, Incident, RemovalRequest, User, utcnow
     from webapp.services import accounts, alerts, demo, maintenance, sending
 
     def work() -> World:
@@ -119,6 +132,17 @@ def seed_world(live: LiveServer) -> World:
         sending.resend(
             failed, to_address=LONG_ADDRESS.replace("a.very", "the.very"), update_client=False, by=owner
         )
+        if failed.content is None:  # a copy as sent with an HTML part, wide and long, and its .ics
+            db.session.add(
+                EmailContent(
+                    email_id=failed.id,
+                    body_html=WIDE_EMAIL,
+                    reply_to=LONG_ADDRESS,
+                    calendar_ics="BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n",
+                )
+            )
+            failed.body = "Dear Long Address,\n\n" + "A line of the text part that runs on and on. " * 6
+            db.session.commit()
         unsent = add_email(person, subject="Your intake form", kind="intake_form", events=BOUNCED)
         sent_at = utcnow() - timedelta(hours=2)
         stuck = add_email(
@@ -163,9 +187,10 @@ def endpoint_of(app: Flask, url: str) -> str | None:
     return endpoint
 
 
-def crawl(page: Page, live: LiveServer, extra: list[str]) -> dict[str, str]:
+def crawl(page: Page, live: LiveServer, extra: list[str], check: Callable[[str], None]) -> dict[str, str]:
     """Open every page reachable by links from the landing page (PER_KIND of each kind), and
-    `extra`; return {path: endpoint} of the pages opened."""
+    `extra`, calling `check` with each new page's path while it is open; return {path: endpoint}
+    of the pages opened."""
     found: dict[str, str] = {}
     kinds: Counter[tuple[str, tuple[str, ...]]] = Counter()
     waiting = deque(["/", *extra])
@@ -177,6 +202,7 @@ def crawl(page: Page, live: LiveServer, extra: list[str]) -> dict[str, str]:
         if path in found:
             continue
         found[path] = endpoint_of(live.app, path) or "?"
+        check(path)
         links = page.eval_on_selector_all("a[href]", "links => links.map(link => link.href)")
         for link in links:
             parts = urlsplit(link)
@@ -195,6 +221,7 @@ def crawl(page: Page, live: LiveServer, extra: list[str]) -> dict[str, str]:
 
 
 def new_context(browser: Browser, width: int) -> BrowserContext:
+    """A phone's context below 600 px, a desktop's above; each page of it comes with axe-core."""
     if width < 600:
         context = browser.new_context(
             viewport={"width": width, "height": 812}, is_mobile=True, has_touch=True
@@ -202,6 +229,7 @@ def new_context(browser: Browser, width: int) -> BrowserContext:
     else:
         context = browser.new_context(viewport={"width": width, "height": 900})
     context.set_default_timeout(10_000)
+    context.add_init_script(axe_script())
     return context
 
 
@@ -226,10 +254,12 @@ def problems_of(page: Page, width: int, where: str) -> list[str]:
     return found
 
 
-def check_pages(browser: Browser, live: LiveServer, email: str | None, paths: list[str]) -> list[str]:
+def check_pages(
+    browser: Browser, live: LiveServer, email: str | None, paths: list[str], widths: tuple[int, ...]
+) -> list[str]:
     """Open each path at each width (signed in as `email`); return what is wrong."""
     found = []
-    for width in WIDTHS:
+    for width in widths:
         context = new_context(browser, width)
         page = context.new_page()
         try:
@@ -293,6 +323,7 @@ def pages_behind_forms(role: str, world: World) -> list[str]:
         *paths,
         f"/clients/{client}",
         f"/emails/{world.failed_email_id}/timeline",
+        f"/emails/{world.failed_email_id}/as-sent",
         f"/clients/{client}/export/print?from={today - timedelta(days=30)}&to={today}",
     ]
 
@@ -300,19 +331,22 @@ def pages_behind_forms(role: str, world: World) -> list[str]:
 @pytest.mark.parametrize("role", ["anonymous", "clinician", "owner", "support"])
 def test_every_page_fits_375_and_1280_pixels_and_axe_finds_nothing(live_server, browser, role):
     world = seed_world(live_server)
-    context = new_context(browser, 1280)
+    wide, *narrower = WIDTHS
+    context = new_context(browser, wide)
     page = context.new_page()
     extra = pages_behind_forms(role, world)
+    problems: list[str] = []
     try:
         if role != "anonymous":
             sign_in(page, live_server, USERS[role])
-        found = crawl(page, live_server, extra)
+        # Each page is checked at the widest width as the crawl opens it, at the others after.
+        found = crawl(page, live_server, extra, lambda path: problems.extend(problems_of(page, wide, path)))
     finally:
         context.close()
     missing = PAGES[role] - set(found.values())
     assert not missing, f"{role} never reached {missing}; found {found}"
 
-    problems = check_pages(browser, live_server, USERS.get(role), list(found))
+    problems += check_pages(browser, live_server, USERS.get(role), list(found), tuple(narrower))
     if role == "clinician":
         problems += states_of_the_client_page(browser, live_server, world)
     assert not problems, "\n\n".join([*problems, "Pages checked: " + ", ".join(found)])

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("clients", __name__)
 
-from webapp.clients import exports, routes  # noqa: E402,F401
+from webapp.clients import compose, exports, routes  # noqa: E402,F401

@@ -30,10 +30,10 @@ from webapp.clients.forms import AddressForm, SendEmailForm
 from webapp.extensions import db, htmx, limiter
 from webapp.freshness import counters, quota, row_cache, stream
 from webapp.freshness.fastpoll import POLL_ROLES
-from webapp.models import Client, Clinic, utcnow
+from webapp.models import Client, utcnow
 from webapp.params import id_list, page_number
 from webapp.security import clinic_staff_required, current_clinic_id, session_data_is_live
-from webapp.services import accounts, addresses, clients, log_rows, messages, sending
+from webapp.services import accounts, addresses, clients, log_rows
 from webapp.services.address_health import AddressHealth, address_health
 from webapp.services.next_steps import next_change, resend_to_file
 from webapp.templating import clinic_timezone
@@ -183,36 +183,6 @@ def _render_email_log(client_id: int) -> Response:
     return response
 
 
-@bp.post("/clients/<int:client_id>/emails")
-@clinic_staff_required
-def send(client_id: int) -> str | Response | tuple[str, int]:
-    """Queue an email to the client; refuse it when the address is on the spam list."""
-    client = clients.get_client(current_clinic_id(), client_id) or abort(404)
-    clinic = db.session.get(Clinic, client.clinic_id)
-    form = SendEmailForm()
-    form.clinic_timezone = clinic.timezone
-    if form.validate_on_submit():
-        appointment_at = form.appointment_at()
-        subject, body = messages.compose(
-            form.kind.data, client, clinic, form.subject.data or "", form.body.data or "", appointment_at
-        )
-        try:
-            sending.queue_email(
-                client,
-                kind=form.kind.data,
-                subject=subject,
-                body=body,
-                sent_by=current_user,
-                appointment_at=appointment_at,
-            )
-        except sending.SendRefused as refused:
-            flash(f"Not sent: {refused.reason}.", "error")
-        else:
-            flash(f"Sending “{subject}” to {client.email}.", "success")
-            return redirect(url_for("clients.show", client_id=client.id), code=303)
-    return render_template("clients/show.html", client=client, form=form, **_page_context(client)), 422
-
-
 def _page_context(client: Client, address_form: AddressForm | None = None) -> dict:
     """Everything the client file needs besides the send form."""
     if address_form is None:
@@ -251,11 +221,12 @@ def _log_context(client: Client, spam: dict | None = None) -> dict:
     if deadline is not None:
         fresh_until = min(fresh_until, deadline.timestamp())
     timeline_url = _url_pattern("emails.timeline", "email_id")
+    as_sent_url = _url_pattern("emails.as_sent", "email_id")
     help_index_url = url_for("help.index")
     # Rows rendered before, by what they were rendered from: the row's own key, and the time zone
     # and URLs of this request (the only other things a row without notices shows). Looked up
     # here: a call per row costs the template more than the lookup itself.
-    kept_rows = row_cache.rows(current_app).for_request((zone, help_index_url, timeline_url))
+    kept_rows = row_cache.rows(current_app).for_request((zone, help_index_url, timeline_url, as_sent_url))
     for row in rows:
         row.html = kept_rows.get(row.cache_key)
     return {
@@ -278,6 +249,7 @@ def _log_context(client: Client, spam: dict | None = None) -> dict:
         },
         "resend_url": _url_pattern("emails.resend", "email_id"),
         "timeline_url": timeline_url,
+        "as_sent_url": as_sent_url,  # each row's "View the email as sent"
         # Each rendered row's link for a browser without JavaScript (a dict lookup costs the
         # template less than a call per row); a row from the cache has it already.
         "timeline_urls": {row.email.id: timeline_url.format(row.email.id) for row in rows if not row.html},

@@ -111,6 +111,9 @@ GUIDE: dict[str, GuideEntry] = {
         caveats=(
             "If the status later moves on to Open or Clicked, that is a very good sign that the email "
             "arrived.",
+            "Delivered without Open does not mean unread: some clients never report an open (their email "
+            "app does not load images, or privacy protection such as Apple Mail Privacy Protection hides "
+            "it), so many emails that were read stay Delivered.",
             "A bounce can still arrive after delivery; the log then shows Failed and says when.",
             FILED_AS_SPAM_CAVEAT,
         ),
@@ -123,6 +126,9 @@ GUIDE: dict[str, GuideEntry] = {
             "Open rates are skewed by privacy and firewall settings: some email apps (such as Apple Mail "
             "with Mail Privacy Protection) open every email automatically, and others never report an open, "
             "so an email can be read without ever showing Open.",
+            "An open can only be tracked for an email with an HTML part (a tiny image in it reports the "
+            "open when the email app loads it): a text-only email never shows Open, however often it is "
+            "read. “View the email as sent” on its row says whether it had one.",
             "When our email provider says an open was made by a machine, the timeline labels it “machine "
             "open”: it shows the email arrived, not that the client read it.",
             FILED_AS_SPAM_CAVEAT,

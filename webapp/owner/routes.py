@@ -12,7 +12,7 @@ from webapp.owner.forms import ClinicSettingsForm, NewUserForm, UserActionForm
 from webapp.params import page_number
 from webapp.security import current_clinic_id, owner_required
 from webapp.services import audit as audit_trail
-from webapp.services import staff
+from webapp.services import clinic_identity, staff
 from webapp.templating import clinic_timezone
 
 
@@ -97,7 +97,7 @@ def audit() -> str:
 @owner_required
 def settings() -> str:
     """Show the clinic's settings."""
-    form = ClinicSettingsForm(formdata=None, timezone=current_user.clinic.timezone)
+    form = ClinicSettingsForm(formdata=None, obj=current_user.clinic)
     return render_template("owner/settings.html", form=form)
 
 
@@ -109,9 +109,12 @@ def save_settings() -> str | Response | tuple[str, int]:
     if form.validate_on_submit():
         try:
             staff.set_timezone(current_user, form.timezone.data)
+            clinic_identity.save(current_user, form.identity)
         except staff.StaffError as error:
             form.timezone.errors.append(str(error))
+        except clinic_identity.IdentityError as error:
+            form[error.field].errors.append(str(error))
         else:
-            flash(f"Times are now shown in {form.timezone.data.replace('_', ' ')} time.", "success")
+            flash(f"Saved. Times are shown in {form.timezone.data.replace('_', ' ')} time.", "success")
             return redirect(url_for("owner.settings"), code=303)
     return render_template("owner/settings.html", form=form), 422

@@ -8,6 +8,7 @@ Each adapter brings only its own words: how its errors read and how it says when
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,6 +29,15 @@ MAX_JSON_DEPTH = 8
 # rate limit's wait, and the default applies.
 _RETRY_SECONDS = re.compile(r"[0-9]{1,6}")
 _UNIX_TIME = re.compile(r"[0-9]{1,15}")
+
+
+def json_body(document: Any) -> bytes:
+    """Encode a request body as httpx's `json=` would, so its size can be checked before it is sent."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+# What goes with a body from json_body (httpx adds Content-Length).
+JSON_CONTENT = {"Content-Type": "application/json"}
 
 
 class RequestFailed(ProviderError):

@@ -5,7 +5,10 @@ Layers (imports point down):
 - `scenarios`: what happens to a message, in no provider's words. The recipient address picks a
   scenario (its +tag, else its local part, else a seeded random progression); a scenario is a
   timeline of neutral steps (processed, deferred, delivered, bounce, open, click, spamreport,
-  dropped because the address is on the spam-report list).
+  dropped because the address is on the spam-report list), kept to the providers' tracking rules.
+- `tracking`: what a provider can track in a message: an open only with an HTML part and open
+  tracking on (its pixel), a click only on a link it rewrote. A text-only email's scenario that
+  would open or click stops at Delivered.
 - `store`: the state file (messages, the spam-report and bounce lists, queued test failures,
   request counts, which events were posted, signing keys).
 - `base.Simulator`: what every wire format shares: accepting messages, the test controls

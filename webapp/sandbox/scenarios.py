@@ -6,6 +6,13 @@ steps (seconds after acceptance, step); a wire format renders each step in its p
 A message's events are a pure function of (message, accepted_at, now): an event is visible once
 its time has come, so a test moves an injected clock instead of sleeping.
 
+The providers' tracking rules hold for every scenario (webapp/sandbox/tracking.py): an open only
+for a message with an HTML part sent with open tracking on (the pixel), a click only on one of the
+message's tracked links (with click tracking on, the HTML part's web links), and its url is that
+link. A scenario's open or click a message cannot report is left out, the rest of the timeline
+kept: to a text-only email, `clicked` and `machine-open` stop at Delivered, and `spam` and
+`spam-filtered` go from Delivered to their spam notice.
+
 Step kinds are our own event kinds (webapp/event_kinds.py), those a provider reports: processed,
 deferred, delivered, bounced, opened, clicked, reported as spam, filed as spam (the receiving
 server took the email, then filed it as spam: Postmark reports it, SendGrid has no word for it),
@@ -21,7 +28,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from webapp.event_kinds import EventKind, event_kind
 from webapp.sandbox.store import UNREPORTED, SimMessage, Store
@@ -125,9 +132,25 @@ def timeline(scenario: str, msg_id: str) -> list[tuple[float, Step]]:
     return SCENARIOS[scenario] if scenario in SCENARIOS else random_timeline(msg_id)
 
 
-def timeline_length(scenario: str, msg_id: str) -> int:
+def message_timeline(message: SimMessage) -> list[tuple[int, float, Step]]:
+    """Return every event a message will ever have, as (index, offset, step): its scenario's, as the
+    provider's tracking allows. The index is the step's place in the scenario (stable, unique)."""
+    kept = []
+    for index, (offset, step) in enumerate(timeline(message.scenario, message.msg_id)):
+        if step.event == EventKind.OPENED and not message.opens_tracked:
+            continue  # no pixel: nothing to fetch
+        if step.event == EventKind.CLICKED:
+            if not message.links:
+                continue  # no rewritten link: nothing to click through
+            if step.url not in message.links:
+                step = replace(step, url=message.links[index % len(message.links)])
+        kept.append((index, offset, step))
+    return kept
+
+
+def timeline_length(message: SimMessage) -> int:
     """Return how many events a message will ever have."""
-    return len(timeline(scenario, msg_id))
+    return len(message_timeline(message))
 
 
 def random_timeline(msg_id: str) -> list[tuple[float, Step]]:
@@ -160,7 +183,7 @@ def visible(message: SimMessage, now: float, speed: float) -> list[Visible]:
     """Return the events of a message whose time has come."""
     return [
         Visible(index, int(event_time(message.accepted_at, offset, speed)), step)
-        for index, (offset, step) in enumerate(timeline(message.scenario, message.msg_id))
+        for index, offset, step in message_timeline(message)
         if event_time(message.accepted_at, offset, speed) <= now
     ]
 

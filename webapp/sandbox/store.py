@@ -22,6 +22,22 @@ from webapp.private_files import ensure_private_file
 # The scenario of "an account that accepts and never reports": such messages are stored (the
 # provider took them) but no API answer, list or webhook ever shows them (webapp/sandbox/scenarios.py).
 UNREPORTED = "silent"
+# The links a message of a state file from before messages kept their own tracking may be clicked
+# on (scenarios.OTHER_URLS): such messages keep the opens and clicks they always had.
+LEGACY_LINKS = (
+    "https://example.com/intake-form",
+    "https://example.com/appointments",
+    "https://example.com/invoices/latest",
+)
+_LEGACY_LINKS_JSON = json.dumps(list(LEGACY_LINKS)).replace("'", "''")
+# Columns added since the first state files, with what an older row means: (name, declaration).
+# A new file's messages table has them already (SCHEMA); new rows always say what they hold.
+ADDED_COLUMNS = (
+    ("text", "TEXT NOT NULL DEFAULT ''"),
+    ("html", "TEXT NOT NULL DEFAULT ''"),
+    ("opens_tracked", "INTEGER NOT NULL DEFAULT 1"),
+    ("tracked_links", f"TEXT NOT NULL DEFAULT '{_LEGACY_LINKS_JSON}'"),
+)
 
 # x_message_id is the id of the send request (SendGrid's X-Message-Id, the name it had first):
 # renaming the column would make older demo state files unreadable.
@@ -30,7 +46,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS messages (
     msg_id TEXT PRIMARY KEY, x_message_id TEXT NOT NULL, to_email TEXT NOT NULL, from_email TEXT NOT NULL,
     subject TEXT NOT NULL, categories TEXT NOT NULL, custom_args TEXT NOT NULL, accepted_at REAL NOT NULL,
-    scenario TEXT NOT NULL, webhook_done INTEGER NOT NULL DEFAULT 0, text TEXT NOT NULL DEFAULT '');
+    scenario TEXT NOT NULL, webhook_done INTEGER NOT NULL DEFAULT 0, text TEXT NOT NULL DEFAULT '',
+    html TEXT NOT NULL DEFAULT '', opens_tracked INTEGER NOT NULL DEFAULT 0,
+    tracked_links TEXT NOT NULL DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS messages_to_email ON messages (to_email);
 CREATE INDEX IF NOT EXISTS messages_webhook_done ON messages (webhook_done);
 CREATE TABLE IF NOT EXISTS webhook_posted (msg_id TEXT NOT NULL, event_index INTEGER NOT NULL,
@@ -61,6 +79,11 @@ class SimMessage:
     accepted_at: float
     scenario: str
     text: str = ""  # the plain-text body it received, as the client's mailbox would show it
+    html: str = ""  # its HTML part; empty: a text-only message
+    # What the provider tracks in it (webapp/sandbox/tracking.py): an open needs its pixel, a
+    # click one of these rewritten links.
+    opens_tracked: bool = False
+    links: tuple[str, ...] = ()
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> SimMessage:
@@ -76,6 +99,9 @@ class SimMessage:
             accepted_at=row["accepted_at"],
             scenario=row["scenario"],
             text=row["text"],
+            html=row["html"],
+            opens_tracked=bool(row["opens_tracked"]),
+            links=tuple(json.loads(row["tracked_links"])),
         )
 
 
@@ -97,9 +123,14 @@ class Store:
                 # WAL lets the web process read while a worker writes; the mode sticks to the file.
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(SCHEMA)
+                # A state file from before messages kept these: added in one write transaction,
+                # so two processes opening it at once do not both add a column.
+                db.execute("BEGIN IMMEDIATE")
                 columns = {row["name"] for row in db.execute("PRAGMA table_info(messages)")}
-                if "text" not in columns:  # a state file from before messages kept their text
-                    db.execute("ALTER TABLE messages ADD COLUMN text TEXT NOT NULL DEFAULT ''")
+                for name, declaration in ADDED_COLUMNS:
+                    if name not in columns:
+                        db.execute(f"ALTER TABLE messages ADD COLUMN {name} {declaration}")
+                db.execute("COMMIT")
                 return
             except sqlite3.OperationalError as error:
                 # Switching the journal mode does not wait for another connection's lock.
@@ -214,7 +245,8 @@ class Store:
         """Store one accepted message."""
         db.execute(
             "INSERT INTO messages (msg_id, x_message_id, to_email, from_email, subject, categories,"
-            " custom_args, accepted_at, scenario, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " custom_args, accepted_at, scenario, text, html, opens_tracked, tracked_links)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 message.msg_id,
                 message.request_id,
@@ -226,6 +258,9 @@ class Store:
                 message.accepted_at,
                 message.scenario,
                 message.text,
+                message.html,
+                int(message.opens_tracked),
+                json.dumps(list(message.links)),
             ),
         )
 
@@ -352,14 +387,14 @@ class Store:
     def mark_posted(self, posted: list[tuple[str, int]], timeline_length: Any) -> None:
         """Remember posted events; a message whose whole timeline is posted is skipped from now on.
 
-        timeline_length(scenario, msg_id) says how many events a message will ever have.
+        timeline_length(message) says how many events a message will ever have.
         """
         with self.transaction() as db:
             db.executemany("INSERT OR IGNORE INTO webhook_posted (msg_id, event_index) VALUES (?, ?)", posted)
             for msg_id in {msg_id for msg_id, _ in posted}:
-                row = db.execute("SELECT scenario FROM messages WHERE msg_id = ?", (msg_id,)).fetchone()
+                row = db.execute("SELECT * FROM messages WHERE msg_id = ?", (msg_id,)).fetchone()
                 done = db.execute(
                     "SELECT count(*) FROM webhook_posted WHERE msg_id = ?", (msg_id,)
                 ).fetchone()[0]
-                if done >= timeline_length(row["scenario"], msg_id):
+                if done >= timeline_length(SimMessage.from_row(row)):
                     db.execute("UPDATE messages SET webhook_done = 1 WHERE msg_id = ?", (msg_id,))

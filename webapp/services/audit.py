@@ -34,6 +34,7 @@ LABELS = {
     "alert.resolve": "Dealt with an alert",
     "incident.resolve": "Dealt with an incident (all its alerts)",
     "clinic.timezone": "Changed the clinic's time zone",
+    "clinic.identity": "Changed the clinic's details in its emails",
 }
 # What older entries stored: ids, which the page now turns into names.
 LEGACY_EMAIL_DETAIL = re.compile(r"^to client \d+(, resend of email \d+)?$")

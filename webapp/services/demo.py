@@ -5,13 +5,14 @@ from __future__ import annotations
 import random
 import uuid
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 import sqlalchemy as sa
 
 from webapp.extensions import db
-from webapp.models import MESSAGE_KINDS, Client, Clinic, Email, SpamListEntry, User, utcnow
+from webapp.models import MESSAGE_KINDS, Client, Clinic, Email, EmailContent, SpamListEntry, User, utcnow
 from webapp.providers.base import ProviderEvent
-from webapp.services import accounts, messages
+from webapp.services import accounts, email_content, sending
 from webapp.services.events import apply_events
 
 DEMO_CLINIC = "Harbour Physio & Massage"
@@ -94,13 +95,29 @@ APPOINTMENTS: dict[str, tuple[float, float]] = {
     "jane.doe+delivered@example.com": (20, 70),  # delivered: nothing to do
 }
 DEMO_TIMEZONE = "America/Vancouver"
+# The demo clinic's identity, as its owner would set it under Settings: every email carries it.
+DEMO_IDENTITY = {
+    "reply_to_address": "front-desk@harbourphysio.example",
+    "phone": "+1 604 555 0142",
+    "postal_address": "1200 Harbour Street\nVancouver, BC V6B 1A1",
+    "brand_colour": "#0f766e",
+    "intake_form_url": "https://harbourphysio.example/intake",
+}
+# What the demo's receipts charge for (service, amount).
+SERVICES = (
+    ("Physiotherapy, 45 min", Decimal("95.00")),
+    ("Massage therapy, 60 min", Decimal("110.00")),
+    ("Follow-up assessment", Decimal("65.50")),
+    ("Exercise band", Decimal("12.00")),
+)
+PRACTITIONERS = ("Dr Maya Lee", "Ben Okafor, RMT", "")
 
 
 def seed(password: str) -> bool:
     """Create the demo data once; return False when it already exists."""
     if db.session.execute(sa.select(Clinic.id).where(Clinic.name == DEMO_CLINIC)).first():
         return False
-    clinic = Clinic(name=DEMO_CLINIC, timezone=DEMO_TIMEZONE)
+    clinic = Clinic(name=DEMO_CLINIC, timezone=DEMO_TIMEZONE, **DEMO_IDENTITY)
     db.session.add(clinic)
     db.session.flush()
     accounts.create_user(DEMO_USERS[0], "Casey Clinician", "clinician", password, clinic)
@@ -178,13 +195,22 @@ def _history_email(
     kind = rng.choice([kind for kind in MESSAGE_KINDS if kind != "free_text"])
     if appointment_at is not None:
         kind = "appointment_reminder"
-    subject, body = messages.compose(kind, client, clinic, "", "", appointment_at)
+    message_id = str(uuid.uuid4())
+    rendered = email_content.render(
+        kind,
+        client,
+        clinic,
+        _compose(kind, sent_at, appointment_at, random.Random(f"{client.email} {sent_at}")),
+        uid=sending.calendar_uid(message_id),
+        now=sent_at,
+    )
     email = Email(
         clinic_id=clinic.id,
         client_id=client.id,
+        app_message_id=message_id,
         to_address=client.email,
-        subject=subject,
-        body=body,
+        subject=rendered.subject,
+        body=rendered.body_text,
         kind=kind,
         provider="sandbox",
         provider_message_id=uuid.uuid4().hex[:22],
@@ -193,6 +219,9 @@ def _history_email(
         created_at=sent_at,
         status_changed_at=sent_at,
         appointment_at=appointment_at,
+        content=EmailContent(
+            body_html=rendered.body_html, reply_to=rendered.reply_to, calendar_ics=rendered.calendar_ics
+        ),
     )
     db.session.add(email)
     db.session.flush()
@@ -211,6 +240,20 @@ def _history_email(
     apply_events(email, events, source="demo")
     # A history lived, not just received: we had each event when it happened (stuck counts from it).
     email.status_received_at = email.status_changed_at
+
+
+def _compose(
+    kind: str, sent_at: datetime, appointment_at: datetime | None, rng: random.Random
+) -> email_content.Compose:
+    """What a clinician would have typed for a history email of this kind (its own `rng`: the demo's
+    draws the statuses and must not shift)."""
+    if kind == "receipt":
+        picked = rng.sample(SERVICES, k=rng.randint(1, 2))
+        day = (sent_at - timedelta(hours=2)).date()
+        return email_content.Compose(
+            lines=tuple(email_content.ReceiptLine(service, day, amount) for service, amount in picked)
+        )
+    return email_content.Compose(appointment_at=appointment_at, practitioner=rng.choice(PRACTITIONERS))
 
 
 def _held(email: Email, sent_at: datetime) -> None:

@@ -2,28 +2,28 @@
 
 Set-based: a batch of events for many emails costs a handful of statements whatever its size
 (lock the touched emails once, in id order; insert every event with ON CONFLICT DO NOTHING;
-recompute every touched email's status in one UPDATE; bump change counters once).
+move every touched email's status on by its new events in one UPDATE, event_statuses.py; bump
+change counters once).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
-import sqlalchemy.orm as so
 
-from webapp import statuses
 from webapp.extensions import db
 from webapp.freshness import counters
 from webapp.intake_text import storable_json
-from webapp.models import Client, Email, EmailEvent, PendingEvent, SpamListEntry, UTCDateTime, utcnow
+from webapp.models import Client, Email, EmailEvent, PendingEvent, SpamListEntry, utcnow
 from webapp.providers.base import EventKind, ProviderEvent
+from webapp.services import event_statuses
 from webapp.services.bulk_sql import (
     CHUNK,
     among,
@@ -86,10 +86,14 @@ def store_events(batch: dict[int, tuple[Target, list[ProviderEvent]]], source: s
         return set()
     inserted = _insert_new_events(list(rows.values()))
     upgraded = _prefer_better_copies([row for key, row in rows.items() if key not in inserted])
-    touched = {rows[key]["email_id"] for key in inserted} | upgraded
+    fresh = [rows[key] for key in inserted]
+    touched = {row["email_id"] for row in fresh} | upgraded
     if not touched:
         return set()
-    _recompute_statuses(sorted(touched))
+    if on_postgres():
+        event_statuses.advance_statuses(fresh, touched)
+    else:
+        event_statuses.recompute_statuses(sorted(touched))
     spam = {}
     for email_id in touched:
         target, events = batch[email_id]
@@ -221,73 +225,6 @@ def _prefer_better_copies(rows: list[dict]) -> set[int]:
         ],
     )
     return {row["email_id"] for _, row in better}
-
-
-def _status_sql() -> tuple[str, str, str]:
-    """CASE expressions from statuses.py: event kind -> rank, rank -> status key, and final ranks."""
-    kind_rank = " ".join(
-        f"WHEN '{kind}' THEN {status.rank}" for kind, status in statuses.STATUS_FOR_EVENT.items() if status
-    )
-    rank_key = " ".join(f"WHEN {status.rank} THEN '{status.key}'" for status in statuses.ALL)
-    final = ", ".join(str(status.rank) for status in statuses.ALL if status.final)
-    return f"CASE kind {kind_rank} ELSE -1 END", f"CASE best.rank {rank_key} END", final
-
-
-_KIND_RANK, _RANK_KEY, _FINAL_RANKS = _status_sql()
-# Status = the highest rank among the email's events; it changed when that rank was first reached,
-# by the provider's clock, but never later than we received it (a clock hours ahead must not date
-# it in the future); status_received_at is when we first received that rank, by ours. An email
-# with no status-bearing event is Sending since it was created.
-_RECOMPUTE_SQL = f"""
-        WITH per_rank AS (
-            SELECT email_id, {_KIND_RANK} AS rank, min(occurred_at) AS first_at,
-                   min(created_at) AS received_at
-            FROM email_event WHERE {{among}} GROUP BY email_id, {_KIND_RANK}
-        ), best AS (
-            SELECT email_id, rank, first_at, received_at,
-                   row_number() OVER (PARTITION BY email_id ORDER BY rank DESC) AS n
-            FROM per_rank
-        )
-        UPDATE email SET
-            status = coalesce({_RANK_KEY}, 'sending'),
-            status_changed_at = CASE WHEN best.rank < 0 THEN email.created_at
-                                     ELSE {{least}}(best.first_at, best.received_at) END,
-            status_received_at = CASE WHEN best.rank < 0 THEN email.created_at ELSE best.received_at END,
-            version = email.version + 1,
-            next_poll_at = CASE WHEN best.rank IN ({_FINAL_RANKS}) THEN NULL ELSE email.next_poll_at END
-        FROM best
-        WHERE best.n = 1 AND email.id = best.email_id
-        RETURNING email.id, status, status_changed_at, status_received_at, version, next_poll_at
-        """
-_RECOMPUTE_COLUMNS = (
-    sa.column("id", sa.Integer),
-    sa.column("status", sa.String),
-    sa.column("status_changed_at", UTCDateTime),
-    sa.column("status_received_at", UTCDateTime),
-    sa.column("version", sa.Integer),
-    sa.column("next_poll_at", UTCDateTime),
-)
-_RECOMPUTE = {
-    "postgresql": sa.text(
-        _RECOMPUTE_SQL.format(among="email_id = ANY(CAST(:ids AS int[]))", least="least")
-    ).columns(*_RECOMPUTE_COLUMNS),
-    # SQLite's two-argument min() is PostgreSQL's least(); its timestamps are text of one width.
-    "sqlite": sa.text(_RECOMPUTE_SQL.format(among="email_id IN :ids", least="min"))
-    .bindparams(sa.bindparam("ids", expanding=True))
-    .columns(*_RECOMPUTE_COLUMNS),
-}
-
-
-def _recompute_statuses(email_ids: Sequence[int]) -> None:
-    """Recompute the status of every given email in one statement, and bump each one's version."""
-    for chunk in chunks(email_ids):
-        statement = _RECOMPUTE["postgresql" if on_postgres() else "sqlite"]
-        for row in db.session.execute(statement, {"ids": list(chunk)}):
-            # Keep loaded objects in step without a reload per email.
-            email = db.session.identity_map.get(so.util.identity_key(Email, row.id))
-            if email is not None:
-                for name in ("status", "status_changed_at", "status_received_at", "version", "next_poll_at"):
-                    so.attributes.set_committed_value(email, name, getattr(row, name))
 
 
 def add_to_spam_list(address: str, reported_at: datetime, email: Email | None, source: str) -> None:

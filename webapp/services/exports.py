@@ -15,6 +15,7 @@ from webapp import statuses, timezones
 from webapp.extensions import db
 from webapp.models import MESSAGE_KINDS, Client, Clinic, Email, User
 from webapp.services import audit
+from webapp.services.as_sent import CALENDAR_FILENAME
 from webapp.services.timelines import TimelineEntry, build_timeline, failure_reason
 
 MAX_DAYS = 400  # RETENTION_DAYS' default: older emails are gone anyway
@@ -38,6 +39,21 @@ class ExportEmail:
     timeline: list[TimelineEntry]
     failure: str
     sent_by: str
+
+    @property
+    def html_sent(self) -> bool:
+        """Whether the email had an HTML part beside its text part."""
+        return bool(self.email.content and self.email.content.body_html)
+
+    @property
+    def reply_to(self) -> str:
+        """The Reply-To it carried ("" for none)."""
+        return self.email.content.reply_to if self.email.content else ""
+
+    @property
+    def attachment(self) -> str:
+        """The name of the file it carried ("" for none)."""
+        return CALENDAR_FILENAME if self.email.content and self.email.content.calendar_ics else ""
 
 
 @dataclass
@@ -74,6 +90,12 @@ class Export:
         """A value that starts a line of the printed page, safe to paste into a spreadsheet."""
         return _cell(value)
 
+    @staticmethod
+    def text_part(value: str) -> str:
+        """An email's text part for the printed page: each of its lines starts a line there, so
+        each is guarded (the CSV guards its cell; the copy in the app shows it as sent)."""
+        return "\n".join(_cell(line) for line in value.split("\n"))
+
 
 def parse_range(start_text: str | None, end_text: str | None, today: date) -> tuple[date, date]:
     """Read a from/to date pair (YYYY-MM-DD); default: the last 30 days up to today."""
@@ -107,7 +129,7 @@ def build(clinic_id: int, client: Client, start: date, end: date, now: datetime)
             )
             .order_by(Email.created_at, Email.id)
             .limit(MAX_EMAILS + 1)
-            .options(sa.orm.selectinload(Email.events))
+            .options(sa.orm.selectinload(Email.events), sa.orm.selectinload(Email.content))
         ).scalars()
     )
     sender_ids = {email.sent_by_id for email in emails if email.sent_by_id}
@@ -167,7 +189,21 @@ def to_csv(export: Export) -> str:
         writer.writerow([_cell(label), _cell(value)])
     writer.writerow([])
     writer.writerow(
-        ["Created", "Subject", "Kind", "To", "Status", "Why it failed", "Sent by", "Appointment", "Timeline"]
+        [
+            "Created",
+            "Subject",
+            "Kind",
+            "To",
+            "Status",
+            "Why it failed",
+            "Sent by",
+            "Appointment",
+            "Timeline",
+            "HTML part",
+            "Reply-To",
+            "Attachment",
+            "Text part",
+        ]
     )
     for row in export.emails:
         appointment = row.email.appointment_at
@@ -184,6 +220,10 @@ def to_csv(export: Export) -> str:
                     row.sent_by,
                     export.record_time(appointment) if appointment else "",
                     "; ".join(export.line(entry) for entry in row.timeline),
+                    "yes" if row.html_sent else "no (text only)",
+                    row.reply_to,
+                    row.attachment,
+                    row.email.body,
                 )
             ]
         )

@@ -98,9 +98,15 @@ def _limit_lock_waits() -> None:
 
 def _purge_email_batch(before: datetime, size: int, counts: dict[str, int]) -> int:
     """Delete one batch of old emails with their events; unhook what still points at them."""
+    # Locked, like the event writers lock them (email_event has no foreign key, migration 0017):
+    # an apply that holds one of them commits its events first, and the DELETE below sees them.
     ids = list(
         db.session.execute(
-            sa.select(Email.id).where(Email.created_at < before).order_by(Email.id).limit(size)
+            sa.select(Email.id)
+            .where(Email.created_at < before)
+            .order_by(Email.id)
+            .limit(size)
+            .with_for_update()
         ).scalars()
     )
     if not ids:

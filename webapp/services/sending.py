@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,11 +19,11 @@ from redis.exceptions import RedisError
 
 from webapp import timezones
 from webapp.extensions import db
-from webapp.models import Client, Email, SpamListEntry, User, utcnow
+from webapp.models import Client, Clinic, Email, EmailContent, SpamListEntry, User, utcnow
 from webapp.providers.base import ProviderEvent
 from webapp.queue import enqueue
 from webapp.redis_keys import redis_key
-from webapp.services import audit
+from webapp.services import audit, email_content
 from webapp.services.addresses import correct_address
 from webapp.services.events import apply_events
 
@@ -65,8 +66,13 @@ def queue_email(
     to_address: str | None = None,
     resend_of: Email | None = None,
     appointment_at: datetime | None = None,
+    content: EmailContent | None = None,
+    app_message_id: str | None = None,
 ) -> Email:
-    """Record a new email in Sending and enqueue its send; refuse addresses on the spam list."""
+    """Record a new email in Sending and enqueue its send; refuse addresses on the spam list.
+
+    `content` is the rest of what the provider is handed (HTML part, Reply-To, calendar file),
+    stored with the email in the same transaction; without it the email is text only."""
     address = (to_address or client.email).strip()
     entry = spam_list_entry(address)
     if entry is not None:
@@ -87,6 +93,10 @@ def queue_email(
         appointment_at=appointment_at,
         created_at=utcnow(),
     )
+    if app_message_id:
+        email.app_message_id = app_message_id
+    if content is not None:
+        email.content = content
     db.session.add(email)
     db.session.flush()
     # Whole seconds, like the provider's own timestamps, so the timeline sorts naturally.
@@ -148,4 +158,50 @@ def resend(original: Email, *, to_address: str, update_client: bool, by: User | 
         to_address=address,
         resend_of=original,
         appointment_at=original.appointment_at,
+        # What was sent is what is resent: the same HTML, Reply-To and calendar event (its UID
+        # too, so a calendar updates the event it has rather than adding a second one).
+        content=_copy(original.content),
+    )
+
+
+def _copy(content: EmailContent | None) -> EmailContent | None:
+    if content is None:
+        return None
+    return EmailContent(
+        body_html=content.body_html, reply_to=content.reply_to, calendar_ics=content.calendar_ics
+    )
+
+
+def calendar_uid(app_message_id: str) -> str:
+    """The UID of an email's calendar event: globally unique, and the same for its resends."""
+    domain = current_app.config["MAIL_FROM_ADDRESS"].rpartition("@")[2] or "localhost"
+    return f"{app_message_id}@{domain}"
+
+
+def render_for(
+    client: Client, clinic: Clinic, kind: str, compose: email_content.Compose, app_message_id: str = ""
+) -> email_content.RenderedEmail:
+    """Make the email of this kind for the client, as it will be sent (the preview calls this too)."""
+    message_id = app_message_id or str(uuid.uuid4())
+    return email_content.render(kind, client, clinic, compose, uid=calendar_uid(message_id), now=utcnow())
+
+
+def send_composed(
+    client: Client, clinic: Clinic, kind: str, compose: email_content.Compose, *, sent_by: User | None
+) -> Email:
+    """Make the email the clinician composed and queue it, its HTML part and calendar file stored
+    with it; raise email_content.CannotCompose or SendRefused with the reason."""
+    message_id = str(uuid.uuid4())
+    rendered = render_for(client, clinic, kind, compose, message_id)
+    return queue_email(
+        client,
+        kind=kind,
+        subject=rendered.subject,
+        body=rendered.body_text,
+        sent_by=sent_by,
+        appointment_at=compose.appointment_at,
+        content=EmailContent(
+            body_html=rendered.body_html, reply_to=rendered.reply_to, calendar_ics=rendered.calendar_ics
+        ),
+        app_message_id=message_id,
     )

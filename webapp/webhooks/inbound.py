@@ -28,11 +28,13 @@ log = logging.getLogger(__name__)
 
 @bp.post("/sendgrid/inbound")
 @csrf.exempt
-@limiter.exempt
+@limiter.limit(webhook_guard.failure_limit, deduct_when=lambda response: response.status_code == 401)
 def sendgrid_inbound() -> tuple[str, int] | Response:
     """Store a mail sent to support as a removal case, checked later in a job (401 without the secret).
 
-    Any 4xx makes SendGrid drop the mail, so failures worth a retry answer 503.
+    Any 4xx makes SendGrid drop the mail, so failures worth a retry answer 503. Only refused
+    secrets count against a source address (a guesser is answered 429 after a few); SendGrid's own
+    posts carry the secret, so its addresses are never held back.
     """
     refusal = _secret_refusal()
     if refusal is not None:

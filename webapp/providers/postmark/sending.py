@@ -1,17 +1,22 @@
-"""Postmark's Email API: single sends and batches of up to 500.
+"""Postmark's Email API: single sends and batches of up to 500 messages and 50 MB.
 
 A send to a suppressed address is refused at once (HTTP 422, ErrorCode 406), not accepted and
 dropped later; a batch answers 200 with one result per message, in request order.
+
+A message goes as Postmark documents it: TextBody, HtmlBody, Attachments (base64), ReplyTo, and
+tracking asked for only where it can work: TrackOpens puts a pixel in the HTML part, and TrackLinks
+"HtmlOnly" rewrites the HTML part's links, never the text part's, so the text reads as written.
 """
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import httpx
 
 from webapp.providers.base import OutgoingMessage, ProviderError, RejectReason, SendResult
-from webapp.providers.http import ProviderApi, json_or_none
+from webapp.providers.http import JSON_CONTENT, ProviderApi, json_body, json_or_none
 from webapp.providers.postmark import suppressions
 from webapp.providers.postmark.translate import (
     APP_ID_KEY,
@@ -22,6 +27,11 @@ from webapp.providers.postmark.translate import (
 )
 
 MAX_BATCH = 500  # Postmark's limit per /email/batch call
+# Postmark's size limits: 10 MB a message (after base64), 50 MB a batch request, attachments
+# included; over them, it refuses the whole request (413). MB read as 10^6 bytes, and a message's
+# JSON counted whole: a little more than Postmark counts, so a request we make is never refused for it.
+MAX_MESSAGE_BYTES = 10_000_000
+MAX_BATCH_BYTES = 50_000_000
 # A batch's first request carries this many messages: an outage then puts one email in doubt.
 FIRST_REQUEST = 1
 # After a request Postmark failed (5xx, no answer), the rest of its batch waits this long.
@@ -44,8 +54,11 @@ class Sender:
 
     def send(self, message: OutgoingMessage) -> SendResult:
         """POST one message to /email and say what became of it."""
+        content = json_body(self.message_body(message))
+        if len(content) > MAX_MESSAGE_BYTES:
+            return _too_large(len(content))
         try:
-            response = self.api.client.post("/email", json=self.message_body(message))
+            response = self.api.client.post("/email", content=content, headers=JSON_CONTENT)
         except httpx.RequestError as error:
             return SendResult("in_doubt", error=self.api.no_answer(error))
         if response.status_code == 200:
@@ -57,30 +70,47 @@ class Sender:
         return self._failed_send(response, message.to_address)
 
     def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
-        """POST the messages to /email/batch, up to 500 a request; results are Postmark's, matched by
-        position.
+        """POST the messages to /email/batch, up to 500 and 50 MB a request; results are Postmark's,
+        matched by position.
 
         The first request carries one message: when Postmark is failing (an outage, a refused token,
         a rate limit), one message meets it and only that one is in doubt, not a batch of 500. After
         a request that did not go through, no further one is made: the rest come back not_sent (to
-        be tried again after FAILED_REQUEST_WAIT), or with the 429's or the 401's outcome.
+        be tried again after FAILED_REQUEST_WAIT), or with the 429's or the 401's outcome. A message
+        over Postmark's 10 MB is refused here, alone: in a request, it would have the whole request
+        refused.
         """
-        results: list[SendResult] = []
-        size = FIRST_REQUEST
-        while len(results) < len(messages):
-            chunk = messages[len(results) : len(results) + size]
-            answers, failure = self._send_chunk(chunk)
-            results.extend(answers)
-            size = MAX_BATCH
-            if failure is not None and len(results) < len(messages):
-                results.extend([_not_sent_after(failure)] * (len(messages) - len(results)))
-        return results
+        results: list[SendResult | None] = [None] * len(messages)
+        bodies = [json_body(self.message_body(message)) for message in messages]
+        waiting = []
+        for index, body in enumerate(bodies):
+            if len(body) > MAX_MESSAGE_BYTES:
+                results[index] = _too_large(len(body))
+            else:
+                waiting.append(index)
+        most = FIRST_REQUEST
+        while waiting:
+            chunk = _next_chunk(waiting, bodies, most)
+            waiting = waiting[len(chunk) :]
+            answers, failure = self._send_chunk([messages[i] for i in chunk], [bodies[i] for i in chunk])
+            for index, answer in zip(chunk, answers, strict=True):
+                results[index] = answer
+            most = MAX_BATCH
+            if failure is not None:
+                for index in waiting:
+                    results[index] = _not_sent_after(failure)
+                break
+        return [result or SendResult("in_doubt", error="no answer") for result in results]
 
-    def _send_chunk(self, messages: list[OutgoingMessage]) -> tuple[list[SendResult], SendResult | None]:
+    def _send_chunk(
+        self, messages: list[OutgoingMessage], bodies: list[bytes]
+    ) -> tuple[list[SendResult], SendResult | None]:
         """Send one request; return one result per message and, when the request as a whole did not
         go through (no answer, 5xx, 429, 401), that result."""
         try:
-            response = self.api.client.post("/email/batch", json=[self.message_body(m) for m in messages])
+            response = self.api.client.post(
+                "/email/batch", content=b"[" + b",".join(bodies) + b"]", headers=JSON_CONTENT
+            )
         except httpx.RequestError as error:
             doubt = SendResult("in_doubt", error=self.api.no_answer(error))
             return [doubt] * len(messages), doubt
@@ -112,17 +142,29 @@ class Sender:
         sender = message.from_address
         if message.from_name:
             sender = f'"{_quoted(message.from_name)}" <{message.from_address}>'
-        body: dict[str, Any] = {
-            "From": sender,
-            "To": to,
-            "Subject": message.subject,
-            "TextBody": message.body_text,
-            "Metadata": {APP_ID_KEY: message.app_message_id},
-            "MessageStream": self.stream,
-            "TrackOpens": self.track_opens,
-            # Our emails are plain text, so link tracking must cover the text part.
-            "TrackLinks": "HtmlAndText" if self.track_links else "None",
-        }
+        body: dict[str, Any] = {"From": sender, "To": to, "Subject": message.subject}
+        if message.body_text or not message.body_html:
+            body["TextBody"] = message.body_text
+        if message.body_html:
+            body["HtmlBody"] = message.body_html
+        body.update(
+            {
+                "Metadata": {APP_ID_KEY: message.app_message_id},
+                "MessageStream": self.stream,
+                # Asked for only where it can work: a pixel needs an HTML part, a rewrite a link in it.
+                "TrackOpens": self.track_opens and message.track_opens,
+                "TrackLinks": "HtmlOnly" if self.track_links and message.track_links else "None",
+            }
+        )
+        if message.attachments:
+            body["Attachments"] = [
+                {
+                    "Name": attachment.filename,
+                    "Content": base64.b64encode(attachment.content).decode("ascii"),
+                    "ContentType": attachment.content_type,
+                }
+                for attachment in message.attachments
+            ]
         if message.reply_to:
             body["ReplyTo"] = message.reply_to
         if message.category:
@@ -192,6 +234,29 @@ class Sender:
             if str(entry.get("EmailAddress", "")).strip().lower() == wanted:
                 return suppressions.reject_reason_of(entry)
         return "other"
+
+
+def _next_chunk(waiting: list[int], bodies: list[bytes], most: int) -> list[int]:
+    """The next request's messages (indexes into bodies): at most `most`, within MAX_BATCH_BYTES
+    as a JSON array (each message is within MAX_MESSAGE_BYTES, so one always fits)."""
+    chunk: list[int] = []
+    size = 2  # the brackets
+    for index in waiting[:most]:
+        grown = size + len(bodies[index]) + (1 if chunk else 0)
+        if chunk and grown > MAX_BATCH_BYTES:
+            break
+        chunk.append(index)
+        size = grown
+    return chunk
+
+
+def _too_large(size: int) -> SendResult:
+    """The result of a message over Postmark's 10 MB, refused without a request."""
+    return SendResult(
+        "rejected",
+        error=f"too large for Postmark: {size:,} bytes, over its 10 MB a message",
+        reject_reason="other",
+    )
 
 
 def _not_sent_after(failure: SendResult) -> SendResult:

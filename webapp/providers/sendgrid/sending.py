@@ -1,7 +1,14 @@
-"""SendGrid's Mail Send: one request a message, a batch as a few requests at a time."""
+"""SendGrid's Mail Send: one request a message, a batch as a few requests at a time.
+
+A message goes as SendGrid documents it: `content` with text/plain first, then text/html (SendGrid
+refuses another order), its attachments base64-encoded, Reply-To, and tracking asked for only where
+it can work: open tracking puts a pixel in the HTML part, click tracking rewrites the HTML part's
+links (never the text part's: `enable_text` stays off, so the text reads as written).
+"""
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 from collections.abc import Callable
@@ -10,21 +17,31 @@ from typing import Any
 import httpx
 
 from webapp.providers.base import OutgoingMessage, RejectReason, SendResult
-from webapp.providers.http import ProviderApi
+from webapp.providers.http import JSON_CONTENT, ProviderApi, json_body
 from webapp.providers.sendgrid.translate import APP_ID_ARG, error_text
 
 # One Mail Send request carries one body for all its recipients (per-recipient bodies need
 # templates), so a batch is this many single requests, a few at a time over one connection pool.
 SEND_BATCH_SIZE = 50
 SEND_CONCURRENCY = 8
+# Mail Send refuses a request over 30 MB, attachments included (413); one that big is refused here,
+# without a request. MB read as 10^6 bytes, and the JSON counted whole: a little more than SendGrid counts.
+MAX_REQUEST_BYTES = 30_000_000
 # A Mail Send 400 naming one of these fields refuses the recipient's address itself.
 _RECIPIENT_FIELD = re.compile(r"personalizations\.\d+\.to(\.\d+\.email)?")
 
 
 def send(api: ProviderApi, body: dict[str, Any]) -> SendResult:
     """POST one message's body to /v3/mail/send and say what became of it."""
+    content = json_body(body)
+    if len(content) > MAX_REQUEST_BYTES:
+        return SendResult(
+            "rejected",
+            error=f"too large for SendGrid: {len(content):,} bytes, over its 30 MB a message",
+            reject_reason="other",
+        )
     try:
-        response = api.client.post("/v3/mail/send", json=body)
+        response = api.client.post("/v3/mail/send", content=content, headers=JSON_CONTENT)
     except httpx.RequestError as error:
         return SendResult("in_doubt", error=api.no_answer(error))
     status = response.status_code
@@ -92,7 +109,8 @@ def send_batch(
 
 
 def mail_body(message: OutgoingMessage, *, track_opens: bool, track_clicks: bool) -> dict[str, Any]:
-    """Build the Mail Send request body for one message."""
+    """Build the Mail Send request body for one message; track_opens/track_clicks: the account's
+    wish, asked for only where the message can be tracked (an HTML part, a link in it)."""
     body: dict[str, Any] = {
         "personalizations": [
             {
@@ -103,18 +121,37 @@ def mail_body(message: OutgoingMessage, *, track_opens: bool, track_clicks: bool
         ],
         "from": _address(message.from_address, message.from_name),
         "subject": message.subject,
-        "content": [{"type": "text/plain", "value": message.body_text}],
+        "content": _content(message),
         "tracking_settings": {
-            "open_tracking": {"enable": track_opens},
-            # Our emails are plain text, so click tracking only works with enable_text.
-            "click_tracking": {"enable": track_clicks, "enable_text": track_clicks},
+            "click_tracking": {"enable": track_clicks and message.track_links, "enable_text": False},
+            "open_tracking": {"enable": track_opens and message.track_opens},
         },
     }
+    if message.attachments:
+        body["attachments"] = [
+            {
+                "content": base64.b64encode(attachment.content).decode("ascii"),
+                "filename": attachment.filename,
+                "type": attachment.content_type,
+                "disposition": "attachment",
+            }
+            for attachment in message.attachments
+        ]
     if message.reply_to:
         body["reply_to"] = {"email": message.reply_to}
     if message.category:
         body["categories"] = [message.category]
     return body
+
+
+def _content(message: OutgoingMessage) -> list[dict[str, str]]:
+    """The parts, text/plain first (SendGrid's rule), then text/html; never an empty value."""
+    parts = []
+    if message.body_text or not message.body_html:
+        parts.append({"type": "text/plain", "value": message.body_text})
+    if message.body_html:
+        parts.append({"type": "text/html", "value": message.body_html})
+    return parts
 
 
 def _address(email: str, name: str) -> dict[str, str]:

@@ -23,7 +23,7 @@ from werkzeug.wrappers import Request, Response
 
 from webapp.sandbox import scenarios
 from webapp.sandbox.base import Pending, PostedKeys, Simulator
-from webapp.sandbox.postmark import records, validation, webhooks
+from webapp.sandbox.postmark import records, stored, validation, webhooks
 from webapp.sandbox.store import SimMessage, Store
 
 TOKEN_HEADER = "X-Postmark-Server-Token"
@@ -171,7 +171,7 @@ class PostmarkSandbox(Simulator):
                 request_id = str(uuid.uuid4())
                 for position, email in enumerate(active):
                     accepted.append(
-                        _sim_message(
+                        stored.sim_message(
                             message,
                             email,
                             request_id if position == 0 else str(uuid.uuid4()),
@@ -243,7 +243,7 @@ class PostmarkSandbox(Simulator):
             {
                 **records.summary(message, events),
                 "TextBody": message.text,
-                "HtmlBody": "",
+                "HtmlBody": message.html,
                 "Body": "",
                 "MessageEvents": [
                     records.message_event(message, event)
@@ -331,23 +331,6 @@ def _inactive(db: sqlite3.Connection, email: str, now: float) -> bool:
         return True
     row = db.execute("SELECT 1 FROM bounces WHERE email = ? AND created <= ?", (email, int(now))).fetchone()
     return row is not None
-
-
-def _sim_message(message: dict[str, Any], email: str, msg_id: str, request_id: str, now: float) -> SimMessage:
-    metadata = message.get("Metadata") or {}
-    return SimMessage(
-        msg_id=msg_id,
-        request_id=request_id,
-        to_email=email,
-        from_email=validation.address_of(message["From"]) or "",
-        subject=message.get("Subject") or "",
-        categories=(message["Tag"],) if message.get("Tag") else (),
-        # Postmark turns metadata values into text.
-        custom_args={str(key): str(value) for key, value in metadata.items()},
-        accepted_at=now,
-        scenario=scenarios.scenario_for(email),
-        text=message["TextBody"] if isinstance(message.get("TextBody"), str) else "",
-    )
 
 
 def _int_arg(request: Request, name: str, low: int, high: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from webapp.event_kinds import EventKind
+from webapp.sandbox import tracking
 from webapp.sandbox.postmark import webhooks
 from webapp.sandbox.scenarios import MX_SERVER, SANDBOX_IP, Visible
 from webapp.sandbox.store import SimMessage
@@ -37,8 +38,8 @@ def summary(message: SimMessage, events: list[Visible]) -> dict[str, Any]:
         "Subject": message.subject,
         "Attachments": [],
         "Status": "Sent" if processed else "Queued",
-        "TrackOpens": True,
-        "TrackLinks": "HtmlAndText",
+        "TrackOpens": message.opens_tracked,
+        "TrackLinks": _track_links(message),
         "Metadata": dict(message.custom_args),
         "Sandboxed": False,
     }
@@ -65,7 +66,7 @@ def message_event(message: SimMessage, event: Visible) -> dict[str, Any]:
         details = {
             "Summary": f"Tracked link '{step.url}' was clicked.",
             "Link": step.url,
-            "ClickLocation": "Text",
+            "ClickLocation": webhooks.click_location(message, step.url or ""),
         }
     return {
         "Recipient": message.to_email,
@@ -73,3 +74,12 @@ def message_event(message: SimMessage, event: Visible) -> dict[str, Any]:
         "ReceivedAt": webhooks.timestamp(event.at, event.index),
         "Details": details,
     }
+
+
+def _track_links(message: SimMessage) -> str:
+    """The TrackLinks its tracked links show it was sent with."""
+    in_html = {url for url in message.links if tracking.in_html(message.html, url)}
+    parts = (bool(in_html), len(in_html) < len(message.links))
+    return {(True, True): "HtmlAndText", (True, False): "HtmlOnly", (False, True): "TextOnly"}.get(
+        parts, "None"
+    )

@@ -6,6 +6,8 @@ not flat text or whose keys are too long or repeat, a field of the wrong type, a
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
@@ -18,6 +20,9 @@ ERROR_INVALID_JSON = 402
 ERROR_INVALID_FIELD = 403
 ERROR_INVALID_REQUEST = 300
 ERROR_TOO_MANY_BATCH_MESSAGES = 410
+ERROR_FORBIDDEN_ATTACHMENT = 411
+# Attachment types Postmark refuses (a part of its documented list: executables and scripts).
+FORBIDDEN_EXTENSIONS = (".exe", ".bat", ".cmd", ".com", ".js", ".vbs", ".scr", ".msi", ".jar")
 
 _ADDRESS = re.compile(r"[^@\s<>()\",;:]+@[^@\s<>()\",;:]+\.[^@\s<>()\",;:]+")
 _NAMED = re.compile(r'^\s*(?:"(?:[^"\\]|\\.)*"|[^<>"]*)\s*<([^<>]+)>\s*$')
@@ -86,7 +91,30 @@ def message_error(message: Any) -> tuple[int, str] | None:
         return ERROR_INVALID_REQUEST, "Provide either email TextBody or HtmlBody or both."
     if message.get("TrackLinks") is not None and message.get("TrackLinks") not in TRACK_LINKS:
         return ERROR_INVALID_FIELD, "Invalid request field(s) - TrackLinks"
-    return metadata_error(message.get("Metadata"))
+    if message.get("ReplyTo") and recipients(message["ReplyTo"]) is None:
+        return ERROR_INVALID_REQUEST, f"Error parsing 'ReplyTo': Illegal email address '{message['ReplyTo']}'"
+    return attachments_error(message.get("Attachments")) or metadata_error(message.get("Metadata"))
+
+
+def attachments_error(attachments: Any) -> tuple[int, str] | None:
+    """Attachments: [{Name, Content (base64), ContentType, ContentID?}], of an allowed type."""
+    if attachments is None:
+        return None
+    if not isinstance(attachments, list):
+        return ERROR_INVALID_FIELD, "Invalid request field(s) - Attachments"
+    for attachment in attachments:
+        fields = ("Name", "Content", "ContentType")
+        if not isinstance(attachment, dict) or not all(
+            isinstance(attachment.get(key), str) and attachment[key] for key in fields
+        ):
+            return ERROR_INVALID_FIELD, "Invalid request field(s) - Attachments"
+        try:
+            base64.b64decode(attachment["Content"], validate=True)
+        except (binascii.Error, ValueError):
+            return ERROR_INVALID_FIELD, "Invalid request field(s) - Attachments"
+        if attachment["Name"].lower().endswith(FORBIDDEN_EXTENSIONS):
+            return ERROR_FORBIDDEN_ATTACHMENT, f"Forbidden attachment type: {attachment['Name']}"
+    return None
 
 
 def metadata_error(metadata: Any) -> tuple[int, str] | None:

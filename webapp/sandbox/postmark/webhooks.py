@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from webapp.event_kinds import EventKind
+from webapp.sandbox import tracking
 from webapp.sandbox.base import Pending, PostedKeys
 from webapp.sandbox.scenarios import CLIENT_IP, USER_AGENT, Visible
 from webapp.sandbox.store import SimMessage, Store
@@ -162,9 +163,14 @@ def event_records(message: SimMessage, event: Visible) -> list[dict[str, Any]]:
         if step.event == EventKind.OPENED:
             record.update(FirstOpen=True, ReadSeconds=0)
         else:
-            record.update(ClickLocation="Text", OriginalLink=step.url)
+            record.update(ClickLocation=click_location(message, step.url or ""), OriginalLink=step.url)
         return [record]
     return []  # processed (and dropped, which Postmark refuses at send time instead)
+
+
+def click_location(message: SimMessage, url: str) -> str:
+    """Where Postmark says a tracked link was: "HTML" or "Text"."""
+    return "HTML" if tracking.in_html(message.html, url) else "Text"
 
 
 def bounce_record(message: SimMessage, event: Visible, type_codes: dict[str, int]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from webapp.event_kinds import EventKind
-from webapp.sandbox import scenarios
+from webapp.sandbox import scenarios, tracking
 from webapp.sandbox.base import Pending, PostedKeys, Simulator
 from webapp.sandbox.scenarios import CLIENT_IP, MX_SERVER, SANDBOX_IP, USER_AGENT, Visible
 from webapp.sandbox.sendgrid import validation, webhooks
@@ -212,10 +212,29 @@ class SendGridSandbox(Simulator):
         return _json(200, rows)
 
 
+def _tracking(payload: dict[str, Any], text: str, html: str) -> tracking.Tracking:
+    """What SendGrid tracks in a message: a setting left out is the account's, on in the sandbox
+    (as on a new SendGrid account); click tracking rewrites the text part's links only with
+    enable_text."""
+    settings = validation.json_object(payload.get("tracking_settings"))
+    opens = validation.json_object(settings.get("open_tracking"))
+    clicks = validation.json_object(settings.get("click_tracking"))
+    click_on = clicks.get("enable", True) is True
+    return tracking.tracking(
+        html,
+        text,
+        opens=opens.get("enable", True) is True,
+        html_links=click_on,
+        text_links=click_on and clicks.get("enable_text") is True,
+    )
+
+
 def _messages(payload: dict[str, Any], x_message_id: str, now: float) -> list[SimMessage]:
     """One message per recipient of a valid Mail Send body, each on the scenario its address asks for."""
     categories = tuple(validation.strings(payload.get("categories")))
     text = next((part["value"] for part in payload["content"] if part.get("type") == "text/plain"), "")
+    html = next((part["value"] for part in payload["content"] if part.get("type") == "text/html"), "")
+    tracked = _tracking(payload, text, html)
     messages = []
     for personalization in payload["personalizations"]:
         sender = personalization.get("from")
@@ -240,6 +259,9 @@ def _messages(payload: dict[str, Any], x_message_id: str, now: float) -> list[Si
                     accepted_at=now,
                     scenario=scenarios.scenario_for(email),
                     text=text,
+                    html=html,
+                    opens_tracked=tracked.opens,
+                    links=tracked.links,
                 )
             )
     return messages

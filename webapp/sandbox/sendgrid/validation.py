@@ -3,6 +3,8 @@ documented error entries) and the Email Activity query subset the adapter sends.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
@@ -77,8 +79,83 @@ def mail_send_errors(payload: Any) -> list[dict[str, Any]]:
         problems.append(
             _problem("The from email does not contain a valid address.", "from.email", "#message.from")
         )
+    reply_to = payload.get("reply_to")
+    if reply_to is not None and (not isinstance(reply_to, dict) or not valid_email(reply_to.get("email"))):
+        problems.append(
+            _problem(
+                "The reply_to email does not contain a valid address.", "reply_to.email", "#message.reply_to"
+            )
+        )
     problems.extend(_content_errors(payload.get("content")))
+    problems.extend(_attachment_errors(payload.get("attachments")))
     return problems
+
+
+# SendGrid's own words (captured in its client libraries' issues, e.g. sendgrid/sendgrid-php#814).
+CONTENT_ORDER = (
+    "Following RFC 1341, section 7.2, if either text/html or text/plain are to be sent in your email: "
+    "text/plain needs to be first, followed by text/html, followed by any other content."
+)
+CONTENT_ONCE = "If present, text/plain and text/html may only be provided once."
+
+
+def _content_order_errors(content: list[Any]) -> list[dict[str, Any]]:
+    """text/plain first, then text/html, then anything else; each of the two at most once."""
+    types = [block.get("type") if isinstance(block, dict) else None for block in content]
+    if types.count("text/plain") > 1 or types.count("text/html") > 1:
+        return [_problem(CONTENT_ONCE, "content", "#message.content")]
+    rank = {"text/plain": 0, "text/html": 1}
+    ranks = [rank.get(kind, 2) for kind in types]
+    if ranks != sorted(ranks):
+        return [_problem(CONTENT_ORDER, "content", "#message.content")]
+    return []
+
+
+def _attachment_errors(attachments: Any) -> list[dict[str, Any]]:
+    """Each attachment: base64 content and a filename; a disposition, if given, SendGrid's."""
+    if attachments is None:
+        return []
+    if not isinstance(attachments, list):
+        return [_problem("The attachments field must be an array.", "attachments", "#message.attachments")]
+    problems = []
+    for k, attachment in enumerate(attachments):
+        attachment = attachment if isinstance(attachment, dict) else {}
+        if not _base64(attachment.get("content")):
+            problems.append(
+                _problem(
+                    "The attachment content must be base64 encoded.",
+                    f"attachments.{k}.content",
+                    "#message.attachments.content",
+                )
+            )
+        if not _non_empty(attachment.get("filename")):
+            problems.append(
+                _problem(
+                    "The attachment filename parameter is required.",
+                    f"attachments.{k}.filename",
+                    "#message.attachments.filename",
+                )
+            )
+        if attachment.get("disposition", "attachment") not in ("attachment", "inline"):
+            problems.append(
+                _problem(
+                    "The disposition of your attachment can be either 'inline' or 'attachment'.",
+                    f"attachments.{k}.disposition",
+                    "#message.attachments.disposition",
+                )
+            )
+    return problems
+
+
+def _base64(value: Any) -> bool:
+    """Whether a value is non-empty, well-formed base64."""
+    if not _non_empty(value):
+        return False
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
 
 
 def _content_errors(content: Any) -> list[dict[str, Any]]:
@@ -92,7 +169,7 @@ def _content_errors(content: Any) -> list[dict[str, Any]]:
                 "#message.content",
             )
         ]
-    problems = []
+    problems = _content_order_errors(content)
     for k, block in enumerate(content):
         block = block if isinstance(block, dict) else {}
         if not _non_empty(block.get("type")):

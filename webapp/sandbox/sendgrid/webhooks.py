@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from webapp.event_kinds import EventKind
+from webapp.sandbox import tracking
 from webapp.sandbox.base import Pending, PostedKeys
 from webapp.sandbox.scenarios import CLIENT_IP, SANDBOX_IP, USER_AGENT, Visible
 from webapp.sandbox.store import SimMessage, Store
@@ -136,9 +137,8 @@ def webhook_event(message: SimMessage, event: Visible) -> dict[str, Any]:
     elif step.event == EventKind.OPENED:
         fields.update(sg_machine_open=step.machine, useragent=USER_AGENT, ip=CLIENT_IP)
     elif step.event == EventKind.CLICKED:
-        fields.update(
-            url=step.url, url_offset={"index": 0, "type": "text"}, useragent=USER_AGENT, ip=CLIENT_IP
-        )
+        part = "html" if tracking.in_html(message.html, step.url or "") else "text"
+        fields.update(url=step.url, url_offset={"index": 0, "type": part}, useragent=USER_AGENT, ip=CLIENT_IP)
     # As at SendGrid, a custom arg named like a reserved key loses to it.
     return {**message.custom_args, **fields}
 

@@ -1,0 +1,59 @@
+"""The calendar attachment of an appointment reminder: an iCalendar file (RFC 5545) with its zone.
+
+The file carries the clinic's zone rules (a VTIMEZONE made from the pinned tzdata, see
+webapp/timezones.py), not just its name: a calendar whose own zone data is older (Vancouver's
+2026 change) still shows the appointment at the time the clinic typed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import icalendar
+
+from webapp import timezones
+
+PRODUCT_ID = "-//Clinic email log//Appointment reminder//EN"
+
+
+def appointment_ics(
+    *,
+    uid: str,
+    start: datetime,
+    minutes: int,
+    zone_name: str,
+    summary: str,
+    location: str,
+    description: str,
+    stamp: datetime,
+) -> str:
+    """Return an .ics (METHOD:PUBLISH) with one event at `start` (UTC), in the named zone."""
+    zone = timezones.zone(zone_name)
+    local_start = timezones.local(start, zone_name)
+    calendar = icalendar.Calendar()
+    calendar.add("prodid", PRODUCT_ID)
+    calendar.add("version", "2.0")
+    calendar.add("method", "PUBLISH")
+    if zone.key != "UTC":
+        # The rules from a year before to a year after: enough for the event, and a small file.
+        calendar.add_component(
+            icalendar.Timezone.from_tzinfo(
+                zone,
+                tzid=zone.key,
+                first_date=date(local_start.year - 1, 1, 1),
+                last_date=date(local_start.year + 2, 1, 1),
+            )
+        )
+    event = icalendar.Event()
+    event.add("uid", uid)
+    event.add("dtstamp", stamp.astimezone(UTC).replace(microsecond=0))
+    # UTC is written as such (…Z); any other zone as its TZID and local time.
+    event.add("dtstart", local_start.replace(microsecond=0) if zone.key != "UTC" else start.astimezone(UTC))
+    event.add("duration", timedelta(minutes=minutes))
+    event.add("summary", summary)
+    if location:
+        event.add("location", location)
+    if description:
+        event.add("description", description)
+    calendar.add_component(event)
+    return calendar.to_ical().decode()
