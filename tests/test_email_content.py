@@ -291,6 +291,28 @@ def test_a_clinic_on_utc_gets_a_utc_time_and_the_length_it_asked_for():
     assert event["DURATION"].dt == timedelta(minutes=45)
 
 
+def test_the_calendar_file_escapes_and_folds_its_text_as_rfc_5545_says():
+    name = "Clinique Côte-des-Neiges; Physio, Massage & Ostéo " * 3  # past 75 octets, with commas
+    email = rendered("appointment_reminder", at=clinic(name=name, postal_address="1 Rue, Suite 2\nMontréal"))
+    raw = email.calendar_ics.encode()
+    lines = raw.split(b"\r\n")
+    assert raw.endswith(b"\r\n") and b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only
+    assert max(len(line) for line in lines) <= 75
+    for line in lines:
+        line.decode()  # a fold never splits a character
+    (event,) = calendar_of(email).events
+    assert str(event["SUMMARY"]) == f"Appointment at {name} with Dr Maya Lee"
+    assert str(event["LOCATION"]) == "1 Rue, Suite 2, Montréal"
+    assert b"Physio\\, Massage" in raw.replace(b"\r\n ", b"") and b"\\;" in raw
+
+
+def test_a_calendar_file_in_the_last_year_of_the_calendar_is_made():
+    at = datetime(9999, 6, 1, 17, 0, tzinfo=UTC)  # its zone's rules would run to 10001-01-01
+    email = rendered("appointment_reminder", c=Compose(appointment_at=at))
+    (event,) = calendar_of(email).events
+    assert event["DTSTART"].dt == at
+
+
 def test_only_a_reminder_with_a_time_has_a_calendar_file():
     assert rendered("appointment_reminder", c=Compose()).calendar_ics is None
     for kind in ("intake_form", "receipt", "free_text"):
