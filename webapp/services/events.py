@@ -271,7 +271,7 @@ def keep_for_later(events: Iterable[ProviderEvent]) -> int:
 
 
 def stored_key(dedupe_key: str) -> str:
-    """The part of ProviderEvent.dedupe_key an event row keeps (models.Digest): its first 16 bytes,
+    """The part of ProviderEvent.dedupe_key an event row keeps (column_types.Digest): its first 16 bytes,
     in hex; unique per email, so 128 bits leave no room for two events of one email to collide."""
     return dedupe_key[:32]
 
