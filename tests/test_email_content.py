@@ -15,7 +15,7 @@ import icalendar
 import pytest
 
 from tests.helpers import scan, text
-from webapp.services import email_content
+from webapp.services import clinic_identity, email_content
 from webapp.services.email_content import CannotCompose, Compose, ReceiptLine, render
 
 NOW = datetime(2026, 12, 7, 20, 0, tzinfo=UTC)
@@ -147,6 +147,21 @@ def test_an_intake_form_needs_the_clinics_form():
     for missing in ("", "   ", "javascript:alert(1)", "forms.example/intake", "ftp://forms.example/x"):
         with pytest.raises(CannotCompose, match="no intake form link"):
             rendered("intake_form", at=clinic(intake_form_url=missing))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://forms.example/intake?who=O'Brien",
+        "https://forms.example/(new)/intake!*",
+        "https://forms.example/intake;v=2?a=1&b=%20#top",
+    ],
+)
+def test_every_intake_link_the_settings_take_is_the_one_the_email_links(url):
+    assert clinic_identity.intake_form_url(url) == url  # the owner could save it
+    email = rendered("intake_form", at=clinic(intake_form_url=url))
+    assert set(Parts(email.body_html).links()) == {url}
+    assert f"Fill in the intake form: {url}" in email.body_text
 
 
 def test_a_receipt_lists_its_lines_and_their_total_in_both_parts():
