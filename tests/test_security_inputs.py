@@ -33,7 +33,9 @@ SIGNED_IN = {
 
 def query_parameter_names() -> set[str]:
     """Every name the app reads from a query string, found in its source (so new ones are swept)."""
-    names = {"page"}  # webapp.params.page_number's default
+    # webapp.params.page_number's default, and the log's version, which the poll's fast path reads
+    # from the raw query string in front of Flask (webapp/freshness/fastpoll.py).
+    names = {"page", "v"}
     for path in WEBAPP.rglob("*.py"):
         if "providers" in path.parts or "migrations" in path.parts:
             continue  # the sandbox's own API is not our app's
