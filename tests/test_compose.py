@@ -170,6 +170,33 @@ def test_each_field_belongs_to_its_kinds_and_says_what_is_wrong(signed_in, world
     assert emails_of(jane) == []
 
 
+@pytest.mark.parametrize(
+    ("appointment", "error"),
+    [
+        # Past the calendar's last day in UTC (Vancouver is behind it), and a VTIMEZONE to year 10000.
+        ("9999-12-31T23:00", "within two years"),
+        ("9998-06-30T10:00", "within two years"),
+        ("2029-01-01T10:00", "within two years"),
+        ("0001-01-01T00:00", "in the future"),
+    ],
+)
+def test_an_appointment_far_from_now_is_refused_never_a_500(signed_in, world, appointment, error):
+    jane = world.client_a
+    for url in ("emails", "emails/preview"):
+        response = signed_in.post(f"/clients/{jane.id}/{url}", data={**REMINDER, "appointment": appointment})
+        assert response.status_code == 422, (url, response.status_code)
+        assert error in text(response.get_data(as_text=True))
+    assert emails_of(jane) == []
+
+
+def test_an_appointment_in_a_zone_ahead_of_utc_on_the_first_day_is_refused(signed_in, world, clinic_a):
+    clinic_a.timezone = "Asia/Tokyo"  # 0001-01-01 00:00 there is before UTC's first day
+    db.session.commit()
+    response = send(signed_in, world.client_a, {**REMINDER, "appointment": "0001-01-01T00:00"})
+    assert response.status_code == 422
+    assert "in the future" in text(response.get_data(as_text=True))
+
+
 def test_an_intake_form_is_refused_while_the_clinic_has_no_form_to_link(signed_in, world, clinic_a):
     clinic_a.intake_form_url = ""
     db.session.commit()

@@ -329,6 +329,7 @@ def test_owners_set_the_clinics_identity_and_every_change_is_audited(app, world)
         ("reply_to_address", "front@clinic.example\r\nBcc: all@example.com", "Enter one email address"),
         ("reply_to_address", "Front <front@clinic-a.example>", "Enter one email address"),
         ("reply_to_address", "a@b.example, c@d.example", "Enter one email address"),
+        ("reply_to_address", "zoë@clinic-a.example", "Enter one email address"),
         ("phone", "call us!", "Enter a phone number"),
         ("phone", "12", "Enter a phone number"),
         ("phone", "1" * 51, "at most 50 characters"),
@@ -365,6 +366,13 @@ def test_the_service_refuses_what_the_form_would(app, world):
     assert refused.value.field == "brand_colour"
     db.session.refresh(world.clinic_a)
     assert world.clinic_a.brand_colour == ""
+
+
+def test_a_reply_to_address_on_a_domain_in_another_script_is_kept_as_its_ascii_form(app, world):
+    from webapp.services import clinic_identity
+
+    assert clinic_identity.reply_to_address("front@bücher.example") == "front@xn--bcher-kva.example"
+    assert clinic_identity.reply_to_address(" Front.Desk@Clinic-A.example ") == "Front.Desk@Clinic-A.example"
 
 
 @pytest.mark.parametrize("who", [CLINICIAN, "support@platform.example"])

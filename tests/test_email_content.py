@@ -15,7 +15,7 @@ import icalendar
 import pytest
 
 from tests.helpers import scan, text
-from webapp.services import email_content
+from webapp.services import clinic_identity, email_content
 from webapp.services.email_content import CannotCompose, Compose, ReceiptLine, render
 
 NOW = datetime(2026, 12, 7, 20, 0, tzinfo=UTC)
@@ -147,6 +147,21 @@ def test_an_intake_form_needs_the_clinics_form():
     for missing in ("", "   ", "javascript:alert(1)", "forms.example/intake", "ftp://forms.example/x"):
         with pytest.raises(CannotCompose, match="no intake form link"):
             rendered("intake_form", at=clinic(intake_form_url=missing))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://forms.example/intake?who=O'Brien",
+        "https://forms.example/(new)/intake!*",
+        "https://forms.example/intake;v=2?a=1&b=%20#top",
+    ],
+)
+def test_every_intake_link_the_settings_take_is_the_one_the_email_links(url):
+    assert clinic_identity.intake_form_url(url) == url  # the owner could save it
+    email = rendered("intake_form", at=clinic(intake_form_url=url))
+    assert set(Parts(email.body_html).links()) == {url}
+    assert f"Fill in the intake form: {url}" in email.body_text
 
 
 def test_a_receipt_lists_its_lines_and_their_total_in_both_parts():
@@ -289,6 +304,28 @@ def test_a_clinic_on_utc_gets_a_utc_time_and_the_length_it_asked_for():
     (event,) = calendar_of(rendered("appointment_reminder", at=clinic(timezone="UTC"), c=compose)).events
     assert event["DTSTART"].dt == APPOINTMENT_UTC and "TZID" not in event["DTSTART"].params
     assert event["DURATION"].dt == timedelta(minutes=45)
+
+
+def test_the_calendar_file_escapes_and_folds_its_text_as_rfc_5545_says():
+    name = "Clinique Côte-des-Neiges; Physio, Massage & Ostéo " * 3  # past 75 octets, with commas
+    email = rendered("appointment_reminder", at=clinic(name=name, postal_address="1 Rue, Suite 2\nMontréal"))
+    raw = email.calendar_ics.encode()
+    lines = raw.split(b"\r\n")
+    assert raw.endswith(b"\r\n") and b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only
+    assert max(len(line) for line in lines) <= 75
+    for line in lines:
+        line.decode()  # a fold never splits a character
+    (event,) = calendar_of(email).events
+    assert str(event["SUMMARY"]) == f"Appointment at {name} with Dr Maya Lee"
+    assert str(event["LOCATION"]) == "1 Rue, Suite 2, Montréal"
+    assert b"Physio\\, Massage" in raw.replace(b"\r\n ", b"") and b"\\;" in raw
+
+
+def test_a_calendar_file_in_the_last_year_of_the_calendar_is_made():
+    at = datetime(9999, 6, 1, 17, 0, tzinfo=UTC)  # its zone's rules would run to 10001-01-01
+    email = rendered("appointment_reminder", c=Compose(appointment_at=at))
+    (event,) = calendar_of(email).events
+    assert event["DTSTART"].dt == at
 
 
 def test_only_a_reminder_with_a_time_has_a_calendar_file():

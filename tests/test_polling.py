@@ -10,10 +10,12 @@ import sqlalchemy as sa
 
 from tests.helpers import add_content, run_jobs
 from webapp.extensions import db
-from webapp.models import Client, Email, utcnow
+from webapp.models import Client, Email, EmailContent, EmailEvent, utcnow
 from webapp.providers import get_provider, get_sandbox
+from webapp.providers.base import ProviderEvent
 from webapp.redis_keys import redis_key
 from webapp.services import budget, polling, sending
+from webapp.services.events import apply_events
 
 # The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
 pytestmark = pytest.mark.engine
@@ -143,3 +145,50 @@ def test_the_poll_job_runs_through_the_queue(app, world, app_clock):
     email = db.session.execute(sa.select(Email).where(Email.id == emails[0].id)).scalar_one()
     assert email.status == "clicked"
     assert email.last_polled_at is not None
+
+
+class _PurgedWhileAsked:
+    """A provider that answers for every email, while the retention purge removes the first one."""
+
+    def __init__(self, inner, gone: Email) -> None:
+        self.inner, self.gone_id = inner, gone.id
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def poll(self, refs, max_requests):
+        result = self.inner.poll(refs, max_requests)
+        # As the purge does, in Core: the ORM object stays loaded, as in the poller's own session.
+        for table, column in ((EmailEvent.__table__, "email_id"), (EmailContent.__table__, "email_id")):
+            db.session.execute(table.delete().where(table.c[column] == self.gone_id))
+        db.session.execute(Email.__table__.delete().where(Email.__table__.c.id == self.gone_id))
+        return result
+
+
+def test_an_email_purged_while_the_provider_answered_gets_no_events_and_the_rest_are_stored(
+    app, world, app_clock
+):
+    app.config["SANDBOX_SPEED"] = 1000.0
+    gone, *kept = send_many(app, world, app_clock, 3)
+    gone_id = gone.id
+    provider = _PurgedWhileAsked(get_provider(app.config), gone)
+    assert polling._poll_batch(provider, utcnow()) == 2
+    db.session.expire_all()
+    assert db.session.get(Email, gone_id) is None
+    orphans = sa.select(sa.func.count()).select_from(EmailEvent).where(EmailEvent.email_id == gone_id)
+    assert db.session.execute(orphans).scalar() == 0  # no foreign key would have refused them
+    assert {db.session.get(Email, email.id).status for email in kept} == {"delivered"}
+
+
+def test_an_event_for_an_email_purged_meanwhile_is_not_stored(app, world):
+    email = sending.queue_email(world.client_a, kind="receipt", subject="R", body="B", sent_by=None)
+    db.session.commit()
+    email_id = email.id
+    db.session.execute(EmailEvent.__table__.delete().where(EmailEvent.__table__.c.email_id == email_id))
+    db.session.execute(EmailContent.__table__.delete().where(EmailContent.__table__.c.email_id == email_id))
+    db.session.execute(Email.__table__.delete().where(Email.__table__.c.id == email_id))
+    delivered = ProviderEvent("delivered", utcnow(), app_message_id=email.app_message_id)
+    assert apply_events(email, [delivered], source="webhook") is False
+    db.session.commit()
+    orphans = sa.select(sa.func.count()).select_from(EmailEvent).where(EmailEvent.email_id == email_id)
+    assert db.session.execute(orphans).scalar() == 0

@@ -14,6 +14,7 @@ from flask import Flask
 from flask_wtf import FlaskForm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wtforms import FieldList, FormField
 
 from tests.helpers import EVENTS_URL, PASSWORD, email_with_history, login, removal_case, sign
 from webapp.extensions import db
@@ -33,8 +34,8 @@ SIGNED_IN = {
 
 def query_parameter_names() -> set[str]:
     """Every name the app reads from a query string, found in its source (so new ones are swept)."""
-    # webapp.params.page_number's default, and the log's version, which its fast path reads in
-    # front of Flask (webapp/freshness/fastpoll.py) from the raw query string.
+    # webapp.params.page_number's default, and the log's version, which the poll's fast path reads
+    # from the raw query string in front of Flask (webapp/freshness/fastpoll.py).
     names = {"page", "v"}
     for path in WEBAPP.rglob("*.py"):
         if "providers" in path.parts or "migrations" in path.parts:
@@ -61,7 +62,18 @@ def form_field_names(app: Flask) -> set[str]:
         while pending:
             form_class = pending.pop()
             pending.extend(form_class.__subclasses__())
-            names.update(field.name for field in form_class(meta={"csrf": False}))
+            names.update(_field_names(form_class(meta={"csrf": False})))
+    return names
+
+
+def _field_names(fields) -> list[str]:
+    """The names a form posts, nested ones too (a receipt's "lines-0-amount")."""
+    names = []
+    for field in fields:
+        if isinstance(field, FieldList | FormField):
+            names += _field_names(field)
+        else:
+            names.append(field.name)
     return names
 
 
@@ -88,6 +100,9 @@ NASTY = [
     "decided",
     "yes",
     "y",
+    "9999-12-31T23:00",  # past the calendar's end once read in a zone behind UTC
+    "0001-01-01T00:00",
+    "appointment_reminder",
 ]
 values = st.one_of(
     st.sampled_from(NASTY),
@@ -99,6 +114,7 @@ values = st.one_of(
 def test_the_sweep_knows_the_apps_parameters(app):
     assert {"page", "q", "v", "status", "view"} <= query_parameter_names()
     assert {"email", "password", "kind", "subject", "to_address", "role", "note"} <= form_field_names(app)
+    assert {"lines-0-service", "lines-2-day", "lines-1-amount", "brand_colour"} <= form_field_names(app)
 
 
 @pytest.mark.parametrize("path", ["/clients", "/clinic/audit", "/support/removal-requests"])

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -13,51 +12,13 @@ from sqlalchemy.ext.hybrid import hybrid_property
 from werkzeug.security import generate_password_hash
 
 from webapp import clock
+from webapp.column_types import Digest, JSONType, UTCDateTime
 from webapp.extensions import db
 
 
 def utcnow() -> datetime:
     """Return the current time, timezone-aware, in UTC."""
     return clock.now()
-
-
-class UTCDateTime(sa.types.TypeDecorator):
-    """A timestamp that is timezone-aware UTC on every database (SQLite keeps no offset)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given; use timezone-aware UTC")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-JSONType = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
-
-
-class Digest(sa.types.TypeDecorator):
-    """A 16-byte digest stored as bytes (bytea, BLOB), read and written as its 32 hex characters.
-
-    Half the width of the hex text in the index that every stored event updates.
-    """
-
-    impl = sa.LargeBinary
-    cache_ok = True
-
-    def process_bind_param(self, value: str | None, dialect: Any) -> bytes | None:
-        return None if value is None else bytes.fromhex(value[:32])
-
-    def process_result_value(self, value: bytes | None, dialect: Any) -> str | None:
-        return None if value is None else bytes(value).hex()
 
 
 ROLES = ("clinician", "owner", "support")

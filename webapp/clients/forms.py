@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from flask_wtf import FlaskForm
@@ -33,6 +33,9 @@ from webapp.services.email_content import (
 )
 
 RECEIPT_ROWS = 3  # rows shown at first; "Add a line" adds one, up to MAX_RECEIPT_LINES
+# How far ahead an appointment may be. Also keeps a typed year like 9999 (or 0001) from being
+# converted between zones at all: past the calendar's last day that overflows.
+APPOINTMENT_AHEAD = timedelta(days=2 * 366)
 _AMOUNT = re.compile(r"^\d{1,7}(?:\.\d{1,2})?$")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Control characters: none in a one-line field (a subject is a header; a line break in it would
@@ -160,6 +163,15 @@ class SendEmailForm(FlaskForm):
             return True
         if self.kind.data not in APPOINTMENT_KINDS:
             self.appointment.errors.append("Only reminders and intake forms are for an appointment.")
+            return False
+        # Compared as wall-clock times of the clinic, before any conversion (which could overflow).
+        clinic_now = timezones.local(utcnow(), self.clinic_timezone).replace(tzinfo=None)
+        typed = self.appointment.data.replace(tzinfo=None)
+        if typed < clinic_now - timedelta(days=1):
+            self.appointment.errors.append("The appointment must be in the future.")
+            return False
+        if typed > clinic_now + APPOINTMENT_AHEAD:
+            self.appointment.errors.append("The appointment must be within two years from now.")
             return False
         if not timezones.exists(self.appointment.data, self.clinic_timezone):
             self.appointment.errors.append(

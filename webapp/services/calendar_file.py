@@ -7,7 +7,7 @@ webapp/timezones.py), not just its name: a calendar whose own zone data is older
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import MAXYEAR, UTC, date, datetime, timedelta
 
 import icalendar
 
@@ -41,7 +41,7 @@ def appointment_ics(
                 zone,
                 tzid=zone.key,
                 first_date=date(local_start.year - 1, 1, 1),
-                last_date=date(local_start.year + 2, 1, 1),
+                last_date=date(min(local_start.year + 2, MAXYEAR), 1, 1),
             )
         )
     event = icalendar.Event()

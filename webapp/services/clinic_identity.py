@@ -68,12 +68,15 @@ def reply_to_address(value: str) -> str:
         raise IdentityError("reply_to_address", f"An email address has at most {MAX_REPLY_TO} characters.")
     try:
         # Syntax only: whether the clinic's domain takes mail is for its own mail server to say.
-        validate_email(value, check_deliverability=False)
+        # A header carries ASCII: no letters outside it before the @ (a reply would need every
+        # server on its way to speak SMTPUTF8), and a domain in another script goes as its
+        # ASCII (IDNA) form, which every mail client can reply to.
+        checked = validate_email(value, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as error:
         raise IdentityError(
             "reply_to_address", f"Enter one email address, such as front.desk@yourclinic.example ({error})"
         ) from None
-    return value
+    return value if value.isascii() else checked.ascii_email
 
 
 def phone(value: str) -> str:

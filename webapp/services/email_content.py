@@ -38,7 +38,9 @@ NO_INTAKE_FORM = (
 )
 # Matched whole (fullmatch): "$" would let a trailing line break through into the CSS.
 _COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
-_WEB_ADDRESS = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
+# Whatever the settings take (services/clinic_identity.py) passes: an apostrophe is a URL's own
+# character, and the HTML escapes it like any other.
+_WEB_ADDRESS = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)
 
 # HTML autoescaped (the clinician's words and the client's name are text, never markup); the text
 # part is plain text and is not escaped. Undefined names fail loudly: an email never says "None".

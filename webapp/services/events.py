@@ -53,18 +53,24 @@ def apply_events(email: Email, events: Iterable[ProviderEvent], source: str) -> 
     same status and the same timeline.
     """
     events = list(events)
-    lock_emails([email.id])
+    if email.id not in lock_emails([email.id]):
+        return False  # purged meanwhile: no event outlives its email (email_event has no foreign key)
     target = Target(email.id, email.clinic_id, email.client_id, email.to_address)
     return bool(store_events({email.id: (target, events)}, source))
 
 
-def lock_emails(email_ids: Iterable[int]) -> None:
-    """Serialise status recomputation across workers: lock rows once, in id order (no-op on SQLite)."""
+def lock_emails(email_ids: Iterable[int]) -> set[int]:
+    """Serialise status recomputation across workers: lock rows once, in id order (no lock on
+    SQLite). Return the ids still there: the caller stores events for those alone."""
     ids = sorted(set(email_ids))
+    locked: set[int] = set()
     for chunk in chunks(ids):
-        db.session.execute(
-            sa.select(Email.id).where(among(Email.id, chunk)).order_by(Email.id).with_for_update()
-        ).all()
+        locked.update(
+            db.session.execute(
+                sa.select(Email.id).where(among(Email.id, chunk)).order_by(Email.id).with_for_update()
+            ).scalars()
+        )
+    return locked
 
 
 def store_events(batch: dict[int, tuple[Target, list[ProviderEvent]]], source: str) -> set[int]:
@@ -271,7 +277,7 @@ def keep_for_later(events: Iterable[ProviderEvent]) -> int:
 
 
 def stored_key(dedupe_key: str) -> str:
-    """The part of ProviderEvent.dedupe_key an event row keeps (models.Digest): its first 16 bytes,
+    """The part of ProviderEvent.dedupe_key an event row keeps (column_types.Digest): its first 16 bytes,
     in hex; unique per email, so 128 bits leave no room for two events of one email to collide."""
     return dedupe_key[:32]
 

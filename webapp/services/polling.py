@@ -96,9 +96,14 @@ def _poll_batch(provider: EmailProvider, now: datetime) -> int:
         if (events := result.events.get(email.app_message_id))
     }
     clock_skew.note_event_times(event for _, events in batch.values() for event in events)
-    lock_emails(batch)
+    # An email the retention purge removed while the provider answered is left alone: no events
+    # (email_event has no foreign key), no next poll (an update of a row that is gone fails).
+    locked = lock_emails(email.id for email in emails)
+    batch = {email_id: entry for email_id, entry in batch.items() if email_id in locked}
     changed = len(store_events(batch, source="poll"))
     for email in emails:
+        if email.id not in locked:
+            continue
         # Emails the answer did not reach keep their turn at the head of the queue (unless the
         # provider failed outright: then everyone waits for the normal interval).
         if email.app_message_id in result.covered or result.error:
