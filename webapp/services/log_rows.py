@@ -15,7 +15,7 @@ from webapp.event_kinds import EventKind
 from webapp.extensions import db
 from webapp.models import MESSAGE_KINDS, Email, User
 from webapp.services.clients import LOG_DAYS
-from webapp.services.filed_as_spam import filed_as_spam
+from webapp.services.filed_as_spam import filed_as_spam_column
 from webapp.services.next_steps import is_stuck, support_now
 from webapp.services.timelines import (
     LateChange,
@@ -62,6 +62,8 @@ class LogEmail:
     appointment_at: datetime | None
     version: int
     sender_name: str | None  # who sent it; None: sent automatically
+    # When the client's mail server said it filed this email as spam (Postmark), if it did.
+    filed_as_spam_at: datetime | None
     # Everything above as read (version included): what a cached rendering of the row is keyed by.
     key: tuple = ()
 
@@ -82,6 +84,7 @@ class LogEmail:
         Email.appointment_at,
         Email.version,
         User.name,
+        filed_as_spam_column(),
     )
 
     @property
@@ -172,9 +175,6 @@ def email_log(
     events = events_of([email.id for email in emails if email.status in ending], ROW_EVENT_KINDS)
     zone = timezones.zone(tz)
     rows = [_log_row(email, events.get(email.id, []), now, zone) for email in emails]
-    filtered = filed_as_spam([email.id for email in emails if email.status in REACHED])
-    for row in rows:
-        row.filed_as_spam_at = filtered.get(row.email.id)
     wanted = set(sorted(open_ids)[:MAX_OPEN_TIMELINES])
     opened = [row for row in rows if row.email.id in wanted]
     # Whether an email was resent shows on a failed row, and in an open timeline.
@@ -261,4 +261,6 @@ def _log_row(email: LogEmail, events: list[Any], now: datetime, zone: tzinfo) ->
         handover=statuses.handover_note(email.send_state),
         changed_ago=timezones.ago(email.status_changed_at, now),
         zone=zone,
+        # Only an email that reached the client can have been filed as spam by its mail server.
+        filed_as_spam_at=email.filed_as_spam_at if email.status in REACHED else None,
     )
