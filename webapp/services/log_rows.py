@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -155,20 +156,13 @@ def email_log(
 ) -> list[LogRow]:
     """Return the client's emails of the past 30 days, newest first; the rows in `open_ids` (at most
     MAX_OPEN_TIMELINES) carry their timeline, times formatted in the time zone `tz`."""
-    select = (
-        sa.select(*LogEmail.COLUMNS)
-        .outerjoin(User, User.id == Email.sent_by_id)
-        .where(
-            Email.clinic_id == clinic_id,
-            Email.client_id == client_id,
-            Email.created_at >= now - timedelta(days=LOG_DAYS),
-        )
-        .order_by(Email.created_at.desc(), Email.id.desc())
-    )
-    if status_key in statuses.BY_KEY:
-        select = select.where(Email.status == status_key)
+    filtered = status_key in statuses.BY_KEY
+    parameters = {"clinic_id": clinic_id, "client_id": client_id, "since": now - timedelta(days=LOG_DAYS)}
+    if filtered:
+        parameters["status"] = status_key
     # Plain columns: run as Core, without the ORM's per-row loading (the same transaction).
-    emails = [LogEmail(*row, key=tuple(row)) for row in db.session.connection().execute(select).all()]
+    result = db.session.connection().execute(_rows_statement(filtered), parameters)
+    emails = [LogEmail(*row, key=tuple(row)) for row in result.all()]
     # Only a failed or spam-reported row reads events without its timeline (why it failed, and
     # whether that came after delivery), and only those kinds of event.
     ending = {statuses.FAILED.key, statuses.SPAM_REPORT.key}
@@ -194,6 +188,23 @@ def email_log(
         if not (notices or row.timeline):
             row.cache_key = (row.email.key, row.changed_ago)
     return rows
+
+
+@lru_cache(maxsize=2)
+def _rows_statement(filtered: bool) -> sa.Select:
+    """The log's rows, newest first (`filtered`: of one status); built once, bound at each render
+    (building a statement and its cache key costs about as much as its round trip)."""
+    select = (
+        sa.select(*LogEmail.COLUMNS)
+        .outerjoin(User, User.id == Email.sent_by_id)
+        .where(
+            Email.clinic_id == sa.bindparam("clinic_id"),
+            Email.client_id == sa.bindparam("client_id"),
+            Email.created_at >= sa.bindparam("since", type_=Email.created_at.type),
+        )
+        .order_by(Email.created_at.desc(), Email.id.desc())
+    )
+    return select.where(Email.status == sa.bindparam("status")) if filtered else select
 
 
 # Statuses that show an email reached the client's mailbox.
