@@ -13,12 +13,7 @@ from redis.exceptions import RedisError
 
 from config import BASE_DIR, ConfigError, load_settings
 from webapp import timezones  # noqa: F401 - zone rules from the pinned package, process-wide
-from webapp.database import (
-    end_sessions_quietly,
-    ping_idle_connections,
-    run_read_only_views_without_transaction,
-    warn_if_app_role_can_rewrite_audit,
-)
+from webapp.database import end_sessions_quietly, warn_if_app_role_can_rewrite_audit
 from webapp.extensions import csrf, db, htmx, limiter, login_manager, migrate
 from webapp.private_files import ensure_private_file
 from webapp.redis_keys import redis_key
@@ -62,11 +57,6 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     _keep_sqlite_private(app.config["DATABASE_URL"])
     db.init_app(app)
     end_sessions_quietly(app)
-    if not app.config["DATABASE_URL"].startswith("sqlite"):
-        with app.app_context():
-            ping_idle_connections(db.engine)
-    # First among the request hooks: before any of them reads the signed-in user.
-    run_read_only_views_without_transaction(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     login_manager.init_app(app)
     csrf.init_app(app)
@@ -147,8 +137,7 @@ def _configure_flask(app: Flask) -> None:
         # Web, worker and scheduler write the same file: wait for locks instead of failing.
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 30}}
     else:
-        # No pre-ping on every checkout: webapp/database.py checks only connections left idle.
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {}
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     # The idle timeout lives in the session itself (security.py); re-signing the cookie on

@@ -2,34 +2,22 @@
 connects as a runtime role that may read and write rows but not change the schema, and may only
 add to the audit trail (not drop its trigger, TRUNCATE it, or UPDATE or DELETE its rows).
 
-Also: ending a session when the database went away under it (a fast shutdown), without raising;
-checking a pooled connection only when it sat idle; read-only views without a transaction.
+Also: ending a session when the database went away under it (a fast shutdown), without raising.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from flask import Flask, g, request
+from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
-
-# A pooled connection idle longer than this is checked (SELECT 1) before use. One in steady use is
-# not: a check is a round trip on every request, as much as a query. A connection the server
-# dropped while it was busy fails its request once, and that failure empties the whole pool
-# (SQLAlchemy invalidates every connection older than a disconnect), so the next request reconnects.
-PING_AFTER_IDLE_SECONDS = 2.0
-
-View = TypeVar("View", bound=Callable[..., Any])
 
 # What the runtime role may not do to some tables, beyond what it may not do to any (no TRUNCATE,
 # no DDL): the audit trail only grows, the migrations' bookkeeping is the owner's.
@@ -126,51 +114,3 @@ def _drop_session() -> None:
     with contextlib.suppress(SQLAlchemyError):
         db.session.invalidate()
     db.session.registry.clear()
-
-
-def ping_idle_connections(engine: sa.Engine) -> None:
-    """Check a pooled connection before use only when it sat idle past PING_AFTER_IDLE_SECONDS; one
-    the server dropped meanwhile (a restart) is replaced, unseen by the request."""
-
-    @sa.event.listens_for(engine, "checkin")
-    def _checked_in(dbapi_connection: Any, record: Any) -> None:
-        record.info["idle_since"] = time.monotonic()
-
-    @sa.event.listens_for(engine, "checkout")
-    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        idle_since = record.info.get("idle_since")
-        if idle_since is None or time.monotonic() - idle_since <= PING_AFTER_IDLE_SECONDS:
-            return  # new, or just used
-        try:
-            engine.dialect.do_ping(dbapi_connection)
-        except engine.dialect.loaded_dbapi.Error as error:
-            if engine.dialect.is_disconnect(error, dbapi_connection, None):
-                raise sa.exc.DisconnectionError(str(error)) from error  # the pool connects anew
-            raise
-
-
-def read_only(view: View) -> View:
-    """Mark a view that only reads the database: on PostgreSQL its request runs each statement on
-    its own, without BEGIN and ROLLBACK (two round trips fewer)."""
-    view.reads_only = True  # type: ignore[attr-defined]
-    return view
-
-
-def run_read_only_views_without_transaction(app: Flask) -> None:
-    """Before anything reads the database (the signed-in user included), put a read-only view's
-    session in autocommit; its connection goes back to the pool in the usual mode."""
-    if sa.engine.make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_backend_name() != "postgresql":
-        return
-
-    @app.before_request
-    def _autocommit_reads() -> None:
-        view = app.view_functions.get(request.endpoint or "")
-        # A session already in a transaction (a test's app context shared by its requests) keeps it.
-        if getattr(view, "reads_only", False) and not db.session().in_transaction():
-            db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            g.autocommit_reads = True
-
-    @app.teardown_request
-    def _end_autocommit(_error: BaseException | None) -> None:
-        if g.pop("autocommit_reads", False):
-            rollback_quietly()  # no round trip: nothing is open; the connection goes back to the pool
