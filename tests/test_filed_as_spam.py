@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers import add_content, login, row_html, run_jobs, timeline_html
+from tests.helpers import add_content, htmx_get, login, row_html, run_jobs, timeline_html
 from tests.helpers import text as markup_text
 from webapp import statuses
 from webapp.extensions import db
@@ -195,3 +195,31 @@ def test_the_postmark_sandbox_plays_the_sequence_through_the_webhook_route(
     )
     # The address is not blocked: the next email goes.
     assert sending.spam_list_entry(patient.email) is None
+
+
+def test_the_log_reads_the_notice_with_its_rows(app, world, client):
+    """A row shown before the notice shows it once it arrives (a kept row is not served), and the
+    log reads it in its rows' statement rather than in one of its own."""
+    email = new_email(world)
+    apply_events(email, parse_webhook_event(the_three(email)["delivered"]), source="webhook")
+    db.session.commit()
+    login(client, "clinician@a.example")
+    log_url = f"/clients/{world.client_a.id}/emails"
+    before = htmx_get(client, log_url).get_data(as_text=True)
+    assert "filed this email as spam" not in text(row_html(before, email))
+
+    apply_events(email, parse_webhook_event(the_three(email)["filtered"]), source="webhook")
+    db.session.commit()
+    statements: list[str] = []
+
+    def on_sql(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", on_sql)
+    try:
+        page = htmx_get(client, log_url).get_data(as_text=True)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", on_sql)
+    assert f"The client's mail server filed this email as spam: {ADVICE}" in text(row_html(page, email))
+    reading_events = [statement for statement in statements if "email_event" in statement]
+    assert len(reading_events) == 1 and "email.subject" in reading_events[0]

@@ -109,12 +109,25 @@ def session_user(user_id: int, sid: str) -> User | None:
     if not sid:
         return None
     return db.session.execute(
+        _session_user_statement(), {"user_id": user_id, "sid_hash": sid_hash(sid)}
+    ).scalar_one_or_none()
+
+
+@lru_cache(maxsize=1)
+def _session_user_statement() -> sa.Select:
+    # Built once: every request runs it, and building it and its cache key cost as much as its
+    # round trip. Its parameters are bound at each execution.
+    return (
         sa.select(User)
         .join(UserSession, UserSession.user_id == User.id)
-        .where(User.id == user_id, UserSession.sid_hash == sid_hash(sid), UserSession.ended_at.is_(None))
+        .where(
+            User.id == sa.bindparam("user_id"),
+            UserSession.sid_hash == sa.bindparam("sid_hash"),
+            UserSession.ended_at.is_(None),
+        )
         # Every page shows the clinic's name and times in its zone: one query, not two.
         .options(sa.orm.joinedload(User.clinic))
-    ).scalar_one_or_none()
+    )
 
 
 def why_ended(user_id: int | None, sid: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import sqlalchemy as sa
 
@@ -27,9 +28,7 @@ def get_client_and_spam_entry(
     """Return the clinic's client with this id (None if none), and the spam-list entry of its
     address by address (empty when not listed), for address_health; one query, not two."""
     row = db.session.execute(
-        sa.select(Client, SpamListEntry, sa.func.lower(Client.email))
-        .outerjoin(SpamListEntry, SpamListEntry.address == sa.func.lower(Client.email))
-        .where(Client.id == client_id, Client.clinic_id == clinic_id)
+        _client_and_spam_entry_statement(), {"client_id": client_id, "clinic_id": clinic_id}
     ).one_or_none()
     if row is None:
         return None
@@ -42,6 +41,17 @@ def get_client_and_spam_entry(
             sa.select(SpamListEntry).where(SpamListEntry.address == address)
         ).scalar_one_or_none()
     return client, {address: entry} if entry is not None else {}
+
+
+@lru_cache(maxsize=1)
+def _client_and_spam_entry_statement() -> sa.Select:
+    # Built once: every log render runs it (building it and its cache key cost a good part of a
+    # round trip). Its parameters are bound at each execution.
+    return (
+        sa.select(Client, SpamListEntry, sa.func.lower(Client.email))
+        .outerjoin(SpamListEntry, SpamListEntry.address == sa.func.lower(Client.email))
+        .where(Client.id == sa.bindparam("client_id"), Client.clinic_id == sa.bindparam("clinic_id"))
+    )
 
 
 def get_email(clinic_id: int, email_id: int) -> Email | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ from webapp.event_kinds import EventKind
 from webapp.extensions import db
 from webapp.models import MESSAGE_KINDS, Email, User
 from webapp.services.clients import LOG_DAYS
-from webapp.services.filed_as_spam import filed_as_spam
+from webapp.services.filed_as_spam import filed_as_spam_column
 from webapp.services.next_steps import is_stuck, support_now
 from webapp.services.timelines import (
     LateChange,
@@ -62,6 +63,8 @@ class LogEmail:
     appointment_at: datetime | None
     version: int
     sender_name: str | None  # who sent it; None: sent automatically
+    # When the client's mail server said it filed this email as spam (Postmark), if it did.
+    filed_as_spam_at: datetime | None
     # Everything above as read (version included): what a cached rendering of the row is keyed by.
     key: tuple = ()
 
@@ -82,6 +85,7 @@ class LogEmail:
         Email.appointment_at,
         Email.version,
         User.name,
+        filed_as_spam_column(),
     )
 
     @property
@@ -152,29 +156,19 @@ def email_log(
 ) -> list[LogRow]:
     """Return the client's emails of the past 30 days, newest first; the rows in `open_ids` (at most
     MAX_OPEN_TIMELINES) carry their timeline, times formatted in the time zone `tz`."""
-    select = (
-        sa.select(*LogEmail.COLUMNS)
-        .outerjoin(User, User.id == Email.sent_by_id)
-        .where(
-            Email.clinic_id == clinic_id,
-            Email.client_id == client_id,
-            Email.created_at >= now - timedelta(days=LOG_DAYS),
-        )
-        .order_by(Email.created_at.desc(), Email.id.desc())
-    )
-    if status_key in statuses.BY_KEY:
-        select = select.where(Email.status == status_key)
+    filtered = status_key in statuses.BY_KEY
+    parameters = {"clinic_id": clinic_id, "client_id": client_id, "since": now - timedelta(days=LOG_DAYS)}
+    if filtered:
+        parameters["status"] = status_key
     # Plain columns: run as Core, without the ORM's per-row loading (the same transaction).
-    emails = [LogEmail(*row, key=tuple(row)) for row in db.session.connection().execute(select).all()]
+    result = db.session.connection().execute(_rows_statement(filtered), parameters)
+    emails = [LogEmail(*row, key=tuple(row)) for row in result.all()]
     # Only a failed or spam-reported row reads events without its timeline (why it failed, and
     # whether that came after delivery), and only those kinds of event.
     ending = {statuses.FAILED.key, statuses.SPAM_REPORT.key}
     events = events_of([email.id for email in emails if email.status in ending], ROW_EVENT_KINDS)
     zone = timezones.zone(tz)
     rows = [_log_row(email, events.get(email.id, []), now, zone) for email in emails]
-    filtered = filed_as_spam([email.id for email in emails if email.status in REACHED])
-    for row in rows:
-        row.filed_as_spam_at = filtered.get(row.email.id)
     wanted = set(sorted(open_ids)[:MAX_OPEN_TIMELINES])
     opened = [row for row in rows if row.email.id in wanted]
     # Whether an email was resent shows on a failed row, and in an open timeline.
@@ -194,6 +188,23 @@ def email_log(
         if not (notices or row.timeline):
             row.cache_key = (row.email.key, row.changed_ago)
     return rows
+
+
+@lru_cache(maxsize=2)
+def _rows_statement(filtered: bool) -> sa.Select:
+    """The log's rows, newest first (`filtered`: of one status); built once, bound at each render
+    (building a statement and its cache key costs about as much as its round trip)."""
+    select = (
+        sa.select(*LogEmail.COLUMNS)
+        .outerjoin(User, User.id == Email.sent_by_id)
+        .where(
+            Email.clinic_id == sa.bindparam("clinic_id"),
+            Email.client_id == sa.bindparam("client_id"),
+            Email.created_at >= sa.bindparam("since", type_=Email.created_at.type),
+        )
+        .order_by(Email.created_at.desc(), Email.id.desc())
+    )
+    return select.where(Email.status == sa.bindparam("status")) if filtered else select
 
 
 # Statuses that show an email reached the client's mailbox.
@@ -261,4 +272,6 @@ def _log_row(email: LogEmail, events: list[Any], now: datetime, zone: tzinfo) ->
         handover=statuses.handover_note(email.send_state),
         changed_ago=timezones.ago(email.status_changed_at, now),
         zone=zone,
+        # Only an email that reached the client can have been filed as spam by its mail server.
+        filed_as_spam_at=email.filed_as_spam_at if email.status in REACHED else None,
     )
