@@ -2,7 +2,7 @@
 no Redis round trip while the process's change feed is current, and never a change missed:
 every announced change and ended session is forgotten before any stream rings, a dropped or
 silent subscription stops the process trusting what it knows, and a fetch its stream asked for
-reads Redis itself."""
+reads Redis itself. The feed pings Redis only while polls ask: none for the push's own fetches."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from redis import Redis
 from tests.helpers import FakeClock, FreezableLink, login, wait_until_current
 from webapp.freshness.counters import log_channel, log_key
 from webapp.freshness.known import Known
-from webapp.freshness.stream import KNOWN_LAG_SECONDS, ChangeFeed
+from webapp.freshness.stream import ASKED_SECONDS, KNOWN_LAG_SECONDS, PING_SECONDS, ChangeFeed
 from webapp.services.accounts import live_key, sessions_ended_channel
 
 POLL = {"HX-Request": "true", "HX-Trigger": "email-log"}
@@ -93,6 +93,107 @@ def linked_feed(app: Flask) -> Iterator[tuple[ChangeFeed, FreezableLink, FakeClo
     yield feed, link, clock
     feed.stop()
     link.close()
+
+
+def count_pings(feed: ChangeFeed, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each ping the feed sends on its subscription (not redis-py's own health checks)."""
+    sent: list[str] = []
+    make = feed._redis.pubsub  # noqa: SLF001
+
+    def pubsub(**options: object) -> object:
+        subscription = make(**options)
+        ping = subscription.ping
+
+        def counted(*args: object) -> object:
+            sent.append("ping")
+            return ping(*args)
+
+        subscription.ping = counted
+        return subscription
+
+    monkeypatch.setattr(feed._redis, "pubsub", pubsub)  # noqa: SLF001
+    return sent
+
+
+def go_round(app: Flask, linked_feed, world, times: int = 3) -> None:  # noqa: ANN001
+    """Move the clock on by PING_SECONDS and announce a change to another log, `times` times, each
+    time waiting until the feed heard it: it went round its loop, where it pings when one is due,
+    at least as often, and one was due at each turn (without a sleep)."""
+    feed, _link, clock = linked_feed
+    channel = log_channel(world.clinic_b.id, world.client_b.id)
+    bell = feed.open(channel)
+    assert bell is not None
+    for _ in range(times):
+        clock.advance(PING_SECONDS)
+        app.extensions["redis"].publish(channel, b"1")
+        assert bell.wait(10)
+    feed.close(bell)
+
+
+class CountedReads:
+    """The app's Redis client, counting the fast path's reads (one MGET a poll it cannot vouch for)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.reads = 0
+
+    def mget(self, *keys: str) -> list:
+        self.reads += 1
+        return self.redis.mget(*keys)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.redis, name)
+
+
+def idle_spell(app: Flask, client, world, url: str, linked_feed, monkeypatch) -> list[str]:  # noqa: ANN001
+    """Known and current after a poll, then nobody asks for longer than ASKED_SECONDS; return the
+    feed's pings so far, as they go on."""
+    feed, _link, clock = linked_feed
+    pings = count_pings(feed, monkeypatch)
+    known_by_this_process(app, client, url)
+    assert pings  # asked for: it pinged
+    clock.advance(ASKED_SECONDS + 0.1)
+    go_round(app, linked_feed, world)  # past a ping it may have sent as the spell began
+    return pings
+
+
+def test_a_feed_nobody_asks_sends_no_pings(app, client, world, url, linked_feed, monkeypatch):
+    feed = linked_feed[0]
+    pings = idle_spell(app, client, world, url, linked_feed, monkeypatch)
+    before = len(pings)
+    go_round(app, linked_feed, world, times=5)  # a ping due at every turn, had anyone asked
+    assert len(pings) == before
+    assert not feed.current(ask=False)  # its last answer is older than the lag bound
+
+
+def test_polls_trust_what_is_kept_again_soon_after_an_idle_spell(
+    app, client, world, url, linked_feed, monkeypatch
+):
+    feed = linked_feed[0]
+    pings = idle_spell(app, client, world, url, linked_feed, monkeypatch)
+    before = len(pings)
+    redis = app.extensions["redis"] = CountedReads(app.extensions["redis"])
+    assert client.get(url, headers=POLL).status_code == 204
+    assert redis.reads == 1  # the first poll after the spell asked Redis: kept, but not vouched for
+    wait_for(lambda: len(pings) > before, "the feed to ping again")  # the poll asked: it pings
+    wait_for(lambda: feed.current(ask=False), "the answer to its ping")
+    for _ in range(3):
+        assert client.get(url, headers=POLL).status_code == 204
+    assert redis.reads == 1  # what was kept before the spell, trusted again (heard all meanwhile)
+
+
+def test_a_log_on_the_push_does_not_keep_the_feed_pinging(app, client, world, url, linked_feed, monkeypatch):
+    pings = idle_spell(app, client, world, url, linked_feed, monkeypatch)
+    before = len(pings)
+    changed = {**POLL, "X-Log-Changed": "1"}
+    assert client.get(url, headers=changed).status_code == 204  # its stream opened
+    another_process_changes(app, world)
+    assert client.get(url, headers=changed).status_code == 200  # its stream rang: rendered
+    # Its timed poll (minutes apart, LOG_POLL_STREAM_SECONDS): the log's "unchanged" ran out.
+    ran_out = re.sub(r"v=(\w+)-\d+", r"v=\1-1", url)
+    assert client.get(ran_out, headers=POLL).status_code == 200
+    go_round(app, linked_feed, world)
+    assert len(pings) == before
 
 
 def test_an_unchanged_poll_needs_no_redis_round_trip_while_the_feed_is_current(app, client, url):

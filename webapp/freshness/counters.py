@@ -54,7 +54,10 @@ def current_marker(clinic_id: int, client_id: int) -> str:
     """Return the client's log counter, creating it when Redis has lost it; from what this process
     knows (webapp/freshness/known.py) when it can: a value behind Redis only costs one more render."""
     feed = current_app.extensions["log_feed"]
-    if feed.current():
+    # Used if current, not asked for (stream.ASKED_SECONDS): while the log polls, its polls ask;
+    # for a render its stream asked for (or its timed poll, minutes apart) asking would keep the
+    # feed pinging for seconds, about twenty pings, to save this one read.
+    if feed.current(ask=False):
         known = feed.known.counter(log_channel(clinic_id, client_id))
         if known is not None:
             return known.decode()

@@ -72,6 +72,7 @@ def log_unchanged(
     except (KeyError, TypeError):
         return False
     known = feed.known if feed is not None else None
+    # Asked only here, where what it knows would answer: the feed pings while polls rely on it.
     if known is not None and feed.current():
         value = known.answer(channel, live_mark)
         if value is not None:
@@ -81,7 +82,7 @@ def log_unchanged(
         value, live = redis.mget(log_key(clinic_id, client_id, app), live_mark)
     except RedisError:
         return False
-    if known is not None and feed.current():
+    if known is not None and feed.current(ask=False):
         known.keep(generation, channel, value, live_mark, live is not None)
     return live is not None and value is not None and value == marker.encode()
 
@@ -129,10 +130,12 @@ class UnchangedLogPoll:
         now = time.time()
         session = self._session(cookie, now)
         feed = self.app.extensions["log_feed"]
-        if not feed.current():
-            feed.start()  # what it knows answers the polls once it listens
         if environ.get(CHANGED_HEADER):
+            # Nor is the feed asked: the log's stream is open, and asking would keep it pinging
+            # for nobody.
             feed = None
+        elif not feed.current(ask=False):
+            feed.start()  # what it knows answers the polls once it listens
         redis = self.app.extensions["redis"]
         return log_unchanged(redis, session, int(match.group(1)), version, now, self.app, feed)
 

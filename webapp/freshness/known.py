@@ -10,8 +10,11 @@ only if nothing about it was heard while it was being read, so an announcement t
 the read is never undone by it. What is kept is trusted only while Redis has answered the feed's
 last ping within KNOWN_LAG_SECONDS: everything announced before that ping was heard, so a kept
 value is never more than that far behind Redis (in practice a few milliseconds), and a change
-shows at the latest at the next poll after. When the feed loses Redis, everything kept is
-forgotten. A fetch that the log's stream asked for (it rang) reads Redis itself.
+shows at the latest at the next poll after. The feed pings only while polls ask for what it
+knows: after a spell with no poll the first one reads Redis, and what is kept is trusted again once
+a ping sent after that came back (the feed listened meanwhile, so what it kept was forgotten on
+every announcement as ever). When the feed loses Redis, everything kept is forgotten. A fetch that
+the log's stream asked for (it rang) reads Redis itself, and does not ask the feed.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ instead of on a timer.
 One pattern subscription per process, whatever the number of open logs: a stream costs a
 dictionary entry and a wait, not a Redis connection. The same subscription keeps what the process
 knows of the logs' counters current (webapp/freshness/known.py), so that an unchanged poll needs
-no Redis round trip while it listens; it pings Redis every PING_SECONDS to know how far behind it
-could be. A stream is only a doorbell: the browser
+no Redis round trip while it listens; while polls ask for what it knows, it pings Redis every
+PING_SECONDS to know how far behind it could be. A stream is only a doorbell: the browser
 fetches the log through the usual path (webapp/freshness/fastpoll.py, then the view), so what it shows
 and who may see it are decided there. Every failure here falls back to that polling: a lost Redis
 ends the streams, and the browser polls at the usual interval until its stream is back.
@@ -45,6 +45,17 @@ SESSION_OVER = "event: end\ndata: session\n\n"
 # that ping was heard first: Redis answers a connection in order).
 PING_SECONDS = 0.5
 KNOWN_LAG_SECONDS = 2.0
+# It pings only while what it knows was asked for this recently (current(), by a poll it would
+# answer: fastpoll.log_unchanged): an open log on the push relies on its stream and asks nothing,
+# so a feed only the streams use costs no pings. Longer than a polling log's interval
+# (LOG_POLL_SLOW_SECONDS, 4 s), so that one log polling keeps it pinging between its polls. The
+# first ask after an idle spell is answered False (the caller reads Redis, as every poll did before
+# the feed pinged) and the first ping goes within a second (IDLE_WAIT_SECONDS); the polls are
+# trusted again once its answer came back.
+ASKED_SECONDS = 10.0
+# How long the feed waits for a message between pings, or while nobody asks: each wait that ends
+# empty costs the process about as much CPU as a ping, so it is not shortened while idle.
+IDLE_WAIT_SECONDS = 1.0
 
 
 class TooManyStreams(Exception):
@@ -109,6 +120,8 @@ class ChangeFeed:
         # When (monotonic()) the ping last answered was sent: all announced before it was heard.
         self._monotonic = monotonic
         self._caught_up = float("-inf")
+        # When (monotonic()) what the feed knows was last asked for: it pings while that is recent.
+        self._asked = float("-inf")
 
     def open(self, channel: str, live_key: str = "") -> Subscription | None:
         """Register a stream for one log's channel, ended when the session whose live mark is
@@ -149,13 +162,13 @@ class ChangeFeed:
         self._end_all()
         self.known.forget_all()
 
-    def current(self) -> bool:
-        """Whether what the feed knows (`known`) is at most KNOWN_LAG_SECONDS behind Redis."""
-        return (
-            not self.stopping
-            and self._listening.is_set()
-            and self._monotonic() - self._caught_up <= KNOWN_LAG_SECONDS
-        )
+    def current(self, ask: bool = True) -> bool:
+        """Whether what the feed knows (`known`) is at most KNOWN_LAG_SECONDS behind Redis; unless
+        `ask` is False, the feed also pings (again) for the next ASKED_SECONDS, so it soon is."""
+        now = self._monotonic()
+        if ask:
+            self._asked = now
+        return not self.stopping and self._listening.is_set() and now - self._caught_up <= KNOWN_LAG_SECONDS
 
     def start(self) -> None:
         """Start listening, in the background, unless already listening (or stopped)."""
@@ -200,18 +213,22 @@ class ChangeFeed:
                 pause = min(pause * 2, 10.0)
 
     def _hear(self, pubsub: Any) -> None:
-        """Pass on what the subscription hears, and ping it, until the feed stops or Redis is lost."""
+        """Pass on what the subscription hears, and ping it while asked, until the feed stops or
+        Redis is lost."""
         check_at = time.monotonic() + self._check_seconds
         ping_sent: float | None = None
         ping_at = 0.0
         while not self.stopping:
             now = self._monotonic()
-            if ping_sent is None and now >= ping_at:
-                ping_sent = now
-                pubsub.ping("feed")
-            message = pubsub.get_message(
-                timeout=min(1.0, max(0.0, ping_at - now)) if ping_sent is None else 1.0
-            )
+            wait = IDLE_WAIT_SECONDS
+            if ping_sent is None and now - self._asked <= ASKED_SECONDS:
+                if now >= ping_at:
+                    ping_sent = now
+                    pubsub.ping("feed")
+                else:
+                    wait = min(wait, ping_at - now)
+            # While nobody asks, a first ask waits for its ping at most this long (IDLE_WAIT_SECONDS).
+            message = pubsub.get_message(timeout=wait)
             kind = message["type"] if message is not None else None
             if kind == "pmessage":
                 self._ring(message["channel"].decode())

@@ -219,7 +219,8 @@ def keep_live(sid: str, login_at: int) -> None:
     if not sid or remaining <= 0:
         return
     feed = current_app.extensions["log_feed"]
-    if feed.current() and feed.known.is_live(live_key(sid)):
+    # Used if current, not asked for: as the log's counter (counters.current_marker).
+    if feed.current(ask=False) and feed.known.is_live(live_key(sid)):
         return  # this process read the mark and heard of no end since: no round trip
     _set_live(sid, remaining, only_if_missing=True)
 
