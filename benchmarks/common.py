@@ -276,6 +276,15 @@ def sign_in(base: str, email: str, password: str = PASSWORD) -> httpx.Client:
     return client
 
 
+def browser_headers(client: httpx.Client) -> dict[str, str]:
+    """What a signed-in browser sends with each of its log's requests: its session cookie, and the
+    User-Agent it signed in with (Flask-Login ties the session to it: another one would mark the
+    session not fresh, and re-sign its cookie, on every request of a load generator that keeps the
+    first cookie)."""
+    cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    return {"Cookie": cookie, "User-Agent": client.headers["User-Agent"], "HX-Request": "true"}
+
+
 @contextlib.contextmanager
 def timed() -> Iterator[list[float]]:
     """Measure the seconds a block takes: `with timed() as t: ...; t[0]`."""

@@ -74,8 +74,7 @@ def main() -> None:
     )
     web = processes.gunicorn("wsgi:app", env, settings=settings)
     client = common.sign_in(web, "clinician@example.com")
-    cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
-    headers = {"Cookie": cookie, "HX-Request": "true", "HX-Trigger": "email-log"}
+    headers = {**common.browser_headers(client), "HX-Trigger": "email-log"}
 
     def log_urls() -> tuple[str, str]:
         """The log's poll URL as just rendered (its "unchanged" answer lasts at most a minute), and

@@ -71,10 +71,13 @@ def cpu_per_request(pid: int, url: str, headers: dict[str, str], count: int, exp
     return (cpu_seconds(pid) - before) / (count // 4 * 4)
 
 
-def open_stream(port: int, path: str, cookie: str) -> socket.socket:
+def open_stream(port: int, path: str, headers: dict[str, str]) -> socket.socket:
     """Open an event stream as EventSource does; return the socket once its first bytes came."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\nCookie: {cookie}\r\n\r\n"
+    browser = f"Cookie: {headers['Cookie']}\r\nUser-Agent: {headers['User-Agent']}"
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n{browser}\r\n\r\n"
+    )
     sock.sendall(request.encode())
     data = b""
     while b"retry:" not in data:
@@ -139,8 +142,7 @@ def main() -> None:
     page = client.get("/clients/1").text
     log_url = re.search(r'id="email-log"[^>]*hx-get="([^"]+)"', page, re.S).group(1).replace("&amp;", "&")
     stream_path = re.search(r'data-stream-url="([^"]+)"', page).group(1)
-    cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
-    headers = {"Cookie": cookie, "HX-Request": "true", "HX-Trigger": "email-log"}
+    headers = {**common.browser_headers(client), "HX-Trigger": "email-log"}
     expired = re.sub(r"v=(\w+)-\d+", r"v=\1-1", log_url)  # the "unchanged" answer ran out: full render
     n = args.requests
     print(f"gunicorn {' '.join(settings)}; load average {' '.join(f'{x:.2f}' for x in psutil.getloadavg())}")
@@ -162,7 +164,7 @@ def main() -> None:
         count = max(10, n // 10)
         before = cpu_seconds(other_pid)
         for start in range(0, count, 50):
-            socks = [open_stream(other_port, stream_path, cookie) for _ in range(min(50, count - start))]
+            socks = [open_stream(other_port, stream_path, headers) for _ in range(min(50, count - start))]
             for sock in socks:
                 read_to_end(sock)
         return (cpu_seconds(other_pid) - before) / count
@@ -171,7 +173,7 @@ def main() -> None:
     web_port = int(web.rsplit(":", 1)[1])
 
     def idle_minute() -> float:
-        socks = [open_stream(web_port, stream_path, cookie) for _ in range(args.streams)]
+        socks = [open_stream(web_port, stream_path, headers) for _ in range(args.streams)]
         before = cpu_seconds(web_pid)
         time.sleep(args.seconds)
         spent = cpu_seconds(web_pid) - before

@@ -244,9 +244,7 @@ def _log_context(client: Client, spam: dict | None = None) -> dict:
         "stream_poll_seconds": _stream_poll_seconds(now, deadline),
         # Built once, not once per row (url_for costs about as much as a row's other values).
         "help_index_url": help_index_url,
-        "help_status_urls": {
-            status.help_key: url_for("help.status", key=status.help_key) for status in statuses.ALL
-        },
+        "help_status_urls": _help_status_urls(),
         "resend_url": _url_pattern("emails.resend", "email_id"),
         "timeline_url": timeline_url,
         "as_sent_url": as_sent_url,  # each row's "View the email as sent"
@@ -265,6 +263,12 @@ def _stream_poll_seconds(now: datetime, stuck_deadline: datetime | None) -> int:
     if stuck_deadline is not None:
         seconds = min(seconds, int(stuck_deadline.timestamp() - now.timestamp()) + 1)
     return max(1, seconds)
+
+
+def _help_status_urls() -> dict[str, str]:
+    """Each status's help URL by its help key, from one url_for (the keys are plain words)."""
+    pattern = url_for("help.status", key="HELPKEY")
+    return {status.help_key: pattern.replace("HELPKEY", status.help_key) for status in statuses.ALL}
 
 
 def _url_pattern(endpoint: str, argument: str) -> str:
