@@ -16,8 +16,10 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 from redis import Redis
+from redis.exceptions import RedisError
 
 from tests.helpers import FakeClock, FreezableLink, login, wait_until_current
+from webapp.freshness import stream
 from webapp.freshness.counters import log_channel, log_key
 from webapp.freshness.known import Known
 from webapp.freshness.stream import ASKED_SECONDS, KNOWN_LAG_SECONDS, PING_SECONDS, ChangeFeed
@@ -332,3 +334,35 @@ def test_a_render_takes_its_counter_and_the_live_mark_from_what_is_known(app, cl
     changed = re.sub(r"v=\w+-", "v=0-", url)
     html = client.get(changed, headers=POLL).get_data(as_text=True)
     assert f"v={counter}-" in html  # not "none", which a failed Redis read gives
+
+
+def test_a_redis_gone_silent_does_not_hang_the_feeds_session_check(app, monkeypatch):
+    """The feed's check of its streams' sessions gives up on a silent Redis (and the feed starts
+    again) instead of holding its thread, and with it every open log, for good."""
+    monkeypatch.setattr(stream, "COMMAND_TIMEOUT_SECONDS", 0.3)
+    link = FreezableLink(urlsplit(app.config["REDIS_URL"]).port or 6379)
+    feed = ChangeFeed(
+        urlsplit(app.config["REDIS_URL"])._replace(netloc=f"127.0.0.1:{link.port}").geturl(),
+        log_channel("*", "*", app=app),
+        sessions_channel=sessions_ended_channel(app),
+    )
+    outcome: list[BaseException | None] = []
+
+    def check() -> None:
+        try:
+            feed.end_ended_sessions()
+            outcome.append(None)
+        except RedisError as error:
+            outcome.append(error)
+
+    try:
+        assert feed.open(log_channel(1, 1, app=app), live_key("a-session")) is not None
+        link.freeze()
+        checker = threading.Thread(target=check, daemon=True)
+        checker.start()
+        checker.join(30)
+        assert not checker.is_alive(), "the feed's session check hung on a silent Redis"
+        assert isinstance(outcome[0], RedisError)
+    finally:
+        feed.stop()
+        link.close()

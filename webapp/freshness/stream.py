@@ -45,6 +45,8 @@ SESSION_OVER = "event: end\ndata: session\n\n"
 # that ping was heard first: Redis answers a connection in order).
 PING_SECONDS = 0.5
 KNOWN_LAG_SECONDS = 2.0
+# The longest the feed waits for the answer to one of its own commands (not the subscription's).
+COMMAND_TIMEOUT_SECONDS = 5.0
 # It pings only while what it knows was asked for this recently (current(), by a poll it would
 # answer: fastpoll.log_unchanged): an open log on the push relies on its stream and asks nothing,
 # so a feed only the streams use costs no pings. Longer than a polling log's interval
@@ -103,6 +105,11 @@ class ChangeFeed:
         # Its own client: no read timeout on the listening connection, and a ping every 30 s
         # so a connection dropped without a word is noticed.
         self._redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
+        # The feed's own commands (the sessions' check) on a client with a read timeout: a Redis
+        # gone silent mid-answer must not hang the feed's thread, and with it every open log.
+        self._commands = Redis.from_url(
+            redis_url, socket_connect_timeout=5, socket_timeout=COMMAND_TIMEOUT_SECONDS
+        )
         self._check_seconds = check_seconds
         # Re-entrant: the SIGTERM handler ends the streams from whatever code it interrupted,
         # which may be holding it (under gevent a handler runs in the interrupted greenlet).
@@ -253,7 +260,7 @@ class ChangeFeed:
         live: set[str] = set()
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            live.update(key for key, value in zip(chunk, self._redis.mget(chunk), strict=True) if value)
+            live.update(key for key, value in zip(chunk, self._commands.mget(chunk), strict=True) if value)
         for subscription in streams:
             if subscription.live_key and subscription.live_key not in live:
                 subscription.session_over = True
