@@ -189,8 +189,10 @@ BOUNCE = "550 5.1.1 The email account that you tried to reach does not exist"
 def add_content(
     email: Email, html: str = HTML_WITH_LINK, reply_to: str = "", calendar_ics: str | None = None
 ) -> EmailContent:
-    """Give an email the HTML part (and Reply-To, calendar) it is handed over with, as composing does."""
-    content = EmailContent(email=email, body_html=html, reply_to=reply_to, calendar_ics=calendar_ics)
+    """Give an email the HTML part (and Reply-To, calendar) it is handed over with, as composing does
+    (beside the From and To names queue_email stored, if it went through it)."""
+    content = email.content or EmailContent(email=email)
+    content.body_html, content.reply_to, content.calendar_ics = html, reply_to, calendar_ics
     db.session.add(content)
     return content
 

@@ -107,9 +107,21 @@ def test_a_resend_is_the_same_email_as_sent(signed_in, world):
 
 def test_an_email_queued_without_content_stays_text_only(world, app):
     email = sending.queue_email(world.client_a, kind="receipt", subject="R", body="B", sent_by=None)
-    assert email.content is None
+    # Its content row holds only what every email carries: its From and To names.
+    content = email.content
+    assert (content.body_html, content.reply_to, content.calendar_ics) == ("", "", None)
+    assert (content.from_name, content.from_address, content.to_name) == (
+        "Clinic A",
+        app.config["MAIL_FROM_ADDRESS"],
+        "Jane Doe",
+    )
     message = handover._outgoing(email)
     assert (message.body_html, message.attachments, message.track_opens) == ("", (), False)
+    assert (message.from_name, message.from_address, message.to_name) == (
+        content.from_name,
+        content.from_address,
+        content.to_name,
+    )
 
 
 # --- The form's errors -------------------------------------------------------------------------------

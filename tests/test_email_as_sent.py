@@ -19,6 +19,7 @@ from webapp.email_frame import EMAIL_FRAME_POLICY
 from webapp.extensions import db
 from webapp.models import AuditEntry, Email, EmailContent
 from webapp.security import CONTENT_SECURITY_POLICY
+from webapp.services import sending
 
 # Each request starts with an empty `g` (conftest.py).
 pytestmark = pytest.mark.usefixtures("separate_requests")
@@ -43,9 +44,13 @@ TEXT_PART = "Dear Jane,\n\n  Your appointment is on Monday at 3 pm.\n<b>not mark
 
 
 def with_content(email: Email, html: str = HOSTILE_HTML, reply_to: str = "front@clinic-a.example", ics=ICS):
-    """Give an email the content it was handed over with (as the compose step stores it)."""
+    """Give an email the content it was handed over with (as the compose step stores it, its From
+    and To names too)."""
     email.body = TEXT_PART
-    db.session.add(EmailContent(email_id=email.id, body_html=html, reply_to=reply_to, calendar_ics=ics))
+    headers = sending.headers_for(email.client, email.clinic)
+    db.session.add(
+        EmailContent(email_id=email.id, body_html=html, reply_to=reply_to, calendar_ics=ics, **headers)
+    )
     db.session.commit()
     db.session.expire(email)
     return email
@@ -83,6 +88,7 @@ def test_the_page_shows_the_headers_the_html_part_framed_and_the_text_part(app, 
     assert "Subject Your appointment on Monday" in words
     assert "From Clinic A <no-reply@clinicmail.example>" in words
     assert "To Jane Doe <jane.doe+delivered@example.com>" in words
+    assert "rebuilt" not in words  # kept with the email: see tests/test_as_sent_headers.py
     assert "Reply-To front@clinic-a.example" in words
     assert re.search(r"Sent \d{2} \w{3} \d{2}:\d{2} UTC", words), words
     # The text part as sent: its line breaks and spaces kept, its markup shown as text.

@@ -11,9 +11,9 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers import email_with_history, login, removal_case, scan
+from tests.helpers import add_content, email_with_history, login, removal_case, scan
 from webapp.extensions import db
-from webapp.models import Email, EmailContent, Incident, RemovalRequest
+from webapp.models import Email, Incident, RemovalRequest
 from webapp.services import alerts
 
 # Every page rendered here is checked for CSP breakers; each request starts with an empty `g` (conftest.py).
@@ -53,8 +53,7 @@ def test_the_checker_catches_what_the_csp_would_block():
 
 def test_every_page_of_every_role_is_free_of_inline_script_and_style(app, world, html_guard):
     email = email_with_history(world.client_a)
-    if email.content is None:  # its copy as sent, with an HTML part to frame
-        db.session.add(EmailContent(email_id=email.id, body_html='<p style="color:red">Hi</p>', reply_to=""))
+    add_content(email, '<p style="color:red">Hi</p>')  # its copy as sent, with an HTML part to frame
     case = removal_case(world.client_a.email)
     # An alert about the email: its incident, and support's page of the email, have something to show.
     alerts.alert_operators("email_stuck", "Stuck: <b>not markup</b>", email)

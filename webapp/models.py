@@ -147,8 +147,9 @@ class Email(db.Model):
         primaryjoin="Email.id == foreign(EmailEvent.email_id)",
         order_by="EmailEvent.occurred_at, EmailEvent.id",
     )
-    # What was handed to the provider beyond the subject and text part (Email.body); None for a
-    # text-only email. Loaded only when asked for: the log's queries never need it.
+    # What was handed to the provider beyond the subject, To address and text part (Email.body):
+    # every email queued since migration 0018 has one (its From and To names), a text-only one with
+    # no HTML part. Loaded only when asked for: the log's queries never need it.
     content: so.Mapped[EmailContent | None] = so.relationship(
         back_populates="email",
         uselist=False,
@@ -184,8 +185,8 @@ class Email(db.Model):
 
 
 class EmailContent(db.Model):
-    """The rest of an email exactly as handed to the provider: its HTML part, Reply-To and calendar
-    attachment. A table of its own so the hot email rows stay small."""
+    """The rest of an email exactly as handed to the provider: its From and To names, HTML part,
+    Reply-To and calendar attachment. A table of its own so the hot email rows stay small."""
 
     email_id: so.Mapped[int] = so.mapped_column(
         sa.ForeignKey("email.id", ondelete="CASCADE"), primary_key=True
@@ -194,6 +195,12 @@ class EmailContent(db.Model):
     reply_to: so.Mapped[str] = so.mapped_column(sa.String(320), default="")
     # The appointment's .ics (text/calendar), for a reminder; None when there is no attachment.
     calendar_ics: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    # The From and To as handed over (the To's address is Email.to_address), fixed when the email is
+    # queued: handover sends these, the copy as sent shows them, whatever the clinic or client is
+    # called later. None: queued before migration 0018, sent with names read at the send.
+    from_name: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    from_address: so.Mapped[str | None] = so.mapped_column(sa.String(320))
+    to_name: so.Mapped[str | None] = so.mapped_column(sa.Text)
 
     email: so.Mapped[Email] = so.relationship(back_populates="content")
 

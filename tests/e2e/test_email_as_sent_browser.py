@@ -32,12 +32,10 @@ def add_copy(live, email_id: int) -> None:
 
     def work() -> None:
         email = db.session.get(Email, email_id)
-        if email.content is not None:
-            db.session.delete(email.content)
-            db.session.flush()
-        db.session.add(
-            EmailContent(email_id=email_id, body_html=HOSTILE_HTML, reply_to="front@harbourphysio.example")
-        )
+        # Its HTML part and Reply-To replaced, its From and To kept as stored.
+        content = email.content or EmailContent(email_id=email_id)
+        content.body_html, content.reply_to = HOSTILE_HTML, "front@harbourphysio.example"
+        db.session.add(content)
         email.body = (
             "Your appointment is on Monday at 3 pm.\n\nFill in the form: https://harbourphysio.example/intake"
         )

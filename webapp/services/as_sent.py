@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import current_app
 
 from webapp.extensions import db
 from webapp.models import Email
+from webapp.services import handover
 
 # The name the calendar attachment is handed over under (services/handover.py names it the same).
 CALENDAR_FILENAME = "appointment.ics"
@@ -24,6 +24,9 @@ class AsSent:
     email: Email
     sender: str  # the From header
     recipient: str  # the To header
+    # True when the email was queued before its From and To were stored (migration 0018): both are
+    # rebuilt from today's settings and names, and may not be what was sent.
+    headers_rebuilt: bool
     reply_to: str  # "" when it carried none
     html: str  # the HTML part; "" for a text-only email
     calendar: str | None  # the .ics attachment, if any
@@ -49,13 +52,13 @@ def as_sent(clinic_id: int, email_id: int) -> AsSent | None:
     if email is None:
         return None
     content = email.content
-    config = current_app.config
-    # The From and To as services/handover.py builds them for the provider.
-    sender = _address(config["MAIL_FROM_NAME"] or email.clinic.name, config["MAIL_FROM_ADDRESS"])
+    # The From and To services/handover.py hands (or handed) the provider: the same function.
+    headers = handover.headers(email)
     return AsSent(
         email=email,
-        sender=sender,
-        recipient=_address(email.client.name, email.to_address),
+        sender=_address(headers["from_name"], headers["from_address"]),
+        recipient=_address(headers["to_name"], email.to_address),
+        headers_rebuilt=not handover.headers_stored(email),
         reply_to=content.reply_to if content else "",
         html=content.body_html if content else "",
         calendar=content.calendar_ics if content and content.calendar_ics else None,

@@ -220,7 +220,10 @@ def _history_email(
         status_changed_at=sent_at,
         appointment_at=appointment_at,
         content=EmailContent(
-            body_html=rendered.body_html, reply_to=rendered.reply_to, calendar_ics=rendered.calendar_ics
+            body_html=rendered.body_html,
+            reply_to=rendered.reply_to,
+            calendar_ics=rendered.calendar_ics,
+            **sending.headers_for(client, clinic),
         ),
     )
     db.session.add(email)

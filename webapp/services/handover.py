@@ -40,7 +40,7 @@ from webapp.services import alerts
 from webapp.services.events import apply_events
 from webapp.services.polling import schedule_next_poll
 from webapp.services.send_rate_limit import block_sends, sends_blocked_until, wait_for_rate_limit
-from webapp.services.sending import SEND_WAKE_KEY, wake_senders
+from webapp.services.sending import SEND_WAKE_KEY, headers_for, wake_senders
 
 log = logging.getLogger(__name__)
 
@@ -217,18 +217,33 @@ def in_doubt_grace() -> timedelta:
 
 
 def _outgoing(email: Email) -> OutgoingMessage:
-    config = current_app.config
     return OutgoingMessage(
         app_message_id=email.app_message_id,
         to_address=email.to_address,
-        to_name=email.client.name,
-        from_address=config["MAIL_FROM_ADDRESS"],
-        from_name=config["MAIL_FROM_NAME"] or email.clinic.name,
         subject=email.subject,
         body_text=email.body,
         category=email.kind,
+        **headers(email),
         **_content_fields(email.content),
     )
+
+
+def headers(email: Email) -> dict[str, str]:
+    """The From name and address and the To name the email is handed over with: those stored when
+    it was queued, or today's for an email queued before they were stored (migration 0018)."""
+    content = email.content
+    if headers_stored(email):
+        return {
+            "from_name": content.from_name,
+            "from_address": content.from_address,
+            "to_name": content.to_name,
+        }
+    return headers_for(email.client, email.clinic)
+
+
+def headers_stored(email: Email) -> bool:
+    """Whether the email's From and To were stored when it was queued (every email since 0018)."""
+    return email.content is not None and email.content.from_address is not None
 
 
 def _content_fields(content: EmailContent | None) -> dict[str, Any]:

@@ -72,7 +72,9 @@ def queue_email(
     """Record a new email in Sending and enqueue its send; refuse addresses on the spam list.
 
     `content` is the rest of what the provider is handed (HTML part, Reply-To, calendar file),
-    stored with the email in the same transaction; without it the email is text only."""
+    stored with the email in the same transaction; without it the email is text only. Either way
+    the email's From and To names are fixed here, from today's settings and names, and stored with
+    it: handover sends those and the copy as sent shows them (a resend fixes its own)."""
     address = (to_address or client.email).strip()
     entry = spam_list_entry(address)
     if entry is not None:
@@ -95,8 +97,10 @@ def queue_email(
     )
     if app_message_id:
         email.app_message_id = app_message_id
-    if content is not None:
-        email.content = content
+    content = content or EmailContent(body_html="", reply_to="", calendar_ics=None)
+    for header, value in headers_for(client, db.session.get(Clinic, client.clinic_id)).items():
+        setattr(content, header, value)
+    email.content = content
     db.session.add(email)
     db.session.flush()
     # Whole seconds, like the provider's own timestamps, so the timeline sorts naturally.
@@ -170,6 +174,17 @@ def _copy(content: EmailContent | None) -> EmailContent | None:
     return EmailContent(
         body_html=content.body_html, reply_to=content.reply_to, calendar_ics=content.calendar_ics
     )
+
+
+def headers_for(client: Client, clinic: Clinic) -> dict[str, str]:
+    """The From name and address and the To name an email to this client gets today (the To's
+    address is the email's own); named as OutgoingMessage's and EmailContent's fields."""
+    config = current_app.config
+    return {
+        "from_name": config["MAIL_FROM_NAME"] or clinic.name,
+        "from_address": config["MAIL_FROM_ADDRESS"],
+        "to_name": client.name,
+    }
 
 
 def calendar_uid(app_message_id: str) -> str:
