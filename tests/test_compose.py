@@ -75,8 +75,9 @@ def test_a_reminder_is_stored_with_its_html_part_reply_to_and_calendar_file(sign
         content.body_html,
         "front@clinic-a.example",
     )
+    # UTF-8 (names as typed) and the file's own METHOD, as RFC 5545 asks of its MIME type.
     assert [(a.filename, a.content_type) for a in message.attachments] == [
-        ("appointment.ics", "text/calendar")
+        ("appointment.ics", "text/calendar; charset=utf-8; method=PUBLISH")
     ]
     assert len(get_queue()) == 1
 
