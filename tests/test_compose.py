@@ -210,6 +210,23 @@ def test_an_intake_form_is_refused_while_the_clinic_has_no_form_to_link(signed_i
     assert emails_of(jane) == []
 
 
+def test_an_intake_form_is_refused_while_the_clinics_link_is_not_https(signed_in, world, clinic_a):
+    # Saved before the settings asked for https, or seeded: the form says what to fix and where.
+    clinic_a.intake_form_url = "http://clinic-a.example/intake"
+    db.session.commit()
+    jane = world.client_a
+    data = {"kind": "intake_form", "practitioner": "Dr Lee"}
+    for url, headers in ((f"/clients/{jane.id}/emails", {}), (f"/clients/{jane.id}/emails/preview", HTMX)):
+        response = signed_in.post(url, data=data, headers=headers)
+        assert response.status_code == 422, url
+        words = text(response.get_data(as_text=True))
+        assert (
+            "intake form link starts with http://, not https://: an owner changes it under Settings." in words
+        )
+        assert "http://clinic-a.example" not in response.get_data(as_text=True)
+    assert emails_of(jane) == []
+
+
 def test_hostile_line_numbers_and_kinds_are_4xx_never_500(signed_in, world):
     jane = world.client_a
     for data in (

@@ -34,7 +34,7 @@ def _compose_form(client_id: int) -> tuple[Client, Clinic, SendEmailForm]:
     clinic = db.session.get(Clinic, client.clinic_id)
     form = SendEmailForm()
     form.clinic_timezone = clinic.timezone
-    form.intake_link = email_content.intake_link(clinic)
+    form.intake_problem = email_content.intake_problem(clinic)
     return client, clinic, form
 
 

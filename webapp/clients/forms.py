@@ -27,7 +27,6 @@ from webapp.models import APPOINTMENT_KINDS, MESSAGE_KINDS, utcnow
 from webapp.services.email_content import (
     DEFAULT_MINUTES,
     MAX_RECEIPT_LINES,
-    NO_INTAKE_FORM,
     Compose,
     ReceiptLine,
 )
@@ -98,10 +97,10 @@ class SendEmailForm(FlaskForm):
         validators=[Optional(), NumberRange(min=5, max=480, message="Enter between 5 and 480 minutes.")],
     )
     lines = FieldList(FormField(ReceiptLineForm), min_entries=RECEIPT_ROWS, max_entries=MAX_RECEIPT_LINES)
-    # The clinic's zone, in which the typed appointment time is read, and its intake form's
-    # address (set by the view).
+    # The clinic's zone, in which the typed appointment time is read, and why its intake form
+    # cannot be linked, if it cannot (set by the view).
     clinic_timezone = "UTC"
-    intake_link = ""
+    intake_problem = ""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -147,8 +146,8 @@ class SendEmailForm(FlaskForm):
             self.minutes.errors.append("Only a reminder has a length (for its calendar file).")
             ok = False
         ok = self._validate_lines(kind) and ok
-        if kind == "intake_form" and not self.intake_link:
-            self.kind.errors.append(NO_INTAKE_FORM)
+        if kind == "intake_form" and self.intake_problem:
+            self.kind.errors.append(self.intake_problem)
             ok = False
         if kind == "free_text":
             for field in (self.subject, self.body):
