@@ -82,6 +82,15 @@ def test_a_reminder_is_stored_with_its_html_part_reply_to_and_calendar_file(sign
     assert len(get_queue()) == 1
 
 
+def test_a_receipt_line_may_be_ten_years_back_or_a_year_ahead_of_the_clinics_today(signed_in, world):
+    # 20:00 UTC on 7 Dec is 12:00 in Vancouver: its today is the 7th.
+    jane = world.client_a
+    typed = {**RECEIPT, "lines-0-day": "2016-12-07", "lines-1-day": "2027-12-07"}
+    assert send(signed_in, jane, typed).status_code == 303
+    (email,) = emails_of(jane)
+    assert "07 Dec 2016  Massage therapy" in email.body and "07 Dec 2027  Exercise band" in email.body
+
+
 def test_a_receipt_is_stored_with_its_lines_and_total(signed_in, world):
     jane = world.client_a
     assert send(signed_in, jane, RECEIPT).status_code == 303
@@ -128,6 +137,11 @@ def test_an_email_queued_without_content_stays_text_only(world, app):
         ({"lines-0-amount": ""}, "lines-0-amount", "Enter its amount."),
         ({"lines-0-day": "2026-02-30"}, "lines-0-day", "Enter a real date, as 2026-12-09."),
         ({"lines-0-day": "1/12/2026"}, "lines-0-day", "Enter a real date"),
+        # The clinic's today is 7 Dec 2026: ten years back, a year ahead.
+        ({"lines-0-day": "0001-01-01"}, "lines-0-day", "Enter a date within the last 10 years."),
+        ({"lines-0-day": "2016-12-06"}, "lines-0-day", "Enter a date within the last 10 years."),
+        ({"lines-1-day": "2027-12-08"}, "lines-1-day", "Enter a date at most a year from today."),
+        ({"lines-0-day": "9999-12-31"}, "lines-0-day", "Enter a date at most a year from today."),
         ({"lines-0-service": "  "}, "lines-0-service", "Name the service."),
         ({"lines-0-service": "x" * 101}, "lines-0-service", "longer than 100"),
     ],

@@ -35,6 +35,10 @@ RECEIPT_ROWS = 3  # rows shown at first; "Add a line" adds one, up to MAX_RECEIP
 # How far ahead an appointment may be. Also keeps a typed year like 9999 (or 0001) from being
 # converted between zones at all: past the calendar's last day that overflows.
 APPOINTMENT_AHEAD = timedelta(days=2 * 366)
+# A receipt line's day: a service of the last ten years (a client asking for an old receipt for
+# their insurer or taxes), or one paid ahead, at most a year from the clinic's today.
+RECEIPT_YEARS_BACK = 10
+RECEIPT_YEARS_AHEAD = 1
 _AMOUNT = re.compile(r"^\d{1,7}(?:\.\d{1,2})?$")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Control characters: none in a one-line field (a subject is a header; a line break in it would
@@ -196,8 +200,9 @@ class SendEmailForm(FlaskForm):
             self.lines_error = "A receipt needs at least one line: a service, its date and its amount."
             return False
         ok = True
+        today = timezones.today(utcnow(), self.clinic_timezone)
         for line in typed:
-            parsed = _receipt_line(line)
+            parsed = _receipt_line(line, today)
             if parsed is None:
                 ok = False
             else:
@@ -205,7 +210,15 @@ class SendEmailForm(FlaskForm):
         return ok
 
 
-def _receipt_line(line: ReceiptLineForm) -> ReceiptLine | None:
+def _years_from(day: date, years: int) -> date:
+    """The same day `years` later (or earlier); 29 February becomes the 28th in another year."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)
+
+
+def _receipt_line(line: ReceiptLineForm, today: date) -> ReceiptLine | None:
     """Read one typed line, or put what is wrong on its fields and return None."""
     if line.errors:  # too long: already said
         return None
@@ -220,6 +233,12 @@ def _receipt_line(line: ReceiptLineForm) -> ReceiptLine | None:
             day = date.fromisoformat(day_text)
     if day is None:
         line.day.errors.append("Enter a real date, as 2026-12-09." if day_text else "Enter its date.")
+    elif day < _years_from(today, -RECEIPT_YEARS_BACK):
+        line.day.errors.append(f"Enter a date within the last {RECEIPT_YEARS_BACK} years.")
+        day = None
+    elif day > _years_from(today, RECEIPT_YEARS_AHEAD):
+        line.day.errors.append("Enter a date at most a year from today.")
+        day = None
     if _AMOUNT.match(amount_text) and Decimal(amount_text) > 0:
         amount = Decimal(amount_text).quantize(Decimal("0.01"))
     else:
