@@ -141,6 +141,18 @@ def test_the_idle_timeout_is_30_minutes(app, world):
     assert response.status_code == 204 and response.headers["HX-Redirect"] == "/login"
 
 
+def test_sessions_time_out_by_the_apps_clock(app, world, app_clock):
+    # The sign-in stamps the session by the app's clock; its timeouts are read by the same one, so
+    # a test's day (a day before the real one here) keeps its sessions, and moving it ends them.
+    app_clock.now = time.time() - 24 * 3600
+    client = signed_in(app)
+    app_clock.advance(29 * 60)
+    assert client.get("/clients").status_code == 200
+    app_clock.advance(31 * 60)
+    response = client.get("/clients")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
 def test_the_log_refreshing_itself_does_not_keep_a_session_alive(app, world):
     client = signed_in(app)
     idle_since = int(time.time()) - 10 * 60

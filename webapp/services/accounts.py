@@ -215,7 +215,7 @@ def sessions_ended_channel(app: Flask | None = None) -> str:
 
 def keep_live(sid: str, login_at: int) -> None:
     """Mark a session the database just confirmed as live again, in case Redis lost the mark."""
-    remaining = ABSOLUTE_TIMEOUT_SECONDS - (int(time.time()) - login_at)
+    remaining = ABSOLUTE_TIMEOUT_SECONDS - (int(utcnow().timestamp()) - login_at)
     if not sid or remaining <= 0:
         return
     feed = current_app.extensions["log_feed"]
