@@ -374,3 +374,33 @@ def test_a_preview_is_only_for_the_clinic_and_only_for_whoever_made_it(app, worl
     signed_out = app.test_client()
     assert signed_out.get(frame_url).status_code in (302, 401)
     assert db.session.execute(sa.select(sa.func.count()).select_from(EmailContent)).scalar() == 0
+
+
+def test_previews_are_limited_per_user_and_the_form_says_how_long_to_wait(world, clinic_a, make_app):
+    # Each preview keeps its HTML part in Redis for 15 minutes: a user cannot pile them up.
+    limited = make_app(RATELIMIT_ENABLED=True, PREVIEW_RATE_LIMIT="3 per minute")
+    jane = world.client_a
+    url = f"/clients/{jane.id}/emails/preview"
+    mine = limited.test_client()
+    login(mine, "clinician@a.example")
+    assert [mine.post(url, data=REMINDER, headers=HTMX).status_code for _ in range(3)] == [200] * 3
+    refused = mine.post(url, data=REMINDER, headers=HTMX)
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    html = refused.get_data(as_text=True)
+    assert "<html" not in html and 'role="alert"' in html  # in place of the preview, announced
+    words = text(html)
+    assert re.search(
+        r"Too many previews in a short time: wait \d+ seconds, then press Preview again\.", words
+    )
+    assert "Nothing was sent." in words
+    # Without JavaScript, a page saying the same, with the way back to the client.
+    page = mine.post(url, data=REMINDER)
+    assert page.status_code == 429 and "<html" in page.get_data(as_text=True)
+    assert "Too many previews" in text(page.get_data(as_text=True))
+    assert f'href="/clients/{jane.id}"' in page.get_data(as_text=True)
+    # A colleague previews on their own allowance, and sending is not limited.
+    colleague = limited.test_client()
+    login(colleague, "owner@a.example")
+    assert colleague.post(url, data=REMINDER, headers=HTMX).status_code == 200
+    assert send(mine, jane, REMINDER).status_code == 303
