@@ -15,7 +15,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from tests.contract.test_sendgrid_shapes import assert_valid, load_spec
+from tests.contract.sendgrid_spec import assert_valid, load_spec
 
 POSTMARK_SCHEMA = (
     Path(__file__).resolve().parents[1] / "fixtures" / "postmark" / "send_email_request.schema.json"
