@@ -16,7 +16,7 @@ from werkzeug.exceptions import MethodNotAllowed, SecurityError, ServiceUnavaila
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from webapp import clock, post_only
+from webapp import post_only
 from webapp.extensions import htmx, limiter, login_manager
 from webapp.models import User
 from webapp.services import accounts
@@ -82,8 +82,7 @@ def _load_user(user_id: str) -> User | None:
 
 def session_is_live() -> bool:
     """Return whether the session belongs to a signed-in user and has not timed out (no database)."""
-    # The app's clock, as the sign-in that stamped login_at and seen_at (a test's fake clock too).
-    return session_data_is_live(session, clock.timestamp())
+    return session_data_is_live(session, time.time())
 
 
 def session_data_is_live(data: Any, now: float) -> bool:
@@ -107,11 +106,11 @@ def _enforce_session_timeouts() -> None:
         return
     if not session_is_live():
         logout_user()
-        too_old = clock.timestamp() - session.get("login_at", 0) > ABSOLUTE_TIMEOUT_SECONDS
+        too_old = time.time() - session.get("login_at", 0) > ABSOLUTE_TIMEOUT_SECONDS
         signed_out("expired" if too_old else "idle")
         return
     if not is_background_poll():
-        session["seen_at"] = int(clock.timestamp())
+        session["seen_at"] = int(time.time())
 
 
 def _unauthorized() -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import NoReturn
@@ -131,7 +132,7 @@ def email_stream(client_id: int) -> Response:
 
     def still_live() -> bool:
         # The session's own timeouts: an idle or too old session ends its streams too.
-        return session_data_is_live(snapshot, clock.timestamp())
+        return session_data_is_live(snapshot, time.time())
 
     def body() -> Iterator[str]:
         try:

@@ -25,7 +25,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from werkzeug.http import parse_cookie
 
-from webapp import clock, security
+from webapp import security
 from webapp.freshness.counters import log_channel, log_key, parse_version
 from webapp.freshness.stream import ChangeFeed
 from webapp.params import MAX_ID
@@ -126,15 +126,15 @@ class UnchangedLogPoll:
         cookie = parse_cookie(environ.get("HTTP_COOKIE", "")).get(self.cookie_name)
         if not cookie:
             return False
-        session = self._session(cookie, time.time())  # the cookie's signature is stamped in real time
+        now = time.time()
+        session = self._session(cookie, now)
         feed = self.app.extensions["log_feed"]
         if not feed.current():
             feed.start()  # what it knows answers the polls once it listens
         if environ.get(CHANGED_HEADER):
             feed = None
         redis = self.app.extensions["redis"]
-        # The session's timeouts and the version's fresh_until are in the app's clock.
-        return log_unchanged(redis, session, int(match.group(1)), version, clock.timestamp(), self.app, feed)
+        return log_unchanged(redis, session, int(match.group(1)), version, now, self.app, feed)
 
     def _session(self, cookie: str, now: float) -> Any:
         """The session the cookie carries, if its signature verifies and it has not expired."""
