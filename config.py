@@ -219,6 +219,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEBHOOK_FAILURE_ALERT_COUNT", int, 10),
     # Refused additions of a user per clinic owner: each says an address cannot be used.
     Setting("ADD_USER_REFUSAL_LIMIT", str, "20 per hour"),
+    # Email previews per user: each keeps its HTML part (up to ~80 KB) in Redis for 15 minutes.
+    Setting("PREVIEW_RATE_LIMIT", str, "30 per minute"),
     # A moving window: no double burst at the edge of a fixed window.
     Setting("RATELIMIT_STRATEGY", str, "moving-window"),
     # How many reverse proxies stand in front of the app; their X-Forwarded-For/-Proto are

@@ -7,6 +7,7 @@ import atexit
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -75,6 +76,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Iterator[N
         reporter.write_line(f"error: the test run left processes behind (now killed): {described}", red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
     return result
+
+
+@pytest.fixture(autouse=True)
+def sigint_handler_kept() -> Iterator[None]:
+    """Fail a test that leaves another SIGINT handler behind: Ctrl-C would no longer stop the run."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after != before:
+        signal.signal(signal.SIGINT, before)  # the next tests, and Ctrl-C, get it back
+        pytest.fail(f"the test left SIGINT handled by {after!r} (was {before!r}): restore it in a finally")
 
 
 # Tests that start real processes of their own (bin/run, `flask up`, workers, schedulers, gunicorn,

@@ -1,5 +1,6 @@
-"""Helpers of the fault tests: count what the provider accepted per email, and start, kill and
-always stop the real processes (workers, `flask up`, a private redis-server) a test uses."""
+"""Helpers of the fault tests: make clients and queue their emails, count what the provider
+accepted per email, print each test's counts, and start, kill and always stop the real processes
+(workers, `flask up`, a private redis-server) a test uses."""
 
 from __future__ import annotations
 
@@ -19,11 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 from flask import Flask
 
 from config import DEFAULTS
+from tests.helpers import run_jobs
 from webapp.extensions import db
-from webapp.models import Email, OperatorAlert
+from webapp.models import Client, Clinic, Email, OperatorAlert
+from webapp.queue import get_queue
+from webapp.services import sending
 
 ROOT = Path(__file__).resolve().parents[1]
 FLASK = [sys.executable, "-m", "flask", "--app", "wsgi"]
@@ -252,3 +257,39 @@ def horse_of(worker: subprocess.Popen) -> psutil.Process | None:
     except psutil.NoSuchProcess:
         return None
     return children[0] if children else None
+
+
+# --- Clients, emails and jobs, in the test's own process -----------------------------------------
+
+
+def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
+    """Print a fault test's counts even while pytest captures output."""
+    with capsys.disabled():
+        print(f"\n{line}")
+
+
+def add_clients(count: int, shared: int = 0) -> list[Client]:
+    """Clients of one clinic; the last `shared` of them share an address with an earlier one."""
+    clinic = Clinic(name="Fault Clinic")
+    db.session.add(clinic)
+    db.session.flush()
+    clients = []
+    for number in range(count):
+        address = number % (count - shared) if shared else number
+        clients.append(
+            Client(clinic_id=clinic.id, name=f"Client {number}", email=f"c{address}+delivered@example.com")
+        )
+    db.session.add_all(clients)
+    db.session.commit()
+    return clients
+
+
+def queue(client: Client) -> int:
+    """Queue a receipt to the client; return its email's id."""
+    return sending.queue_email(client, kind="receipt", subject="Receipt", body="Thank you", sent_by=None).id
+
+
+def run_cron_job(app: Flask, job: str) -> None:
+    """Queue one of the cron schedule's jobs and run the queue, as `flask scheduler` would."""
+    get_queue().enqueue(job)
+    run_jobs(app)

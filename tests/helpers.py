@@ -12,11 +12,12 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
@@ -125,10 +126,22 @@ def run_jobs(app: Flask) -> None:
             pass
 
     jobs.use_app(app)
-    with app.app_context():
+    with app.app_context(), kept_stop_handlers():
         queue = get_queue()
         if len(queue):
             TestWorker([queue], connection=app.extensions["redis"]).work(burst=True)
+
+
+@contextlib.contextmanager
+def kept_stop_handlers() -> Iterator[None]:
+    """Put back the SIGINT and SIGTERM handlers after RQ's loop, which installs its own and leaves
+    them (Ctrl-C would then only ask a finished worker to stop, and the test run would go on)."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 # --- The provider's side of the wire ------------------------------------------------------------

@@ -75,10 +75,20 @@ def test_a_reminder_is_stored_with_its_html_part_reply_to_and_calendar_file(sign
         content.body_html,
         "front@clinic-a.example",
     )
+    # UTF-8 (names as typed) and the file's own METHOD, as RFC 5545 asks of its MIME type.
     assert [(a.filename, a.content_type) for a in message.attachments] == [
-        ("appointment.ics", "text/calendar")
+        ("appointment.ics", "text/calendar; charset=utf-8; method=PUBLISH")
     ]
     assert len(get_queue()) == 1
+
+
+def test_a_receipt_line_may_be_ten_years_back_or_a_year_ahead_of_the_clinics_today(signed_in, world):
+    # 20:00 UTC on 7 Dec is 12:00 in Vancouver: its today is the 7th.
+    jane = world.client_a
+    typed = {**RECEIPT, "lines-0-day": "2016-12-07", "lines-1-day": "2027-12-07"}
+    assert send(signed_in, jane, typed).status_code == 303
+    (email,) = emails_of(jane)
+    assert "07 Dec 2016  Massage therapy" in email.body and "07 Dec 2027  Exercise band" in email.body
 
 
 def test_a_receipt_is_stored_with_its_lines_and_total(signed_in, world):
@@ -139,6 +149,11 @@ def test_an_email_queued_without_content_stays_text_only(world, app):
         ({"lines-0-amount": ""}, "lines-0-amount", "Enter its amount."),
         ({"lines-0-day": "2026-02-30"}, "lines-0-day", "Enter a real date, as 2026-12-09."),
         ({"lines-0-day": "1/12/2026"}, "lines-0-day", "Enter a real date"),
+        # The clinic's today is 7 Dec 2026: ten years back, a year ahead.
+        ({"lines-0-day": "0001-01-01"}, "lines-0-day", "Enter a date within the last 10 years."),
+        ({"lines-0-day": "2016-12-06"}, "lines-0-day", "Enter a date within the last 10 years."),
+        ({"lines-1-day": "2027-12-08"}, "lines-1-day", "Enter a date at most a year from today."),
+        ({"lines-0-day": "9999-12-31"}, "lines-0-day", "Enter a date at most a year from today."),
         ({"lines-0-service": "  "}, "lines-0-service", "Name the service."),
         ({"lines-0-service": "x" * 101}, "lines-0-service", "longer than 100"),
     ],
@@ -218,6 +233,23 @@ def test_an_intake_form_is_refused_while_the_clinic_has_no_form_to_link(signed_i
     words = text(response.get_data(as_text=True))
     assert "Your clinic has no intake form link yet: an owner adds it under Settings." in words
     assert 'value="Dr Lee"' in response.get_data(as_text=True)
+    assert emails_of(jane) == []
+
+
+def test_an_intake_form_is_refused_while_the_clinics_link_is_not_https(signed_in, world, clinic_a):
+    # Saved before the settings asked for https, or seeded: the form says what to fix and where.
+    clinic_a.intake_form_url = "http://clinic-a.example/intake"
+    db.session.commit()
+    jane = world.client_a
+    data = {"kind": "intake_form", "practitioner": "Dr Lee"}
+    for url, headers in ((f"/clients/{jane.id}/emails", {}), (f"/clients/{jane.id}/emails/preview", HTMX)):
+        response = signed_in.post(url, data=data, headers=headers)
+        assert response.status_code == 422, url
+        words = text(response.get_data(as_text=True))
+        assert (
+            "intake form link starts with http://, not https://: an owner changes it under Settings." in words
+        )
+        assert "http://clinic-a.example" not in response.get_data(as_text=True)
     assert emails_of(jane) == []
 
 
@@ -354,3 +386,33 @@ def test_a_preview_is_only_for_the_clinic_and_only_for_whoever_made_it(app, worl
     signed_out = app.test_client()
     assert signed_out.get(frame_url).status_code in (302, 401)
     assert db.session.execute(sa.select(sa.func.count()).select_from(EmailContent)).scalar() == 0
+
+
+def test_previews_are_limited_per_user_and_the_form_says_how_long_to_wait(world, clinic_a, make_app):
+    # Each preview keeps its HTML part in Redis for 15 minutes: a user cannot pile them up.
+    limited = make_app(RATELIMIT_ENABLED=True, PREVIEW_RATE_LIMIT="3 per minute")
+    jane = world.client_a
+    url = f"/clients/{jane.id}/emails/preview"
+    mine = limited.test_client()
+    login(mine, "clinician@a.example")
+    assert [mine.post(url, data=REMINDER, headers=HTMX).status_code for _ in range(3)] == [200] * 3
+    refused = mine.post(url, data=REMINDER, headers=HTMX)
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    html = refused.get_data(as_text=True)
+    assert "<html" not in html and 'role="alert"' in html  # in place of the preview, announced
+    words = text(html)
+    assert re.search(
+        r"Too many previews in a short time: wait \d+ seconds, then press Preview again\.", words
+    )
+    assert "Nothing was sent." in words
+    # Without JavaScript, a page saying the same, with the way back to the client.
+    page = mine.post(url, data=REMINDER)
+    assert page.status_code == 429 and "<html" in page.get_data(as_text=True)
+    assert "Too many previews" in text(page.get_data(as_text=True))
+    assert f'href="/clients/{jane.id}"' in page.get_data(as_text=True)
+    # A colleague previews on their own allowance, and sending is not limited.
+    colleague = limited.test_client()
+    login(colleague, "owner@a.example")
+    assert colleague.post(url, data=REMINDER, headers=HTMX).status_code == 200
+    assert send(mine, jane, REMINDER).status_code == 303

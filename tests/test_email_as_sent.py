@@ -145,10 +145,21 @@ def test_the_other_pages_keep_the_apps_own_headers(app, sent):
 def test_the_calendar_entry_downloads_as_sent(app, sent):
     response = signed_in(app).get(f"/emails/{sent.id}/as-sent/appointment.ics")
     assert response.status_code == 200
-    assert response.mimetype == "text/calendar"
+    # No METHOD in this file, so none in its type.
+    assert response.headers["Content-Type"] == "text/calendar; charset=utf-8"
     assert response.headers["Content-Disposition"] == 'attachment; filename="appointment.ics"'
     assert response.get_data(as_text=True) == ICS
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_calendar_entry_downloads_in_utf_8_with_the_method_it_says(app, world):
+    ics = ICS.replace("VERSION:2.0\r\n", "VERSION:2.0\r\nMETHOD:PUBLISH\r\n").replace(
+        "SUMMARY:Appointment", "SUMMARY:Appointment at Clínica Søndre with Dr Siobhán Ó Súilleabháin"
+    )
+    email = with_content(add_email(world.client_a, events=DELIVERED), ics=ics)
+    response = signed_in(app).get(f"/emails/{email.id}/as-sent/appointment.ics")
+    assert response.headers["Content-Type"] == "text/calendar; charset=utf-8; method=PUBLISH"
+    assert response.get_data() == ics.encode()
 
 
 def test_a_text_only_email_says_so_and_shows_its_text(app, plain):

@@ -15,7 +15,7 @@ import icalendar
 import pytest
 
 from tests.helpers import scan, text
-from webapp.services import clinic_identity, email_content
+from webapp.services import clinic_identity, demo, email_content
 from webapp.services.email_content import CannotCompose, Compose, ReceiptLine, render
 
 NOW = datetime(2026, 12, 7, 20, 0, tzinfo=UTC)
@@ -147,6 +147,25 @@ def test_an_intake_form_needs_the_clinics_form():
     for missing in ("", "   ", "javascript:alert(1)", "forms.example/intake", "ftp://forms.example/x"):
         with pytest.raises(CannotCompose, match="no intake form link"):
             rendered("intake_form", at=clinic(intake_form_url=missing))
+
+
+def test_an_intake_form_refuses_a_link_that_is_not_https():
+    # The settings take https only, but an older or seeded value may still be http://.
+    for plain_http in ("http://forms.example/intake", "HTTP://forms.example/intake", " http://f.example/x "):
+        with pytest.raises(
+            CannotCompose, match=r"starts with http://, not https://: an owner changes it under Settings"
+        ):
+            rendered("intake_form", at=clinic(intake_form_url=plain_http))
+
+
+def test_the_demo_clinic_has_the_identity_its_owner_could_save():
+    for field, value in demo.DEMO_IDENTITY.items():
+        assert clinic_identity.READERS[field](value) == value, field
+    link = demo.DEMO_IDENTITY["intake_form_url"]
+    assert (
+        f"Fill in the intake form: {link}"
+        in rendered("intake_form", at=clinic(**demo.DEMO_IDENTITY)).body_text
+    )
 
 
 @pytest.mark.parametrize(

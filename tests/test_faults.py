@@ -28,17 +28,21 @@ from tests.faults import (
     FLASK,
     Processes,
     acceptances,
+    add_clients,
     child_env,
     free_port,
     horse_of,
     outcome,
+    queue,
+    report,
+    run_cron_job,
     settled,
     wait_for,
 )
 from tests.helpers import run_jobs
 from webapp import clock
 from webapp.extensions import db
-from webapp.models import Client, Clinic, Email, OperatorAlert
+from webapp.models import Email, OperatorAlert
 from webapp.providers import get_sandbox
 from webapp.providers.sendgrid import SendGridProvider
 from webapp.queue import get_queue
@@ -55,32 +59,6 @@ def processes(make_app, tmp_path):
     started = Processes(tmp_path)
     yield started
     assert started.stop() == [], "a process outlived its process group"
-
-
-def report(capsys, line: str) -> None:
-    """Print a fault test's counts even while pytest captures output."""
-    with capsys.disabled():
-        print(f"\n{line}")
-
-
-def add_clients(count: int, shared: int = 0) -> list[Client]:
-    """Clients of one clinic; the last `shared` of them share an address with an earlier one."""
-    clinic = Clinic(name="Fault Clinic")
-    db.session.add(clinic)
-    db.session.flush()
-    clients = []
-    for number in range(count):
-        address = number % (count - shared) if shared else number
-        clients.append(
-            Client(clinic_id=clinic.id, name=f"Client {number}", email=f"c{address}+delivered@example.com")
-        )
-    db.session.add_all(clients)
-    db.session.commit()
-    return clients
-
-
-def queue(client: Client) -> int:
-    return sending.queue_email(client, kind="receipt", subject="Receipt", body="Thank you", sent_by=None).id
 
 
 def drive(done, timeout: float) -> None:
@@ -252,12 +230,6 @@ class Storm(httpx.BaseTransport):
         if mode == 2:
             raise httpx.RemoteProtocolError("connection dropped", request=request)
         return httpx.Response(502, json={"errors": [{"message": "bad gateway"}]})
-
-
-def run_cron_job(app, job: str) -> None:
-    """Queue one of the cron schedule's jobs and run the queue, as `flask scheduler` would."""
-    get_queue().enqueue(job)
-    run_jobs(app)
 
 
 def test_a_storm_of_server_errors_and_timeouts_over_300_sends_settles_within_15_minutes(

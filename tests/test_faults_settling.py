@@ -11,9 +11,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.faults import acceptances, outcome, settled
+from tests.faults import acceptances, add_clients, outcome, queue, report, run_cron_job, settled
 from tests.helpers import WIRE_FORMATS, run_jobs
-from tests.test_faults import add_clients, queue, report, run_cron_job
 from webapp import clock
 from webapp.extensions import db
 from webapp.models import Client, Clinic, Email, Incident, OperatorAlert

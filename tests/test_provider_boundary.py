@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.source_tree import ROOT, module_name
 from webapp.providers import INBOUND_READERS, WEBHOOK_PARSERS, inbound_reader
 from webapp.sandbox import WIRE_FORMATS
 
-ROOT = Path(__file__).resolve().parents[1]
 PROVIDERS = ROOT / "webapp" / "providers"
 SANDBOX = ROOT / "webapp" / "sandbox"
 # What any module may import of the providers package: the factory and the contract.
@@ -30,11 +30,6 @@ APP_PACKAGES = ("webapp.services", "webapp.webhooks", "webapp.queue", "webapp.da
 # What would parse a provider's body: the webhook routes hand the exact bytes to a provider instead.
 BODY_PARSERS = ("json", "orjson", "email", "werkzeug.sansio.multipart", "werkzeug.formparser")
 BODY_READERS = {"form", "files", "json", "get_json", "values"}
-
-
-def module_name(path: Path, root: Path = ROOT) -> str:
-    """The dotted name of a source file under root."""
-    return ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
 
 
 def names_a_module(module: str, name: str) -> bool:

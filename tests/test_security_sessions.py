@@ -141,6 +141,20 @@ def test_the_idle_timeout_is_30_minutes(app, world):
     assert response.status_code == 204 and response.headers["HX-Redirect"] == "/login"
 
 
+@pytest.mark.parametrize("hours", [-24, 24])
+def test_a_session_runs_on_real_time_whatever_day_the_apps_clock_says(app, world, app_clock, hours):
+    # A test sets the app's clock to a day of its own (before or after the real one): the session
+    # it signs in with is stamped, kept alive and timed out on real time all the same.
+    app_clock.now = time.time() + hours * 3600
+    client = signed_in(app)
+    with client.session_transaction() as session:
+        assert abs(session["login_at"] - time.time()) < 60 and session["seen_at"] == session["login_at"]
+    app_clock.advance(2 * 3600)  # time in the product moves on; the browser's session is still young
+    assert client.get("/clients").status_code == 200
+    set_session(client, seen_at=int(time.time()) - 31 * 60)
+    assert client.get("/clients").status_code == 302
+
+
 def test_the_log_refreshing_itself_does_not_keep_a_session_alive(app, world):
     client = signed_in(app)
     idle_since = int(time.time()) - 10 * 60

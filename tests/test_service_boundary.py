@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_provider_boundary import ROOT, module_name
+from tests.source_tree import ROOT, module_name
 
 SERVICES = ROOT / "webapp" / "services"
 # What belongs to a request (and so to a view): its data, the browser's session, the signed-in user,

@@ -20,7 +20,8 @@ from rq.command import send_stop_job_command
 from rq.job import Job, JobStatus
 
 from tests.faults import FLASK, Processes, child_env, free_port, wait_for
-from webapp.queue import QUEUE_NAME
+from tests.helpers import kept_stop_handlers, run_jobs
+from webapp.queue import QUEUE_NAME, get_queue
 from webapp.worker import AppWorker
 
 # A worker of our class in a process of its own, working the queue once, RQ's debug lines shown.
@@ -45,10 +46,19 @@ def processes(tmp_path):
 @pytest.fixture
 def signal_handlers():
     """RQ's loop run here installs its own SIGINT and SIGTERM handlers: put pytest's back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+    with kept_stop_handlers():
+        yield
+
+
+def test_jobs_run_in_the_test_process_leave_its_ctrl_c_as_it_was(app):
+    # run_jobs runs RQ's loop here, which takes over SIGINT and SIGTERM and leaves its own handlers:
+    # Ctrl-C would then only ask a finished worker to stop, and a serial test run would go on.
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    with app.app_context():
+        get_queue().enqueue("tests.worker_jobs.report", "ran")
+    run_jobs(app)
+    assert app.extensions["redis"].llen("ran") == 1  # RQ's loop did run here
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def started(job: Job) -> bool:

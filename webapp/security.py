@@ -237,7 +237,9 @@ def register_error_pages(app: Flask) -> None:
     """Show plain, kind error pages (a bare status for htmx requests)."""
     from flask import render_template
 
-    def render(error: Any) -> tuple[str, int, dict[str, str]]:
+    def render(error: Any) -> tuple[str, int, dict[str, str]] | Response:
+        if isinstance(error, RateLimitExceeded) and error.response is not None:
+            return error.response  # a limit's own answer (its on_breach), such as the preview's
         code = getattr(error, "code", 500) or 500
         title, message = ERROR_PAGES.get(code, ("Something went wrong", "Please try again."))
         if code == 405 and request.method not in ("GET", "HEAD"):

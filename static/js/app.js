@@ -323,10 +323,12 @@
     if (event.target.id === "kind" && event.target.form) showKindFields(event.target.form);
   });
 
-  // A preview the form refused comes back as the form with its mistakes (422): show it in place.
+  // A preview the form refused comes back as the form with its mistakes (422), and one past the
+  // preview limit as what to wait for (429): show either in place.
   document.addEventListener("htmx:beforeSwap", function (event) {
     const elt = event.detail.requestConfig && event.detail.requestConfig.elt;
-    if (event.detail.xhr.status === 422 && elt && elt.closest && elt.closest("#send-email")) {
+    const status = event.detail.xhr.status;
+    if ((status === 422 || status === 429) && elt && elt.closest && elt.closest("#send-email")) {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
     }

@@ -15,7 +15,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from tests.contract.test_sendgrid_shapes import assert_valid, load_spec
+from tests.contract.sendgrid_spec import assert_valid, load_spec
 
 POSTMARK_SCHEMA = (
     Path(__file__).resolve().parents[1] / "fixtures" / "postmark" / "send_email_request.schema.json"
@@ -94,8 +94,16 @@ def as_mime(sent: Sent, reply_to: str | None) -> EmailMessage:
         else:
             built.add_alternative(value, subtype=subtype)
     for filename, mime_type, content in sent.attachments:
-        maintype, subtype = mime_type.split("/")
-        built.add_attachment(base64.b64decode(content), maintype=maintype, subtype=subtype, filename=filename)
+        # The type's parameters (charset, method) go into the part's header as the request gave them.
+        header = EmailMessage()
+        header["Content-Type"] = mime_type
+        built.add_attachment(
+            base64.b64decode(content),
+            maintype=header.get_content_maintype(),
+            subtype=header.get_content_subtype(),
+            filename=filename,
+            params=dict(header["Content-Type"].params),
+        )
     parsed = email.message_from_bytes(built.as_bytes(), policy=email.policy.default)
     assert isinstance(parsed, EmailMessage)
     return parsed

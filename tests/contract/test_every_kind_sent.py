@@ -31,15 +31,17 @@ INTAKE = "https://forms.harbour.example/intake?clinic=7&lang=en"
 REPLY_TO = "front.desk@harbour.example"
 # Names a mail client must show as typed: every character HTML or a header would read.
 CLIENT_NAME = 'Zoë O\'Neil & <Sons> "JJ"'
-CLINIC_NAME = 'Harbour & "Bay" <Physio>'
+CLINIC_NAME = 'Clínica Harbour & "Bay" <Physio>'
+# Beyond ASCII, as a mail client and a calendar must show it.
+PRACTITIONER = "Dr Siobhán Ó Súilleabháin"
 HOSTILE = '<img src=x onerror=alert(1)> <a href="https://evil.example/x">win</a> & "more"'
 FORMS = {
     "appointment_reminder": {
         "appointment": "2026-12-09T10:00",
-        "practitioner": "Dr Maya Lee",
+        "practitioner": PRACTITIONER,
         "minutes": "45",
     },
-    "intake_form": {"appointment": "2026-12-09T10:00", "practitioner": "Dr Maya Lee"},
+    "intake_form": {"appointment": "2026-12-09T10:00", "practitioner": PRACTITIONER},
     "receipt": {
         "lines-0-service": "Massage therapy",
         "lines-0-day": "2026-12-01",
@@ -52,8 +54,8 @@ FORMS = {
 }
 # What each kind must say, in the HTML part and in the text part alike.
 FACTS = {
-    "appointment_reminder": [SPOKEN, "Dr Maya Lee", "1200 Harbour Street", "+1 604 555 0142"],
-    "intake_form": [SPOKEN, "Dr Maya Lee", "intake form"],
+    "appointment_reminder": [SPOKEN, PRACTITIONER, "1200 Harbour Street", "+1 604 555 0142"],
+    "intake_form": [SPOKEN, PRACTITIONER, "intake form"],
     "receipt": ["Massage therapy", "110.00", "Exercise band", "12.50", "122.50"],
     "free_text": ["Hi,"],
 }
@@ -134,7 +136,7 @@ def test_every_kind_goes_as_text_then_html_as_the_copy_keeps_it(handed_over, wir
         if kind != "free_text":
             assert "Hello Zoë O&#39;Neil &amp; &lt;Sons&gt; &#34;JJ&#34;," in markup
             assert f"Hello {CLIENT_NAME}," in plain
-        assert "Harbour &amp; &#34;Bay&#34; &lt;Physio&gt;" in markup
+        assert "Clínica Harbour &amp; &#34;Bay&#34; &lt;Physio&gt;" in markup
         assert CLINIC_NAME in plain and "<Physio>" not in markup
         assert REPLY_TO in plain and REPLY_TO in markup
 
@@ -181,8 +183,13 @@ def test_only_the_reminder_carries_a_calendar_file_and_it_reads_in_the_clinics_z
     mime = as_mime(sent, sent.reply_to)
     [attachment] = [part for part in mime.walk() if part.get_content_disposition() == "attachment"]
     assert (attachment.get_filename(), attachment.get_content_type()) == ("appointment.ics", "text/calendar")
+    # UTF-8, and the method the file says (RFC 5545, 8.1), so a mail client reads the names as typed.
+    assert (attachment.get_content_charset(), attachment.get_param("method")) == ("utf-8", "PUBLISH")
     raw = attachment.get_payload(decode=True)
     assert raw == email.content.calendar_ics.encode()  # as the copy as sent keeps it
+    # Decoded by the part's own charset, as a mail client hands it to a calendar.
+    [as_read] = icalendar.Calendar.from_ical(attachment.get_content()).events
+    assert str(as_read["SUMMARY"]) == f"Appointment at {CLINIC_NAME} with {PRACTITIONER}"
     # RFC 5545: every line ends in CRLF, none longer than 75 octets.
     lines = raw.split(b"\r\n")
     assert lines[-1] == b"" and all(b"\n" not in line and len(line) <= 75 for line in lines)
@@ -200,5 +207,5 @@ def test_only_the_reminder_carries_a_calendar_file_and_it_reads_in_the_clinics_z
     assert event["DTSTAMP"].dt == NOW and event["DTSTAMP"].to_ical().endswith(b"Z")
     domain = app.config["MAIL_FROM_ADDRESS"].rpartition("@")[2]
     assert str(event["UID"]) == f"{email.app_message_id}@{domain}"
-    assert str(event["SUMMARY"]) == f"Appointment at {CLINIC_NAME} with Dr Maya Lee"
+    assert str(event["SUMMARY"]) == f"Appointment at {CLINIC_NAME} with {PRACTITIONER}"
     assert str(event["LOCATION"]) == "1200 Harbour Street, Vancouver, BC V6B 1A1"

@@ -51,7 +51,15 @@ def browser(playwright_instance: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def live_server(make_app: Callable[..., Flask]) -> Iterator[LiveServer]:
+def live_server_settings() -> dict[str, object]:
+    """More settings for the served app: a test parametrizes this to change them."""
+    return {}
+
+
+@pytest.fixture
+def live_server(
+    make_app: Callable[..., Flask], live_server_settings: dict[str, object]
+) -> Iterator[LiveServer]:
     """The app with fast log polling and a fast sandbox, served in a background thread."""
     app = make_app(
         LOG_POLL_FAST_SECONDS=1,
@@ -59,6 +67,7 @@ def live_server(make_app: Callable[..., Flask]) -> Iterator[LiveServer]:
         SANDBOX_SPEED=1000.0,  # the sandbox's seconds pass in milliseconds
         LOG_STREAM_HEARTBEAT_SECONDS=1,  # a log's stream notices an ended session within a second
         WTF_CSRF_ENABLED=True,  # the browser goes through the real CSRF checks
+        **live_server_settings,
     )
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = make_server("127.0.0.1", 0, app, threaded=True)

@@ -14,6 +14,7 @@ from datetime import datetime, time, timedelta
 from urllib.parse import urljoin
 
 import icalendar
+import pytest
 from playwright.sync_api import Frame, Page, expect
 
 from tests.e2e.helpers import LiveServer, axe_violations, seed_clinic, sign_in
@@ -235,3 +236,27 @@ def test_each_kind_is_composed_previewed_sent_and_seen_as_sent(live_server, page
         check_copy(page, want, email_id)
     assert dialogs == []
     problems.assert_clean(page, allow=("422",))
+
+
+@pytest.mark.parametrize(
+    "live_server_settings", [{"RATELIMIT_ENABLED": True, "PREVIEW_RATE_LIMIT": "1 per minute"}]
+)
+def test_a_preview_past_the_limit_says_in_place_how_long_to_wait(live_server, page: Page, problems):
+    seeded = seed_clinic(live_server)
+    sign_in(page, live_server.url)
+    page.goto(f"{live_server.url}/clients/{seeded.client_id}")
+    form = page.locator("#send-email form")
+    form.locator("#kind").select_option("free_text")
+    form.locator("#subject").fill("Parking")
+    form.locator("#body").fill("Use the back door.")
+    statuses = []
+    for _ in range(2):
+        with page.expect_response(lambda r: r.url.endswith("/emails/preview")) as answer:
+            form.get_by_role("button", name="Preview").click()
+        statuses.append(answer.value.status)
+    assert statuses == [200, 429]
+    alert = page.locator("#email-preview [role=alert]")
+    expect(alert).to_contain_text("Too many previews in a short time: wait")
+    expect(alert).to_contain_text("then press Preview again. Nothing was sent.")
+    expect(form.locator("#subject")).to_have_value("Parking")  # the form stays as typed
+    problems.assert_clean(page, allow=("429",))

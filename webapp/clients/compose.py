@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 
-from flask import abort, current_app, flash, redirect, render_template, url_for
+from flask import abort, current_app, flash, make_response, redirect, render_template, request, url_for
+from flask_limiter import RequestLimit
 from flask_login import current_user
 from redis.exceptions import RedisError
 from werkzeug.wrappers import Response
@@ -15,7 +17,7 @@ from webapp.clients import bp
 from webapp.clients.forms import SendEmailForm
 from webapp.clients.routes import _page_context
 from webapp.email_frame import framed_email
-from webapp.extensions import db, htmx
+from webapp.extensions import db, htmx, limiter
 from webapp.models import Client, Clinic
 from webapp.redis_keys import redis_key
 from webapp.security import clinic_staff_required, current_clinic_id
@@ -34,7 +36,7 @@ def _compose_form(client_id: int) -> tuple[Client, Clinic, SendEmailForm]:
     clinic = db.session.get(Clinic, client.clinic_id)
     form = SendEmailForm()
     form.clinic_timezone = clinic.timezone
-    form.intake_link = email_content.intake_link(clinic)
+    form.intake_problem = email_content.intake_problem(clinic)
     return client, clinic, form
 
 
@@ -58,8 +60,32 @@ def send(client_id: int) -> str | Response | tuple[str, int]:
     return render_template("clients/show.html", client=client, form=form, **_page_context(client)), 422
 
 
+def _previewer() -> str:
+    return f"email-preview:{current_user.id}"
+
+
+def _too_many_previews(limit: RequestLimit) -> Response:
+    """Past the preview limit: say so where the preview would show, and when to try again."""
+    seconds = max(1, int(limit.reset_at - time.time()))
+    message = (
+        f"Too many previews in a short time: wait {seconds} seconds, then press Preview again. "
+        "Nothing was sent."
+    )
+    if htmx:
+        body = render_template("clients/_preview_limited.html", message=message)
+    else:
+        back = (url_for("clients.show", client_id=request.view_args["client_id"]), "Back to the client")
+        body = render_template("errors/error.html", title="Too many previews", message=message, back=back)
+    # Flask's own response class: Flask-Limiter takes no other as the limit's answer.
+    return make_response(body, 429, {"Retry-After": str(seconds)})
+
+
 @bp.post("/clients/<int:client_id>/emails/preview")
 @clinic_staff_required
+# Each preview keeps its HTML part (up to ~80 KB) in Redis for 15 minutes: bound them per user.
+@limiter.limit(
+    lambda: current_app.config["PREVIEW_RATE_LIMIT"], key_func=_previewer, on_breach=_too_many_previews
+)
 def preview(client_id: int) -> str | Response | tuple[str, int]:
     """Show the email the form would send (subject, HTML part, text part) without sending it."""
     client, clinic, form = _compose_form(client_id)

@@ -27,7 +27,6 @@ from webapp.models import APPOINTMENT_KINDS, MESSAGE_KINDS, utcnow
 from webapp.services.email_content import (
     DEFAULT_MINUTES,
     MAX_RECEIPT_LINES,
-    NO_INTAKE_FORM,
     Compose,
     ReceiptLine,
 )
@@ -36,6 +35,10 @@ RECEIPT_ROWS = 3  # rows shown at first; "Add a line" adds one, up to MAX_RECEIP
 # How far ahead an appointment may be. Also keeps a typed year like 9999 (or 0001) from being
 # converted between zones at all: past the calendar's last day that overflows.
 APPOINTMENT_AHEAD = timedelta(days=2 * 366)
+# A receipt line's day: a service of the last ten years (a client asking for an old receipt for
+# their insurer or taxes), or one paid ahead, at most a year from the clinic's today.
+RECEIPT_YEARS_BACK = 10
+RECEIPT_YEARS_AHEAD = 1
 _AMOUNT = re.compile(r"^\d{1,7}(?:\.\d{1,2})?$")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Control characters: none in a one-line field (a subject is a header; a line break in it would
@@ -98,10 +101,10 @@ class SendEmailForm(FlaskForm):
         validators=[Optional(), NumberRange(min=5, max=480, message="Enter between 5 and 480 minutes.")],
     )
     lines = FieldList(FormField(ReceiptLineForm), min_entries=RECEIPT_ROWS, max_entries=MAX_RECEIPT_LINES)
-    # The clinic's zone, in which the typed appointment time is read, and its intake form's
-    # address (set by the view).
+    # The clinic's zone, in which the typed appointment time is read, and why its intake form
+    # cannot be linked, if it cannot (set by the view).
     clinic_timezone = "UTC"
-    intake_link = ""
+    intake_problem = ""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -147,8 +150,8 @@ class SendEmailForm(FlaskForm):
             self.minutes.errors.append("Only a reminder has a length (for its calendar file).")
             ok = False
         ok = self._validate_lines(kind) and ok
-        if kind == "intake_form" and not self.intake_link:
-            self.kind.errors.append(NO_INTAKE_FORM)
+        if kind == "intake_form" and self.intake_problem:
+            self.kind.errors.append(self.intake_problem)
             ok = False
         if kind == "free_text":
             for field in (self.subject, self.body):
@@ -197,8 +200,9 @@ class SendEmailForm(FlaskForm):
             self.lines_error = "A receipt needs at least one line: a service, its date and its amount."
             return False
         ok = True
+        today = timezones.today(utcnow(), self.clinic_timezone)
         for line in typed:
-            parsed = _receipt_line(line)
+            parsed = _receipt_line(line, today)
             if parsed is None:
                 ok = False
             else:
@@ -206,7 +210,15 @@ class SendEmailForm(FlaskForm):
         return ok
 
 
-def _receipt_line(line: ReceiptLineForm) -> ReceiptLine | None:
+def _years_from(day: date, years: int) -> date:
+    """The same day `years` later (or earlier); 29 February becomes the 28th in another year."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)
+
+
+def _receipt_line(line: ReceiptLineForm, today: date) -> ReceiptLine | None:
     """Read one typed line, or put what is wrong on its fields and return None."""
     if line.errors:  # too long: already said
         return None
@@ -221,6 +233,12 @@ def _receipt_line(line: ReceiptLineForm) -> ReceiptLine | None:
             day = date.fromisoformat(day_text)
     if day is None:
         line.day.errors.append("Enter a real date, as 2026-12-09." if day_text else "Enter its date.")
+    elif day < _years_from(today, -RECEIPT_YEARS_BACK):
+        line.day.errors.append(f"Enter a date within the last {RECEIPT_YEARS_BACK} years.")
+        day = None
+    elif day > _years_from(today, RECEIPT_YEARS_AHEAD):
+        line.day.errors.append("Enter a date at most a year from today.")
+        day = None
     if _AMOUNT.match(amount_text) and Decimal(amount_text) > 0:
         amount = Decimal(amount_text).quantize(Decimal("0.01"))
     else:

@@ -9,6 +9,7 @@ from webapp.email_frame import framed_email
 from webapp.emails import bp
 from webapp.security import clinic_staff_required, current_clinic_id
 from webapp.services import as_sent as copies
+from webapp.services import calendar_file
 
 
 @bp.get("/emails/<int:email_id>/as-sent")
@@ -36,6 +37,6 @@ def as_sent_ics(email_id: int) -> Response:
     copy = copies.as_sent(current_clinic_id(), email_id) or abort(404)
     if copy.calendar is None:
         abort(404)
-    response = Response(copy.calendar, mimetype="text/calendar")
+    response = Response(copy.calendar, content_type=calendar_file.content_type(copy.calendar))
     response.headers["Content-Disposition"] = f'attachment; filename="{copies.CALENDAR_FILENAME}"'
     return response

@@ -7,6 +7,7 @@ webapp/timezones.py), not just its name: a calendar whose own zone data is older
 
 from __future__ import annotations
 
+import re
 from datetime import MAXYEAR, UTC, date, datetime, timedelta
 
 import icalendar
@@ -14,6 +15,19 @@ import icalendar
 from webapp import timezones
 
 PRODUCT_ID = "-//Clinic email log//Appointment reminder//EN"
+# PUBLISH: an entry to add, not an invitation to answer (REQUEST would ask the client to accept).
+METHOD = "PUBLISH"
+# The calendar's own METHOD line: a top-level content line (a folded one starts with a space).
+_METHOD_LINE = re.compile(r"^METHOD:([A-Za-z0-9-]+)\r?$", re.MULTILINE | re.IGNORECASE)
+
+
+def content_type(ics: str) -> str:
+    """The MIME type an .ics goes with: UTF-8 and the method the file itself says, if any."""
+    # Without a charset a mail client may read the file as ASCII and garble an accented name;
+    # RFC 5545 (8.1) asks for the `method` parameter, the file's own, when it has a METHOD.
+    found = _METHOD_LINE.search(ics)
+    method = f"; method={found.group(1).upper()}" if found else ""
+    return f"text/calendar; charset=utf-8{method}"
 
 
 def appointment_ics(
@@ -33,7 +47,7 @@ def appointment_ics(
     calendar = icalendar.Calendar()
     calendar.add("prodid", PRODUCT_ID)
     calendar.add("version", "2.0")
-    calendar.add("method", "PUBLISH")
+    calendar.add("method", METHOD)
     if zone.key != "UTC":
         # The rules from a year before to a year after: enough for the event, and a small file.
         calendar.add_component(

@@ -36,11 +36,17 @@ NO_INTAKE_FORM = (
     "Your clinic has no intake form link yet: an owner adds it under Settings. Until then, "
     "send a custom message instead."
 )
+NOT_SECURE_INTAKE_FORM = (
+    "Your clinic's intake form link starts with http://, not https://: an owner changes it under "
+    "Settings. Until then, send a custom message instead."
+)
 # Matched whole (fullmatch): "$" would let a trailing line break through into the CSS.
 _COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 # Whatever the settings take (services/clinic_identity.py) passes: an apostrophe is a URL's own
-# character, and the HTML escapes it like any other.
-_WEB_ADDRESS = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)
+# character, and the HTML escapes it like any other. Only https, as the settings ask: an older or
+# seeded http:// link would send a client's health answers in the clear.
+_WEB_ADDRESS = re.compile(r"https://[^\s<>\"]+", re.IGNORECASE)
+_PLAIN_HTTP_ADDRESS = re.compile(r"http://[^\s<>\"]+", re.IGNORECASE)
 
 # HTML autoescaped (the clinician's words and the client's name are text, never markup); the text
 # part is plain text and is not escaped. Undefined names fail loudly: an email never says "None".
@@ -114,9 +120,18 @@ class CannotCompose(ValueError):
 
 
 def intake_link(clinic: ClinicLike) -> str:
-    """The clinic's intake form address, if it has a usable (web) one."""
+    """The clinic's intake form address, if it has a usable (https) one."""
     url = (clinic.intake_form_url or "").strip()
     return url if _WEB_ADDRESS.fullmatch(url) else ""
+
+
+def intake_problem(clinic: ClinicLike) -> str:
+    """Why an intake form cannot be sent for this clinic, for the clinician; empty when it can."""
+    if intake_link(clinic):
+        return ""
+    if _PLAIN_HTTP_ADDRESS.fullmatch((clinic.intake_form_url or "").strip()):
+        return NOT_SECURE_INTAKE_FORM
+    return NO_INTAKE_FORM
 
 
 def accent(colour: str) -> tuple[str, str]:
@@ -151,8 +166,8 @@ def render(
     note = compose.note.strip()
     if kind == "free_text" and not (subject and note):
         raise CannotCompose("A custom message needs its own subject and text.")
-    if kind == "intake_form" and not intake_link(clinic):
-        raise CannotCompose(NO_INTAKE_FORM)
+    if kind == "intake_form" and intake_problem(clinic):
+        raise CannotCompose(intake_problem(clinic))
     if kind == "receipt" and not compose.lines:
         raise CannotCompose("A receipt needs at least one line: a service, its date and its amount.")
     zone = clinic.timezone or "UTC"

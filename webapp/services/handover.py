@@ -36,7 +36,7 @@ from webapp.providers.base import (
     SendResult,
 )
 from webapp.redis_keys import redis_key
-from webapp.services import alerts
+from webapp.services import alerts, calendar_file
 from webapp.services.events import apply_events
 from webapp.services.polling import schedule_next_poll
 from webapp.services.send_rate_limit import block_sends, sends_blocked_until, wait_for_rate_limit
@@ -252,7 +252,8 @@ def _content_fields(content: EmailContent | None) -> dict[str, Any]:
         return {}
     attachments = ()
     if content.calendar_ics:
-        attachments = (Attachment("appointment.ics", "text/calendar", content.calendar_ics.encode()),)
+        ics = content.calendar_ics
+        attachments = (Attachment("appointment.ics", calendar_file.content_type(ics), ics.encode()),)
     return {"body_html": content.body_html, "reply_to": content.reply_to, "attachments": attachments}
 
 
