@@ -166,6 +166,14 @@ class Email(db.Model):
         # The owner's view. Not with status (migration 0017): an indexed status made every status
         # change write a new entry in each of the table's indexes instead of one row version.
         sa.Index("ix_email_clinic_created", "clinic_id", "created_at"),
+        # An email's resends (the "already resent?" checks, the foreign key's check when the purge
+        # deletes an email). Only resends are in it: a status change stays a HOT update.
+        sa.Index(
+            "ix_email_resend_of_id",
+            "resend_of_id",
+            postgresql_where=sa.text("resend_of_id IS NOT NULL"),
+            sqlite_where=sa.text("resend_of_id IS NOT NULL"),
+        ),
     )
 
     @property
