@@ -32,6 +32,12 @@ MESSAGE_KINDS = {
 APPOINTMENT_KINDS = ("appointment_reminder", "intake_form")
 
 
+def _naming_an_email(name: str) -> sa.Index:
+    """An index of the rows that name an email: the foreign key's check when the purge deletes one."""
+    where = sa.text("email_id IS NOT NULL")
+    return sa.Index(name, "email_id", postgresql_where=where, sqlite_where=where)
+
+
 class Clinic(db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     name: so.Mapped[str] = so.mapped_column(sa.String(200))
@@ -256,6 +262,9 @@ class SpamListEntry(db.Model):
 
     email: so.Mapped[Email | None] = so.relationship()
 
+    # Migration 0020. Entries from the list sync, and those the purge unhooked, are not in it.
+    __table_args__ = (_naming_an_email("ix_spam_list_entry_email_id"),)
+
 
 class WebhookBatch(db.Model):
     """A verified event-webhook body, stored before it is applied."""
@@ -322,6 +331,9 @@ class OperatorAlert(db.Model):
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
     resolved_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
     incident_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("incident.id"), index=True)
+
+    # Migration 0020; it also finds an email's alerts. Those about a provider or the clock are not in it.
+    __table_args__ = (_naming_an_email("ix_operator_alert_email_id"),)
 
 
 class AuditEntry(db.Model):
