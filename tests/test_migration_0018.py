@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 from flask_migrate import downgrade
 
-from tests.test_migrations import migrate_to, scratch_app  # noqa: F401 (a fixture)
+from tests.migration_steps import migrate_to, scratch_app  # noqa: F401 (a fixture)
 from webapp.models import utcnow
 
 # The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.

@@ -7,35 +7,13 @@ import sqlalchemy as sa
 from flask_migrate import downgrade
 
 from tests.helpers import ON_POSTGRES
-from tests.test_migrations import migrate_to, scratch_app  # noqa: F401 (a fixture)
+from tests.migration_steps import email_row, migrate_to, scratch_app  # noqa: F401 (a fixture)
 from webapp.models import utcnow
 
 # The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
 pytestmark = pytest.mark.engine
 
 LOOKUP = "SELECT id FROM email WHERE resend_of_id IN (1, 5)"
-
-
-def _email(number: int, resend_of_id: int | None) -> dict:
-    now = utcnow()
-    return {
-        "clinic_id": 1,
-        "client_id": 1,
-        "app_message_id": f"a-{number}",
-        "to_address": "jo@x",
-        "subject": "S",
-        "body": "B",
-        "kind": "receipt",
-        "status": "failed" if resend_of_id is None else "sending",
-        "version": 0,
-        "provider": "sandbox",
-        "send_state": "accepted",
-        "send_attempts": 1,
-        "status_changed_at": now,
-        "created_at": now,
-        "resends_unfound": 0,
-        "resend_of_id": resend_of_id,
-    }
 
 
 def test_0019_indexes_only_the_resends_and_their_lookups_use_it(scratch_app):  # noqa: F811
@@ -79,7 +57,7 @@ def test_0019_indexes_only_the_resends_and_their_lookups_use_it(scratch_app):  #
         )
         # Three failed emails, the first resent twice.
         for number, resend_of_id in enumerate((None, None, None, 1, 1), start=1):
-            values = _email(number, resend_of_id)
+            values = email_row(number, resend_of_id)
             names = ", ".join(values)
             marks = ", ".join(f":{name}" for name in values)
             connection.execute(sa.text(f"INSERT INTO email ({names}) VALUES ({marks})"), values)

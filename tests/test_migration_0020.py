@@ -7,8 +7,7 @@ import sqlalchemy as sa
 from flask_migrate import downgrade
 
 from tests.helpers import ON_POSTGRES
-from tests.test_migration_0019 import _email
-from tests.test_migrations import migrate_to, scratch_app  # noqa: F401 (a fixture)
+from tests.migration_steps import email_row, migrate_to, scratch_app  # noqa: F401 (a fixture)
 from webapp.models import utcnow
 
 # The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
@@ -65,7 +64,7 @@ def test_0020_indexes_only_the_rows_naming_an_email_and_their_lookups_use_it(scr
             {"now": now},
         )
         for number in (1, 2, 3):
-            values = _email(number, None)
+            values = email_row(number)
             names = ", ".join(values)
             marks = ", ".join(f":{name}" for name in values)
             connection.execute(sa.text(f"INSERT INTO email ({names}) VALUES ({marks})"), values)

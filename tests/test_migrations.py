@@ -2,56 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
-from flask_migrate import upgrade
 
-from tests.helpers import ON_POSTGRES, OWNER_DATABASE_URL, DatabaseUrls, app_settings, psycopg_url
+from tests.helpers import ON_POSTGRES
+from tests.migration_steps import migrate_to, scratch_app  # noqa: F401 (a fixture)
 from webapp.models import JSONType, UTCDateTime, utcnow
 
 # The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
 pytestmark = pytest.mark.engine
 
 
-@pytest.fixture
-def scratch_app(tmp_path: Path, redis_url: str) -> Iterator[Flask]:
-    """The app on an empty database of its own (its owner's connection), for running migrations
-    step by step."""
-    from webapp import create_app
-    from webapp.extensions import db
-
-    if ON_POSTGRES:
-        server = sa.engine.make_url(psycopg_url(OWNER_DATABASE_URL))
-        name = f"{server.database}_scratch_{os.getpid()}"
-        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        url = server.set(database=name).render_as_string(hide_password=False)
-    else:
-        url = f"sqlite:///{tmp_path / 'scratch.sqlite3'}"
-    app = create_app(app_settings(tmp_path, DatabaseUrls(url, url), redis_url))
-    with app.app_context():
-        yield app
-        db.session.remove()
-        db.engine.dispose()
-    if ON_POSTGRES:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def migrate_to(app: Flask, revision: str = "head") -> None:
-    upgrade(directory=app.extensions["migrate"].directory, revision=revision)
-
-
-def test_kept_events_without_our_id_learn_their_send_request_on_upgrade(scratch_app):
+def test_kept_events_without_our_id_learn_their_send_request_on_upgrade(scratch_app):  # noqa: F811
     from webapp.extensions import db
 
     migrate_to(scratch_app, "0007")
@@ -89,7 +53,7 @@ def test_kept_events_without_our_id_learn_their_send_request_on_upgrade(scratch_
     assert learnt == {"current": "XOLD", "older": None, "ours": None, "none": None}
 
 
-def test_send_states_take_words_apart_from_the_statuses_and_back(scratch_app):
+def test_send_states_take_words_apart_from_the_statuses_and_back(scratch_app):  # noqa: F811
     from flask_migrate import downgrade
 
     from webapp.extensions import db
@@ -191,7 +155,7 @@ def test_the_models_and_the_migrations_describe_the_same_schema(migrated_databas
     assert differences == []
 
 
-def test_stored_event_keys_narrow_on_upgrade_and_the_same_events_are_still_recognised(scratch_app):
+def test_stored_event_keys_narrow_on_upgrade_and_the_same_events_are_still_recognised(scratch_app):  # noqa: F811
     from webapp.extensions import db
     from webapp.models import Email
     from webapp.providers.base import ProviderEvent
@@ -260,7 +224,7 @@ def test_stored_event_keys_narrow_on_upgrade_and_the_same_events_are_still_recog
 
 
 @pytest.mark.skipif(not ON_POSTGRES, reason="SQLite does not compress")
-def test_webhook_bodies_are_compressed_with_lz4_from_0013_and_back(scratch_app):
+def test_webhook_bodies_are_compressed_with_lz4_from_0013_and_back(scratch_app):  # noqa: F811
     from flask_migrate import downgrade
 
     from webapp.extensions import db
@@ -282,7 +246,7 @@ def test_webhook_bodies_are_compressed_with_lz4_from_0013_and_back(scratch_app):
     assert compression() == ""
 
 
-def test_open_alerts_are_grouped_into_incidents_from_0014_and_held_sends_go_back_in_doubt(scratch_app):
+def test_open_alerts_are_grouped_into_incidents_from_0014_and_held_sends_go_back_in_doubt(scratch_app):  # noqa: F811
     from flask_migrate import downgrade
 
     from webapp.extensions import db
@@ -357,7 +321,7 @@ def test_open_alerts_are_grouped_into_incidents_from_0014_and_held_sends_go_back
     assert states == ["in_doubt"] * 3 and "incident_id" not in columns
 
 
-def test_0014_adds_our_receipt_time_and_set_aside_events_and_takes_them_back(scratch_app):
+def test_0014_adds_our_receipt_time_and_set_aside_events_and_takes_them_back(scratch_app):  # noqa: F811
     """Added and dropped in place, on both databases: the email table keeps its rows and its
     expression index (a SQLite table rebuild would lose it)."""
     from flask_migrate import downgrade
