@@ -88,3 +88,30 @@ def test_the_sandbox_is_not_imported_with_a_real_provider(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "sendgrid []"
+
+
+def test_a_state_file_another_process_is_setting_up_is_opened_again_not_refused(tmp_path, monkeypatch):
+    """Opening a new state file while another process sets up its WAL index can fail with SQLite's
+    "disk I/O error" (seen when two web processes take their first webhook at once): it is tried
+    again, as a lock is, and any other error still fails at once."""
+    import sqlite3
+
+    from webapp.sandbox import store
+
+    connect = store.Store._connect
+    failures = [sqlite3.OperationalError("disk I/O error"), sqlite3.OperationalError("database is locked")]
+
+    def half_made(self: store.Store) -> sqlite3.Connection:
+        if failures:
+            raise failures.pop(0)
+        return connect(self)
+
+    monkeypatch.setattr(store.Store, "_connect", half_made)
+    opened = store.Store(str(tmp_path / "state.sqlite3"))
+    assert failures == [] and opened.message("none") is None
+
+    monkeypatch.setattr(
+        store.Store, "_connect", lambda self: (_ for _ in ()).throw(sqlite3.OperationalError("no such table"))
+    )
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        store.Store(str(tmp_path / "other.sqlite3"))

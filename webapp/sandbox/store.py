@@ -105,6 +105,11 @@ class SimMessage:
         )
 
 
+def _while_another_sets_up(error: sqlite3.OperationalError) -> bool:
+    """Whether opening a new state file failed only because another process is setting it up."""
+    return "locked" in str(error) or "disk I/O error" in str(error)
+
+
 class Store:
     """The state file, one transaction at a time over a connection kept per thread."""
 
@@ -118,8 +123,9 @@ class Store:
     def _create_schema(self) -> None:
         """Create the state tables; several processes may do this at once on a new file."""
         for attempt in range(50):
-            db = self._connect()
+            db = None
             try:
+                db = self._connect()
                 # WAL lets the web process read while a worker writes; the mode sticks to the file.
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(SCHEMA)
@@ -133,12 +139,15 @@ class Store:
                 db.execute("COMMIT")
                 return
             except sqlite3.OperationalError as error:
-                # Switching the journal mode does not wait for another connection's lock.
-                if "locked" not in str(error) or attempt == 49:
+                # Switching the journal mode does not wait for another connection's lock, and a
+                # process opening the file while another one sets up its WAL index (the -shm file)
+                # may read it half made: SQLite says "disk I/O error" then. Both pass at once.
+                if not _while_another_sets_up(error) or attempt == 49:
                     raise
                 time.sleep(0.1)
             finally:
-                db.close()
+                if db is not None:
+                    db.close()
 
     def _connect(self) -> sqlite3.Connection:
         """Open the state file; another process holding the write lock makes us wait, not fail."""
