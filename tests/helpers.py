@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -109,11 +110,31 @@ def login(client: FlaskClient, email: str, password: str = PASSWORD) -> None:
 
 
 def run_jobs(app: Flask) -> None:
-    """Run every queued job (and what they enqueue) in this process, against the real Redis."""
-    from rq import SimpleWorker
+    """Run every queued job (and what they enqueue) in this process, against the real Redis.
 
+    One RQ worker per app, started again for each run as a real worker loops: a new one each
+    time cost its set-up and RQ's registry clean-up per call (a fault test makes hundreds)."""
     import jobs
     from webapp.queue import get_queue
+
+    jobs.use_app(app)
+    with app.app_context(), kept_stop_handlers():
+        queue = get_queue()
+        if len(queue):
+            connection = app.extensions["redis"]
+            worker = _workers.get(app)
+            if worker is None or worker.connection is not connection or worker.queue_names() != [queue.name]:
+                worker = _workers[app] = _test_worker_class()([queue], connection=connection)
+            worker.work(burst=True)
+
+
+# The worker run_jobs keeps for each app (a test's app, so a test's worker), gone with the app.
+_workers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@functools.cache
+def _test_worker_class() -> type:
+    from rq import SimpleWorker
 
     class TestWorker(SimpleWorker):
         """A worker without the command channel: nobody sends it commands, and joining its
@@ -125,11 +146,7 @@ def run_jobs(app: Flask) -> None:
         def unsubscribe(self) -> None:
             pass
 
-    jobs.use_app(app)
-    with app.app_context(), kept_stop_handlers():
-        queue = get_queue()
-        if len(queue):
-            TestWorker([queue], connection=app.extensions["redis"]).work(burst=True)
+    return TestWorker
 
 
 @contextlib.contextmanager

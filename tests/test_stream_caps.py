@@ -172,7 +172,8 @@ def test_a_real_gevent_server_keeps_answering_while_streams_are_opened_past_ever
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     command = [gunicorn, "--bind", f"127.0.0.1:{port}", "--worker-class", "gevent", "--workers", "1"]
     processes.start("gunicorn", [*command, "--worker-connections", "30", "wsgi:app"], env)
-    wait_for(lambda: _answers(base), 60, what="gunicorn to answer")
+    with httpx.Client(timeout=2) as http:  # one TLS context for every probe, not one each
+        wait_for(lambda: _answers(http, base), 60, what="gunicorn to answer")
     url = STREAM.format(world.client_a.id)
     held: list[httpx.Response] = []
 
@@ -219,8 +220,8 @@ def test_a_real_gevent_server_keeps_answering_while_streams_are_opened_past_ever
             http.close()
 
 
-def _answers(base: str) -> bool:
+def _answers(http: httpx.Client, base: str) -> bool:
     try:
-        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        return http.get(f"{base}/healthz").status_code == 200
     except httpx.HTTPError:
         return False

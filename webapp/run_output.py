@@ -38,6 +38,9 @@ class Terminal:
         self.said = False
         self._started = time.monotonic()
         self._next_check = 0.0
+        # One client for every look: httpx.get builds a TLS context each call (about 50 ms of
+        # CPU), taken from the web server, worker and scheduler starting meanwhile.
+        self._probe: httpx.Client | None = None
 
     @property
     def log_name(self) -> str:
@@ -80,7 +83,9 @@ class Terminal:
         if self.said or now < self._next_check:
             return
         self._next_check = now + CHECK_SECONDS
-        if _answers(url):
+        if self._probe is None:
+            self._probe = httpx.Client(timeout=1.0)
+        if _answers(self._probe, url):
             self.say(f"Clinic email log is up at {url}")
         elif now - self._started > UP_WAIT_SECONDS:
             self.say(f"The web server has not answered at {url} yet: see {self.log_name}")
@@ -88,6 +93,8 @@ class Terminal:
     def say(self, headline: str) -> None:
         """Say the headline and every noted line, once."""
         self.said = True
+        if self._probe is not None:
+            self._probe.close()
         lines = [headline, *self.notes]
         if not self.verbose:
             lines.append(f"Every request and job is logged to {self.log_name} (--verbose shows them here).")
@@ -112,10 +119,10 @@ def _fresh_log(path: Path) -> IO[str]:
     return open(path, "a", buffering=1)  # noqa: SIM115 - open for the whole run, which closes it
 
 
-def _answers(url: str) -> bool:
+def _answers(http: httpx.Client, url: str) -> bool:
     """Whether the web server answers at all (any status: it is up)."""
     try:
-        httpx.get(f"{url}/healthz", timeout=1.0)
+        http.get(f"{url}/healthz")
     except httpx.HTTPError:
         return False
     return True
