@@ -787,6 +787,6 @@ def test_attachments_and_reply_to_are_checked(api):
 
 def test_older_messages_may_be_clicked_on_the_links_the_scenarios_always_clicked():
     from webapp.sandbox.scenarios import OTHER_URLS
-    from webapp.sandbox.store import LEGACY_LINKS
+    from webapp.sandbox.state_file import LEGACY_LINKS
 
     assert LEGACY_LINKS == OTHER_URLS

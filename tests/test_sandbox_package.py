@@ -96,22 +96,23 @@ def test_a_state_file_another_process_is_setting_up_is_opened_again_not_refused(
     again, as a lock is, and any other error still fails at once."""
     import sqlite3
 
-    from webapp.sandbox import store
+    from webapp.sandbox import state_file, store
 
-    connect = store.Store._connect
+    connect = state_file.connect
     failures = [sqlite3.OperationalError("disk I/O error"), sqlite3.OperationalError("database is locked")]
 
-    def half_made(self: store.Store) -> sqlite3.Connection:
+    def half_made(path: str) -> sqlite3.Connection:
         if failures:
             raise failures.pop(0)
-        return connect(self)
+        return connect(path)
 
-    monkeypatch.setattr(store.Store, "_connect", half_made)
+    monkeypatch.setattr(state_file, "connect", half_made)
     opened = store.Store(str(tmp_path / "state.sqlite3"))
     assert failures == [] and opened.message("none") is None
 
-    monkeypatch.setattr(
-        store.Store, "_connect", lambda self: (_ for _ in ()).throw(sqlite3.OperationalError("no such table"))
-    )
+    def broken(path: str) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("no such table")
+
+    monkeypatch.setattr(state_file, "connect", broken)
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         store.Store(str(tmp_path / "other.sqlite3"))
