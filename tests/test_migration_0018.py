@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 from flask_migrate import downgrade
 
-from tests.migration_steps import migrate_to, scratch_app  # noqa: F401 (a fixture)
+from tests.migration_steps import email_row, migrate_to, scratch_app  # noqa: F401 (a fixture)
 from webapp.models import utcnow
 
 # The database engine shapes what this module tests: CI runs it on PostgreSQL and on SQLite.
@@ -27,23 +27,7 @@ def test_0018_adds_the_headers_empty_for_older_copies_and_takes_them_back(scratc
     rows = {
         "clinic": {"name": "C", "created_at": now, "timezone": "UTC"},
         "client": {"clinic_id": 1, "name": "Jo", "email": "jo@x", "phone": "", "created_at": now},
-        "email": {
-            "clinic_id": 1,
-            "client_id": 1,
-            "app_message_id": "a-1",
-            "to_address": "jo@x",
-            "subject": "S",
-            "body": "B",
-            "kind": "receipt",
-            "status": "sending",
-            "version": 0,
-            "provider": "sandbox",
-            "send_state": "accepted",
-            "send_attempts": 1,
-            "status_changed_at": now,
-            "created_at": now,
-            "resends_unfound": 0,
-        },
+        "email": email_row(1),
         "email_content": {"email_id": 1, "body_html": "<p>Hi</p>", "reply_to": "desk@c.example"},
     }
     with db.engine.begin() as connection:
